@@ -1,0 +1,266 @@
+//! Server configuration: every limit and timeout lives here with its default, nowhere else.
+//!
+//! A TOML file gives the base (`--config FILE`), command-line flags override it. Unknown keys in
+//! the file are refused so that a typo cannot silently leave a default in force.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Whether `SITE REGISTER` is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone may register an account before logging in.
+    Open,
+    /// Only the operator creates accounts (`ferryd user add`).
+    Closed,
+}
+
+/// An inclusive range of TCP ports for passive data connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port, inclusive.
+    pub low: u16,
+    /// Highest port, inclusive.
+    pub high: u16,
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (low, high) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected LOW-HIGH, got {s:?}"))?;
+        let low: u16 = low.trim().parse().map_err(|e| format!("bad low port: {e}"))?;
+        let high: u16 = high.trim().parse().map_err(|e| format!("bad high port: {e}"))?;
+        if low == 0 || low > high {
+            return Err(format!("port range {low}-{high} is empty or starts at 0"));
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole server configuration. Field docs give the TOML key and the default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `listen`: control-channel addresses. Default `["127.0.0.1:2121"]`.
+    pub listen: Vec<SocketAddr>,
+    /// `data_dir`: root of `accounts/`, `home/`, `log/`, `tmp/`. Default `./var`.
+    pub data_dir: PathBuf,
+    /// `registration`: `open` or `closed`. Default `open`.
+    pub registration: Registration,
+    /// `pbkdf2_iterations`: PBKDF2-HMAC-SHA256 rounds for new password hashes. Default 600 000.
+    pub pbkdf2_iterations: u32,
+    /// `min_password_length`: shortest password accepted, in characters. Default 8.
+    pub min_password_length: usize,
+    /// `passive_ports`: `"LOW-HIGH"` range for PASV/EPSV listeners. Default: any port from the OS.
+    pub passive_ports: Option<PortRange>,
+    /// `passive_address`: IPv4 address announced in 227 replies (NAT). Default: the control
+    /// connection's local address.
+    pub passive_address: Option<IpAddr>,
+    /// `max_sessions`: control connections in all. Default 2000.
+    pub max_sessions: usize,
+    /// `max_sessions_per_ip`: control connections from one address. Default 50.
+    pub max_sessions_per_ip: usize,
+    /// `max_line_length`: longest command line in bytes. Default 4096.
+    pub max_line_length: usize,
+    /// `max_login_failures`: failed PASS attempts before the connection is closed. Default 3.
+    pub max_login_failures: u8,
+    /// `login_timeout_secs`: time to log in after connecting. Default 60.
+    pub login_timeout_secs: u64,
+    /// `idle_timeout_secs`: time without a command, outside transfers. Default 300.
+    pub idle_timeout_secs: u64,
+    /// `data_timeout_secs`: wait for a passive data connection, or for progress in a transfer.
+    /// Default 60.
+    pub data_timeout_secs: u64,
+    /// `shutdown_grace_secs`: how long running transfers may go on after SIGINT/SIGTERM.
+    /// Default 10.
+    pub shutdown_grace_secs: u64,
+    /// `workers`: session arbiters (threads). Default: one per core.
+    pub workers: usize,
+    /// `blocking_threads`: threads for password hashing and for file-system calls, each.
+    /// Default: one per core.
+    pub blocking_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
+            data_dir: PathBuf::from("./var"),
+            registration: Registration::Open,
+            pbkdf2_iterations: 600_000,
+            min_password_length: 8,
+            passive_ports: None,
+            passive_address: None,
+            max_sessions: 2000,
+            max_sessions_per_ip: 50,
+            max_line_length: 4096,
+            max_login_failures: 3,
+            login_timeout_secs: 60,
+            idle_timeout_secs: 300,
+            data_timeout_secs: 60,
+            shutdown_grace_secs: 10,
+            workers: cores,
+            blocking_threads: cores,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("bad configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("bad configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML configuration file; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks values that would make the server misbehave rather than fail to start.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str| Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid("listen must name an address".into()));
+        }
+        if self.pbkdf2_iterations == 0 {
+            return bad("pbkdf2_iterations");
+        }
+        if self.max_sessions == 0 {
+            return bad("max_sessions");
+        }
+        if self.max_sessions_per_ip == 0 {
+            return bad("max_sessions_per_ip");
+        }
+        if self.max_line_length < 64 {
+            return Err(ConfigError::Invalid("max_line_length must be at least 64".into()));
+        }
+        if self.workers == 0 {
+            return bad("workers");
+        }
+        if self.blocking_threads == 0 {
+            return bad("blocking_threads");
+        }
+        Ok(())
+    }
+
+    /// Directory of the account files.
+    pub fn accounts_dir(&self) -> PathBuf {
+        self.data_dir.join("accounts")
+    }
+
+    /// Directory holding one home directory per user.
+    pub fn homes_dir(&self) -> PathBuf {
+        self.data_dir.join("home")
+    }
+
+    /// Directory of `audit.jsonl` and `xferlog`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    /// Staging directory for uploads in progress (same file system as the homes, so the final
+    /// rename is atomic).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// Login timeout as a duration.
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs)
+    }
+
+    /// Idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// Data-connection timeout as a duration.
+    pub fn data_timeout(&self) -> Duration {
+        Duration::from_secs(self.data_timeout_secs)
+    }
+
+    /// Shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_override_defaults_and_unknown_keys_fail() {
+        let cfg: Config =
+            toml::from_str("pbkdf2_iterations = 1000\npassive_ports = \"50000-50010\"\n")
+                .expect("valid toml");
+        assert_eq!(cfg.pbkdf2_iterations, 1000);
+        assert_eq!(
+            cfg.passive_ports,
+            Some(PortRange {
+                low: 50000,
+                high: 50010
+            })
+        );
+        assert_eq!(cfg.max_line_length, 4096);
+        assert!(toml::from_str::<Config>("pbkdf2_iteration = 5\n").is_err());
+    }
+
+    #[test]
+    fn port_range_rejects_reversed_and_zero() {
+        assert!("10-5".parse::<PortRange>().is_err());
+        assert!("0-5".parse::<PortRange>().is_err());
+        assert!("5".parse::<PortRange>().is_err());
+        assert_eq!(
+            "7-7".parse::<PortRange>(),
+            Ok(PortRange { low: 7, high: 7 })
+        );
+    }
+}
