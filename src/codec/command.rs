@@ -1,0 +1,629 @@
+//! `Command`: one variant per FTP verb, parsed from one control line. Pure: no I/O.
+//!
+//! Paths stay raw `String`s here; only the file store turns them into real paths. Passwords are
+//! [`Password`]s, so the derived `Debug` of a command can be logged.
+
+use std::fmt;
+
+use super::Password;
+
+/// The representation type set by `TYPE` (RFC 959 §3.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferType {
+    /// `TYPE A` (optionally `A N`): text, CRLF line ends on the wire.
+    Ascii,
+    /// `TYPE I` or `TYPE L 8`: bytes as they are.
+    Image,
+}
+
+/// `SITE` subcommands (RFC 959 §4.1.3 leaves their syntax to the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteCommand {
+    /// `SITE REGISTER <user> <password>`: create an account (before login).
+    Register {
+        /// Requested account name, not yet validated.
+        user: String,
+        /// The new password: the rest of the line, spaces included.
+        password: Password,
+    },
+    /// `SITE PASSWD <old> <new>`: change one's own password.
+    Passwd {
+        /// Current password.
+        old: Password,
+        /// New password.
+        new: Password,
+    },
+    /// `SITE HELP`: list the SITE subcommands.
+    Help,
+    /// Any other subcommand.
+    Unknown(String),
+}
+
+/// `OPTS` arguments we understand (RFC 2389).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opts {
+    /// `OPTS UTF8 ON|OFF` (RFC 2640 draft usage by clients).
+    Utf8(bool),
+    /// `OPTS MLST fact;fact;` (RFC 3659 §7.9): the facts to show; may be empty.
+    Mlst(Vec<String>),
+    /// Any other option: answered 501.
+    Other(String),
+}
+
+/// One control-channel command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `USER <name>` (RFC 959 §4.1.1).
+    User(String),
+    /// `PASS <password>`; the password may be empty.
+    Pass(Password),
+    /// `QUIT`.
+    Quit,
+    /// `NOOP`.
+    Noop,
+    /// `SYST`.
+    Syst,
+    /// `FEAT` (RFC 2389).
+    Feat,
+    /// `OPTS` (RFC 2389).
+    Opts(Opts),
+    /// `HELP [verb]`.
+    Help(Option<String>),
+    /// `TYPE`.
+    Type(TransferType),
+    /// `MODE S` (only stream mode is supported).
+    Mode(char),
+    /// `STRU F` (only file structure is supported).
+    Stru(char),
+    /// `ALLO <n>`: superfluous here.
+    Allo,
+    /// `PWD` / `XPWD`.
+    Pwd,
+    /// `CWD` / `XCWD`.
+    Cwd(String),
+    /// `CDUP` / `XCUP`.
+    Cdup,
+    /// `MKD` / `XMKD`.
+    Mkd(String),
+    /// `RMD` / `XRMD`.
+    Rmd(String),
+    /// `DELE`.
+    Dele(String),
+    /// `RNFR`.
+    Rnfr(String),
+    /// `RNTO`.
+    Rnto(String),
+    /// `SIZE` (RFC 3659 §4).
+    Size(String),
+    /// `MDTM` (RFC 3659 §3).
+    Mdtm(String),
+    /// `PASV`.
+    Pasv,
+    /// `EPSV` (RFC 2428 §3); `EPSV ALL` sets [`Command::EpsvAll`].
+    Epsv,
+    /// `EPSV ALL`.
+    EpsvAll,
+    /// `LIST [path]`; `ls` flags such as `-la` are dropped.
+    List(Option<String>),
+    /// `NLST [path]`.
+    Nlst(Option<String>),
+    /// `MLSD [path]` (RFC 3659 §7).
+    Mlsd(Option<String>),
+    /// `MLST [path]` (RFC 3659 §7).
+    Mlst(Option<String>),
+    /// `RETR <path>`.
+    Retr(String),
+    /// `STOR <path>`.
+    Stor(String),
+    /// `STAT [path]`.
+    Stat(Option<String>),
+    /// `ABOR`.
+    Abor,
+    /// `SITE ...`.
+    Site(SiteCommand),
+    /// A verb this server does not implement: 502.
+    Unknown(String),
+}
+
+/// Why a line is not a valid command. Each variant's reply code is in [`CommandError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The line is longer than the configured limit: 500.
+    #[error("Command line too long.")]
+    TooLong,
+    /// The line is not UTF-8: 501.
+    #[error("Command is not valid UTF-8.")]
+    NotUtf8,
+    /// The line holds no verb: 500.
+    #[error("Empty command.")]
+    Empty,
+    /// A required argument is missing: 501.
+    #[error("{0} needs an argument.")]
+    MissingArgument(&'static str),
+    /// An argument is malformed: 501.
+    #[error("{0}")]
+    BadArgument(String),
+    /// An argument value is valid but not supported: 504.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl CommandError {
+    /// The FTP reply code this error is answered with.
+    pub fn code(&self) -> u16 {
+        match self {
+            CommandError::TooLong | CommandError::Empty => 500,
+            CommandError::NotUtf8
+            | CommandError::MissingArgument(_)
+            | CommandError::BadArgument(_) => 501,
+            CommandError::Unsupported(_) => 504,
+        }
+    }
+}
+
+/// Verbs this server implements, with their syntax, for `HELP` and the login gate.
+pub const VERBS: &[(&str, &str)] = &[
+    ("ABOR", "ABOR (abort transfer)"),
+    ("ALLO", "ALLO <bytes> (ignored)"),
+    ("CDUP", "CDUP (change to parent directory)"),
+    ("CWD", "CWD <path>"),
+    ("DELE", "DELE <file>"),
+    ("EPSV", "EPSV [ALL] (RFC 2428)"),
+    ("FEAT", "FEAT (list extensions)"),
+    ("HELP", "HELP [verb]"),
+    ("LIST", "LIST [path] (ls -l style)"),
+    ("MDTM", "MDTM <file> (RFC 3659)"),
+    ("MKD", "MKD <path>"),
+    ("MLSD", "MLSD [dir] (RFC 3659)"),
+    ("MLST", "MLST [path] (RFC 3659)"),
+    ("MODE", "MODE S"),
+    ("NLST", "NLST [path] (names only)"),
+    ("NOOP", "NOOP"),
+    ("OPTS", "OPTS UTF8 ON | OPTS MLST <facts>"),
+    ("PASS", "PASS <password>"),
+    ("PASV", "PASV"),
+    ("PWD", "PWD (print working directory)"),
+    ("QUIT", "QUIT"),
+    ("RETR", "RETR <file>"),
+    ("RMD", "RMD <dir>"),
+    ("RNFR", "RNFR <old name>"),
+    ("RNTO", "RNTO <new name>"),
+    ("SITE", "SITE <REGISTER|PASSWD|HELP> ... (see HELP SITE)"),
+    ("SIZE", "SIZE <file> (RFC 3659)"),
+    ("STAT", "STAT [path]"),
+    ("STOR", "STOR <file>"),
+    ("STRU", "STRU F"),
+    ("SYST", "SYST"),
+    ("TYPE", "TYPE <A|I|L 8>"),
+    ("USER", "USER <name>"),
+    ("XCUP", "XCUP (alias of CDUP)"),
+    ("XCWD", "XCWD <path> (alias of CWD)"),
+    ("XMKD", "XMKD <path> (alias of MKD)"),
+    ("XPWD", "XPWD (alias of PWD)"),
+    ("XRMD", "XRMD <dir> (alias of RMD)"),
+];
+
+/// `SITE` subcommands with their syntax, for `HELP SITE` and `SITE HELP`.
+pub const SITE_COMMANDS: &[(&str, &str)] = &[
+    (
+        "REGISTER",
+        "SITE REGISTER <user> <password> (create an account, before login)",
+    ),
+    (
+        "PASSWD",
+        "SITE PASSWD <old> <new> (change your password)",
+    ),
+    ("HELP", "SITE HELP (this list)"),
+];
+
+impl Command {
+    /// Parses one control line (without its line end).
+    ///
+    /// Verbs are case-insensitive; the argument starts after the first space and is kept as is
+    /// (file names may hold spaces, and leading spaces are significant to some servers; a
+    /// single separating space is removed, as RFC 959 §5.3 has exactly one).
+    ///
+    /// # Errors
+    /// [`CommandError`] for a missing or malformed argument.
+    pub fn parse(line: &str) -> Result<Command, CommandError> {
+        let (verb, arg) = match line.split_once(' ') {
+            Some((v, a)) => (v, a),
+            None => (line, ""),
+        };
+        if verb.is_empty() {
+            return Err(CommandError::Empty);
+        }
+        let verb = verb.to_ascii_uppercase();
+        let opt_arg = || (!arg.is_empty()).then(|| arg.to_owned());
+        let need = |name: &'static str| {
+            if arg.is_empty() {
+                Err(CommandError::MissingArgument(name))
+            } else {
+                Ok(arg.to_owned())
+            }
+        };
+        let no_arg = |cmd: Command| {
+            if arg.trim().is_empty() {
+                Ok(cmd)
+            } else {
+                Err(CommandError::BadArgument(format!(
+                    "{verb} takes no argument."
+                )))
+            }
+        };
+        Ok(match verb.as_str() {
+            "USER" => Command::User(need("USER")?),
+            "PASS" => Command::Pass(Password::new(arg)),
+            "QUIT" => Command::Quit,
+            "NOOP" => Command::Noop,
+            "SYST" => no_arg(Command::Syst)?,
+            "FEAT" => no_arg(Command::Feat)?,
+            "OPTS" => Command::Opts(parse_opts(&need("OPTS")?)),
+            "HELP" => Command::Help(opt_arg().map(|a| a.trim().to_ascii_uppercase())),
+            "TYPE" => Command::Type(parse_type(&need("TYPE")?)?),
+            "MODE" => Command::Mode(single_letter(&need("MODE")?, &['S'])?),
+            "STRU" => Command::Stru(single_letter(&need("STRU")?, &['F'])?),
+            "ALLO" => Command::Allo,
+            "PWD" | "XPWD" => no_arg(Command::Pwd)?,
+            "CWD" | "XCWD" => Command::Cwd(need("CWD")?),
+            "CDUP" | "XCUP" => no_arg(Command::Cdup)?,
+            "MKD" | "XMKD" => Command::Mkd(need("MKD")?),
+            "RMD" | "XRMD" => Command::Rmd(need("RMD")?),
+            "DELE" => Command::Dele(need("DELE")?),
+            "RNFR" => Command::Rnfr(need("RNFR")?),
+            "RNTO" => Command::Rnto(need("RNTO")?),
+            "SIZE" => Command::Size(need("SIZE")?),
+            "MDTM" => Command::Mdtm(need("MDTM")?),
+            "PASV" => no_arg(Command::Pasv)?,
+            "EPSV" => parse_epsv(arg)?,
+            "LIST" => Command::List(strip_ls_flags(arg)),
+            "NLST" => Command::Nlst(strip_ls_flags(arg)),
+            "MLSD" => Command::Mlsd(opt_arg()),
+            "MLST" => Command::Mlst(opt_arg()),
+            "RETR" => Command::Retr(need("RETR")?),
+            "STOR" => Command::Stor(need("STOR")?),
+            "STAT" => Command::Stat(opt_arg()),
+            "ABOR" => Command::Abor,
+            "SITE" => Command::Site(parse_site(&need("SITE")?)?),
+            _ => Command::Unknown(verb),
+        })
+    }
+
+    /// The canonical verb, as logged and as checked by the login gate.
+    pub fn verb(&self) -> &str {
+        match self {
+            Command::User(_) => "USER",
+            Command::Pass(_) => "PASS",
+            Command::Quit => "QUIT",
+            Command::Noop => "NOOP",
+            Command::Syst => "SYST",
+            Command::Feat => "FEAT",
+            Command::Opts(_) => "OPTS",
+            Command::Help(_) => "HELP",
+            Command::Type(_) => "TYPE",
+            Command::Mode(_) => "MODE",
+            Command::Stru(_) => "STRU",
+            Command::Allo => "ALLO",
+            Command::Pwd => "PWD",
+            Command::Cwd(_) => "CWD",
+            Command::Cdup => "CDUP",
+            Command::Mkd(_) => "MKD",
+            Command::Rmd(_) => "RMD",
+            Command::Dele(_) => "DELE",
+            Command::Rnfr(_) => "RNFR",
+            Command::Rnto(_) => "RNTO",
+            Command::Size(_) => "SIZE",
+            Command::Mdtm(_) => "MDTM",
+            Command::Pasv => "PASV",
+            Command::Epsv | Command::EpsvAll => "EPSV",
+            Command::List(_) => "LIST",
+            Command::Nlst(_) => "NLST",
+            Command::Mlsd(_) => "MLSD",
+            Command::Mlst(_) => "MLST",
+            Command::Retr(_) => "RETR",
+            Command::Stor(_) => "STOR",
+            Command::Stat(_) => "STAT",
+            Command::Abor => "ABOR",
+            Command::Site(_) => "SITE",
+            Command::Unknown(verb) => verb,
+        }
+    }
+
+    /// May this command run before login? (RFC 959 leaves the set to the server; this is
+    /// the usual one, plus `SITE REGISTER` and `SITE HELP`.)
+    pub fn allowed_before_login(&self) -> bool {
+        matches!(
+            self,
+            Command::User(_)
+                | Command::Pass(_)
+                | Command::Quit
+                | Command::Noop
+                | Command::Syst
+                | Command::Feat
+                | Command::Opts(_)
+                | Command::Help(_)
+                | Command::Stat(None)
+                | Command::Abor
+                | Command::Unknown(_)
+                | Command::Site(
+                    SiteCommand::Register { .. } | SiteCommand::Help | SiteCommand::Unknown(_)
+                )
+        )
+    }
+}
+
+/// Renders the command for the audit log: verb and argument, passwords as `***`.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = self.verb();
+        match self {
+            Command::User(a)
+            | Command::Cwd(a)
+            | Command::Mkd(a)
+            | Command::Rmd(a)
+            | Command::Dele(a)
+            | Command::Rnfr(a)
+            | Command::Rnto(a)
+            | Command::Size(a)
+            | Command::Mdtm(a)
+            | Command::Retr(a)
+            | Command::Stor(a) => write!(f, "{verb} {a}"),
+            Command::Pass(p) => write!(f, "{verb} {p}"),
+            Command::Help(Some(a))
+            | Command::List(Some(a))
+            | Command::Nlst(Some(a))
+            | Command::Mlsd(Some(a))
+            | Command::Mlst(Some(a))
+            | Command::Stat(Some(a)) => write!(f, "{verb} {a}"),
+            Command::Type(TransferType::Ascii) => write!(f, "{verb} A"),
+            Command::Type(TransferType::Image) => write!(f, "{verb} I"),
+            Command::Mode(c) | Command::Stru(c) => write!(f, "{verb} {c}"),
+            Command::EpsvAll => write!(f, "{verb} ALL"),
+            Command::Opts(Opts::Utf8(on)) => {
+                write!(f, "{verb} UTF8 {}", if *on { "ON" } else { "OFF" })
+            }
+            Command::Opts(Opts::Mlst(facts)) => write!(f, "{verb} MLST {}", facts.join(";")),
+            Command::Opts(Opts::Other(o)) => write!(f, "{verb} {o}"),
+            Command::Site(SiteCommand::Register { user, password }) => {
+                write!(f, "{verb} REGISTER {user} {password}")
+            }
+            Command::Site(SiteCommand::Passwd { old, new }) => {
+                write!(f, "{verb} PASSWD {old} {new}")
+            }
+            Command::Site(SiteCommand::Help) => write!(f, "{verb} HELP"),
+            Command::Site(SiteCommand::Unknown(s)) => write!(f, "{verb} {s}"),
+            _ => f.write_str(verb),
+        }
+    }
+}
+
+fn parse_type(arg: &str) -> Result<TransferType, CommandError> {
+    let upper = arg.trim().to_ascii_uppercase();
+    let mut words = upper.split_ascii_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("A"), None | Some("N"), None) => Ok(TransferType::Ascii),
+        (Some("I"), None, None) | (Some("L"), Some("8"), None) => Ok(TransferType::Image),
+        (Some("A" | "E"), Some("T" | "C"), None) | (Some("E" | "L"), _, None) => Err(
+            CommandError::Unsupported(format!("TYPE {upper} not supported.")),
+        ),
+        _ => Err(CommandError::BadArgument(format!("Unknown TYPE {upper}."))),
+    }
+}
+
+fn single_letter(arg: &str, supported: &[char]) -> Result<char, CommandError> {
+    let upper = arg.trim().to_ascii_uppercase();
+    let mut chars = upper.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if supported.contains(&c) => Ok(c),
+        (Some(_), None) => Err(CommandError::Unsupported(format!(
+            "{upper} not supported."
+        ))),
+        _ => Err(CommandError::BadArgument(format!("Bad argument {upper}."))),
+    }
+}
+
+fn parse_epsv(arg: &str) -> Result<Command, CommandError> {
+    match arg.trim().to_ascii_uppercase().as_str() {
+        "" | "1" | "2" => Ok(Command::Epsv),
+        "ALL" => Ok(Command::EpsvAll),
+        other if other.chars().all(|c| c.is_ascii_digit()) => Err(CommandError::Unsupported(
+            "Network protocol not supported, use (1,2).".into(),
+        )),
+        _ => Err(CommandError::BadArgument("Bad EPSV argument.".into())),
+    }
+}
+
+fn parse_opts(arg: &str) -> Opts {
+    let (name, value) = arg.split_once(' ').unwrap_or((arg, ""));
+    match name.to_ascii_uppercase().as_str() {
+        "UTF8" | "UTF-8" => match value.trim().to_ascii_uppercase().as_str() {
+            "ON" | "" => Opts::Utf8(true),
+            "OFF" => Opts::Utf8(false),
+            _ => Opts::Other(arg.to_owned()),
+        },
+        "MLST" => Opts::Mlst(
+            value
+                .split(';')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_ascii_lowercase)
+                .collect(),
+        ),
+        _ => Opts::Other(arg.to_owned()),
+    }
+}
+
+fn parse_site(arg: &str) -> Result<SiteCommand, CommandError> {
+    let (sub, rest) = arg.split_once(' ').unwrap_or((arg, ""));
+    Ok(match sub.to_ascii_uppercase().as_str() {
+        "REGISTER" => {
+            let (user, password) = rest
+                .split_once(' ')
+                .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+                .ok_or(CommandError::MissingArgument("SITE REGISTER <user> <password>"))?;
+            SiteCommand::Register {
+                user: user.to_owned(),
+                password: Password::new(password),
+            }
+        }
+        "PASSWD" => {
+            let (old, new) = rest
+                .split_once(' ')
+                .filter(|(o, n)| !o.is_empty() && !n.is_empty())
+                .ok_or(CommandError::MissingArgument("SITE PASSWD <old> <new>"))?;
+            SiteCommand::Passwd {
+                old: Password::new(old),
+                new: Password::new(new),
+            }
+        }
+        "HELP" => SiteCommand::Help,
+        other => SiteCommand::Unknown(other.to_owned()),
+    })
+}
+
+/// Drops leading `ls` flags (`-la`, `-a -l`) that clients send with LIST/NLST, as vsftpd and
+/// pure-ftpd do; a name that merely starts with `-` can still be listed as `./-name`.
+fn strip_ls_flags(arg: &str) -> Option<String> {
+    let mut rest = arg;
+    loop {
+        let trimmed = rest.trim_start();
+        match trimmed.strip_prefix('-') {
+            Some(flags)
+                if !flags.is_empty()
+                    && flags
+                        .chars()
+                        .take_while(|c| *c != ' ')
+                        .all(|c| c.is_ascii_alphanumeric()) =>
+            {
+                rest = flags.split_once(' ').map_or("", |(_, r)| r);
+            }
+            _ => return (!trimmed.is_empty()).then(|| trimmed.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Command {
+        Command::parse(line).unwrap_or_else(|e| panic!("{line:?} failed: {e}"))
+    }
+
+    #[test]
+    fn table_of_lines() {
+        let cases: Vec<(&str, Command)> = vec![
+            ("USER alice", Command::User("alice".into())),
+            ("user alice", Command::User("alice".into())),
+            ("PASS", Command::Pass(Password::new(""))),
+            ("PASS secret with spaces", Command::Pass(Password::new("secret with spaces"))),
+            ("QUIT", Command::Quit),
+            ("noop", Command::Noop),
+            ("TYPE I", Command::Type(TransferType::Image)),
+            ("TYPE a", Command::Type(TransferType::Ascii)),
+            ("TYPE A N", Command::Type(TransferType::Ascii)),
+            ("TYPE L 8", Command::Type(TransferType::Image)),
+            ("MODE s", Command::Mode('S')),
+            ("STRU F", Command::Stru('F')),
+            ("XPWD", Command::Pwd),
+            ("XCWD dir", Command::Cwd("dir".into())),
+            ("CWD my dir ", Command::Cwd("my dir ".into())),
+            ("XMKD a", Command::Mkd("a".into())),
+            ("XRMD a", Command::Rmd("a".into())),
+            ("XCUP", Command::Cdup),
+            ("EPSV", Command::Epsv),
+            ("EPSV 2", Command::Epsv),
+            ("EPSV ALL", Command::EpsvAll),
+            ("LIST", Command::List(None)),
+            ("LIST -la", Command::List(None)),
+            ("LIST -a -l sub", Command::List(Some("sub".into()))),
+            ("NLST -l", Command::Nlst(None)),
+            ("MLSD", Command::Mlsd(None)),
+            ("MLST x", Command::Mlst(Some("x".into()))),
+            ("OPTS UTF8 ON", Command::Opts(Opts::Utf8(true))),
+            (
+                "OPTS MLST type;size;",
+                Command::Opts(Opts::Mlst(vec!["type".into(), "size".into()])),
+            ),
+            ("HELP retr", Command::Help(Some("RETR".into()))),
+            ("STAT", Command::Stat(None)),
+            (
+                "SITE REGISTER bob pass word",
+                Command::Site(SiteCommand::Register {
+                    user: "bob".into(),
+                    password: Password::new("pass word"),
+                }),
+            ),
+            (
+                "site passwd a b",
+                Command::Site(SiteCommand::Passwd {
+                    old: Password::new("a"),
+                    new: Password::new("b"),
+                }),
+            ),
+            ("SITE help", Command::Site(SiteCommand::Help)),
+            ("SITE CHMOD 755 x", Command::Site(SiteCommand::Unknown("CHMOD".into()))),
+            ("FOO bar", Command::Unknown("FOO".into())),
+            ("PORT 1,2,3,4,5,6", Command::Unknown("PORT".into())),
+        ];
+        for (line, want) in cases {
+            assert_eq!(ok(line), want, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_their_reply_codes() {
+        let cases: &[(&str, u16)] = &[
+            ("", 500),
+            (" USER x", 500),
+            ("USER", 501),
+            ("RETR", 501),
+            ("TYPE X", 501),
+            ("TYPE E", 504),
+            ("MODE B", 504),
+            ("STRU R", 504),
+            ("EPSV 3", 504),
+            ("EPSV x", 501),
+            ("SYST now", 501),
+            ("SITE REGISTER onlyname", 501),
+            ("SITE PASSWD one", 501),
+        ];
+        for (line, code) in cases {
+            let err = Command::parse(line).expect_err(line);
+            assert_eq!(err.code(), *code, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn display_redacts_passwords() {
+        assert_eq!(ok("PASS hunter22").to_string(), "PASS ***");
+        assert_eq!(
+            ok("SITE REGISTER bob s3cretpass").to_string(),
+            "SITE REGISTER bob ***"
+        );
+        assert_eq!(ok("SITE PASSWD old newpass1").to_string(), "SITE PASSWD *** ***");
+        assert_eq!(ok("RETR a b.txt").to_string(), "RETR a b.txt");
+        assert!(!format!("{:?}", ok("PASS hunter22")).contains("hunter22"));
+    }
+
+    #[test]
+    fn login_gate() {
+        assert!(ok("USER a").allowed_before_login());
+        assert!(ok("SITE REGISTER a bbbbbbbb").allowed_before_login());
+        assert!(!ok("SITE PASSWD a b").allowed_before_login());
+        assert!(!ok("RETR x").allowed_before_login());
+        assert!(!ok("STAT x").allowed_before_login());
+        assert!(!ok("PASV").allowed_before_login());
+    }
+
+    #[test]
+    fn every_verb_has_help_and_parses() {
+        for (verb, _) in VERBS {
+            let line = format!("{verb} x");
+            match Command::parse(&line) {
+                Ok(Command::Unknown(v)) => panic!("{v} is in HELP but not parsed"),
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
+}
