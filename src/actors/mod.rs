@@ -1,1 +1,119 @@
 //! The actor graph.
+//!
+//! ```text
+//!                 ┌────────────┐ one per connection, spread over one Arbiter per core
+//!  TCP accept ──► │  Acceptor  │ ─────────────────────────────┐
+//!                 └────────────┘                              ▼
+//!                                      ┌──────────────────────────────────────────┐
+//!  control bytes ◄─► FtpCodec ◄──────► │ Session (state machine, transfer tasks)  │
+//!                                      └──────────────────────────────────────────┘
+//!                     Services (Recipients) │ Register/Authenticate  │ Stat/List/Open*  │ Record
+//!                                           ▼                        ▼                  ▼
+//!                            AccountRegistry (SyncArbiter)  FileStore (SyncArbiter)  AuditLog (own Arbiter)
+//!                                           │                        │                  │
+//!                                    AccountStore trait        Storage trait       audit.jsonl, xferlog
+//! ```
+//!
+//! A Session knows the services only through [`Services`], so tests hand it stub actors.
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Recipient};
+
+pub mod acceptor;
+pub mod data_channel;
+pub mod session;
+
+use account_registry::{Authenticate, ChangePassword, Register};
+use audit_log::Record;
+use file_store::{
+    CommitUpload, CreateHome, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir, Stat,
+};
+
+/// Everything a Session may ask of the rest of the server: one recipient per message.
+#[derive(Clone)]
+pub struct Services {
+    /// Create an account (`SITE REGISTER`).
+    pub register: Recipient<Register>,
+    /// Check a password (`PASS`).
+    pub authenticate: Recipient<Authenticate>,
+    /// Change a password (`SITE PASSWD`).
+    pub change_password: Recipient<ChangePassword>,
+    /// Make sure a user's home exists.
+    pub create_home: Recipient<CreateHome>,
+    /// Metadata of one path.
+    pub stat: Recipient<Stat>,
+    /// Entries of a directory.
+    pub list: Recipient<List>,
+    /// Open a file for a download.
+    pub open_read: Recipient<OpenRead>,
+    /// Stage an upload.
+    pub open_write: Recipient<OpenWrite>,
+    /// Put a finished upload in place.
+    pub commit_upload: Recipient<CommitUpload>,
+    /// `MKD`.
+    pub mkdir: Recipient<Mkdir>,
+    /// `RMD`.
+    pub rmdir: Recipient<Rmdir>,
+    /// `DELE`.
+    pub remove: Recipient<Remove>,
+    /// `RNFR`/`RNTO`.
+    pub rename: Recipient<Rename>,
+    /// Audit events, fire-and-forget.
+    pub audit: Recipient<Record>,
+}
+
+impl Services {
+    /// Wires the services from any actors that handle the messages: the real ones in the
+    /// server, stubs in tests.
+    pub fn new<Accounts, Files, Audit>(
+        accounts: &Addr<Accounts>,
+        files: &Addr<Files>,
+        audit: &Addr<Audit>,
+    ) -> Services
+    where
+        Accounts: Actor + Handler<Register> + Handler<Authenticate> + Handler<ChangePassword>,
+        Accounts::Context: ToEnvelope<Accounts, Register>
+            + ToEnvelope<Accounts, Authenticate>
+            + ToEnvelope<Accounts, ChangePassword>,
+        Files: Actor
+            + Handler<CreateHome>
+            + Handler<Stat>
+            + Handler<List>
+            + Handler<OpenRead>
+            + Handler<OpenWrite>
+            + Handler<CommitUpload>
+            + Handler<Mkdir>
+            + Handler<Rmdir>
+            + Handler<Remove>
+            + Handler<Rename>,
+        Files::Context: ToEnvelope<Files, CreateHome>
+            + ToEnvelope<Files, Stat>
+            + ToEnvelope<Files, List>
+            + ToEnvelope<Files, OpenRead>
+            + ToEnvelope<Files, OpenWrite>
+            + ToEnvelope<Files, CommitUpload>
+            + ToEnvelope<Files, Mkdir>
+            + ToEnvelope<Files, Rmdir>
+            + ToEnvelope<Files, Remove>
+            + ToEnvelope<Files, Rename>,
+        Audit: Actor + Handler<Record>,
+        Audit::Context: ToEnvelope<Audit, Record>,
+    {
+        Services {
+            register: accounts.clone().recipient(),
+            authenticate: accounts.clone().recipient(),
+            change_password: accounts.clone().recipient(),
+            create_home: files.clone().recipient(),
+            stat: files.clone().recipient(),
+            list: files.clone().recipient(),
+            open_read: files.clone().recipient(),
+            open_write: files.clone().recipient(),
+            commit_upload: files.clone().recipient(),
+            mkdir: files.clone().recipient(),
+            rmdir: files.clone().recipient(),
+            remove: files.clone().recipient(),
+            rename: files.clone().recipient(),
+            audit: audit.clone().recipient(),
+        }
+    }
+}

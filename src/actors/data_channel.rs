@@ -1,0 +1,377 @@
+//! Data connections and the transfers over them. A Session prepares a passive listener, then a
+//! transfer task (spawned by the Session, cancelled by ABOR) accepts the client's connection and
+//! streams between it and a file the FileStore opened. File bytes never pass through a mailbox.
+//!
+//! This module owns no session state: it gets everything as arguments and returns a result.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::actors::file_store::Upload;
+use crate::config::PortRange;
+
+/// Read and write size of file transfers: large enough that system-call overhead stays small
+/// at loopback speeds, small enough for many concurrent transfers.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a data transfer did not complete. [`DataError::code`] gives the reply.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// No data connection arrived in time: 425.
+    #[error("Failed to establish data connection.")]
+    NoConnection,
+    /// The data connection failed or stalled: 426.
+    #[error("Data connection closed; transfer aborted.")]
+    Network(#[source] io::Error),
+    /// Reading or writing the local file failed: 451.
+    #[error("Local error in processing: {0}.")]
+    Local(#[source] io::Error),
+}
+
+impl DataError {
+    /// The FTP reply code for this failure.
+    pub fn code(&self) -> u16 {
+        match self {
+            DataError::NoConnection => 425,
+            DataError::Network(_) => 426,
+            DataError::Local(_) => 451,
+        }
+    }
+}
+
+/// Binds a passive-mode listener on `ip` (the control connection's local address), on a port
+/// from `range` when one is configured, starting at a random port of it so concurrent sessions
+/// rarely collide; otherwise on a port from the OS.
+///
+/// # Errors
+/// The last bind error when every port of the range is taken.
+pub fn bind_passive(ip: IpAddr, range: Option<PortRange>) -> io::Result<TcpListener> {
+    let bind = |port: u16| -> io::Result<TcpListener> {
+        let std = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
+        std.set_nonblocking(true)?;
+        TcpListener::from_std(std)
+    };
+    let Some(range) = range else {
+        return bind(0);
+    };
+    let span = u32::from(range.high - range.low) + 1;
+    let start = rand::random::<u32>() % span;
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "passive port range exhausted");
+    for step in 0..span {
+        let offset = (start + step) % span;
+        let port = u16::try_from(u32::from(range.low) + offset).unwrap_or(range.high);
+        match bind(port) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The same address family-independent host: an IPv4-mapped IPv6 address equals its IPv4 form.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// Accepts the data connection, only from `peer` (the control connection's address): a
+/// connection from anywhere else is dropped and logged, and the wait goes on (no port theft).
+///
+/// # Errors
+/// [`DataError::NoConnection`] when nothing acceptable arrives within `wait`.
+pub async fn accept_from(
+    listener: TcpListener,
+    peer: IpAddr,
+    wait: Duration,
+    session: u64,
+) -> Result<TcpStream, DataError> {
+    let peer = canonical(peer);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;
+        match accepted {
+            Err(_) => return Err(DataError::NoConnection),
+            Ok(Err(e)) => {
+                log::warn!("session {session}: passive accept failed: {e}");
+                return Err(DataError::NoConnection);
+            }
+            Ok(Ok((stream, from))) if canonical(from.ip()) == peer => {
+                stream.set_nodelay(true).ok();
+                return Ok(stream);
+            }
+            Ok(Ok((_, from))) => {
+                log::warn!(
+                    "session {session}: refused data connection from {from}, expected {peer}"
+                );
+            }
+        }
+    }
+}
+
+/// What a transfer task does once its data connection is open.
+pub enum Job {
+    /// Send these bytes (a listing) and close.
+    SendBytes(Vec<u8>),
+    /// Send a file from its current position; `ascii` turns bare LF into CRLF.
+    SendFile {
+        /// The open file.
+        file: std::fs::File,
+        /// TYPE A conversion.
+        ascii: bool,
+    },
+    /// Receive into an upload's temporary file; `ascii` turns CRLF into LF.
+    Receive {
+        /// The staged upload; handed back in [`Outcome`] to be committed.
+        upload: Upload,
+        /// TYPE A conversion.
+        ascii: bool,
+    },
+}
+
+/// The end of a transfer task.
+pub struct Outcome {
+    /// Bytes moved over the data connection, or why it failed.
+    pub result: Result<u64, DataError>,
+    /// For a successful receive: the upload, ready to commit.
+    pub upload: Option<Upload>,
+}
+
+/// Accepts the data connection and runs `job`, counting bytes into `progress` (for STAT).
+/// Every read and write must make progress within `stall`.
+pub async fn run(
+    listener: TcpListener,
+    peer: IpAddr,
+    stall: Duration,
+    session: u64,
+    job: Job,
+    progress: Arc<AtomicU64>,
+) -> Outcome {
+    let stream = match accept_from(listener, peer, stall, session).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Outcome {
+                result: Err(e),
+                upload: None,
+            };
+        }
+    };
+    match job {
+        Job::SendBytes(bytes) => Outcome {
+            result: send_bytes(stream, &bytes, stall, &progress).await,
+            upload: None,
+        },
+        Job::SendFile { file, ascii } => Outcome {
+            result: send_file(stream, file, ascii, stall, &progress).await,
+            upload: None,
+        },
+        Job::Receive { upload, ascii } => receive(stream, upload, ascii, stall, &progress).await,
+    }
+}
+
+async fn with_stall<T>(
+    stall: Duration,
+    op: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(stall, op).await.unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "data connection stalled",
+        ))
+    })
+}
+
+async fn send_bytes(
+    mut stream: TcpStream,
+    bytes: &[u8],
+    stall: Duration,
+    progress: &AtomicU64,
+) -> Result<u64, DataError> {
+    for chunk in bytes.chunks(CHUNK) {
+        with_stall(stall, stream.write_all(chunk))
+            .await
+            .map_err(DataError::Network)?;
+        progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+    with_stall(stall, stream.shutdown())
+        .await
+        .map_err(DataError::Network)?;
+    Ok(bytes.len() as u64)
+}
+
+async fn send_file(
+    mut stream: TcpStream,
+    file: std::fs::File,
+    ascii: bool,
+    stall: Duration,
+    progress: &AtomicU64,
+) -> Result<u64, DataError> {
+    let mut file = tokio::fs::File::from_std(file);
+    let mut buf = vec![0u8; CHUNK];
+    let mut converted = Vec::new();
+    let mut last_was_cr = false;
+    let mut sent = 0u64;
+    loop {
+        let n = file.read(&mut buf).await.map_err(DataError::Local)?;
+        if n == 0 {
+            break;
+        }
+        let out = if ascii {
+            converted.clear();
+            last_was_cr = lf_to_crlf(&buf[..n], last_was_cr, &mut converted);
+            &converted[..]
+        } else {
+            &buf[..n]
+        };
+        with_stall(stall, stream.write_all(out))
+            .await
+            .map_err(DataError::Network)?;
+        sent += out.len() as u64;
+        progress.fetch_add(out.len() as u64, Ordering::Relaxed);
+    }
+    with_stall(stall, stream.shutdown())
+        .await
+        .map_err(DataError::Network)?;
+    Ok(sent)
+}
+
+async fn receive(
+    mut stream: TcpStream,
+    upload: Upload,
+    ascii: bool,
+    stall: Duration,
+    progress: &AtomicU64,
+) -> Outcome {
+    let Upload { file, staged } = upload;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut buf = vec![0u8; CHUNK];
+    let mut converted = Vec::new();
+    let mut pending_cr = false;
+    let mut received = 0u64;
+    let result: Result<u64, DataError> = async {
+        loop {
+            let n = with_stall(stall, stream.read(&mut buf))
+                .await
+                .map_err(DataError::Network)?;
+            if n == 0 {
+                break;
+            }
+            received += n as u64;
+            progress.fetch_add(n as u64, Ordering::Relaxed);
+            let data = if ascii {
+                converted.clear();
+                pending_cr = crlf_to_lf(&buf[..n], pending_cr, &mut converted);
+                &converted[..]
+            } else {
+                &buf[..n]
+            };
+            file.write_all(data).await.map_err(DataError::Local)?;
+        }
+        if pending_cr {
+            file.write_all(b"\r").await.map_err(DataError::Local)?;
+        }
+        file.flush().await.map_err(DataError::Local)?;
+        Ok(received)
+    }
+    .await;
+    match result {
+        Ok(n) => Outcome {
+            result: Ok(n),
+            upload: Some(Upload {
+                file: file.into_std().await,
+                staged,
+            }),
+        },
+        // Dropping `staged` removes the temporary file: the previous file stays as it was.
+        Err(e) => Outcome {
+            result: Err(e),
+            upload: None,
+        },
+    }
+}
+
+/// TYPE A sending: a bare LF becomes CRLF; an existing CRLF is kept. `last_was_cr` carries the
+/// state across chunks; the new state is returned.
+pub fn lf_to_crlf(input: &[u8], mut last_was_cr: bool, out: &mut Vec<u8>) -> bool {
+    out.reserve(input.len() + input.len() / 16);
+    for &b in input {
+        if b == b'\n' && !last_was_cr {
+            out.push(b'\r');
+        }
+        out.push(b);
+        last_was_cr = b == b'\r';
+    }
+    last_was_cr
+}
+
+/// TYPE A receiving: CRLF becomes LF; a lone CR is kept. A CR at the end of a chunk is held
+/// back (`pending_cr`) until the next byte shows whether an LF follows.
+pub fn crlf_to_lf(input: &[u8], mut pending_cr: bool, out: &mut Vec<u8>) -> bool {
+    out.reserve(input.len());
+    for &b in input {
+        if pending_cr && b != b'\n' {
+            out.push(b'\r');
+        }
+        pending_cr = b == b'\r';
+        if !pending_cr {
+            out.push(b);
+        }
+    }
+    pending_cr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_send_conversion_across_chunks() {
+        let mut out = Vec::new();
+        let state = lf_to_crlf(b"a\nb\r", false, &mut out);
+        let state = lf_to_crlf(b"\nc\n", state, &mut out);
+        assert!(!state);
+        assert_eq!(out, b"a\r\nb\r\nc\r\n");
+    }
+
+    #[test]
+    fn ascii_receive_conversion_across_chunks() {
+        let mut out = Vec::new();
+        let pending = crlf_to_lf(b"a\r\nb\r", false, &mut out);
+        assert!(pending);
+        let pending = crlf_to_lf(b"\nc\rd\r", pending, &mut out);
+        assert!(pending);
+        assert_eq!(out, b"a\nb\nc\rd");
+    }
+
+    #[tokio::test]
+    async fn passive_range_binds_inside_range_and_refuses_strangers() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        let port = probe.local_addr().expect("addr").port();
+        drop(probe);
+        let range = PortRange {
+            low: port,
+            high: port,
+        };
+        let listener = bind_passive("127.0.0.1".parse().expect("ip"), Some(range)).expect("bind");
+        assert_eq!(listener.local_addr().expect("addr").port(), port);
+        // Only 127.0.0.2 may connect: our connection from 127.0.0.1 must be refused.
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await });
+        let res = accept_from(
+            listener,
+            "127.0.0.2".parse().expect("ip"),
+            Duration::from_millis(300),
+            0,
+        )
+        .await;
+        assert!(matches!(res, Err(DataError::NoConnection)));
+        client.await.expect("join").expect("connected");
+    }
+}

@@ -1,0 +1,942 @@
+//! One handler per command group: login and accounts, navigation, file actions, listings,
+//! transfers, information. Each ends in exactly one final reply through `finish`, `close`, or
+//! a transfer whose end replies.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Instant, SystemTime};
+
+use actix::prelude::*;
+
+use super::{AfterTransfer, Running, Session, TransferKind};
+use crate::actors::account_registry::{AuthError, Authenticate, ChangePassword, Register};
+use crate::actors::audit_log::{Event, EventKind};
+use crate::actors::data_channel::{self, Job};
+use crate::actors::file_store::{
+    CreateHome, FileInfo, FileKind, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir, Stat,
+    StoreError,
+};
+use crate::actors::vpath::{PathError, VPath};
+use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
+use crate::codec::listing::{self, Facts, Role};
+use crate::codec::{Command, Password, Reply, ReplyCode};
+use crate::config::Registration;
+
+/// Which listing a data transfer carries.
+#[derive(Clone, Copy)]
+enum ListingStyle {
+    Long,
+    Names,
+    Facts,
+}
+
+impl Session {
+    /// Runs one command that passed the gates. `rename_from` is the pending RNFR, if the
+    /// previous command was one.
+    pub(super) fn run(
+        &mut self,
+        cmd: Command,
+        text: String,
+        rename_from: Option<VPath>,
+        ctx: &mut Context<Self>,
+    ) {
+        let ok = |msg: &str| Reply::new(ReplyCode::Ok, msg);
+        match cmd {
+            // RFC 959 §4.1.1: access control.
+            Command::User(name) => self.user(&text, name),
+            Command::Pass(password) => self.pass(text, password, ctx),
+            Command::Quit => {
+                if self.transfer.is_some() {
+                    // RFC 959 §4.1.1 QUIT: close once the transfer in progress has ended.
+                    self.after_transfer = Some(AfterTransfer::Quit);
+                } else {
+                    self.close(Some(&text), Reply::new(ReplyCode::Closing, "Goodbye."), ctx);
+                }
+            }
+            Command::Site(site) => self.site(text, site, ctx),
+
+            // RFC 959 §4.1.2: transfer parameters.
+            Command::Type(t) => {
+                self.ascii = t == TransferType::Ascii;
+                let name = if self.ascii { "ASCII" } else { "BINARY" };
+                self.finish(&text, ok(&format!("Switching to {name} mode.")));
+            }
+            Command::Mode(_) => self.finish(&text, ok("Mode set to S.")),
+            Command::Stru(_) => self.finish(&text, ok("Structure set to F.")),
+            Command::Pasv => self.pasv(&text, false),
+            Command::Epsv => self.pasv(&text, true),
+            Command::EpsvAll => {
+                // RFC 2428 §4: after EPSV ALL only EPSV may set up data connections.
+                self.epsv_all = true;
+                self.finish(&text, ok("EPSV ALL ok."));
+            }
+
+            // RFC 959 §4.1.3: service commands.
+            Command::Pwd => {
+                let reply = Reply::path(self.cwd.as_str(), "is the current directory.");
+                self.finish(&text, reply);
+            }
+            Command::Cwd(arg) => self.cwd(text, &arg, ctx),
+            Command::Cdup => self.cwd(text, "..", ctx),
+            Command::Mkd(arg) => self.mkd(text, &arg, ctx),
+            Command::Rmd(arg) => self.rmd(text, &arg, ctx),
+            Command::Dele(arg) => self.dele(text, &arg, ctx),
+            Command::Rnfr(arg) => self.rnfr(text, &arg, ctx),
+            Command::Rnto(arg) => self.rnto(text, &arg, rename_from, ctx),
+            Command::List(arg) => self.listing(text, arg, ListingStyle::Long, ctx),
+            Command::Nlst(arg) => self.listing(text, arg, ListingStyle::Names, ctx),
+            Command::Mlsd(arg) => self.listing(text, arg, ListingStyle::Facts, ctx),
+            Command::Mlst(arg) => self.mlst(text, arg, ctx),
+            Command::Retr(arg) => self.retr(text, &arg, ctx),
+            Command::Stor(arg) => self.stor(text, &arg, ctx),
+            Command::Size(arg) => self.size(text, &arg, ctx),
+            Command::Mdtm(arg) => self.mdtm(text, &arg, ctx),
+            Command::Stat(None) => self.server_status(&text),
+            Command::Stat(Some(arg)) => self.stat_path(text, &arg, ctx),
+            Command::Abor => self.abor(&text, ctx),
+            Command::Allo => self.finish(
+                &text,
+                Reply::new(ReplyCode::Superfluous, "ALLO is superfluous here."),
+            ),
+            Command::Noop => self.finish(&text, ok("NOOP ok.")),
+            Command::Syst => self.finish(
+                &text,
+                Reply::new(ReplyCode::SystemType, "UNIX Type: L8"),
+            ),
+            Command::Feat => self.feat(&text),
+            Command::Opts(opts) => self.opts(&text, opts),
+            Command::Help(topic) => self.help(&text, topic),
+            Command::Unknown(verb) => {
+                log::info!("session {} {}: unknown verb {verb}", self.id, self.peer);
+                self.finish(
+                    &text,
+                    Reply::new(ReplyCode::NotImplemented, "Command not implemented."),
+                );
+            }
+        }
+    }
+
+    /// The logged-in user's name; the login gate guarantees one for every command that calls
+    /// this. A session without one answers 530 instead of panicking.
+    fn user_or_reply(&mut self, text: &str) -> Option<Arc<str>> {
+        let user = self.state.logged_in().map(|l| l.user.clone());
+        if user.is_none() {
+            self.finish(
+                text,
+                Reply::new(ReplyCode::NotLoggedIn, "Please log in with USER and PASS."),
+            );
+        }
+        user
+    }
+
+    /// Resolves a client path against the cwd; a refused name is answered here.
+    fn resolve(&mut self, text: &str, arg: &str) -> Option<VPath> {
+        match self.cwd.resolve(arg) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                let msg = match e {
+                    PathError::InvalidName => "File name not allowed.",
+                    PathError::TooLong => "File name too long.",
+                };
+                self.finish(text, Reply::new(ReplyCode::NameNotAllowed, msg));
+                None
+            }
+        }
+    }
+
+    /// The reply for a file-store error; local errors are logged with the session.
+    pub(super) fn store_error(&self, e: &StoreError) -> Reply {
+        let (code, msg) = match e {
+            StoreError::NotFound => (ReplyCode::FileUnavailable, "No such file or directory."),
+            StoreError::NotADirectory => (ReplyCode::FileUnavailable, "Not a directory."),
+            StoreError::IsADirectory => (ReplyCode::FileUnavailable, "Is a directory."),
+            StoreError::AlreadyExists => (ReplyCode::FileUnavailable, "File exists."),
+            StoreError::NotEmpty => (ReplyCode::FileUnavailable, "Directory not empty."),
+            StoreError::PermissionDenied => (ReplyCode::FileUnavailable, "Permission denied."),
+            StoreError::InvalidName => (ReplyCode::NameNotAllowed, "File name not allowed."),
+            StoreError::Io(io) => {
+                log::error!("session {} {}: file store: {io}", self.id, self.peer);
+                (ReplyCode::LocalError, "Local error in processing.")
+            }
+        };
+        Reply::new(code, msg)
+    }
+
+    fn audit_file_event(&self, kind: EventKind, path: &VPath, target: Option<&VPath>) {
+        let mut event = Event::now(self.id, self.peer, kind);
+        event.user = self.user_name();
+        event.path = Some(path.to_string());
+        event.target = target.map(ToString::to_string);
+        event.code = Some(match kind {
+            EventKind::Mkdir => 257,
+            _ => 250,
+        });
+        self.record(event);
+    }
+
+    // ---- login and accounts (RFC 959 §4.1.1; SITE extensions, DESIGN §4) ----
+
+    fn user(&mut self, text: &str, name: String) {
+        if self.state.user(name) {
+            self.finish(
+                text,
+                Reply::new(ReplyCode::NeedPassword, "Please specify the password."),
+            );
+        } else {
+            self.finish(
+                text,
+                Reply::new(ReplyCode::NotLoggedIn, "Cannot change to another user."),
+            );
+        }
+    }
+
+    fn pass(&mut self, text: String, password: Password, ctx: &mut Context<Self>) {
+        use super::state::PassAction;
+        match self.state.pass() {
+            PassAction::NeedUser => self.finish(
+                &text,
+                Reply::new(ReplyCode::BadSequence, "Login with USER first."),
+            ),
+            PassAction::AlreadyLoggedIn => self.finish(
+                &text,
+                Reply::new(ReplyCode::LoggedIn, "Already logged in."),
+            ),
+            PassAction::Authenticate { user, failures } => {
+                let request = self.env.services.authenticate.send(Authenticate {
+                    name: user.clone(),
+                    password,
+                });
+                self.ask(ctx, text, request, move |act, res, ctx, text| match res {
+                    Ok(account) => {
+                        let home: Arc<str> = Arc::from(account.name.as_str());
+                        let request = act.env.services.create_home.send(CreateHome { user: home });
+                        act.ask(ctx, text, request, move |act, res, _, text| match res {
+                            Ok(()) => {
+                                act.state.succeeded(account);
+                                act.cwd = VPath::root();
+                                let mut event = Event::now(act.id, act.peer, EventKind::LoginOk);
+                                event.user = act.user_name();
+                                act.record(event);
+                                log::info!("session {} {}: {user} logged in", act.id, act.peer);
+                                act.finish(
+                                    &text,
+                                    Reply::new(ReplyCode::LoggedIn, "Login successful."),
+                                );
+                            }
+                            Err(e) => {
+                                let reply = act.store_error(&e);
+                                log::error!("session {}: home of {user} unavailable", act.id);
+                                act.finish(
+                                    &text,
+                                    Reply::new(
+                                        ReplyCode::NotLoggedIn,
+                                        format!("Home directory unavailable ({}).", reply.code().as_u16()),
+                                    ),
+                                );
+                            }
+                        });
+                    }
+                    Err(AuthError::WrongCredentials) => {
+                        let failures = act.state.failed(failures);
+                        let mut event = Event::now(act.id, act.peer, EventKind::LoginFailed);
+                        event.user = Some(user.clone());
+                        act.record(event);
+                        log::info!("session {} {}: login failed for {user:?}", act.id, act.peer);
+                        let reply = Reply::new(ReplyCode::NotLoggedIn, "Login incorrect.");
+                        if failures >= act.env.config.max_login_failures {
+                            act.finish(&text, reply);
+                            act.close(
+                                None,
+                                Reply::new(
+                                    ReplyCode::ServiceNotAvailable,
+                                    "Too many failed logins; closing.",
+                                ),
+                                ctx,
+                            );
+                        } else {
+                            act.finish(&text, reply);
+                        }
+                    }
+                    Err(e) => {
+                        let reply = auth_error_reply(&e);
+                        act.finish(&text, reply);
+                    }
+                });
+            }
+        }
+    }
+
+    fn site(&mut self, text: String, site: SiteCommand, ctx: &mut Context<Self>) {
+        match site {
+            SiteCommand::Register { user, password } => {
+                if self.state.logged_in().is_some() {
+                    self.finish(
+                        &text,
+                        Reply::new(ReplyCode::BadSequence, "Already logged in."),
+                    );
+                    return;
+                }
+                if self.env.config.registration == Registration::Closed {
+                    self.finish(
+                        &text,
+                        Reply::new(ReplyCode::FileUnavailable, "Registration is closed."),
+                    );
+                    return;
+                }
+                let request = self.env.services.register.send(Register {
+                    name: user,
+                    password,
+                });
+                self.ask(ctx, text, request, |act, res, ctx, text| match res {
+                    Ok(account) => {
+                        let name: Arc<str> = Arc::from(account.name.as_str());
+                        let mut event = Event::now(act.id, act.peer, EventKind::Register);
+                        event.user = Some(name.to_string());
+                        act.record(event);
+                        log::info!("session {} {}: registered {name}", act.id, act.peer);
+                        let request =
+                            act.env.services.create_home.send(CreateHome { user: name });
+                        act.ask(ctx, text, request, |act, res, _, text| {
+                            let reply = match res {
+                                Ok(()) => Reply::new(
+                                    ReplyCode::Ok,
+                                    "Account created; log in with USER and PASS.",
+                                ),
+                                Err(e) => act.store_error(&e),
+                            };
+                            act.finish(&text, reply);
+                        });
+                    }
+                    Err(e) => act.finish(&text, auth_error_reply(&e)),
+                });
+            }
+            SiteCommand::Passwd { old, new } => {
+                let Some(name) = self.state.logged_in().map(|l| l.account.name.clone()) else {
+                    self.finish(
+                        &text,
+                        Reply::new(ReplyCode::NotLoggedIn, "Please log in with USER and PASS."),
+                    );
+                    return;
+                };
+                let request =
+                    self.env
+                        .services
+                        .change_password
+                        .send(ChangePassword { name, old, new });
+                self.ask(ctx, text, request, |act, res, _, text| {
+                    let reply = match res {
+                        Ok(()) => Reply::new(ReplyCode::Ok, "Password changed."),
+                        Err(e) => auth_error_reply(&e),
+                    };
+                    act.finish(&text, reply);
+                });
+            }
+            SiteCommand::Help => {
+                let reply = site_help();
+                self.finish(&text, reply);
+            }
+            SiteCommand::Unknown(sub) => self.finish(
+                &text,
+                Reply::new(
+                    ReplyCode::NotImplemented,
+                    format!("SITE {sub} not implemented; see SITE HELP."),
+                ),
+            ),
+        }
+    }
+
+    // ---- navigation and file actions (RFC 959 §4.1.1, §4.1.3) ----
+
+    fn cwd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.stat.send(Stat {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(info) if info.kind == FileKind::Dir => {
+                    act.cwd = path;
+                    Reply::new(ReplyCode::FileActionOk, "Directory successfully changed.")
+                }
+                Ok(_) => Reply::new(ReplyCode::FileUnavailable, "Not a directory."),
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn mkd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.mkdir.send(Mkdir {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(()) => {
+                    act.audit_file_event(EventKind::Mkdir, &path, None);
+                    Reply::path(path.as_str(), "created.")
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn rmd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.rmdir.send(Rmdir {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(()) => {
+                    act.audit_file_event(EventKind::Rmdir, &path, None);
+                    Reply::new(ReplyCode::FileActionOk, "Directory removed.")
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn dele(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.remove.send(Remove {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(()) => {
+                    act.audit_file_event(EventKind::Delete, &path, None);
+                    Reply::new(ReplyCode::FileActionOk, "File deleted.")
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn rnfr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.stat.send(Stat {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(_) if path.is_root() => {
+                    Reply::new(ReplyCode::FileUnavailable, "Cannot rename the home directory.")
+                }
+                Ok(_) => {
+                    act.rename_from = Some(path);
+                    Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn rnto(
+        &mut self,
+        text: String,
+        arg: &str,
+        from: Option<VPath>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(from) = from else {
+            self.finish(
+                &text,
+                Reply::new(ReplyCode::BadSequence, "RNFR required first."),
+            );
+            return;
+        };
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(to) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.rename.send(Rename {
+            user,
+            from: from.clone(),
+            to: to.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(()) => {
+                    act.audit_file_event(EventKind::Rename, &from, Some(&to));
+                    Reply::new(ReplyCode::FileActionOk, "Rename successful.")
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    // ---- information (RFC 3659 §3, §4, §7; RFC 959 STAT) ----
+
+    fn size(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        if self.ascii {
+            // RFC 3659 §4: in ASCII type the size must be that of the converted stream; a wrong
+            // number is worse than none, so refuse (as ProFTPD does).
+            self.finish(
+                &text,
+                Reply::new(ReplyCode::FileUnavailable, "SIZE not allowed in ASCII mode."),
+            );
+            return;
+        }
+        self.stat_file(text, arg, ctx, |info| info.size.to_string());
+    }
+
+    fn mdtm(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        self.stat_file(text, arg, ctx, |info| listing::timeval(info.modified));
+    }
+
+    /// SIZE and MDTM: 213 with one fact of a regular file.
+    fn stat_file(
+        &mut self,
+        text: String,
+        arg: &str,
+        ctx: &mut Context<Self>,
+        fact: fn(&FileInfo) -> String,
+    ) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.stat.send(Stat { user, path });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(info) if info.kind == FileKind::File => {
+                    Reply::new(ReplyCode::FileStatus, fact(&info))
+                }
+                Ok(_) => Reply::new(ReplyCode::FileUnavailable, "Not a plain file."),
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn mlst(&mut self, text: String, arg: Option<String>, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else { return };
+        let request = self.env.services.stat.send(Stat {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(mut info) => {
+                    // RFC 3659 §7.2: the fact line names the object by its full pathname.
+                    info.name = path.to_string();
+                    let line = listing::mlsx_line(&info, act.facts, Role::Entry);
+                    Reply::multi(
+                        ReplyCode::FileActionOk,
+                        vec![
+                            format!("Listing {path}"),
+                            format!(" {line}"),
+                            "End".to_owned(),
+                        ],
+                    )
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.list.send(List {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, _, text| {
+            let reply = match res {
+                Ok(entries) => {
+                    let now = SystemTime::now();
+                    let mut lines = vec![format!("Status of {path}:")];
+                    lines.extend(entries.iter().map(|e| listing::list_line(e, now)));
+                    lines.push("End of status.".to_owned());
+                    Reply::multi(ReplyCode::FileStatus, lines)
+                }
+                Err(e) => act.store_error(&e),
+            };
+            act.finish(&text, reply);
+        });
+    }
+
+    fn server_status(&mut self, text: &str) {
+        let mut lines = vec![
+            "ferry FTP server status:".to_owned(),
+            format!("Connected from {}", self.peer),
+        ];
+        match self.state.logged_in() {
+            Some(l) => lines.push(format!("Logged in as {}", l.user)),
+            None => lines.push("Not logged in".to_owned()),
+        }
+        lines.push(format!(
+            "TYPE: {}, STRUcture: File, MODE: Stream",
+            if self.ascii { "ASCII" } else { "BINARY" }
+        ));
+        match &self.transfer {
+            Some(running) => lines.push(format!(
+                "Transfer in progress: {} bytes so far",
+                running.progress.load(std::sync::atomic::Ordering::Relaxed)
+            )),
+            None if self.passive.is_some() => {
+                lines.push("Passive data connection prepared".to_owned());
+            }
+            None => lines.push("No data connection".to_owned()),
+        }
+        lines.push("End of status".to_owned());
+        self.finish(text, Reply::multi(ReplyCode::SystemStatus, lines));
+    }
+
+    fn feat(&mut self, text: &str) {
+        // RFC 2389 §3.2: each feature line starts with a space. Exactly what is implemented.
+        let lines = vec![
+            "Features:".to_owned(),
+            " EPSV".to_owned(),
+            " MDTM".to_owned(),
+            format!(" MLST {}", self.facts.feat_line()),
+            " PASV".to_owned(),
+            " SIZE".to_owned(),
+            " UTF8".to_owned(),
+            "End".to_owned(),
+        ];
+        self.finish(text, Reply::multi(ReplyCode::SystemStatus, lines));
+    }
+
+    fn opts(&mut self, text: &str, opts: Opts) {
+        let reply = match opts {
+            // RFC 2640: names are always UTF-8 here, so both settings are accepted.
+            Opts::Utf8(_) => Reply::new(ReplyCode::Ok, "Always in UTF8 mode."),
+            Opts::Mlst(names) => {
+                self.facts = Facts::select(&names);
+                Reply::new(ReplyCode::Ok, format!("MLST OPTS {}", self.facts.names()))
+            }
+            Opts::Other(o) => Reply::new(
+                ReplyCode::BadArguments,
+                format!("Option not understood: {o}"),
+            ),
+        };
+        self.finish(text, reply);
+    }
+
+    fn help(&mut self, text: &str, topic: Option<String>) {
+        let reply = match topic.as_deref() {
+            None => {
+                let mut lines = vec!["The following commands are recognized:".to_owned()];
+                for chunk in VERBS.chunks(8) {
+                    let names: Vec<&str> = chunk.iter().map(|(v, _)| *v).collect();
+                    lines.push(format!(" {}", names.join(" ")));
+                }
+                lines.push("Use HELP <verb> for its syntax, HELP SITE for SITE commands.".into());
+                Reply::multi(ReplyCode::Help, lines)
+            }
+            Some("SITE") => site_help(),
+            Some(verb) => match VERBS.iter().find(|(v, _)| *v == verb) {
+                Some((_, syntax)) => Reply::new(ReplyCode::Help, format!("Syntax: {syntax}")),
+                None => Reply::new(
+                    ReplyCode::BadArguments,
+                    format!("Unknown command {verb}."),
+                ),
+            },
+        };
+        self.finish(text, reply);
+    }
+
+    // ---- data connections and transfers (RFC 959 §3.2-3.3, RFC 2428) ----
+
+    fn pasv(&mut self, text: &str, extended: bool) {
+        if self.epsv_all && !extended {
+            self.finish(
+                text,
+                Reply::new(ReplyCode::BadSequence, "Only EPSV is allowed after EPSV ALL."),
+            );
+            return;
+        }
+        let local_ip = self.local.ip();
+        let announced = match (extended, self.env.config.passive_address, local_ip) {
+            (true, _, _) => None,
+            (false, Some(std::net::IpAddr::V4(v4)), _) => Some(v4),
+            (false, _, std::net::IpAddr::V4(v4)) => Some(v4),
+            (false, _, std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => Some(v4),
+                None => {
+                    self.finish(
+                        text,
+                        Reply::new(
+                            ReplyCode::CantOpenData,
+                            "PASV is IPv4 only; use EPSV over IPv6.",
+                        ),
+                    );
+                    return;
+                }
+            },
+        };
+        let listener =
+            match data_channel::bind_passive(local_ip, self.env.config.passive_ports) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::warn!("session {}: no passive port: {e}", self.id);
+                    self.finish(
+                        text,
+                        Reply::new(ReplyCode::CantOpenData, "No passive port available."),
+                    );
+                    return;
+                }
+            };
+        let port = match listener.local_addr() {
+            Ok(addr) => addr.port(),
+            Err(e) => {
+                log::warn!("session {}: passive listener: {e}", self.id);
+                self.finish(
+                    text,
+                    Reply::new(ReplyCode::CantOpenData, "Cannot open data connection."),
+                );
+                return;
+            }
+        };
+        self.passive = Some(listener);
+        let reply = match announced {
+            None => Reply::new(
+                ReplyCode::ExtendedPassiveMode,
+                format!("Entering Extended Passive Mode (|||{port}|)."),
+            ),
+            Some(ip) => {
+                let [a, b, c, d] = ip.octets();
+                Reply::new(
+                    ReplyCode::PassiveMode,
+                    format!(
+                        "Entering Passive Mode ({a},{b},{c},{d},{},{}).",
+                        port >> 8,
+                        port & 0xff
+                    ),
+                )
+            }
+        };
+        self.finish(text, reply);
+    }
+
+    /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
+    fn need_data(&mut self, text: &str) -> bool {
+        if self.passive.is_none() {
+            self.finish(
+                text,
+                Reply::new(ReplyCode::CantOpenData, "Use PASV or EPSV first."),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn listing(
+        &mut self,
+        text: String,
+        arg: Option<String>,
+        style: ListingStyle,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        if !self.need_data(&text) {
+            return;
+        }
+        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else { return };
+        let request = self.env.services.list.send(List {
+            user: user.clone(),
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, ctx, text| match res {
+            Ok(entries) => {
+                let is_dir_listing = !(entries.len() == 1 && entries[0].kind == FileKind::File);
+                if matches!(style, ListingStyle::Facts) && !is_dir_listing {
+                    // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
+                    act.finish(
+                        &text,
+                        Reply::new(ReplyCode::BadArguments, format!("{path} is not a directory.")),
+                    );
+                    return;
+                }
+                let now = SystemTime::now();
+                let facts = act.facts;
+                let bytes = listing::to_wire(entries.iter().map(|e| match style {
+                    ListingStyle::Long => listing::list_line(e, now),
+                    ListingStyle::Names => listing::display_name(&e.name).into_owned(),
+                    ListingStyle::Facts => listing::mlsx_line(e, facts, Role::Entry),
+                }));
+                act.start_transfer(
+                    ctx,
+                    text,
+                    Job::SendBytes(bytes),
+                    TransferKind::Listing,
+                    "Here comes the directory listing.",
+                );
+            }
+            Err(e) => {
+                let reply = act.store_error(&e);
+                act.finish(&text, reply);
+            }
+        });
+    }
+
+    fn retr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        if !self.need_data(&text) {
+            return;
+        }
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.open_read.send(OpenRead {
+            user,
+            path: path.clone(),
+            offset: 0,
+        });
+        self.ask(ctx, text, request, move |act, res, ctx, text| match res {
+            Ok(handle) => {
+                let ascii = act.ascii;
+                let mode = if ascii { "ASCII" } else { "BINARY" };
+                let msg = format!(
+                    "Opening {mode} mode data connection for {path} ({} bytes).",
+                    handle.size
+                );
+                act.start_transfer(
+                    ctx,
+                    text,
+                    Job::SendFile {
+                        file: handle.file,
+                        ascii,
+                    },
+                    TransferKind::Download(path),
+                    &msg,
+                );
+            }
+            Err(e) => {
+                let reply = act.store_error(&e);
+                act.finish(&text, reply);
+            }
+        });
+    }
+
+    fn stor(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_or_reply(&text) else { return };
+        if !self.need_data(&text) {
+            return;
+        }
+        let Some(path) = self.resolve(&text, arg) else { return };
+        let request = self.env.services.open_write.send(OpenWrite {
+            user,
+            path: path.clone(),
+        });
+        self.ask(ctx, text, request, move |act, res, ctx, text| match res {
+            Ok(upload) => {
+                let ascii = act.ascii;
+                let msg = format!("Ok to send data for {path}.");
+                act.start_transfer(
+                    ctx,
+                    text,
+                    Job::Receive { upload, ascii },
+                    TransferKind::Upload(path),
+                    &msg,
+                );
+            }
+            Err(e) => {
+                let reply = act.store_error(&e);
+                act.finish(&text, reply);
+            }
+        });
+    }
+
+    /// Replies 150 and spawns the transfer task; its end is handled by `transfer_done`.
+    fn start_transfer(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: String,
+        job: Job,
+        kind: TransferKind,
+        opening: &str,
+    ) {
+        let Some(listener) = self.passive.take() else {
+            self.finish(
+                &text,
+                Reply::new(ReplyCode::CantOpenData, "Use PASV or EPSV first."),
+            );
+            return;
+        };
+        self.send(Reply::new(ReplyCode::OpeningData, opening));
+        let progress = Arc::new(AtomicU64::new(0));
+        let task = data_channel::run(
+            listener,
+            self.peer.ip(),
+            self.env.config.data_timeout(),
+            self.id,
+            job,
+            progress.clone(),
+        );
+        let handle = ctx.spawn(
+            task.into_actor(self)
+                .map(|outcome, act, ctx| act.transfer_done(outcome, ctx)),
+        );
+        self.transfer = Some(Box::new(Running {
+            handle,
+            cmd: text,
+            kind,
+            ascii: self.ascii,
+            started: Instant::now(),
+            progress,
+        }));
+    }
+
+    fn abor(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let Some(running) = self.transfer.take() else {
+            self.passive = None;
+            self.finish(
+                text,
+                Reply::new(ReplyCode::DataOpenNoTransfer, "No transfer to abort."),
+            );
+            return;
+        };
+        // RFC 959 §4.1.3 ABOR: 426 for the aborted command, then 226 for ABOR itself.
+        // Cancelling drops the task: its data socket closes and a staged upload is removed.
+        ctx.cancel_future(running.handle);
+        let bytes = running.progress.load(std::sync::atomic::Ordering::Relaxed);
+        self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
+        self.finish(
+            &running.cmd,
+            Reply::new(ReplyCode::TransferAborted, "Transfer aborted."),
+        );
+        self.finish(text, Reply::new(ReplyCode::TransferComplete, "ABOR successful."));
+        while let Some(cmd) = self.deferred.pop_front() {
+            ctx.notify(super::Deferred(cmd));
+        }
+    }
+}
+
+fn auth_error_reply(e: &AuthError) -> Reply {
+    let msg = match e {
+        AuthError::BadName => {
+            "Bad user name: use 1-32 of a-z 0-9 . _ -, starting with a letter or digit.".to_owned()
+        }
+        AuthError::WeakPassword => "Password too weak or malformed.".to_owned(),
+        AuthError::NameTaken => "That user name is taken.".to_owned(),
+        AuthError::RegistrationClosed => "Registration is closed.".to_owned(),
+        AuthError::WrongCredentials => "Login incorrect.".to_owned(),
+        AuthError::Corrupt(_) | AuthError::Io(_) => {
+            log::error!("account registry: {e}");
+            "Local error in processing.".to_owned()
+        }
+    };
+    Reply::new(ReplyCode::from_u16(e.reply_code()), msg)
+}
+
+fn site_help() -> Reply {
+    let mut lines = vec!["SITE commands:".to_owned()];
+    lines.extend(SITE_COMMANDS.iter().map(|(_, syntax)| format!(" {syntax}")));
+    lines.push("End of SITE help.".to_owned());
+    Reply::multi(ReplyCode::Help, lines)
+}

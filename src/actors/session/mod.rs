@@ -1,0 +1,462 @@
+//! The Session actor: one per control connection. It owns every piece of per-connection state
+//! (login, cwd, TYPE, pending RNFR, the prepared data channel, the running transfer), so a slow
+//! or hostile client can only hurt its own session.
+//!
+//! Ordering: a command that asks another actor runs with `ctx.wait`, so the next command is read
+//! only after its reply is out (pipelined USER+PASS stay in order). A transfer runs with
+//! `ctx.spawn`, so ABOR, STAT, NOOP and QUIT are still read while it goes on; other commands
+//! wait until it ends. Every command ends in exactly one final reply, also when a service
+//! actor fails: a mailbox error becomes 451.
+
+mod commands;
+pub mod state;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::codec::FramedRead;
+
+use crate::actors::Services;
+use crate::actors::acceptor::SessionPermit;
+use crate::actors::audit_log::{Event, EventKind, Record};
+use crate::actors::vpath::VPath;
+use crate::codec::listing::Facts;
+use crate::codec::{Command, FtpCodec, Inbound, Reply, ReplyCode};
+use crate::config::Config;
+
+use state::LoginState;
+
+/// Initial read buffer of a session: small, because an idle session should cost little memory
+/// and command lines are short; it grows on demand.
+const READ_BUFFER: usize = 256;
+/// How long a closing session may take to flush its last reply before it is dropped.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// Commands held back while a transfer runs; a client pipelining more than this gets 503.
+const MAX_DEFERRED: usize = 32;
+
+/// What every session shares: the services and the configuration.
+pub struct SessionEnv {
+    /// Recipients of the service actors.
+    pub services: Services,
+    /// The server configuration.
+    pub config: Arc<Config>,
+}
+
+/// Asks a session to end: 421 now when idle, or after its running transfer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// A command read while a transfer ran, handled once it ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Deferred(Command);
+
+/// What a running transfer moves, for the audit log and the final reply.
+#[derive(Debug, Clone)]
+enum TransferKind {
+    Listing,
+    Download(VPath),
+    Upload(VPath),
+}
+
+/// How a session ends once its running transfer is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterTransfer {
+    /// QUIT came during the transfer: 221 after it.
+    Quit,
+    /// The server is stopping: 421 after it.
+    Shutdown,
+}
+
+/// A transfer in progress.
+struct Running {
+    handle: SpawnHandle,
+    cmd: String,
+    kind: TransferKind,
+    ascii: bool,
+    started: Instant,
+    progress: Arc<AtomicU64>,
+}
+
+/// One control connection.
+pub struct Session {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    env: Arc<SessionEnv>,
+    writer: FramedWrite<Reply, OwnedWriteHalf, FtpCodec>,
+    state: LoginState,
+    cwd: VPath,
+    ascii: bool,
+    epsv_all: bool,
+    facts: Facts,
+    rename_from: Option<VPath>,
+    passive: Option<tokio::net::TcpListener>,
+    transfer: Option<Box<Running>>,
+    deferred: VecDeque<Command>,
+    connected: Instant,
+    last_activity: Instant,
+    closing: bool,
+    after_transfer: Option<AfterTransfer>,
+    permit: SessionPermit,
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        log::debug!("session {} {}: connected", self.id, self.peer);
+        self.permit.attach(ctx.address().recipient());
+        self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
+        self.send(Reply::new(ReplyCode::ServiceReady, "ferry FTP server ready."));
+        self.arm_timer(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(running) = self.transfer.take() {
+            let bytes = running.progress.load(Ordering::Relaxed);
+            self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
+        }
+        let mut event = Event::now(self.id, self.peer, EventKind::SessionClose);
+        event.user = self.user_name();
+        self.record(event);
+        log::debug!("session {} {}: closed", self.id, self.peer);
+    }
+}
+
+impl Session {
+    /// Starts a session for an accepted connection on the current arbiter.
+    pub fn start(
+        stream: TcpStream,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        env: Arc<SessionEnv>,
+        permit: SessionPermit,
+    ) -> Addr<Session> {
+        Session::create(move |ctx| {
+            let max_line = env.config.max_line_length;
+            let (read, write) = stream.into_split();
+            ctx.add_stream(FramedRead::with_capacity(
+                read,
+                FtpCodec::new(max_line),
+                READ_BUFFER,
+            ));
+            let writer = FramedWrite::new(write, FtpCodec::new(max_line), ctx);
+            let now = Instant::now();
+            Session {
+                id,
+                peer,
+                local,
+                env,
+                writer,
+                state: LoginState::new(),
+                cwd: VPath::root(),
+                ascii: false,
+                epsv_all: false,
+                facts: Facts::all(),
+                rename_from: None,
+                passive: None,
+                transfer: None,
+                deferred: VecDeque::new(),
+                connected: now,
+                last_activity: now,
+                closing: false,
+                after_transfer: None,
+                permit,
+            }
+        })
+    }
+
+    fn user_name(&self) -> Option<String> {
+        self.state.logged_in().map(|l| l.user.to_string())
+    }
+
+    fn record(&self, event: Event) {
+        // do_send queues even into a full mailbox: audit events are never dropped here.
+        self.env.services.audit.do_send(Record(event));
+    }
+
+    fn send(&mut self, reply: Reply) {
+        self.writer.write(reply);
+    }
+
+    /// Sends the final reply of `cmd` and records the command in the audit log.
+    fn finish(&mut self, cmd: &str, reply: Reply) {
+        let mut event = Event::now(self.id, self.peer, EventKind::Command);
+        event.user = self.user_name();
+        event.command = Some(cmd.to_owned());
+        event.code = Some(reply.code().as_u16());
+        self.record(event);
+        self.send(reply);
+    }
+
+    /// Sends a last reply (221 or 421), then closes once it is flushed.
+    fn close(&mut self, cmd: Option<&str>, reply: Reply, ctx: &mut Context<Self>) {
+        match cmd {
+            Some(cmd) => self.finish(cmd, reply),
+            None => self.send(reply),
+        }
+        self.closing = true;
+        self.passive = None;
+        self.writer.close();
+        ctx.run_later(CLOSE_FLUSH, |_, ctx| ctx.stop());
+    }
+
+    /// Sends `msg` to a service and runs `then` with its answer, pausing the reading of further
+    /// commands until then. A failed or closed service is answered 451 here, so `then` only sees
+    /// real answers; `then` must reply (or ask again, passing `cmd` on).
+    fn ask<M, F>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cmd: String,
+        request: actix::dev::RecipientRequest<M>,
+        then: F,
+    ) where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        F: FnOnce(&mut Session, M::Result, &mut Context<Session>, String) + 'static,
+    {
+        let fut = request.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(answer) => then(act, answer, ctx, cmd),
+            Err(e) => {
+                log::error!("session {} {}: service failed: {e}", act.id, act.peer);
+                act.finish(
+                    &cmd,
+                    Reply::new(
+                        ReplyCode::LocalError,
+                        "Service temporarily unavailable; try again.",
+                    ),
+                );
+            }
+        });
+        ctx.wait(fut);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        let wait = self.deadline().saturating_duration_since(Instant::now());
+        ctx.run_later(wait, |act, ctx| act.on_timer(ctx));
+    }
+
+    /// When the session times out if nothing happens: the idle timeout, and before login also
+    /// the login timeout counted from the connection.
+    fn deadline(&self) -> Instant {
+        let config = &self.env.config;
+        let idle = self.last_activity + config.idle_timeout();
+        if self.state.logged_in().is_some() {
+            idle
+        } else {
+            idle.min(self.connected + config.login_timeout())
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let now = Instant::now();
+        if self.transfer.is_some() {
+            // The idle clock stands still during a transfer; the data timeout guards it.
+            self.last_activity = now;
+        }
+        if now < self.deadline() {
+            self.arm_timer(ctx);
+            return;
+        }
+        let why = if self.state.logged_in().is_none()
+            && now >= self.connected + self.env.config.login_timeout()
+        {
+            "Login timeout; closing control connection."
+        } else {
+            "Idle timeout; closing control connection."
+        };
+        log::info!("session {} {}: {why}", self.id, self.peer);
+        self.close(None, Reply::new(ReplyCode::ServiceNotAvailable, why), ctx);
+    }
+
+    /// Handles one command; the login gate and the transfer gate are checked here, in one place.
+    fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        let text = cmd.to_string();
+        if self.transfer.is_some() {
+            match cmd {
+                Command::Abor | Command::Stat(None) | Command::Noop | Command::Quit => {}
+                other if self.deferred.len() < MAX_DEFERRED => {
+                    self.deferred.push_back(other);
+                    return;
+                }
+                _ => {
+                    self.finish(
+                        &text,
+                        Reply::new(ReplyCode::BadSequence, "Transfer in progress."),
+                    );
+                    return;
+                }
+            }
+        }
+        if self.state.logged_in().is_none() && !cmd.allowed_before_login() {
+            self.finish(
+                &text,
+                Reply::new(ReplyCode::NotLoggedIn, "Please log in with USER and PASS."),
+            );
+            return;
+        }
+        // RNTO must come right after RNFR (RFC 959 §4.1.3): any other command forgets it.
+        let rename_from = self.rename_from.take();
+        self.run(cmd, text, rename_from, ctx);
+    }
+
+    fn transfer_done(&mut self, outcome: crate::actors::data_channel::Outcome, ctx: &mut Context<Self>) {
+        let Some(running) = self.transfer.take() else {
+            return;
+        };
+        match (outcome.result, outcome.upload) {
+            (Ok(bytes), Some(upload)) => {
+                // Close the temporary file before it is renamed into place.
+                drop(upload.file);
+                let request = self
+                    .env
+                    .services
+                    .commit_upload
+                    .send(crate::actors::file_store::CommitUpload {
+                        staged: upload.staged,
+                    });
+                let fut = request.into_actor(self).map(move |res, act, ctx| {
+                    let reply = match res {
+                        Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),
+                        Ok(Err(e)) => act.store_error(&e),
+                        Err(e) => {
+                            log::error!("session {}: file store failed: {e}", act.id);
+                            Reply::new(ReplyCode::LocalError, "Could not store the file.")
+                        }
+                    };
+                    act.transfer_finished(running, bytes, reply, ctx);
+                });
+                ctx.wait(fut);
+            }
+            (Ok(bytes), None) => {
+                let reply = Reply::new(ReplyCode::TransferComplete, "Transfer complete.");
+                self.transfer_finished(running, bytes, reply, ctx);
+            }
+            (Err(e), _) => {
+                log::info!("session {} {}: transfer failed: {e:?}", self.id, self.peer);
+                let bytes = running.progress.load(Ordering::Relaxed);
+                let reply = Reply::new(ReplyCode::from_u16(e.code()), e.to_string());
+                self.transfer_finished(running, bytes, reply, ctx);
+            }
+        }
+    }
+
+    fn transfer_finished(
+        &mut self,
+        running: Box<Running>,
+        bytes: u64,
+        reply: Reply,
+        ctx: &mut Context<Self>,
+    ) {
+        self.record_transfer(&running, bytes, reply.code());
+        self.finish(&running.cmd, reply);
+        self.last_activity = Instant::now();
+        match self.after_transfer.take() {
+            Some(AfterTransfer::Quit) => {
+                self.close(Some("QUIT"), Reply::new(ReplyCode::Closing, "Goodbye."), ctx);
+                return;
+            }
+            Some(AfterTransfer::Shutdown) => {
+                let reply = Reply::new(ReplyCode::ServiceNotAvailable, "Server shutting down.");
+                self.close(None, reply, ctx);
+                return;
+            }
+            None => {}
+        }
+        if self.closing {
+            return;
+        }
+        while let Some(cmd) = self.deferred.pop_front() {
+            ctx.notify(Deferred(cmd));
+        }
+    }
+
+    fn record_transfer(&self, running: &Running, bytes: u64, code: ReplyCode) {
+        let (kind, path) = match &running.kind {
+            TransferKind::Listing => return,
+            TransferKind::Download(p) => (EventKind::Download, p),
+            TransferKind::Upload(p) => (EventKind::Upload, p),
+        };
+        let mut event = Event::now(self.id, self.peer, kind);
+        event.user = self.user_name();
+        event.path = Some(path.to_string());
+        event.bytes = Some(bytes);
+        event.duration_ms = Some(
+            u64::try_from(running.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
+        event.code = Some(code.as_u16());
+        event.ascii = Some(running.ascii);
+        self.record(event);
+    }
+}
+
+impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
+    fn handle(&mut self, item: Result<Inbound, std::io::Error>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.last_activity = Instant::now();
+        match item {
+            Ok(Inbound::Command(cmd)) => self.dispatch(cmd, ctx),
+            Ok(Inbound::Malformed(err)) => {
+                log::info!("session {} {}: bad command line: {err}", self.id, self.peer);
+                let reply = Reply::new(ReplyCode::from_u16(err.code()), err.to_string());
+                self.finish(&format!("<{err}>"), reply);
+            }
+            Err(e) => {
+                log::info!("session {} {}: control read failed: {e}", self.id, self.peer);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl WriteHandler<std::io::Error> for Session {
+    fn error(&mut self, err: std::io::Error, _: &mut Context<Self>) -> Running {
+        log::info!("session {} {}: control write failed: {err}", self.id, self.peer);
+        Running::Stop
+    }
+}
+
+impl Handler<Deferred> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Deferred(cmd): Deferred, ctx: &mut Context<Self>) {
+        if !self.closing {
+            self.dispatch(cmd, ctx);
+        }
+    }
+}
+
+impl Handler<Shutdown> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if self.transfer.is_some() {
+            // Let the transfer finish within the grace period; close right after it.
+            self.after_transfer = Some(AfterTransfer::Shutdown);
+            return;
+        }
+        self.close(
+            None,
+            Reply::new(ReplyCode::ServiceNotAvailable, "Server shutting down."),
+            ctx,
+        );
+    }
+}

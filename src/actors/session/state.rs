@@ -1,0 +1,172 @@
+//! Plain session state: login state carried in the type, and its transitions. No actix types,
+//! so the transitions are tested without a runtime.
+
+use std::sync::Arc;
+
+use crate::actors::account_registry::Account;
+
+/// Where a connection is in the login dialogue (RFC 959 §4.1.1, USER then PASS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginState {
+    /// Connected, no user named yet. `failures` counts failed passwords so far.
+    Greeted {
+        /// Failed PASS attempts on this connection.
+        failures: u8,
+    },
+    /// `USER` was accepted; waiting for `PASS`.
+    NeedPassword {
+        /// The name given with USER (not validated: any name gets 331, so names are not
+        /// revealed).
+        user: String,
+        /// Failed PASS attempts on this connection.
+        failures: u8,
+    },
+    /// Logged in: the account is inside the variant, so a logged-in branch always has a user.
+    LoggedIn(LoggedIn),
+}
+
+/// A logged-in user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn {
+    /// The account as the registry returned it.
+    pub account: Account,
+    /// The user name, shared cheaply with every file-store request.
+    pub user: Arc<str>,
+}
+
+/// What `PASS` should do, decided from the state alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassAction {
+    /// Ask the registry to check this user's password.
+    Authenticate {
+        /// The name from USER.
+        user: String,
+        /// Failures so far, carried into the next state.
+        failures: u8,
+    },
+    /// PASS without USER: 503.
+    NeedUser,
+    /// Already logged in: 230 again, as vsftpd and RFC 959 (PASS 230 "already logged in") do.
+    AlreadyLoggedIn,
+}
+
+impl LoginState {
+    /// The state of a fresh connection.
+    pub fn new() -> LoginState {
+        LoginState::Greeted { failures: 0 }
+    }
+
+    /// The logged-in user, if any.
+    pub fn logged_in(&self) -> Option<&LoggedIn> {
+        match self {
+            LoginState::LoggedIn(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Failed password attempts so far (0 once logged in).
+    pub fn failures(&self) -> u8 {
+        match self {
+            LoginState::Greeted { failures } | LoginState::NeedPassword { failures, .. } => {
+                *failures
+            }
+            LoginState::LoggedIn(_) => 0,
+        }
+    }
+
+    /// `USER name`: returns false when already logged in (the name cannot change).
+    pub fn user(&mut self, name: String) -> bool {
+        match self {
+            LoginState::LoggedIn(_) => false,
+            _ => {
+                *self = LoginState::NeedPassword {
+                    user: name,
+                    failures: self.failures(),
+                };
+                true
+            }
+        }
+    }
+
+    /// `PASS`: what to do. Leaves the state waiting for the outcome as `Greeted`, so a lost
+    /// reply can never leave the session half logged in.
+    pub fn pass(&mut self) -> PassAction {
+        match std::mem::replace(self, LoginState::new()) {
+            LoginState::Greeted { failures } => {
+                *self = LoginState::Greeted { failures };
+                PassAction::NeedUser
+            }
+            LoginState::NeedPassword { user, failures } => {
+                *self = LoginState::Greeted { failures };
+                PassAction::Authenticate { user, failures }
+            }
+            logged @ LoginState::LoggedIn(_) => {
+                *self = logged;
+                PassAction::AlreadyLoggedIn
+            }
+        }
+    }
+
+    /// The password was wrong: returns the failure count including this one.
+    pub fn failed(&mut self, failures_before: u8) -> u8 {
+        let failures = failures_before.saturating_add(1);
+        *self = LoginState::Greeted { failures };
+        failures
+    }
+
+    /// The password was right.
+    pub fn succeeded(&mut self, account: Account) {
+        let user: Arc<str> = Arc::from(account.name.as_str());
+        *self = LoginState::LoggedIn(LoggedIn { account, user });
+    }
+}
+
+impl Default for LoginState {
+    fn default() -> Self {
+        LoginState::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::account_registry::UserName;
+
+    fn account(name: &str) -> Account {
+        Account {
+            name: UserName::parse(name).expect("valid name"),
+        }
+    }
+
+    #[test]
+    fn user_then_pass_then_success() {
+        let mut s = LoginState::new();
+        assert!(s.user("alice".into()));
+        assert_eq!(
+            s.pass(),
+            PassAction::Authenticate {
+                user: "alice".into(),
+                failures: 0
+            }
+        );
+        s.succeeded(account("alice"));
+        assert_eq!(s.logged_in().map(|l| &*l.user), Some("alice"));
+        assert!(!s.user("bob".into()), "the user cannot change after login");
+        assert_eq!(s.pass(), PassAction::AlreadyLoggedIn);
+    }
+
+    #[test]
+    fn pass_without_user_and_failures_accumulate() {
+        let mut s = LoginState::new();
+        assert_eq!(s.pass(), PassAction::NeedUser);
+        for expected in 1..=3u8 {
+            assert!(s.user("x".into()));
+            let PassAction::Authenticate { failures, .. } = s.pass() else {
+                panic!("expected authenticate");
+            };
+            assert_eq!(s.failed(failures), expected);
+            assert_eq!(s.failures(), expected);
+            assert_eq!(s.pass(), PassAction::NeedUser, "a failed PASS needs a new USER");
+        }
+    }
+}
