@@ -1,1 +1,3 @@
 //! The actor graph.
+pub mod file_store;
+pub mod vpath;
