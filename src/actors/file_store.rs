@@ -445,8 +445,7 @@ impl Storage for LocalStorage {
             return Err(StoreError::IsADirectory);
         }
         let mut file = File::open(&entry.real)?;
-        // Re-check the opened file: the checked path may have been replaced meanwhile, and
-        // reading a FIFO or device would block this thread.
+        // Re-check what was opened: the path may have been replaced since it was checked.
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(StoreError::NotFound);
@@ -826,6 +825,25 @@ mod tests {
         assert!(matches!(
             fx.store.stat("alice", &vp("/b.txt/x")),
             Err(StoreError::NotADirectory)
+        ));
+    }
+
+    #[test]
+    fn special_files_are_hidden() {
+        let fx = Fixture::new();
+        // A socket stands in for FIFOs and devices: opening one could block a store thread.
+        let _socket = std::os::unix::net::UnixListener::bind(fx.home("alice").join("sock"))
+            .expect("bind socket");
+        fx.write("alice/f", b"x");
+        let listing = fx.store.list("alice", &VPath::root()).expect("list");
+        assert_eq!(names(&listing), ["f"]);
+        assert!(matches!(
+            fx.store.stat("alice", &vp("/sock")),
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            fx.store.open_read("alice", &vp("/sock"), 0),
+            Err(StoreError::NotFound)
         ));
     }
 
