@@ -20,8 +20,12 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 pub mod acceptor;
+pub mod account_registry;
+pub mod audit_log;
 pub mod data_channel;
+pub mod file_store;
 pub mod session;
+pub mod vpath;
 
 use account_registry::{Authenticate, ChangePassword, Register};
 use audit_log::Record;
