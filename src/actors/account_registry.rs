@@ -320,14 +320,15 @@ impl AccountStore for JsonAccountStore {
         // hard_link fails with AlreadyExists if the name exists: an atomic create-if-absent,
         // which rename (it replaces) is not.
         let linked = fs::hard_link(&tmp, self.path(&record.name));
-        let removed = fs::remove_file(&tmp);
-        match linked {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(AuthError::NameTaken),
-            Err(e) => return Err(e.into()),
-            Ok(()) => {}
+        if let Err(e) = fs::remove_file(&tmp) {
+            // The account itself is fine (or was never made); a stray temp file is harmless.
+            log::warn!("cannot remove {}: {e}", tmp.display());
         }
-        removed?;
-        Ok(self.sync_dir()?)
+        match linked {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(AuthError::NameTaken),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(self.sync_dir()?),
+        }
     }
 
     fn update(&self, record: &AccountRecord) -> Result<(), AuthError> {

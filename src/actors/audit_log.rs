@@ -435,6 +435,9 @@ impl AuditLog {
     ///
     /// # Errors
     /// The directory or a file cannot be created.
+    ///
+    /// # Panics
+    /// Outside a running `System` (as `Arbiter::new` does).
     pub fn start(log_dir: &Path) -> io::Result<Addr<AuditLog>> {
         fs::create_dir_all(log_dir)?;
         let sinks: Vec<Box<dyn AuditSink>> = vec![
@@ -445,6 +448,9 @@ impl AuditLog {
     }
 
     /// Starts the actor over the given sinks on a new `Arbiter` (tests, other back ends).
+    ///
+    /// # Panics
+    /// Outside a running `System` (as `Arbiter::new` does).
     pub fn with_sinks(sinks: Vec<Box<dyn AuditSink>>) -> Addr<AuditLog> {
         let arbiter = Arbiter::new();
         AuditLog::start_in_arbiter(&arbiter.handle(), move |_| {
