@@ -35,8 +35,14 @@ impl std::str::FromStr for PortRange {
         let (low, high) = s
             .split_once('-')
             .ok_or_else(|| format!("expected LOW-HIGH, got {s:?}"))?;
-        let low: u16 = low.trim().parse().map_err(|e| format!("bad low port: {e}"))?;
-        let high: u16 = high.trim().parse().map_err(|e| format!("bad high port: {e}"))?;
+        let low: u16 = low
+            .trim()
+            .parse()
+            .map_err(|e| format!("bad low port: {e}"))?;
+        let high: u16 = high
+            .trim()
+            .parse()
+            .map_err(|e| format!("bad high port: {e}"))?;
         if low == 0 || low > high {
             return Err(format!("port range {low}-{high} is empty or starts at 0"));
         }
@@ -179,7 +185,9 @@ impl Config {
             return bad("max_sessions_per_ip");
         }
         if self.max_line_length < 64 {
-            return Err(ConfigError::Invalid("max_line_length must be at least 64".into()));
+            return Err(ConfigError::Invalid(
+                "max_line_length must be at least 64".into(),
+            ));
         }
         if self.workers == 0 {
             return bad("workers");

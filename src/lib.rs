@@ -1,4 +1,10 @@
 //! ferry: a multi-user FTP server (`ferryd`) on actix actors.
+//!
+//! - [`config`]: every setting and its default.
+//! - [`codec`]: bytes <-> protocol values; pure.
+//! - [`actors`]: the actors (accounts, audit log) and their messages.
+//! - [`admin`]: operator commands for `ferryd user` and `ferryd log`.
 pub mod actors;
+pub mod admin;
 pub mod codec;
 pub mod config;

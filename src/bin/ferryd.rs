@@ -1,1 +1,2 @@
+//! ferryd: the server entry point (a placeholder until the lead writes it).
 fn main() {}

@@ -1,0 +1,806 @@
+//! The audit trail: [`Event`], the [`AuditLog`] actor that batches them, and its sinks
+//! ([`JsonLinesSink`] for `audit.jsonl`, [`XferlogSink`] for the wu-ftpd `xferlog`).
+//!
+//! Sessions only `do_send` a [`Record`]; the actor lives on its own `Arbiter`, so a slow disk
+//! never stalls a session thread. Nothing is dropped silently: failed writes are retried on the
+//! next tick and every loss (past the pending cap) is logged with a count.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+/// Events buffered before a write is forced ahead of the next tick.
+const BATCH: usize = 256;
+/// How often buffered events are written.
+const TICK: Duration = Duration::from_secs(1);
+/// Pending events kept while sinks fail; past this the oldest are dropped (and logged).
+const MAX_PENDING: usize = 100_000;
+
+/// `2026-11-25T20:17:00.123Z`.
+const EVENT_TIME: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// ctime(3) without the newline: `Wed Nov  5 20:17:00 2026`.
+const CTIME: &[FormatItem<'static>] = format_description!(
+    "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+);
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A control connection was accepted.
+    SessionOpen,
+    /// A control connection ended.
+    SessionClose,
+    /// An account was registered (`SITE REGISTER`).
+    Register,
+    /// A login succeeded.
+    LoginOk,
+    /// A login failed.
+    LoginFailed,
+    /// Any command, with its reply code.
+    Command,
+    /// A file was stored (`STOR`, `APPE`, `STOU`).
+    Upload,
+    /// A file was sent (`RETR`).
+    Download,
+    /// A file was deleted.
+    Delete,
+    /// A file or directory was renamed.
+    Rename,
+    /// A directory was created.
+    Mkdir,
+    /// A directory was removed.
+    Rmdir,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 12] = [
+        EventKind::SessionOpen,
+        EventKind::SessionClose,
+        EventKind::Register,
+        EventKind::LoginOk,
+        EventKind::LoginFailed,
+        EventKind::Command,
+        EventKind::Upload,
+        EventKind::Download,
+        EventKind::Delete,
+        EventKind::Rename,
+        EventKind::Mkdir,
+        EventKind::Rmdir,
+    ];
+
+    /// The name used in `audit.jsonl` and on the command line (`login_failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SessionOpen => "session_open",
+            EventKind::SessionClose => "session_close",
+            EventKind::Register => "register",
+            EventKind::LoginOk => "login_ok",
+            EventKind::LoginFailed => "login_failed",
+            EventKind::Command => "command",
+            EventKind::Upload => "upload",
+            EventKind::Download => "download",
+            EventKind::Delete => "delete",
+            EventKind::Rename => "rename",
+            EventKind::Mkdir => "mkdir",
+            EventKind::Rmdir => "rmdir",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+
+    /// Parses the snake_case name; the error lists the valid names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown event {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// One audit record; serialised as one JSON object per line in `audit.jsonl`. Optional fields
+/// are omitted when `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T20:17:00.123Z`.
+    pub time: String,
+    /// Session id, unique per server run.
+    pub session: u64,
+    /// Client address, `ip:port`.
+    pub peer: String,
+    /// Logged-in (or attempted) user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// What happened.
+    pub event: EventKind,
+    /// Verb and argument, passwords already replaced by `***`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The path acted on, as the client sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Rename destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Bytes transferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// How long the command or transfer took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Final reply code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// Transfers: whether `TYPE A` was in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ascii: Option<bool>,
+}
+
+impl Event {
+    /// An event stamped now; every optional field `None`.
+    pub fn now(session: u64, peer: SocketAddr, event: EventKind) -> Event {
+        Event {
+            time: format_event_time(OffsetDateTime::now_utc()),
+            session,
+            peer: peer.to_string(),
+            user: None,
+            event,
+            command: None,
+            path: None,
+            target: None,
+            bytes: None,
+            duration_ms: None,
+            code: None,
+            ascii: None,
+        }
+    }
+
+    /// Sets the user.
+    pub fn with_user(mut self, user: impl Into<String>) -> Event {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the command line (already redacted).
+    pub fn with_command(mut self, command: impl Into<String>) -> Event {
+        self.command = Some(command.into());
+        self
+    }
+
+    /// Sets the path.
+    pub fn with_path(mut self, path: impl Into<String>) -> Event {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets the rename destination.
+    pub fn with_target(mut self, target: impl Into<String>) -> Event {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Sets the byte count.
+    pub fn with_bytes(mut self, bytes: u64) -> Event {
+        self.bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the duration, in whole milliseconds.
+    pub fn with_duration(mut self, duration: Duration) -> Event {
+        self.duration_ms = Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// Sets the final reply code.
+    pub fn with_code(mut self, code: u16) -> Event {
+        self.code = Some(code);
+        self
+    }
+
+    /// Sets whether the transfer used `TYPE A`.
+    pub fn with_ascii(mut self, ascii: bool) -> Event {
+        self.ascii = Some(ascii);
+        self
+    }
+}
+
+fn format_event_time(t: OffsetDateTime) -> String {
+    // Only years past 9999 fail to format; fall back rather than lose the event.
+    t.format(EVENT_TIME).unwrap_or_else(|_| t.to_string())
+}
+
+/// Records one event; fire-and-forget (`do_send`).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Record(pub Event);
+
+/// Writes and fsyncs everything buffered; used at shutdown. Errors are logged, not returned.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+/// Where audit events go. Called only from the [`AuditLog`] actor, in order.
+pub trait AuditSink: Send + 'static {
+    /// Writes a batch. On error the whole batch is offered again later, so a sink should write
+    /// it in one piece where it can.
+    ///
+    /// # Errors
+    /// Any I/O error; the events are kept.
+    fn write(&mut self, events: &[Event]) -> io::Result<()>;
+
+    /// Makes everything written so far durable.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn flush(&mut self) -> io::Result<()>;
+
+    /// Names the sink in error logs.
+    fn name(&self) -> String {
+        "audit sink".to_owned()
+    }
+}
+
+/// Opens `path` for appending, creating it with mode 0600.
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Appends each event as one JSON line to `audit.jsonl`.
+#[derive(Debug)]
+pub struct JsonLinesSink {
+    path: PathBuf,
+    file: File,
+}
+
+impl JsonLinesSink {
+    /// Opens (or creates) `path` for appending.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path) -> io::Result<JsonLinesSink> {
+        Ok(JsonLinesSink {
+            path: path.to_owned(),
+            file: open_append(path)?,
+        })
+    }
+}
+
+impl AuditSink for JsonLinesSink {
+    fn write(&mut self, events: &[Event]) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(events.len() * 200);
+        for event in events {
+            serde_json::to_writer(&mut buf, event)?;
+            buf.push(b'\n');
+        }
+        // One write_all per batch: with O_APPEND a failure leaves at most one torn batch.
+        self.file.write_all(&buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Appends upload and download events to `xferlog` in the wu-ftpd format that vsftpd and
+/// ProFTPD write and log analysers read; other events are ignored. See [`xferlog_line`].
+#[derive(Debug)]
+pub struct XferlogSink {
+    path: PathBuf,
+    file: File,
+}
+
+impl XferlogSink {
+    /// Opens (or creates) `path` for appending.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path) -> io::Result<XferlogSink> {
+        Ok(XferlogSink {
+            path: path.to_owned(),
+            file: open_append(path)?,
+        })
+    }
+}
+
+impl AuditSink for XferlogSink {
+    fn write(&mut self, events: &[Event]) -> io::Result<()> {
+        let lines: String = events.iter().filter_map(xferlog_line).collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(lines.as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Replaces whitespace and control characters with `_` (and an empty field with `_`), so an
+/// xferlog line always splits into exactly 18 fields.
+fn xferlog_field(s: &str) -> String {
+    if s.is_empty() {
+        return "_".to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// One xferlog line (with its newline) for an upload or download, `None` for other events.
+///
+/// Fields: `current-time` (ctime, 5 words, UTC rather than local time, as everything ferryd
+/// logs), `transfer-time` (seconds, rounded, at least 1), `remote-host` (IP), `file-size`,
+/// `filename`, `transfer-type` (`a`/`b`), `special-action-flag` (`_`), `direction` (`o`/`i`),
+/// `access-mode` (`r`), `username` (`*` if none), `service-name` (`ftp`),
+/// `authentication-method` (`0`), `authenticated-user-id` (`*`), `completion-status` (`c` if the
+/// reply was 226, else `i`). Whitespace and control characters in the file name and user name
+/// become `_`, so the line always splits into 18 whitespace-separated fields.
+pub fn xferlog_line(event: &Event) -> Option<String> {
+    let direction = match event.event {
+        EventKind::Upload => 'i',
+        EventKind::Download => 'o',
+        _ => return None,
+    };
+    let when =
+        OffsetDateTime::parse(&event.time, &Rfc3339).unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let when = when
+        .format(CTIME)
+        .unwrap_or_else(|_| "Thu Jan  1 00:00:00 1970".to_owned());
+    let seconds = event
+        .duration_ms
+        .map_or(1, |ms| ms.saturating_add(500) / 1000)
+        .max(1);
+    let host = event
+        .peer
+        .parse::<SocketAddr>()
+        .map_or_else(|_| xferlog_field(&event.peer), |peer| peer.ip().to_string());
+    let bytes = event.bytes.unwrap_or(0);
+    let file = xferlog_field(event.path.as_deref().unwrap_or(""));
+    let kind = if event.ascii == Some(true) { 'a' } else { 'b' };
+    let user = event
+        .user
+        .as_deref()
+        .map_or_else(|| "*".to_owned(), xferlog_field);
+    let status = if event.code == Some(226) { 'c' } else { 'i' };
+    Some(format!(
+        "{when} {seconds} {host} {bytes} {file} {kind} _ {direction} r {user} ftp 0 * {status}\n"
+    ))
+}
+
+/// A sink and how many of the pending events it has already written.
+struct SinkState {
+    sink: Box<dyn AuditSink>,
+    written: usize,
+}
+
+/// Buffers [`Record`]s and writes them to every sink in batches: when [`BATCH`] are buffered,
+/// every second, on [`Flush`] and when stopped. Runs on its own `Arbiter`.
+pub struct AuditLog {
+    sinks: Vec<SinkState>,
+    /// Events not yet written by every sink, oldest first.
+    pending: VecDeque<Event>,
+    /// The last write failed: wait for the tick instead of retrying on every record.
+    failing: bool,
+    max_pending: usize,
+}
+
+impl AuditLog {
+    /// Creates `log_dir` with `audit.jsonl` and `xferlog` and starts the actor on a new
+    /// `Arbiter`. Must be called inside a running actix `System`.
+    ///
+    /// # Errors
+    /// The directory or a file cannot be created.
+    ///
+    /// # Panics
+    /// Outside a running `System` (as `Arbiter::new` does).
+    pub fn start(log_dir: &Path) -> io::Result<Addr<AuditLog>> {
+        fs::create_dir_all(log_dir)?;
+        let sinks: Vec<Box<dyn AuditSink>> = vec![
+            Box::new(JsonLinesSink::open(&log_dir.join("audit.jsonl"))?),
+            Box::new(XferlogSink::open(&log_dir.join("xferlog"))?),
+        ];
+        Ok(AuditLog::with_sinks(sinks))
+    }
+
+    /// Starts the actor over the given sinks on a new `Arbiter` (tests, other back ends).
+    ///
+    /// # Panics
+    /// Outside a running `System` (as `Arbiter::new` does).
+    pub fn with_sinks(sinks: Vec<Box<dyn AuditSink>>) -> Addr<AuditLog> {
+        let arbiter = Arbiter::new();
+        AuditLog::start_in_arbiter(&arbiter.handle(), move |_| {
+            AuditLog::new(sinks, MAX_PENDING)
+        })
+    }
+
+    fn new(sinks: Vec<Box<dyn AuditSink>>, max_pending: usize) -> AuditLog {
+        AuditLog {
+            sinks: sinks
+                .into_iter()
+                .map(|sink| SinkState { sink, written: 0 })
+                .collect(),
+            pending: VecDeque::new(),
+            failing: false,
+            max_pending,
+        }
+    }
+
+    fn push(&mut self, event: Event) {
+        self.pending.push_back(event);
+        if self.pending.len() > self.max_pending {
+            let dropped = self.pending.len() - self.max_pending;
+            self.pending.drain(..dropped);
+            for state in &mut self.sinks {
+                state.written = state.written.saturating_sub(dropped);
+            }
+            log::error!(
+                "audit log: dropped {dropped} oldest event(s): sinks failing and {} pending",
+                self.max_pending
+            );
+        }
+        if self.pending.len() >= BATCH && !self.failing {
+            self.write_pending();
+        }
+    }
+
+    /// Offers each sink the events it has not written; keeps what any sink still lacks.
+    fn write_pending(&mut self) {
+        let events = self.pending.make_contiguous();
+        let mut failed = false;
+        for state in &mut self.sinks {
+            let rest = &events[state.written..];
+            if rest.is_empty() {
+                continue;
+            }
+            match state.sink.write(rest) {
+                Ok(()) => state.written = events.len(),
+                Err(e) => {
+                    failed = true;
+                    log::error!(
+                        "audit log {}: {} event(s) not written, will retry: {e}",
+                        state.sink.name(),
+                        rest.len()
+                    );
+                }
+            }
+        }
+        let done = self
+            .sinks
+            .iter()
+            .map(|state| state.written)
+            .min()
+            .unwrap_or(events.len());
+        self.pending.drain(..done);
+        for state in &mut self.sinks {
+            state.written -= done;
+        }
+        self.failing = failed;
+    }
+
+    fn flush(&mut self) {
+        self.write_pending();
+        for state in &mut self.sinks {
+            if let Err(e) = state.sink.flush() {
+                log::error!("audit log {}: fsync failed: {e}", state.sink.name());
+            }
+        }
+    }
+}
+
+impl Actor for AuditLog {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(TICK, |act, _| act.write_pending());
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.flush();
+        if !self.pending.is_empty() {
+            log::error!(
+                "audit log: {} event(s) lost at shutdown",
+                self.pending.len()
+            );
+        }
+        // The arbiter was made for this actor alone; let its thread end too.
+        Arbiter::current().stop();
+    }
+}
+
+impl Handler<Record> for AuditLog {
+    type Result = ();
+
+    fn handle(&mut self, Record(event): Record, _: &mut Self::Context) {
+        self.push(event);
+    }
+}
+
+impl Handler<Flush> for AuditLog {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 7], 50123))
+    }
+
+    fn upload(path: &str) -> Event {
+        Event::now(7, peer(), EventKind::Upload)
+            .with_user("alice")
+            .with_path(path)
+            .with_bytes(1234)
+            .with_duration(Duration::from_millis(2600))
+            .with_code(226)
+            .with_ascii(false)
+    }
+
+    /// Records what it is given; fails while `fail` is set.
+    #[derive(Clone, Default)]
+    struct TestSink {
+        written: Arc<Mutex<Vec<Event>>>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl AuditSink for TestSink {
+        fn write(&mut self, events: &[Event]) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::Error::other("disk on fire"));
+            }
+            self.written
+                .lock()
+                .expect("test mutex")
+                .extend_from_slice(events);
+            Ok(())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl TestSink {
+        fn count(&self) -> usize {
+            self.written.lock().expect("test mutex").len()
+        }
+    }
+
+    #[test]
+    fn event_time_has_milliseconds_and_optional_fields_are_omitted() {
+        let event = Event::now(1, peer(), EventKind::SessionOpen);
+        assert_eq!(
+            event.time.len(),
+            "2026-11-25T20:17:00.123Z".len(),
+            "{}",
+            event.time
+        );
+        assert!(event.time.ends_with('Z'));
+        let json = serde_json::to_string(&event).expect("serialise");
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"time":"{}","session":1,"peer":"192.0.2.7:50123","event":"session_open"}}"#,
+                event.time
+            )
+        );
+    }
+
+    #[test]
+    fn event_kind_names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+            let json = serde_json::to_string(&kind).expect("serialise");
+            assert_eq!(json, format!("\"{kind}\""));
+        }
+        assert!("LoginOk".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn xferlog_line_has_18_fields() {
+        let mut event = upload("/my dir/evil\nname\t.txt");
+        event.time = "2026-11-05T20:17:00.123Z".into();
+        let line = xferlog_line(&event).expect("upload line");
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 18, "{line:?}");
+        assert_eq!(
+            fields,
+            [
+                "Thu",
+                "Nov",
+                "5",
+                "20:17:00",
+                "2026",
+                "3",
+                "192.0.2.7",
+                "1234",
+                "/my_dir/evil_name_.txt",
+                "b",
+                "_",
+                "i",
+                "r",
+                "alice",
+                "ftp",
+                "0",
+                "*",
+                "c"
+            ]
+        );
+
+        let download = Event::now(7, peer(), EventKind::Download)
+            .with_path("")
+            .with_ascii(true)
+            .with_code(426);
+        let line = xferlog_line(&download).expect("download line");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 18, "{line:?}");
+        assert_eq!(fields[5], "1", "transfer time is at least a second");
+        assert_eq!(&fields[8..12], ["_", "a", "_", "o"]);
+        assert_eq!(fields[13], "*");
+        assert_eq!(fields[17], "i");
+
+        assert!(xferlog_line(&Event::now(7, peer(), EventKind::Delete)).is_none());
+    }
+
+    #[actix::test]
+    async fn flush_writes_json_lines_and_xferlog() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::start(dir.path()).expect("start");
+        let events = vec![
+            Event::now(1, peer(), EventKind::SessionOpen),
+            Event::now(1, peer(), EventKind::Command)
+                .with_user("alice")
+                .with_command("PASS ***")
+                .with_code(230),
+            upload("/a b.txt"),
+            Event::now(1, peer(), EventKind::Rename)
+                .with_path("/x")
+                .with_target("/y"),
+        ];
+        for event in &events {
+            log.do_send(Record(event.clone()));
+        }
+        log.send(Flush).await.expect("mailbox");
+
+        let text = fs::read_to_string(dir.path().join("audit.jsonl")).expect("read");
+        let read: Vec<Event> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("valid JSON line"))
+            .collect();
+        assert_eq!(read, events);
+
+        let xferlog = fs::read_to_string(dir.path().join("xferlog")).expect("read");
+        assert_eq!(xferlog.lines().count(), 1, "{xferlog}");
+        assert!(xferlog.contains(" /a_b.txt b _ i r alice ftp 0 * c"));
+    }
+
+    #[actix::test]
+    async fn failing_sink_keeps_events_until_a_write_succeeds() {
+        let bad = TestSink::default();
+        bad.fail.store(true, Ordering::SeqCst);
+        let good = TestSink::default();
+        let log = AuditLog::with_sinks(vec![Box::new(bad.clone()), Box::new(good.clone())]);
+        for n in 0..3 {
+            log.do_send(Record(Event::now(n, peer(), EventKind::Command)));
+        }
+        log.send(Flush).await.expect("mailbox");
+        assert_eq!(bad.count(), 0);
+        assert_eq!(good.count(), 3);
+
+        bad.fail.store(false, Ordering::SeqCst);
+        log.do_send(Record(Event::now(3, peer(), EventKind::Command)));
+        log.send(Flush).await.expect("mailbox");
+        let sessions: Vec<u64> = bad
+            .written
+            .lock()
+            .expect("test mutex")
+            .iter()
+            .map(|e| e.session)
+            .collect();
+        assert_eq!(sessions, [0, 1, 2, 3]);
+        // The sink that never failed gets nothing twice.
+        assert_eq!(good.count(), 4);
+    }
+
+    #[test]
+    fn pending_is_bounded_and_drops_the_oldest() {
+        let sink = TestSink::default();
+        sink.fail.store(true, Ordering::SeqCst);
+        let mut log = AuditLog::new(vec![Box::new(sink.clone())], 10);
+        for n in 0..15 {
+            log.push(Event::now(n, peer(), EventKind::Command));
+        }
+        assert_eq!(log.pending.len(), 10);
+        sink.fail.store(false, Ordering::SeqCst);
+        log.flush();
+        let first = sink.written.lock().expect("test mutex")[0].session;
+        assert_eq!((first, sink.count()), (5, 10));
+        assert!(log.pending.is_empty());
+    }
+
+    #[actix::test]
+    async fn writes_at_least_every_second_without_flush() {
+        let sink = TestSink::default();
+        let log = AuditLog::with_sinks(vec![Box::new(sink.clone())]);
+        let start = Instant::now();
+        log.do_send(Record(Event::now(1, peer(), EventKind::SessionOpen)));
+        while sink.count() == 0 && start.elapsed() < Duration::from_secs(5) {
+            actix::clock::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sink.count(), 1);
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[actix::test]
+    async fn a_full_batch_is_written_before_the_tick() {
+        let sink = TestSink::default();
+        let log = AuditLog::with_sinks(vec![Box::new(sink.clone())]);
+        for n in 0..BATCH as u64 {
+            log.do_send(Record(Event::now(n, peer(), EventKind::Command)));
+        }
+        let start = Instant::now();
+        while sink.count() < BATCH && start.elapsed() < Duration::from_millis(500) {
+            actix::clock::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(sink.count(), BATCH);
+    }
+}

@@ -1,0 +1,374 @@
+//! Operator commands behind `ferryd user ...` and `ferryd log`: plain functions over the data
+//! directory that return text to print. No argument parsing here (that is `src/bin/ferryd.rs`),
+//! and no running server needed: they work on the same files the server reads.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
+
+use cli_table::{Cell, Style, Table};
+
+use crate::actors::account_registry::{
+    AccountRecord, AccountStore, AuthError, JsonAccountStore, UserName, check_password,
+    hash_password,
+};
+use crate::actors::audit_log::{Event, EventKind};
+use crate::codec::Password;
+use crate::config::Config;
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A bad name, a weak password, a taken name, a corrupt account file.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// No account of that name.
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    /// The two typed passwords differ.
+    #[error("passwords do not match")]
+    PasswordMismatch,
+    /// Standard input ended before a password line.
+    #[error("no password on standard input")]
+    NoPassword,
+    /// A file, the terminal or the table output failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+fn store(config: &Config) -> Result<JsonAccountStore, AdminError> {
+    Ok(JsonAccountStore::new(config.accounts_dir())?)
+}
+
+/// Creates an account and its home directory `homes_dir/<name>` (mode 0700; an existing
+/// directory, e.g. kept from a deleted account of that name, is reused).
+///
+/// # Errors
+/// [`AuthError::BadName`], [`AuthError::WeakPassword`] (per `config.min_password_length`),
+/// [`AuthError::NameTaken`], or an I/O error.
+pub fn user_add(
+    config: &Config,
+    name: &str,
+    password: &Password,
+    iterations: u32,
+) -> Result<(), AdminError> {
+    let name = UserName::parse(name)?;
+    check_password(password, config.min_password_length)?;
+    let store = store(config)?;
+    let hash = hash_password(password, iterations)?;
+    store.create(&AccountRecord::new(name.clone(), hash))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(config.homes_dir().join(name.as_str()))?;
+    Ok(())
+}
+
+/// Removes an account. Its home directory and files are kept, so that nothing is lost by a
+/// mistyped command; remove them by hand if wanted.
+///
+/// # Errors
+/// [`AdminError::NoSuchUser`], [`AuthError::BadName`], or an I/O error.
+pub fn user_del(config: &Config, name: &str) -> Result<(), AdminError> {
+    let user = UserName::parse(name)?;
+    if store(config)?.delete(&user)? {
+        Ok(())
+    } else {
+        Err(AdminError::NoSuchUser(name.to_owned()))
+    }
+}
+
+/// Sets a new password for an existing account, hashed with `iterations` rounds.
+///
+/// # Errors
+/// [`AdminError::NoSuchUser`], [`AuthError::BadName`], [`AuthError::WeakPassword`], or an I/O
+/// error.
+pub fn user_passwd(
+    config: &Config,
+    name: &str,
+    password: &Password,
+    iterations: u32,
+) -> Result<(), AdminError> {
+    let user = UserName::parse(name)?;
+    check_password(password, config.min_password_length)?;
+    let store = store(config)?;
+    let mut record = store
+        .load(&user)?
+        .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))?;
+    record.hash = hash_password(password, iterations)?;
+    store.update(&record)?;
+    Ok(())
+}
+
+/// All accounts as a table: name, created, disabled.
+///
+/// # Errors
+/// A corrupt account file or an I/O error.
+pub fn user_list(config: &Config) -> Result<String, AdminError> {
+    let rows: Vec<_> = store(config)?
+        .list()?
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.name.as_str().cell(),
+                r.created.cell(),
+                if r.disabled { "yes" } else { "no" }.cell(),
+            ]
+        })
+        .collect();
+    let table = rows
+        .table()
+        .title(["name", "created", "disabled"].map(|t| t.cell().bold(true)));
+    Ok(table.display()?.to_string())
+}
+
+/// Which audit events [`log_table`] shows.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only events of this user.
+    pub user: Option<String>,
+    /// Only events of this kind.
+    pub event: Option<EventKind>,
+    /// Only the last N matching events.
+    pub tail: Option<usize>,
+}
+
+impl LogFilter {
+    fn matches(&self, event: &Event) -> bool {
+        self.user
+            .as_deref()
+            .is_none_or(|user| event.user.as_deref() == Some(user))
+            && self.event.is_none_or(|kind| event.event == kind)
+    }
+}
+
+/// The audit log (`log_dir/audit.jsonl`) as a table: time, session, peer, user, event,
+/// command or path, bytes, code. Lines that do not parse are skipped and counted in a footer
+/// line. A missing log reads as empty (the server has not run yet).
+///
+/// # Errors
+/// The log cannot be read.
+pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminError> {
+    let path = config.log_dir().join("audit.jsonl");
+    let file = match File::open(&path) {
+        Ok(file) => Some(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    // Keep only what will be shown, so a long log is streamed rather than loaded.
+    let keep = filter.tail.unwrap_or(usize::MAX);
+    let mut shown: VecDeque<Event> = VecDeque::new();
+    let mut skipped = 0usize;
+    if let Some(file) = file {
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Event>(&line) {
+                Ok(event) if filter.matches(&event) => {
+                    if keep == 0 {
+                        continue;
+                    }
+                    if shown.len() == keep {
+                        shown.pop_front();
+                    }
+                    shown.push_back(event);
+                }
+                Ok(_) => {}
+                Err(_) => skipped += 1,
+            }
+        }
+    }
+
+    let opt = |v: Option<String>| v.unwrap_or_default().cell();
+    let rows: Vec<_> = shown
+        .into_iter()
+        .map(|e| {
+            let what = match (e.command, e.path, e.target) {
+                (Some(command), _, _) => command,
+                (None, Some(path), Some(target)) => format!("{path} -> {target}"),
+                (None, Some(path), None) => path,
+                (None, None, _) => String::new(),
+            };
+            vec![
+                e.time.cell(),
+                e.session.cell(),
+                e.peer.cell(),
+                opt(e.user),
+                e.event.as_str().cell(),
+                what.cell(),
+                opt(e.bytes.map(|b| b.to_string())),
+                opt(e.code.map(|c| c.to_string())),
+            ]
+        })
+        .collect();
+    let title = [
+        "time",
+        "session",
+        "peer",
+        "user",
+        "event",
+        "command/path",
+        "bytes",
+        "code",
+    ]
+    .map(|t| t.cell().bold(true));
+    let mut out = rows.table().title(title).display()?.to_string();
+    if skipped > 0 {
+        out.push_str(&format!(
+            "\n{skipped} line(s) of {} skipped: not valid audit events",
+            path.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads a new password: from a terminal without echo, asked twice and required to match, or
+/// (for scripts, `from_stdin`) as one line of standard input without its line ending.
+///
+/// # Errors
+/// [`AdminError::PasswordMismatch`], [`AdminError::NoPassword`] at end of input, or an I/O
+/// error (e.g. no terminal).
+pub fn read_password(prompt: &str, from_stdin: bool) -> Result<Password, AdminError> {
+    if from_stdin {
+        let mut line = String::new();
+        if io::stdin().lock().read_line(&mut line)? == 0 {
+            return Err(AdminError::NoPassword);
+        }
+        let secret = line.strip_suffix('\n').unwrap_or(&line);
+        let secret = secret.strip_suffix('\r').unwrap_or(secret);
+        return Ok(Password::new(secret));
+    }
+    let first = Password::new(rpassword::prompt_password(prompt)?);
+    let second = Password::new(rpassword::prompt_password("Retype password: ")?);
+    if first != second {
+        return Err(AdminError::PasswordMismatch);
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::SocketAddr;
+
+    const ITER: u32 = 1000;
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            data_dir: dir.to_owned(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn user_add_list_passwd_del() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        let pw = Password::new("password1");
+        user_add(&cfg, "alice", &pw, ITER).expect("add");
+        assert!(cfg.homes_dir().join("alice").is_dir());
+        assert!(matches!(
+            user_add(&cfg, "alice", &pw, ITER),
+            Err(AdminError::Auth(AuthError::NameTaken))
+        ));
+        assert!(matches!(
+            user_add(&cfg, "Bob", &pw, ITER),
+            Err(AdminError::Auth(AuthError::BadName))
+        ));
+        assert!(matches!(
+            user_add(&cfg, "bob", &Password::new("short"), ITER),
+            Err(AdminError::Auth(AuthError::WeakPassword))
+        ));
+
+        let list = user_list(&cfg).expect("list");
+        assert!(list.contains("alice"), "{list}");
+        assert!(list.contains("created"), "{list}");
+
+        user_passwd(&cfg, "alice", &Password::new("password2"), ITER).expect("passwd");
+        let record = JsonAccountStore::new(cfg.accounts_dir())
+            .expect("store")
+            .load(&UserName::parse("alice").expect("valid"))
+            .expect("load")
+            .expect("present");
+        assert!(crate::actors::account_registry::verify_password(
+            &record.hash,
+            &Password::new("password2")
+        ));
+        assert!(matches!(
+            user_passwd(&cfg, "nobody", &pw, ITER),
+            Err(AdminError::NoSuchUser(_))
+        ));
+
+        user_del(&cfg, "alice").expect("del");
+        assert!(matches!(
+            user_del(&cfg, "alice"),
+            Err(AdminError::NoSuchUser(_))
+        ));
+        assert!(cfg.homes_dir().join("alice").is_dir(), "home is kept");
+        assert!(!user_list(&cfg).expect("list").contains("alice"));
+    }
+
+    #[test]
+    fn log_table_filters_by_user_event_and_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        fs::create_dir_all(cfg.log_dir()).expect("mkdir");
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let mut file = File::create(cfg.log_dir().join("audit.jsonl")).expect("create");
+        for n in 0..5u64 {
+            let event = Event::now(n, peer, EventKind::Command)
+                .with_user(if n % 2 == 0 { "alice" } else { "bob" })
+                .with_command(format!("CMD{n}"));
+            writeln!(file, "{}", serde_json::to_string(&event).expect("json")).expect("write");
+        }
+        writeln!(file, "not json").expect("write");
+        let login = Event::now(9, peer, EventKind::LoginFailed).with_user("alice");
+        writeln!(file, "{}", serde_json::to_string(&login).expect("json")).expect("write");
+        drop(file);
+
+        let all = log_table(&cfg, &LogFilter::default()).expect("table");
+        for n in 0..5 {
+            assert!(all.contains(&format!("CMD{n}")), "{all}");
+        }
+        assert!(all.contains("1 line(s)"), "{all}");
+
+        let alice = LogFilter {
+            user: Some("alice".into()),
+            ..LogFilter::default()
+        };
+        let table = log_table(&cfg, &alice).expect("table");
+        assert!(table.contains("CMD0") && table.contains("CMD4") && table.contains("login_failed"));
+        assert!(
+            !table.contains("CMD1") && !table.contains("CMD3"),
+            "{table}"
+        );
+
+        let tail = LogFilter {
+            user: Some("alice".into()),
+            event: Some(EventKind::Command),
+            tail: Some(2),
+        };
+        let table = log_table(&cfg, &tail).expect("table");
+        assert!(table.contains("CMD2") && table.contains("CMD4"), "{table}");
+        assert!(
+            !table.contains("CMD0") && !table.contains("login_failed"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn missing_log_is_an_empty_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = log_table(&config(dir.path()), &LogFilter::default()).expect("table");
+        assert!(table.contains("session"));
+    }
+}
