@@ -3,8 +3,10 @@
 //! - [`config`]: every setting and its default.
 //! - [`codec`]: bytes <-> protocol values; pure.
 //! - [`actors`]: the actors (accounts, audit log) and their messages.
+//! - [`server`]: start and stop a whole server.
 //! - [`admin`]: operator commands for `ferryd user` and `ferryd log`.
 pub mod actors;
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod server;

@@ -176,10 +176,7 @@ pub async fn run(
     }
 }
 
-async fn with_stall<T>(
-    stall: Duration,
-    op: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
+async fn with_stall<T>(stall: Duration, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     tokio::time::timeout(stall, op).await.unwrap_or_else(|_| {
         Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -1,2 +1,261 @@
-//! ferryd: the server entry point (a placeholder until the lead writes it).
-fn main() {}
+//! `ferryd`: the ferry FTP server. Parses the command line, sets up logging and runs either the
+//! server or an operator command; the work itself lives in the library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ferry::actors::audit_log::EventKind;
+use ferry::admin::{self, LogFilter};
+use ferry::config::{Config, PortRange, Registration};
+use ferry::server::Server;
+
+/// ferryd: a multi-user FTP server with self-registration, jailed homes and an audit log.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Show the audit log as a table.
+    Log(LogArgs),
+}
+
+/// Where the configuration comes from: a TOML file, then flags.
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// TOML configuration file; flags override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (accounts/, home/, log/, tmp/). Default ./var.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Control-channel address; repeat for several (IPv4 and IPv6). Default 127.0.0.1:2121.
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Passive data ports, LOW-HIGH. Default: any port from the OS.
+    #[arg(long)]
+    passive_ports: Option<PortRange>,
+    /// IPv4 address announced in PASV replies (behind NAT).
+    #[arg(long)]
+    passive_address: Option<IpAddr>,
+    /// Whether SITE REGISTER is accepted.
+    #[arg(long, value_enum)]
+    registration: Option<Registration>,
+    /// PBKDF2 rounds for new password hashes. Default 600000.
+    #[arg(long)]
+    pbkdf2_iterations: Option<u32>,
+    /// Control connections in all. Default 2000.
+    #[arg(long)]
+    max_sessions: Option<usize>,
+    /// Control connections per client address. Default 50.
+    #[arg(long)]
+    max_sessions_per_ip: Option<usize>,
+    /// Seconds to log in after connecting. Default 60.
+    #[arg(long)]
+    login_timeout_secs: Option<u64>,
+    /// Seconds without a command before the server closes the session. Default 300.
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
+    /// Seconds to wait for a data connection or for transfer progress. Default 60.
+    #[arg(long)]
+    data_timeout_secs: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create an account (and its home directory).
+    Add {
+        /// Account name: [a-z0-9][a-z0-9._-]{0,31}.
+        name: String,
+        /// Read the password from one line of standard input instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+        /// PBKDF2 rounds for this account's hash. Default: the configuration's.
+        #[arg(long)]
+        iterations: Option<u32>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete an account (its home directory is kept).
+    Del {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set an account's password.
+    Passwd {
+        /// Account name.
+        name: String,
+        /// Read the password from one line of standard input instead of a prompt.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// Only this user's events.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only events of this kind (e.g. login_failed, upload, download, command).
+    #[arg(long)]
+    event: Option<EventKind>,
+    /// Only the last N events.
+    #[arg(long)]
+    tail: Option<usize>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn load_config(common: &Common) -> Result<Config, String> {
+    let mut config = match &common.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &common.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = load_config(&args.common)?;
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.passive_ports = args.passive_ports.or(config.passive_ports);
+    config.passive_address = args.passive_address.or(config.passive_address);
+    if let Some(v) = args.registration {
+        config.registration = v;
+    }
+    if let Some(v) = args.pbkdf2_iterations {
+        config.pbkdf2_iterations = v;
+    }
+    if let Some(v) = args.max_sessions {
+        config.max_sessions = v;
+    }
+    if let Some(v) = args.max_sessions_per_ip {
+        config.max_sessions_per_ip = v;
+    }
+    if let Some(v) = args.login_timeout_secs {
+        config.login_timeout_secs = v;
+    }
+    if let Some(v) = args.idle_timeout_secs {
+        config.idle_timeout_secs = v;
+    }
+    if let Some(v) = args.data_timeout_secs {
+        config.data_timeout_secs = v;
+    }
+    actix_rt::System::new().block_on(async move {
+        let server = Server::start(config).await.map_err(|e| e.to_string())?;
+        wait_for_signal().await;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            log::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn user(cmd: UserCmd) -> Result<(), String> {
+    let err = |e: admin::AdminError| e.to_string();
+    match cmd {
+        UserCmd::Add {
+            name,
+            password_stdin,
+            iterations,
+            common,
+        } => {
+            let config = load_config(&common)?;
+            let password = admin::read_password("Password: ", password_stdin).map_err(err)?;
+            let iterations = iterations.unwrap_or(config.pbkdf2_iterations);
+            admin::user_add(&config, &name, &password, iterations).map_err(err)?;
+            println!("added {name}");
+        }
+        UserCmd::Del { name, common } => {
+            admin::user_del(&load_config(&common)?, &name).map_err(err)?;
+            println!("deleted {name} (home directory kept)");
+        }
+        UserCmd::Passwd {
+            name,
+            password_stdin,
+            common,
+        } => {
+            let config = load_config(&common)?;
+            let password = admin::read_password("New password: ", password_stdin).map_err(err)?;
+            admin::user_passwd(&config, &name, &password, config.pbkdf2_iterations).map_err(err)?;
+            println!("password of {name} changed");
+        }
+        UserCmd::List { common } => {
+            print!("{}", admin::user_list(&load_config(&common)?).map_err(err)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Cmd::Serve(args)) => serve(args),
+        Some(Cmd::User(cmd)) => user(cmd),
+        Some(Cmd::Log(args)) => load_config(&args.common).and_then(|config| {
+            let filter = LogFilter {
+                user: args.user,
+                event: args.event,
+                tail: args.tail,
+            };
+            admin::log_table(&config, &filter)
+                .map(|table| print!("{table}"))
+                .map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferryd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -252,14 +252,8 @@ mod tests {
         let (d, _) = info("d", FileKind::Dir, 0o755, 1);
         let some = Facts::select(&["TYPE", "bogus", "size"]);
         assert_eq!(some.names(), "type;size;");
-        assert_eq!(
-            mlsx_line(&d, some, Role::Current),
-            "type=cdir;size=1234; d"
-        );
-        assert_eq!(
-            some.feat_line(),
-            "type*;size*;modify;perm;unique;"
-        );
+        assert_eq!(mlsx_line(&d, some, Role::Current), "type=cdir;size=1234; d");
+        assert_eq!(some.feat_line(), "type*;size*;modify;perm;unique;");
     }
 
     #[test]

@@ -154,7 +154,10 @@ impl Reply {
 
     /// `257 "<path>" <text>`, with embedded quotes doubled (RFC 959 Appendix II).
     pub fn path(path: &str, text: &str) -> Reply {
-        Reply::new(ReplyCode::PathCreated, format!("{} {text}", quote_path(path)))
+        Reply::new(
+            ReplyCode::PathCreated,
+            format!("{} {text}", quote_path(path)),
+        )
     }
 
     /// The reply code.
@@ -221,14 +224,22 @@ mod tests {
 
     #[test]
     fn single_line() {
-        assert_eq!(wire(&Reply::new(ReplyCode::Ok, "NOOP ok.")), "200 NOOP ok.\r\n");
+        assert_eq!(
+            wire(&Reply::new(ReplyCode::Ok, "NOOP ok.")),
+            "200 NOOP ok.\r\n"
+        );
     }
 
     #[test]
     fn multi_line_framing() {
         let r = Reply::multi(
             ReplyCode::SystemStatus,
-            vec!["Features:".into(), "UTF8".into(), "211 x".into(), "End".into()],
+            vec![
+                "Features:".into(),
+                "UTF8".into(),
+                "211 x".into(),
+                "End".into(),
+            ],
         );
         assert_eq!(wire(&r), "211-Features:\r\nUTF8\r\n 211 x\r\n211 End\r\n");
     }

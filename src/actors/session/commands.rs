@@ -99,10 +99,7 @@ impl Session {
                 Reply::new(ReplyCode::Superfluous, "ALLO is superfluous here."),
             ),
             Command::Noop => self.finish(&text, ok("NOOP ok.")),
-            Command::Syst => self.finish(
-                &text,
-                Reply::new(ReplyCode::SystemType, "UNIX Type: L8"),
-            ),
+            Command::Syst => self.finish(&text, Reply::new(ReplyCode::SystemType, "UNIX Type: L8")),
             Command::Feat => self.feat(&text),
             Command::Opts(opts) => self.opts(&text, opts),
             Command::Help(topic) => self.help(&text, topic),
@@ -197,10 +194,9 @@ impl Session {
                 &text,
                 Reply::new(ReplyCode::BadSequence, "Login with USER first."),
             ),
-            PassAction::AlreadyLoggedIn => self.finish(
-                &text,
-                Reply::new(ReplyCode::LoggedIn, "Already logged in."),
-            ),
+            PassAction::AlreadyLoggedIn => {
+                self.finish(&text, Reply::new(ReplyCode::LoggedIn, "Already logged in."))
+            }
             PassAction::Authenticate { user, failures } => {
                 let request = self.env.services.authenticate.send(Authenticate {
                     name: user.clone(),
@@ -230,7 +226,10 @@ impl Session {
                                     &text,
                                     Reply::new(
                                         ReplyCode::NotLoggedIn,
-                                        format!("Home directory unavailable ({}).", reply.code().as_u16()),
+                                        format!(
+                                            "Home directory unavailable ({}).",
+                                            reply.code().as_u16()
+                                        ),
                                     ),
                                 );
                             }
@@ -294,8 +293,7 @@ impl Session {
                         event.user = Some(name.to_string());
                         act.record(event);
                         log::info!("session {} {}: registered {name}", act.id, act.peer);
-                        let request =
-                            act.env.services.create_home.send(CreateHome { user: name });
+                        let request = act.env.services.create_home.send(CreateHome { user: name });
                         act.ask(ctx, text, request, |act, res, _, text| {
                             let reply = match res {
                                 Ok(()) => Reply::new(
@@ -348,8 +346,12 @@ impl Session {
     // ---- navigation and file actions (RFC 959 §4.1.1, §4.1.3) ----
 
     fn cwd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.stat.send(Stat {
             user,
             path: path.clone(),
@@ -368,8 +370,12 @@ impl Session {
     }
 
     fn mkd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.mkdir.send(Mkdir {
             user,
             path: path.clone(),
@@ -387,8 +393,12 @@ impl Session {
     }
 
     fn rmd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.rmdir.send(Rmdir {
             user,
             path: path.clone(),
@@ -406,8 +416,12 @@ impl Session {
     }
 
     fn dele(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.remove.send(Remove {
             user,
             path: path.clone(),
@@ -425,17 +439,22 @@ impl Session {
     }
 
     fn rnfr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.stat.send(Stat {
             user,
             path: path.clone(),
         });
         self.ask(ctx, text, request, move |act, res, _, text| {
             let reply = match res {
-                Ok(_) if path.is_root() => {
-                    Reply::new(ReplyCode::FileUnavailable, "Cannot rename the home directory.")
-                }
+                Ok(_) if path.is_root() => Reply::new(
+                    ReplyCode::FileUnavailable,
+                    "Cannot rename the home directory.",
+                ),
                 Ok(_) => {
                     act.rename_from = Some(path);
                     Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
@@ -446,13 +465,7 @@ impl Session {
         });
     }
 
-    fn rnto(
-        &mut self,
-        text: String,
-        arg: &str,
-        from: Option<VPath>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn rnto(&mut self, text: String, arg: &str, from: Option<VPath>, ctx: &mut Context<Self>) {
         let Some(from) = from else {
             self.finish(
                 &text,
@@ -460,8 +473,12 @@ impl Session {
             );
             return;
         };
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(to) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(to) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.rename.send(Rename {
             user,
             from: from.clone(),
@@ -487,7 +504,10 @@ impl Session {
             // number is worse than none, so refuse (as ProFTPD does).
             self.finish(
                 &text,
-                Reply::new(ReplyCode::FileUnavailable, "SIZE not allowed in ASCII mode."),
+                Reply::new(
+                    ReplyCode::FileUnavailable,
+                    "SIZE not allowed in ASCII mode.",
+                ),
             );
             return;
         }
@@ -506,8 +526,12 @@ impl Session {
         ctx: &mut Context<Self>,
         fact: fn(&FileInfo) -> String,
     ) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.stat.send(Stat { user, path });
         self.ask(ctx, text, request, move |act, res, _, text| {
             let reply = match res {
@@ -522,8 +546,12 @@ impl Session {
     }
 
     fn mlst(&mut self, text: String, arg: Option<String>, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else {
+            return;
+        };
         let request = self.env.services.stat.send(Stat {
             user,
             path: path.clone(),
@@ -550,8 +578,12 @@ impl Session {
     }
 
     fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.list.send(List {
             user,
             path: path.clone(),
@@ -643,10 +675,7 @@ impl Session {
             Some("SITE") => site_help(),
             Some(verb) => match VERBS.iter().find(|(v, _)| *v == verb) {
                 Some((_, syntax)) => Reply::new(ReplyCode::Help, format!("Syntax: {syntax}")),
-                None => Reply::new(
-                    ReplyCode::BadArguments,
-                    format!("Unknown command {verb}."),
-                ),
+                None => Reply::new(ReplyCode::BadArguments, format!("Unknown command {verb}.")),
             },
         };
         self.finish(text, reply);
@@ -658,7 +687,10 @@ impl Session {
         if self.epsv_all && !extended {
             self.finish(
                 text,
-                Reply::new(ReplyCode::BadSequence, "Only EPSV is allowed after EPSV ALL."),
+                Reply::new(
+                    ReplyCode::BadSequence,
+                    "Only EPSV is allowed after EPSV ALL.",
+                ),
             );
             return;
         }
@@ -681,18 +713,17 @@ impl Session {
                 }
             },
         };
-        let listener =
-            match data_channel::bind_passive(local_ip, self.env.config.passive_ports) {
-                Ok(l) => l,
-                Err(e) => {
-                    log::warn!("session {}: no passive port: {e}", self.id);
-                    self.finish(
-                        text,
-                        Reply::new(ReplyCode::CantOpenData, "No passive port available."),
-                    );
-                    return;
-                }
-            };
+        let listener = match data_channel::bind_passive(local_ip, self.env.config.passive_ports) {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("session {}: no passive port: {e}", self.id);
+                self.finish(
+                    text,
+                    Reply::new(ReplyCode::CantOpenData, "No passive port available."),
+                );
+                return;
+            }
+        };
         let port = match listener.local_addr() {
             Ok(addr) => addr.port(),
             Err(e) => {
@@ -744,11 +775,15 @@ impl Session {
         style: ListingStyle,
         ctx: &mut Context<Self>,
     ) {
-        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
         if !self.need_data(&text) {
             return;
         }
-        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else { return };
+        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else {
+            return;
+        };
         let request = self.env.services.list.send(List {
             user: user.clone(),
             path: path.clone(),
@@ -760,7 +795,10 @@ impl Session {
                     // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
                     act.finish(
                         &text,
-                        Reply::new(ReplyCode::BadArguments, format!("{path} is not a directory.")),
+                        Reply::new(
+                            ReplyCode::BadArguments,
+                            format!("{path} is not a directory."),
+                        ),
                     );
                     return;
                 }
@@ -787,11 +825,15 @@ impl Session {
     }
 
     fn retr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
         if !self.need_data(&text) {
             return;
         }
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.open_read.send(OpenRead {
             user,
             path: path.clone(),
@@ -824,11 +866,15 @@ impl Session {
     }
 
     fn stor(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else { return };
+        let Some(user) = self.user_or_reply(&text) else {
+            return;
+        };
         if !self.need_data(&text) {
             return;
         }
-        let Some(path) = self.resolve(&text, arg) else { return };
+        let Some(path) = self.resolve(&text, arg) else {
+            return;
+        };
         let request = self.env.services.open_write.send(OpenWrite {
             user,
             path: path.clone(),
@@ -910,7 +956,10 @@ impl Session {
             &running.cmd,
             Reply::new(ReplyCode::TransferAborted, "Transfer aborted."),
         );
-        self.finish(text, Reply::new(ReplyCode::TransferComplete, "ABOR successful."));
+        self.finish(
+            text,
+            Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
+        );
         while let Some(cmd) = self.deferred.pop_front() {
             ctx.notify(super::Deferred(cmd));
         }

@@ -116,7 +116,10 @@ impl Actor for Session {
         log::debug!("session {} {}: connected", self.id, self.peer);
         self.permit.attach(ctx.address().recipient());
         self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
-        self.send(Reply::new(ReplyCode::ServiceReady, "ferry FTP server ready."));
+        self.send(Reply::new(
+            ReplyCode::ServiceReady,
+            "ferry FTP server ready.",
+        ));
         self.arm_timer(ctx);
     }
 
@@ -225,19 +228,21 @@ impl Session {
         M::Result: Send,
         F: FnOnce(&mut Session, M::Result, &mut Context<Session>, String) + 'static,
     {
-        let fut = request.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(answer) => then(act, answer, ctx, cmd),
-            Err(e) => {
-                log::error!("session {} {}: service failed: {e}", act.id, act.peer);
-                act.finish(
-                    &cmd,
-                    Reply::new(
-                        ReplyCode::LocalError,
-                        "Service temporarily unavailable; try again.",
-                    ),
-                );
-            }
-        });
+        let fut = request
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(answer) => then(act, answer, ctx, cmd),
+                Err(e) => {
+                    log::error!("session {} {}: service failed: {e}", act.id, act.peer);
+                    act.finish(
+                        &cmd,
+                        Reply::new(
+                            ReplyCode::LocalError,
+                            "Service temporarily unavailable; try again.",
+                        ),
+                    );
+                }
+            });
         ctx.wait(fut);
     }
 
@@ -313,7 +318,11 @@ impl Session {
         self.run(cmd, text, rename_from, ctx);
     }
 
-    fn transfer_done(&mut self, outcome: crate::actors::data_channel::Outcome, ctx: &mut Context<Self>) {
+    fn transfer_done(
+        &mut self,
+        outcome: crate::actors::data_channel::Outcome,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(running) = self.transfer.take() else {
             return;
         };
@@ -321,13 +330,13 @@ impl Session {
             (Ok(bytes), Some(upload)) => {
                 // Close the temporary file before it is renamed into place.
                 drop(upload.file);
-                let request = self
-                    .env
-                    .services
-                    .commit_upload
-                    .send(crate::actors::file_store::CommitUpload {
-                        staged: upload.staged,
-                    });
+                let request =
+                    self.env
+                        .services
+                        .commit_upload
+                        .send(crate::actors::file_store::CommitUpload {
+                            staged: upload.staged,
+                        });
                 let fut = request.into_actor(self).map(move |res, act, ctx| {
                     let reply = match res {
                         Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),
@@ -366,7 +375,11 @@ impl Session {
         self.last_activity = Instant::now();
         match self.after_transfer.take() {
             Some(AfterTransfer::Quit) => {
-                self.close(Some("QUIT"), Reply::new(ReplyCode::Closing, "Goodbye."), ctx);
+                self.close(
+                    Some("QUIT"),
+                    Reply::new(ReplyCode::Closing, "Goodbye."),
+                    ctx,
+                );
                 return;
             }
             Some(AfterTransfer::Shutdown) => {
@@ -394,9 +407,8 @@ impl Session {
         event.user = self.user_name();
         event.path = Some(path.to_string());
         event.bytes = Some(bytes);
-        event.duration_ms = Some(
-            u64::try_from(running.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        );
+        event.duration_ms =
+            Some(u64::try_from(running.started.elapsed().as_millis()).unwrap_or(u64::MAX));
         event.code = Some(code.as_u16());
         event.ascii = Some(running.ascii);
         self.record(event);
@@ -417,7 +429,11 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
                 self.finish(&format!("<{err}>"), reply);
             }
             Err(e) => {
-                log::info!("session {} {}: control read failed: {e}", self.id, self.peer);
+                log::info!(
+                    "session {} {}: control read failed: {e}",
+                    self.id,
+                    self.peer
+                );
                 ctx.stop();
             }
         }
@@ -425,9 +441,13 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
 }
 
 impl WriteHandler<std::io::Error> for Session {
-    fn error(&mut self, err: std::io::Error, _: &mut Context<Self>) -> Running {
-        log::info!("session {} {}: control write failed: {err}", self.id, self.peer);
-        Running::Stop
+    fn error(&mut self, err: std::io::Error, _: &mut Context<Self>) -> actix::Running {
+        log::info!(
+            "session {} {}: control write failed: {err}",
+            self.id,
+            self.peer
+        );
+        actix::Running::Stop
     }
 }
 

@@ -91,7 +91,7 @@ impl LoginState {
     /// `PASS`: what to do. Leaves the state waiting for the outcome as `Greeted`, so a lost
     /// reply can never leave the session half logged in.
     pub fn pass(&mut self) -> PassAction {
-        match std::mem::replace(self, LoginState::new()) {
+        match std::mem::take(self) {
             LoginState::Greeted { failures } => {
                 *self = LoginState::Greeted { failures };
                 PassAction::NeedUser
@@ -166,7 +166,11 @@ mod tests {
             };
             assert_eq!(s.failed(failures), expected);
             assert_eq!(s.failures(), expected);
-            assert_eq!(s.pass(), PassAction::NeedUser, "a failed PASS needs a new USER");
+            assert_eq!(
+                s.pass(),
+                PassAction::NeedUser,
+                "a failed PASS needs a new USER"
+            );
         }
     }
 }

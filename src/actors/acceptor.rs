@@ -1,0 +1,252 @@
+//! The Acceptor: takes connections from the listeners, enforces the session caps (in all and
+//! per address; 421 and close when over), and starts one Session per connection on one of the
+//! per-core arbiters, round robin.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::actors::session::{Session, SessionEnv, Shutdown};
+
+/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a refused connection may take to read its 421 before it is dropped.
+const REFUSE_WRITE: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    sessions: HashMap<u64, Recipient<Shutdown>>,
+}
+
+/// Live sessions: the caps, and the recipients to tell at shutdown. Shared by the Acceptor and
+/// every [`SessionPermit`]; the lock is held only to update counters.
+pub struct SessionRegistry {
+    counts: Mutex<Counts>,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_sessions` reached.
+    ServerFull,
+    /// `max_sessions_per_ip` reached for this address.
+    AddressFull,
+}
+
+impl SessionRegistry {
+    /// A registry with the given caps.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<SessionRegistry> {
+        Arc::new(SessionRegistry {
+            counts: Mutex::new(Counts::default()),
+            max_total,
+            max_per_ip,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // A panic elsewhere while holding this lock leaves plain counters: still usable.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a session from `ip` if both caps allow it.
+    ///
+    /// # Errors
+    /// The [`Refusal`] when a cap is reached.
+    pub fn admit(self: &Arc<Self>, id: u64, ip: IpAddr) -> Result<SessionPermit, Refusal> {
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(Refusal::ServerFull);
+        }
+        let from_ip = counts.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err(Refusal::AddressFull);
+        }
+        *from_ip += 1;
+        counts.total += 1;
+        Ok(SessionPermit {
+            registry: Arc::clone(self),
+            id,
+            ip,
+        })
+    }
+
+    /// Sessions alive now.
+    pub fn active(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Tells every session to end (421 now, or after its transfer).
+    pub fn shutdown_all(&self) {
+        for recipient in self.lock().sessions.values() {
+            recipient.do_send(Shutdown);
+        }
+    }
+}
+
+/// A session's place under the caps; dropping it (when the Session actor is dropped) frees it.
+pub struct SessionPermit {
+    registry: Arc<SessionRegistry>,
+    id: u64,
+    ip: IpAddr,
+}
+
+impl SessionPermit {
+    /// Registers the session's address so shutdown can reach it.
+    pub fn attach(&self, recipient: Recipient<Shutdown>) {
+        self.registry.lock().sessions.insert(self.id, recipient);
+    }
+}
+
+impl Drop for SessionPermit {
+    fn drop(&mut self) {
+        let mut counts = self.registry.lock();
+        counts.sessions.remove(&self.id);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Stop taking connections (shutdown); the listeners close.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccepting;
+
+/// Accepts control connections and hands each to a new Session.
+pub struct Acceptor {
+    env: Arc<SessionEnv>,
+    registry: Arc<SessionRegistry>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    next_id: u64,
+    listeners: Vec<TcpListener>,
+}
+
+impl Acceptor {
+    /// Starts the acceptor on the current arbiter over already-bound listeners; sessions go to
+    /// `arbiters` (at least one) in turn.
+    pub fn start(
+        listeners: Vec<TcpListener>,
+        env: Arc<SessionEnv>,
+        registry: Arc<SessionRegistry>,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Addr<Acceptor> {
+        Acceptor {
+            env,
+            registry,
+            arbiters,
+            next_arbiter: 0,
+            next_id: 1,
+            listeners,
+        }
+        .start()
+    }
+
+    fn refuse(stream: TcpStream, why: Refusal) {
+        let text: &[u8] = match why {
+            Refusal::ServerFull => b"421 Too many users; try again later.\r\n",
+            Refusal::AddressFull => b"421 Too many connections from your address.\r\n",
+        };
+        actix::spawn(async move {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(REFUSE_WRITE, async {
+                stream.write_all(text).await?;
+                stream.shutdown().await
+            })
+            .await;
+        });
+    }
+}
+
+impl Actor for Acceptor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        for listener in self.listeners.drain(..) {
+            ctx.add_stream(TcpListenerStream::new(listener));
+        }
+    }
+}
+
+impl StreamHandler<io::Result<TcpStream>> for Acceptor {
+    fn handle(&mut self, item: io::Result<TcpStream>, ctx: &mut Context<Self>) {
+        let stream = match item {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                ctx.wait(actix::clock::sleep(ACCEPT_BACKOFF).into_actor(self));
+                return;
+            }
+        };
+        let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(p), Ok(l)) => (p, l),
+            _ => return, // the peer is already gone
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let permit = match self.registry.admit(id, peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                log::warn!("refused connection from {peer}: {why:?}");
+                Self::refuse(stream, why);
+                return;
+            }
+        };
+        stream.set_nodelay(true).ok();
+        // Move the socket across as a std stream: it must register with the target arbiter's
+        // reactor, so it is rebuilt there.
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot hand over connection from {peer}: {e}");
+                return;
+            }
+        };
+        let env = Arc::clone(&self.env);
+        let Some(arbiter) = self
+            .arbiters
+            .get(self.next_arbiter % self.arbiters.len().max(1))
+        else {
+            log::error!("no session arbiter; dropping connection from {peer}");
+            return;
+        };
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        arbiter.spawn(async move {
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => {
+                    Session::start(stream, id, peer, local, env, permit);
+                }
+                Err(e) => log::warn!("cannot register connection from {peer}: {e}"),
+            }
+        });
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        log::warn!("a listener stopped");
+    }
+}
+
+impl Handler<StopAccepting> for Acceptor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAccepting, ctx: &mut Context<Self>) {
+        // Stopping drops the listener streams, which closes the listeners; sessions live on
+        // their own arbiters and finish on their own.
+        ctx.stop();
+    }
+}

@@ -1,0 +1,163 @@
+//! Starting and stopping a whole server inside a running actix `System`: the data directories,
+//! the service actors, the listeners and the Acceptor. Used by `ferryd serve` and by tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+
+use crate::actors::Services;
+use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
+use crate::actors::account_registry::{AccountRegistry, JsonAccountStore, RegistrySettings};
+use crate::actors::audit_log::{AuditLog, Flush};
+use crate::actors::file_store::{FileStore, LocalStorage};
+use crate::actors::session::SessionEnv;
+use crate::config::{Config, ConfigError, Registration};
+
+/// How often shutdown checks whether every session has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A data directory could not be prepared.
+    #[error("cannot prepare data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    acceptor: Addr<Acceptor>,
+    registry: Arc<SessionRegistry>,
+    audit: Addr<AuditLog>,
+    arbiters: Vec<Arbiter>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds every configured address and starts all actors. Call inside a running `System`.
+    /// Logs `listening on ADDR` (info) once per bound listener.
+    ///
+    /// # Errors
+    /// [`StartError`] when the configuration, a directory or a bind fails.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let data_dir = |path: std::path::PathBuf| {
+            move |source| StartError::DataDir {
+                path: path.clone(),
+                source,
+            }
+        };
+        let accounts = JsonAccountStore::new(config.accounts_dir())
+            .map_err(data_dir(config.accounts_dir()))?;
+        let storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
+            .map_err(data_dir(config.homes_dir()))?;
+        let audit = AuditLog::start(&config.log_dir()).map_err(data_dir(config.log_dir()))?;
+
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        let mut addrs = Vec::with_capacity(config.listen.len());
+        for addr in &config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            addrs.push(bound);
+            listeners.push(listener);
+        }
+
+        let registry_actor = AccountRegistry::start(
+            Arc::new(accounts),
+            RegistrySettings {
+                iterations: config.pbkdf2_iterations,
+                min_password_length: config.min_password_length,
+                registration_open: config.registration == Registration::Open,
+            },
+            config.blocking_threads,
+        );
+        let files = FileStore::start(Arc::new(storage), config.blocking_threads);
+        let services = Services::new(&registry_actor, &files, &audit);
+        let sessions = SessionRegistry::new(config.max_sessions, config.max_sessions_per_ip);
+        let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
+        let grace = config.shutdown_grace();
+        let env = Arc::new(SessionEnv {
+            services,
+            config: Arc::new(config),
+        });
+        let acceptor = Acceptor::start(
+            listeners,
+            env,
+            Arc::clone(&sessions),
+            arbiters.iter().map(Arbiter::handle).collect(),
+        );
+        for addr in &addrs {
+            log::info!("listening on {addr}");
+        }
+        Ok(Server {
+            addrs,
+            acceptor,
+            registry: sessions,
+            audit,
+            arbiters,
+            grace,
+        })
+    }
+
+    /// The bound control-channel addresses (with the real port when 0 was asked for).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Sessions alive now.
+    pub fn active_sessions(&self) -> usize {
+        self.registry.active()
+    }
+
+    /// Graceful stop: no new connections, idle sessions get 421, running transfers may finish
+    /// within the grace period, then the audit log is flushed.
+    pub async fn shutdown(self) {
+        log::info!("shutting down");
+        // The acceptor may already be gone; nothing then remains to stop.
+        let _ = self.acceptor.send(StopAccepting).await;
+        self.registry.shutdown_all();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while self.registry.active() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let left = self.registry.active();
+        if left > 0 {
+            log::warn!("{left} sessions still open after the grace period; closing them");
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        if self.audit.send(Flush).await.is_err() {
+            log::error!("audit log was not running at shutdown");
+        }
+        log::info!("stopped");
+    }
+}
