@@ -3,9 +3,8 @@
 //! and no running server needed: they work on the same files the server reads.
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::os::unix::fs::DirBuilderExt;
 
 use cli_table::{Cell, Style, Table};
 
@@ -14,6 +13,7 @@ use crate::actors::account_registry::{
     hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
+use crate::actors::file_store::{LocalStorage, Storage, StoreError};
 use crate::codec::Password;
 use crate::config::Config;
 
@@ -32,6 +32,9 @@ pub enum AdminError {
     /// Standard input ended before a password line.
     #[error("no password on standard input")]
     NoPassword,
+    /// The home directory could not be created.
+    #[error("home directory: {0}")]
+    Store(#[from] StoreError),
     /// A file, the terminal or the table output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -58,10 +61,7 @@ pub fn user_add(
     let store = store(config)?;
     let hash = hash_password(password, iterations)?;
     store.create(&AccountRecord::new(name.clone(), hash))?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(config.homes_dir().join(name.as_str()))?;
+    LocalStorage::new(config.homes_dir(), config.tmp_dir())?.create_home(name.as_str())?;
     Ok(())
 }
 
@@ -321,7 +321,7 @@ mod tests {
     fn log_table_filters_by_user_event_and_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path());
-        fs::create_dir_all(cfg.log_dir()).expect("mkdir");
+        std::fs::create_dir_all(cfg.log_dir()).expect("mkdir");
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let mut file = File::create(cfg.log_dir().join("audit.jsonl")).expect("create");
         for n in 0..5u64 {

@@ -13,7 +13,7 @@
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -398,7 +398,11 @@ fn file_info(name: String, meta: &Metadata) -> FileInfo {
 
 impl Storage for LocalStorage {
     fn create_home(&self, user: &str) -> Result<(), StoreError> {
-        Ok(fs::create_dir_all(self.home_path(user)?)?)
+        // Private to the server's account: other local users must not read homes.
+        Ok(fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.home_path(user)?)?)
     }
 
     fn stat(&self, user: &str, path: &VPath) -> Result<FileInfo, StoreError> {
