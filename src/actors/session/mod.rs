@@ -10,6 +10,8 @@
 
 mod commands;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
