@@ -176,8 +176,8 @@ burning! {
 
 /// The real file store over a temporary directory; homes live in `tmp/home`.
 fn real_files(tmp: &tempfile::TempDir) -> Addr<FileStore> {
-    let storage = LocalStorage::new(tmp.path().join("home"), tmp.path().join("tmp"))
-        .expect("temp storage");
+    let storage =
+        LocalStorage::new(tmp.path().join("home"), tmp.path().join("tmp")).expect("temp storage");
     FileStore::start(Arc::new(storage), 1)
 }
 
@@ -218,10 +218,7 @@ struct Client {
 }
 
 /// Starts a session on a loopback pair, wired by `wire` to the recording audit stub.
-async fn connect(
-    config: Config,
-    wire: impl FnOnce(&Addr<RecordingAudit>) -> Services,
-) -> Client {
+async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Services) -> Client {
     let events = Arc::new(Mutex::new(Vec::new()));
     let audit = RecordingAudit(events.clone()).start();
     let services = wire(&audit);
@@ -295,7 +292,10 @@ impl Client {
 
     /// Reads one whole reply, single- or multi-line (RFC 959 §4.2).
     async fn reply(&mut self) -> Reply {
-        let first = self.line().await.expect("connection closed, expected a reply");
+        let first = self
+            .line()
+            .await
+            .expect("connection closed, expected a reply");
         let code: u16 = first
             .get(..3)
             .and_then(|c| c.parse().ok())
@@ -349,7 +349,10 @@ impl Client {
 
     /// Waits for the server to close the control connection.
     async fn expect_closed(&mut self) {
-        assert!(self.line().await.is_none(), "expected the connection to close");
+        assert!(
+            self.line().await.is_none(),
+            "expected the connection to close"
+        );
     }
 
     /// Waits until the recorded events satisfy `done`, and returns them.
@@ -387,7 +390,11 @@ impl Client {
     async fn commands(&self, n: usize) -> Vec<(String, u16)> {
         let events = self
             .events_until(|events| {
-                events.iter().filter(|e| e.event == EventKind::Command).count() >= n
+                events
+                    .iter()
+                    .filter(|e| e.event == EventKind::Command)
+                    .count()
+                    >= n
             })
             .await;
         events
@@ -459,4 +466,361 @@ async fn login_then_pwd() {
     assert_eq!(ok.user.as_deref(), Some("alice"));
     let pwd = c.expect("PWD", 257).await;
     assert_eq!(pwd.text(), "\"/\" is the current directory.");
+}
+
+#[actix::test]
+async fn wrong_password_is_530_and_recorded() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.expect("USER alice", 331).await;
+    c.expect("PASS wrong-one", 530).await;
+    let failed = c.event(EventKind::LoginFailed).await;
+    assert_eq!(failed.user.as_deref(), Some("alice"));
+    // The session goes on: a second try works.
+    c.login().await;
+}
+
+#[actix::test]
+async fn too_many_login_failures_close_with_421() {
+    let mut c = connect_stubs(Config {
+        max_login_failures: 2,
+        ..config()
+    })
+    .await
+    .greeted()
+    .await;
+    c.expect("USER alice", 331).await;
+    c.expect("PASS wrong-one", 530).await;
+    c.expect("USER alice", 331).await;
+    c.expect("PASS wrong-two", 530).await;
+    assert_eq!(c.reply().await.code, 421);
+    c.expect_closed().await;
+    let events = c
+        .events_until(|events| {
+            events
+                .iter()
+                .filter(|e| e.event == EventKind::LoginFailed)
+                .count()
+                == 2
+                && events.iter().any(|e| e.event == EventKind::SessionClose)
+        })
+        .await;
+    assert!(!events.iter().any(|e| e.event == EventKind::LoginOk));
+}
+
+#[actix::test]
+async fn pipelined_login_replies_in_order() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.send_raw(b"USER alice\r\nPASS password1\r\nPWD\r\n").await;
+    let codes = [
+        c.reply().await.code,
+        c.reply().await.code,
+        c.reply().await.code,
+    ];
+    assert_eq!(codes, [331, 230, 257]);
+}
+
+#[actix::test]
+async fn pipelined_login_with_a_slow_registry_replies_in_order() {
+    let mut c = connect(config(), |audit| {
+        Services::new(&StubAccounts::slow(), &BurningFiles.start(), audit)
+    })
+    .await
+    .greeted()
+    .await;
+    c.send_raw(b"USER alice\r\nPASS password1\r\nPWD\r\nNOOP\r\n")
+        .await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(c.reply().await.code);
+    }
+    assert_eq!(codes, [331, 230, 257, 200]);
+}
+
+#[actix::test]
+async fn gone_registry_is_451_and_the_session_goes_on() {
+    let mut c = connect(config(), |audit| {
+        Services::new(&StubAccounts::gone(), &BurningFiles.start(), audit)
+    })
+    .await
+    .greeted()
+    .await;
+    c.expect("USER alice", 331).await;
+    c.expect("PASS password1", 451).await;
+    c.expect("NOOP", 200).await;
+    c.expect("SITE REGISTER bob password123", 451).await;
+    c.expect("NOOP", 200).await;
+    // Not logged in after the failure.
+    c.expect("PWD", 530).await;
+}
+
+#[actix::test]
+async fn file_store_errors_are_451_and_the_session_goes_on() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.login().await;
+    for line in [
+        "CWD x", "MKD x", "SIZE x", "MDTM x", "DELE x", "RMD x", "RNFR x",
+    ] {
+        let reply = c.expect(line, 451).await;
+        assert_eq!(reply.text(), "Local error in processing.");
+    }
+    c.expect("PWD", 257).await;
+    c.expect("NOOP", 200).await;
+}
+
+// ---- before login, registration ----
+
+#[actix::test]
+async fn before_login() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.expect("RETR x", 530).await;
+    c.expect("PWD", 530).await;
+    c.expect("SITE REGISTER taken password123", 550).await;
+    c.expect("SITE REGISTER Bad! password123", 501).await;
+    c.expect("SITE REGISTER bob short", 501).await;
+    assert!(
+        !c.events
+            .lock()
+            .expect("test mutex")
+            .iter()
+            .any(|e| e.event == EventKind::Register),
+        "a refused registration is not recorded"
+    );
+    c.expect("SITE REGISTER bob password123", 200).await;
+    let register = c.event(EventKind::Register).await;
+    assert_eq!(register.user.as_deref(), Some("bob"));
+    // Registering does not log in.
+    c.expect("PWD", 530).await;
+}
+
+#[actix::test]
+async fn registration_closed_is_550() {
+    let mut c = connect_stubs(Config {
+        registration: Registration::Closed,
+        ..config()
+    })
+    .await
+    .greeted()
+    .await;
+    c.expect("SITE REGISTER bob password123", 550).await;
+    c.expect("NOOP", 200).await;
+    assert!(
+        !c.events
+            .lock()
+            .expect("test mutex")
+            .iter()
+            .any(|e| e.event == EventKind::Register)
+    );
+}
+
+#[actix::test]
+async fn malformed_and_unknown_lines() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    // Not 0xFF: that is a Telnet IAC, which the codec strips.
+    c.send_raw(b"CWD \xc3\x28\x80\r\n").await;
+    assert_eq!(c.reply().await.code, 501);
+    c.expect("NOOP", 200).await;
+    c.expect("XYZZY", 502).await;
+    c.expect("NOOP", 200).await;
+}
+
+// ---- the audit trail ----
+
+#[actix::test]
+async fn every_command_is_recorded_with_its_code_and_no_password() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.expect("USER alice", 331).await;
+    c.expect("PASS password1", 230).await;
+    c.expect("SITE PASSWD password1 password2", 200).await;
+    c.expect("MKD x", 451).await;
+    c.expect("XYZZY", 502).await;
+    c.expect("QUIT", 221).await;
+    c.expect_closed().await;
+    let commands = c.commands(6).await;
+    assert_eq!(
+        commands,
+        [
+            ("USER alice".to_owned(), 331),
+            ("PASS ***".to_owned(), 230),
+            ("SITE PASSWD *** ***".to_owned(), 200),
+            ("MKD x".to_owned(), 451),
+            ("XYZZY".to_owned(), 502),
+            ("QUIT".to_owned(), 221),
+        ]
+    );
+    let events = c
+        .events_until(|events| events.iter().any(|e| e.event == EventKind::SessionClose))
+        .await;
+    for event in &events {
+        let debug = format!("{event:?}");
+        assert!(!debug.contains("password1"), "{debug}");
+        assert!(!debug.contains("password2"), "{debug}");
+    }
+}
+
+// ---- timeouts and shutdown ----
+
+#[actix::test]
+async fn idle_timeout_closes_with_421() {
+    let mut c = connect_stubs(Config {
+        idle_timeout_secs: 1,
+        ..config()
+    })
+    .await
+    .greeted()
+    .await;
+    c.login().await;
+    let started = std::time::Instant::now();
+    let reply = c.reply().await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(reply.text().contains("Idle timeout"), "{reply:?}");
+    c.expect_closed().await;
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    c.event(EventKind::SessionClose).await;
+}
+
+#[actix::test]
+async fn login_timeout_closes_with_421() {
+    let mut c = connect_stubs(Config {
+        login_timeout_secs: 1,
+        ..config()
+    })
+    .await
+    .greeted()
+    .await;
+    // Activity does not extend the login timeout.
+    c.expect("NOOP", 200).await;
+    let reply = c.reply().await;
+    assert_eq!(reply.code, 421, "{reply:?}");
+    assert!(reply.text().contains("Login timeout"), "{reply:?}");
+    c.expect_closed().await;
+}
+
+#[actix::test]
+async fn shutdown_closes_with_421() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.login().await;
+    c.session.do_send(Shutdown);
+    assert_eq!(c.reply().await.code, 421);
+    c.expect_closed().await;
+    let close = c.event(EventKind::SessionClose).await;
+    assert_eq!(close.user.as_deref(), Some("alice"));
+}
+
+// ---- data transfers with the real file store ----
+
+#[actix::test]
+async fn pasv_then_list() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    c.login().await;
+    std::fs::write(tmp.path().join("home/alice/hello.txt"), b"hi\n").expect("write file");
+    let addr = c.pasv().await;
+    c.expect("LIST", 150).await;
+    let listing = read_all(data_connect(addr).await).await;
+    assert_eq!(c.reply().await.code, 226);
+    let listing = String::from_utf8(listing).expect("listing is UTF-8");
+    assert!(listing.ends_with("\r\n"), "{listing:?}");
+    assert_eq!(listing.lines().count(), 1, "{listing:?}");
+    assert!(listing.contains("hello.txt"), "{listing:?}");
+    c.expect("NOOP", 200).await;
+}
+
+#[actix::test]
+async fn stor_then_retr_round_trip() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    c.login().await;
+    c.expect("TYPE I", 200).await;
+    // Every byte value, CR and LF included, over several chunks.
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+
+    let addr = c.pasv().await;
+    c.expect("STOR blob.bin", 150).await;
+    let mut data = data_connect(addr).await;
+    tokio::time::timeout(WAIT, async {
+        data.write_all(&content).await?;
+        data.shutdown().await
+    })
+    .await
+    .expect("timed out uploading")
+    .expect("upload");
+    drop(data);
+    assert_eq!(c.reply().await.code, 226);
+    let stored = std::fs::read(tmp.path().join("home/alice/blob.bin")).expect("stored file");
+    assert!(stored == content, "stored file differs");
+    let size = c.expect("SIZE blob.bin", 213).await;
+    assert_eq!(size.text(), content.len().to_string());
+
+    let addr = c.pasv().await;
+    c.expect("RETR blob.bin", 150).await;
+    let fetched = read_all(data_connect(addr).await).await;
+    assert_eq!(c.reply().await.code, 226);
+    assert!(fetched == content, "downloaded bytes differ");
+
+    let events = c
+        .events_until(|events| events.iter().any(|e| e.event == EventKind::Download))
+        .await;
+    let upload = events
+        .iter()
+        .find(|e| e.event == EventKind::Upload)
+        .expect("upload recorded");
+    assert_eq!(upload.bytes, Some(content.len() as u64));
+    assert_eq!(upload.code, Some(226));
+    let download = events
+        .iter()
+        .find(|e| e.event == EventKind::Download)
+        .expect("download recorded");
+    assert_eq!(download.bytes, Some(content.len() as u64));
+    assert_eq!(download.path.as_deref(), Some("/blob.bin"));
+}
+
+#[actix::test]
+async fn abor_during_a_slow_retr() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    c.login().await;
+    // Far more than fits in loopback socket buffers; sparse, so cheap to make.
+    let big = std::fs::File::create(tmp.path().join("home/alice/big")).expect("create");
+    big.set_len(256 << 20).expect("set_len");
+    drop(big);
+
+    let addr = c.pasv().await;
+    c.expect("RETR big", 150).await;
+    // Connect, then never read: the transfer stalls on full buffers.
+    let data = data_connect(addr).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let aborted = c.expect("ABOR", 426).await;
+    assert_eq!(aborted.text(), "Transfer aborted.");
+    assert_eq!(c.reply().await.code, 226);
+    c.expect("NOOP", 200).await;
+    drop(data);
+
+    let download = c.event(EventKind::Download).await;
+    assert_eq!(download.code, Some(426));
+    let commands = c.commands(0).await;
+    assert!(
+        commands.contains(&("RETR big".to_owned(), 426)),
+        "{commands:?}"
+    );
+    assert!(commands.contains(&("ABOR".to_owned(), 226)), "{commands:?}");
+}
+
+#[actix::test]
+async fn rnfr_is_forgotten_after_another_command() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    c.login().await;
+    std::fs::write(tmp.path().join("home/alice/x"), b"x").expect("write file");
+    c.expect("RNFR x", 350).await;
+    c.expect("NOOP", 200).await;
+    c.expect("RNTO y", 503).await;
+    assert!(tmp.path().join("home/alice/x").exists());
+    // Right after RNFR, RNTO works.
+    c.expect("RNFR x", 350).await;
+    c.expect("RNTO y", 250).await;
+    assert!(tmp.path().join("home/alice/y").exists());
 }
