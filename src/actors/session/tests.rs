@@ -824,3 +824,51 @@ async fn rnfr_is_forgotten_after_another_command() {
     c.expect("RNTO y", 250).await;
     assert!(tmp.path().join("home/alice/y").exists());
 }
+
+#[actix::test]
+async fn idle_timeout_does_not_fire_during_a_transfer() {
+    // libunftp#281: an idle timeout that fired mid-transfer.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(
+        Config {
+            idle_timeout_secs: 1,
+            ..config()
+        },
+        &tmp,
+    )
+    .await
+    .greeted()
+    .await;
+    c.login().await;
+    let big = std::fs::File::create(tmp.path().join("home/alice/big")).expect("create");
+    big.set_len(256 << 20).expect("set_len");
+    drop(big);
+    let addr = c.pasv().await;
+    c.expect("RETR big", 150).await;
+    let data = data_connect(addr).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    c.expect("ABOR", 426).await;
+    assert_eq!(c.reply().await.code, 226);
+    c.expect("NOOP", 200).await;
+    drop(data);
+}
+
+#[actix::test]
+async fn commands_pipelined_during_a_transfer_are_answered_in_order() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    c.login().await;
+    let addr = c.pasv().await;
+    c.expect("LIST", 150).await;
+    // The data connection is not open yet, so the transfer is still running.
+    c.send_raw(b"PWD\r\nNOOP\r\nQUIT\r\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    read_all(data_connect(addr).await).await;
+    let mut codes = Vec::new();
+    while let Some(line) = c.line().await {
+        codes.push(line[..3].to_owned());
+    }
+    // Before the fix: NOOP's 200 came first, and PWD was never answered.
+    assert_eq!(codes, ["226", "257", "200", "221"]);
+    c.expect_closed().await;
+}
