@@ -960,7 +960,7 @@ impl Session {
             text,
             Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
         );
-        self.resume_deferred(ctx);
+        self.after_transfer(ctx);
     }
 }
 

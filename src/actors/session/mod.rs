@@ -323,7 +323,7 @@ impl Session {
 
     /// Runs held-back commands after a transfer, one at a time: each next one is taken only
     /// once the previous one has replied (a `ctx.wait` holds the `Deferred` back).
-    pub(super) fn resume_deferred(&mut self, ctx: &mut Context<Self>) {
+    fn resume_deferred(&mut self, ctx: &mut Context<Self>) {
         if !self.deferred.is_empty() {
             ctx.notify(Deferred);
         }
@@ -399,6 +399,12 @@ impl Session {
         self.record_transfer(&running, bytes, reply.code());
         self.finish(&running.cmd, reply);
         self.last_activity = Instant::now();
+        self.after_transfer(ctx);
+    }
+
+    /// Once a transfer has ended (226/426/451 sent, or ABOR): close if QUIT or a shutdown came
+    /// during it, else run the commands held back.
+    pub(super) fn after_transfer(&mut self, ctx: &mut Context<Self>) {
         match self.after_transfer.take() {
             Some(AfterTransfer::Quit) => {
                 self.close(
@@ -406,19 +412,14 @@ impl Session {
                     Reply::new(ReplyCode::Closing, "Goodbye."),
                     ctx,
                 );
-                return;
             }
             Some(AfterTransfer::Shutdown) => {
                 let reply = Reply::new(ReplyCode::ServiceNotAvailable, "Server shutting down.");
                 self.close(None, reply, ctx);
-                return;
             }
-            None => {}
+            None if self.closing => {}
+            None => self.resume_deferred(ctx),
         }
-        if self.closing {
-            return;
-        }
-        self.resume_deferred(ctx);
     }
 
     fn record_transfer(&self, running: &Running, bytes: u64, code: ReplyCode) {
