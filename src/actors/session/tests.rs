@@ -872,3 +872,42 @@ async fn commands_pipelined_during_a_transfer_are_answered_in_order() {
     assert_eq!(codes, ["226", "257", "200", "221"]);
     c.expect_closed().await;
 }
+
+/// Logs in and starts a RETR of a large file whose data connection is open but never read,
+/// so the transfer stalls until ABOR. Returns the data connection.
+async fn stalled_retr(c: &mut Client, tmp: &tempfile::TempDir) -> TcpStream {
+    c.login().await;
+    let big = std::fs::File::create(tmp.path().join("home/alice/big")).expect("create");
+    big.set_len(256 << 20).expect("set_len");
+    drop(big);
+    let addr = c.pasv().await;
+    c.expect("RETR big", 150).await;
+    let data = data_connect(addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    data
+}
+
+#[actix::test]
+async fn shutdown_during_a_transfer_closes_after_abor() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    let _data = stalled_retr(&mut c, &tmp).await;
+    c.session.do_send(Shutdown);
+    // The transfer may go on; the session closes once it ends, here by ABOR.
+    c.expect("ABOR", 426).await;
+    assert_eq!(c.reply().await.code, 226);
+    assert_eq!(c.reply().await.code, 421);
+    c.expect_closed().await;
+}
+
+#[actix::test]
+async fn quit_during_a_transfer_closes_after_abor() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(config(), &tmp).await.greeted().await;
+    let _data = stalled_retr(&mut c, &tmp).await;
+    c.send_raw(b"QUIT\r\n").await;
+    c.expect("ABOR", 426).await;
+    assert_eq!(c.reply().await.code, 226);
+    assert_eq!(c.reply().await.code, 221);
+    c.expect_closed().await;
+}
