@@ -782,17 +782,17 @@ async fn stor_then_retr_round_trip() {
 async fn abor_during_a_slow_retr() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut c = connect_real(config(), &tmp).await.greeted().await;
-    c.login().await;
-    // Far more than fits in loopback socket buffers; sparse, so cheap to make.
-    let big = std::fs::File::create(tmp.path().join("home/alice/big")).expect("create");
-    big.set_len(256 << 20).expect("set_len");
-    drop(big);
-
-    let addr = c.pasv().await;
-    c.expect("RETR big", 150).await;
-    // Connect, then never read: the transfer stalls on full buffers.
-    let data = data_connect(addr).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = stalled_retr(&mut c, &tmp).await;
+    // STAT and NOOP are answered while the transfer runs.
+    let status = c.expect("STAT", 211).await;
+    assert!(
+        status
+            .lines
+            .iter()
+            .any(|l| l.starts_with("Transfer in progress")),
+        "{status:?}"
+    );
+    c.expect("NOOP", 200).await;
     let aborted = c.expect("ABOR", 426).await;
     assert_eq!(aborted.text(), "Transfer aborted.");
     assert_eq!(c.reply().await.code, 226);
@@ -839,13 +839,7 @@ async fn idle_timeout_does_not_fire_during_a_transfer() {
     .await
     .greeted()
     .await;
-    c.login().await;
-    let big = std::fs::File::create(tmp.path().join("home/alice/big")).expect("create");
-    big.set_len(256 << 20).expect("set_len");
-    drop(big);
-    let addr = c.pasv().await;
-    c.expect("RETR big", 150).await;
-    let data = data_connect(addr).await;
+    let data = stalled_retr(&mut c, &tmp).await;
     tokio::time::sleep(Duration::from_millis(1800)).await;
     c.expect("ABOR", 426).await;
     assert_eq!(c.reply().await.code, 226);
@@ -910,4 +904,47 @@ async fn quit_during_a_transfer_closes_after_abor() {
     assert_eq!(c.reply().await.code, 226);
     assert_eq!(c.reply().await.code, 221);
     c.expect_closed().await;
+}
+
+#[actix::test]
+async fn multi_line_replies() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    let feat = c.expect("FEAT", 211).await;
+    assert_eq!(feat.lines.first().map(String::as_str), Some("Features:"));
+    assert!(feat.lines.iter().any(|l| l == " EPSV"), "{feat:?}");
+    assert_eq!(feat.text(), "End");
+    let help = c.expect("HELP", 214).await;
+    assert!(help.lines.len() > 2, "{help:?}");
+    c.expect("NOOP", 200).await;
+}
+
+#[actix::test]
+async fn no_data_connection_is_425() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut c = connect_real(
+        Config {
+            data_timeout_secs: 1,
+            ..config()
+        },
+        &tmp,
+    )
+    .await
+    .greeted()
+    .await;
+    c.login().await;
+    c.expect("LIST", 425).await;
+    c.pasv().await;
+    c.expect("LIST", 150).await;
+    // Nobody connects to the data port.
+    assert_eq!(c.reply().await.code, 425);
+    c.expect("NOOP", 200).await;
+}
+
+#[actix::test]
+async fn listing_with_a_burning_file_store_is_451() {
+    let mut c = connect_stubs(config()).await.greeted().await;
+    c.login().await;
+    c.pasv().await;
+    c.expect("LIST", 451).await;
+    c.expect("NOOP", 200).await;
 }
