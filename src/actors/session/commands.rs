@@ -960,9 +960,7 @@ impl Session {
             text,
             Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
         );
-        while let Some(cmd) = self.deferred.pop_front() {
-            ctx.notify(super::Deferred(cmd));
-        }
+        self.after_transfer(ctx);
     }
 }
 

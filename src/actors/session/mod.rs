@@ -10,6 +10,8 @@
 
 mod commands;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -54,10 +56,12 @@ pub struct SessionEnv {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// A command read while a transfer ran, handled once it ended.
+/// Run the next command held back while a transfer ran. One message runs one command, so
+/// they run in order (the items actix spawns, `ctx.notify` among them, are polled in no fixed
+/// order).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Deferred(Command);
+struct Deferred;
 
 /// What a running transfer moves, for the audit log and the final reply.
 #[derive(Debug, Clone)]
@@ -287,25 +291,47 @@ impl Session {
         self.close(None, Reply::new(ReplyCode::ServiceNotAvailable, why), ctx);
     }
 
-    /// Handles one command; the login gate and the transfer gate are checked here, in one place.
+    /// Handles one command read from the client. While a transfer runs, or while commands held
+    /// back during one are still waiting their turn, a command joins the queue, so replies keep
+    /// the order of the commands; only ABOR (and NOOP, STAT, QUIT with nothing queued) is
+    /// answered during a transfer.
     fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        let text = cmd.to_string();
-        if self.transfer.is_some() {
-            match cmd {
-                Command::Abor | Command::Stat(None) | Command::Noop | Command::Quit => {}
-                other if self.deferred.len() < MAX_DEFERRED => {
-                    self.deferred.push_back(other);
-                    return;
-                }
-                _ => {
-                    self.finish(
-                        &text,
-                        Reply::new(ReplyCode::BadSequence, "Transfer in progress."),
-                    );
-                    return;
-                }
-            }
+        let running = self.transfer.is_some();
+        if !running && self.deferred.is_empty() {
+            self.run_gated(cmd, ctx);
+            return;
         }
+        let now = match cmd {
+            Command::Abor => running,
+            Command::Stat(None) | Command::Noop | Command::Quit => {
+                running && self.deferred.is_empty()
+            }
+            _ => false,
+        };
+        if now {
+            self.run_gated(cmd, ctx);
+        } else if self.deferred.len() < MAX_DEFERRED {
+            self.deferred.push_back(cmd);
+        } else {
+            let text = cmd.to_string();
+            self.finish(
+                &text,
+                Reply::new(ReplyCode::BadSequence, "Transfer in progress."),
+            );
+        }
+    }
+
+    /// Runs held-back commands after a transfer, one at a time: each next one is taken only
+    /// once the previous one has replied (a `ctx.wait` holds the `Deferred` back).
+    fn resume_deferred(&mut self, ctx: &mut Context<Self>) {
+        if !self.deferred.is_empty() {
+            ctx.notify(Deferred);
+        }
+    }
+
+    /// Checks the login gate, then runs the command.
+    fn run_gated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        let text = cmd.to_string();
         if self.state.logged_in().is_none() && !cmd.allowed_before_login() {
             self.finish(
                 &text,
@@ -373,6 +399,12 @@ impl Session {
         self.record_transfer(&running, bytes, reply.code());
         self.finish(&running.cmd, reply);
         self.last_activity = Instant::now();
+        self.after_transfer(ctx);
+    }
+
+    /// Once a transfer has ended (226/426/451 sent, or ABOR): close if QUIT or a shutdown came
+    /// during it, else run the commands held back.
+    pub(super) fn after_transfer(&mut self, ctx: &mut Context<Self>) {
         match self.after_transfer.take() {
             Some(AfterTransfer::Quit) => {
                 self.close(
@@ -380,20 +412,13 @@ impl Session {
                     Reply::new(ReplyCode::Closing, "Goodbye."),
                     ctx,
                 );
-                return;
             }
             Some(AfterTransfer::Shutdown) => {
                 let reply = Reply::new(ReplyCode::ServiceNotAvailable, "Server shutting down.");
                 self.close(None, reply, ctx);
-                return;
             }
-            None => {}
-        }
-        if self.closing {
-            return;
-        }
-        while let Some(cmd) = self.deferred.pop_front() {
-            ctx.notify(Deferred(cmd));
+            None if self.closing => {}
+            None => self.resume_deferred(ctx),
         }
     }
 
@@ -454,9 +479,14 @@ impl WriteHandler<std::io::Error> for Session {
 impl Handler<Deferred> for Session {
     type Result = ();
 
-    fn handle(&mut self, Deferred(cmd): Deferred, ctx: &mut Context<Self>) {
-        if !self.closing {
-            self.dispatch(cmd, ctx);
+    fn handle(&mut self, _: Deferred, ctx: &mut Context<Self>) {
+        if self.closing || self.transfer.is_some() {
+            // Closing drops the queue; a new transfer resumes it when it ends.
+            return;
+        }
+        if let Some(cmd) = self.deferred.pop_front() {
+            self.run_gated(cmd, ctx);
+            self.resume_deferred(ctx);
         }
     }
 }
