@@ -4,9 +4,11 @@
 //! - [`codec`]: bytes <-> protocol values; pure.
 //! - [`actors`]: the actors (accounts, audit log) and their messages.
 //! - [`server`]: start and stop a whole server.
+//! - [`client`]: the `ferry` FTP client (protocol, commands, line editing).
 //! - [`admin`]: operator commands for `ferryd user` and `ferryd log`.
 pub mod actors;
 pub mod admin;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod server;

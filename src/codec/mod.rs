@@ -4,6 +4,7 @@ pub mod ftp_codec;
 pub mod listing;
 pub mod password;
 pub mod reply;
+pub mod reply_parser;
 
 pub use command::{Command, CommandError};
 pub use ftp_codec::{FtpCodec, Inbound};

@@ -1,0 +1,643 @@
+//! A blocking FTP protocol client: control connection, login, passive (EPSV, falling back to
+//! PASV) and active (PORT/EPRT) data connections, transfers with progress and abort. It speaks
+//! to any RFC 959 server; replies are parsed by the shared codec's [`ReplyAssembler`].
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::client::entries::{RemoteEntry, parse_list_line, parse_mlsx_line};
+use crate::codec::reply_parser::{ReplyAssembler, ServerReply, unquote_path};
+
+/// Longest reply line accepted: a server sending more is broken or hostile.
+const MAX_REPLY_LINE: u64 = 64 * 1024;
+/// How often a blocked data read or accept wakes up to look at the abort flag.
+const ABORT_POLL: Duration = Duration::from_millis(100);
+/// Transfer buffer size.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a client operation failed; each displays as one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The host name did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// TCP connect failed (refused, unreachable, timed out).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// host:port as given.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The server did not answer in time.
+    #[error("timed out waiting for the server")]
+    Timeout,
+    /// The server closed the control connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// The server refused: its reply, e.g. `550 No such file or directory.`
+    #[error("{0}")]
+    Refused(ServerReply),
+    /// No connection is open.
+    #[error("not connected; use: open HOST [PORT]")]
+    NotConnected,
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Local {
+        /// The local path.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The data connection failed.
+    #[error("data connection failed: {0}")]
+    Data(io::Error),
+    /// The server broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The user interrupted the transfer (Ctrl-C); ABOR was sent.
+    #[error("transfer aborted")]
+    Aborted,
+}
+
+impl ClientError {
+    /// Maps a control-connection I/O error to the user's terms.
+    fn control(e: io::Error) -> ClientError {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            _ => ClientError::Closed,
+        }
+    }
+
+    /// True when the connection is unusable afterwards.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ClientError::Timeout | ClientError::Closed)
+    }
+}
+
+/// Result of client operations.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A data connection being set up.
+enum DataPrep {
+    /// Passive: already connected to the server's port.
+    Connected(TcpStream),
+    /// Active: waiting for the server to connect.
+    Listening(TcpListener),
+}
+
+/// One control connection to an FTP server.
+pub struct FtpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    assembler: ReplyAssembler,
+    peer: SocketAddr,
+    local: SocketAddr,
+    active: bool,
+    /// Whether to try EPSV first; cleared when the server does not know it.
+    epsv: bool,
+    /// Whether MLSD works; `None` until tried.
+    mlsd: Option<bool>,
+    timeout: Duration,
+}
+
+impl FtpClient {
+    /// Connects and reads the greeting. `active` selects PORT/EPRT data connections.
+    ///
+    /// # Errors
+    /// [`ClientError::Resolve`], [`ClientError::Connect`], or the server's refusal.
+    pub fn connect(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        active: bool,
+    ) -> Result<(FtpClient, ServerReply)> {
+        let addr = format!("{host}:{port}");
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|_| ClientError::Resolve(host.to_owned()))?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let stream = addrs
+            .iter()
+            .find_map(|a| match TcpStream::connect_timeout(a, timeout) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            })
+            .ok_or(ClientError::Connect { addr, source: last })?;
+        let io = |e| ClientError::Data(e);
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        stream.set_nodelay(true).ok();
+        let peer = stream.peer_addr().map_err(io)?;
+        let local = stream.local_addr().map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        let mut client = FtpClient {
+            reader: BufReader::new(stream),
+            writer,
+            assembler: ReplyAssembler::new(),
+            peer,
+            local,
+            active,
+            epsv: true,
+            mlsd: None,
+            timeout,
+        };
+        let mut greeting = client.reply()?;
+        // RFC 959 §5.4: 120 "ready in nnn minutes" precedes the 220.
+        while greeting.code == 120 {
+            greeting = client.reply()?;
+        }
+        if greeting.code != 220 {
+            return Err(ClientError::Refused(greeting));
+        }
+        Ok((client, greeting))
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Sends one command line.
+    ///
+    /// # Errors
+    /// A line holding CR or LF (it would smuggle a second command), or a dead connection.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        if line.contains(['\r', '\n']) {
+            return Err(ClientError::Protocol(
+                "a command cannot contain line breaks".into(),
+            ));
+        }
+        self.send_raw(format!("{line}\r\n").as_bytes())
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer.write_all(bytes).map_err(ClientError::control)
+    }
+
+    /// Reads one complete reply.
+    ///
+    /// # Errors
+    /// Timeout, a closed connection, or a malformed reply.
+    pub fn reply(&mut self) -> Result<ServerReply> {
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            let n = (&mut self.reader)
+                .take(MAX_REPLY_LINE)
+                .read_until(b'\n', &mut raw)
+                .map_err(ClientError::control)?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            if raw.last() != Some(&b'\n') {
+                return Err(ClientError::Protocol("reply line too long".into()));
+            }
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(reply) = self
+                .assembler
+                .push(line)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+            {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Sends a command and returns its reply, whatever the code.
+    ///
+    /// # Errors
+    /// Only transport errors; a refusal is a normal reply here.
+    pub fn command(&mut self, line: &str) -> Result<ServerReply> {
+        self.send(line)?;
+        self.reply()
+    }
+
+    /// Sends a command and requires a 2xx reply.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with the server's reply otherwise.
+    pub fn ok(&mut self, line: &str) -> Result<ServerReply> {
+        let reply = self.command(line)?;
+        if reply.is_success() {
+            Ok(reply)
+        } else {
+            Err(ClientError::Refused(reply))
+        }
+    }
+
+    /// USER, then PASS when asked (RFC 959 §4.1.1), then TYPE I for every later transfer.
+    ///
+    /// # Errors
+    /// The server's refusal (530 for a wrong name or password).
+    pub fn login(&mut self, user: &str, password: &str) -> Result<()> {
+        let reply = self.command(&format!("USER {user}"))?;
+        let reply = match reply.code {
+            230 => reply,
+            331 => self.command(&format!("PASS {password}"))?,
+            _ => return Err(ClientError::Refused(reply)),
+        };
+        if !matches!(reply.code, 230 | 202) {
+            return Err(ClientError::Refused(reply));
+        }
+        self.ok("TYPE I")?;
+        Ok(())
+    }
+
+    /// `SITE REGISTER` (ferryd's self-registration).
+    ///
+    /// # Errors
+    /// The server's refusal: 550 taken or closed, 501 bad name or weak password.
+    pub fn register(&mut self, user: &str, password: &str) -> Result<ServerReply> {
+        self.ok(&format!("SITE REGISTER {user} {password}"))
+    }
+
+    /// The current remote directory (PWD).
+    ///
+    /// # Errors
+    /// A refusal, or a 257 reply without a quoted path.
+    pub fn pwd(&mut self) -> Result<String> {
+        let reply = self.ok("PWD")?;
+        unquote_path(reply.text())
+            .ok_or_else(|| ClientError::Protocol(format!("cannot read the path in {reply}")))
+    }
+
+    /// Opens a data connection the configured way.
+    fn prepare_data(&mut self) -> Result<DataPrep> {
+        if self.active {
+            return self.prepare_active();
+        }
+        if self.epsv {
+            let reply = self.command("EPSV")?;
+            match reply.code {
+                229 => {
+                    let port = parse_epsv(reply.text()).ok_or_else(|| {
+                        ClientError::Protocol(format!("cannot read the port in {reply}"))
+                    })?;
+                    return self.connect_data(port);
+                }
+                // RFC 2428 §3: a server without EPSV answers 500/502; try PASV.
+                500..=502 => self.epsv = false,
+                _ => return Err(ClientError::Refused(reply)),
+            }
+        }
+        let reply = self.ok("PASV")?;
+        let port = parse_pasv(reply.text())
+            .ok_or_else(|| ClientError::Protocol(format!("cannot read the port in {reply}")))?;
+        // Connect to the control connection's address, not the one in the reply: a server
+        // behind NAT often announces an address the client cannot reach, and this way a
+        // hostile server cannot point the client elsewhere.
+        self.connect_data(port)
+    }
+
+    fn connect_data(&mut self, port: u16) -> Result<DataPrep> {
+        let addr = SocketAddr::new(self.peer.ip(), port);
+        let stream = TcpStream::connect_timeout(&addr, self.timeout).map_err(ClientError::Data)?;
+        Ok(DataPrep::Connected(stream))
+    }
+
+    fn prepare_active(&mut self) -> Result<DataPrep> {
+        let listener =
+            TcpListener::bind(SocketAddr::new(self.local.ip(), 0)).map_err(ClientError::Data)?;
+        let port = listener.local_addr().map_err(ClientError::Data)?.port();
+        let line = match self.local.ip() {
+            IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                format!("PORT {a},{b},{c},{d},{},{}", port >> 8, port & 0xff)
+            }
+            IpAddr::V6(v6) => format!("EPRT |2|{v6}|{port}|"),
+        };
+        self.ok(&line)?;
+        Ok(DataPrep::Listening(listener))
+    }
+
+    /// Sends a transfer command over a prepared data connection; returns the data stream once
+    /// the server has said 1xx.
+    fn start_transfer(
+        &mut self,
+        line: &str,
+        prep: DataPrep,
+        abort: &AtomicBool,
+    ) -> Result<TcpStream> {
+        let reply = self.command(line)?;
+        if !reply.is_preliminary() {
+            return Err(ClientError::Refused(reply));
+        }
+        let stream = match prep {
+            DataPrep::Connected(stream) => stream,
+            DataPrep::Listening(listener) => {
+                listener.set_nonblocking(true).map_err(ClientError::Data)?;
+                let deadline = Instant::now() + self.timeout;
+                loop {
+                    match listener.accept() {
+                        Ok((stream, from)) if from.ip() == self.peer.ip() => break stream,
+                        // Someone else connected to our port: ignore them.
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if abort.load(Ordering::Relaxed) {
+                                self.abort_transfer(None)?;
+                                return Err(ClientError::Aborted);
+                            }
+                            if Instant::now() >= deadline {
+                                return Err(ClientError::Timeout);
+                            }
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(ClientError::Data(e)),
+                    }
+                }
+            }
+        };
+        stream.set_nonblocking(false).map_err(ClientError::Data)?;
+        stream
+            .set_read_timeout(Some(ABORT_POLL))
+            .map_err(ClientError::Data)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(ClientError::Data)?;
+        Ok(stream)
+    }
+
+    /// Reads the final reply of a transfer.
+    fn finish_transfer(&mut self) -> Result<ServerReply> {
+        let reply = self.reply()?;
+        if reply.is_success() {
+            Ok(reply)
+        } else {
+            Err(ClientError::Refused(reply))
+        }
+    }
+
+    /// ABOR (RFC 959 §4.1.3): Telnet IP and Synch, then ABOR; the server answers 426 for the
+    /// transfer and 226 for the ABOR, or only 226/225 if the transfer had already ended.
+    fn abort_transfer(&mut self, data: Option<TcpStream>) -> Result<()> {
+        if let Some(data) = data {
+            data.shutdown(Shutdown::Both).ok();
+        }
+        self.send_raw(b"\xff\xf4\xff\xf2ABOR\r\n")?;
+        let first = self.reply()?;
+        if first.code == 426 || first.code == 451 {
+            self.reply()?;
+        }
+        Ok(())
+    }
+
+    /// Downloads `remote` into `sink`, starting at `offset` (REST STREAM when non-zero).
+    /// `progress` gets the byte count of each chunk; setting `abort` stops the transfer.
+    ///
+    /// # Errors
+    /// A refusal, a data-connection failure, a local write error, or [`ClientError::Aborted`].
+    pub fn retrieve(
+        &mut self,
+        remote: &str,
+        offset: u64,
+        sink: &mut dyn Write,
+        local_name: &str,
+        progress: &mut dyn FnMut(u64),
+        abort: &AtomicBool,
+    ) -> Result<u64> {
+        if offset > 0 {
+            let reply = self.command(&format!("REST {offset}"))?;
+            if reply.code != 350 {
+                return Err(ClientError::Refused(reply));
+            }
+        }
+        let prep = self.prepare_data()?;
+        let mut data = self.start_transfer(&format!("RETR {remote}"), prep, abort)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        let mut last_progress = Instant::now();
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                self.abort_transfer(Some(data))?;
+                return Err(ClientError::Aborted);
+            }
+            match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sink.write_all(&buf[..n])
+                        .map_err(|source| ClientError::Local {
+                            path: local_name.to_owned(),
+                            source,
+                        })?;
+                    total += n as u64;
+                    progress(n as u64);
+                    last_progress = Instant::now();
+                }
+                Err(e) if is_timeout(&e) => {
+                    if last_progress.elapsed() > self.timeout {
+                        self.abort_transfer(Some(data))?;
+                        return Err(ClientError::Timeout);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    drop(data);
+                    // The server still sends its verdict (426/451) for the failed transfer.
+                    let reply = self.reply()?;
+                    return Err(if reply.is_success() {
+                        ClientError::Data(e)
+                    } else {
+                        ClientError::Refused(reply)
+                    });
+                }
+            }
+        }
+        drop(data);
+        self.finish_transfer()?;
+        Ok(total)
+    }
+
+    /// Uploads `source` as `remote` with STOR, or APPE when `append` (resume).
+    ///
+    /// # Errors
+    /// A refusal, a data-connection failure, a local read error, or [`ClientError::Aborted`].
+    pub fn store(
+        &mut self,
+        remote: &str,
+        append: bool,
+        source: &mut dyn Read,
+        local_name: &str,
+        progress: &mut dyn FnMut(u64),
+        abort: &AtomicBool,
+    ) -> Result<u64> {
+        let prep = self.prepare_data()?;
+        let verb = if append { "APPE" } else { "STOR" };
+        let mut data = self.start_transfer(&format!("{verb} {remote}"), prep, abort)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                self.abort_transfer(Some(data))?;
+                return Err(ClientError::Aborted);
+            }
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    self.abort_transfer(Some(data))?;
+                    return Err(ClientError::Local {
+                        path: local_name.to_owned(),
+                        source,
+                    });
+                }
+            };
+            if let Err(e) = data.write_all(&buf[..n]) {
+                drop(data);
+                let reply = self.reply()?;
+                return Err(if reply.is_success() {
+                    ClientError::Data(e)
+                } else {
+                    ClientError::Refused(reply)
+                });
+            }
+            total += n as u64;
+            progress(n as u64);
+        }
+        // Closing the data connection is the end-of-file mark (RFC 959 §3.4, stream mode).
+        data.shutdown(Shutdown::Write).ok();
+        drop(data);
+        self.finish_transfer()?;
+        Ok(total)
+    }
+
+    /// Lists a directory: MLSD when the server has it, else LIST parsed as `ls -l` output.
+    ///
+    /// # Errors
+    /// A refusal or a data-connection failure.
+    pub fn list(&mut self, path: Option<&str>, abort: &AtomicBool) -> Result<Vec<RemoteEntry>> {
+        let arg = path.map(|p| format!(" {p}")).unwrap_or_default();
+        if self.mlsd != Some(false) {
+            let prep = self.prepare_data()?;
+            match self.start_transfer(&format!("MLSD{arg}"), prep, abort) {
+                Ok(data) => {
+                    self.mlsd = Some(true);
+                    let text = self.read_listing(data, abort)?;
+                    return Ok(text.lines().filter_map(parse_mlsx_line).collect());
+                }
+                Err(ClientError::Refused(reply)) if matches!(reply.code, 500 | 502) => {
+                    self.mlsd = Some(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let prep = self.prepare_data()?;
+        let data = self.start_transfer(&format!("LIST{arg}"), prep, abort)?;
+        let text = self.read_listing(data, abort)?;
+        Ok(text.lines().filter_map(parse_list_line).collect())
+    }
+
+    /// Names in a directory (NLST).
+    ///
+    /// # Errors
+    /// A refusal or a data-connection failure.
+    pub fn names(&mut self, path: Option<&str>, abort: &AtomicBool) -> Result<Vec<String>> {
+        let arg = path.map(|p| format!(" {p}")).unwrap_or_default();
+        let prep = self.prepare_data()?;
+        let data = self.start_transfer(&format!("NLST{arg}"), prep, abort)?;
+        let text = self.read_listing(data, abort)?;
+        Ok(text
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.is_empty())
+            .map(|l| l.rsplit('/').next().unwrap_or(l).to_owned())
+            .collect())
+    }
+
+    fn read_listing(&mut self, data: TcpStream, abort: &AtomicBool) -> Result<String> {
+        let mut bytes = Vec::new();
+        let mut sink = io::Cursor::new(&mut bytes);
+        let mut data = Some(data);
+        let deadline_step = self.timeout;
+        let mut last = Instant::now();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Some(stream) = data.as_mut() {
+            if abort.load(Ordering::Relaxed) {
+                self.abort_transfer(data.take())?;
+                return Err(ClientError::Aborted);
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => data = None,
+                Ok(n) => {
+                    sink.write_all(&buf[..n]).map_err(ClientError::Data)?;
+                    last = Instant::now();
+                }
+                Err(e) if is_timeout(&e) && last.elapsed() <= deadline_step => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ClientError::Data(e)),
+            }
+        }
+        self.finish_transfer()?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// QUIT; the connection is closed either way.
+    pub fn quit(mut self) {
+        let _ = self.command("QUIT");
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The port in `229 Entering Extended Passive Mode (|||port|)` (RFC 2428 §3).
+fn parse_epsv(text: &str) -> Option<u16> {
+    let inner = &text[text.find('(')? + 1..];
+    let inner = &inner[..inner.find(')')?];
+    let delim = inner.chars().next()?;
+    let parts: Vec<&str> = inner.split(delim).collect();
+    // (<d><d><d><port><d>) splits into ["", "", "", port, ""].
+    match parts.as_slice() {
+        ["", "", "", port, ""] => port.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The port in `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`; some servers omit the
+/// parentheses, so the six numbers are looked for anywhere.
+fn parse_pasv(text: &str) -> Option<u16> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let numbers: Vec<u16> = text[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .take_while(|s| !s.is_empty())
+        .map(|s| s.parse().ok())
+        .collect::<Option<Vec<u16>>>()?;
+    match numbers.as_slice() {
+        [_, _, _, _, p1, p2, ..] if *p1 < 256 && *p2 < 256 => Some(p1 * 256 + p2),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passive_replies() {
+        assert_eq!(
+            parse_epsv("Entering Extended Passive Mode (|||6446|)."),
+            Some(6446)
+        );
+        assert_eq!(parse_epsv("Entering (!!!21!)"), Some(21));
+        assert_eq!(parse_epsv("Entering (|1|2|3|)"), None);
+        assert_eq!(
+            parse_pasv("Entering Passive Mode (127,0,0,1,200,10)."),
+            Some(200 * 256 + 10)
+        );
+        assert_eq!(parse_pasv("Entering Passive Mode 10,0,0,1,4,1"), Some(1025));
+        assert_eq!(parse_pasv("Entering Passive Mode (1,2,3)"), None);
+        assert_eq!(parse_pasv("(1,2,3,4,999,1)"), None);
+    }
+}

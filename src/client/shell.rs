@@ -1,0 +1,946 @@
+//! The client's commands: what `ferry>` understands, with their help, run against an
+//! [`FtpClient`]. Output goes to stdout; errors are returned for the caller to print.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, IsTerminal, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::client::entries::{EntryKind, RemoteEntry};
+use crate::client::ftp::{ClientError, FtpClient};
+use crate::client::render::{self, Progress};
+use crate::client::words::split_words;
+
+/// What a command's arguments are, for help and tab completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// No argument worth completing.
+    Nothing,
+    /// Remote paths.
+    Remote,
+    /// Local paths.
+    Local,
+    /// Command names.
+    Command,
+}
+
+/// One client command.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Its name.
+    pub name: &'static str,
+    /// Other names for it.
+    pub aliases: &'static [&'static str],
+    /// Syntax line.
+    pub usage: &'static str,
+    /// One-line description.
+    pub help: &'static str,
+    /// What its arguments complete to.
+    pub args: ArgKind,
+}
+
+const fn spec(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    usage: &'static str,
+    help: &'static str,
+    args: ArgKind,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        aliases,
+        usage,
+        help,
+        args,
+    }
+}
+
+/// Every command, in the order `help` lists them.
+pub const COMMANDS: &[CommandSpec] = &[
+    spec(
+        "open",
+        &[],
+        "open HOST [PORT]",
+        "connect to an FTP server (port 21 by default)",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "close",
+        &[],
+        "close",
+        "disconnect from the server",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "register",
+        &[],
+        "register [NAME]",
+        "create an account (SITE REGISTER) and log in as it",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "login",
+        &["user"],
+        "login [USER]",
+        "log in; the password is asked without echo",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "whoami",
+        &[],
+        "whoami",
+        "show who and where you are logged in",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "dir",
+        &["ls"],
+        "dir [PATH]",
+        "list a remote directory as a table",
+        ArgKind::Remote,
+    ),
+    spec(
+        "cd",
+        &[],
+        "cd PATH",
+        "change the remote directory",
+        ArgKind::Remote,
+    ),
+    spec(
+        "pwd",
+        &[],
+        "pwd",
+        "show the remote directory",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "lcd",
+        &[],
+        "lcd [DIR]",
+        "change the local directory (downloads go there)",
+        ArgKind::Local,
+    ),
+    spec(
+        "lpwd",
+        &[],
+        "lpwd",
+        "show the local directory",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "lls",
+        &[],
+        "lls [DIR]",
+        "list a local directory as a table",
+        ArgKind::Local,
+    ),
+    spec(
+        "get",
+        &[],
+        "get [-c] REMOTE [LOCAL]",
+        "download a file; -c resumes a partial download",
+        ArgKind::Remote,
+    ),
+    spec(
+        "put",
+        &[],
+        "put [-c] LOCAL [REMOTE]",
+        "upload a file; -c resumes a partial upload",
+        ArgKind::Local,
+    ),
+    spec(
+        "mget",
+        &[],
+        "mget PATTERN...",
+        "download the remote files matching the patterns (* ? [..])",
+        ArgKind::Remote,
+    ),
+    spec(
+        "mput",
+        &[],
+        "mput PATTERN...",
+        "upload the local files matching the patterns (* ? [..])",
+        ArgKind::Local,
+    ),
+    spec(
+        "mkdir",
+        &[],
+        "mkdir DIR",
+        "create a remote directory",
+        ArgKind::Remote,
+    ),
+    spec(
+        "rmdir",
+        &[],
+        "rmdir DIR",
+        "remove an empty remote directory",
+        ArgKind::Remote,
+    ),
+    spec(
+        "rm",
+        &["delete"],
+        "rm FILE",
+        "delete a remote file",
+        ArgKind::Remote,
+    ),
+    spec(
+        "rename",
+        &["mv"],
+        "rename FROM TO",
+        "rename or move a remote file or directory",
+        ArgKind::Remote,
+    ),
+    spec(
+        "size",
+        &[],
+        "size FILE",
+        "show a remote file's size in bytes",
+        ArgKind::Remote,
+    ),
+    spec(
+        "stat",
+        &[],
+        "stat [PATH]",
+        "show server status, or a path's status",
+        ArgKind::Remote,
+    ),
+    spec(
+        "passwd",
+        &[],
+        "passwd",
+        "change your password (SITE PASSWD)",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "quote",
+        &[],
+        "quote LINE",
+        "send a raw command line and show the reply",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "help",
+        &["?"],
+        "help [COMMAND]",
+        "list commands, or explain one",
+        ArgKind::Command,
+    ),
+    spec(
+        "exit",
+        &["quit", "bye"],
+        "exit",
+        "disconnect and leave",
+        ArgKind::Nothing,
+    ),
+];
+
+/// Finds a command by name or alias.
+pub fn find_command(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name == name || c.aliases.contains(&name))
+}
+
+/// Why a command failed; one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// The FTP side failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The command was used wrongly.
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    /// Anything else, already phrased for the user.
+    #[error("{0}")]
+    Message(String),
+}
+
+/// Whether the shell goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Leave.
+    Exit,
+}
+
+/// How the client was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Use active mode (PORT/EPRT) instead of passive.
+    pub active: bool,
+    /// Read passwords from this file (first line) instead of prompting.
+    pub password_file: Option<PathBuf>,
+    /// Control and data timeout.
+    pub timeout: Duration,
+    /// A person is typing: prompts may ask, errors may be retried.
+    pub interactive: bool,
+    /// Draw progress bars (stderr is a terminal).
+    pub progress: bool,
+}
+
+/// The client's state between commands.
+pub struct Shell {
+    client: Option<FtpClient>,
+    server: Option<String>,
+    user: Option<String>,
+    opts: Options,
+    abort: Arc<AtomicBool>,
+    /// Remote names per directory, for tab completion; cleared after every command.
+    completion_cache: Option<(String, Vec<(String, bool)>)>,
+}
+
+impl Shell {
+    /// A shell with no connection. `abort` is set by Ctrl-C to stop a running transfer.
+    pub fn new(opts: Options, abort: Arc<AtomicBool>) -> Shell {
+        Shell {
+            client: None,
+            server: None,
+            user: None,
+            opts,
+            abort,
+            completion_cache: None,
+        }
+    }
+
+    /// Runs one command line.
+    ///
+    /// # Errors
+    /// [`ShellError`] describing the failure in one line.
+    pub fn execute(&mut self, line: &str) -> Result<Flow, ShellError> {
+        self.completion_cache = None;
+        let words = split_words(line).map_err(|e| ShellError::Message(e.to_string()))?;
+        let Some((name, args)) = words.split_first() else {
+            return Ok(Flow::Continue);
+        };
+        let Some(spec) = find_command(name) else {
+            return Err(ShellError::Message(format!(
+                "unknown command {name:?}; try help"
+            )));
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = self.run(spec, &args);
+        if let Err(ShellError::Client(e)) = &result
+            && e.is_fatal()
+        {
+            // The control connection is gone: forget it so `open` works again.
+            self.client = None;
+            self.user = None;
+        }
+        result
+    }
+
+    fn run(&mut self, spec: &'static CommandSpec, args: &[&str]) -> Result<Flow, ShellError> {
+        let usage = || ShellError::Usage(spec.usage);
+        match (spec.name, args) {
+            ("open", [host]) => self.open(host, None)?,
+            ("open", [host, port]) => {
+                let port = port.parse().map_err(|_| usage())?;
+                self.open(host, Some(port))?;
+            }
+            ("close", []) => self.close(),
+            ("register", [] | [_]) => self.register(args.first().copied())?,
+            ("login", [] | [_]) => self.login(args.first().copied())?,
+            ("whoami", []) => match (&self.user, &self.server) {
+                (Some(user), Some(server)) => println!("{user} on {server}"),
+                (None, Some(server)) => println!("not logged in (connected to {server})"),
+                _ => println!("not connected"),
+            },
+            ("dir", [] | [_]) => {
+                let abort = self.reset_abort();
+                let entries = self.client()?.list(args.first().copied(), &abort)?;
+                print!("{}", render::entries_table(&entries));
+            }
+            ("cd", [path]) => {
+                self.client()?.ok(&format!("CWD {path}"))?;
+            }
+            ("pwd", []) => println!("{}", self.client()?.pwd()?),
+            ("lcd", [] | [_]) => {
+                let dir = match args.first() {
+                    Some(dir) => PathBuf::from(dir),
+                    None => home_dir().ok_or_else(|| ShellError::Message("no HOME".into()))?,
+                };
+                std::env::set_current_dir(&dir)
+                    .map_err(|e| ShellError::Message(format!("{}: {e}", dir.display())))?;
+                println!("{}", current_dir()?.display());
+            }
+            ("lpwd", []) => println!("{}", current_dir()?.display()),
+            ("lls", [] | [_]) => {
+                let dir = args
+                    .first()
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from);
+                print!("{}", render::entries_table(&local_entries(&dir)?));
+            }
+            ("get", _) => self.get(args)?,
+            ("put", _) => self.put(args)?,
+            ("mget", [_, ..]) => self.mget(args)?,
+            ("mput", [_, ..]) => self.mput(args)?,
+            ("mkdir", [dir]) => {
+                self.client()?.ok(&format!("MKD {dir}"))?;
+            }
+            ("rmdir", [dir]) => {
+                self.client()?.ok(&format!("RMD {dir}"))?;
+            }
+            ("rm", [file]) => {
+                self.client()?.ok(&format!("DELE {file}"))?;
+            }
+            ("rename", [from, to]) => {
+                let client = self.client()?;
+                let reply = client.command(&format!("RNFR {from}"))?;
+                if reply.code != 350 {
+                    return Err(ClientError::Refused(reply).into());
+                }
+                client.ok(&format!("RNTO {to}"))?;
+            }
+            ("size", [file]) => {
+                let reply = self.client()?.ok(&format!("SIZE {file}"))?;
+                println!("{}", reply.text().trim());
+            }
+            ("stat", [] | [_]) => {
+                let line = match args.first() {
+                    Some(path) => format!("STAT {path}"),
+                    None => "STAT".to_owned(),
+                };
+                let reply = self.client()?.ok(&line)?;
+                for l in &reply.lines {
+                    println!("{l}");
+                }
+            }
+            ("passwd", []) => self.passwd()?,
+            ("quote", [_, ..]) => self.quote(&args.join(" "))?,
+            ("help", []) => print_help(),
+            ("help", [name]) => match find_command(name) {
+                Some(spec) => println!("{}\n    {}", spec.usage, spec.help),
+                None => {
+                    return Err(ShellError::Message(format!("no command {name:?}")));
+                }
+            },
+            ("exit", []) => {
+                self.close();
+                return Ok(Flow::Exit);
+            }
+            _ => return Err(usage()),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn client(&mut self) -> Result<&mut FtpClient, ShellError> {
+        self.client
+            .as_mut()
+            .ok_or(ShellError::Client(ClientError::NotConnected))
+    }
+
+    fn reset_abort(&self) -> Arc<AtomicBool> {
+        self.abort.store(false, Ordering::Relaxed);
+        Arc::clone(&self.abort)
+    }
+
+    /// Connects to `host` (`HOST`, `HOST:PORT`, `[v6]:PORT`), replacing any connection.
+    ///
+    /// # Errors
+    /// Resolve, connect or greeting failures.
+    pub fn open(&mut self, host: &str, port: Option<u16>) -> Result<(), ShellError> {
+        let (host, port) = match port {
+            Some(p) => (host.trim_matches(['[', ']']).to_owned(), p),
+            None => split_host_port(host)?,
+        };
+        self.close();
+        let (client, greeting) =
+            FtpClient::connect(&host, port, self.opts.timeout, self.opts.active)?;
+        println!("{greeting}");
+        self.server = Some(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        });
+        self.client = Some(client);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        if let Some(client) = self.client.take() {
+            client.quit();
+        }
+        self.server = None;
+        self.user = None;
+    }
+
+    /// Logs in as `user` (asked when absent), the password from FERRY_PASSWORD, the password
+    /// file, or a prompt without echo.
+    ///
+    /// # Errors
+    /// No connection, no password source, or the server's refusal.
+    pub fn login(&mut self, user: Option<&str>) -> Result<(), ShellError> {
+        self.client()?;
+        let user = match user {
+            Some(u) => u.to_owned(),
+            None => self.ask_line("Name: ")?,
+        };
+        let password = self.password("Password: ")?;
+        self.client()?.login(&user, &password)?;
+        println!("Logged in as {user}.");
+        self.user = Some(user);
+        Ok(())
+    }
+
+    fn register(&mut self, name: Option<&str>) -> Result<(), ShellError> {
+        self.client()?;
+        let mut name = name.map(str::to_owned);
+        loop {
+            let user = match name.take() {
+                Some(n) => n,
+                None => self.ask_line("New user name: ")?,
+            };
+            if user.is_empty() {
+                eprintln!("The name cannot be empty.");
+                self.retry_or(ShellError::Message("the name cannot be empty".into()))?;
+                continue;
+            }
+            let password = self.new_password()?;
+            match self.client()?.register(&user, &password) {
+                Ok(_) => {
+                    println!("Account {user} created.");
+                    self.client()?.login(&user, &password)?;
+                    println!("Logged in as {user}.");
+                    self.user = Some(user);
+                    return Ok(());
+                }
+                Err(ClientError::Refused(reply)) if matches!(reply.code, 501 | 550) => {
+                    let why = reply.text().to_owned();
+                    self.retry_or(ShellError::Client(ClientError::Refused(reply)))?;
+                    eprintln!("{why} Please choose again.");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// In a person's session, say why and go on; in a script, fail with `err`.
+    fn retry_or(&self, err: ShellError) -> Result<(), ShellError> {
+        if self.opts.interactive {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
+    /// A new password: asked twice without echo in a person's session (until both match), or
+    /// taken from FERRY_PASSWORD / the password file in a script.
+    fn new_password(&self) -> Result<String, ShellError> {
+        if !self.opts.interactive {
+            return self.password("Password: ");
+        }
+        loop {
+            let first = prompt_secret("Password: ")?;
+            let second = prompt_secret("Password again: ")?;
+            if first == second {
+                return Ok(first);
+            }
+            eprintln!("The passwords differ; try again.");
+        }
+    }
+
+    fn passwd(&mut self) -> Result<(), ShellError> {
+        self.client()?;
+        let (old, new) = if self.opts.interactive {
+            (prompt_secret("Current password: ")?, self.new_password()?)
+        } else {
+            let new = std::env::var("FERRY_NEW_PASSWORD").map_err(|_| {
+                ShellError::Message("set FERRY_NEW_PASSWORD for passwd in scripts".into())
+            })?;
+            (self.password("Password: ")?, new)
+        };
+        self.client()?.ok(&format!("SITE PASSWD {old} {new}"))?;
+        println!("Password changed.");
+        Ok(())
+    }
+
+    /// The password for a login: FERRY_PASSWORD, then `--password-file`, then a prompt
+    /// without echo when a person is there.
+    fn password(&self, prompt: &str) -> Result<String, ShellError> {
+        if let Ok(p) = std::env::var("FERRY_PASSWORD") {
+            return Ok(p);
+        }
+        if let Some(path) = &self.opts.password_file {
+            let text = fs::read_to_string(path)
+                .map_err(|e| ShellError::Message(format!("{}: {e}", path.display())))?;
+            return Ok(text.lines().next().unwrap_or("").to_owned());
+        }
+        if self.opts.interactive || io::stdin().is_terminal() {
+            return prompt_secret(prompt);
+        }
+        Err(ShellError::Message(
+            "no password: set FERRY_PASSWORD or use --password-file".into(),
+        ))
+    }
+
+    fn ask_line(&self, prompt: &str) -> Result<String, ShellError> {
+        if !self.opts.interactive {
+            return Err(ShellError::Message(format!(
+                "{} needed: give it as an argument",
+                prompt.trim_end_matches([':', ' '])
+            )));
+        }
+        print!("{prompt}");
+        io::stdout().flush().ok();
+        let mut line = String::new();
+        let n = io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| ShellError::Message(e.to_string()))?;
+        if n == 0 {
+            return Err(ShellError::Message("cancelled".into()));
+        }
+        Ok(line.trim().to_owned())
+    }
+
+    fn get(&mut self, args: &[&str]) -> Result<(), ShellError> {
+        let (resume, rest) = take_flag(args, "-c");
+        let (remote, local) = match rest.as_slice() {
+            [remote] => (*remote, base_name(remote).to_owned()),
+            [remote, local] => (*remote, (*local).to_owned()),
+            _ => return Err(ShellError::Usage("get [-c] REMOTE [LOCAL]")),
+        };
+        self.download(remote, Path::new(&local), resume)
+    }
+
+    fn download(&mut self, remote: &str, local: &Path, resume: bool) -> Result<(), ShellError> {
+        let local_name = local.display().to_string();
+        let local_err = |source| {
+            ShellError::Client(ClientError::Local {
+                path: local_name.clone(),
+                source,
+            })
+        };
+        let size = self.remote_size(remote)?;
+        let mut file = if resume {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(local)
+                .map_err(local_err)?
+        } else {
+            File::create(local).map_err(local_err)?
+        };
+        let offset = if resume {
+            file.metadata().map_err(local_err)?.len()
+        } else {
+            0
+        };
+        if resume && size == Some(offset) {
+            println!("{local_name} is already complete ({offset} bytes).");
+            return Ok(());
+        }
+        let abort = self.reset_abort();
+        let mut progress = Progress::start(remote, size, self.opts.progress);
+        progress.resume_at(offset);
+        let client = self.client()?;
+        let result = client.retrieve(
+            remote,
+            offset,
+            &mut file,
+            &local_name,
+            &mut |n| progress.advance(n),
+            &abort,
+        );
+        self.report(progress, result)
+    }
+
+    fn put(&mut self, args: &[&str]) -> Result<(), ShellError> {
+        let (resume, rest) = take_flag(args, "-c");
+        let (local, remote) = match rest.as_slice() {
+            [local] => (*local, base_name(local).to_owned()),
+            [local, remote] => (*local, (*remote).to_owned()),
+            _ => return Err(ShellError::Usage("put [-c] LOCAL [REMOTE]")),
+        };
+        self.upload(Path::new(local), &remote, resume)
+    }
+
+    fn upload(&mut self, local: &Path, remote: &str, resume: bool) -> Result<(), ShellError> {
+        let local_name = local.display().to_string();
+        let local_err = |source| {
+            ShellError::Client(ClientError::Local {
+                path: local_name.clone(),
+                source,
+            })
+        };
+        let mut file = File::open(local).map_err(local_err)?;
+        let size = file.metadata().map_err(local_err)?.len();
+        let offset = if resume {
+            self.remote_size(remote)?.unwrap_or(0)
+        } else {
+            0
+        };
+        if resume && offset >= size {
+            println!("{remote} is already complete ({offset} bytes).");
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(local_err)?;
+        let abort = self.reset_abort();
+        let mut progress = Progress::start(&local_name, Some(size), self.opts.progress);
+        progress.resume_at(offset);
+        let client = self.client()?;
+        // Resuming appends the rest (APPE), as lftp and curl do.
+        let result = client.store(
+            remote,
+            resume && offset > 0,
+            &mut file,
+            &local_name,
+            &mut |n| progress.advance(n),
+            &abort,
+        );
+        self.report(progress, result)
+    }
+
+    fn report(
+        &self,
+        progress: Progress,
+        result: Result<u64, ClientError>,
+    ) -> Result<(), ShellError> {
+        match result {
+            Ok(_) => {
+                println!("{}", progress.finish());
+                Ok(())
+            }
+            Err(e) => {
+                progress.abandon();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// SIZE of a remote file in binary mode; `None` when the server will not say.
+    fn remote_size(&mut self, remote: &str) -> Result<Option<u64>, ShellError> {
+        let reply = self.client()?.command(&format!("SIZE {remote}"))?;
+        Ok(if reply.code == 213 {
+            reply.text().trim().parse().ok()
+        } else {
+            None
+        })
+    }
+
+    fn mget(&mut self, patterns: &[&str]) -> Result<(), ShellError> {
+        let mut matched = 0;
+        for pattern in patterns {
+            let (dir, name_pattern) = match pattern.rsplit_once('/') {
+                Some((dir, name)) => (Some(if dir.is_empty() { "/" } else { dir }), name),
+                None => (None, *pattern),
+            };
+            let glob = glob::Pattern::new(name_pattern)
+                .map_err(|e| ShellError::Message(format!("{pattern}: {e}")))?;
+            let abort = self.reset_abort();
+            let entries = self.client()?.list(dir, &abort)?;
+            for entry in entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::File && glob.matches(&e.name))
+            {
+                let remote = match dir {
+                    Some("/") => format!("/{}", entry.name),
+                    Some(d) => format!("{d}/{}", entry.name),
+                    None => entry.name.clone(),
+                };
+                self.download(&remote, Path::new(&entry.name), false)?;
+                matched += 1;
+            }
+        }
+        if matched == 0 {
+            return Err(ShellError::Message("no remote file matches".into()));
+        }
+        Ok(())
+    }
+
+    fn mput(&mut self, patterns: &[&str]) -> Result<(), ShellError> {
+        let mut matched = 0;
+        for pattern in patterns {
+            let paths =
+                glob::glob(pattern).map_err(|e| ShellError::Message(format!("{pattern}: {e}")))?;
+            for path in paths.filter_map(Result::ok).filter(|p| p.is_file()) {
+                let remote = base_name(&path.to_string_lossy()).to_owned();
+                self.upload(&path, &remote, false)?;
+                matched += 1;
+            }
+        }
+        if matched == 0 {
+            return Err(ShellError::Message("no local file matches".into()));
+        }
+        Ok(())
+    }
+
+    fn quote(&mut self, line: &str) -> Result<(), ShellError> {
+        let client = self.client()?;
+        let mut reply = client.command(line)?;
+        println!("{reply}");
+        // A 1xx is followed by the final reply (the server gives up on a missing data
+        // connection with 425).
+        while reply.is_preliminary() {
+            reply = client.reply()?;
+            println!("{reply}");
+        }
+        if reply.code >= 400 {
+            return Err(ShellError::Message(format!(
+                "server replied {}",
+                reply.code
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remote names below `dir` for tab completion: `(name, is_dir)`, cached until the next
+    /// command. Errors just mean no completions.
+    pub fn remote_names(&mut self, dir: &str) -> Vec<(String, bool)> {
+        if let Some((cached, names)) = &self.completion_cache
+            && cached == dir
+        {
+            return names.clone();
+        }
+        let abort = self.reset_abort();
+        let Some(client) = self.client.as_mut() else {
+            return Vec::new();
+        };
+        let arg = (!dir.is_empty()).then_some(dir);
+        let names: Vec<(String, bool)> = match client.list(arg, &abort) {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| (e.name, e.kind == EntryKind::Dir))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        self.completion_cache = Some((dir.to_owned(), names.clone()));
+        names
+    }
+}
+
+fn print_help() {
+    println!("Commands (help COMMAND for more):");
+    for spec in COMMANDS {
+        let aliases = if spec.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (also {})", spec.aliases.join(", "))
+        };
+        println!("  {:<26} {}{aliases}", spec.usage, spec.help);
+    }
+}
+
+fn prompt_secret(prompt: &str) -> Result<String, ShellError> {
+    rpassword::prompt_password(prompt)
+        .map_err(|e| ShellError::Message(format!("cannot read the password: {e}")))
+}
+
+fn take_flag<'a>(args: &[&'a str], flag: &str) -> (bool, Vec<&'a str>) {
+    let rest: Vec<&str> = args.iter().copied().filter(|a| *a != flag).collect();
+    (rest.len() != args.len(), rest)
+}
+
+fn base_name(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+}
+
+fn current_dir() -> Result<PathBuf, ShellError> {
+    std::env::current_dir().map_err(|e| ShellError::Message(format!("local directory: {e}")))
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// Splits `host`, `host:port`, `[v6]:port` or a bare IPv6 address; port 21 by default.
+///
+/// # Errors
+/// A port that is not a number.
+pub fn split_host_port(text: &str) -> Result<(String, u16), ShellError> {
+    let bad = || ShellError::Message(format!("bad port in {text:?}"));
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| ShellError::Message(format!("bad address {text:?}")))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None => 21,
+        };
+        return Ok((host.to_owned(), port));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            Ok((host.to_owned(), port.parse().map_err(|_| bad())?))
+        }
+        _ => Ok((text.to_owned(), 21)),
+    }
+}
+
+fn local_entries(dir: &Path) -> Result<Vec<RemoteEntry>, ShellError> {
+    let err = |e: io::Error| ShellError::Message(format!("{}: {e}", dir.display()));
+    let mut entries = Vec::new();
+    for dirent in fs::read_dir(dir).map_err(err)? {
+        let dirent = dirent.map_err(err)?;
+        let Ok(meta) = dirent.metadata() else {
+            continue;
+        };
+        let kind = if meta.is_dir() {
+            EntryKind::Dir
+        } else if meta.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        };
+        entries.push(RemoteEntry {
+            name: dirent.file_name().to_string_lossy().into_owned(),
+            kind,
+            size: meta.is_file().then_some(meta.len()),
+            modified: meta.modified().ok().map(|t| {
+                let t = time::OffsetDateTime::from(t);
+                format!(
+                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            }),
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_forms() {
+        let hp = |t: &str| split_host_port(t).expect("valid");
+        assert_eq!(hp("example.org"), ("example.org".into(), 21));
+        assert_eq!(hp("127.0.0.1:2121"), ("127.0.0.1".into(), 2121));
+        assert_eq!(hp("[::1]:2121"), ("::1".into(), 2121));
+        assert_eq!(hp("::1"), ("::1".into(), 21));
+        assert!(split_host_port("h:port").is_err());
+    }
+
+    #[test]
+    fn every_command_has_help_and_is_found_by_alias() {
+        for spec in COMMANDS {
+            assert!(find_command(spec.name).is_some());
+            for alias in spec.aliases {
+                assert_eq!(find_command(alias).map(|s| s.name), Some(spec.name));
+            }
+            assert!(spec.usage.starts_with(spec.name));
+        }
+        assert!(find_command("nope").is_none());
+    }
+
+    #[test]
+    fn flags_and_names() {
+        assert_eq!(take_flag(&["-c", "a"], "-c"), (true, vec!["a"]));
+        assert_eq!(take_flag(&["a"], "-c"), (false, vec!["a"]));
+        assert_eq!(base_name("/x/y.txt"), "y.txt");
+        assert_eq!(base_name("y.txt"), "y.txt");
+    }
+}
