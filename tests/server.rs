@@ -390,6 +390,17 @@ fn operator_commands_add_list_and_show_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !table.contains('\x1b'),
+        "ANSI escapes in piped output: {table:?}"
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 5, "--tail 5:\n{table}");
+    assert!(rows.iter().all(|r| r.contains(" ivan ")), "{table}");
     assert!(table.contains("ivan"), "{table}");
     assert!(table.contains("session_close"), "{table}");
     assert!(
