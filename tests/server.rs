@@ -196,6 +196,157 @@ fn sigterm_sends_421_to_idle_sessions_and_exits_0() {
 }
 
 #[test]
+fn sigterm_lets_a_running_download_finish_then_421() {
+    let mut server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("mia", "mia-password");
+    let payload = pseudo_random(20 * 1024 * 1024, 31);
+    assert_eq!(ctl.stor("big.bin", &payload).code, 226);
+
+    let mut data = ctl.data_connection();
+    ctl.expect("RETR big.bin", 150);
+    // Nobody reads yet, so the socket buffers fill and the transfer is still running when the
+    // server starts to shut down; the reader is released only once it has.
+    server.send_sigterm();
+    server.wait_stderr("shutting down");
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        data.read_to_end(&mut got).map(|_| got)
+    });
+    let status = server.wait_exit();
+    assert!(status.success(), "exit status {status}");
+    let got = reader
+        .join()
+        .expect("reader thread")
+        .expect("read the download");
+    assert!(
+        got == payload,
+        "download cut short: {} of {} bytes",
+        got.len(),
+        payload.len()
+    );
+    let done = ctl.reply();
+    assert_eq!(done.code, 226, "{done:?}");
+    let bye = ctl.try_reply().expect("a 421 after the transfer");
+    assert_eq!(bye.code, 421, "{bye:?}");
+    ctl.assert_closed();
+    let events = server.audit_events();
+    assert!(has_event(
+        &events,
+        &[
+            ("event", json!("download")),
+            ("user", json!("mia")),
+            ("bytes", json!(payload.len())),
+            ("code", json!(226))
+        ]
+    ));
+}
+
+#[test]
+fn data_timeout_when_the_client_never_connects() {
+    let server = TestServer::start(&["--data-timeout-secs", "1"]);
+    let mut ctl = server.register_and_login("nina", "nina-password");
+    ctl.pasv();
+    ctl.expect("STOR never.bin", 150);
+    let reply = ctl.reply();
+    assert_eq!(reply.code, 425, "{reply:?}");
+    ctl.expect("NOOP", 200);
+    assert!(!server.home("nina").join("never.bin").exists());
+    assert_tmp_empties(&server);
+}
+
+#[test]
+fn navigation_and_info_commands() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("omar", "omar-password");
+    ctl.expect("MKD a", 257);
+    let made = ctl.expect("XMKD a/b \"q\"", 257);
+    assert!(
+        made.text().contains("\"/a/b \"\"q\"\"\""),
+        "257 doubles quotes: {made:?}"
+    );
+    ctl.expect("CWD a", 250);
+    let pwd = ctl.expect("XPWD", 257);
+    assert!(pwd.text().contains("\"/a\""), "{pwd:?}");
+    ctl.expect("CDUP", 250);
+    let pwd = ctl.expect("PWD", 257);
+    assert!(pwd.text().contains("\"/\""), "{pwd:?}");
+    assert_eq!(ctl.stor("a/f.txt", b"12345").code, 226);
+    assert_eq!(ctl.expect("SIZE a/f.txt", 213).text(), "213 5");
+    let mdtm = ctl.expect("MDTM a/f.txt", 213);
+    assert!(mdtm.text()[4..].len() >= 14, "{mdtm:?}");
+    let mlst = ctl.expect("MLST a/f.txt", 250);
+    assert!(
+        mlst.lines.len() >= 3 && mlst.text().contains("size=5;"),
+        "{mlst:?}"
+    );
+    let feat = ctl.expect("FEAT", 211);
+    for feature in ["MLST", "SIZE", "MDTM", "EPSV"] {
+        assert!(feat.text().contains(feature), "{feat:?}");
+    }
+    ctl.expect("HELP", 214);
+    ctl.expect("SITE HELP", 214);
+    ctl.expect("SYST", 215);
+    ctl.expect("TYPE A", 200);
+    ctl.expect("TYPE I", 200);
+    ctl.expect("MODE S", 200);
+    ctl.expect("STRU F", 200);
+    ctl.expect("SIZE a/none", 550);
+    ctl.expect("CWD a/f.txt", 550);
+    ctl.expect("RMD a", 550);
+    let (reply, names) = ctl.fetch("NLST a");
+    assert_eq!(reply.code, 226);
+    let names = String::from_utf8_lossy(&names).into_owned();
+    assert!(
+        names.contains("f.txt") && names.contains("b \"q\""),
+        "{names:?}"
+    );
+    // EPSV works as well as PASV.
+    let epsv = ctl.expect("EPSV", 229);
+    let port: u16 = epsv
+        .text()
+        .split("|||")
+        .nth(1)
+        .and_then(|s| s.split('|').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {epsv:?}"));
+    let mut data = std::net::TcpStream::connect(("127.0.0.1", port)).expect("EPSV connect");
+    data.set_read_timeout(Some(common::IO_TIMEOUT))
+        .expect("timeout");
+    ctl.expect("RETR a/f.txt", 150);
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"12345");
+    assert_eq!(ctl.reply().code, 226);
+}
+
+#[test]
+fn site_passwd_changes_the_password() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("pia", "old-password");
+    ctl.expect("SITE PASSWD wrong-password new-password", 530);
+    ctl.expect("SITE PASSWD old-password short", 501);
+    ctl.expect("SITE PASSWD old-password new-password", 200);
+    ctl.expect("QUIT", 221);
+    let (mut ctl, _) = server.connect();
+    ctl.expect("USER pia", 331);
+    ctl.expect("PASS old-password", 530);
+    ctl.expect("USER pia", 331);
+    ctl.expect("PASS new-password", 230);
+    server.wait_audit("SITE PASSWD audited without passwords", |ev| {
+        ev.iter().any(|e| {
+            e["command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("SITE PASSWD"))
+        })
+    });
+    let audit = server.audit_text();
+    assert!(
+        !audit.contains("old-password") && !audit.contains("new-password"),
+        "{audit}"
+    );
+}
+
+#[test]
 fn per_ip_session_cap_refuses_then_admits_again() {
     let server = TestServer::start(&["--max-sessions-per-ip", "2"]);
     let (mut first, g1) = server.connect();

@@ -81,6 +81,19 @@ impl TestServer {
         self.stderr.lock().expect("stderr lock").join("\n")
     }
 
+    /// Waits (bounded) until the server's stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "stderr never showed {needle:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The audit log as parsed JSON objects (possibly not yet flushed: see [`Self::wait_audit`]).
     pub fn audit_events(&self) -> Vec<Value> {
         read_audit(self.data_dir())
@@ -108,13 +121,24 @@ impl TestServer {
 
     /// Sends SIGTERM and waits (bounded) for the exit status, without judging it.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("server is running");
+        self.send_sigterm();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM without waiting for the process to exit.
+    pub fn send_sigterm(&self) {
+        let child = self.child.as_ref().expect("server is running");
         let pid = child.id().to_string();
         let kill = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("run kill");
         assert!(kill.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status; kills it on timeout.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
         match wait_timeout(&mut child, STOP_TIMEOUT) {
             Some(status) => status,
             None => {
