@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
-use cli_table::{Cell, Style, Table};
+use cli_table::{Cell, ColorChoice, Style, Table};
 
 use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, JsonAccountStore, UserName, check_password,
@@ -101,6 +101,17 @@ pub fn user_passwd(
     Ok(())
 }
 
+/// Bold titles only on a terminal: cli-table colours by default, which would put ANSI escapes
+/// into pipes and files (`ferryd log | grep ...`).
+fn color_choice() -> ColorChoice {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    }
+}
+
 /// All accounts as a table: name, created, disabled.
 ///
 /// # Errors
@@ -119,7 +130,8 @@ pub fn user_list(config: &Config) -> Result<String, AdminError> {
         .collect();
     let table = rows
         .table()
-        .title(["name", "created", "disabled"].map(|t| t.cell().bold(true)));
+        .title(["name", "created", "disabled"].map(|t| t.cell().bold(true)))
+        .color_choice(color_choice());
     Ok(table.display()?.to_string())
 }
 
@@ -220,7 +232,12 @@ pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminErr
         "code",
     ]
     .map(|t| t.cell().bold(true));
-    let mut out = rows.table().title(title).display()?.to_string();
+    let mut out = rows
+        .table()
+        .title(title)
+        .color_choice(color_choice())
+        .display()?
+        .to_string();
     if skipped > 0 {
         out.push_str(&format!(
             "\n{skipped} line(s) of {} skipped: not valid audit events",
