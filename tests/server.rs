@@ -471,6 +471,9 @@ fn protocol_errors_get_the_right_codes() {
     ctl.expect("STOR y", 425);
     ctl.expect("RETR y", 425);
     ctl.expect("PORT 127,0,0,1,4,1", 502);
+    ctl.pasv();
+    ctl.expect("STOR newdir/", 553);
+    assert!(!server.home("frank").join("newdir").exists());
     ctl.expect("FOOBAR", 502);
     ctl.expect("QUIT", 221);
     ctl.assert_closed();

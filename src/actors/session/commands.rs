@@ -872,6 +872,14 @@ impl Session {
         if !self.need_data(&text) {
             return;
         }
+        if arg.ends_with('/') {
+            // A trailing slash names a directory; no file may be created under that name.
+            self.finish(
+                &text,
+                Reply::new(ReplyCode::NameNotAllowed, "Not a file name."),
+            );
+            return;
+        }
         let Some(path) = self.resolve(&text, arg) else {
             return;
         };
