@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
-use cli_table::{Cell, ColorChoice, Style, Table};
+use cli_table::Cell;
 
 use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, JsonAccountStore, UserName, check_password,
@@ -101,17 +101,6 @@ pub fn user_passwd(
     Ok(())
 }
 
-/// Bold titles only on a terminal: cli-table colours by default, which would put ANSI escapes
-/// into pipes and files (`ferryd log | grep ...`).
-fn color_choice() -> ColorChoice {
-    use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    }
-}
-
 /// All accounts as a table: name, created, disabled.
 ///
 /// # Errors
@@ -128,11 +117,10 @@ pub fn user_list(config: &Config) -> Result<String, AdminError> {
             ]
         })
         .collect();
-    let table = rows
-        .table()
-        .title(["name", "created", "disabled"].map(|t| t.cell().bold(true)))
-        .color_choice(color_choice());
-    Ok(table.display()?.to_string())
+    Ok(crate::table::render(
+        &["name", "created", "disabled"],
+        rows,
+    )?)
 }
 
 /// Which audit events [`log_table`] shows.
@@ -230,14 +218,8 @@ pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminErr
         "command/path",
         "bytes",
         "code",
-    ]
-    .map(|t| t.cell().bold(true));
-    let mut out = rows
-        .table()
-        .title(title)
-        .color_choice(color_choice())
-        .display()?
-        .to_string();
+    ];
+    let mut out = crate::table::render(&title, rows)?;
     if skipped > 0 {
         out.push_str(&format!(
             "\n{skipped} line(s) of {} skipped: not valid audit events",

@@ -12,3 +12,4 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod server;
+pub mod table;

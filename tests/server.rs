@@ -683,3 +683,20 @@ fn dropped_connection_mid_upload_keeps_previous_content() {
         "aborted upload recorded as complete"
     );
 }
+
+#[test]
+fn mlsd_of_a_directory_holding_one_file_lists_it_and_mlsd_of_a_file_is_501() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("judy", "judy-password");
+    ctl.expect("MKD solo", 257);
+    assert_eq!(ctl.stor("solo/only.txt", b"x").code, 226);
+    let (reply, bytes) = ctl.fetch("MLSD solo");
+    assert_eq!(reply.code, 226);
+    let text = String::from_utf8(bytes).expect("utf8");
+    assert!(
+        text.contains("type=file;size=1;") && text.ends_with(" only.txt\r\n"),
+        "{text:?}"
+    );
+    let (reply, _) = ctl.fetch("MLSD solo/only.txt");
+    assert_eq!(reply.code, 501);
+}

@@ -50,6 +50,15 @@ pub struct FileInfo {
     pub unique: String,
 }
 
+/// What a listing request found: a directory's entries, or one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Whether the listed path is a directory (else `entries` is that one file).
+    pub is_dir: bool,
+    /// The entries, sorted by name.
+    pub entries: Vec<FileInfo>,
+}
+
 /// Why a file operation failed. Each variant's doc names the FTP reply the session sends.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,13 +121,13 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::NotFound`] if it does not exist or lies outside the home.
     fn stat(&self, user: &str, path: &VPath) -> Result<FileInfo, StoreError>;
 
-    /// A directory's entries sorted by name; for a file, a one-element vec of that file.
+    /// A directory's entries sorted by name; for a file, a one-entry listing of that file.
     /// Entries that lead outside the home, dangle, or are special files are left out.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`] if `path` does not exist or lies outside the home.
-    fn list(&self, user: &str, path: &VPath) -> Result<Vec<FileInfo>, StoreError>;
+    fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError>;
 
     /// Open a regular file for reading, positioned at `offset`.
     ///
@@ -411,14 +420,17 @@ impl Storage for LocalStorage {
         Ok(file_info(name, &entry.meta))
     }
 
-    fn list(&self, user: &str, path: &VPath) -> Result<Vec<FileInfo>, StoreError> {
+    fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError> {
         let home = self.home(user)?;
         let Lookup::Found(entry) = self.lookup(&home, path)? else {
             return Err(StoreError::NotFound);
         };
         if !entry.meta.is_dir() {
             let name = path.file_name().unwrap_or("/").to_owned();
-            return Ok(vec![file_info(name, &entry.meta)]);
+            return Ok(Listing {
+                is_dir: false,
+                entries: vec![file_info(name, &entry.meta)],
+            });
         }
         let mut infos = Vec::new();
         for dirent in fs::read_dir(&entry.real)? {
@@ -440,7 +452,10 @@ impl Storage for LocalStorage {
             }
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(infos)
+        Ok(Listing {
+            is_dir: true,
+            entries: infos,
+        })
     }
 
     fn open_read(&self, user: &str, path: &VPath, offset: u64) -> Result<ReadHandle, StoreError> {
@@ -567,7 +582,7 @@ pub struct Stat {
 
 /// List a directory (or describe a file as a one-entry listing).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<FileInfo>, StoreError>")]
+#[rtype(result = "Result<Listing, StoreError>")]
 pub struct List {
     /// Whose home.
     pub user: Arc<str>,
@@ -662,7 +677,7 @@ impl Handler<Stat> for FileStore {
 }
 
 impl Handler<List> for FileStore {
-    type Result = Result<Vec<FileInfo>, StoreError>;
+    type Result = Result<Listing, StoreError>;
     fn handle(&mut self, msg: List, _: &mut Self::Context) -> Self::Result {
         self.storage.list(&msg.user, &msg.path)
     }
@@ -817,10 +832,18 @@ mod tests {
             ("b.txt", FileKind::File, 5)
         );
         assert!(file.unique.contains('g'));
-        let listing = fx.store.list("alice", &VPath::root()).expect("list");
+        let listing = fx
+            .store
+            .list("alice", &VPath::root())
+            .expect("list")
+            .entries;
         assert_eq!(names(&listing), ["a", "b.txt"]);
         assert_eq!(listing[0].kind, FileKind::Dir);
-        let one = fx.store.list("alice", &vp("/b.txt")).expect("list file");
+        let one = fx
+            .store
+            .list("alice", &vp("/b.txt"))
+            .expect("list file")
+            .entries;
         assert_eq!(one, vec![file]);
         assert!(matches!(
             fx.store.stat("alice", &vp("/nope")),
@@ -839,7 +862,11 @@ mod tests {
         let _socket = std::os::unix::net::UnixListener::bind(fx.home("alice").join("sock"))
             .expect("bind socket");
         fx.write("alice/f", b"x");
-        let listing = fx.store.list("alice", &VPath::root()).expect("list");
+        let listing = fx
+            .store
+            .list("alice", &VPath::root())
+            .expect("list")
+            .entries;
         assert_eq!(names(&listing), ["f"]);
         assert!(matches!(
             fx.store.stat("alice", &vp("/sock")),
@@ -916,7 +943,7 @@ mod tests {
             "rename over",
         );
 
-        let listing = store.list("alice", &VPath::root()).expect("list");
+        let listing = store.list("alice", &VPath::root()).expect("list").entries;
         assert_eq!(names(&listing), ["mine"]);
         let mut bobs = fs::read_dir(fx.home("bob"))
             .expect("bob")
@@ -953,6 +980,7 @@ mod tests {
             fx.store
                 .list("al", &VPath::root())
                 .expect("list")
+                .entries
                 .is_empty()
         );
     }
@@ -969,7 +997,7 @@ mod tests {
         let docs = fx.store.stat("alice", &vp("/docs")).expect("stat");
         assert_eq!((docs.name.as_str(), docs.kind), ("docs", FileKind::Dir));
         assert_eq!(
-            names(&fx.store.list("alice", &vp("/docs")).expect("list")),
+            names(&fx.store.list("alice", &vp("/docs")).expect("list").entries),
             ["f"]
         );
         let handle = fx
@@ -1239,7 +1267,8 @@ mod tests {
             })
             .await
             .expect("mailbox")
-            .expect("list");
+            .expect("list")
+            .entries;
         assert_eq!(names(&listing), ["f"]);
         let handle = addr
             .send(OpenRead {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cli_table::{Cell, Style, Table};
+use cli_table::Cell;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::entries::RemoteEntry;
@@ -21,11 +21,8 @@ pub fn entries_table(entries: &[RemoteEntry]) -> String {
             ]
         })
         .collect();
-    let table = rows
-        .table()
-        .title(["name", "type", "size", "modified"].map(|t| t.cell().bold(true)));
-    match table.display() {
-        Ok(shown) => shown.to_string(),
+    match crate::table::render(&["name", "type", "size", "modified"], rows) {
+        Ok(shown) => shown,
         // cli-table fails only on broken terminal settings; fall back to plain lines.
         Err(_) => entries.iter().map(|e| format!("{}\n", e.name)).collect(),
     }

@@ -590,10 +590,10 @@ impl Session {
         });
         self.ask(ctx, text, request, move |act, res, _, text| {
             let reply = match res {
-                Ok(entries) => {
+                Ok(found) => {
                     let now = SystemTime::now();
                     let mut lines = vec![format!("Status of {path}:")];
-                    lines.extend(entries.iter().map(|e| listing::list_line(e, now)));
+                    lines.extend(found.entries.iter().map(|e| listing::list_line(e, now)));
                     lines.push("End of status.".to_owned());
                     Reply::multi(ReplyCode::FileStatus, lines)
                 }
@@ -789,9 +789,8 @@ impl Session {
             path: path.clone(),
         });
         self.ask(ctx, text, request, move |act, res, ctx, text| match res {
-            Ok(entries) => {
-                let is_dir_listing = !(entries.len() == 1 && entries[0].kind == FileKind::File);
-                if matches!(style, ListingStyle::Facts) && !is_dir_listing {
+            Ok(found) => {
+                if matches!(style, ListingStyle::Facts) && !found.is_dir {
                     // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
                     act.finish(
                         &text,
@@ -804,7 +803,7 @@ impl Session {
                 }
                 let now = SystemTime::now();
                 let facts = act.facts;
-                let bytes = listing::to_wire(entries.iter().map(|e| match style {
+                let bytes = listing::to_wire(found.entries.iter().map(|e| match style {
                     ListingStyle::Long => listing::list_line(e, now),
                     ListingStyle::Names => listing::display_name(&e.name).into_owned(),
                     ListingStyle::Facts => listing::mlsx_line(e, facts, Role::Entry),

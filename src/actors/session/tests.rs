@@ -164,7 +164,7 @@ macro_rules! burning {
 
 burning! {
     Stat => crate::actors::file_store::FileInfo,
-    List => Vec<crate::actors::file_store::FileInfo>,
+    List => crate::actors::file_store::Listing,
     OpenRead => crate::actors::file_store::ReadHandle,
     OpenWrite => crate::actors::file_store::Upload,
     CommitUpload => (),
