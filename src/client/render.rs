@@ -30,6 +30,7 @@ pub fn entries_table(entries: &[RemoteEntry]) -> String {
 
 /// Progress of one transfer: a bar on a terminal, nothing otherwise.
 pub struct Progress {
+    label: String,
     bar: Option<ProgressBar>,
     started: Instant,
     bytes: u64,
@@ -57,6 +58,7 @@ impl Progress {
             bar
         });
         Progress {
+            label: label.to_owned(),
             bar,
             started: Instant::now(),
             bytes: 0,
@@ -78,13 +80,13 @@ impl Progress {
         }
     }
 
-    /// Ends the display; returns the summary line: bytes, time, rate.
+    /// Ends the display; returns the summary line: name, bytes, time, rate.
     pub fn finish(self) -> String {
         let elapsed = self.started.elapsed();
         if let Some(bar) = &self.bar {
             bar.finish();
         }
-        summary(self.bytes, elapsed)
+        format!("{}: {}", self.label, summary(self.bytes, elapsed))
     }
 
     /// Ends the display after a failure.

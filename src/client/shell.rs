@@ -351,7 +351,7 @@ impl Shell {
             ("dir", [] | [_]) => {
                 let abort = self.reset_abort();
                 let entries = self.client()?.list(args.first().copied(), &abort)?;
-                print!("{}", render::entries_table(&entries));
+                println!("{}", render::entries_table(&entries));
             }
             ("cd", [path]) => {
                 self.client()?.ok(&format!("CWD {path}"))?;
@@ -371,7 +371,7 @@ impl Shell {
                 let dir = args
                     .first()
                     .map_or_else(|| PathBuf::from("."), PathBuf::from);
-                print!("{}", render::entries_table(&local_entries(&dir)?));
+                println!("{}", render::entries_table(&local_entries(&dir)?));
             }
             ("get", _) => self.get(args)?,
             ("put", _) => self.put(args)?,
