@@ -615,17 +615,12 @@ impl Shell {
             })
         };
         let size = self.remote_size(remote)?;
-        let mut file = if resume {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(local)
-                .map_err(local_err)?
-        } else {
-            File::create(local).map_err(local_err)?
-        };
         let offset = if resume {
-            file.metadata().map_err(local_err)?.len()
+            match fs::metadata(local) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(local_err(e)),
+            }
         } else {
             0
         };
@@ -633,18 +628,32 @@ impl Shell {
             println!("{local_name} is already complete ({offset} bytes).");
             return Ok(());
         }
+        let mut sink = LazyFile {
+            path: local.to_path_buf(),
+            append: resume,
+            file: None,
+        };
         let abort = self.reset_abort();
         let mut progress = Progress::start(remote, size, self.opts.progress);
         progress.resume_at(offset);
         let client = self.client()?;
-        let result = client.retrieve(
-            remote,
-            offset,
-            &mut file,
-            &local_name,
-            &mut |n| progress.advance(n),
-            &abort,
-        );
+        let result = client
+            .retrieve(
+                remote,
+                offset,
+                &mut sink,
+                &local_name,
+                &mut |n| progress.advance(n),
+                &abort,
+            )
+            .and_then(|n| {
+                sink.finish()
+                    .map(|()| n)
+                    .map_err(|source| ClientError::Local {
+                        path: local_name.clone(),
+                        source,
+                    })
+            });
         self.report(progress, result)
     }
 
@@ -809,6 +818,51 @@ impl Shell {
         };
         self.completion_cache = Some((dir.to_owned(), names.clone()));
         names
+    }
+}
+
+/// The local side of a download: created (or opened for appending) at the first byte, so a
+/// refused RETR leaves no empty file behind; a partial file stays for `get -c`.
+struct LazyFile {
+    path: PathBuf,
+    append: bool,
+    file: Option<File>,
+}
+
+impl LazyFile {
+    fn open(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            let file = if self.append {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?
+            } else {
+                File::create(&self.path)?
+            };
+            self.file = Some(file);
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("local file not open"))
+    }
+
+    /// Makes sure the file exists (an empty download writes no byte) and is flushed.
+    fn finish(mut self) -> io::Result<()> {
+        self.open()?.flush()
+    }
+}
+
+impl Write for LazyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.open()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
     }
 }
 
