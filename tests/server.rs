@@ -700,3 +700,28 @@ fn mlsd_of_a_directory_holding_one_file_lists_it_and_mlsd_of_a_file_is_501() {
     let (reply, _) = ctl.fetch("MLSD solo/only.txt");
     assert_eq!(reply.code, 501);
 }
+
+#[test]
+fn an_ipv6_listener_serves_a_whole_session() {
+    let server = TestServer::start(&["--listen", "[::1]:0"]);
+    server.wait_stderr("listening on [::1]:");
+    let v6: std::net::SocketAddr = server
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.split("listening on ")
+                .nth(1)
+                .filter(|a| a.starts_with('['))
+        })
+        .and_then(|a| a.trim().parse().ok())
+        .expect("an IPv6 listening line");
+    let mut ctl = Control::connect(v6);
+    assert_eq!(ctl.reply().code, 220);
+    ctl.expect("SITE REGISTER kate kate-password", 200);
+    ctl.login("kate", "kate-password");
+    ctl.expect("PASV", 425);
+    let bytes = pseudo_random(100_000, 6);
+    assert_eq!(ctl.stor("v6.bin", &bytes).code, 226);
+    assert_eq!(ctl.retr("v6.bin"), bytes);
+    ctl.expect("QUIT", 221);
+}

@@ -493,9 +493,23 @@ impl Control {
         SocketAddr::from((ip, n[4] * 256 + n[5]))
     }
 
-    /// Opens a passive data connection (PASV + connect).
+    /// EPSV: returns the data address (the control peer's address, the port from the 229 reply).
+    pub fn epsv(&mut self) -> SocketAddr {
+        let reply = self.expect("EPSV", 229);
+        let text = reply.text();
+        let port = text
+            .split("|||")
+            .nth(1)
+            .and_then(|s| s.split('|').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no (|||port|) in {text:?}"));
+        SocketAddr::new(self.writer.peer_addr().expect("peer").ip(), port)
+    }
+
+    /// Opens a passive data connection: PASV over IPv4, EPSV over IPv6, then connect.
     pub fn data_connection(&mut self) -> TcpStream {
-        let addr = self.pasv();
+        let v6 = self.writer.peer_addr().expect("peer").is_ipv6();
+        let addr = if v6 { self.epsv() } else { self.pasv() };
         let data = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect data channel");
         data.set_read_timeout(Some(IO_TIMEOUT))
             .expect("read timeout");
