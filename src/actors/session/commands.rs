@@ -6,21 +6,35 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime};
 
+use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
 use super::{AfterTransfer, Running, Session, TransferKind};
+use crate::actors::Services;
 use crate::actors::account_registry::{AuthError, Authenticate, ChangePassword, Register};
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::data_channel::{self, Job};
 use crate::actors::file_store::{
-    CreateHome, FileInfo, FileKind, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir, Stat,
-    StoreError,
+    CreateHome, FileInfo, FileKind, List, Listing, Mkdir, OpenRead, OpenWrite, ReadHandle, Remove,
+    Rename, Rmdir, Stat, StoreError, Upload,
 };
 use crate::actors::vpath::{PathError, VPath};
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
 use crate::codec::listing::{self, Facts, Role};
 use crate::codec::{Command, Password, Reply, ReplyCode};
 use crate::config::Registration;
+
+/// What a command does once the file store has answered.
+enum Next {
+    /// Send this final reply.
+    Reply(Reply),
+    /// Reply 150 and run this transfer; its end sends the final reply.
+    Transfer {
+        job: Job,
+        kind: TransferKind,
+        opening: String,
+    },
+}
 
 /// Which listing a data transfer carries.
 #[derive(Clone, Copy)]
@@ -343,125 +357,90 @@ impl Session {
         }
     }
 
-    // ---- navigation and file actions (RFC 959 §4.1.1, §4.1.3) ----
-
-    fn cwd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+    /// The shape of every command on one path: check the login and the name, ask the file
+    /// store, then turn its answer into the final reply (`on_ok`) or an error reply.
+    fn on_path<M, T>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: String,
+        arg: &str,
+        request: impl FnOnce(&Services, Arc<str>, VPath) -> RecipientRequest<M>,
+        on_ok: impl FnOnce(&mut Session, T, VPath) -> Next + 'static,
+    ) where
+        M: Message<Result = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
         let Some(user) = self.user_or_reply(&text) else {
             return;
         };
         let Some(path) = self.resolve(&text, arg) else {
             return;
         };
-        let request = self.env.services.stat.send(Stat {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(info) if info.kind == FileKind::Dir => {
-                    act.cwd = path;
-                    Reply::new(ReplyCode::FileActionOk, "Directory successfully changed.")
+        let request = request(&self.env.services, user, path.clone());
+        self.ask(ctx, text, request, move |act, res, ctx, text| {
+            match res.map(|found| on_ok(act, found, path)) {
+                Ok(Next::Reply(reply)) => act.finish(&text, reply),
+                Ok(Next::Transfer { job, kind, opening }) => {
+                    act.start_transfer(ctx, text, job, kind, &opening);
                 }
-                Ok(_) => Reply::new(ReplyCode::FileUnavailable, "Not a directory."),
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+                Err(e) => {
+                    let reply = act.store_error(&e);
+                    act.finish(&text, reply);
+                }
+            }
+        });
+    }
+
+    // ---- navigation and file actions (RFC 959 §4.1.1, §4.1.3) ----
+
+    fn cwd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
+        self.on_path(ctx, text, arg, stat, |act, info: FileInfo, path| {
+            Next::Reply(if info.kind == FileKind::Dir {
+                act.cwd = path;
+                Reply::new(ReplyCode::FileActionOk, "Directory successfully changed.")
+            } else {
+                Reply::new(ReplyCode::FileUnavailable, "Not a directory.")
+            })
         });
     }
 
     fn mkd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.mkdir.send(Mkdir {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(()) => {
-                    act.audit_file_event(EventKind::Mkdir, &path, None);
-                    Reply::path(path.as_str(), "created.")
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let mkdir = |s: &Services, user, path| s.mkdir.send(Mkdir { user, path });
+        self.on_path(ctx, text, arg, mkdir, |act, (), path| {
+            act.audit_file_event(EventKind::Mkdir, &path, None);
+            Next::Reply(Reply::path(path.as_str(), "created."))
         });
     }
 
     fn rmd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.rmdir.send(Rmdir {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(()) => {
-                    act.audit_file_event(EventKind::Rmdir, &path, None);
-                    Reply::new(ReplyCode::FileActionOk, "Directory removed.")
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let rmdir = |s: &Services, user, path| s.rmdir.send(Rmdir { user, path });
+        self.on_path(ctx, text, arg, rmdir, |act, (), path| {
+            act.audit_file_event(EventKind::Rmdir, &path, None);
+            Next::Reply(Reply::new(ReplyCode::FileActionOk, "Directory removed."))
         });
     }
 
     fn dele(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.remove.send(Remove {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(()) => {
-                    act.audit_file_event(EventKind::Delete, &path, None);
-                    Reply::new(ReplyCode::FileActionOk, "File deleted.")
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let remove = |s: &Services, user, path| s.remove.send(Remove { user, path });
+        self.on_path(ctx, text, arg, remove, |act, (), path| {
+            act.audit_file_event(EventKind::Delete, &path, None);
+            Next::Reply(Reply::new(ReplyCode::FileActionOk, "File deleted."))
         });
     }
 
     fn rnfr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.stat.send(Stat {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(_) if path.is_root() => Reply::new(
+        let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
+        self.on_path(ctx, text, arg, stat, |act, _: FileInfo, path| {
+            Next::Reply(if path.is_root() {
+                Reply::new(
                     ReplyCode::FileUnavailable,
                     "Cannot rename the home directory.",
-                ),
-                Ok(_) => {
-                    act.rename_from = Some(path);
-                    Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+                )
+            } else {
+                act.rename_from = Some(path);
+                Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
+            })
         });
     }
 
@@ -473,26 +452,11 @@ impl Session {
             );
             return;
         };
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(to) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.rename.send(Rename {
-            user,
-            from: from.clone(),
-            to: to.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(()) => {
-                    act.audit_file_event(EventKind::Rename, &from, Some(&to));
-                    Reply::new(ReplyCode::FileActionOk, "Rename successful.")
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let source = from.clone();
+        let rename = move |s: &Services, user, to| s.rename.send(Rename { user, from, to });
+        self.on_path(ctx, text, arg, rename, move |act, (), to| {
+            act.audit_file_event(EventKind::Rename, &source, Some(&to));
+            Next::Reply(Reply::new(ReplyCode::FileActionOk, "Rename successful."))
         });
     }
 
@@ -526,80 +490,42 @@ impl Session {
         ctx: &mut Context<Self>,
         fact: fn(&FileInfo) -> String,
     ) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.stat.send(Stat { user, path });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(info) if info.kind == FileKind::File => {
-                    Reply::new(ReplyCode::FileStatus, fact(&info))
-                }
-                Ok(_) => Reply::new(ReplyCode::FileUnavailable, "Not a plain file."),
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
+        self.on_path(ctx, text, arg, stat, move |_, info: FileInfo, _| {
+            Next::Reply(if info.kind == FileKind::File {
+                Reply::new(ReplyCode::FileStatus, fact(&info))
+            } else {
+                Reply::new(ReplyCode::FileUnavailable, "Not a plain file.")
+            })
         });
     }
 
     fn mlst(&mut self, text: String, arg: Option<String>, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else {
-            return;
-        };
-        let request = self.env.services.stat.send(Stat {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(mut info) => {
-                    // RFC 3659 §7.2: the fact line names the object by its full pathname.
-                    info.name = path.to_string();
-                    let line = listing::mlsx_line(&info, act.facts, Role::Entry);
-                    Reply::multi(
-                        ReplyCode::FileActionOk,
-                        vec![
-                            format!("Listing {path}"),
-                            format!(" {line}"),
-                            "End".to_owned(),
-                        ],
-                    )
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
+        let arg = arg.unwrap_or_default();
+        self.on_path(ctx, text, &arg, stat, |act, mut info: FileInfo, path| {
+            // RFC 3659 §7.2: the fact line names the object by its full pathname.
+            info.name = path.to_string();
+            let line = listing::mlsx_line(&info, act.facts, Role::Entry);
+            Next::Reply(Reply::multi(
+                ReplyCode::FileActionOk,
+                vec![
+                    format!("Listing {path}"),
+                    format!(" {line}"),
+                    "End".to_owned(),
+                ],
+            ))
         });
     }
 
     fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.list.send(List {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, _, text| {
-            let reply = match res {
-                Ok(found) => {
-                    let now = SystemTime::now();
-                    let mut lines = vec![format!("Status of {path}:")];
-                    lines.extend(found.entries.iter().map(|e| listing::list_line(e, now)));
-                    lines.push("End of status.".to_owned());
-                    Reply::multi(ReplyCode::FileStatus, lines)
-                }
-                Err(e) => act.store_error(&e),
-            };
-            act.finish(&text, reply);
+        let list = |s: &Services, user, path| s.list.send(List { user, path });
+        self.on_path(ctx, text, arg, list, |_, found: Listing, path| {
+            let now = SystemTime::now();
+            let mut lines = vec![format!("Status of {path}:")];
+            lines.extend(found.entries.iter().map(|e| listing::list_line(e, now)));
+            lines.push("End of status.".to_owned());
+            Next::Reply(Reply::multi(ReplyCode::FileStatus, lines))
         });
     }
 
@@ -775,99 +701,62 @@ impl Session {
         style: ListingStyle,
         ctx: &mut Context<Self>,
     ) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
         if !self.need_data(&text) {
             return;
         }
-        let Some(path) = self.resolve(&text, arg.as_deref().unwrap_or("")) else {
-            return;
-        };
-        let request = self.env.services.list.send(List {
-            user: user.clone(),
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, ctx, text| match res {
-            Ok(found) => {
-                if matches!(style, ListingStyle::Facts) && !found.is_dir {
-                    // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
-                    act.finish(
-                        &text,
-                        Reply::new(
-                            ReplyCode::BadArguments,
-                            format!("{path} is not a directory."),
-                        ),
-                    );
-                    return;
-                }
-                let now = SystemTime::now();
-                let facts = act.facts;
-                let bytes = listing::to_wire(found.entries.iter().map(|e| match style {
-                    ListingStyle::Long => listing::list_line(e, now),
-                    ListingStyle::Names => listing::display_name(&e.name).into_owned(),
-                    ListingStyle::Facts => listing::mlsx_line(e, facts, Role::Entry),
-                }));
-                act.start_transfer(
-                    ctx,
-                    text,
-                    Job::SendBytes(bytes),
-                    TransferKind::Listing,
-                    "Here comes the directory listing.",
-                );
+        let list = |s: &Services, user, path| s.list.send(List { user, path });
+        let arg = arg.unwrap_or_default();
+        self.on_path(ctx, text, &arg, list, move |act, found: Listing, path| {
+            if matches!(style, ListingStyle::Facts) && !found.is_dir {
+                // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
+                return Next::Reply(Reply::new(
+                    ReplyCode::BadArguments,
+                    format!("{path} is not a directory."),
+                ));
             }
-            Err(e) => {
-                let reply = act.store_error(&e);
-                act.finish(&text, reply);
+            let now = SystemTime::now();
+            let facts = act.facts;
+            let bytes = listing::to_wire(found.entries.iter().map(|e| match style {
+                ListingStyle::Long => listing::list_line(e, now),
+                ListingStyle::Names => listing::display_name(&e.name).into_owned(),
+                ListingStyle::Facts => listing::mlsx_line(e, facts, Role::Entry),
+            }));
+            Next::Transfer {
+                job: Job::SendBytes(bytes),
+                kind: TransferKind::Listing,
+                opening: "Here comes the directory listing.".to_owned(),
             }
         });
     }
 
     fn retr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
         if !self.need_data(&text) {
             return;
         }
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
+        let open = |s: &Services, user, path| {
+            s.open_read.send(OpenRead {
+                user,
+                path,
+                offset: 0,
+            })
         };
-        let request = self.env.services.open_read.send(OpenRead {
-            user,
-            path: path.clone(),
-            offset: 0,
-        });
-        self.ask(ctx, text, request, move |act, res, ctx, text| match res {
-            Ok(handle) => {
-                let ascii = act.ascii;
-                let mode = if ascii { "ASCII" } else { "BINARY" };
-                let msg = format!(
+        self.on_path(ctx, text, arg, open, |act, handle: ReadHandle, path| {
+            let mode = if act.ascii { "ASCII" } else { "BINARY" };
+            Next::Transfer {
+                opening: format!(
                     "Opening {mode} mode data connection for {path} ({} bytes).",
                     handle.size
-                );
-                act.start_transfer(
-                    ctx,
-                    text,
-                    Job::SendFile {
-                        file: handle.file,
-                        ascii,
-                    },
-                    TransferKind::Download(path),
-                    &msg,
-                );
-            }
-            Err(e) => {
-                let reply = act.store_error(&e);
-                act.finish(&text, reply);
+                ),
+                job: Job::SendFile {
+                    file: handle.file,
+                    ascii: act.ascii,
+                },
+                kind: TransferKind::Download(path),
             }
         });
     }
 
     fn stor(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let Some(user) = self.user_or_reply(&text) else {
-            return;
-        };
         if !self.need_data(&text) {
             return;
         }
@@ -879,28 +768,15 @@ impl Session {
             );
             return;
         }
-        let Some(path) = self.resolve(&text, arg) else {
-            return;
-        };
-        let request = self.env.services.open_write.send(OpenWrite {
-            user,
-            path: path.clone(),
-        });
-        self.ask(ctx, text, request, move |act, res, ctx, text| match res {
-            Ok(upload) => {
-                let ascii = act.ascii;
-                let msg = format!("Ok to send data for {path}.");
-                act.start_transfer(
-                    ctx,
-                    text,
-                    Job::Receive { upload, ascii },
-                    TransferKind::Upload(path),
-                    &msg,
-                );
-            }
-            Err(e) => {
-                let reply = act.store_error(&e);
-                act.finish(&text, reply);
+        let open = |s: &Services, user, path| s.open_write.send(OpenWrite { user, path });
+        self.on_path(ctx, text, arg, open, |act, upload: Upload, path| {
+            Next::Transfer {
+                opening: format!("Ok to send data for {path}."),
+                job: Job::Receive {
+                    upload,
+                    ascii: act.ascii,
+                },
+                kind: TransferKind::Upload(path),
             }
         });
     }
