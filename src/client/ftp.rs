@@ -389,6 +389,17 @@ impl FtpClient {
         Ok(())
     }
 
+    /// The data connection broke: close it and read the server's verdict (426/451) for the
+    /// transfer, which explains the failure better than the socket error.
+    fn data_failed(&mut self, data: TcpStream, e: io::Error) -> ClientError {
+        drop(data);
+        match self.reply() {
+            Ok(reply) if !reply.is_success() => ClientError::Refused(reply),
+            Ok(_) => ClientError::Data(e),
+            Err(control) => control,
+        }
+    }
+
     /// Downloads `remote` into `sink`, starting at `offset` (REST STREAM when non-zero).
     /// `progress` gets the byte count of each chunk; setting `abort` stops the transfer.
     ///
@@ -438,16 +449,7 @@ impl FtpClient {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    drop(data);
-                    // The server still sends its verdict (426/451) for the failed transfer.
-                    let reply = self.reply()?;
-                    return Err(if reply.is_success() {
-                        ClientError::Data(e)
-                    } else {
-                        ClientError::Refused(reply)
-                    });
-                }
+                Err(e) => return Err(self.data_failed(data, e)),
             }
         }
         drop(data);
@@ -491,13 +493,7 @@ impl FtpClient {
                 }
             };
             if let Err(e) = data.write_all(&buf[..n]) {
-                drop(data);
-                let reply = self.reply()?;
-                return Err(if reply.is_success() {
-                    ClientError::Data(e)
-                } else {
-                    ClientError::Refused(reply)
-                });
+                return Err(self.data_failed(data, e));
             }
             total += n as u64;
             progress(n as u64);
