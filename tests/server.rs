@@ -470,7 +470,10 @@ fn protocol_errors_get_the_right_codes() {
     ctl.expect("RNTO y", 503);
     ctl.expect("STOR y", 425);
     ctl.expect("RETR y", 425);
-    ctl.expect("PORT 127,0,0,1,4,1", 502);
+    ctl.expect("PORT 10,0,0,1,4,1", 500);
+    ctl.expect("PORT 127,0,0,1,0,21", 500);
+    ctl.expect("EPRT |1|10.0.0.1|1025|", 500);
+    ctl.expect("EPRT |3|x|1025|", 522);
     ctl.pasv();
     ctl.expect("STOR newdir/", 553);
     assert!(!server.home("frank").join("newdir").exists());

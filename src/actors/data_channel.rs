@@ -74,8 +74,8 @@ pub fn bind_passive(ip: IpAddr, range: Option<PortRange>) -> io::Result<TcpListe
     Err(last)
 }
 
-/// The same address family-independent host: an IPv4-mapped IPv6 address equals its IPv4 form.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// The same host whatever the family: an IPv4-mapped IPv6 address becomes its IPv4 form.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,
@@ -116,6 +116,51 @@ pub async fn accept_from(
     }
 }
 
+/// How the data connection will be made.
+#[derive(Debug)]
+pub enum DataPlan {
+    /// PASV/EPSV: the client connects to this listener.
+    Passive(TcpListener),
+    /// PORT/EPRT: the server connects to the client's `target` from `local`, its own address
+    /// on the control connection.
+    Active {
+        /// The client's data port.
+        target: SocketAddr,
+        /// The server's control-connection address.
+        local: IpAddr,
+    },
+}
+
+/// Connects to an active-mode client from `local` (port from the OS), within `wait`.
+async fn connect_from(
+    local: IpAddr,
+    target: SocketAddr,
+    wait: Duration,
+) -> Result<TcpStream, DataError> {
+    let local = match (canonical(local), target) {
+        (IpAddr::V4(v4), SocketAddr::V4(_)) => IpAddr::V4(v4),
+        (IpAddr::V6(v6), SocketAddr::V6(_)) => IpAddr::V6(v6),
+        // The control connection came over the other family: let the OS pick the source.
+        (_, SocketAddr::V4(_)) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        (_, SocketAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = match target {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|_| DataError::NoConnection)?;
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .map_err(|_| DataError::NoConnection)?;
+    match tokio::time::timeout(wait, socket.connect(target)).await {
+        Ok(Ok(stream)) => {
+            stream.set_nodelay(true).ok();
+            Ok(stream)
+        }
+        _ => Err(DataError::NoConnection),
+    }
+}
+
 /// What a transfer task does once its data connection is open.
 pub enum Job {
     /// Send these bytes (a listing) and close.
@@ -144,17 +189,21 @@ pub struct Outcome {
     pub upload: Option<Upload>,
 }
 
-/// Accepts the data connection and runs `job`, counting bytes into `progress` (for STAT).
-/// Every read and write must make progress within `stall`.
+/// Opens the data connection as planned and runs `job`, counting bytes into `progress` (for
+/// STAT). Every read and write must make progress within `stall`.
 pub async fn run(
-    listener: TcpListener,
+    plan: DataPlan,
     peer: IpAddr,
     stall: Duration,
     session: u64,
     job: Job,
     progress: Arc<AtomicU64>,
 ) -> Outcome {
-    let stream = match accept_from(listener, peer, stall, session).await {
+    let connected = match plan {
+        DataPlan::Passive(listener) => accept_from(listener, peer, stall, session).await,
+        DataPlan::Active { target, local } => connect_from(local, target, stall).await,
+    };
+    let stream = match connected {
         Ok(stream) => stream,
         Err(e) => {
             return Outcome {
@@ -246,7 +295,11 @@ async fn receive(
     stall: Duration,
     progress: &AtomicU64,
 ) -> Outcome {
-    let Upload { file, staged } = upload;
+    let Upload {
+        file,
+        target,
+        finish,
+    } = upload;
     let mut file = tokio::fs::File::from_std(file);
     let mut buf = vec![0u8; CHUNK];
     let mut converted = Vec::new();
@@ -283,10 +336,12 @@ async fn receive(
             result: Ok(n),
             upload: Some(Upload {
                 file: file.into_std().await,
-                staged,
+                target,
+                finish,
             }),
         },
-        // Dropping `staged` removes the temporary file: the previous file stays as it was.
+        // Dropping `finish` removes a temporary file (the previous file stays as it was) or
+        // releases an in-place writer's lock (what arrived stays, for a later resume).
         Err(e) => Outcome {
             result: Err(e),
             upload: None,

@@ -11,11 +11,12 @@
 //! canonicalising and requiring the result to lie inside the canonical home. Anything outside,
 //! dangling, or not a regular file or directory looks exactly like a missing entry.
 
+use std::collections::HashSet;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
@@ -55,6 +56,10 @@ pub struct FileInfo {
 pub struct Listing {
     /// Whether the listed path is a directory (else `entries` is that one file).
     pub is_dir: bool,
+    /// The listed directory itself (MLSD's `cdir`), named `.`.
+    pub this: Option<FileInfo>,
+    /// Its parent, unless it is the home (MLSD's `pdir`), named `..`.
+    pub parent: Option<FileInfo>,
     /// The entries, sorted by name.
     pub entries: Vec<FileInfo>,
 }
@@ -81,6 +86,12 @@ pub enum StoreError {
     /// 550: not allowed (also: removing or renaming the home itself).
     #[error("permission denied")]
     PermissionDenied,
+    /// 450: another upload is writing this file in place.
+    #[error("file busy")]
+    Busy,
+    /// 554: REST points beyond the end of the file.
+    #[error("restart offset beyond the end of the file")]
+    BadOffset,
     /// 553: file name not allowed (bad user name, renaming a directory into itself).
     #[error("file name not allowed")]
     InvalidName,
@@ -136,14 +147,18 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::IsADirectory`] for a directory; [`StoreError::NotFound`] as for `stat`.
     fn open_read(&self, user: &str, path: &VPath, offset: u64) -> Result<ReadHandle, StoreError>;
 
-    /// Prepare an upload: a new temporary file in the staging dir. The target is checked now:
-    /// its parent must be an existing directory inside the jail and it must not be a directory.
+    /// Prepare an upload. [`WriteMode::Replace`] writes a new temporary file in the staging
+    /// dir (committed by [`Storage::commit`]); the other modes write the target in place while
+    /// holding its write lock. The target is checked now: its parent must be an existing
+    /// directory inside the jail and it must not be a directory.
     ///
     /// # Errors
     ///
     /// [`StoreError::IsADirectory`], [`StoreError::NotADirectory`] (parent is a file),
-    /// [`StoreError::NotFound`] (parent missing or outside the home).
-    fn open_write(&self, user: &str, path: &VPath) -> Result<Upload, StoreError>;
+    /// [`StoreError::NotFound`] (parent missing or outside the home; or a missing file for
+    /// `At`), [`StoreError::Busy`] (another in-place writer has the file),
+    /// [`StoreError::BadOffset`] (`At` beyond the end).
+    fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError>;
 
     /// Atomically rename the staged temporary file over its target, re-checking the jail.
     /// On error the temporary file is removed and the old target is left intact.
@@ -183,6 +198,120 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::PermissionDenied`] if either path is "/"; [`StoreError::InvalidName`] when
     /// moving a directory into its own subtree.
     fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError>;
+
+    /// Set the modification time of a file or directory (MFMT).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] as for `stat`.
+    fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError>;
+
+    /// Set the permission bits (at most 0o777) of a file or directory (SITE CHMOD).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] as for `stat`.
+    fn chmod(&self, user: &str, path: &VPath, mode: u32) -> Result<(), StoreError>;
+
+    /// Digest of a regular file's contents (HASH): lowercase hex, and the file size.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::IsADirectory`]; [`StoreError::NotFound`] as for `stat`.
+    fn hash(&self, user: &str, path: &VPath, algo: HashAlgo) -> Result<(String, u64), StoreError>;
+}
+
+/// How an upload writes its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// STOR: a temporary file renamed over the target at the end; readers never see half a
+    /// file, and a failed upload leaves the old one.
+    Replace,
+    /// APPE: append to the file in place (created when missing).
+    Append,
+    /// REST + STOR: keep the first `n` bytes, write from there in place (resume).
+    At(u64),
+    /// STOU: a new file under a name not yet taken, derived from the target's name.
+    Unique,
+}
+
+/// Digest algorithms for HASH (draft-bryan-ftpext-hash §3.1 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgo {
+    /// SHA-256, the default.
+    Sha256,
+    /// SHA-512.
+    Sha512,
+    /// SHA-1.
+    Sha1,
+    /// MD5.
+    Md5,
+    /// CRC-32 (IEEE).
+    Crc32,
+}
+
+impl HashAlgo {
+    /// Every algorithm, in the order FEAT lists them.
+    pub const ALL: [HashAlgo; 5] = [
+        HashAlgo::Sha256,
+        HashAlgo::Sha512,
+        HashAlgo::Sha1,
+        HashAlgo::Md5,
+        HashAlgo::Crc32,
+    ];
+
+    /// The name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Sha256 => "SHA-256",
+            HashAlgo::Sha512 => "SHA-512",
+            HashAlgo::Sha1 => "SHA-1",
+            HashAlgo::Md5 => "MD5",
+            HashAlgo::Crc32 => "CRC32",
+        }
+    }
+
+    /// Looks an algorithm up by its wire name, case-insensitively.
+    pub fn from_name(name: &str) -> Option<HashAlgo> {
+        HashAlgo::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Digests everything `reader` yields.
+    ///
+    /// # Errors
+    /// A read error.
+    pub fn digest(self, reader: &mut dyn io::Read) -> io::Result<String> {
+        use sha2::Digest;
+        fn run<D: sha2::Digest>(mut d: D, reader: &mut dyn io::Read) -> io::Result<String> {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(hex::encode(d.finalize()));
+                }
+                d.update(&buf[..n]);
+            }
+        }
+        match self {
+            HashAlgo::Sha256 => run(sha2::Sha256::new(), reader),
+            HashAlgo::Sha512 => run(sha2::Sha512::new(), reader),
+            HashAlgo::Sha1 => run(sha1::Sha1::new(), reader),
+            HashAlgo::Md5 => run(md5::Md5::new(), reader),
+            HashAlgo::Crc32 => {
+                let mut crc = crc32fast::Hasher::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = reader.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(format!("{:08x}", crc.finalize()));
+                    }
+                    crc.update(&buf[..n]);
+                }
+            }
+        }
+    }
 }
 
 /// A regular file opened for reading.
@@ -194,13 +323,41 @@ pub struct ReadHandle {
     pub size: u64,
 }
 
-/// An upload in progress: the open temp file plus where it goes.
+/// An upload in progress: the open file to write, and how it ends.
 #[derive(Debug)]
 pub struct Upload {
-    /// The temporary file to write the uploaded bytes to.
+    /// Where the bytes go: the temporary file, or the target itself (positioned).
     pub file: File,
-    /// Pass this to [`Storage::commit`] (or [`CommitUpload`]) once every byte is written.
-    pub staged: StagedUpload,
+    /// The path the client sees (for STOU, the name chosen).
+    pub target: VPath,
+    /// What completes it.
+    pub finish: Finish,
+}
+
+/// How an upload is completed.
+#[derive(Debug)]
+pub enum Finish {
+    /// Pass to [`Storage::commit`] (or [`CommitUpload`]) once every byte is written.
+    Staged(StagedUpload),
+    /// Written in place; dropping the lock is all that is left.
+    InPlace(WriteLock),
+}
+
+/// Exclusive right to write one file in place; released on drop. Two in-place writers of one
+/// file would interleave their bytes, so the second is refused ([`StoreError::Busy`]).
+#[derive(Debug)]
+pub struct WriteLock {
+    locks: Arc<Mutex<HashSet<PathBuf>>>,
+    path: PathBuf,
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.path);
+    }
 }
 
 /// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
@@ -211,13 +368,6 @@ pub struct StagedUpload {
     user: Arc<str>,
     target: VPath,
     committed: bool,
-}
-
-impl StagedUpload {
-    /// The path the upload will replace, as the client named it.
-    pub fn target(&self) -> &VPath {
-        &self.target
-    }
 }
 
 impl Drop for StagedUpload {
@@ -235,7 +385,13 @@ impl Drop for StagedUpload {
 pub struct LocalStorage {
     homes: PathBuf,
     tmp: PathBuf,
+    anonymous: Option<PathBuf>,
+    locks: Arc<Mutex<HashSet<PathBuf>>>,
 }
+
+/// The user key under which the anonymous area is reached: it can never be an account name
+/// (those cannot contain `@`), so no account can reach it.
+pub const ANONYMOUS: &str = "@anonymous";
 
 /// The outcome of resolving a path whose parent passed the jail checks.
 enum Lookup {
@@ -270,15 +426,74 @@ impl LocalStorage {
         Ok(LocalStorage {
             homes: fs::canonicalize(homes_dir)?,
             tmp: fs::canonicalize(tmp_dir)?,
+            anonymous: None,
+            locks: Arc::default(),
         })
+    }
+
+    /// Serves `root` as the home of the [`ANONYMOUS`] user.
+    ///
+    /// # Errors
+    ///
+    /// If `root` cannot be created or resolved.
+    pub fn with_anonymous_root(mut self, root: &Path) -> io::Result<LocalStorage> {
+        fs::create_dir_all(root)?;
+        self.anonymous = Some(fs::canonicalize(root)?);
+        Ok(self)
     }
 
     /// `homes_dir/user`, refusing names that would not stay one component below it.
     fn home_path(&self, user: &str) -> Result<PathBuf, StoreError> {
-        if matches!(user, "" | "." | "..") || user.contains(['/', '\0']) {
+        if user == ANONYMOUS {
+            return self.anonymous.clone().ok_or(StoreError::NotFound);
+        }
+        if matches!(user, "" | "." | "..") || user.contains(['/', '\0', '@']) {
             return Err(StoreError::NotFound);
         }
         Ok(self.homes.join(user))
+    }
+
+    fn lock(&self, path: PathBuf) -> Result<WriteLock, StoreError> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if !locks.insert(path.clone()) {
+            return Err(StoreError::Busy);
+        }
+        Ok(WriteLock {
+            locks: Arc::clone(&self.locks),
+            path,
+        })
+    }
+
+    /// STOU: creates the first free name among `name`, `name.1`, ... `name.999` next to
+    /// `path`, in place and locked.
+    fn create_unique(&self, user: &str, path: &VPath) -> Result<Upload, StoreError> {
+        let home = self.home(user)?;
+        let base = path.file_name().unwrap_or("file");
+        let parent = path.parent().unwrap_or_else(VPath::root);
+        for n in 0..1000 {
+            let name = if n == 0 {
+                base.to_owned()
+            } else {
+                format!("{base}.{n}")
+            };
+            let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
+            let Lookup::Missing(real) = self.lookup(&home, &candidate)? else {
+                continue;
+            };
+            match OpenOptions::new().write(true).create_new(true).open(&real) {
+                Ok(file) => {
+                    let lock = self.lock(real)?;
+                    return Ok(Upload {
+                        file,
+                        target: candidate,
+                        finish: Finish::InPlace(lock),
+                    });
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StoreError::AlreadyExists)
     }
 
     /// The canonical home: the root every resolved path must stay under.
@@ -429,6 +644,8 @@ impl Storage for LocalStorage {
             let name = path.file_name().unwrap_or("/").to_owned();
             return Ok(Listing {
                 is_dir: false,
+                this: None,
+                parent: None,
                 entries: vec![file_info(name, &entry.meta)],
             });
         }
@@ -452,8 +669,17 @@ impl Storage for LocalStorage {
             }
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let parent = match path.parent() {
+            Some(parent) => Some(file_info(
+                "..".to_owned(),
+                &self.existing(user, &parent)?.meta,
+            )),
+            None => None,
+        };
         Ok(Listing {
             is_dir: true,
+            this: Some(file_info(".".to_owned(), &entry.meta)),
+            parent,
             entries: infos,
         })
     }
@@ -476,16 +702,46 @@ impl Storage for LocalStorage {
         })
     }
 
-    fn open_write(&self, user: &str, path: &VPath) -> Result<Upload, StoreError> {
-        self.write_target(user, path)?;
-        let (temp, file) = self.create_temp()?;
-        let staged = StagedUpload {
-            temp,
-            user: Arc::from(user),
+    fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
+        let real = self.write_target(user, path)?;
+        let in_place = |file: File, lock: WriteLock| Upload {
+            file,
             target: path.clone(),
-            committed: false,
+            finish: Finish::InPlace(lock),
         };
-        Ok(Upload { file, staged })
+        match mode {
+            WriteMode::Replace => {
+                let (temp, file) = self.create_temp()?;
+                let staged = StagedUpload {
+                    temp,
+                    user: Arc::from(user),
+                    target: path.clone(),
+                    committed: false,
+                };
+                Ok(Upload {
+                    file,
+                    target: path.clone(),
+                    finish: Finish::Staged(staged),
+                })
+            }
+            WriteMode::Append => {
+                let lock = self.lock(real.clone())?;
+                let file = OpenOptions::new().create(true).append(true).open(&real)?;
+                Ok(in_place(file, lock))
+            }
+            WriteMode::At(offset) => {
+                let lock = self.lock(real.clone())?;
+                let mut file = OpenOptions::new().write(true).open(&real)?;
+                if offset > file.metadata()?.len() {
+                    return Err(StoreError::BadOffset);
+                }
+                // Resuming rewrites everything after the marker (RFC 3659 §5.3).
+                file.set_len(offset)?;
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(in_place(file, lock))
+            }
+            WriteMode::Unique => self.create_unique(user, path),
+        }
     }
 
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
@@ -541,6 +797,26 @@ impl Storage for LocalStorage {
             return Err(StoreError::InvalidName);
         }
         Ok(fs::rename(source.link, dest)?)
+    }
+
+    fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError> {
+        let entry = self.existing(user, path)?;
+        Ok(File::open(&entry.real)?.set_modified(time)?)
+    }
+
+    fn chmod(&self, user: &str, path: &VPath, mode: u32) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let entry = self.existing(user, path)?;
+        Ok(fs::set_permissions(
+            &entry.real,
+            fs::Permissions::from_mode(mode & 0o777),
+        )?)
+    }
+
+    fn hash(&self, user: &str, path: &VPath, algo: HashAlgo) -> Result<(String, u64), StoreError> {
+        let handle = self.open_read(user, path, 0)?;
+        let mut file = handle.file;
+        Ok((algo.digest(&mut file)?, handle.size))
     }
 }
 
@@ -610,6 +886,8 @@ pub struct OpenWrite {
     pub user: Arc<str>,
     /// The file the upload will replace or create.
     pub path: VPath,
+    /// Replace, append, resume or unique.
+    pub mode: WriteMode,
 }
 
 /// Move a finished upload into place.
@@ -693,7 +971,64 @@ impl Handler<OpenRead> for FileStore {
 impl Handler<OpenWrite> for FileStore {
     type Result = Result<Upload, StoreError>;
     fn handle(&mut self, msg: OpenWrite, _: &mut Self::Context) -> Self::Result {
-        self.storage.open_write(&msg.user, &msg.path)
+        self.storage.open_write(&msg.user, &msg.path, msg.mode)
+    }
+}
+
+/// Set a modification time (MFMT).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct SetModified {
+    /// Whose home.
+    pub user: Arc<str>,
+    /// The file or directory.
+    pub path: VPath,
+    /// The new time.
+    pub time: SystemTime,
+}
+
+impl Handler<SetModified> for FileStore {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, msg: SetModified, _: &mut Self::Context) -> Self::Result {
+        self.storage.set_modified(&msg.user, &msg.path, msg.time)
+    }
+}
+
+/// Set permission bits (SITE CHMOD).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Chmod {
+    /// Whose home.
+    pub user: Arc<str>,
+    /// The file or directory.
+    pub path: VPath,
+    /// Bits, at most 0o777.
+    pub mode: u32,
+}
+
+impl Handler<Chmod> for FileStore {
+    type Result = Result<(), StoreError>;
+    fn handle(&mut self, msg: Chmod, _: &mut Self::Context) -> Self::Result {
+        self.storage.chmod(&msg.user, &msg.path, msg.mode)
+    }
+}
+
+/// Digest a file (HASH).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(String, u64), StoreError>")]
+pub struct Hash {
+    /// Whose home.
+    pub user: Arc<str>,
+    /// The file.
+    pub path: VPath,
+    /// Which digest.
+    pub algo: HashAlgo,
+}
+
+impl Handler<Hash> for FileStore {
+    type Result = Result<(String, u64), StoreError>;
+    fn handle(&mut self, msg: Hash, _: &mut Self::Context) -> Self::Result {
+        self.storage.hash(&msg.user, &msg.path, msg.algo)
     }
 }
 
@@ -778,6 +1113,13 @@ mod tests {
 
     fn vp(path: &str) -> VPath {
         VPath::root().resolve(path).expect("valid test path")
+    }
+
+    fn staged(finish: Finish) -> StagedUpload {
+        match finish {
+            Finish::Staged(staged) => staged,
+            Finish::InPlace(_) => panic!("expected a staged upload"),
+        }
     }
 
     fn names(infos: &[FileInfo]) -> Vec<&str> {
@@ -930,7 +1272,12 @@ mod tests {
             "/etc/passwd",
             "/etc/new",
         ] {
-            not_found(store.open_write("alice", &vp(path)).map(drop), path);
+            not_found(
+                store
+                    .open_write("alice", &vp(path), WriteMode::Replace)
+                    .map(drop),
+                path,
+            );
         }
         not_found(store.mkdir("alice", &vp("/bob/d")), "mkdir");
         not_found(store.rmdir("alice", &vp("/bob")), "rmdir");
@@ -973,7 +1320,7 @@ mod tests {
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
-            fx.store.open_write("al", &vp("/x")),
+            fx.store.open_write("al", &vp("/x"), WriteMode::Replace),
             Err(StoreError::NotFound)
         ));
         assert!(
@@ -1009,10 +1356,10 @@ mod tests {
         // Uploading through a link replaces the file it points to, and keeps the link.
         let mut upload = fx
             .store
-            .open_write("alice", &vp("/f-link"))
+            .open_write("alice", &vp("/f-link"), WriteMode::Replace)
             .expect("open_write");
         upload.file.write_all(b"new").expect("write");
-        fx.store.commit(upload.staged).expect("commit");
+        fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/real/f"), b"new");
         assert!(
             fs::symlink_metadata(alice.join("f-link"))
@@ -1041,7 +1388,10 @@ mod tests {
     fn upload_dropped_without_commit_leaves_nothing() {
         let fx = Fixture::new();
         fx.write("alice/f", b"old");
-        let mut upload = fx.store.open_write("alice", &vp("/f")).expect("open_write");
+        let mut upload = fx
+            .store
+            .open_write("alice", &vp("/f"), WriteMode::Replace)
+            .expect("open_write");
         upload.file.write_all(b"partial").expect("write");
         assert_eq!(fx.temps(), 1);
         drop(upload);
@@ -1053,18 +1403,24 @@ mod tests {
     fn upload_commit_replaces_target() {
         let fx = Fixture::new();
         fx.write("alice/f", b"old");
-        let mut upload = fx.store.open_write("alice", &vp("/f")).expect("open_write");
+        let mut upload = fx
+            .store
+            .open_write("alice", &vp("/f"), WriteMode::Replace)
+            .expect("open_write");
         upload.file.write_all(b"new contents").expect("write");
-        assert_eq!(upload.staged.target(), &vp("/f"));
+        assert_eq!(upload.target, vp("/f"));
         // Readers see the old file until the commit.
         assert_eq!(fx.read("alice/f"), b"old");
-        fx.store.commit(upload.staged).expect("commit");
+        fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/f"), b"new contents");
         assert_eq!(fx.temps(), 0);
 
-        let mut upload = fx.store.open_write("alice", &vp("/g")).expect("new file");
+        let mut upload = fx
+            .store
+            .open_write("alice", &vp("/g"), WriteMode::Replace)
+            .expect("new file");
         upload.file.write_all(b"g").expect("write");
-        fx.store.commit(upload.staged).expect("commit");
+        fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/g"), b"g");
     }
 
@@ -1074,11 +1430,11 @@ mod tests {
         fs::create_dir(fx.home("alice").join("d")).expect("mkdir");
         let upload = fx
             .store
-            .open_write("alice", &vp("/d/f"))
+            .open_write("alice", &vp("/d/f"), WriteMode::Replace)
             .expect("open_write");
         fs::remove_dir(fx.home("alice").join("d")).expect("rmdir");
         assert!(matches!(
-            fx.store.commit(upload.staged),
+            fx.store.commit(staged(upload.finish)),
             Err(StoreError::NotFound)
         ));
         assert_eq!(fx.temps(), 0);
@@ -1087,14 +1443,22 @@ mod tests {
     #[test]
     fn interleaved_uploads_never_mix() {
         let fx = Fixture::new();
-        let mut first = fx.store.open_write("alice", &vp("/f")).expect("first");
-        let mut second = fx.store.open_write("alice", &vp("/f")).expect("second");
+        let mut first = fx
+            .store
+            .open_write("alice", &vp("/f"), WriteMode::Replace)
+            .expect("first");
+        let mut second = fx
+            .store
+            .open_write("alice", &vp("/f"), WriteMode::Replace)
+            .expect("second");
         for _ in 0..100 {
             first.file.write_all(&[b'a'; 100]).expect("write");
             second.file.write_all(&[b'b'; 100]).expect("write");
         }
-        fx.store.commit(first.staged).expect("commit first");
-        fx.store.commit(second.staged).expect("commit second");
+        fx.store.commit(staged(first.finish)).expect("commit first");
+        fx.store
+            .commit(staged(second.finish))
+            .expect("commit second");
         let got = fx.read("alice/f");
         assert_eq!(got.len(), 10_000);
         assert!(got.iter().all(|&b| b == got[0]), "mixed bytes");
@@ -1107,7 +1471,12 @@ mod tests {
         fs::create_dir(fx.home("alice").join("d")).expect("mkdir");
         fx.write("alice/file", b"x");
         let store = &fx.store;
-        let err = |path: &str| store.open_write("alice", &vp(path)).map(drop).unwrap_err();
+        let err = |path: &str| {
+            store
+                .open_write("alice", &vp(path), WriteMode::Replace)
+                .map(drop)
+                .unwrap_err()
+        };
         assert!(matches!(err("/d"), StoreError::IsADirectory));
         assert!(matches!(err("/"), StoreError::IsADirectory));
         assert!(matches!(err("/missing/f"), StoreError::NotFound));
@@ -1249,13 +1618,14 @@ mod tests {
             .send(OpenWrite {
                 user: user.clone(),
                 path: file.clone(),
+                mode: WriteMode::Replace,
             })
             .await
             .expect("mailbox")
             .expect("open_write");
         upload.file.write_all(b"via actor").expect("write");
         addr.send(CommitUpload {
-            staged: upload.staged,
+            staged: staged(upload.finish),
         })
         .await
         .expect("mailbox")

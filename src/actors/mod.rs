@@ -30,7 +30,8 @@ pub mod vpath;
 use account_registry::{Authenticate, ChangePassword, Register};
 use audit_log::Record;
 use file_store::{
-    CommitUpload, CreateHome, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir, Stat,
+    Chmod, CommitUpload, CreateHome, Hash, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir,
+    SetModified, Stat,
 };
 
 /// Everything a Session may ask of the rest of the server: one recipient per message.
@@ -62,6 +63,12 @@ pub struct Services {
     pub remove: Recipient<Remove>,
     /// `RNFR`/`RNTO`.
     pub rename: Recipient<Rename>,
+    /// `MFMT`.
+    pub set_modified: Recipient<SetModified>,
+    /// `SITE CHMOD`.
+    pub chmod: Recipient<Chmod>,
+    /// `HASH`.
+    pub hash: Recipient<Hash>,
     /// Audit events, fire-and-forget.
     pub audit: Recipient<Record>,
 }
@@ -89,7 +96,10 @@ impl Services {
             + Handler<Mkdir>
             + Handler<Rmdir>
             + Handler<Remove>
-            + Handler<Rename>,
+            + Handler<Rename>
+            + Handler<SetModified>
+            + Handler<Chmod>
+            + Handler<Hash>,
         Files::Context: ToEnvelope<Files, CreateHome>
             + ToEnvelope<Files, Stat>
             + ToEnvelope<Files, List>
@@ -99,7 +109,10 @@ impl Services {
             + ToEnvelope<Files, Mkdir>
             + ToEnvelope<Files, Rmdir>
             + ToEnvelope<Files, Remove>
-            + ToEnvelope<Files, Rename>,
+            + ToEnvelope<Files, Rename>
+            + ToEnvelope<Files, SetModified>
+            + ToEnvelope<Files, Chmod>
+            + ToEnvelope<Files, Hash>,
         Audit: Actor + Handler<Record>,
         Audit::Context: ToEnvelope<Audit, Record>,
     {
@@ -117,6 +130,9 @@ impl Services {
             rmdir: files.clone().recipient(),
             remove: files.clone().recipient(),
             rename: files.clone().recipient(),
+            set_modified: files.clone().recipient(),
+            chmod: files.clone().recipient(),
+            hash: files.clone().recipient(),
             audit: audit.clone().recipient(),
         }
     }

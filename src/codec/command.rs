@@ -4,6 +4,8 @@
 //! [`Password`]s, so the derived `Debug` of a command can be logged.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::SystemTime;
 
 use super::Password;
 
@@ -33,6 +35,13 @@ pub enum SiteCommand {
         /// New password.
         new: Password,
     },
+    /// `SITE CHMOD <mode> <path>`: set permission bits (octal) inside the home.
+    Chmod {
+        /// Permission bits, at most 0o777.
+        mode: u32,
+        /// The file or directory.
+        path: String,
+    },
     /// `SITE HELP`: list the SITE subcommands.
     Help,
     /// Any other subcommand.
@@ -46,6 +55,8 @@ pub enum Opts {
     Utf8(bool),
     /// `OPTS MLST fact;fact;` (RFC 3659 §7.9): the facts to show; may be empty.
     Mlst(Vec<String>),
+    /// `OPTS HASH [algorithm]` (draft-bryan-ftpext-hash §3.2): show or select the algorithm.
+    Hash(Option<String>),
     /// Any other option: answered 501.
     Other(String),
 }
@@ -119,6 +130,31 @@ pub enum Command {
     Stat(Option<String>),
     /// `ABOR`.
     Abor,
+    /// `PORT h1,h2,h3,h4,p1,p2`: active mode to this address.
+    Port(SocketAddr),
+    /// `EPRT |proto|addr|port|` (RFC 2428 §2).
+    Eprt(SocketAddr),
+    /// `REST <offset>` (RFC 3659 §5, stream mode).
+    Rest(u64),
+    /// `APPE <path>`.
+    Appe(String),
+    /// `STOU [name]`: store under a unique name.
+    Stou(Option<String>),
+    /// `ACCT`: accounts are not needed here (202).
+    Acct,
+    /// `SMNT`: not supported (502).
+    Smnt,
+    /// `REIN`: back to the state right after the greeting.
+    Rein,
+    /// `MFMT <time> <path>` (draft-somers-ftp-mfxx): set the modification time.
+    Mfmt {
+        /// The new time, UTC.
+        time: SystemTime,
+        /// The file.
+        path: String,
+    },
+    /// `HASH <path>` (draft-bryan-ftpext-hash).
+    Hash(String),
     /// `SITE ...`.
     Site(SiteCommand),
     /// A verb this server does not implement: 502.
@@ -146,6 +182,9 @@ pub enum CommandError {
     /// An argument value is valid but not supported: 504.
     #[error("{0}")]
     Unsupported(String),
+    /// EPRT names a network protocol other than IPv4 (1) or IPv6 (2): 522 (RFC 2428 §2).
+    #[error("Network protocol not supported, use (1,2).")]
+    ProtocolNotSupported,
 }
 
 impl CommandError {
@@ -157,6 +196,7 @@ impl CommandError {
             | CommandError::MissingArgument(_)
             | CommandError::BadArgument(_) => 501,
             CommandError::Unsupported(_) => 504,
+            CommandError::ProtocolNotSupported => 522,
         }
     }
 }
@@ -164,34 +204,50 @@ impl CommandError {
 /// Verbs this server implements, with their syntax, for `HELP` and the login gate.
 pub const VERBS: &[(&str, &str)] = &[
     ("ABOR", "ABOR (abort transfer)"),
+    ("ACCT", "ACCT <account> (not needed)"),
     ("ALLO", "ALLO <bytes> (ignored)"),
+    ("APPE", "APPE <file> (append)"),
     ("CDUP", "CDUP (change to parent directory)"),
     ("CWD", "CWD <path>"),
     ("DELE", "DELE <file>"),
+    ("EPRT", "EPRT |proto|addr|port| (RFC 2428)"),
     ("EPSV", "EPSV [ALL] (RFC 2428)"),
     ("FEAT", "FEAT (list extensions)"),
+    ("HASH", "HASH <file> (draft-bryan-ftpext-hash)"),
     ("HELP", "HELP [verb]"),
     ("LIST", "LIST [path] (ls -l style)"),
     ("MDTM", "MDTM <file> (RFC 3659)"),
+    (
+        "MFMT",
+        "MFMT <YYYYMMDDHHMMSS> <file> (set modification time)",
+    ),
     ("MKD", "MKD <path>"),
     ("MLSD", "MLSD [dir] (RFC 3659)"),
     ("MLST", "MLST [path] (RFC 3659)"),
     ("MODE", "MODE S"),
     ("NLST", "NLST [path] (names only)"),
     ("NOOP", "NOOP"),
-    ("OPTS", "OPTS UTF8 ON | OPTS MLST <facts>"),
+    (
+        "OPTS",
+        "OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH [algorithm]",
+    ),
     ("PASS", "PASS <password>"),
     ("PASV", "PASV"),
+    ("PORT", "PORT h1,h2,h3,h4,p1,p2"),
     ("PWD", "PWD (print working directory)"),
     ("QUIT", "QUIT"),
+    ("REIN", "REIN (log out, keep the connection)"),
+    ("REST", "REST <offset> (RFC 3659, before RETR/STOR)"),
     ("RETR", "RETR <file>"),
     ("RMD", "RMD <dir>"),
     ("RNFR", "RNFR <old name>"),
     ("RNTO", "RNTO <new name>"),
     ("SITE", "SITE <REGISTER|PASSWD|HELP> ... (see HELP SITE)"),
     ("SIZE", "SIZE <file> (RFC 3659)"),
+    ("SMNT", "SMNT (not supported)"),
     ("STAT", "STAT [path]"),
     ("STOR", "STOR <file>"),
+    ("STOU", "STOU [name] (store under a unique name)"),
     ("STRU", "STRU F"),
     ("SYST", "SYST"),
     ("TYPE", "TYPE <A|I|L 8>"),
@@ -281,6 +337,21 @@ impl Command {
             "STOR" => Command::Stor(need("STOR")?),
             "STAT" => Command::Stat(opt_arg()),
             "ABOR" => Command::Abor,
+            "PORT" => Command::Port(parse_port(&need("PORT")?)?),
+            "EPRT" => Command::Eprt(parse_eprt(&need("EPRT")?)?),
+            "REST" => Command::Rest(
+                need("REST")?
+                    .trim()
+                    .parse()
+                    .map_err(|_| CommandError::BadArgument("REST needs a byte offset.".into()))?,
+            ),
+            "APPE" => Command::Appe(need("APPE")?),
+            "STOU" => Command::Stou(opt_arg()),
+            "ACCT" => Command::Acct,
+            "SMNT" => Command::Smnt,
+            "REIN" => no_arg(Command::Rein)?,
+            "MFMT" => parse_mfmt(&need("MFMT")?)?,
+            "HASH" => Command::Hash(need("HASH")?),
             "SITE" => Command::Site(parse_site(&need("SITE")?)?),
             _ => Command::Unknown(verb),
         })
@@ -321,6 +392,16 @@ impl Command {
             Command::Stor(_) => "STOR",
             Command::Stat(_) => "STAT",
             Command::Abor => "ABOR",
+            Command::Port(_) => "PORT",
+            Command::Eprt(_) => "EPRT",
+            Command::Rest(_) => "REST",
+            Command::Appe(_) => "APPE",
+            Command::Stou(_) => "STOU",
+            Command::Acct => "ACCT",
+            Command::Smnt => "SMNT",
+            Command::Rein => "REIN",
+            Command::Mfmt { .. } => "MFMT",
+            Command::Hash(_) => "HASH",
             Command::Site(_) => "SITE",
             Command::Unknown(verb) => verb,
         }
@@ -341,6 +422,8 @@ impl Command {
                 | Command::Help(_)
                 | Command::Stat(None)
                 | Command::Abor
+                | Command::Acct
+                | Command::Rein
                 | Command::Unknown(_)
                 | Command::Site(
                     SiteCommand::Register { .. } | SiteCommand::Help | SiteCommand::Unknown(_)
@@ -364,7 +447,15 @@ impl fmt::Display for Command {
             | Command::Size(a)
             | Command::Mdtm(a)
             | Command::Retr(a)
-            | Command::Stor(a) => write!(f, "{verb} {a}"),
+            | Command::Stor(a)
+            | Command::Appe(a)
+            | Command::Hash(a) => write!(f, "{verb} {a}"),
+            Command::Stou(Some(a)) => write!(f, "{verb} {a}"),
+            Command::Port(addr) | Command::Eprt(addr) => write!(f, "{verb} {addr}"),
+            Command::Rest(offset) => write!(f, "{verb} {offset}"),
+            Command::Mfmt { time, path } => {
+                write!(f, "{verb} {} {path}", super::listing::timeval(*time))
+            }
             Command::Pass(p) => write!(f, "{verb} {p}"),
             Command::Help(Some(a))
             | Command::List(Some(a))
@@ -380,6 +471,8 @@ impl fmt::Display for Command {
                 write!(f, "{verb} UTF8 {}", if *on { "ON" } else { "OFF" })
             }
             Command::Opts(Opts::Mlst(facts)) => write!(f, "{verb} MLST {}", facts.join(";")),
+            Command::Opts(Opts::Hash(Some(a))) => write!(f, "{verb} HASH {a}"),
+            Command::Opts(Opts::Hash(None)) => write!(f, "{verb} HASH"),
             Command::Opts(Opts::Other(o)) => write!(f, "{verb} {o}"),
             Command::Site(SiteCommand::Register { user, password }) => {
                 write!(f, "{verb} REGISTER {user} {password}")
@@ -388,6 +481,9 @@ impl fmt::Display for Command {
                 write!(f, "{verb} PASSWD {old} {new}")
             }
             Command::Site(SiteCommand::Help) => write!(f, "{verb} HELP"),
+            Command::Site(SiteCommand::Chmod { mode, path }) => {
+                write!(f, "{verb} CHMOD {mode:o} {path}")
+            }
             Command::Site(SiteCommand::Unknown(s)) => write!(f, "{verb} {s}"),
             _ => f.write_str(verb),
         }
@@ -436,6 +532,7 @@ fn parse_opts(arg: &str) -> Opts {
             "OFF" => Opts::Utf8(false),
             _ => Opts::Other(arg.to_owned()),
         },
+        "HASH" => Opts::Hash((!value.trim().is_empty()).then(|| value.trim().to_owned())),
         "MLST" => Opts::Mlst(
             value
                 .split(';')
@@ -473,8 +570,81 @@ fn parse_site(arg: &str) -> Result<SiteCommand, CommandError> {
                 new: Password::new(new),
             }
         }
+        "CHMOD" => {
+            let (mode, path) = rest
+                .split_once(' ')
+                .filter(|(m, p)| !m.is_empty() && !p.is_empty())
+                .ok_or(CommandError::MissingArgument("SITE CHMOD <mode> <path>"))?;
+            let mode = u32::from_str_radix(mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| {
+                    CommandError::BadArgument("Mode must be octal permission bits (0-777).".into())
+                })?;
+            SiteCommand::Chmod {
+                mode,
+                path: path.to_owned(),
+            }
+        }
         "HELP" => SiteCommand::Help,
         other => SiteCommand::Unknown(other.to_owned()),
+    })
+}
+
+/// `h1,h2,h3,h4,p1,p2` (RFC 959 §4.1.2).
+fn parse_port(arg: &str) -> Result<SocketAddr, CommandError> {
+    let bad = || CommandError::BadArgument("PORT needs h1,h2,h3,h4,p1,p2.".into());
+    let numbers: Vec<u8> = arg
+        .trim()
+        .split(',')
+        .map(|n| n.trim().parse::<u8>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let [a, b, c, d, p1, p2] = numbers[..] else {
+        return Err(bad());
+    };
+    let port = u16::from(p1) << 8 | u16::from(p2);
+    Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), port))
+}
+
+/// `<d>proto<d>addr<d>port<d>` with any delimiter (RFC 2428 §2).
+fn parse_eprt(arg: &str) -> Result<SocketAddr, CommandError> {
+    let bad = || CommandError::BadArgument("EPRT needs |proto|address|port|.".into());
+    let arg = arg.trim();
+    let delim = arg.chars().next().ok_or_else(bad)?;
+    let parts: Vec<&str> = arg.split(delim).collect();
+    let ["", proto, addr, port, ""] = parts[..] else {
+        return Err(bad());
+    };
+    let ip: IpAddr = match proto {
+        "1" => IpAddr::V4(addr.parse().map_err(|_| bad())?),
+        "2" => IpAddr::V6(addr.parse().map_err(|_| bad())?),
+        _ => return Err(CommandError::ProtocolNotSupported),
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// `MFMT YYYYMMDDHHMMSS[.sss] <path>`: the time is UTC.
+fn parse_mfmt(arg: &str) -> Result<Command, CommandError> {
+    let bad = || CommandError::BadArgument("MFMT needs YYYYMMDDHHMMSS and a path.".into());
+    let (stamp, path) = arg.split_once(' ').ok_or_else(bad)?;
+    if path.is_empty() {
+        return Err(bad());
+    }
+    let digits = stamp.split('.').next().unwrap_or("");
+    if digits.len() != 14 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| digits[r].parse::<u8>().map_err(|_| bad());
+    let year: i32 = digits[..4].parse().map_err(|_| bad())?;
+    let month = time::Month::try_from(num(4..6)?).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(year, month, num(6..8)?).map_err(|_| bad())?;
+    let clock = time::Time::from_hms(num(8..10)?, num(10..12)?, num(12..14)?).map_err(|_| bad())?;
+    let when = time::PrimitiveDateTime::new(date, clock).assume_utc();
+    Ok(Command::Mfmt {
+        time: when.into(),
+        path: path.to_owned(),
     })
 }
 
@@ -563,11 +733,49 @@ mod tests {
             ),
             ("SITE help", Command::Site(SiteCommand::Help)),
             (
-                "SITE CHMOD 755 x",
-                Command::Site(SiteCommand::Unknown("CHMOD".into())),
+                "SITE CHMOD 755 a b",
+                Command::Site(SiteCommand::Chmod {
+                    mode: 0o755,
+                    path: "a b".into(),
+                }),
+            ),
+            (
+                "SITE FOO x",
+                Command::Site(SiteCommand::Unknown("FOO".into())),
             ),
             ("FOO bar", Command::Unknown("FOO".into())),
-            ("PORT 1,2,3,4,5,6", Command::Unknown("PORT".into())),
+            (
+                "PORT 127,0,0,1,4,1",
+                Command::Port("127.0.0.1:1025".parse().expect("addr")),
+            ),
+            (
+                "EPRT |2|::1|5000|",
+                Command::Eprt("[::1]:5000".parse().expect("addr")),
+            ),
+            (
+                "eprt !1!10.0.0.1!21!",
+                Command::Eprt("10.0.0.1:21".parse().expect("addr")),
+            ),
+            ("REST 100", Command::Rest(100)),
+            ("APPE log.txt", Command::Appe("log.txt".into())),
+            ("STOU", Command::Stou(None)),
+            ("STOU name", Command::Stou(Some("name".into()))),
+            ("HASH f", Command::Hash("f".into())),
+            ("OPTS HASH", Command::Opts(Opts::Hash(None))),
+            (
+                "OPTS HASH md5",
+                Command::Opts(Opts::Hash(Some("md5".into()))),
+            ),
+            ("REIN", Command::Rein),
+            ("ACCT x", Command::Acct),
+            ("SMNT /", Command::Smnt),
+            (
+                "MFMT 20261125203104 a b",
+                Command::Mfmt {
+                    time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_638_664),
+                    path: "a b".into(),
+                },
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(ok(line), want, "line {line:?}");
@@ -590,6 +798,18 @@ mod tests {
             ("SYST now", 501),
             ("SITE REGISTER onlyname", 501),
             ("SITE PASSWD one", 501),
+            ("PORT 1,2,3", 501),
+            ("PORT 1,2,3,4,5,300", 501),
+            ("EPRT |3|x|1|", 522),
+            ("EPRT |1|::1|1|", 501),
+            ("EPRT 1|2|3", 501),
+            ("REST x", 501),
+            ("MFMT 2026 f", 501),
+            ("MFMT 20261345000000 f", 501),
+            ("MFMT 20261125203104", 501),
+            ("SITE CHMOD 999 f", 501),
+            ("SITE CHMOD 7777 f", 501),
+            ("SITE CHMOD 644", 501),
         ];
         for (line, code) in cases {
             let err = Command::parse(line).expect_err(line);

@@ -22,17 +22,19 @@ impl Facts {
     const MODIFY: u8 = 4;
     const PERM: u8 = 8;
     const UNIQUE: u8 = 16;
-    const NAMES: [(&'static str, u8); 5] = [
+    const UNIX_MODE: u8 = 32;
+    const NAMES: [(&'static str, u8); 6] = [
         ("type", Self::TYPE),
         ("size", Self::SIZE),
         ("modify", Self::MODIFY),
         ("perm", Self::PERM),
         ("unique", Self::UNIQUE),
+        ("UNIX.mode", Self::UNIX_MODE),
     ];
 
     /// Every supported fact: the default set.
     pub fn all() -> Facts {
-        Facts(Self::TYPE | Self::SIZE | Self::MODIFY | Self::PERM | Self::UNIQUE)
+        Facts(Self::TYPE | Self::SIZE | Self::MODIFY | Self::PERM | Self::UNIQUE | Self::UNIX_MODE)
     }
 
     /// The supported facts among `names` (case-insensitive); unknown names are ignored, as
@@ -82,6 +84,8 @@ pub enum Role {
     Entry,
     /// The listed directory itself (`type=cdir`).
     Current,
+    /// The listed directory's parent (`type=pdir`).
+    Parent,
 }
 
 /// A file name made safe for one listing line: control characters become `?`.
@@ -160,9 +164,10 @@ pub fn mlsx_line(info: &FileInfo, facts: Facts, role: Role) -> String {
     let mut out = String::with_capacity(96);
     if facts.has(Facts::TYPE) {
         out.push_str(match (info.kind, role) {
-            (FileKind::Dir, Role::Current) => "type=cdir;",
+            (_, Role::Current) => "type=cdir;",
+            (_, Role::Parent) => "type=pdir;",
             (FileKind::Dir, Role::Entry) => "type=dir;",
-            (FileKind::File, _) => "type=file;",
+            (FileKind::File, Role::Entry) => "type=file;",
         });
     }
     if facts.has(Facts::SIZE) {
@@ -182,6 +187,9 @@ pub fn mlsx_line(info: &FileInfo, facts: Facts, role: Role) -> String {
     }
     if facts.has(Facts::UNIQUE) {
         out.push_str(&format!("unique={};", info.unique));
+    }
+    if facts.has(Facts::UNIX_MODE) {
+        out.push_str(&format!("UNIX.mode=0{:o};", info.mode & 0o7777));
     }
     out.push(' ');
     out.push_str(&display_name(&info.name));
@@ -248,12 +256,22 @@ mod tests {
         let (f, _) = info("x", FileKind::File, 0o644, 1);
         let line = mlsx_line(&f, Facts::all(), Role::Entry);
         assert!(line.starts_with("type=file;size=1234;modify="), "{line}");
-        assert!(line.ends_with(";perm=dfrw;unique=801g2a; x"), "{line}");
+        assert!(
+            line.ends_with(";perm=dfrw;unique=801g2a;UNIX.mode=0644; x"),
+            "{line}"
+        );
+        assert!(mlsx_line(&f, Facts::select(&["type"]), Role::Parent).starts_with("type=pdir;"));
         let (d, _) = info("d", FileKind::Dir, 0o755, 1);
         let some = Facts::select(&["TYPE", "bogus", "size"]);
         assert_eq!(some.names(), "type;size;");
         assert_eq!(mlsx_line(&d, some, Role::Current), "type=cdir;size=1234; d");
-        assert_eq!(some.feat_line(), "type*;size*;modify;perm;unique;");
+        assert_eq!(
+            some.feat_line(),
+            "type*;size*;modify;perm;unique;UNIX.mode;"
+        );
+        let line = mlsx_line(&f, Facts::all(), Role::Entry);
+        assert!(line.ends_with(";UNIX.mode=0644; x"), "{line}");
+        assert!(mlsx_line(&d, some, Role::Parent).starts_with("type=pdir;"));
     }
 
     #[test]

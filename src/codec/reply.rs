@@ -65,6 +65,8 @@ pub enum ReplyCode {
     BadSequence = 503,
     /// 504 Command not implemented for that parameter.
     NotImplementedForParameter = 504,
+    /// 522 Network protocol not supported (RFC 2428 §2, EPRT).
+    ProtocolNotSupported = 522,
     /// 530 Not logged in.
     NotLoggedIn = 530,
     /// 550 Requested action not taken; file unavailable.
@@ -73,6 +75,8 @@ pub enum ReplyCode {
     ExceededStorage = 552,
     /// 553 Requested action not taken; file name not allowed.
     NameNotAllowed = 553,
+    /// 554 Requested action not taken: invalid REST parameter (RFC 3659 §5.4).
+    InvalidRestart = 554,
 }
 
 impl ReplyCode {
@@ -114,10 +118,12 @@ impl ReplyCode {
             NotImplemented,
             BadSequence,
             NotImplementedForParameter,
+            ProtocolNotSupported,
             NotLoggedIn,
             FileUnavailable,
             ExceededStorage,
             NameNotAllowed,
+            InvalidRestart,
         ];
         ALL.iter()
             .copied()

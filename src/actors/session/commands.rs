@@ -9,14 +9,14 @@ use std::time::{Instant, SystemTime};
 use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
-use super::{AfterTransfer, Running, Session, TransferKind};
+use super::{AfterTransfer, Pending, Running, Session, TransferKind};
 use crate::actors::Services;
 use crate::actors::account_registry::{AuthError, Authenticate, ChangePassword, Register};
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::data_channel::{self, Job};
+use crate::actors::data_channel::{self, DataPlan, Job};
 use crate::actors::file_store::{
-    CreateHome, FileInfo, FileKind, List, Listing, Mkdir, OpenRead, OpenWrite, ReadHandle, Remove,
-    Rename, Rmdir, Stat, StoreError, Upload,
+    Chmod, CreateHome, FileInfo, FileKind, Hash, HashAlgo, List, Listing, Mkdir, OpenRead,
+    OpenWrite, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat, StoreError, Upload, WriteMode,
 };
 use crate::actors::vpath::{PathError, VPath};
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
@@ -45,15 +45,23 @@ enum ListingStyle {
 }
 
 impl Session {
-    /// Runs one command that passed the gates. `rename_from` is the pending RNFR, if the
-    /// previous command was one.
+    /// Runs one command that passed the gates. `pending` is what the previous command left
+    /// for this one (RNFR's path, REST's offset).
     pub(super) fn run(
         &mut self,
         cmd: Command,
         text: String,
-        rename_from: Option<VPath>,
+        pending: Option<Pending>,
         ctx: &mut Context<Self>,
     ) {
+        let rename_from = match &pending {
+            Some(Pending::RenameFrom(path)) => Some(path.clone()),
+            _ => None,
+        };
+        let restart = match pending {
+            Some(Pending::Restart(offset)) => offset,
+            _ => 0,
+        };
         let ok = |msg: &str| Reply::new(ReplyCode::Ok, msg);
         match cmd {
             // RFC 959 §4.1.1: access control.
@@ -78,6 +86,17 @@ impl Session {
             Command::Mode(_) => self.finish(&text, ok("Mode set to S.")),
             Command::Stru(_) => self.finish(&text, ok("Structure set to F.")),
             Command::Pasv => self.pasv(&text, false),
+            Command::Port(target) | Command::Eprt(target) => self.port(&text, target),
+            Command::Rest(offset) => {
+                self.pending = Some(Pending::Restart(offset));
+                self.finish(
+                    &text,
+                    Reply::new(
+                        ReplyCode::PendingFurtherInfo,
+                        format!("Restarting at {offset}. Send STOR or RETR."),
+                    ),
+                );
+            }
             Command::Epsv => self.pasv(&text, true),
             Command::EpsvAll => {
                 // RFC 2428 §4: after EPSV ALL only EPSV may set up data connections.
@@ -101,8 +120,31 @@ impl Session {
             Command::Nlst(arg) => self.listing(text, arg, ListingStyle::Names, ctx),
             Command::Mlsd(arg) => self.listing(text, arg, ListingStyle::Facts, ctx),
             Command::Mlst(arg) => self.mlst(text, arg, ctx),
-            Command::Retr(arg) => self.retr(text, &arg, ctx),
-            Command::Stor(arg) => self.stor(text, &arg, ctx),
+            Command::Retr(arg) => self.retr(text, &arg, restart, ctx),
+            Command::Stor(arg) => {
+                let mode = if restart > 0 {
+                    WriteMode::At(restart)
+                } else {
+                    WriteMode::Replace
+                };
+                self.stor(text, &arg, mode, ctx);
+            }
+            Command::Appe(arg) => self.stor(text, &arg, WriteMode::Append, ctx),
+            Command::Stou(arg) => {
+                let name = arg.unwrap_or_else(|| "ferry.upload".to_owned());
+                self.stor(text, &name, WriteMode::Unique, ctx);
+            }
+            Command::Mfmt { time, path } => self.mfmt(text, &path, time, ctx),
+            Command::Hash(arg) => self.hash(text, &arg, ctx),
+            Command::Acct => self.finish(
+                &text,
+                Reply::new(ReplyCode::Superfluous, "No account needed here."),
+            ),
+            Command::Smnt => self.finish(
+                &text,
+                Reply::new(ReplyCode::NotImplemented, "SMNT not supported."),
+            ),
+            Command::Rein => self.rein(&text),
             Command::Size(arg) => self.size(text, &arg, ctx),
             Command::Mdtm(arg) => self.mdtm(text, &arg, ctx),
             Command::Stat(None) => self.server_status(&text),
@@ -165,6 +207,14 @@ impl Session {
             StoreError::NotEmpty => (ReplyCode::FileUnavailable, "Directory not empty."),
             StoreError::PermissionDenied => (ReplyCode::FileUnavailable, "Permission denied."),
             StoreError::InvalidName => (ReplyCode::NameNotAllowed, "File name not allowed."),
+            StoreError::Busy => (
+                ReplyCode::FileBusy,
+                "File busy: another upload is writing it.",
+            ),
+            StoreError::BadOffset => (
+                ReplyCode::InvalidRestart,
+                "Invalid REST parameter: beyond the end of the file.",
+            ),
             StoreError::Io(io) => {
                 log::error!("session {} {}: file store: {io}", self.id, self.peer);
                 (ReplyCode::LocalError, "Local error in processing.")
@@ -343,6 +393,13 @@ impl Session {
                     act.finish(&text, reply);
                 });
             }
+            SiteCommand::Chmod { mode, path } => {
+                let chmod =
+                    move |s: &Services, user, path| s.chmod.send(Chmod { user, path, mode });
+                self.on_path(ctx, text, &path, chmod, |_, (), _| {
+                    Next::Reply(Reply::new(ReplyCode::Ok, "SITE CHMOD command ok."))
+                });
+            }
             SiteCommand::Help => {
                 let reply = site_help();
                 self.finish(&text, reply);
@@ -438,7 +495,7 @@ impl Session {
                     "Cannot rename the home directory.",
                 )
             } else {
-                act.rename_from = Some(path);
+                act.pending = Some(Pending::RenameFrom(path));
                 Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
             })
         });
@@ -547,8 +604,8 @@ impl Session {
                 "Transfer in progress: {} bytes so far",
                 running.progress.load(std::sync::atomic::Ordering::Relaxed)
             )),
-            None if self.passive.is_some() => {
-                lines.push("Passive data connection prepared".to_owned());
+            None if self.data.is_some() => {
+                lines.push("Data connection prepared".to_owned());
             }
             None => lines.push("No data connection".to_owned()),
         }
@@ -558,12 +615,23 @@ impl Session {
 
     fn feat(&mut self, text: &str) {
         // RFC 2389 §3.2: each feature line starts with a space. Exactly what is implemented.
+        let hashes: Vec<String> = HashAlgo::ALL
+            .iter()
+            .map(|a| {
+                let star = if *a == self.hash_algo { "*" } else { "" };
+                format!("{}{star}", a.name())
+            })
+            .collect();
         let lines = vec![
             "Features:".to_owned(),
+            " EPRT".to_owned(),
             " EPSV".to_owned(),
+            format!(" HASH {}", hashes.join(";")),
             " MDTM".to_owned(),
+            " MFMT".to_owned(),
             format!(" MLST {}", self.facts.feat_line()),
             " PASV".to_owned(),
+            " REST STREAM".to_owned(),
             " SIZE".to_owned(),
             " UTF8".to_owned(),
             "End".to_owned(),
@@ -579,6 +647,15 @@ impl Session {
                 self.facts = Facts::select(&names);
                 Reply::new(ReplyCode::Ok, format!("MLST OPTS {}", self.facts.names()))
             }
+            // draft-bryan-ftpext-hash §3.2: without an argument, name the selected algorithm.
+            Opts::Hash(None) => Reply::new(ReplyCode::Ok, self.hash_algo.name()),
+            Opts::Hash(Some(name)) => match HashAlgo::from_name(&name) {
+                Some(algo) => {
+                    self.hash_algo = algo;
+                    Reply::new(ReplyCode::Ok, algo.name())
+                }
+                None => Reply::new(ReplyCode::BadArguments, "Unknown algorithm."),
+            },
             Opts::Other(o) => Reply::new(
                 ReplyCode::BadArguments,
                 format!("Option not understood: {o}"),
@@ -661,7 +738,7 @@ impl Session {
                 return;
             }
         };
-        self.passive = Some(listener);
+        self.data = Some(DataPlan::Passive(listener));
         let reply = match announced {
             None => Reply::new(
                 ReplyCode::ExtendedPassiveMode,
@@ -684,10 +761,13 @@ impl Session {
 
     /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
     fn need_data(&mut self, text: &str) -> bool {
-        if self.passive.is_none() {
+        if self.data.is_none() {
             self.finish(
                 text,
-                Reply::new(ReplyCode::CantOpenData, "Use PASV or EPSV first."),
+                Reply::new(
+                    ReplyCode::CantOpenData,
+                    "Use PASV, EPSV, PORT or EPRT first.",
+                ),
             );
             return false;
         }
@@ -716,11 +796,36 @@ impl Session {
             }
             let now = SystemTime::now();
             let facts = act.facts;
-            let bytes = listing::to_wire(found.entries.iter().map(|e| match style {
-                ListingStyle::Long => listing::list_line(e, now),
-                ListingStyle::Names => listing::display_name(&e.name).into_owned(),
-                ListingStyle::Facts => listing::mlsx_line(e, facts, Role::Entry),
-            }));
+            let bytes = match style {
+                ListingStyle::Long => {
+                    listing::to_wire(found.entries.iter().map(|e| listing::list_line(e, now)))
+                }
+                ListingStyle::Names => listing::to_wire(
+                    found
+                        .entries
+                        .iter()
+                        .map(|e| listing::display_name(&e.name).into_owned()),
+                ),
+                // RFC 3659 §7.5.1: the listed directory (cdir) and its parent (pdir) first.
+                ListingStyle::Facts => listing::to_wire(
+                    found
+                        .this
+                        .iter()
+                        .map(|d| listing::mlsx_line(d, facts, Role::Current))
+                        .chain(
+                            found
+                                .parent
+                                .iter()
+                                .map(|p| listing::mlsx_line(p, facts, Role::Parent)),
+                        )
+                        .chain(
+                            found
+                                .entries
+                                .iter()
+                                .map(|e| listing::mlsx_line(e, facts, Role::Entry)),
+                        ),
+                ),
+            };
             Next::Transfer {
                 job: Job::SendBytes(bytes),
                 kind: TransferKind::Listing,
@@ -729,34 +834,40 @@ impl Session {
         });
     }
 
-    fn retr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+    fn retr(&mut self, text: String, arg: &str, offset: u64, ctx: &mut Context<Self>) {
         if !self.need_data(&text) {
             return;
         }
-        let open = |s: &Services, user, path| {
-            s.open_read.send(OpenRead {
-                user,
-                path,
-                offset: 0,
-            })
-        };
-        self.on_path(ctx, text, arg, open, |act, handle: ReadHandle, path| {
-            let mode = if act.ascii { "ASCII" } else { "BINARY" };
-            Next::Transfer {
-                opening: format!(
-                    "Opening {mode} mode data connection for {path} ({} bytes).",
-                    handle.size
-                ),
-                job: Job::SendFile {
-                    file: handle.file,
-                    ascii: act.ascii,
-                },
-                kind: TransferKind::Download(path),
-            }
-        });
+        let open =
+            move |s: &Services, user, path| s.open_read.send(OpenRead { user, path, offset });
+        self.on_path(
+            ctx,
+            text,
+            arg,
+            open,
+            move |act, handle: ReadHandle, path| {
+                if offset > handle.size {
+                    // RFC 3659 §5.4: a marker past the end is an invalid REST parameter.
+                    return Next::Reply(act.store_error(&StoreError::BadOffset));
+                }
+                let mode = if act.ascii { "ASCII" } else { "BINARY" };
+                Next::Transfer {
+                    opening: format!(
+                        "Opening {mode} mode data connection for {path} ({} bytes).",
+                        handle.size
+                    ),
+                    job: Job::SendFile {
+                        file: handle.file,
+                        ascii: act.ascii,
+                    },
+                    kind: TransferKind::Download(path),
+                }
+            },
+        );
     }
 
-    fn stor(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+    /// STOR, APPE, STOU and REST+STOR: `mode` says how the file is written.
+    fn stor(&mut self, text: String, arg: &str, mode: WriteMode, ctx: &mut Context<Self>) {
         if !self.need_data(&text) {
             return;
         }
@@ -768,17 +879,112 @@ impl Session {
             );
             return;
         }
-        let open = |s: &Services, user, path| s.open_write.send(OpenWrite { user, path });
-        self.on_path(ctx, text, arg, open, |act, upload: Upload, path| {
+        let open =
+            move |s: &Services, user, path| s.open_write.send(OpenWrite { user, path, mode });
+        self.on_path(ctx, text, arg, open, move |act, upload: Upload, _| {
+            let target = upload.target.clone();
+            // RFC 1123 §4.1.2.9: STOU's 150 reply names the file as "FILE: name".
+            let opening = if mode == WriteMode::Unique {
+                format!("FILE: {}", target.file_name().unwrap_or_default())
+            } else {
+                format!("Ok to send data for {target}.")
+            };
             Next::Transfer {
-                opening: format!("Ok to send data for {path}."),
+                opening,
                 job: Job::Receive {
                     upload,
                     ascii: act.ascii,
                 },
-                kind: TransferKind::Upload(path),
+                kind: TransferKind::Upload(target),
             }
         });
+    }
+
+    /// PORT and EPRT (RFC 959 §4.1.2, RFC 2428 §2): active mode, only back to the client's own
+    /// address and to an unprivileged port, so the server cannot be used to attack a third host
+    /// ("FTP bounce", RFC 2577).
+    fn port(&mut self, text: &str, target: std::net::SocketAddr) {
+        if self.epsv_all {
+            self.finish(
+                text,
+                Reply::new(
+                    ReplyCode::BadSequence,
+                    "Only EPSV is allowed after EPSV ALL.",
+                ),
+            );
+            return;
+        }
+        if data_channel::canonical(target.ip()) != data_channel::canonical(self.peer.ip())
+            || target.port() < 1024
+        {
+            log::warn!(
+                "session {} {}: refused active-mode target {target}",
+                self.id,
+                self.peer
+            );
+            self.finish(
+                text,
+                Reply::new(
+                    ReplyCode::SyntaxError,
+                    "Illegal PORT: only your own address and ports from 1024.",
+                ),
+            );
+            return;
+        }
+        self.data = Some(DataPlan::Active {
+            target,
+            local: self.local.ip(),
+        });
+        let verb = if target.is_ipv6() { "EPRT" } else { "PORT" };
+        self.finish(
+            text,
+            Reply::new(ReplyCode::Ok, format!("{verb} command successful.")),
+        );
+    }
+
+    /// MFMT (draft-somers-ftp-mfxx): set a file's modification time; 213 echoes it.
+    fn mfmt(&mut self, text: String, arg: &str, time: SystemTime, ctx: &mut Context<Self>) {
+        let set =
+            move |s: &Services, user, path| s.set_modified.send(SetModified { user, path, time });
+        self.on_path(ctx, text, arg, set, move |_, (), path| {
+            Next::Reply(Reply::new(
+                ReplyCode::FileStatus,
+                format!("Modify={}; {path}", listing::timeval(time)),
+            ))
+        });
+    }
+
+    /// HASH (draft-bryan-ftpext-hash §3.3): `213 <algo> <start>-<end> <hash> <path>`.
+    fn hash(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let algo = self.hash_algo;
+        let hash = move |s: &Services, user, path| s.hash.send(Hash { user, path, algo });
+        self.on_path(
+            ctx,
+            text,
+            arg,
+            hash,
+            move |_, (digest, size): (String, u64), path| {
+                Next::Reply(Reply::new(
+                    ReplyCode::FileStatus,
+                    format!("{} 0-{size} {digest} {path}", algo.name()),
+                ))
+            },
+        );
+    }
+
+    /// REIN (RFC 959 §4.1.1): forget the user and every setting, as right after the greeting.
+    fn rein(&mut self, text: &str) {
+        self.state = super::state::LoginState::new();
+        self.cwd = VPath::root();
+        self.ascii = false;
+        self.epsv_all = false;
+        self.facts = Facts::all();
+        self.hash_algo = HashAlgo::Sha256;
+        self.data = None;
+        self.finish(
+            text,
+            Reply::new(ReplyCode::ServiceReady, "Ready for a new user."),
+        );
     }
 
     /// Replies 150 and spawns the transfer task; its end is handled by `transfer_done`.
@@ -790,17 +996,20 @@ impl Session {
         kind: TransferKind,
         opening: &str,
     ) {
-        let Some(listener) = self.passive.take() else {
+        let Some(plan) = self.data.take() else {
             self.finish(
                 &text,
-                Reply::new(ReplyCode::CantOpenData, "Use PASV or EPSV first."),
+                Reply::new(
+                    ReplyCode::CantOpenData,
+                    "Use PASV, EPSV, PORT or EPRT first.",
+                ),
             );
             return;
         };
         self.send(Reply::new(ReplyCode::OpeningData, opening));
         let progress = Arc::new(AtomicU64::new(0));
         let task = data_channel::run(
-            listener,
+            plan,
             self.peer.ip(),
             self.env.config.data_timeout(),
             self.id,
@@ -823,7 +1032,7 @@ impl Session {
 
     fn abor(&mut self, text: &str, ctx: &mut Context<Self>) {
         let Some(running) = self.transfer.take() else {
-            self.passive = None;
+            self.data = None;
             self.finish(
                 text,
                 Reply::new(ReplyCode::DataOpenNoTransfer, "No transfer to abort."),

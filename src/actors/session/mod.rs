@@ -28,6 +28,8 @@ use tokio_util::codec::FramedRead;
 use crate::actors::Services;
 use crate::actors::acceptor::SessionPermit;
 use crate::actors::audit_log::{Event, EventKind, Record};
+use crate::actors::data_channel::DataPlan;
+use crate::actors::file_store::{CommitUpload, Finish, HashAlgo};
 use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
 use crate::codec::{Command, FtpCodec, Inbound, Reply, ReplyCode};
@@ -71,6 +73,15 @@ enum TransferKind {
     Upload(VPath),
 }
 
+/// What a command left for the very next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    /// RNFR: the path to rename, for RNTO.
+    RenameFrom(VPath),
+    /// REST: the offset for RETR or STOR.
+    Restart(u64),
+}
+
 /// How a session ends once its running transfer is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterTransfer {
@@ -102,8 +113,9 @@ pub struct Session {
     ascii: bool,
     epsv_all: bool,
     facts: Facts,
-    rename_from: Option<VPath>,
-    passive: Option<tokio::net::TcpListener>,
+    pending: Option<Pending>,
+    hash_algo: HashAlgo,
+    data: Option<DataPlan>,
     transfer: Option<Box<Running>>,
     deferred: VecDeque<Command>,
     connected: Instant,
@@ -170,8 +182,9 @@ impl Session {
                 ascii: false,
                 epsv_all: false,
                 facts: Facts::all(),
-                rename_from: None,
-                passive: None,
+                pending: None,
+                hash_algo: HashAlgo::Sha256,
+                data: None,
                 transfer: None,
                 deferred: VecDeque::new(),
                 connected: now,
@@ -213,7 +226,7 @@ impl Session {
             None => self.send(reply),
         }
         self.closing = true;
-        self.passive = None;
+        self.data = None;
         self.writer.close();
         ctx.run_later(CLOSE_FLUSH, |_, ctx| ctx.stop());
     }
@@ -339,9 +352,10 @@ impl Session {
             );
             return;
         }
-        // RNTO must come right after RNFR (RFC 959 §4.1.3): any other command forgets it.
-        let rename_from = self.rename_from.take();
-        self.run(cmd, text, rename_from, ctx);
+        // RNTO must come right after RNFR, RETR/STOR right after REST (RFC 959 §4.1.3): any
+        // other command forgets them.
+        let pending = self.pending.take();
+        self.run(cmd, text, pending, ctx);
     }
 
     fn transfer_done(
@@ -354,15 +368,22 @@ impl Session {
         };
         match (outcome.result, outcome.upload) {
             (Ok(bytes), Some(upload)) => {
-                // Close the temporary file before it is renamed into place.
+                // Close the file before it is renamed into place (or its lock is released).
                 drop(upload.file);
-                let request =
-                    self.env
-                        .services
-                        .commit_upload
-                        .send(crate::actors::file_store::CommitUpload {
-                            staged: upload.staged,
-                        });
+                let staged = match upload.finish {
+                    Finish::Staged(staged) => staged,
+                    Finish::InPlace(lock) => {
+                        drop(lock);
+                        let reply = Reply::new(ReplyCode::TransferComplete, "Transfer complete.");
+                        self.transfer_finished(running, bytes, reply, ctx);
+                        return;
+                    }
+                };
+                let request = self
+                    .env
+                    .services
+                    .commit_upload
+                    .send(CommitUpload { staged });
                 let fut = request.into_actor(self).map(move |res, act, ctx| {
                     let reply = match res {
                         Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),

@@ -172,6 +172,9 @@ burning! {
     Rmdir => (),
     Remove => (),
     Rename => (),
+    crate::actors::file_store::SetModified => (),
+    crate::actors::file_store::Chmod => (),
+    crate::actors::file_store::Hash => (String, u64),
 }
 
 /// The real file store over a temporary directory; homes live in `tmp/home`.
