@@ -44,8 +44,9 @@ fn store(config: &Config) -> Result<JsonAccountStore, AdminError> {
     Ok(JsonAccountStore::new(config.accounts_dir())?)
 }
 
-/// Creates an account and its home directory `homes_dir/<name>` (mode 0700; an existing
-/// directory, e.g. kept from a deleted account of that name, is reused).
+/// Creates an account (read-only when asked: it may list and download, never write) and its
+/// home directory `homes_dir/<name>` (mode 0700; an existing directory, e.g. kept from a
+/// deleted account of that name, is reused).
 ///
 /// # Errors
 /// [`AuthError::BadName`], [`AuthError::WeakPassword`] (per `config.min_password_length`),
@@ -55,12 +56,15 @@ pub fn user_add(
     name: &str,
     password: &Password,
     iterations: u32,
+    read_only: bool,
 ) -> Result<(), AdminError> {
     let name = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
     let store = store(config)?;
     let hash = hash_password(password, iterations)?;
-    store.create(&AccountRecord::new(name.clone(), hash))?;
+    let mut record = AccountRecord::new(name.clone(), hash);
+    record.read_only = read_only;
+    store.create(&record)?;
     LocalStorage::new(config.homes_dir(), config.tmp_dir())?.create_home(name.as_str())?;
     Ok(())
 }
@@ -101,7 +105,7 @@ pub fn user_passwd(
     Ok(())
 }
 
-/// All accounts as a table: name, created, disabled.
+/// All accounts as a table: name, created, disabled, read-only.
 ///
 /// # Errors
 /// A corrupt account file or an I/O error.
@@ -114,11 +118,12 @@ pub fn user_list(config: &Config) -> Result<String, AdminError> {
                 r.name.as_str().cell(),
                 r.created.cell(),
                 if r.disabled { "yes" } else { "no" }.cell(),
+                if r.read_only { "yes" } else { "no" }.cell(),
             ]
         })
         .collect();
     Ok(crate::table::render(
-        &["name", "created", "disabled"],
+        &["name", "created", "disabled", "read-only"],
         rows,
     )?)
 }
@@ -273,18 +278,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path());
         let pw = Password::new("password1");
-        user_add(&cfg, "alice", &pw, ITER).expect("add");
+        user_add(&cfg, "alice", &pw, ITER, false).expect("add");
         assert!(cfg.homes_dir().join("alice").is_dir());
         assert!(matches!(
-            user_add(&cfg, "alice", &pw, ITER),
+            user_add(&cfg, "alice", &pw, ITER, false),
             Err(AdminError::Auth(AuthError::NameTaken))
         ));
         assert!(matches!(
-            user_add(&cfg, "Bob", &pw, ITER),
+            user_add(&cfg, "Bob", &pw, ITER, false),
             Err(AdminError::Auth(AuthError::BadName))
         ));
         assert!(matches!(
-            user_add(&cfg, "bob", &Password::new("short"), ITER),
+            user_add(&cfg, "bob", &Password::new("short"), ITER, false),
             Err(AdminError::Auth(AuthError::WeakPassword))
         ));
 

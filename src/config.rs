@@ -76,6 +76,9 @@ pub struct Config {
     /// `passive_address`: IPv4 address announced in 227 replies (NAT). Default: the control
     /// connection's local address.
     pub passive_address: Option<IpAddr>,
+    /// `anonymous_root`: serve this directory read-only to `anonymous`/`ftp` with any password.
+    /// Default: none (anonymous access off).
+    pub anonymous_root: Option<PathBuf>,
     /// `max_sessions`: control connections in all. Default 2000.
     pub max_sessions: usize,
     /// `max_sessions_per_ip`: control connections from one address. Default 50.
@@ -112,6 +115,7 @@ impl Default for Config {
             min_password_length: 8,
             passive_ports: None,
             passive_address: None,
+            anonymous_root: None,
             max_sessions: 2000,
             max_sessions_per_ip: 50,
             max_line_length: 4096,

@@ -69,8 +69,13 @@ impl Server {
         };
         let accounts = JsonAccountStore::new(config.accounts_dir())
             .map_err(data_dir(config.accounts_dir()))?;
-        let storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
+        let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
             .map_err(data_dir(config.homes_dir()))?;
+        if let Some(root) = &config.anonymous_root {
+            storage = storage
+                .with_anonymous_root(root)
+                .map_err(data_dir(root.clone()))?;
+        }
         let audit = AuditLog::start(&config.log_dir()).map_err(data_dir(config.log_dir()))?;
 
         let mut listeners = Vec::with_capacity(config.listen.len());

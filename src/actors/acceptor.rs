@@ -208,6 +208,11 @@ impl StreamHandler<io::Result<TcpStream>> for Acceptor {
             }
         };
         stream.set_nodelay(true).ok();
+        // Clients send ABOR (and the Telnet Synch before it) as TCP urgent data (ftplib sends
+        // the whole line with MSG_OOB); kept inline, its last byte is not lost to the OOB slot.
+        if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
+            log::warn!("cannot keep urgent data inline for {peer}: {e}");
+        }
         // Move the socket across as a std stream: it must register with the target arbiter's
         // reactor, so it is rebuilt there.
         let std_stream = match stream.into_std() {

@@ -25,6 +25,10 @@ use crate::codec::Password;
 /// Longest account name, in bytes (all allowed characters are ASCII).
 const MAX_NAME_LEN: usize = 32;
 
+/// Names clients use for anonymous access (RFC 1635); never account names, so turning
+/// anonymous access on can never capture an account.
+pub const RESERVED_NAMES: [&str; 2] = ["anonymous", "ftp"];
+
 /// A validated account name: `[a-z0-9][a-z0-9._-]{0,31}`. Anything else is refused before it
 /// touches a path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -36,8 +40,12 @@ impl UserName {
     ///
     /// # Errors
     /// [`AuthError::BadName`] if `s` is empty, longer than 32 bytes, or has a character outside
-    /// `[a-z0-9._-]` (or starts with `.`, `_` or `-`).
+    /// `[a-z0-9._-]` (or starts with `.`, `_` or `-`), or is one of the names reserved for
+    /// anonymous access (`anonymous`, `ftp`).
     pub fn parse(s: &str) -> Result<UserName, AuthError> {
+        if RESERVED_NAMES.contains(&s) {
+            return Err(AuthError::BadName);
+        }
         let mut bytes = s.bytes();
         let first_ok = bytes
             .next()
@@ -83,6 +91,9 @@ pub struct AccountRecord {
     pub created: String,
     /// A disabled account cannot log in; it fails exactly like a wrong password.
     pub disabled: bool,
+    /// A read-only account may list and download but every write is refused (550).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl AccountRecord {
@@ -99,6 +110,7 @@ impl AccountRecord {
             hash,
             created,
             disabled: false,
+            read_only: false,
         }
     }
 }
@@ -108,6 +120,8 @@ impl AccountRecord {
 pub struct Account {
     /// The logged-in account.
     pub name: UserName,
+    /// Writes are refused.
+    pub read_only: bool,
 }
 
 /// Why an account request failed. Each variant names the FTP reply code it becomes
@@ -484,7 +498,10 @@ impl Handler<Register> for AccountRegistry {
         self.shared
             .store
             .create(&AccountRecord::new(name.clone(), hash))?;
-        Ok(Account { name })
+        Ok(Account {
+            name,
+            read_only: false,
+        })
     }
 }
 
@@ -502,8 +519,10 @@ impl Handler<Authenticate> for AccountRegistry {
     type Result = Result<Account, AuthError>;
 
     fn handle(&mut self, msg: Authenticate, _: &mut Self::Context) -> Self::Result {
-        self.check(&msg.name, &msg.password)
-            .map(|record| Account { name: record.name })
+        self.check(&msg.name, &msg.password).map(|record| Account {
+            name: record.name,
+            read_only: record.read_only,
+        })
     }
 }
 

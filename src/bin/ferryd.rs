@@ -56,6 +56,9 @@ struct ServeArgs {
     /// IPv4 address announced in PASV replies (behind NAT).
     #[arg(long)]
     passive_address: Option<IpAddr>,
+    /// Serve this directory read-only to `anonymous` / `ftp` (any password). Default: off.
+    #[arg(long)]
+    anonymous_root: Option<PathBuf>,
     /// Whether SITE REGISTER is accepted.
     #[arg(long, value_enum)]
     registration: Option<Registration>,
@@ -91,6 +94,9 @@ enum UserCmd {
         /// PBKDF2 rounds for this account's hash. Default: the configuration's.
         #[arg(long)]
         iterations: Option<u32>,
+        /// The account may list and download but never write.
+        #[arg(long)]
+        read_only: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -151,6 +157,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     config.passive_ports = args.passive_ports.or(config.passive_ports);
     config.passive_address = args.passive_address.or(config.passive_address);
+    config.anonymous_root = args.anonymous_root.or(config.anonymous_root);
     if let Some(v) = args.registration {
         config.registration = v;
     }
@@ -204,12 +211,13 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             name,
             password_stdin,
             iterations,
+            read_only,
             common,
         } => {
             let config = load_config(&common)?;
             let password = admin::read_password("Password: ", password_stdin).map_err(err)?;
             let iterations = iterations.unwrap_or(config.pbkdf2_iterations);
-            admin::user_add(&config, &name, &password, iterations).map_err(err)?;
+            admin::user_add(&config, &name, &password, iterations, read_only).map_err(err)?;
             println!("added {name}");
         }
         UserCmd::Del { name, common } => {

@@ -407,6 +407,23 @@ impl Command {
         }
     }
 
+    /// Does this command change files? Read-only accounts and anonymous users get 550.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Command::Stor(_)
+                | Command::Appe(_)
+                | Command::Stou(_)
+                | Command::Dele(_)
+                | Command::Mkd(_)
+                | Command::Rmd(_)
+                | Command::Rnfr(_)
+                | Command::Rnto(_)
+                | Command::Mfmt { .. }
+                | Command::Site(SiteCommand::Chmod { .. })
+        )
+    }
+
     /// May this command run before login? (RFC 959 leaves the set to the server; this is
     /// the usual one, plus `SITE REGISTER` and `SITE HELP`.)
     pub fn allowed_before_login(&self) -> bool {

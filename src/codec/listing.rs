@@ -159,8 +159,9 @@ pub fn timeval(t: SystemTime) -> String {
 }
 
 /// One MLSx fact line: `type=file;size=3;modify=...;perm=...;unique=...; name`
-/// (RFC 3659 §7.2; one space before the name, which is the rest of the line).
-pub fn mlsx_line(info: &FileInfo, facts: Facts, role: Role) -> String {
+/// (RFC 3659 §7.2; one space before the name, which is the rest of the line). `writable` is
+/// false for read-only users, whose `perm` then offers only reading.
+pub fn mlsx_line(info: &FileInfo, facts: Facts, role: Role, writable: bool) -> String {
     let mut out = String::with_capacity(96);
     if facts.has(Facts::TYPE) {
         out.push_str(match (info.kind, role) {
@@ -177,12 +178,14 @@ pub fn mlsx_line(info: &FileInfo, facts: Facts, role: Role) -> String {
         out.push_str(&format!("modify={};", timeval(info.modified)));
     }
     if facts.has(Facts::PERM) {
-        // What this user may do here (RFC 3659 §7.5.5): files may be deleted, renamed, read
-        // and overwritten; directories may get files and subdirectories, be entered, listed,
+        // What this user may do here (RFC 3659 §7.5.5): files may be appended to, deleted,
+        // renamed, read and overwritten; directories may get files and subdirectories, be entered, listed,
         // renamed, deleted when empty and purged.
-        out.push_str(match info.kind {
-            FileKind::File => "perm=dfrw;",
-            FileKind::Dir => "perm=cdeflmp;",
+        out.push_str(match (info.kind, writable) {
+            (FileKind::File, true) => "perm=adfrw;",
+            (FileKind::Dir, true) => "perm=cdeflmp;",
+            (FileKind::File, false) => "perm=r;",
+            (FileKind::Dir, false) => "perm=el;",
         });
     }
     if facts.has(Facts::UNIQUE) {
@@ -245,7 +248,10 @@ mod tests {
     #[test]
     fn control_characters_cannot_break_lines() {
         let (f, now) = info("evil\r\n226 done", FileKind::File, 0o600, 1);
-        let wire = to_wire([list_line(&f, now), mlsx_line(&f, Facts::all(), Role::Entry)]);
+        let wire = to_wire([
+            list_line(&f, now),
+            mlsx_line(&f, Facts::all(), Role::Entry, true),
+        ]);
         let text = String::from_utf8(wire).expect("utf8");
         assert_eq!(text.matches("\r\n").count(), 2, "{text:?}");
         assert!(text.contains("evil??226 done"));
@@ -254,24 +260,31 @@ mod tests {
     #[test]
     fn mlsx_facts_and_selection() {
         let (f, _) = info("x", FileKind::File, 0o644, 1);
-        let line = mlsx_line(&f, Facts::all(), Role::Entry);
+        let line = mlsx_line(&f, Facts::all(), Role::Entry, true);
         assert!(line.starts_with("type=file;size=1234;modify="), "{line}");
         assert!(
-            line.ends_with(";perm=dfrw;unique=801g2a;UNIX.mode=0644; x"),
+            line.ends_with(";perm=adfrw;unique=801g2a;UNIX.mode=0644; x"),
             "{line}"
         );
-        assert!(mlsx_line(&f, Facts::select(&["type"]), Role::Parent).starts_with("type=pdir;"));
+        assert!(
+            mlsx_line(&f, Facts::select(&["type"]), Role::Parent, true).starts_with("type=pdir;")
+        );
         let (d, _) = info("d", FileKind::Dir, 0o755, 1);
         let some = Facts::select(&["TYPE", "bogus", "size"]);
         assert_eq!(some.names(), "type;size;");
-        assert_eq!(mlsx_line(&d, some, Role::Current), "type=cdir;size=1234; d");
+        assert_eq!(
+            mlsx_line(&d, some, Role::Current, true),
+            "type=cdir;size=1234; d"
+        );
         assert_eq!(
             some.feat_line(),
             "type*;size*;modify;perm;unique;UNIX.mode;"
         );
-        let line = mlsx_line(&f, Facts::all(), Role::Entry);
+        let line = mlsx_line(&f, Facts::all(), Role::Entry, true);
         assert!(line.ends_with(";UNIX.mode=0644; x"), "{line}");
-        assert!(mlsx_line(&d, some, Role::Parent).starts_with("type=pdir;"));
+        assert!(mlsx_line(&d, some, Role::Parent, true).starts_with("type=pdir;"));
+        assert!(mlsx_line(&d, Facts::all(), Role::Entry, false).contains(";perm=el;"));
+        assert!(mlsx_line(&f, Facts::all(), Role::Entry, false).contains(";perm=r;"));
     }
 
     #[test]

@@ -11,12 +11,15 @@ use actix::prelude::*;
 
 use super::{AfterTransfer, Pending, Running, Session, TransferKind};
 use crate::actors::Services;
-use crate::actors::account_registry::{AuthError, Authenticate, ChangePassword, Register};
+use crate::actors::account_registry::{
+    AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
+};
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::data_channel::{self, DataPlan, Job};
 use crate::actors::file_store::{
-    Chmod, CreateHome, FileInfo, FileKind, Hash, HashAlgo, List, Listing, Mkdir, OpenRead,
-    OpenWrite, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat, StoreError, Upload, WriteMode,
+    ANONYMOUS, Chmod, CreateHome, FileInfo, FileKind, Hash, HashAlgo, List, Listing, Mkdir,
+    OpenRead, OpenWrite, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat, StoreError, Upload,
+    WriteMode,
 };
 use crate::actors::vpath::{PathError, VPath};
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
@@ -182,6 +185,11 @@ impl Session {
         user
     }
 
+    /// May this user change files?
+    fn writable(&self) -> bool {
+        !self.state.logged_in().is_some_and(|l| l.read_only)
+    }
+
     /// Resolves a client path against the cwd; a refused name is answered here.
     fn resolve(&mut self, text: &str, arg: &str) -> Option<VPath> {
         match self.cwd.resolve(arg) {
@@ -260,6 +268,22 @@ impl Session {
             ),
             PassAction::AlreadyLoggedIn => {
                 self.finish(&text, Reply::new(ReplyCode::LoggedIn, "Already logged in."))
+            }
+            PassAction::Authenticate { user, .. }
+                if self.env.config.anonymous_root.is_some()
+                    && RESERVED_NAMES.contains(&user.to_ascii_lowercase().as_str()) =>
+            {
+                // RFC 1635: any password (customarily an e-mail address) is accepted.
+                self.state.anonymous(ANONYMOUS);
+                self.cwd = VPath::root();
+                let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
+                event.user = self.user_name();
+                self.record(event);
+                log::info!("session {} {}: anonymous login", self.id, self.peer);
+                self.finish(
+                    &text,
+                    Reply::new(ReplyCode::LoggedIn, "Anonymous access granted; read-only."),
+                );
             }
             PassAction::Authenticate { user, failures } => {
                 let request = self.env.services.authenticate.send(Authenticate {
@@ -373,10 +397,10 @@ impl Session {
                 });
             }
             SiteCommand::Passwd { old, new } => {
-                let Some(name) = self.state.logged_in().map(|l| l.account.name.clone()) else {
+                let Some(name) = self.state.logged_in().and_then(|l| l.account.clone()) else {
                     self.finish(
                         &text,
-                        Reply::new(ReplyCode::NotLoggedIn, "Please log in with USER and PASS."),
+                        Reply::new(ReplyCode::FileUnavailable, "No password to change here."),
                     );
                     return;
                 };
@@ -563,7 +587,7 @@ impl Session {
         self.on_path(ctx, text, &arg, stat, |act, mut info: FileInfo, path| {
             // RFC 3659 §7.2: the fact line names the object by its full pathname.
             info.name = path.to_string();
-            let line = listing::mlsx_line(&info, act.facts, Role::Entry);
+            let line = listing::mlsx_line(&info, act.facts, Role::Entry, act.writable());
             Next::Reply(Reply::multi(
                 ReplyCode::FileActionOk,
                 vec![
@@ -796,6 +820,7 @@ impl Session {
             }
             let now = SystemTime::now();
             let facts = act.facts;
+            let writable = act.writable();
             let bytes = match style {
                 ListingStyle::Long => {
                     listing::to_wire(found.entries.iter().map(|e| listing::list_line(e, now)))
@@ -811,18 +836,18 @@ impl Session {
                     found
                         .this
                         .iter()
-                        .map(|d| listing::mlsx_line(d, facts, Role::Current))
+                        .map(|d| listing::mlsx_line(d, facts, Role::Current, writable))
                         .chain(
                             found
                                 .parent
                                 .iter()
-                                .map(|p| listing::mlsx_line(p, facts, Role::Parent)),
+                                .map(|p| listing::mlsx_line(p, facts, Role::Parent, writable)),
                         )
                         .chain(
                             found
                                 .entries
                                 .iter()
-                                .map(|e| listing::mlsx_line(e, facts, Role::Entry)),
+                                .map(|e| listing::mlsx_line(e, facts, Role::Entry, writable)),
                         ),
                 ),
             };

@@ -12,6 +12,7 @@ mod commands;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod urgent;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -165,7 +166,7 @@ impl Session {
             let max_line = env.config.max_line_length;
             let (read, write) = stream.into_split();
             ctx.add_stream(FramedRead::with_capacity(
-                read,
+                urgent::UrgentSafeRead::new(read),
                 FtpCodec::new(max_line),
                 READ_BUFFER,
             ));
@@ -197,7 +198,7 @@ impl Session {
     }
 
     fn user_name(&self) -> Option<String> {
-        self.state.logged_in().map(|l| l.user.to_string())
+        self.state.logged_in().map(|l| l.name.clone())
     }
 
     fn record(&self, event: Event) {
@@ -349,6 +350,16 @@ impl Session {
             self.finish(
                 &text,
                 Reply::new(ReplyCode::NotLoggedIn, "Please log in with USER and PASS."),
+            );
+            return;
+        }
+        if self.state.logged_in().is_some_and(|l| l.read_only) && cmd.is_write() {
+            self.finish(
+                &text,
+                Reply::new(
+                    ReplyCode::FileUnavailable,
+                    "Permission denied: read-only access.",
+                ),
             );
             return;
         }

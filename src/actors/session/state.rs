@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::actors::account_registry::Account;
+use crate::actors::account_registry::{Account, UserName};
 
 /// Where a connection is in the login dialogue (RFC 959 §4.1.1, USER then PASS).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +28,14 @@ pub enum LoginState {
 /// A logged-in user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedIn {
-    /// The account as the registry returned it.
-    pub account: Account,
-    /// The user name, shared cheaply with every file-store request.
+    /// The name to show and audit: the account name, or `anonymous`.
+    pub name: String,
+    /// The key of the home in every file-store request (shared cheaply).
     pub user: Arc<str>,
+    /// Every write is refused (550).
+    pub read_only: bool,
+    /// The account, for SITE PASSWD; `None` for anonymous access.
+    pub account: Option<UserName>,
 }
 
 /// What `PASS` should do, decided from the state alone.
@@ -116,8 +120,22 @@ impl LoginState {
 
     /// The password was right.
     pub fn succeeded(&mut self, account: Account) {
-        let user: Arc<str> = Arc::from(account.name.as_str());
-        *self = LoginState::LoggedIn(LoggedIn { account, user });
+        *self = LoginState::LoggedIn(LoggedIn {
+            name: account.name.to_string(),
+            user: Arc::from(account.name.as_str()),
+            read_only: account.read_only,
+            account: Some(account.name),
+        });
+    }
+
+    /// Anonymous access (RFC 1635): read-only, in the area the file store keeps under `key`.
+    pub fn anonymous(&mut self, key: &str) {
+        *self = LoginState::LoggedIn(LoggedIn {
+            name: "anonymous".to_owned(),
+            user: Arc::from(key),
+            read_only: true,
+            account: None,
+        });
     }
 }
 
@@ -130,11 +148,11 @@ impl Default for LoginState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::account_registry::UserName;
 
     fn account(name: &str) -> Account {
         Account {
             name: UserName::parse(name).expect("valid name"),
+            read_only: false,
         }
     }
 

@@ -99,6 +99,7 @@ impl Handler<Authenticate> for StubAccounts {
         let result = if msg.name == "alice" && msg.password.expose() == "password1" {
             Ok(Account {
                 name: UserName::parse("alice").expect("valid name"),
+                read_only: false,
             })
         } else {
             Err(AuthError::WrongCredentials)
@@ -118,7 +119,10 @@ impl Handler<Register> for StubAccounts {
                 if msg.password.expose().chars().count() < 8 {
                     Err(AuthError::WeakPassword)
                 } else {
-                    Ok(Account { name })
+                    Ok(Account {
+                        name,
+                        read_only: false,
+                    })
                 }
             })
         };
