@@ -85,9 +85,17 @@ impl Pty {
     }
 
     /// Types a line at the prompt and presses Enter.
+    ///
+    /// rustyline may redraw `ferry> ` and the line while keys are typed; everything up to the
+    /// newline it prints on Enter is consumed here so the next prompt found is the new one.
     fn line(&mut self, line: &str) {
         self.type_keys(line);
+        self.enter();
+    }
+
+    fn enter(&mut self) {
         self.send("\r");
+        self.expect("\n");
     }
 
     /// Answers a password prompt (read by rpassword in cooked mode, so sent in one piece).
@@ -139,7 +147,7 @@ fn logged_in(server: &TestServer, home: &TempDir) -> Pty {
 
 #[test]
 fn prompt_password_without_echo_progress_and_completion() {
-    let server = TestServer::start(&[]);
+    let mut server = TestServer::start(&[]);
     drop(server.register_and_login(USER, PASS));
     let home = temp_home();
     let big = pseudo_random(20 * 1024 * 1024, 7);
@@ -174,7 +182,7 @@ fn prompt_password_without_echo_progress_and_completion() {
     pty.type_keys("get quite");
     pty.send("\t");
     pty.expect("quite-unique-report.txt");
-    pty.send("\r");
+    pty.enter();
     let out = pty.prompt();
     assert!(
         out.contains("quite-unique-report.txt: 10 bytes in "),
@@ -183,6 +191,23 @@ fn prompt_password_without_echo_progress_and_completion() {
     assert_eq!(
         std::fs::read(home.path().join("quite-unique-report.txt")).expect("downloaded"),
         b"completed\n"
+    );
+
+    // The server shuts down (421): the session is over, and `open` starts a new one.
+    server.restart();
+    let out = pty.run("pwd");
+    assert!(out.contains("ferry: 421 "), "{out}");
+    let out = pty.run("whoami");
+    assert!(
+        out.contains("not connected"),
+        "a 421 left the session open:\n{out}"
+    );
+    let out = pty.run(&format!("open 127.0.0.1 {}", server.port()));
+    assert!(out.contains("220 "), "{out}");
+    let out = pty.run("whoami");
+    assert!(
+        out.contains("not logged in (connected to 127.0.0.1:"),
+        "{out}"
     );
 
     let transcript = pty.exit();
