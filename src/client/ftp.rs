@@ -71,9 +71,14 @@ impl ClientError {
         }
     }
 
-    /// True when the connection is unusable afterwards.
+    /// True when the connection is unusable afterwards: a timeout, a closed connection, or
+    /// 421 (RFC 959 §4.2: the service is closing the control connection).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ClientError::Timeout | ClientError::Closed)
+        match self {
+            ClientError::Timeout | ClientError::Closed => true,
+            ClientError::Refused(reply) => reply.code == 421,
+            _ => false,
+        }
     }
 }
 
@@ -619,6 +624,20 @@ fn parse_pasv(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_421_ends_the_session() {
+        let reply = |code| {
+            ClientError::Refused(ServerReply {
+                code,
+                lines: vec!["bye".into()],
+            })
+        };
+        assert!(reply(421).is_fatal());
+        assert!(!reply(550).is_fatal());
+        assert!(ClientError::Closed.is_fatal());
+        assert!(!ClientError::Aborted.is_fatal());
+    }
 
     #[test]
     fn passive_replies() {

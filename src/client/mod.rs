@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use rustyline::error::ReadlineError;
-use rustyline::history::DefaultHistory;
+use rustyline::history::{DefaultHistory, History};
 use rustyline::{Config, Editor};
 
 use complete::ShellHelper;
@@ -167,21 +167,30 @@ fn open_target(shell: &mut Shell, text: &str) -> Result<(), ShellError> {
 
 fn repl(shell: &Rc<RefCell<Shell>>) {
     let config = Config::builder().auto_add_history(true).build();
-    let mut editor: Editor<ShellHelper, DefaultHistory> = match Editor::with_config(config) {
-        Ok(editor) => editor,
-        Err(e) => {
-            eprintln!("ferry: no line editor ({e})");
-            return;
-        }
-    };
-    editor.set_helper(Some(ShellHelper::new(Rc::clone(shell))));
-    let history = history_path();
-    if let Some(path) = &history {
+    let path = history_path();
+    let mut history = DefaultHistory::new();
+    if let Some(path) = &path {
         // A missing history file is normal on the first run.
-        let _ = editor.load_history(path);
+        let _ = history.load(path);
     }
     loop {
-        match editor.readline("ferry> ") {
+        // One editor per line: rustyline takes SIGINT for as long as its terminal lives, and
+        // while a command runs Ctrl-C must reach the transfer (ABOR). Its `signal-hook` mode,
+        // which leaves SIGINT alone, does not process keys that arrive together (a paste, fast
+        // typing over ssh) until the next key.
+        let mut editor: Editor<ShellHelper, DefaultHistory> =
+            match Editor::with_history(config.clone(), history) {
+                Ok(editor) => editor,
+                Err(e) => {
+                    eprintln!("ferry: no line editor ({e})");
+                    return;
+                }
+            };
+        editor.set_helper(Some(ShellHelper::new(Rc::clone(shell))));
+        let read = editor.readline("ferry> ");
+        history = std::mem::replace(editor.history_mut(), DefaultHistory::new());
+        drop(editor);
+        match read {
             Ok(line) => match shell.borrow_mut().execute(&line) {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Exit) => break,
@@ -198,8 +207,8 @@ fn repl(shell: &Rc<RefCell<Shell>>) {
             }
         }
     }
-    if let Some(path) = &history
-        && let Err(e) = editor.save_history(path)
+    if let Some(path) = &path
+        && let Err(e) = history.save(path)
     {
         eprintln!("ferry: history not saved to {}: {e}", path.display());
     }

@@ -327,6 +327,7 @@ impl Shell {
         {
             // The control connection is gone: forget it so `open` works again.
             self.client = None;
+            self.server = None;
             self.user = None;
         }
         result

@@ -1,0 +1,236 @@
+//! The `ferry` client against an FTP server nobody on this project wrote: pyftpdlib on
+//! loopback (installed by `.ci/run`), in passive and in active mode.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{pseudo_random, run_bounded};
+use tempfile::TempDir;
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+const USER: &str = "peer";
+const PASS: &str = "peer-password-9";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// pyftpdlib serving `home` for one user; printed its port on stdout.
+const SERVER_PY: &str = r#"
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+
+user, password, home = sys.argv[1], sys.argv[2], sys.argv[3]
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, home, perm="elradfmwMT")
+handler = FTPHandler
+handler.authorizer = authorizer
+server = FTPServer(("127.0.0.1", 0), handler)
+print(server.socket.getsockname()[1], flush=True)
+server.serve_forever()
+"#;
+
+/// A running pyftpdlib, killed when dropped.
+struct PyFtpd {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+    home: PathBuf,
+}
+
+impl PyFtpd {
+    fn start() -> PyFtpd {
+        let check = Command::new("python3")
+            .args(["-c", "import pyftpdlib"])
+            .output()
+            .expect("python3 must be installed (.ci/run installs it)");
+        assert!(
+            check.status.success(),
+            "pyftpdlib cannot be imported; .ci/run installs it \
+             (python3 -m pip install pyftpdlib):\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-pyftpd-")
+            .tempdir()
+            .expect("temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("home");
+        let script = dir.path().join("server.py");
+        std::fs::write(&script, SERVER_PY).expect("server script");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args([USER, PASS])
+            .arg(&home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pyftpdlib");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let port = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.trim().parse::<u16>().is_ok() => line.trim().parse().unwrap_or(0),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pyftpdlib did not print its port: {other:?}");
+            }
+        };
+        PyFtpd {
+            child,
+            port,
+            _dir: dir,
+            home,
+        }
+    }
+}
+
+impl Drop for PyFtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn ferry(cwd: &Path, args: &[&str]) -> Out {
+    let mut child = Command::new(FERRY)
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", cwd)
+        .env("FERRY_HISTORY", cwd.join(".history"))
+        .env("FERRY_PASSWORD", PASS)
+        .env_remove("FERRY_NEW_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    drop(child.stdin.take());
+    let out = run_bounded(child, RUN_TIMEOUT);
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn session(active: bool) {
+    let server = PyFtpd::start();
+    let local = tempfile::Builder::new()
+        .prefix("ferry-peer-client-")
+        .tempdir()
+        .expect("temp dir");
+    let cwd = local.path();
+    let data = pseudo_random(2 * 1024 * 1024 + 3, if active { 21 } else { 22 });
+    std::fs::write(cwd.join("up load.bin"), &data).expect("local file");
+    std::fs::write(server.home.join("theirs.txt"), b"from pyftpdlib\r\n").expect("seed");
+
+    let target = format!("127.0.0.1:{}", server.port);
+    let script = "login peer; dir; mkdir stuff; cd stuff; put 'up load.bin'; pwd; dir; \
+                  size 'up load.bin'; get 'up load.bin' back.bin; rename 'up load.bin' moved.bin; \
+                  cd /; get theirs.txt; rename stuff/moved.bin top.bin; rm top.bin; rmdir stuff; \
+                  dir; whoami";
+    let mut args = vec![target.as_str(), "-c", script];
+    if active {
+        args.insert(0, "--active");
+    }
+    let out = ferry(cwd, &args);
+    let mode = if active { "active" } else { "passive" };
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{mode}: ferry failed\nstdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stderr.is_empty(), "{mode}: stderr:\n{}", out.stderr);
+    for needle in [
+        "Logged in as peer.",
+        "| theirs.txt ",
+        "\n/stuff\n",
+        "| up load.bin ",
+        "\n2097155\n",
+        "up load.bin: 2097155 bytes in ",
+        "theirs.txt: 16 bytes in ",
+        &format!("peer on {target}"),
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "{mode}: stdout lacks {needle:?}:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(std::fs::read(cwd.join("back.bin")).expect("back"), data);
+    assert_eq!(
+        std::fs::read(cwd.join("theirs.txt")).expect("theirs"),
+        b"from pyftpdlib\r\n"
+    );
+    // What the server holds at the end: the upload went through rename and rm, the dir is gone.
+    let mut names: Vec<String> = std::fs::read_dir(&server.home)
+        .expect("home")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["theirs.txt"], "{mode}");
+
+    // A refusal from this server is reported as it said it.
+    let out = ferry(cwd, &[&target, "-c", "login peer; get nothing.bin"]);
+    assert_eq!(out.code, Some(1), "{mode}: {}", out.stderr);
+    assert!(
+        out.stderr.starts_with("ferry: get nothing.bin: 550"),
+        "{mode}: {}",
+        out.stderr
+    );
+    assert!(!cwd.join("nothing.bin").exists());
+}
+
+#[test]
+fn pyftpdlib_passive() {
+    session(false);
+}
+
+#[test]
+fn pyftpdlib_active() {
+    session(true);
+}
+
+#[test]
+fn pyftpdlib_resume_with_rest_and_appe() {
+    // pyftpdlib implements REST and APPE, so get -c / put -c really resume there.
+    let server = PyFtpd::start();
+    let local = tempfile::Builder::new()
+        .prefix("ferry-peer-client-")
+        .tempdir()
+        .expect("temp dir");
+    let cwd = local.path();
+    let data = pseudo_random(1_000_000, 23);
+    std::fs::write(server.home.join("down.bin"), &data).expect("seed");
+    std::fs::write(cwd.join("down.bin"), &data[..300_000]).expect("partial");
+    std::fs::write(server.home.join("up.bin"), &data[..400_000]).expect("partial");
+    std::fs::write(cwd.join("up.bin"), &data).expect("whole");
+    let target = format!("127.0.0.1:{}", server.port);
+    let out = ferry(
+        cwd,
+        &[&target, "-c", "login peer; get -c down.bin; put -c up.bin"],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read(cwd.join("down.bin")).expect("down"), data);
+    assert_eq!(std::fs::read(server.home.join("up.bin")).expect("up"), data);
+}

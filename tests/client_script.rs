@@ -1,0 +1,803 @@
+//! The `ferry` client in script mode (`-c "cmd; cmd"` and commands on standard input) against
+//! `ferryd` on an OS-chosen port: every command at least once, checked on stdout, stderr, the
+//! exit status and the files on both sides, plus the ways a session fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{TestServer, pseudo_random, run_bounded};
+use tempfile::TempDir;
+
+/// The client binary built by cargo for these tests.
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+/// Bound on one client run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one line of output from a client driven line by line.
+const LINE_TIMEOUT: Duration = Duration::from_secs(15);
+const USER: &str = "alice";
+const PASS: &str = "correct-horse-1";
+
+/// What one client run left behind.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self, what: &str) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what}: expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(self.stderr.is_empty(), "{what}: stderr:\n{}", self.stderr);
+        self
+    }
+
+    /// Exit status 1 and exactly one stderr line `ferry: <prefix>...` containing `needle`.
+    fn fails(&self, what: &str, prefix: &str, needle: &str) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "{what}: expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: one error line wanted:\n{}",
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with(&format!("ferry: {prefix}")) && lines[0].contains(needle),
+            "{what}: wanted `ferry: {prefix}...{needle}...`, got {:?}",
+            lines[0]
+        );
+        self
+    }
+
+    fn has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stdout.contains(needle),
+            "stdout has {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+}
+
+/// A client's surroundings: a temporary HOME (history goes there) and working directory.
+struct Client {
+    home: TempDir,
+    cwd: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Client {
+    fn new() -> Client {
+        let home = tempfile::Builder::new()
+            .prefix("ferry-client-")
+            .tempdir()
+            .expect("temp home");
+        let cwd = home.path().join("work");
+        std::fs::create_dir(&cwd).expect("work dir");
+        Client {
+            home,
+            cwd,
+            env: Vec::new(),
+        }
+    }
+
+    /// A client with FERRY_PASSWORD set.
+    fn with_password(pass: &str) -> Client {
+        let mut c = Client::new();
+        c.set("FERRY_PASSWORD", pass);
+        c
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> &mut Client {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn local(&self, name: &str) -> PathBuf {
+        self.cwd.join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.local(name), bytes).expect("write local file");
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(FERRY);
+        cmd.args(args)
+            .current_dir(&self.cwd)
+            .env("HOME", self.home.path())
+            .env("FERRY_HISTORY", self.home.path().join("history"))
+            .env_remove("FERRY_PASSWORD")
+            .env_remove("FERRY_NEW_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `ferry ARGS` with `stdin` (or nothing) as standard input, bounded.
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry");
+        {
+            let mut pipe = child.stdin.take().expect("stdin");
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes()).expect("write script");
+            }
+        }
+        let out = run_bounded(child, RUN_TIMEOUT);
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `ferry 127.0.0.1:PORT -c SCRIPT`.
+    fn script(&self, server: &TestServer, script: &str) -> Run {
+        self.run(&[&target(server), "-c", script], None)
+    }
+}
+
+fn target(server: &TestServer) -> String {
+    format!("127.0.0.1:{}", server.port())
+}
+
+/// A server with `alice` registered.
+fn server_with_user() -> TestServer {
+    let server = TestServer::start(&[]);
+    drop(server.register_and_login(USER, PASS));
+    server
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+#[test]
+fn register_whoami_help_and_exit() {
+    let server = TestServer::start(&[]);
+    let client = Client::with_password(PASS);
+    client
+        .script(
+            &server,
+            "whoami; register alice; whoami; help; help get; exit; mkdir after-exit",
+        )
+        .ok("register")
+        .has("220 ")
+        .has(&format!("not logged in (connected to {})", target(&server)))
+        .has("Account alice created.")
+        .has("Logged in as alice.")
+        .has(&format!("alice on {}", target(&server)))
+        .has("get [-c] REMOTE [LOCAL]\n    download a file; -c resumes a partial download");
+    let out = client.script(&server, "help");
+    out.ok("help");
+    for name in [
+        "open", "close", "register", "login", "whoami", "dir", "cd", "pwd", "lcd", "lpwd", "lls",
+        "get", "put", "mget", "mput", "mkdir", "rmdir", "rm", "rename", "size", "stat", "passwd",
+        "quote", "help", "exit",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l.trim_start().starts_with(name)),
+            "help does not list {name}:\n{}",
+            out.stdout
+        );
+    }
+    assert!(server.home(USER).is_dir(), "alice has no home");
+    assert!(
+        !server.home(USER).join("after-exit").exists(),
+        "a command after exit ran"
+    );
+    // The account works with the password it was registered with.
+    let mut ctl = server.register_and_login("bob", PASS);
+    ctl.expect("QUIT", 221);
+
+    // A taken name fails with the server's reason; so does an unknown help topic.
+    client
+        .script(&server, "register alice")
+        .fails("taken", "register alice: ", "550")
+        .lacks("Account alice created");
+    assert!(
+        client
+            .script(&server, "register alice")
+            .stderr
+            .contains("taken"),
+        "the reason is the server's"
+    );
+    client.run(&["-c", "help nosuch"], None).fails(
+        "help",
+        "help nosuch: ",
+        "no command \"nosuch\"",
+    );
+    // register in a script without a name or without a password says what is missing.
+    client
+        .script(&server, "register")
+        .fails("no name", "register: ", "give it as an argument");
+    Client::new().script(&server, "register carol").fails(
+        "no password",
+        "register carol: ",
+        "FERRY_PASSWORD",
+    );
+}
+
+#[test]
+fn put_and_get_are_byte_exact() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    let big = pseudo_random(3 * 1024 * 1024 + 17, 1);
+    client.write("big.bin", &big);
+    client.write("with space.txt", b"spaces in the name\r\nand CRLF\n");
+    client.write("empty", b"");
+    let out = client.script(
+        &server,
+        "login alice; put big.bin; put 'with space.txt'; put empty; put big.bin \"copy of big\"; \
+         get big.bin back.bin; get 'with space.txt' \"space back.txt\"; get empty empty.back; \
+         get \"copy of big\"",
+    );
+    out.ok("put/get")
+        .has("big.bin: 3145745 bytes in ")
+        .has("with space.txt: 29 bytes in ")
+        .has("empty: 0 bytes in ");
+    let home = server.home(USER);
+    assert_eq!(read(&home.join("big.bin")), big);
+    assert_eq!(read(&home.join("copy of big")), big);
+    assert_eq!(
+        read(&home.join("with space.txt")),
+        b"spaces in the name\r\nand CRLF\n"
+    );
+    assert_eq!(read(&home.join("empty")), b"");
+    assert_eq!(read(&client.local("back.bin")), big);
+    assert_eq!(read(&client.local("copy of big")), big);
+    assert_eq!(
+        read(&client.local("space back.txt")),
+        b"spaces in the name\r\nand CRLF\n"
+    );
+    assert_eq!(
+        read(&client.local("empty.back")),
+        b"",
+        "empty get makes a file"
+    );
+}
+
+#[test]
+fn resume_against_ferryd_reports_the_refusal() {
+    // ferryd does not implement REST or APPE yet: resuming must fail with its 502, and leave
+    // the partial files as they were.
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    let data = pseudo_random(100_000, 2);
+    std::fs::write(server.home(USER).join("data.bin"), &data).expect("seed");
+    client.write("data.bin", &data[..40_000]);
+    client
+        .script(&server, "login alice; get -c data.bin; pwd")
+        .fails("get -c", "get -c data.bin: ", "502")
+        .lacks("\n/\n");
+    assert_eq!(read(&client.local("data.bin")), &data[..40_000]);
+
+    std::fs::write(server.home(USER).join("up.bin"), &data[..30_000]).expect("seed");
+    client.write("up.bin", &data);
+    client
+        .script(&server, "login alice; put -c up.bin")
+        .fails("put -c", "put -c up.bin: ", "502");
+    assert_eq!(read(&server.home(USER).join("up.bin")), &data[..30_000]);
+
+    // Nothing to resume: complete files are left alone, a missing remote file is uploaded.
+    client.write("whole.bin", &data);
+    std::fs::write(server.home(USER).join("whole.bin"), &data).expect("seed");
+    client
+        .script(
+            &server,
+            "login alice; get -c whole.bin; put -c whole.bin; put -c up.bin fresh.bin",
+        )
+        .ok("resume of complete files")
+        .has("whole.bin is already complete (100000 bytes).")
+        .has("up.bin: 100000 bytes in ");
+    assert_eq!(read(&server.home(USER).join("fresh.bin")), data);
+}
+
+#[test]
+fn directories_rename_rm_size_stat_quote() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"0123456789");
+    let out = client.script(
+        &server,
+        "login alice; mkdir sub; cd sub; pwd; put f.txt; dir; size f.txt; cd ..; pwd; \
+         dir sub; ls; rename sub/f.txt g.txt; mv g.txt 'h h.txt'; stat; stat 'h h.txt'; \
+         quote NOOP; quote HELP; size 'h h.txt'; mkdir gone; rmdir gone; rm 'h h.txt'; \
+         delete sub/nothing-here",
+    );
+    out.fails("dirs", "delete sub/nothing-here: ", "550")
+        .has("\n/sub\n")
+        .has("\n10\n")
+        .has("| f.txt ")
+        .has("| sub ")
+        .has("| dir ")
+        .has("Logged in as alice")
+        .has("200 NOOP ok.")
+        .has("214");
+    let pwds: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('/')).collect();
+    assert_eq!(pwds, ["/sub", "/"], "{}", out.stdout);
+    assert!(
+        out.stdout.contains("h h.txt"),
+        "stat of a path:\n{}",
+        out.stdout
+    );
+    let home = server.home(USER);
+    assert!(home.join("sub").is_dir());
+    assert!(!home.join("sub/f.txt").exists());
+    assert!(!home.join("g.txt").exists());
+    assert!(!home.join("h h.txt").exists(), "rm removed it");
+    assert!(!home.join("gone").exists(), "rmdir removed it");
+
+    // A refused raw command fails the script with the server's code.
+    client.script(&server, "login alice; quote XYZZY").fails(
+        "quote",
+        "quote XYZZY: ",
+        "server replied 50",
+    );
+    // rmdir of a non-empty directory, rename of nothing.
+    std::fs::write(home.join("sub/keep"), b"x").expect("seed");
+    client
+        .script(&server, "login alice; rmdir sub")
+        .fails("rmdir", "rmdir sub: ", "55");
+    assert!(home.join("sub/keep").exists());
+    client
+        .script(&server, "login alice; rename nothing other")
+        .fails("rename", "rename nothing other: ", "550");
+    client
+        .script(&server, "login alice; cd nowhere")
+        .fails("cd", "cd nowhere: ", "550");
+    client
+        .script(&server, "login alice; size sub")
+        .fails("size of a dir", "size sub: ", "550");
+}
+
+#[test]
+fn mget_mput_globs_and_lcd() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    for (name, seed) in [("a1.dat", 11), ("a2.dat", 12), ("b.txt", 13)] {
+        client.write(name, &pseudo_random(5000 + seed as usize, seed));
+    }
+    std::fs::create_dir(client.local("down")).expect("down");
+    client
+        .script(
+            &server,
+            "login alice; mput a?.dat *.nomatch-is-fine-if-others-match",
+        )
+        .ok("mput");
+    let home = server.home(USER);
+    assert_eq!(read(&home.join("a1.dat")), read(&client.local("a1.dat")));
+    assert_eq!(read(&home.join("a2.dat")), read(&client.local("a2.dat")));
+    assert!(!home.join("b.txt").exists(), "mput took only the matches");
+
+    std::fs::create_dir(home.join("pub")).expect("pub");
+    std::fs::write(home.join("pub/x1.log"), b"one").expect("seed");
+    std::fs::write(home.join("pub/x2.log"), b"two").expect("seed");
+    std::fs::write(home.join("pub/y.txt"), b"no").expect("seed");
+    let out = client.script(
+        &server,
+        "login alice; lcd down; lpwd; mget a*.dat pub/x*.log; lls; get /pub/y.txt; lcd; lpwd",
+    );
+    out.ok("mget");
+    let down = client.local("down").canonicalize().expect("canon");
+    assert!(
+        out.stdout.contains(&format!("\n{}\n", down.display())),
+        "lcd/lpwd print the new dir:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "\n{}\n",
+            client.home.path().canonicalize().unwrap().display()
+        )),
+        "lcd alone goes HOME:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("| x2.log "),
+        "lls lists:\n{}",
+        out.stdout
+    );
+    assert_eq!(read(&down.join("a1.dat")), read(&client.local("a1.dat")));
+    assert_eq!(read(&down.join("a2.dat")), read(&client.local("a2.dat")));
+    assert_eq!(read(&down.join("x1.log")), b"one");
+    assert_eq!(read(&down.join("x2.log")), b"two");
+    assert_eq!(
+        read(&down.join("y.txt")),
+        b"no",
+        "get after lcd lands in the new dir"
+    );
+    assert!(!client.local("y.txt").exists());
+
+    client.script(&server, "login alice; mget *.none").fails(
+        "mget none",
+        "mget *.none: ",
+        "no remote file matches",
+    );
+    client.script(&server, "login alice; mput *.none").fails(
+        "mput none",
+        "mput *.none: ",
+        "no local file matches",
+    );
+    client
+        .script(&server, "lcd no-such-dir")
+        .fails("lcd", "lcd no-such-dir: ", "No such file");
+}
+
+#[test]
+fn stdin_scripts_skip_comments_and_stop_at_the_first_failure() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    let script = "# a comment\n\nlogin alice\n  pwd  \nmkdir one\nmkdir one\nmkdir two\n";
+    client
+        .run(&[&target(&server)], Some(script))
+        .fails("stdin", "mkdir one: ", "550")
+        .has("Logged in as alice.\n/\n");
+    assert!(server.home(USER).join("one").is_dir());
+    assert!(
+        !server.home(USER).join("two").exists(),
+        "the script stopped"
+    );
+    // Without a target the script opens the connection itself; quit works as exit.
+    let script = format!(
+        "open 127.0.0.1 {}\nlogin alice\nwhoami\nquit\nmkdir three\n",
+        server.port()
+    );
+    client
+        .run(&[], Some(&script))
+        .ok("open in stdin")
+        .has(&format!("alice on {}", target(&server)));
+    assert!(!server.home(USER).join("three").exists());
+    client
+        .run(&["-c", "bogus"], None)
+        .fails("unknown", "bogus: ", "unknown command");
+    client
+        .run(&["-c", "get"], None)
+        .fails("usage", "get: ", "usage: get [-c] REMOTE [LOCAL]");
+}
+
+#[test]
+fn close_then_open_again_and_the_url_form() {
+    let server = server_with_user();
+    std::fs::create_dir_all(server.home(USER).join("pub/deep")).expect("dirs");
+    let client = Client::with_password(PASS);
+    let url = format!("ftp://alice@127.0.0.1:{}/pub/deep", server.port());
+    client
+        .run(
+            &[
+                &url,
+                "-c",
+                &format!(
+                    "pwd; close; whoami; pwd; open 127.0.0.1 {}; login alice; pwd; bye",
+                    server.port()
+                ),
+            ],
+            None,
+        )
+        .fails("pwd after close", "pwd: ", "not connected")
+        .has("Logged in as alice.\n/pub/deep\n")
+        .has("not connected\n");
+    let out = client.run(
+        &[
+            &url,
+            "-c",
+            &format!(
+                "close; whoami; open 127.0.0.1:{}; login alice; pwd; whoami",
+                server.port()
+            ),
+        ],
+        None,
+    );
+    out.ok("reopen")
+        .has(&format!("alice on {}", target(&server)));
+    let pwds: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('/')).collect();
+    assert_eq!(pwds, ["/"], "a new session starts at home:\n{}", out.stdout);
+    // A URL with a directory that does not exist fails at start.
+    let bad = format!("ftp://alice@127.0.0.1:{}/nowhere", server.port());
+    let out = client.run(&[&bad, "-c", "pwd"], None);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("550"), "{}", out.stderr);
+}
+
+#[test]
+fn passwords_from_file_env_and_passwd() {
+    let server = server_with_user();
+    let mut client = Client::new();
+    let pwfile = client.home.path().join("pw");
+    std::fs::write(&pwfile, format!("{PASS}\nignored second line\n")).expect("pw file");
+    let pw_arg = pwfile.to_str().expect("utf8 path");
+    client
+        .run(
+            &[
+                &target(&server),
+                "--password-file",
+                pw_arg,
+                "-c",
+                "login alice; whoami",
+            ],
+            None,
+        )
+        .ok("password file")
+        .has("alice on ");
+    // FERRY_PASSWORD wins over the file.
+    std::fs::write(&pwfile, "wrong-password\n").expect("pw file");
+    client.set("FERRY_PASSWORD", PASS);
+    client
+        .run(
+            &[
+                &target(&server),
+                "--password-file",
+                pw_arg,
+                "-c",
+                "login alice",
+            ],
+            None,
+        )
+        .ok("env first");
+    // passwd in a script: the old password from FERRY_PASSWORD, the new from FERRY_NEW_PASSWORD.
+    client.script(&server, "login alice; passwd").fails(
+        "passwd without new",
+        "passwd: ",
+        "FERRY_NEW_PASSWORD",
+    );
+    client.set("FERRY_NEW_PASSWORD", "battery-staple-2");
+    client
+        .script(&server, "login alice; passwd")
+        .ok("passwd")
+        .has("Password changed.");
+    client
+        .script(&server, "login alice")
+        .fails("old password", "login alice: ", "530");
+    let out = Client::with_password("battery-staple-2").script(&server, "login alice; whoami");
+    out.ok("new password").has("alice on ");
+    // A missing password file is named.
+    Client::new()
+        .run(
+            &[
+                &target(&server),
+                "--password-file",
+                "/nonexistent/pw",
+                "-c",
+                "login alice",
+            ],
+            None,
+        )
+        .fails("no pw file", "login alice: ", "/nonexistent/pw");
+    Client::new().script(&server, "login alice").fails(
+        "no password",
+        "login alice: ",
+        "no password",
+    );
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    // Connection refused: a port nobody listens on.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let out = client.run(&[&format!("127.0.0.1:{port}"), "-c", "pwd"], None);
+    out.fails("refused", "cannot connect to ", "refused");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    client
+        .run(&["-c", &format!("open 127.0.0.1 {port}")], None)
+        .fails(
+            "open refused",
+            &format!("open 127.0.0.1 {port}: cannot connect"),
+            "refused",
+        );
+    // Wrong password, not logged in, not connected.
+    Client::with_password("wrong-one")
+        .script(&server, "login alice")
+        .fails("wrong password", "login alice: ", "530")
+        .lacks("Logged in");
+    client
+        .script(&server, "dir")
+        .fails("not logged in", "dir: ", "530");
+    client.run(&["-c", "pwd"], None).fails(
+        "not connected",
+        "pwd: ",
+        "not connected; use: open HOST [PORT]",
+    );
+    // No such remote file: no local file is left behind.
+    client
+        .script(&server, "login alice; get missing.bin; pwd")
+        .fails("no remote", "get missing.bin: ", "550");
+    assert!(
+        !client.local("missing.bin").exists(),
+        "an empty local file was left"
+    );
+    client
+        .script(&server, "login alice; get missing.bin other-name")
+        .fails("no remote", "get missing.bin other-name: ", "550");
+    assert!(!client.local("other-name").exists());
+    // No such local file.
+    client
+        .script(&server, "login alice; put nothere.txt")
+        .fails("no local", "put nothere.txt: ", "nothere.txt: No such file");
+    assert!(!server.home(USER).join("nothere.txt").exists());
+    // An unterminated quote.
+    client.script(&server, "login alice; get 'oops").fails(
+        "quote",
+        "get 'oops: ",
+        "unterminated quote",
+    );
+}
+
+/// A client fed its script line by line, so the test can act between commands.
+struct Driven {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Driven {
+    fn start(client: &Client, args: &[&str]) -> Driven {
+        let mut child = client
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Driven {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write command");
+    }
+
+    /// Waits (bounded) for a stdout line containing `needle`.
+    fn wait_for(&self, needle: &str) {
+        loop {
+            match self.lines.recv_timeout(LINE_TIMEOUT) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?} ({e})"),
+            }
+        }
+    }
+
+    /// Closes stdin and collects the rest.
+    fn finish(self) -> Run {
+        drop(self.stdin);
+        let mut child = self.child;
+        let status = common::wait_timeout(&mut child, RUN_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("ferry did not end");
+        });
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut err, &mut stderr).expect("stderr");
+        }
+        let stdout: Vec<String> = self.lines.try_iter().collect();
+        Run {
+            code: status.code(),
+            stdout: stdout.join("\n"),
+            stderr,
+        }
+    }
+}
+
+#[test]
+fn server_going_away_mid_script() {
+    let mut server = server_with_user();
+    let client = Client::with_password(PASS);
+
+    // The server stops while the script runs: the next command fails in one line.
+    let mut ferry = Driven::start(&client, &[&target(&server)]);
+    ferry.send("login alice");
+    ferry.wait_for("Logged in as alice.");
+    server.restart();
+    ferry.send("pwd");
+    ferry.send("mkdir never");
+    let out = ferry.finish();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("ferry: pwd: ")
+            && (lines[0].contains("421") || lines[0].contains("closed the connection")),
+        "{}",
+        lines[0]
+    );
+    assert!(!server.home(USER).join("never").exists());
+
+    // In the same script, `open` reaches the restarted server (new port) and work goes on.
+    let mut ferry = Driven::start(&client, &[&target(&server)]);
+    ferry.send("login alice");
+    ferry.wait_for("Logged in as alice.");
+    server.restart();
+    ferry.send(&format!("open 127.0.0.1 {}", server.port()));
+    ferry.send("login alice");
+    ferry.send("mkdir after-restart");
+    ferry.send("whoami");
+    ferry.wait_for(&format!("alice on {}", target(&server)));
+    let out = ferry.finish();
+    out.ok("open after restart");
+    assert!(server.home(USER).join("after-restart").is_dir());
+}
+
+#[test]
+fn active_mode_is_refused_by_ferryd_clearly() {
+    // ferryd answers PORT/EPRT with 502 for now.
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"data");
+    client
+        .run(
+            &["--active", &target(&server), "-c", "login alice; dir"],
+            None,
+        )
+        .fails("active dir", "dir: ", "502");
+    client
+        .run(
+            &["--active", &target(&server), "-c", "login alice; put f.txt"],
+            None,
+        )
+        .fails("active put", "put f.txt: ", "502");
+    assert!(!server.home(USER).join("f.txt").exists());
+    client
+        .run(
+            &[
+                "--active",
+                &target(&server),
+                "-c",
+                "login alice; get f.txt x",
+            ],
+            None,
+        )
+        .fails("active get", "get f.txt x: ", "50");
+    assert!(!client.local("x").exists());
+}
