@@ -293,26 +293,26 @@ fn put_and_get_are_byte_exact() {
 }
 
 #[test]
-fn resume_against_ferryd_reports_the_refusal() {
-    // ferryd does not implement REST or APPE yet: resuming must fail with its 502, and leave
-    // the partial files as they were.
+fn resume_against_ferryd_finishes_partial_files() {
+    // get -c continues with REST + RETR, put -c with APPE: both end byte-exact.
     let server = server_with_user();
     let client = Client::with_password(PASS);
     let data = pseudo_random(100_000, 2);
     std::fs::write(server.home(USER).join("data.bin"), &data).expect("seed");
     client.write("data.bin", &data[..40_000]);
     client
-        .script(&server, "login alice; get -c data.bin; pwd")
-        .fails("get -c", "get -c data.bin: ", "502")
-        .lacks("\n/\n");
-    assert_eq!(read(&client.local("data.bin")), &data[..40_000]);
+        .script(&server, "login alice; get -c data.bin")
+        .ok("get -c")
+        .has("data.bin: 60000 bytes in ");
+    assert_eq!(read(&client.local("data.bin")), data);
 
     std::fs::write(server.home(USER).join("up.bin"), &data[..30_000]).expect("seed");
     client.write("up.bin", &data);
     client
         .script(&server, "login alice; put -c up.bin")
-        .fails("put -c", "put -c up.bin: ", "502");
-    assert_eq!(read(&server.home(USER).join("up.bin")), &data[..30_000]);
+        .ok("put -c")
+        .has("up.bin: 70000 bytes in ");
+    assert_eq!(read(&server.home(USER).join("up.bin")), data);
 
     // Nothing to resume: complete files are left alone, a missing remote file is uploaded.
     client.write("whole.bin", &data);
@@ -694,8 +694,10 @@ impl Driven {
         }
     }
 
+    /// Writes one command. ferry may already have stopped at a failed command (that is what
+    /// some tests check), so a broken pipe is not an error here; the exit status tells.
     fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("write command");
+        let _ = writeln!(self.stdin, "{line}");
     }
 
     /// Waits (bounded) for a stdout line containing `needle`.
@@ -770,34 +772,24 @@ fn server_going_away_mid_script() {
 }
 
 #[test]
-fn active_mode_is_refused_by_ferryd_clearly() {
-    // ferryd answers PORT/EPRT with 502 for now.
+fn active_mode_against_ferryd() {
+    // PORT/EPRT: ferryd connects back to the client's own address.
     let server = server_with_user();
     let client = Client::with_password(PASS);
-    client.write("f.txt", b"data");
-    client
-        .run(
-            &["--active", &target(&server), "-c", "login alice; dir"],
-            None,
-        )
-        .fails("active dir", "dir: ", "502");
-    client
-        .run(
-            &["--active", &target(&server), "-c", "login alice; put f.txt"],
-            None,
-        )
-        .fails("active put", "put f.txt: ", "502");
-    assert!(!server.home(USER).join("f.txt").exists());
+    let data = pseudo_random(300_000, 9);
+    client.write("f.txt", &data);
     client
         .run(
             &[
                 "--active",
                 &target(&server),
                 "-c",
-                "login alice; get f.txt x",
+                "login alice; put f.txt; dir; get f.txt x",
             ],
             None,
         )
-        .fails("active get", "get f.txt x: ", "50");
-    assert!(!client.local("x").exists());
+        .ok("active put, dir, get")
+        .has("| f.txt ");
+    assert_eq!(read(&server.home(USER).join("f.txt")), data);
+    assert_eq!(read(&client.local("x")), data);
 }

@@ -407,6 +407,20 @@ impl Command {
         }
     }
 
+    /// Does this command use the data connection?
+    pub fn is_transfer(&self) -> bool {
+        matches!(
+            self,
+            Command::Retr(_)
+                | Command::Stor(_)
+                | Command::Appe(_)
+                | Command::Stou(_)
+                | Command::List(_)
+                | Command::Nlst(_)
+                | Command::Mlsd(_)
+        )
+    }
+
     /// Does this command change files? Read-only accounts and anonymous users get 550.
     pub fn is_write(&self) -> bool {
         matches!(

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
-use super::{AfterTransfer, Pending, Running, Session, TransferKind};
+use super::{AfterTransfer, Running, Session, TransferKind};
 use crate::actors::Services;
 use crate::actors::account_registry::{
     AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
@@ -48,22 +48,21 @@ enum ListingStyle {
 }
 
 impl Session {
-    /// Runs one command that passed the gates. `pending` is what the previous command left
-    /// for this one (RNFR's path, REST's offset).
+    /// Runs one command that passed the gates. `rename_from` is the pending RNFR, if the
+    /// previous command was one.
     pub(super) fn run(
         &mut self,
         cmd: Command,
         text: String,
-        pending: Option<Pending>,
+        rename_from: Option<VPath>,
         ctx: &mut Context<Self>,
     ) {
-        let rename_from = match &pending {
-            Some(Pending::RenameFrom(path)) => Some(path.clone()),
-            _ => None,
-        };
-        let restart = match pending {
-            Some(Pending::Restart(offset)) => offset,
-            _ => 0,
+        // REST holds until the next transfer command takes it: clients send PASV/EPSV (and
+        // TYPE, SIZE) between REST and RETR.
+        let restart = if cmd.is_transfer() {
+            std::mem::take(&mut self.restart)
+        } else {
+            0
         };
         let ok = |msg: &str| Reply::new(ReplyCode::Ok, msg);
         match cmd {
@@ -91,7 +90,7 @@ impl Session {
             Command::Pasv => self.pasv(&text, false),
             Command::Port(target) | Command::Eprt(target) => self.port(&text, target),
             Command::Rest(offset) => {
-                self.pending = Some(Pending::Restart(offset));
+                self.restart = offset;
                 self.finish(
                     &text,
                     Reply::new(
@@ -519,7 +518,7 @@ impl Session {
                     "Cannot rename the home directory.",
                 )
             } else {
-                act.pending = Some(Pending::RenameFrom(path));
+                act.rename_from = Some(path);
                 Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
             })
         });
@@ -1006,6 +1005,7 @@ impl Session {
         self.facts = Facts::all();
         self.hash_algo = HashAlgo::Sha256;
         self.data = None;
+        self.restart = 0;
         self.finish(
             text,
             Reply::new(ReplyCode::ServiceReady, "Ready for a new user."),

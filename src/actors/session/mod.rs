@@ -74,15 +74,6 @@ enum TransferKind {
     Upload(VPath),
 }
 
-/// What a command left for the very next one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pending {
-    /// RNFR: the path to rename, for RNTO.
-    RenameFrom(VPath),
-    /// REST: the offset for RETR or STOR.
-    Restart(u64),
-}
-
 /// How a session ends once its running transfer is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterTransfer {
@@ -114,7 +105,8 @@ pub struct Session {
     ascii: bool,
     epsv_all: bool,
     facts: Facts,
-    pending: Option<Pending>,
+    rename_from: Option<VPath>,
+    restart: u64,
     hash_algo: HashAlgo,
     data: Option<DataPlan>,
     transfer: Option<Box<Running>>,
@@ -183,7 +175,8 @@ impl Session {
                 ascii: false,
                 epsv_all: false,
                 facts: Facts::all(),
-                pending: None,
+                rename_from: None,
+                restart: 0,
                 hash_algo: HashAlgo::Sha256,
                 data: None,
                 transfer: None,
@@ -363,10 +356,9 @@ impl Session {
             );
             return;
         }
-        // RNTO must come right after RNFR, RETR/STOR right after REST (RFC 959 §4.1.3): any
-        // other command forgets them.
-        let pending = self.pending.take();
-        self.run(cmd, text, pending, ctx);
+        // RNTO must come right after RNFR (RFC 959 §4.1.3): any other command forgets it.
+        let rename_from = self.rename_from.take();
+        self.run(cmd, text, rename_from, ctx);
     }
 
     fn transfer_done(
