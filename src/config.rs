@@ -79,6 +79,23 @@ pub struct Config {
     /// `anonymous_root`: serve this directory read-only to `anonymous`/`ftp` with any password.
     /// Default: none (anonymous access off).
     pub anonymous_root: Option<PathBuf>,
+    /// `tls_cert`: PEM certificate chain for FTPS (`AUTH TLS`, implicit TLS). Default: none
+    /// (no TLS).
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `implicit_tls_listen`: addresses where the connection is TLS from the first byte
+    /// (port 990 in production). Default: none.
+    pub implicit_tls_listen: Vec<SocketAddr>,
+    /// `require_tls_login`: refuse USER/PASS and SITE REGISTER before `AUTH TLS`. Default false.
+    pub require_tls_login: bool,
+    /// `require_tls_data`: refuse transfers over unprotected data connections (`PROT C`).
+    /// Default false.
+    pub require_tls_data: bool,
+    /// `require_tls_resumption`: a protected data connection must resume the control
+    /// connection's TLS session (stops data-connection theft; some clients cannot). Default
+    /// false.
+    pub require_tls_resumption: bool,
     /// `max_sessions`: control connections in all. Default 2000.
     pub max_sessions: usize,
     /// `max_sessions_per_ip`: control connections from one address. Default 50.
@@ -116,6 +133,12 @@ impl Default for Config {
             passive_ports: None,
             passive_address: None,
             anonymous_root: None,
+            tls_cert: None,
+            tls_key: None,
+            implicit_tls_listen: Vec::new(),
+            require_tls_login: false,
+            require_tls_data: false,
+            require_tls_resumption: false,
             max_sessions: 2000,
             max_sessions_per_ip: 50,
             max_line_length: 4096,
@@ -195,6 +218,17 @@ impl Config {
         }
         if self.workers == 0 {
             return bad("workers");
+        }
+        let wants_tls = !self.implicit_tls_listen.is_empty()
+            || self.require_tls_login
+            || self.require_tls_data
+            || self.require_tls_resumption;
+        if self.tls_cert.is_some() != self.tls_key.is_some()
+            || (wants_tls && self.tls_cert.is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "TLS needs both tls_cert and tls_key".into(),
+            ));
         }
         if self.blocking_threads == 0 {
             return bad("blocking_threads");

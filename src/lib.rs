@@ -13,3 +13,4 @@ pub mod codec;
 pub mod config;
 pub mod server;
 pub mod table;
+pub mod tls;

@@ -33,6 +33,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -78,21 +81,28 @@ impl Server {
         }
         let audit = AuditLog::start(&config.log_dir()).map_err(data_dir(config.log_dir()))?;
 
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        let mut addrs = Vec::with_capacity(config.listen.len());
-        for addr in &config.listen {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(cert, key)?,
+            )),
+            _ => None,
+        };
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        let wanted = config
+            .listen
+            .iter()
+            .map(|a| (*a, false))
+            .chain(config.implicit_tls_listen.iter().map(|a| (*a, true)));
+        for (addr, implicit) in wanted {
             let listener = TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
-            let bound = listener.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            addrs.push(bound);
-            listeners.push(listener);
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            addrs.push((bound, implicit));
+            listeners.push((listener, implicit));
         }
 
         let registry_actor = AccountRegistry::start(
@@ -112,6 +122,7 @@ impl Server {
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),
+            tls,
         });
         let acceptor = Acceptor::start(
             listeners,
@@ -119,9 +130,14 @@ impl Server {
             Arc::clone(&sessions),
             arbiters.iter().map(Arbiter::handle).collect(),
         );
-        for addr in &addrs {
-            log::info!("listening on {addr}");
+        for (addr, implicit) in &addrs {
+            if *implicit {
+                log::info!("listening on {addr} (implicit TLS)");
+            } else {
+                log::info!("listening on {addr}");
+            }
         }
+        let addrs = addrs.into_iter().map(|(addr, _)| addr).collect();
         Ok(Server {
             addrs,
             acceptor,

@@ -11,8 +11,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT, UrgentSafeTcp};
 use crate::actors::session::{Session, SessionEnv, Shutdown};
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
@@ -134,14 +136,17 @@ pub struct Acceptor {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     next_id: u64,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, bool)>,
 }
 
+/// One accepted connection, and whether its listener is implicit TLS.
+type Accepted = (io::Result<TcpStream>, bool);
+
 impl Acceptor {
-    /// Starts the acceptor on the current arbiter over already-bound listeners; sessions go to
-    /// `arbiters` (at least one) in turn.
+    /// Starts the acceptor on the current arbiter over already-bound listeners (each flagged
+    /// true for implicit TLS); sessions go to `arbiters` (at least one) in turn.
     pub fn start(
-        listeners: Vec<TcpListener>,
+        listeners: Vec<(TcpListener, bool)>,
         env: Arc<SessionEnv>,
         registry: Arc<SessionRegistry>,
         arbiters: Vec<ArbiterHandle>,
@@ -177,14 +182,14 @@ impl Actor for Acceptor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        for listener in self.listeners.drain(..) {
-            ctx.add_stream(TcpListenerStream::new(listener));
+        for (listener, implicit) in self.listeners.drain(..) {
+            ctx.add_stream(TcpListenerStream::new(listener).map(move |r| (r, implicit)));
         }
     }
 }
 
-impl StreamHandler<io::Result<TcpStream>> for Acceptor {
-    fn handle(&mut self, item: io::Result<TcpStream>, ctx: &mut Context<Self>) {
+impl StreamHandler<Accepted> for Acceptor {
+    fn handle(&mut self, (item, implicit): Accepted, ctx: &mut Context<Self>) {
         let stream = match item {
             Ok(stream) => stream,
             Err(e) => {
@@ -232,12 +237,35 @@ impl StreamHandler<io::Result<TcpStream>> for Acceptor {
         };
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         arbiter.spawn(async move {
-            match TcpStream::from_std(std_stream) {
-                Ok(stream) => {
-                    Session::start(stream, id, peer, local, env, permit);
+            let stream = match TcpStream::from_std(std_stream) {
+                Ok(stream) => UrgentSafeTcp::new(stream),
+                Err(e) => {
+                    log::warn!("cannot register connection from {peer}: {e}");
+                    return;
                 }
-                Err(e) => log::warn!("cannot register connection from {peer}: {e}"),
-            }
+            };
+            let conn = match (implicit, &env.tls) {
+                (false, _) => Conn::Plain(stream),
+                (true, Some(tls)) => {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => Conn::Tls(Box::new(tls_stream)),
+                        Ok(Err(e)) => {
+                            log::info!("implicit TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            log::info!("implicit TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    }
+                }
+                (true, None) => {
+                    log::error!("implicit TLS listener without a certificate");
+                    return;
+                }
+            };
+            Session::start(conn, id, peer, local, env, permit);
         });
     }
 

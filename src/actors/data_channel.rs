@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::actors::file_store::Upload;
@@ -32,13 +32,16 @@ pub enum DataError {
     /// Reading or writing the local file failed: 451.
     #[error("Local error in processing: {0}.")]
     Local(#[source] io::Error),
+    /// The TLS handshake on the data connection failed or did not resume: 425.
+    #[error("Cannot open a protected data connection: {0}.")]
+    Tls(String),
 }
 
 impl DataError {
     /// The FTP reply code for this failure.
     pub fn code(&self) -> u16 {
         match self {
-            DataError::NoConnection => 425,
+            DataError::NoConnection | DataError::Tls(_) => 425,
             DataError::Network(_) => 426,
             DataError::Local(_) => 451,
         }
@@ -161,6 +164,37 @@ async fn connect_from(
     }
 }
 
+/// TLS on a data connection (PROT P).
+#[derive(Clone)]
+pub struct Protection {
+    /// The server's TLS configuration.
+    pub tls: tokio_rustls::TlsAcceptor,
+    /// Refuse a data connection that does not resume a TLS session (RFC 4217 §10 advice
+    /// against data-connection theft).
+    pub require_resumption: bool,
+}
+
+/// Wraps an open data connection in TLS.
+async fn protect(
+    stream: TcpStream,
+    protection: &Protection,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, DataError> {
+    let tls = tokio::time::timeout(
+        crate::actors::session::control::HANDSHAKE_TIMEOUT,
+        protection.tls.accept(stream),
+    )
+    .await
+    .map_err(|_| DataError::Tls("TLS handshake timed out".into()))?
+    .map_err(|e| DataError::Tls(e.to_string()))?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    if protection.require_resumption && !resumed {
+        return Err(DataError::Tls(
+            "TLS session resumption is required on data connections".into(),
+        ));
+    }
+    Ok(tls)
+}
+
 /// What a transfer task does once its data connection is open.
 pub enum Job {
     /// Send these bytes (a listing) and close.
@@ -198,30 +232,46 @@ pub async fn run(
     session: u64,
     job: Job,
     progress: Arc<AtomicU64>,
+    protection: Option<Protection>,
 ) -> Outcome {
     let connected = match plan {
         DataPlan::Passive(listener) => accept_from(listener, peer, stall, session).await,
         DataPlan::Active { target, local } => connect_from(local, target, stall).await,
     };
+    let failed = |e| Outcome {
+        result: Err(e),
+        upload: None,
+    };
     let stream = match connected {
         Ok(stream) => stream,
-        Err(e) => {
-            return Outcome {
-                result: Err(e),
-                upload: None,
-            };
-        }
+        Err(e) => return failed(e),
     };
+    match protection {
+        None => run_job(stream, stall, job, &progress).await,
+        Some(protection) => match protect(stream, &protection).await {
+            Ok(tls) => run_job(tls, stall, job, &progress).await,
+            Err(e) => failed(e),
+        },
+    }
+}
+
+/// Runs `job` over an open data connection, plain or TLS.
+async fn run_job<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    stall: Duration,
+    job: Job,
+    progress: &AtomicU64,
+) -> Outcome {
     match job {
         Job::SendBytes(bytes) => Outcome {
-            result: send_bytes(stream, &bytes, stall, &progress).await,
+            result: send_bytes(stream, &bytes, stall, progress).await,
             upload: None,
         },
         Job::SendFile { file, ascii } => Outcome {
-            result: send_file(stream, file, ascii, stall, &progress).await,
+            result: send_file(stream, file, ascii, stall, progress).await,
             upload: None,
         },
-        Job::Receive { upload, ascii } => receive(stream, upload, ascii, stall, &progress).await,
+        Job::Receive { upload, ascii } => receive(stream, upload, ascii, stall, progress).await,
     }
 }
 
@@ -234,8 +284,8 @@ async fn with_stall<T>(stall: Duration, op: impl Future<Output = io::Result<T>>)
     })
 }
 
-async fn send_bytes(
-    mut stream: TcpStream,
+async fn send_bytes<S: AsyncWrite + Unpin>(
+    mut stream: S,
     bytes: &[u8],
     stall: Duration,
     progress: &AtomicU64,
@@ -252,8 +302,8 @@ async fn send_bytes(
     Ok(bytes.len() as u64)
 }
 
-async fn send_file(
-    mut stream: TcpStream,
+async fn send_file<S: AsyncWrite + Unpin>(
+    mut stream: S,
     file: std::fs::File,
     ascii: bool,
     stall: Duration,
@@ -288,8 +338,8 @@ async fn send_file(
     Ok(sent)
 }
 
-async fn receive(
-    mut stream: TcpStream,
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     upload: Upload,
     ascii: bool,
     stall: Duration,

@@ -30,6 +30,20 @@ enum Cmd {
     User(UserCmd),
     /// Show the audit log as a table.
     Log(LogArgs),
+    /// TLS certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Write a self-signed certificate (DIR/cert.pem) and key (DIR/key.pem) for localhost, to
+    /// try FTPS out.
+    Generate {
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Where the configuration comes from: a TOML file, then flags.
@@ -59,6 +73,24 @@ struct ServeArgs {
     /// Serve this directory read-only to `anonymous` / `ftp` (any password). Default: off.
     #[arg(long)]
     anonymous_root: Option<PathBuf>,
+    /// PEM certificate chain for FTPS (AUTH TLS and implicit TLS).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Address for implicit FTPS (TLS from the first byte; port 990 in production). Repeatable.
+    #[arg(long)]
+    implicit_tls_listen: Vec<SocketAddr>,
+    /// Refuse USER/PASS and SITE REGISTER before AUTH TLS.
+    #[arg(long)]
+    require_tls_login: bool,
+    /// Refuse transfers over unencrypted data connections (PROT C).
+    #[arg(long)]
+    require_tls_data: bool,
+    /// Protected data connections must resume the control connection's TLS session.
+    #[arg(long)]
+    require_tls_resumption: bool,
     /// Whether SITE REGISTER is accepted.
     #[arg(long, value_enum)]
     registration: Option<Registration>,
@@ -158,6 +190,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.passive_ports = args.passive_ports.or(config.passive_ports);
     config.passive_address = args.passive_address.or(config.passive_address);
     config.anonymous_root = args.anonymous_root.or(config.anonymous_root);
+    config.tls_cert = args.tls_cert.or(config.tls_cert);
+    config.tls_key = args.tls_key.or(config.tls_key);
+    if !args.implicit_tls_listen.is_empty() {
+        config.implicit_tls_listen = args.implicit_tls_listen;
+    }
+    config.require_tls_login |= args.require_tls_login;
+    config.require_tls_data |= args.require_tls_data;
+    config.require_tls_resumption |= args.require_tls_resumption;
     if let Some(v) = args.registration {
         config.registration = v;
     }
@@ -248,6 +288,15 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Cmd::Serve(args)) => serve(args),
         Some(Cmd::User(cmd)) => user(cmd),
+        Some(Cmd::Cert(CertCmd::Generate { out })) => ferry::tls::generate_self_signed(&out)
+            .map(|()| {
+                println!(
+                    "wrote {} and {}",
+                    out.join("cert.pem").display(),
+                    out.join("key.pem").display()
+                );
+            })
+            .map_err(|e| e.to_string()),
         Some(Cmd::Log(args)) => load_config(&args.common).and_then(|config| {
             let filter = LogFilter {
                 user: args.user,

@@ -155,6 +155,14 @@ pub enum Command {
     },
     /// `HASH <path>` (draft-bryan-ftpext-hash).
     Hash(String),
+    /// `AUTH <mechanism>` (RFC 4217 §4): `TLS` (also `TLS-C`, `SSL`, `TLS-P`).
+    Auth(String),
+    /// `PBSZ <size>` (RFC 4217 §8): always 0 for TLS.
+    Pbsz(String),
+    /// `PROT <level>` (RFC 4217 §9): `C` clear or `P` private data connections.
+    Prot(char),
+    /// `CCC` (RFC 4217 §6): refused, the control connection stays encrypted.
+    Ccc,
     /// `SITE ...`.
     Site(SiteCommand),
     /// A verb this server does not implement: 502.
@@ -206,6 +214,11 @@ pub const VERBS: &[(&str, &str)] = &[
     ("ABOR", "ABOR (abort transfer)"),
     ("ACCT", "ACCT <account> (not needed)"),
     ("ALLO", "ALLO <bytes> (ignored)"),
+    ("AUTH", "AUTH TLS (RFC 4217)"),
+    (
+        "CCC",
+        "CCC (refused: the control connection stays encrypted)",
+    ),
     ("APPE", "APPE <file> (append)"),
     ("CDUP", "CDUP (change to parent directory)"),
     ("CWD", "CWD <path>"),
@@ -233,8 +246,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ),
     ("PASS", "PASS <password>"),
     ("PASV", "PASV"),
+    ("PBSZ", "PBSZ 0 (RFC 4217)"),
     ("PORT", "PORT h1,h2,h3,h4,p1,p2"),
     ("PWD", "PWD (print working directory)"),
+    ("PROT", "PROT <C|P> (RFC 4217)"),
     ("QUIT", "QUIT"),
     ("REIN", "REIN (log out, keep the connection)"),
     ("REST", "REST <offset> (RFC 3659, before RETR/STOR)"),
@@ -352,6 +367,10 @@ impl Command {
             "REIN" => no_arg(Command::Rein)?,
             "MFMT" => parse_mfmt(&need("MFMT")?)?,
             "HASH" => Command::Hash(need("HASH")?),
+            "AUTH" => Command::Auth(need("AUTH")?.trim().to_ascii_uppercase()),
+            "PBSZ" => Command::Pbsz(need("PBSZ")?.trim().to_owned()),
+            "PROT" => Command::Prot(single_letter(&need("PROT")?, &['C', 'P', 'S', 'E'])?),
+            "CCC" => no_arg(Command::Ccc)?,
             "SITE" => Command::Site(parse_site(&need("SITE")?)?),
             _ => Command::Unknown(verb),
         })
@@ -402,9 +421,24 @@ impl Command {
             Command::Rein => "REIN",
             Command::Mfmt { .. } => "MFMT",
             Command::Hash(_) => "HASH",
+            Command::Auth(_) => "AUTH",
+            Command::Pbsz(_) => "PBSZ",
+            Command::Prot(_) => "PROT",
+            Command::Ccc => "CCC",
             Command::Site(_) => "SITE",
             Command::Unknown(verb) => verb,
         }
+    }
+
+    /// Does this command send a user name or password (refused in the clear when TLS is
+    /// required for login)?
+    pub fn carries_password(&self) -> bool {
+        matches!(
+            self,
+            Command::User(_)
+                | Command::Pass(_)
+                | Command::Site(SiteCommand::Register { .. } | SiteCommand::Passwd { .. })
+        )
     }
 
     /// Does this command use the data connection?
@@ -455,6 +489,10 @@ impl Command {
                 | Command::Abor
                 | Command::Acct
                 | Command::Rein
+                | Command::Auth(_)
+                | Command::Pbsz(_)
+                | Command::Prot(_)
+                | Command::Ccc
                 | Command::Unknown(_)
                 | Command::Site(
                     SiteCommand::Register { .. } | SiteCommand::Help | SiteCommand::Unknown(_)
@@ -480,7 +518,10 @@ impl fmt::Display for Command {
             | Command::Retr(a)
             | Command::Stor(a)
             | Command::Appe(a)
-            | Command::Hash(a) => write!(f, "{verb} {a}"),
+            | Command::Hash(a)
+            | Command::Auth(a)
+            | Command::Pbsz(a) => write!(f, "{verb} {a}"),
+            Command::Prot(c) => write!(f, "{verb} {c}"),
             Command::Stou(Some(a)) => write!(f, "{verb} {a}"),
             Command::Port(addr) | Command::Eprt(addr) => write!(f, "{verb} {addr}"),
             Command::Rest(offset) => write!(f, "{verb} {offset}"),
@@ -792,6 +833,11 @@ mod tests {
             ("STOU", Command::Stou(None)),
             ("STOU name", Command::Stou(Some("name".into()))),
             ("HASH f", Command::Hash("f".into())),
+            ("AUTH tls", Command::Auth("TLS".into())),
+            ("PBSZ 0", Command::Pbsz("0".into())),
+            ("PROT p", Command::Prot('P')),
+            ("PROT S", Command::Prot('S')),
+            ("CCC", Command::Ccc),
             ("OPTS HASH", Command::Opts(Opts::Hash(None))),
             (
                 "OPTS HASH md5",
@@ -841,6 +887,8 @@ mod tests {
             ("SITE CHMOD 999 f", 501),
             ("SITE CHMOD 7777 f", 501),
             ("SITE CHMOD 644", 501),
+            ("PROT X", 504),
+            ("AUTH", 501),
         ];
         for (line, code) in cases {
             let err = Command::parse(line).expect_err(line);

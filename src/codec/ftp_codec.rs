@@ -1,15 +1,14 @@
-//! The server's control-channel codec: bytes in, [`Inbound`] values out; [`Reply`] values in,
-//! bytes out. Pure framing and parsing; no sockets.
+//! The server's control-channel decoder: bytes in, [`Inbound`] values out (replies are encoded
+//! by [`crate::codec::Reply::encode`]). Pure framing and parsing; no sockets.
 //!
 //! Only I/O errors are decoder errors. A bad line is an [`Inbound::Malformed`] value, because
 //! after a decoder `Err` tokio-util's `Framed` ends the stream (tokio-rs/tokio#3976), and one
 //! hostile line would end the session.
 
 use bytes::BytesMut;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use super::command::{Command, CommandError};
-use super::reply::Reply;
 
 /// Telnet "interpret as command" (RFC 854); FTP control connections follow the Telnet protocol.
 const IAC: u8 = 0xFF;
@@ -18,8 +17,6 @@ const NEGOTIATION: std::ops::RangeInclusive<u8> = 251..=254;
 /// A read buffer emptied after a line is swapped for an unallocated one once it grew past this,
 /// so one long line does not pin memory for the rest of an idle session.
 const KEEP_READ_CAPACITY: usize = 256;
-/// The same for the write buffer after a large reply (FEAT, HELP, STAT listings).
-const KEEP_WRITE_CAPACITY: usize = 1024;
 
 /// One item read from the control channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,16 +92,6 @@ impl Decoder for FtpCodec {
             },
         };
         Ok(Some(item))
-    }
-}
-
-impl Encoder<Reply> for FtpCodec {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, reply: Reply, dst: &mut BytesMut) -> Result<(), std::io::Error> {
-        shrink(dst, KEEP_WRITE_CAPACITY);
-        reply.encode(dst);
-        Ok(())
     }
 }
 
@@ -258,20 +245,11 @@ mod tests {
     }
 
     #[test]
-    fn buffers_shrink_after_large_use() {
+    fn read_buffer_shrinks_after_large_use() {
         let mut codec = FtpCodec::new(8192);
         let mut buf = BytesMut::with_capacity(8192);
         buf.extend_from_slice(b"NOOP\r\n");
         codec.decode(&mut buf).expect("ok");
         assert_eq!(buf.capacity(), 0);
-        let mut out = BytesMut::with_capacity(16384);
-        codec
-            .encode(
-                Reply::new(crate::codec::reply::ReplyCode::Ok, "ok"),
-                &mut out,
-            )
-            .expect("encode");
-        assert!(out.capacity() < 16384);
-        assert_eq!(&out[..], b"200 ok\r\n");
     }
 }

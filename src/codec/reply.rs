@@ -35,6 +35,8 @@ pub enum ReplyCode {
     ExtendedPassiveMode = 229,
     /// 230 User logged in, proceed.
     LoggedIn = 230,
+    /// 234 AUTH accepted; the TLS handshake follows (RFC 2228, RFC 4217 §4).
+    AuthOk = 234,
     /// 250 Requested file action okay, completed.
     FileActionOk = 250,
     /// 257 "PATHNAME" created (also the PWD reply).
@@ -65,10 +67,16 @@ pub enum ReplyCode {
     BadSequence = 503,
     /// 504 Command not implemented for that parameter.
     NotImplementedForParameter = 504,
+    /// 521 Data connection cannot be opened with this PROT setting (RFC 4217 §9).
+    DataProtectionRequired = 521,
     /// 522 Network protocol not supported (RFC 2428 §2, EPRT).
     ProtocolNotSupported = 522,
     /// 530 Not logged in.
     NotLoggedIn = 530,
+    /// 534 Request denied for policy reasons (RFC 2228).
+    PolicyDenied = 534,
+    /// 536 Requested PROT level not supported by mechanism (RFC 2228).
+    ProtNotSupported = 536,
     /// 550 Requested action not taken; file unavailable.
     FileUnavailable = 550,
     /// 552 Requested file action aborted; exceeded storage allocation.
@@ -103,6 +111,7 @@ impl ReplyCode {
             PassiveMode,
             ExtendedPassiveMode,
             LoggedIn,
+            AuthOk,
             FileActionOk,
             PathCreated,
             NeedPassword,
@@ -118,8 +127,11 @@ impl ReplyCode {
             NotImplemented,
             BadSequence,
             NotImplementedForParameter,
+            DataProtectionRequired,
             ProtocolNotSupported,
             NotLoggedIn,
+            PolicyDenied,
+            ProtNotSupported,
             FileUnavailable,
             ExceededStorage,
             NameNotAllowed,

@@ -147,6 +147,25 @@ impl Session {
                 Reply::new(ReplyCode::NotImplemented, "SMNT not supported."),
             ),
             Command::Rein => self.rein(&text),
+            Command::Auth(mechanism) => self.auth(&text, &mechanism),
+            Command::Pbsz(_) => {
+                let reply = if self.control.is_tls() {
+                    self.pbsz = true;
+                    Reply::new(ReplyCode::Ok, "PBSZ=0")
+                } else {
+                    Reply::new(ReplyCode::BadSequence, "PBSZ needs AUTH TLS first.")
+                };
+                self.finish(&text, reply);
+            }
+            Command::Prot(level) => self.prot(&text, level),
+            // RFC 4217 §6: a server may refuse to drop TLS on the control connection.
+            Command::Ccc => self.finish(
+                &text,
+                Reply::new(
+                    ReplyCode::PolicyDenied,
+                    "CCC refused: the control connection stays encrypted.",
+                ),
+            ),
             Command::Size(arg) => self.size(text, &arg, ctx),
             Command::Mdtm(arg) => self.mdtm(text, &arg, ctx),
             Command::Stat(None) => self.server_status(&text),
@@ -645,8 +664,11 @@ impl Session {
                 format!("{}{star}", a.name())
             })
             .collect();
-        let lines = vec![
-            "Features:".to_owned(),
+        let mut lines = vec!["Features:".to_owned()];
+        if self.env.tls.is_some() {
+            lines.push(" AUTH TLS".to_owned());
+        }
+        lines.extend([
             " EPRT".to_owned(),
             " EPSV".to_owned(),
             format!(" HASH {}", hashes.join(";")),
@@ -654,11 +676,16 @@ impl Session {
             " MFMT".to_owned(),
             format!(" MLST {}", self.facts.feat_line()),
             " PASV".to_owned(),
+        ]);
+        if self.env.tls.is_some() {
+            lines.extend([" PBSZ".to_owned(), " PROT".to_owned()]);
+        }
+        lines.extend([
             " REST STREAM".to_owned(),
             " SIZE".to_owned(),
             " UTF8".to_owned(),
             "End".to_owned(),
-        ];
+        ]);
         self.finish(text, Reply::multi(ReplyCode::SystemStatus, lines));
     }
 
@@ -996,6 +1023,43 @@ impl Session {
         );
     }
 
+    /// AUTH TLS (RFC 4217 §4): 234, then the TLS handshake once the reply is on the wire.
+    fn auth(&mut self, text: &str, mechanism: &str) {
+        let reply = match (&self.env.tls, mechanism) {
+            (None, _) => Reply::new(ReplyCode::NotImplemented, "TLS is not configured here."),
+            (Some(_), _) if self.control.is_tls() => {
+                Reply::new(ReplyCode::BadSequence, "TLS is already on.")
+            }
+            (Some(tls), "TLS" | "TLS-C" | "SSL" | "TLS-P") => {
+                let tls = tls.clone();
+                self.finish(text, Reply::new(ReplyCode::AuthOk, "AUTH TLS successful."));
+                self.control.start_tls(tls);
+                return;
+            }
+            (Some(_), _) => Reply::new(
+                ReplyCode::NotImplementedForParameter,
+                "Only AUTH TLS is supported.",
+            ),
+        };
+        self.finish(text, reply);
+    }
+
+    /// PROT (RFC 4217 §9): C or P after PBSZ.
+    fn prot(&mut self, text: &str, level: char) {
+        let reply = match level {
+            _ if !self.pbsz => Reply::new(ReplyCode::BadSequence, "PROT needs PBSZ first."),
+            'C' | 'P' => {
+                self.prot_private = level == 'P';
+                Reply::new(ReplyCode::Ok, format!("Protection level set to {level}."))
+            }
+            _ => Reply::new(
+                ReplyCode::ProtNotSupported,
+                "Only PROT C and PROT P are supported.",
+            ),
+        };
+        self.finish(text, reply);
+    }
+
     /// REIN (RFC 959 §4.1.1): forget the user and every setting, as right after the greeting.
     fn rein(&mut self, text: &str) {
         self.state = super::state::LoginState::new();
@@ -1006,6 +1070,7 @@ impl Session {
         self.hash_algo = HashAlgo::Sha256;
         self.data = None;
         self.restart = 0;
+        // The control connection stays as it is (RFC 4217 §11: REIN keeps TLS up).
         self.finish(
             text,
             Reply::new(ReplyCode::ServiceReady, "Ready for a new user."),
@@ -1021,6 +1086,17 @@ impl Session {
         kind: TransferKind,
         opening: &str,
     ) {
+        if self.env.config.require_tls_data && !self.prot_private {
+            self.data = None;
+            self.finish(
+                &text,
+                Reply::new(
+                    ReplyCode::DataProtectionRequired,
+                    "Data connections must be encrypted: use PROT P.",
+                ),
+            );
+            return;
+        }
         let Some(plan) = self.data.take() else {
             self.finish(
                 &text,
@@ -1033,6 +1109,13 @@ impl Session {
         };
         self.send(Reply::new(ReplyCode::OpeningData, opening));
         let progress = Arc::new(AtomicU64::new(0));
+        let protection = match (&self.env.tls, self.prot_private) {
+            (Some(tls), true) => Some(data_channel::Protection {
+                tls: tls.clone(),
+                require_resumption: self.env.config.require_tls_resumption,
+            }),
+            _ => None,
+        };
         let task = data_channel::run(
             plan,
             self.peer.ip(),
@@ -1040,6 +1123,7 @@ impl Session {
             self.id,
             job,
             progress.clone(),
+            protection,
         );
         let handle = ctx.spawn(
             task.into_actor(self)

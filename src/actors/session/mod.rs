@@ -9,10 +9,10 @@
 //! actor fails: a mailbox error becomes 451.
 
 mod commands;
+pub mod control;
 pub mod state;
 #[cfg(test)]
 mod tests;
-mod urgent;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,10 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::FramedRead;
 
 use crate::actors::Services;
@@ -35,6 +32,7 @@ use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
 use crate::codec::{Command, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
+use control::{Conn, Control};
 
 use state::LoginState;
 
@@ -52,6 +50,8 @@ pub struct SessionEnv {
     pub services: Services,
     /// The server configuration.
     pub config: Arc<Config>,
+    /// TLS for AUTH TLS and protected data connections; `None` when no certificate is set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Asks a session to end: 421 now when idle, or after its running transfer.
@@ -99,7 +99,7 @@ pub struct Session {
     peer: SocketAddr,
     local: SocketAddr,
     env: Arc<SessionEnv>,
-    writer: FramedWrite<Reply, OwnedWriteHalf, FtpCodec>,
+    control: Control,
     state: LoginState,
     cwd: VPath,
     ascii: bool,
@@ -108,6 +108,10 @@ pub struct Session {
     rename_from: Option<VPath>,
     restart: u64,
     hash_algo: HashAlgo,
+    /// PBSZ was given after AUTH TLS (RFC 4217 §8), so PROT may follow.
+    pbsz: bool,
+    /// PROT P: data connections are TLS (the default on an implicit-TLS connection).
+    prot_private: bool,
     data: Option<DataPlan>,
     transfer: Option<Box<Running>>,
     deferred: VecDeque<Command>,
@@ -147,7 +151,7 @@ impl Actor for Session {
 impl Session {
     /// Starts a session for an accepted connection on the current arbiter.
     pub fn start(
-        stream: TcpStream,
+        conn: Conn,
         id: u64,
         peer: SocketAddr,
         local: SocketAddr,
@@ -155,21 +159,36 @@ impl Session {
         permit: SessionPermit,
     ) -> Addr<Session> {
         Session::create(move |ctx| {
-            let max_line = env.config.max_line_length;
-            let (read, write) = stream.into_split();
+            let implicit_tls = matches!(conn, Conn::Tls(_));
+            let control = Control::new(conn);
             ctx.add_stream(FramedRead::with_capacity(
-                urgent::UrgentSafeRead::new(read),
-                FtpCodec::new(max_line),
+                control.reader(),
+                FtpCodec::new(env.config.max_line_length),
                 READ_BUFFER,
             ));
-            let writer = FramedWrite::new(write, FtpCodec::new(max_line), ctx);
+            // The session lives as long as its writer: it ends after a requested close (221,
+            // 421) or when the connection fails.
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Session>(control.clone().write_all_replies()).map(
+                    |result, act, ctx| {
+                        if let Err(e) = result {
+                            log::info!(
+                                "session {} {}: control write failed: {e}",
+                                act.id,
+                                act.peer
+                            );
+                        }
+                        ctx.stop();
+                    },
+                ),
+            );
             let now = Instant::now();
             Session {
                 id,
                 peer,
                 local,
                 env,
-                writer,
+                control,
                 state: LoginState::new(),
                 cwd: VPath::root(),
                 ascii: false,
@@ -178,6 +197,8 @@ impl Session {
                 rename_from: None,
                 restart: 0,
                 hash_algo: HashAlgo::Sha256,
+                pbsz: implicit_tls,
+                prot_private: implicit_tls,
                 data: None,
                 transfer: None,
                 deferred: VecDeque::new(),
@@ -200,7 +221,7 @@ impl Session {
     }
 
     fn send(&mut self, reply: Reply) {
-        self.writer.write(reply);
+        self.control.send(&reply);
     }
 
     /// Sends the final reply of `cmd` and records the command in the audit log.
@@ -221,7 +242,7 @@ impl Session {
         }
         self.closing = true;
         self.data = None;
-        self.writer.close();
+        self.control.close();
         ctx.run_later(CLOSE_FLUSH, |_, ctx| ctx.stop());
     }
 
@@ -339,6 +360,16 @@ impl Session {
     /// Checks the login gate, then runs the command.
     fn run_gated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let text = cmd.to_string();
+        if self.env.config.require_tls_login && !self.control.is_tls() && cmd.carries_password() {
+            self.finish(
+                &text,
+                Reply::new(
+                    ReplyCode::NotLoggedIn,
+                    "TLS required: use AUTH TLS before logging in.",
+                ),
+            );
+            return;
+        }
         if self.state.logged_in().is_none() && !cmd.allowed_before_login() {
             self.finish(
                 &text,
@@ -486,17 +517,6 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
                 ctx.stop();
             }
         }
-    }
-}
-
-impl WriteHandler<std::io::Error> for Session {
-    fn error(&mut self, err: std::io::Error, _: &mut Context<Self>) -> actix::Running {
-        log::info!(
-            "session {} {}: control write failed: {err}",
-            self.id,
-            self.peer
-        );
-        actix::Running::Stop
     }
 }
 

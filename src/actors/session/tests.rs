@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::control::{Conn, UrgentSafeTcp};
 use super::{Session, SessionEnv, Shutdown};
 use crate::actors::Services;
 use crate::actors::acceptor::SessionRegistry;
@@ -232,6 +233,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
     let env = Arc::new(SessionEnv {
         services,
         config: Arc::new(config),
+        tls: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("listener address");
@@ -242,7 +244,8 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
     let permit = SessionRegistry::new(10, 10)
         .admit(1, peer.ip())
         .expect("admitted");
-    let session = Session::start(server, 1, peer, local, env, permit);
+    let conn = Conn::Plain(UrgentSafeTcp::new(server));
+    let session = Session::start(conn, 1, peer, local, env, permit);
     let (read, write) = client.into_split();
     Client {
         read,

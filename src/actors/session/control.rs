@@ -1,0 +1,302 @@
+//! The control connection's bytes, for one Session: plain TCP, or TLS after `AUTH TLS`
+//! (RFC 4217) or from an implicit-TLS listener.
+//!
+//! The Session encodes replies into a shared output buffer; a writer task (spawned in the
+//! Session's context) drains it to the socket. Owning the writer lets the Session switch the
+//! connection to TLS exactly after the `234` reply is on the wire, and lets reading pause while
+//! the client does not read its replies (back-pressure), so a client that pipelines commands
+//! without reading cannot grow the server's memory. The read half is what the Session's
+//! `FramedRead` polls. Single-threaded: all of it lives on the Session's arbiter.
+
+use std::cell::RefCell;
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::codec::Reply;
+
+/// Reading pauses while more than this many reply bytes wait for the client.
+const HIGH_WATER: usize = 64 * 1024;
+/// Reading resumes once the waiting replies shrink below this.
+const LOW_WATER: usize = 16 * 1024;
+/// An emptied output buffer bigger than this is freed, so one large reply (FEAT, HELP, STAT)
+/// does not pin memory for the rest of an idle session.
+const KEEP_OUT_CAPACITY: usize = 1024;
+/// The longest a TLS handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A TCP stream that does not stall at the TCP urgent mark.
+///
+/// Clients send ABOR as urgent data (ftplib sends the whole `ABOR\r\n` with `MSG_OOB`; RFC 959
+/// §4.1.3 asks for the Telnet Synch). The acceptor sets `SO_OOBINLINE`, so the urgent byte stays
+/// in the stream, but a read then stops at the mark: tokio sees a short read, clears the
+/// socket's readiness and waits for an edge that never comes, because the byte after the mark
+/// is already queued. After a short read this stream tries once more with a direct,
+/// non-blocking `recv`, which does not depend on tokio's readiness.
+pub struct UrgentSafeTcp {
+    inner: TcpStream,
+    short_read: bool,
+}
+
+impl UrgentSafeTcp {
+    /// Wraps an accepted control connection.
+    pub fn new(inner: TcpStream) -> UrgentSafeTcp {
+        UrgentSafeTcp {
+            inner,
+            short_read: false,
+        }
+    }
+}
+
+impl AsyncRead for UrgentSafeTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if std::mem::take(&mut self.short_read) {
+            let socket = socket2::SockRef::from(&self.inner);
+            match (&*socket).read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    self.short_read = n > 0;
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let wanted = buf.remaining();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let got = buf.filled().len() - before;
+            self.short_read = got > 0 && got < wanted;
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for UrgentSafeTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The connection in its current form.
+pub enum Conn {
+    /// Plain TCP.
+    Plain(UrgentSafeTcp),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<UrgentSafeTcp>>),
+    /// During the TLS handshake after `AUTH TLS`: nobody else may touch the socket.
+    Switching,
+}
+
+impl Conn {
+    fn io(&mut self) -> Option<Pin<&mut (dyn AsyncRW + '_)>> {
+        match self {
+            Conn::Plain(s) => Some(Pin::new(s)),
+            Conn::Tls(s) => Some(Pin::new(&mut **s)),
+            Conn::Switching => None,
+        }
+    }
+}
+
+/// Both directions of a stream, as one object-safe trait.
+trait AsyncRW: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRW for T {}
+
+struct Channel {
+    conn: Conn,
+    out: BytesMut,
+    upgrade: Option<TlsAcceptor>,
+    closing: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl Channel {
+    fn wake_reader(&mut self) {
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The Session's handle on its control connection.
+#[derive(Clone)]
+pub struct Control(Rc<RefCell<Channel>>);
+
+impl Control {
+    /// Takes over a connection (already TLS for an implicit-TLS listener).
+    pub fn new(conn: Conn) -> Control {
+        Control(Rc::new(RefCell::new(Channel {
+            conn,
+            out: BytesMut::new(),
+            upgrade: None,
+            closing: false,
+            reader: None,
+            writer: None,
+        })))
+    }
+
+    /// Queues a reply for the writer.
+    pub fn send(&self, reply: &Reply) {
+        let mut ch = self.0.borrow_mut();
+        if ch.out.is_empty() && ch.out.capacity() > KEEP_OUT_CAPACITY {
+            ch.out = BytesMut::new();
+        }
+        reply.encode(&mut ch.out);
+        ch.wake_writer();
+    }
+
+    /// After the queued replies (the `234`) are sent, switch to TLS. Reading stops now, so
+    /// the client's handshake bytes are never taken for a command.
+    pub fn start_tls(&self, acceptor: TlsAcceptor) {
+        let mut ch = self.0.borrow_mut();
+        ch.upgrade = Some(acceptor);
+        ch.wake_writer();
+    }
+
+    /// Whether the connection is TLS now.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.0.borrow().conn, Conn::Tls(_))
+    }
+
+    /// Sends what is queued, then closes the connection; the writer task then ends.
+    pub fn close(&self) {
+        let mut ch = self.0.borrow_mut();
+        ch.closing = true;
+        ch.wake_writer();
+    }
+
+    /// The read half for the Session's `FramedRead`.
+    pub fn reader(&self) -> ControlRead {
+        ControlRead(Rc::clone(&self.0))
+    }
+
+    /// The writer task: drains replies, performs a requested TLS switch, closes on request.
+    /// Ends with `Ok` after a requested close, with `Err` when the connection fails.
+    pub async fn write_all_replies(self) -> io::Result<()> {
+        loop {
+            match std::future::poll_fn(|cx| self.drain(cx)).await? {
+                Drained::Close => return Ok(()),
+                Drained::Upgrade(acceptor) => self.upgrade(acceptor).await?,
+            }
+        }
+    }
+
+    fn drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<Drained>> {
+        let mut guard = self.0.borrow_mut();
+        let ch = &mut *guard;
+        while !ch.out.is_empty() {
+            let Some(io) = ch.conn.io() else {
+                return Poll::Pending;
+            };
+            match io.poll_write(cx, &ch.out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    ch.out.advance(n);
+                    if ch.out.len() < LOW_WATER {
+                        ch.wake_reader();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let Some(io) = ch.conn.io() else {
+            return Poll::Pending;
+        };
+        match io.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|()| Drained::Close)),
+        }
+        if let Some(acceptor) = ch.upgrade.take() {
+            return Poll::Ready(Ok(Drained::Upgrade(acceptor)));
+        }
+        if ch.closing {
+            let Some(io) = ch.conn.io() else {
+                return Poll::Pending;
+            };
+            return io.poll_shutdown(cx).map(|r| r.map(|()| Drained::Close));
+        }
+        ch.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    async fn upgrade(&self, acceptor: TlsAcceptor) -> io::Result<()> {
+        let tcp = match std::mem::replace(&mut self.0.borrow_mut().conn, Conn::Switching) {
+            Conn::Plain(tcp) => tcp,
+            other => {
+                // Already TLS (a second AUTH is refused before it gets here): keep it.
+                self.0.borrow_mut().conn = other;
+                return Ok(());
+            }
+        };
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let mut ch = self.0.borrow_mut();
+        ch.conn = Conn::Tls(Box::new(tls));
+        ch.wake_reader();
+        Ok(())
+    }
+}
+
+enum Drained {
+    Close,
+    Upgrade(TlsAcceptor),
+}
+
+/// The read half: pauses during a TLS switch and while too many replies wait for the client.
+pub struct ControlRead(Rc<RefCell<Channel>>);
+
+impl AsyncRead for ControlRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut guard = self.0.borrow_mut();
+        let ch = &mut *guard;
+        if ch.upgrade.is_some() || ch.out.len() > HIGH_WATER {
+            ch.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        match ch.conn.io() {
+            Some(io) => io.poll_read(cx, buf),
+            None => {
+                ch.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
