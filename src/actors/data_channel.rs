@@ -378,6 +378,12 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             file.write_all(b"\r").await.map_err(DataError::Local)?;
         }
         file.flush().await.map_err(DataError::Local)?;
+        // Over TLS this answers the client's close_notify with ours (clients such as Python's
+        // ftplib wait for it, RFC 4217 §10); over TCP it is a plain FIN. Every byte has
+        // arrived by now, so a client that has already gone (lftp closes at once) is no error.
+        if let Err(e) = with_stall(stall, stream.shutdown()).await {
+            log::debug!("data connection closed before our close_notify: {e}");
+        }
         Ok(received)
     }
     .await;
