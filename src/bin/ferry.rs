@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ferry::client::stream::Security;
 use ferry::client::{self, Launch};
+use ferry::tls::Trust;
 
 /// ferry: an FTP client with a `ferry>` prompt, or a script runner with -c / standard input.
 #[derive(Parser)]
@@ -26,11 +28,41 @@ struct Cli {
     /// Seconds to wait for the server before giving up.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+    /// FTPS: AUTH TLS after the greeting, then encrypted data connections (RFC 4217).
+    #[arg(long, conflicts_with = "implicit_tls")]
+    tls: bool,
+    /// Implicit FTPS: TLS from the first byte (servers on port 990).
+    #[arg(long)]
+    implicit_tls: bool,
+    /// Trust only the CA certificates in this PEM file (e.g. a self-signed server's cert.pem).
+    #[arg(long, conflicts_with = "insecure")]
+    ca_file: Option<PathBuf>,
+    /// Do not check the server's certificate at all (encrypted, but not authenticated).
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let security = if cli.tls || cli.implicit_tls {
+        let trust = match (&cli.ca_file, cli.insecure) {
+            (Some(file), _) => Trust::CaFile(file),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::System,
+        };
+        match ferry::tls::client_config(&trust) {
+            Ok(config) if cli.implicit_tls => Security::Implicit(config),
+            Ok(config) => Security::Explicit(config),
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Security::Plain
+    };
     ExitCode::from(client::run(Launch {
+        security,
         target: cli.target,
         commands: cli.commands,
         password_file: cli.password_file,

@@ -4,10 +4,12 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::entries::{RemoteEntry, parse_list_line, parse_mlsx_line};
+use crate::client::stream::{Security, Stream};
 use crate::codec::reply_parser::{ReplyAssembler, ServerReply, unquote_path};
 
 /// Longest reply line accepted: a server sending more is broken or hostile.
@@ -60,6 +62,9 @@ pub enum ClientError {
     /// The user interrupted the transfer (Ctrl-C); ABOR was sent.
     #[error("transfer aborted")]
     Aborted,
+    /// TLS could not be set up (handshake, untrusted certificate).
+    #[error("TLS: {0}")]
+    Tls(io::Error),
 }
 
 impl ClientError {
@@ -95,8 +100,12 @@ enum DataPrep {
 
 /// One control connection to an FTP server.
 pub struct FtpClient {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    control: BufReader<Stream>,
+    /// The host name as given: TLS checks the certificate against it.
+    host: String,
+    /// TLS for data connections after PROT P (the control connection's configuration, so its
+    /// session is resumed).
+    protect_data: Option<Arc<rustls::ClientConfig>>,
     assembler: ReplyAssembler,
     peer: SocketAddr,
     local: SocketAddr,
@@ -109,15 +118,18 @@ pub struct FtpClient {
 }
 
 impl FtpClient {
-    /// Connects and reads the greeting. `active` selects PORT/EPRT data connections.
+    /// Connects and reads the greeting; with TLS (`security`), negotiates it and protects the
+    /// data connections (PBSZ 0, PROT P). `active` selects PORT/EPRT data connections.
     ///
     /// # Errors
-    /// [`ClientError::Resolve`], [`ClientError::Connect`], or the server's refusal.
+    /// [`ClientError::Resolve`], [`ClientError::Connect`], a failed TLS negotiation, or the
+    /// server's refusal.
     pub fn connect(
         host: &str,
         port: u16,
         timeout: Duration,
         active: bool,
+        security: &Security,
     ) -> Result<(FtpClient, ServerReply)> {
         let addr = format!("{host}:{port}");
         let addrs: Vec<SocketAddr> = (host, port)
@@ -125,7 +137,7 @@ impl FtpClient {
             .map_err(|_| ClientError::Resolve(host.to_owned()))?
             .collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        let stream = addrs
+        let tcp = addrs
             .iter()
             .find_map(|a| match TcpStream::connect_timeout(a, timeout) {
                 Ok(s) => Some(s),
@@ -136,15 +148,21 @@ impl FtpClient {
             })
             .ok_or(ClientError::Connect { addr, source: last })?;
         let io = |e| ClientError::Data(e);
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io)?;
-        stream.set_nodelay(true).ok();
-        let peer = stream.peer_addr().map_err(io)?;
-        let local = stream.local_addr().map_err(io)?;
-        let writer = stream.try_clone().map_err(io)?;
+        tcp.set_read_timeout(Some(timeout)).map_err(io)?;
+        tcp.set_write_timeout(Some(timeout)).map_err(io)?;
+        tcp.set_nodelay(true).ok();
+        let peer = tcp.peer_addr().map_err(io)?;
+        let local = tcp.local_addr().map_err(io)?;
+        let stream = match security {
+            Security::Implicit(config) => {
+                Stream::tls(tcp, config, host, timeout).map_err(ClientError::Tls)?
+            }
+            Security::Plain | Security::Explicit(_) => Stream::Tcp(tcp),
+        };
         let mut client = FtpClient {
-            reader: BufReader::new(stream),
-            writer,
+            control: BufReader::new(stream),
+            host: host.to_owned(),
+            protect_data: None,
             assembler: ReplyAssembler::new(),
             peer,
             local,
@@ -161,7 +179,42 @@ impl FtpClient {
         if greeting.code != 220 {
             return Err(ClientError::Refused(greeting));
         }
+        match security {
+            Security::Plain => {}
+            Security::Explicit(config) => {
+                client.start_tls(config)?;
+                client.protect(config)?;
+            }
+            Security::Implicit(config) => client.protect(config)?,
+        }
         Ok((client, greeting))
+    }
+
+    /// AUTH TLS (RFC 4217 §4), then the handshake on the same connection.
+    fn start_tls(&mut self, config: &Arc<rustls::ClientConfig>) -> Result<()> {
+        let reply = self.command("AUTH TLS")?;
+        if reply.code != 234 {
+            return Err(ClientError::Refused(reply));
+        }
+        // A stand-in on the same socket while the connection is taken out and wrapped.
+        let stand_in = self.control.get_ref().tcp().try_clone();
+        let stand_in = BufReader::new(Stream::Tcp(stand_in.map_err(ClientError::Data)?));
+        let old = std::mem::replace(&mut self.control, stand_in);
+        let tcp = old
+            .into_inner()
+            .into_tcp()
+            .ok_or_else(|| ClientError::Protocol("TLS is already on".into()))?;
+        let tls = Stream::tls(tcp, config, &self.host, self.timeout).map_err(ClientError::Tls)?;
+        self.control = BufReader::new(tls);
+        Ok(())
+    }
+
+    /// PBSZ 0 and PROT P (RFC 4217 §8-9): data connections use TLS too.
+    fn protect(&mut self, config: &Arc<rustls::ClientConfig>) -> Result<()> {
+        self.ok("PBSZ 0")?;
+        self.ok("PROT P")?;
+        self.protect_data = Some(Arc::clone(config));
+        Ok(())
     }
 
     /// The server's address.
@@ -183,7 +236,11 @@ impl FtpClient {
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.writer.write_all(bytes).map_err(ClientError::control)
+        let stream = self.control.get_mut();
+        stream
+            .write_all(bytes)
+            .and_then(|()| stream.flush())
+            .map_err(ClientError::control)
     }
 
     /// Reads one complete reply.
@@ -194,7 +251,7 @@ impl FtpClient {
         let mut raw = Vec::new();
         loop {
             raw.clear();
-            let n = (&mut self.reader)
+            let n = (&mut self.control)
                 .take(MAX_REPLY_LINE)
                 .read_until(b'\n', &mut raw)
                 .map_err(ClientError::control)?;
@@ -325,12 +382,7 @@ impl FtpClient {
 
     /// Sends a transfer command over a prepared data connection; returns the data stream once
     /// the server has said 1xx.
-    fn start_transfer(
-        &mut self,
-        line: &str,
-        prep: DataPrep,
-        abort: &AtomicBool,
-    ) -> Result<TcpStream> {
+    fn start_transfer(&mut self, line: &str, prep: DataPrep, abort: &AtomicBool) -> Result<Stream> {
         let reply = self.command(line)?;
         if !reply.is_preliminary() {
             return Err(ClientError::Refused(reply));
@@ -362,10 +414,18 @@ impl FtpClient {
         };
         stream.set_nonblocking(false).map_err(ClientError::Data)?;
         stream
-            .set_read_timeout(Some(ABORT_POLL))
-            .map_err(ClientError::Data)?;
-        stream
             .set_write_timeout(Some(self.timeout))
+            .map_err(ClientError::Data)?;
+        // RFC 4217 §7: the TLS handshake on the data connection follows the 150.
+        let stream = match &self.protect_data {
+            Some(config) => {
+                Stream::tls(stream, config, &self.host, self.timeout).map_err(ClientError::Tls)?
+            }
+            None => Stream::Tcp(stream),
+        };
+        stream
+            .tcp()
+            .set_read_timeout(Some(ABORT_POLL))
             .map_err(ClientError::Data)?;
         Ok(stream)
     }
@@ -382,9 +442,9 @@ impl FtpClient {
 
     /// ABOR (RFC 959 §4.1.3): Telnet IP and Synch, then ABOR; the server answers 426 for the
     /// transfer and 226 for the ABOR, or only 226/225 if the transfer had already ended.
-    fn abort_transfer(&mut self, data: Option<TcpStream>) -> Result<()> {
+    fn abort_transfer(&mut self, data: Option<Stream>) -> Result<()> {
         if let Some(data) = data {
-            data.shutdown(Shutdown::Both).ok();
+            data.tcp().shutdown(Shutdown::Both).ok();
         }
         self.send_raw(b"\xff\xf4\xff\xf2ABOR\r\n")?;
         let first = self.reply()?;
@@ -396,7 +456,7 @@ impl FtpClient {
 
     /// The data connection broke: close it and read the server's verdict (426/451) for the
     /// transfer, which explains the failure better than the socket error.
-    fn data_failed(&mut self, data: TcpStream, e: io::Error) -> ClientError {
+    fn data_failed(&mut self, data: Stream, e: io::Error) -> ClientError {
         drop(data);
         match self.reply() {
             Ok(reply) if !reply.is_success() => ClientError::Refused(reply),
@@ -504,7 +564,7 @@ impl FtpClient {
             progress(n as u64);
         }
         // Closing the data connection is the end-of-file mark (RFC 959 §3.4, stream mode).
-        data.shutdown(Shutdown::Write).ok();
+        data.finish();
         drop(data);
         self.finish_transfer()?;
         Ok(total)
@@ -553,7 +613,7 @@ impl FtpClient {
             .collect())
     }
 
-    fn read_listing(&mut self, data: TcpStream, abort: &AtomicBool) -> Result<String> {
+    fn read_listing(&mut self, data: Stream, abort: &AtomicBool) -> Result<String> {
         let mut bytes = Vec::new();
         let mut sink = io::Cursor::new(&mut bytes);
         let mut data = Some(data);

@@ -7,6 +7,7 @@ pub mod entries;
 pub mod ftp;
 pub mod render;
 pub mod shell;
+pub mod stream;
 pub mod words;
 
 use std::cell::RefCell;
@@ -37,6 +38,8 @@ pub struct Launch {
     pub active: bool,
     /// Control and data timeout.
     pub timeout: Duration,
+    /// Plain FTP, or FTPS (explicit or implicit).
+    pub security: stream::Security,
 }
 
 /// A parsed `ftp://` URL or `HOST[:PORT]`.
@@ -106,6 +109,7 @@ pub fn run(launch: Launch) -> u8 {
         timeout: launch.timeout,
         interactive,
         progress: io::stderr().is_terminal(),
+        security: launch.security.clone(),
     };
     let shell = Rc::new(RefCell::new(Shell::new(opts, abort)));
     let mut failed = false;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::client::entries::{EntryKind, RemoteEntry};
 use crate::client::ftp::{ClientError, FtpClient};
 use crate::client::render::{self, Progress};
+use crate::client::stream::Security;
 use crate::client::words::split_words;
 
 /// What a command's arguments are, for help and tab completion.
@@ -279,6 +280,8 @@ pub struct Options {
     pub interactive: bool,
     /// Draw progress bars (stderr is a terminal).
     pub progress: bool,
+    /// Plain FTP, or FTPS (explicit or implicit).
+    pub security: Security,
 }
 
 /// The client's state between commands.
@@ -448,8 +451,13 @@ impl Shell {
             None => split_host_port(host)?,
         };
         self.close();
-        let (client, greeting) =
-            FtpClient::connect(&host, port, self.opts.timeout, self.opts.active)?;
+        let (client, greeting) = FtpClient::connect(
+            &host,
+            port,
+            self.opts.timeout,
+            self.opts.active,
+            &self.opts.security,
+        )?;
         println!("{greeting}");
         self.server = Some(if host.contains(':') {
             format!("[{host}]:{port}")

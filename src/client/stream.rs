@@ -1,0 +1,108 @@
+//! The client's connections, plain or TLS (RFC 4217): one type for the control connection and
+//! for data connections, so the protocol code does not care which.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+/// How the client protects its connections.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// Plain FTP.
+    Plain,
+    /// `AUTH TLS` after the greeting, then PBSZ 0 / PROT P (RFC 4217).
+    Explicit(Arc<ClientConfig>),
+    /// TLS from the first byte (implicit FTPS, port 990).
+    Implicit(Arc<ClientConfig>),
+}
+
+/// A TCP connection, possibly wrapped in TLS.
+pub enum Stream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// Wraps `tcp` in TLS for `host` and completes the handshake within `timeout`. Data
+    /// connections use the same `config` as the control connection, so the TLS session is
+    /// resumed, as servers that protect against data-connection theft require.
+    ///
+    /// # Errors
+    /// A bad server name, a failed or timed-out handshake, or a certificate the client does not
+    /// trust.
+    pub fn tls(
+        tcp: TcpStream,
+        config: &Arc<ClientConfig>,
+        host: &str,
+        timeout: Duration,
+    ) -> io::Result<Stream> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        let previous = tcp.read_timeout()?;
+        tcp.set_read_timeout(Some(timeout))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        tls.sock.set_read_timeout(previous)?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    /// The TCP socket underneath (for timeouts and addresses).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Unwraps a plain connection, for the switch to TLS.
+    pub fn into_tcp(self) -> Option<TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::Tls(_) => None,
+        }
+    }
+
+    /// The end of an upload: TLS close_notify (RFC 4217 §10), then TCP FIN. Best effort: the
+    /// server's reply says whether the transfer succeeded.
+    pub fn finish(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        }
+        let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
