@@ -71,6 +71,15 @@ fn tree_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The contents of one file of the test tree.
+fn tree_file(rel: &str) -> Vec<u8> {
+    tree_files()
+        .into_iter()
+        .find(|(name, _)| *name == rel)
+        .unwrap_or_else(|| panic!("{rel} is not in the test tree"))
+        .1
+}
+
 /// Directories of the test tree that hold no file.
 const EMPTY_DIRS: [&str; 1] = ["empty-dir"];
 
@@ -406,13 +415,35 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
     let w = work.path();
     make_tree(&w.join("src"));
 
-    let out = lftp(&server, w, user, pass, "mirror -R src up");
-    assert_success(&out, "lftp mirror -R");
-    assert_same_tree(&w.join("src"), &home.join("up"), "after mirror -R");
+    // Each mirror twice: the second run finds sizes and times equal (MLSD facts, MFMT) and
+    // transfers nothing, which the audit checks below (one transfer per file).
+    for _ in 0..2 {
+        let out = lftp(&server, w, user, pass, "mirror -R src up");
+        assert_success(&out, "lftp mirror -R");
+        assert_same_tree(&w.join("src"), &home.join("up"), "after mirror -R");
+    }
+    for _ in 0..2 {
+        let out = lftp(&server, w, user, pass, "mirror up down");
+        assert_success(&out, "lftp mirror");
+        assert_same_tree(&w.join("src"), &w.join("down"), "after mirror back");
+    }
 
-    let out = lftp(&server, w, user, pass, "mirror up down");
-    assert_success(&out, "lftp mirror");
-    assert_same_tree(&w.join("src"), &w.join("down"), "after mirror back");
+    // Active mode (PORT), resumed upload (SIZE, REST, STOR) and resumed download (REST, RETR).
+    let big = pseudo_random(600_000, 41);
+    std::fs::write(w.join("big.bin"), &big).expect("write big");
+    std::fs::write(w.join("head.bin"), &big[..250_000]).expect("write head");
+    std::fs::write(w.join("got.bin"), &big[..100_000]).expect("write partial local");
+    let out = lftp(
+        &server,
+        w,
+        user,
+        pass,
+        "set ftp:passive-mode off; put head.bin -o resumed.bin; put -c big.bin -o resumed.bin; \
+         get -c resumed.bin -o got.bin",
+    );
+    assert_success(&out, "lftp active put, put -c, get -c");
+    assert!(std::fs::read(home.join("resumed.bin")).expect("resumed.bin") == big);
+    assert!(std::fs::read(w.join("got.bin")).expect("got.bin") == big);
 
     let out = lftp(&server, w, user, pass, "cls -l up 'up/sub dir'");
     assert_success(&out, "lftp cls -l");
@@ -459,7 +490,37 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
     assert!(!home.join("up").exists());
     assert!(home.is_dir());
 
-    let events = wait_sessions_closed(&server, user, 6);
+    let events = wait_sessions_closed(&server, user, 9);
+    let transfers = |kind: &str, path: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == kind && e["path"] == path)
+            .count()
+    };
+    for (rel, bytes) in tree_files() {
+        let path = format!("/up/{rel}");
+        assert_eq!(transfers("upload", &path), 1, "uploads of {path}");
+        assert_eq!(
+            transfers("download", &path),
+            usize::from(!bytes.is_empty()),
+            "downloads of {path}"
+        );
+    }
+    assert_transfer(&events, user, "upload", "/resumed.bin", 250_000);
+    assert_transfer(&events, user, "upload", "/resumed.bin", 350_000);
+    assert_transfer(&events, user, "download", "/resumed.bin", 500_000);
+    assert_command(&events, user, "REST 250000", 350);
+    assert_command(&events, user, "STOR resumed.bin", 226);
+    assert_command(&events, user, "REST 100000", 350);
+    assert_command(&events, user, "RETR resumed.bin", 226);
+    assert!(
+        events.iter().any(|e| e["event"] == "command"
+            && e["command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("PORT 127.0.0.1:"))
+            && e["code"] == 200),
+        "no accepted PORT from lftp in the audit log"
+    );
     for (rel, bytes) in tree_files() {
         let path = format!("/up/{rel}");
         assert_transfer(&events, user, "upload", &path, bytes.len());
@@ -737,6 +798,21 @@ fn rclone_copy_check_and_modification_times() {
         );
     }
 
+    // A ranged read: REST, RETR, and rclone closes the data connection after --count bytes.
+    let out = rclone(&[
+        "cat",
+        "--offset",
+        "1000",
+        "--count",
+        "50000",
+        &format!("{remote}/sub dir/with space.bin"),
+    ]);
+    assert_success(&out, "rclone cat --offset --count");
+    assert!(
+        out.stdout == tree_file("sub dir/with space.bin")[1000..51_000],
+        "rclone cat range differs"
+    );
+
     // MDTM agrees with the source, too.
     let mut ctl = server.connect().0;
     ctl.login(user, pass);
@@ -791,6 +867,7 @@ fn rclone_copy_check_and_modification_times() {
             "no MFMT {stamp} .. {rel} answered 213"
         );
     }
+    assert_command(&events, user, "REST 1000", 350);
     for dir in ["/dst", "/dst/sub dir", "/dst/empty-dir", "/dst/ü"] {
         assert_event(
             &events,
