@@ -564,7 +564,7 @@ impl FtpClient {
             progress(n as u64);
         }
         // Closing the data connection is the end-of-file mark (RFC 959 §3.4, stream mode).
-        data.finish();
+        data.finish(self.timeout);
         drop(data);
         self.finish_transfer()?;
         Ok(total)
@@ -642,7 +642,11 @@ impl FtpClient {
 
     /// QUIT; the connection is closed either way.
     pub fn quit(mut self) {
-        let _ = self.command("QUIT");
+        if self.command("QUIT").is_ok() {
+            // Ends TLS with close_notify, as the server does after its 221.
+            let timeout = self.timeout;
+            self.control.get_mut().finish(timeout);
+        }
     }
 }
 

@@ -71,14 +71,31 @@ impl Stream {
         }
     }
 
-    /// The end of an upload: TLS close_notify (RFC 4217 §10), then TCP FIN. Best effort: the
-    /// server's reply says whether the transfer succeeded.
-    pub fn finish(&mut self) {
+    /// The end of an upload: TLS close_notify (RFC 4217 §10), then TCP FIN, then whatever the
+    /// server still sends (its close_notify, TLS 1.3 session tickets) is read until it closes,
+    /// within `timeout`: closing a socket with unread data would reset the connection and the
+    /// server would see the upload as broken. Best effort: the server's reply says whether the
+    /// transfer succeeded.
+    pub fn finish(&mut self, timeout: Duration) {
         if let Stream::Tls(tls) = self {
             tls.conn.send_close_notify();
             let _ = tls.conn.complete_io(&mut tls.sock);
         }
         let _ = self.tcp().shutdown(Shutdown::Write);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut sink = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            match self.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
     }
 }
 
