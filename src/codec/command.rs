@@ -242,7 +242,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ("RMD", "RMD <dir>"),
     ("RNFR", "RNFR <old name>"),
     ("RNTO", "RNTO <new name>"),
-    ("SITE", "SITE <REGISTER|PASSWD|HELP> ... (see HELP SITE)"),
+    (
+        "SITE",
+        "SITE <REGISTER|PASSWD|CHMOD|HELP> ... (see HELP SITE)",
+    ),
     ("SIZE", "SIZE <file> (RFC 3659)"),
     ("SMNT", "SMNT (not supported)"),
     ("STAT", "STAT [path]"),
@@ -266,6 +269,10 @@ pub const SITE_COMMANDS: &[(&str, &str)] = &[
         "SITE REGISTER <user> <password> (create an account, before login)",
     ),
     ("PASSWD", "SITE PASSWD <old> <new> (change your password)"),
+    (
+        "CHMOD",
+        "SITE CHMOD <octal mode> <path> (set permission bits)",
+    ),
     ("HELP", "SITE HELP (this list)"),
 ];
 
