@@ -196,7 +196,10 @@ fn port_and_eprt_transfer_exact_bytes_and_refuse_other_targets() {
     ctl.expect(&eprt_cmd(addr), 200);
     let list = active_fetch(&mut ctl, &listener, "LIST");
     let list = String::from_utf8(list).expect("utf8");
-    assert!(list.contains(" 300000 ") && list.ends_with(" up.bin\r\n"), "{list:?}");
+    assert!(
+        list.contains(" 300000 ") && list.ends_with(" up.bin\r\n"),
+        "{list:?}"
+    );
 
     ctl.expect(&eprt_cmd(addr), 200);
     assert!(active_fetch(&mut ctl, &listener, "RETR up.bin") == payload);
@@ -343,7 +346,10 @@ fn rest_then_stor_rewrites_from_the_offset() {
     assert_eq!(ctl.stor("r.bin", b"NEW-BYTES").code, 226);
     let mut want = original[..400].to_vec();
     want.extend_from_slice(b"NEW-BYTES");
-    assert!(std::fs::read(&file).expect("file") == want, "truncated at 400, then the new bytes");
+    assert!(
+        std::fs::read(&file).expect("file") == want,
+        "truncated at 400, then the new bytes"
+    );
 
     // REST at the end continues the file (a resumed upload).
     ctl.expect(&format!("REST {}", want.len()), 350);
@@ -410,13 +416,19 @@ fn stou_stores_under_a_fresh_name_each_time() {
     // Without a name the server picks one.
     let mut data = ctl.data_connection();
     let reply = ctl.expect("STOU", 150);
-    let name = body(&reply).strip_prefix("FILE: ").expect("FILE:").to_owned();
+    let name = body(&reply)
+        .strip_prefix("FILE: ")
+        .expect("FILE:")
+        .to_owned();
     assert!(!name.is_empty() && !names.contains(&name), "{reply:?}");
     data.write_all(b"anon").expect("write");
     drop(data);
     assert_eq!(ctl.reply().code, 226);
     assert_eq!(std::fs::read(home.join(&name)).expect("stored"), b"anon");
-    assert_eq!(std::fs::read(home.join("report.txt")).expect("first"), b"one");
+    assert_eq!(
+        std::fs::read(home.join("report.txt")).expect("first"),
+        b"one"
+    );
 }
 
 #[test]
@@ -447,7 +459,10 @@ fn a_second_in_place_writer_gets_450_and_bytes_never_interleave() {
     let mut want = b"seed\n".to_vec();
     want.extend_from_slice(&part1);
     want.extend_from_slice(&part2);
-    assert!(std::fs::read(&file).expect("file") == want, "bytes interleaved");
+    assert!(
+        std::fs::read(&file).expect("file") == want,
+        "bytes interleaved"
+    );
 
     // Once the first is done, the second may append.
     second.expect("NOOP", 200);
@@ -548,7 +563,8 @@ fn abor_as_urgent_telnet_interrupt_then_synch_like_telnet_clients() {
     // IAC IP IAC as urgent data, then DM and the command in band (RFC 959 §4.1.3, the way
     // BSD ftp sends it).
     let sock = socket2::SockRef::from(ctl.stream());
-    sock.send_out_of_band(b"\xff\xf4\xff").expect("send MSG_OOB");
+    sock.send_out_of_band(b"\xff\xf4\xff")
+        .expect("send MSG_OOB");
     ctl.send_raw(b"\xf2ABOR\r\n");
     assert_aborted(&mut ctl, data);
 }
@@ -617,7 +633,10 @@ fn type_a_converts_line_ends_and_size_refuses_in_ascii() {
     ctl.expect("TYPE L 8", 200);
     assert_eq!(body(&ctl.expect("SIZE dos.txt", 213)), "12");
     assert_eq!(ctl.stor("bin.bin", b"r\r\nn\n").code, 226);
-    assert_eq!(std::fs::read(home.join("bin.bin")).expect("stored"), b"r\r\nn\n");
+    assert_eq!(
+        std::fs::read(home.join("bin.bin")).expect("stored"),
+        b"r\r\nn\n"
+    );
 
     ctl.expect("TYPE E", 504);
     ctl.expect("TYPE A T", 504);
@@ -650,15 +669,24 @@ fn mlsd_and_mlst_facts_and_opts_mlst() {
     let (reply, bytes) = ctl.fetch("MLSD");
     assert_eq!(reply.code, 226);
     let lines = mlsd_lines(&bytes);
-    let types: Vec<&str> = lines.iter().map(|(f, _)| fact(f, "type").expect("type")).collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|(f, _)| fact(f, "type").expect("type"))
+        .collect();
     assert_eq!(types[0], "cdir", "{lines:?}");
-    assert!(!types.contains(&"pdir"), "the home has no parent: {lines:?}");
+    assert!(
+        !types.contains(&"pdir"),
+        "the home has no parent: {lines:?}"
+    );
     let file = lines.iter().find(|(_, n)| n == "f.txt").expect("f.txt");
     let meta = std::fs::metadata(home.join("f.txt")).expect("meta");
     assert_eq!(fact(&file.0, "type"), Some("file"));
     assert_eq!(fact(&file.0, "size"), Some("5"));
     let modify = fact(&file.0, "modify").expect("modify");
-    assert!(modify.len() == 14 && modify.bytes().all(|b| b.is_ascii_digit()), "{modify}");
+    assert!(
+        modify.len() == 14 && modify.bytes().all(|b| b.is_ascii_digit()),
+        "{modify}"
+    );
     assert_eq!(fact(&file.0, "perm"), Some("adfrw"));
     assert_eq!(
         fact(&file.0, "unique"),
@@ -675,7 +703,10 @@ fn mlsd_and_mlst_facts_and_opts_mlst() {
     let (reply, bytes) = ctl.fetch("MLSD sub");
     assert_eq!(reply.code, 226);
     let lines = mlsd_lines(&bytes);
-    let types: Vec<&str> = lines.iter().map(|(f, _)| fact(f, "type").expect("type")).collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|(f, _)| fact(f, "type").expect("type"))
+        .collect();
     assert_eq!(types, ["cdir", "pdir", "file"], "{lines:?}");
     assert_eq!(lines[2].1, "g.txt");
     assert_eq!(fact(&lines[2].0, "size"), Some("7"));
@@ -689,7 +720,10 @@ fn mlsd_and_mlst_facts_and_opts_mlst() {
         assert!(fact(facts, f).is_some(), "{f} missing from {facts}");
     }
     let mlst = ctl.expect("MLST", 250);
-    assert!(mlst.lines[1].contains("type=dir;") && mlst.lines[1].ends_with(" /"), "{mlst:?}");
+    assert!(
+        mlst.lines[1].contains("type=dir;") && mlst.lines[1].ends_with(" /"),
+        "{mlst:?}"
+    );
     ctl.expect("MLST nothing", 550);
 
     // OPTS MLST selects the facts; unknown ones are ignored; FEAT marks the selected.
@@ -710,7 +744,8 @@ fn mlsd_and_mlst_facts_and_opts_mlst() {
     );
     let feat = ctl.expect("FEAT", 211);
     assert!(
-        feat.lines.contains(&" MLST type*;size*;modify;perm;unique;UNIX.mode;".to_owned()),
+        feat.lines
+            .contains(&" MLST type*;size*;modify;perm;unique;UNIX.mode;".to_owned()),
         "{feat:?}"
     );
     ctl.expect("OPTS MLST", 200);
@@ -732,14 +767,20 @@ fn list_and_nlst_accept_ls_flags_and_stat_lists_paths() {
     assert_eq!(reply.code, 226);
     assert_eq!(plain, la, "LIST -la is LIST");
     let text = String::from_utf8(la).expect("utf8");
-    assert!(text.contains(" docs\r\n") && text.contains(" top.txt\r\n"), "{text:?}");
+    assert!(
+        text.contains(" docs\r\n") && text.contains(" top.txt\r\n"),
+        "{text:?}"
+    );
     assert!(text.starts_with('d') || text.starts_with('-'), "{text:?}");
 
     let (reply, sub) = ctl.fetch("LIST -a docs");
     assert_eq!(reply.code, 226);
     let sub = String::from_utf8(sub).expect("utf8");
     assert!(sub.starts_with("-rw"), "{sub:?}");
-    assert!(sub.ends_with(" a.txt\r\n") && sub.lines().count() == 1, "{sub:?}");
+    assert!(
+        sub.ends_with(" a.txt\r\n") && sub.lines().count() == 1,
+        "{sub:?}"
+    );
 
     let (reply, names) = ctl.fetch("NLST -l");
     assert_eq!(reply.code, 226);
@@ -754,12 +795,19 @@ fn list_and_nlst_accept_ls_flags_and_stat_lists_paths() {
     let (reply, _) = ctl.fetch("LIST nowhere");
     assert_eq!(reply.code, 550);
     // The refused LIST left its passive connection prepared; ABOR forgets it.
-    assert!(ctl.expect("STAT", 211).text().contains("Data connection prepared"));
+    assert!(
+        ctl.expect("STAT", 211)
+            .text()
+            .contains("Data connection prepared")
+    );
     ctl.expect("ABOR", 225);
 
     let stat = ctl.expect("STAT top.txt", 213);
     assert_eq!(stat.lines.len(), 3, "{stat:?}");
-    assert!(stat.lines[1].starts_with("-rw") && stat.lines[1].ends_with(" top.txt"), "{stat:?}");
+    assert!(
+        stat.lines[1].starts_with("-rw") && stat.lines[1].ends_with(" top.txt"),
+        "{stat:?}"
+    );
     let stat = ctl.expect("STAT docs", 213);
     assert!(stat.text().contains(" a.txt"), "{stat:?}");
     assert_eq!(stat.lines.len(), 3, "{stat:?}");
@@ -792,7 +840,10 @@ fn stat_during_a_transfer_shows_progress() {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{progress:?}"));
-    assert!(bytes >= 256 * 1024, "{bytes} bytes reported, we read 256 KiB");
+    assert!(
+        bytes >= 256 * 1024,
+        "{bytes} bytes reported, we read 256 KiB"
+    );
     ctl.expect("NOOP", 200);
     ctl.send("ABOR");
     assert_aborted(&mut ctl, data);
@@ -939,13 +990,23 @@ fn site_chmod_sets_the_mode_and_site_help_lists_every_subcommand() {
     ctl.expect("SITE FROB x", 502);
 
     let help = ctl.expect("HELP SITE", 214);
-    assert_eq!(help.lines, ctl.expect("SITE HELP", 214).lines, "HELP SITE = SITE HELP");
+    assert_eq!(
+        help.lines,
+        ctl.expect("SITE HELP", 214).lines,
+        "HELP SITE = SITE HELP"
+    );
     let text = help.text();
     for sub in ["REGISTER", "PASSWD", "CHMOD", "HELP"] {
-        assert!(text.contains(&format!("SITE {sub}")), "{sub} missing: {text}");
+        assert!(
+            text.contains(&format!("SITE {sub}")),
+            "{sub} missing: {text}"
+        );
     }
     for (sub, _) in SITE_COMMANDS {
-        assert!(text.contains(&format!("SITE {sub}")), "{sub} missing: {text}");
+        assert!(
+            text.contains(&format!("SITE {sub}")),
+            "{sub} missing: {text}"
+        );
     }
     // SITE HELP works before login too.
     let (mut fresh, _) = server.connect();
@@ -1130,7 +1191,10 @@ fn file_management_verbs_and_x_aliases() {
     ctl.expect("RNFR old.txt", 350);
     ctl.expect("RNTO new.txt", 250);
     assert!(!home.join("old.txt").exists());
-    assert_eq!(std::fs::read(home.join("new.txt")).expect("renamed"), b"moved");
+    assert_eq!(
+        std::fs::read(home.join("new.txt")).expect("renamed"),
+        b"moved"
+    );
     ctl.expect("RNFR missing", 550);
     ctl.expect("RNTO x", 503);
     ctl.expect("DELE new.txt", 250);
@@ -1178,8 +1242,9 @@ const WRITES: &[&str] = &[
 fn assert_every_write_refused(ctl: &mut Control, root: &Path) {
     let before = snapshot(root);
     for line in WRITES {
-        let data = (line.starts_with("STOR") || line.starts_with("APPE") || line.starts_with("STOU"))
-            .then(|| ctl.data_connection());
+        let data =
+            (line.starts_with("STOR") || line.starts_with("APPE") || line.starts_with("STOU"))
+                .then(|| ctl.data_connection());
         let reply = ctl.cmd(line);
         assert_eq!(reply.code, 550, "{line} -> {reply:?}");
         drop(data);
@@ -1195,7 +1260,10 @@ fn assert_every_write_refused(ctl: &mut Control, root: &Path) {
 fn assert_reads_work(ctl: &mut Control) {
     let (reply, list) = ctl.fetch("LIST");
     assert_eq!(reply.code, 226);
-    assert!(String::from_utf8_lossy(&list).contains(" pub.txt\r\n"), "{list:?}");
+    assert!(
+        String::from_utf8_lossy(&list).contains(" pub.txt\r\n"),
+        "{list:?}"
+    );
     let (reply, names) = ctl.fetch("NLST");
     assert_eq!(reply.code, 226);
     assert!(String::from_utf8_lossy(&names).contains("sub"));
@@ -1210,7 +1278,11 @@ fn assert_reads_work(ctl: &mut Control) {
     let (reply, bytes) = ctl.fetch("MLSD");
     assert_eq!(reply.code, 226);
     for (facts, name) in mlsd_lines(&bytes) {
-        let want = if fact(&facts, "type") == Some("file") { "r" } else { "el" };
+        let want = if fact(&facts, "type") == Some("file") {
+            "r"
+        } else {
+            "el"
+        };
         assert_eq!(fact(&facts, "perm"), Some(want), "{name}: {facts}");
     }
     let mlst = ctl.expect("MLST pub.txt", 250);
@@ -1219,7 +1291,11 @@ fn assert_reads_work(ctl: &mut Control) {
     let (reply, bytes) = ctl.fetch("MLSD");
     assert_eq!(reply.code, 226);
     let lines = mlsd_lines(&bytes);
-    assert!(lines.iter().any(|(f, _)| f.contains("type=pdir;") && f.contains("perm=el;")));
+    assert!(
+        lines
+            .iter()
+            .any(|(f, _)| f.contains("type=pdir;") && f.contains("perm=el;"))
+    );
     ctl.expect("CDUP", 250);
     ctl.expect("STAT pub.txt", 213);
 }
@@ -1237,7 +1313,11 @@ fn anonymous_root_is_served_read_only_to_anonymous_and_ftp() {
     let root = anon.path().to_str().expect("utf8 path");
     let server = TestServer::start(&["--anonymous-root", root]);
 
-    for (user, pass) in [("anonymous", "guest@example.com"), ("ftp", ""), ("ANONYMOUS", "x")] {
+    for (user, pass) in [
+        ("anonymous", "guest@example.com"),
+        ("ftp", ""),
+        ("ANONYMOUS", "x"),
+    ] {
         let (mut ctl, _) = server.connect();
         ctl.expect(&format!("USER {user}"), 331);
         ctl.expect(&format!("PASS {pass}"), 230);
@@ -1285,7 +1365,11 @@ fn read_only_accounts_read_but_never_write() {
         ],
         Some("ro-password-1\n"),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (mut ctl, _) = server.connect();
     ctl.login("ro", "ro-password-1");
     let home = server.home("ro");
