@@ -227,6 +227,11 @@ fn port_and_eprt_transfer_exact_bytes_and_refuse_other_targets() {
     }
     ctl.expect("PORT", 501);
     ctl.expect("EPRT", 501);
+    // Nobody listening at the PORT address: 150, then 425 (the connect fails).
+    let closed = active_listener("127.0.0.1").local_addr().expect("addr");
+    ctl.expect(&port_cmd(closed), 200);
+    ctl.expect("RETR up.bin", 150);
+    assert_eq!(ctl.reply().code, 425);
     // Still usable afterwards.
     ctl.expect(&port_cmd(addr), 200);
     assert!(active_fetch(&mut ctl, &listener, "RETR up.bin") == payload);
@@ -567,6 +572,39 @@ fn abor_as_urgent_telnet_interrupt_then_synch_like_telnet_clients() {
         .expect("send MSG_OOB");
     ctl.send_raw(b"\xf2ABOR\r\n");
     assert_aborted(&mut ctl, data);
+}
+
+#[test]
+fn abor_during_appe_keeps_what_arrived_and_releases_the_file() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("ike", "ike-password");
+    let file = server.home("ike").join("part.bin");
+    assert_eq!(ctl.stor("part.bin", b"head:").code, 226);
+    let sent = pseudo_random(256 * 1024, 9);
+    let mut data = open_upload(&mut ctl, "APPE part.bin");
+    data.write_all(&sent).expect("write");
+    data.flush().expect("flush");
+    // Let the server take in what we sent before aborting.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while std::fs::metadata(&file).expect("meta").len() < 5 + sent.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the appended bytes never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ctl.send("ABOR");
+    assert_aborted(&mut ctl, data);
+    // In-place writes keep what arrived (for a later resume) and release the lock.
+    let mut want = b"head:".to_vec();
+    want.extend_from_slice(&sent);
+    assert!(std::fs::read(&file).expect("file") == want);
+    let mut data = open_upload(&mut ctl, "APPE part.bin");
+    data.write_all(b"!").expect("write");
+    drop(data);
+    assert_eq!(ctl.reply().code, 226);
+    want.push(b'!');
+    assert!(std::fs::read(&file).expect("file") == want);
 }
 
 #[test]
@@ -1200,6 +1238,12 @@ fn file_management_verbs_and_x_aliases() {
     ctl.expect("DELE new.txt", 250);
     assert!(!home.join("new.txt").exists());
     ctl.expect("DELE new.txt", 550);
+    ctl.expect("MKD dir", 257);
+    ctl.expect("DELE dir", 550);
+    assert!(home.join("dir").is_dir());
+    ctl.expect("RNFR dir", 350);
+    ctl.expect("RNTO /", 550);
+    ctl.expect("RNFR /", 550);
     ctl.expect("QUIT", 221);
     ctl.assert_closed();
 }
