@@ -86,6 +86,24 @@ fn active_store(ctl: &mut Control, listener: &TcpListener, line: &str, bytes: &[
     assert_eq!(ctl.reply().code, 226, "{line}");
 }
 
+/// EPSV with an argument: the data address from the 229 reply.
+trait EpsvWith {
+    fn epsv_with(&mut self, line: &str) -> SocketAddr;
+}
+
+impl EpsvWith for Control {
+    fn epsv_with(&mut self, line: &str) -> SocketAddr {
+        let reply = self.expect(line, 229);
+        let port = body(&reply)
+            .split("|||")
+            .nth(1)
+            .and_then(|p| p.split('|').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no (|||port|) in {reply:?}"));
+        SocketAddr::new(self.stream().peer_addr().expect("peer").ip(), port)
+    }
+}
+
 /// Connects to a passive address with timeouts.
 fn connect_data(addr: SocketAddr) -> TcpStream {
     let data = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect data");
@@ -272,6 +290,14 @@ fn eprt_over_an_ipv6_listener() {
     ctl.expect(&format!("EPRT |1|127.0.0.1|{}|", addr.port()), 500);
     ctl.expect(&format!("EPRT |2|::2|{}|", addr.port()), 500);
     ctl.expect(&format!("EPRT |2|::1|{}|", 80), 500);
+    // EPSV over IPv6: protocol 2 (or none), never 1.
+    ctl.expect("EPSV 1", 522);
+    let mut data = connect_data(ctl.epsv_with("EPSV 2"));
+    ctl.expect("RETR six.bin", 150);
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).expect("read");
+    assert!(got == payload);
+    assert_eq!(ctl.reply().code, 226);
 }
 
 #[test]
@@ -294,6 +320,14 @@ fn epsv_all_refuses_pasv_port_and_eprt_and_epsv_still_works() {
     assert_eq!(ctl.reply().code, 226);
     ctl.expect("EPSV 3", 504);
     ctl.expect("EPSV x", 501);
+    // RFC 2428 §3: over IPv4 only network protocol 1 can be offered.
+    ctl.expect("EPSV 2", 522);
+    let mut data = connect_data(ctl.epsv_with("EPSV 1"));
+    ctl.expect("RETR f.txt", 150);
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"epsv only");
+    assert_eq!(ctl.reply().code, 226);
 }
 
 // ---- REST, APPE, STOU ----
