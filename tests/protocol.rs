@@ -87,21 +87,15 @@ fn active_store(ctl: &mut Control, listener: &TcpListener, line: &str, bytes: &[
 }
 
 /// EPSV with an argument: the data address from the 229 reply.
-trait EpsvWith {
-    fn epsv_with(&mut self, line: &str) -> SocketAddr;
-}
-
-impl EpsvWith for Control {
-    fn epsv_with(&mut self, line: &str) -> SocketAddr {
-        let reply = self.expect(line, 229);
-        let port = body(&reply)
-            .split("|||")
-            .nth(1)
-            .and_then(|p| p.split('|').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no (|||port|) in {reply:?}"));
-        SocketAddr::new(self.stream().peer_addr().expect("peer").ip(), port)
-    }
+fn epsv_with(ctl: &mut Control, line: &str) -> SocketAddr {
+    let reply = ctl.expect(line, 229);
+    let port = body(&reply)
+        .split("|||")
+        .nth(1)
+        .and_then(|p| p.split('|').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no (|||port|) in {reply:?}"));
+    SocketAddr::new(ctl.stream().peer_addr().expect("peer").ip(), port)
 }
 
 /// Connects to a passive address with timeouts.
@@ -292,7 +286,7 @@ fn eprt_over_an_ipv6_listener() {
     ctl.expect(&format!("EPRT |2|::1|{}|", 80), 500);
     // EPSV over IPv6: protocol 2 (or none), never 1.
     ctl.expect("EPSV 1", 522);
-    let mut data = connect_data(ctl.epsv_with("EPSV 2"));
+    let mut data = connect_data(epsv_with(&mut ctl, "EPSV 2"));
     ctl.expect("RETR six.bin", 150);
     let mut got = Vec::new();
     data.read_to_end(&mut got).expect("read");
@@ -322,7 +316,7 @@ fn epsv_all_refuses_pasv_port_and_eprt_and_epsv_still_works() {
     ctl.expect("EPSV x", 501);
     // RFC 2428 §3: over IPv4 only network protocol 1 can be offered.
     ctl.expect("EPSV 2", 522);
-    let mut data = connect_data(ctl.epsv_with("EPSV 1"));
+    let mut data = connect_data(epsv_with(&mut ctl, "EPSV 1"));
     ctl.expect("RETR f.txt", 150);
     let mut got = Vec::new();
     data.read_to_end(&mut got).expect("read");
@@ -537,6 +531,17 @@ fn assert_aborted(ctl: &mut Control, data: TcpStream) {
     assert_eq!(first.code, 426, "{first:?}");
     let second = ctl.reply();
     assert_eq!(second.code, 226, "{second:?}");
+    assert_aborted_tail(ctl, data);
+}
+
+/// After 426 + 226: the server has closed the data connection and the session works.
+fn assert_aborted_tail(ctl: &mut Control, mut data: TcpStream) {
+    let mut rest = Vec::new();
+    match data.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the aborted data connection stayed open: {e}"),
+    }
     drop(data);
     ctl.expect("NOOP", 200);
     assert_eq!(ctl.stor("after.txt", b"still works").code, 226);
@@ -917,8 +922,13 @@ fn stat_during_a_transfer_shows_progress() {
         "{bytes} bytes reported, we read 256 KiB"
     );
     ctl.expect("NOOP", 200);
+    // Other commands wait for the transfer's end; ABOR does not.
+    ctl.send("PWD");
     ctl.send("ABOR");
-    assert_aborted(&mut ctl, data);
+    assert_eq!(ctl.reply().code, 426);
+    assert_eq!(ctl.reply().code, 226);
+    assert_eq!(ctl.reply().code, 257, "the held-back PWD");
+    assert_aborted_tail(&mut ctl, data);
 }
 
 // ---- MFMT, MDTM, HASH ----
