@@ -110,8 +110,9 @@ pub enum Command {
     Mdtm(String),
     /// `PASV`.
     Pasv,
-    /// `EPSV` (RFC 2428 §3); `EPSV ALL` sets [`Command::EpsvAll`].
-    Epsv,
+    /// `EPSV [1|2]` (RFC 2428 §3): the network protocol asked for, if any; `EPSV ALL` is
+    /// [`Command::EpsvAll`].
+    Epsv(Option<u8>),
     /// `EPSV ALL`.
     EpsvAll,
     /// `LIST [path]`; `ls` flags such as `-la` are dropped.
@@ -257,7 +258,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ("RMD", "RMD <dir>"),
     ("RNFR", "RNFR <old name>"),
     ("RNTO", "RNTO <new name>"),
-    ("SITE", "SITE <REGISTER|PASSWD|HELP> ... (see HELP SITE)"),
+    (
+        "SITE",
+        "SITE <REGISTER|PASSWD|CHMOD|HELP> ... (see HELP SITE)",
+    ),
     ("SIZE", "SIZE <file> (RFC 3659)"),
     ("SMNT", "SMNT (not supported)"),
     ("STAT", "STAT [path]"),
@@ -281,6 +285,10 @@ pub const SITE_COMMANDS: &[(&str, &str)] = &[
         "SITE REGISTER <user> <password> (create an account, before login)",
     ),
     ("PASSWD", "SITE PASSWD <old> <new> (change your password)"),
+    (
+        "CHMOD",
+        "SITE CHMOD <octal mode> <path> (set permission bits)",
+    ),
     ("HELP", "SITE HELP (this list)"),
 ];
 
@@ -402,7 +410,7 @@ impl Command {
             Command::Size(_) => "SIZE",
             Command::Mdtm(_) => "MDTM",
             Command::Pasv => "PASV",
-            Command::Epsv | Command::EpsvAll => "EPSV",
+            Command::Epsv(_) | Command::EpsvAll => "EPSV",
             Command::List(_) => "LIST",
             Command::Nlst(_) => "NLST",
             Command::Mlsd(_) => "MLSD",
@@ -539,6 +547,7 @@ impl fmt::Display for Command {
             Command::Type(TransferType::Image) => write!(f, "{verb} I"),
             Command::Mode(c) | Command::Stru(c) => write!(f, "{verb} {c}"),
             Command::EpsvAll => write!(f, "{verb} ALL"),
+            Command::Epsv(Some(proto)) => write!(f, "{verb} {proto}"),
             Command::Opts(Opts::Utf8(on)) => {
                 write!(f, "{verb} UTF8 {}", if *on { "ON" } else { "OFF" })
             }
@@ -587,7 +596,9 @@ fn single_letter(arg: &str, supported: &[char]) -> Result<char, CommandError> {
 
 fn parse_epsv(arg: &str) -> Result<Command, CommandError> {
     match arg.trim().to_ascii_uppercase().as_str() {
-        "" | "1" | "2" => Ok(Command::Epsv),
+        "" => Ok(Command::Epsv(None)),
+        "1" => Ok(Command::Epsv(Some(1))),
+        "2" => Ok(Command::Epsv(Some(2))),
         "ALL" => Ok(Command::EpsvAll),
         other if other.chars().all(|c| c.is_ascii_digit()) => Err(CommandError::Unsupported(
             "Network protocol not supported, use (1,2).".into(),
@@ -773,8 +784,8 @@ mod tests {
             ("XMKD a", Command::Mkd("a".into())),
             ("XRMD a", Command::Rmd("a".into())),
             ("XCUP", Command::Cdup),
-            ("EPSV", Command::Epsv),
-            ("EPSV 2", Command::Epsv),
+            ("EPSV", Command::Epsv(None)),
+            ("EPSV 2", Command::Epsv(Some(2))),
             ("EPSV ALL", Command::EpsvAll),
             ("LIST", Command::List(None)),
             ("LIST -la", Command::List(None)),

@@ -99,7 +99,19 @@ impl Session {
                     ),
                 );
             }
-            Command::Epsv => self.pasv(&text, true),
+            Command::Epsv(Some(proto)) if proto != self.network_protocol() => {
+                // RFC 2428 §3: the passive port listens on the control connection's address,
+                // so only its network protocol can be offered.
+                let wanted = self.network_protocol();
+                self.finish(
+                    &text,
+                    Reply::new(
+                        ReplyCode::ProtocolNotSupported,
+                        format!("Network protocol not supported, use ({wanted})."),
+                    ),
+                );
+            }
+            Command::Epsv(_) => self.pasv(&text, true),
             Command::EpsvAll => {
                 // RFC 2428 §4: after EPSV ALL only EPSV may set up data connections.
                 self.epsv_all = true;
@@ -807,6 +819,16 @@ impl Session {
             }
         };
         self.finish(text, reply);
+    }
+
+    /// The RFC 2428 network protocol of the control connection: 1 (IPv4, also when mapped
+    /// into IPv6) or 2 (IPv6).
+    fn network_protocol(&self) -> u8 {
+        if data_channel::canonical(self.local.ip()).is_ipv4() {
+            1
+        } else {
+            2
+        }
     }
 
     /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
