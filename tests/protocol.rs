@@ -1473,3 +1473,20 @@ fn read_only_accounts_read_but_never_write() {
     ctl2.expect("DELE pub.txt", 550);
     assert!(home.join("pub.txt").exists());
 }
+
+#[test]
+fn security_commands_without_a_certificate() {
+    let server = TestServer::start(&[]);
+    let (mut ctl, _) = server.connect();
+    // RFC 2228: a server that cannot do TLS refuses AUTH; the rest needs AUTH first.
+    ctl.expect("AUTH TLS", 534);
+    ctl.expect("PBSZ 0", 503);
+    ctl.expect("PROT P", 503);
+    ctl.expect("CCC", 534);
+    let feat = ctl.expect("FEAT", 211).text();
+    assert!(
+        !feat.contains("AUTH") && !feat.contains("PBSZ") && !feat.contains("PROT"),
+        "{feat}"
+    );
+    ctl.expect("NOOP", 200);
+}

@@ -1048,7 +1048,10 @@ impl Session {
     /// AUTH TLS (RFC 4217 §4): 234, then the TLS handshake once the reply is on the wire.
     fn auth(&mut self, text: &str, mechanism: &str) {
         let reply = match (&self.env.tls, mechanism) {
-            (None, _) => Reply::new(ReplyCode::NotImplemented, "TLS is not configured here."),
+            (None, _) => Reply::new(
+                ReplyCode::PolicyDenied,
+                "TLS is not configured on this server.",
+            ),
             (Some(_), _) if self.control.is_tls() => {
                 Reply::new(ReplyCode::BadSequence, "TLS is already on.")
             }
