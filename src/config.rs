@@ -104,6 +104,33 @@ pub struct Config {
     pub max_line_length: usize,
     /// `max_login_failures`: failed PASS attempts before the connection is closed. Default 3.
     pub max_login_failures: u8,
+    /// `login_failure_delay_ms`: the 530 for a failed password comes after this delay, doubled
+    /// for each further failure on the connection (capped at 8 times). Default 1000.
+    pub login_failure_delay_ms: u64,
+    /// `ban_after_failures`: failed logins from one address within `ban_window_secs` that ban
+    /// it (0: never). Default 10.
+    pub ban_after_failures: usize,
+    /// `ban_window_secs`: see `ban_after_failures`. Default 600.
+    pub ban_window_secs: u64,
+    /// `ban_secs`: how long a banned address is refused (421). Default 900.
+    pub ban_secs: u64,
+    /// `max_sessions_per_user`: logged-in sessions of one user (0: no limit). Default 20.
+    pub max_sessions_per_user: usize,
+    /// `max_transfers_per_user`: concurrent transfers of one user over all of their sessions
+    /// (0: no limit). Default 10.
+    pub max_transfers_per_user: usize,
+    /// `max_upload_rate_per_user`: bytes per second for all uploads of one user together
+    /// (0: no limit). Default 0.
+    pub max_upload_rate_per_user: u64,
+    /// `max_download_rate_per_user`: bytes per second for all downloads (and listings) of one
+    /// user together (0: no limit). Default 0.
+    pub max_download_rate_per_user: u64,
+    /// `max_upload_rate`: bytes per second for all uploads on the server (0: no limit).
+    /// Default 0.
+    pub max_upload_rate: u64,
+    /// `max_download_rate`: bytes per second for all downloads on the server (0: no limit).
+    /// Default 0.
+    pub max_download_rate: u64,
     /// `login_timeout_secs`: time to log in after connecting. Default 60.
     pub login_timeout_secs: u64,
     /// `idle_timeout_secs`: time without a command, outside transfers. Default 300.
@@ -143,6 +170,16 @@ impl Default for Config {
             max_sessions_per_ip: 50,
             max_line_length: 4096,
             max_login_failures: 3,
+            login_failure_delay_ms: 1000,
+            ban_after_failures: 10,
+            ban_window_secs: 600,
+            ban_secs: 900,
+            max_sessions_per_user: 20,
+            max_transfers_per_user: 10,
+            max_upload_rate_per_user: 0,
+            max_download_rate_per_user: 0,
+            max_upload_rate: 0,
+            max_download_rate: 0,
             login_timeout_secs: 60,
             idle_timeout_secs: 300,
             data_timeout_secs: 60,

@@ -13,6 +13,7 @@ use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
 use crate::actors::account_registry::{AccountRegistry, JsonAccountStore, RegistrySettings};
 use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::file_store::{FileStore, LocalStorage};
+use crate::actors::limits::Limits;
 use crate::actors::session::SessionEnv;
 use crate::config::{Config, ConfigError, Registration};
 
@@ -119,10 +120,12 @@ impl Server {
         let sessions = SessionRegistry::new(config.max_sessions, config.max_sessions_per_ip);
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let grace = config.shutdown_grace();
+        let limits = Limits::new(&config);
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),
             tls,
+            limits,
         });
         let acceptor = Acceptor::start(
             listeners,

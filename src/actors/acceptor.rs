@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT, UrgentSafeTcp};
 use crate::actors::session::{Session, SessionEnv, Shutdown};
 
@@ -44,6 +45,25 @@ pub enum Refusal {
     ServerFull,
     /// `max_sessions_per_ip` reached for this address.
     AddressFull,
+    /// The address is banned after too many failed logins.
+    Banned,
+}
+
+impl Refusal {
+    /// The 421 line sent before closing, and the reason for the audit log.
+    fn reply(self) -> (&'static [u8], &'static str) {
+        match self {
+            Refusal::ServerFull => (b"421 Too many users; try again later.\r\n", "server full"),
+            Refusal::AddressFull => (
+                b"421 Too many connections from your address.\r\n",
+                "too many connections from this address",
+            ),
+            Refusal::Banned => (
+                b"421 Too many failed logins from your address; try again later.\r\n",
+                "address banned",
+            ),
+        }
+    }
 }
 
 impl SessionRegistry {
@@ -162,11 +182,13 @@ impl Acceptor {
         .start()
     }
 
-    fn refuse(stream: TcpStream, why: Refusal) {
-        let text: &[u8] = match why {
-            Refusal::ServerFull => b"421 Too many users; try again later.\r\n",
-            Refusal::AddressFull => b"421 Too many connections from your address.\r\n",
-        };
+    fn refuse(&self, stream: TcpStream, id: u64, peer: std::net::SocketAddr, why: Refusal) {
+        let (text, reason) = why.reply();
+        log::warn!("refused connection from {peer}: {reason}");
+        let mut event = Event::now(id, peer, EventKind::Refused);
+        event.command = Some(reason.to_owned());
+        event.code = Some(421);
+        self.env.services.audit.do_send(Record(event));
         actix::spawn(async move {
             let mut stream = stream;
             let _ = tokio::time::timeout(REFUSE_WRITE, async {
@@ -204,11 +226,14 @@ impl StreamHandler<Accepted> for Acceptor {
         };
         let id = self.next_id;
         self.next_id += 1;
+        if self.env.limits.banned(peer.ip()) {
+            self.refuse(stream, id, peer, Refusal::Banned);
+            return;
+        }
         let permit = match self.registry.admit(id, peer.ip()) {
             Ok(permit) => permit,
             Err(why) => {
-                log::warn!("refused connection from {peer}: {why:?}");
-                Self::refuse(stream, why);
+                self.refuse(stream, id, peer, why);
                 return;
             }
         };

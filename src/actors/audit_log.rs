@@ -65,11 +65,15 @@ pub enum EventKind {
     Mkdir,
     /// A directory was removed.
     Rmdir,
+    /// An address was banned after too many failed logins.
+    Banned,
+    /// A connection was refused (address banned, or a session limit reached).
+    Refused,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::SessionOpen,
         EventKind::SessionClose,
         EventKind::Register,
@@ -82,6 +86,8 @@ impl EventKind {
         EventKind::Rename,
         EventKind::Mkdir,
         EventKind::Rmdir,
+        EventKind::Banned,
+        EventKind::Refused,
     ];
 
     /// The name used in `audit.jsonl` and on the command line (`login_failed`).
@@ -99,6 +105,8 @@ impl EventKind {
             EventKind::Rename => "rename",
             EventKind::Mkdir => "mkdir",
             EventKind::Rmdir => "rmdir",
+            EventKind::Banned => "banned",
+            EventKind::Refused => "refused",
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::actors::file_store::Upload;
+use crate::actors::limits::TransferPermit;
 use crate::config::PortRange;
 
 /// Read and write size of file transfers: large enough that system-call overhead stays small
@@ -223,17 +224,36 @@ pub struct Outcome {
     pub upload: Option<Upload>,
 }
 
+/// Everything needed to open a data connection.
+pub struct Channel {
+    /// Passive or active.
+    pub plan: DataPlan,
+    /// The control connection's peer: the only address a passive connection is taken from.
+    pub peer: IpAddr,
+    /// The data timeout: for the connection to arrive, and for each read or write.
+    pub stall: Duration,
+    /// The session, for log lines.
+    pub session: u64,
+    /// TLS (PROT P), if any.
+    pub protection: Option<Protection>,
+}
+
 /// Opens the data connection as planned and runs `job`, counting bytes into `progress` (for
-/// STAT). Every read and write must make progress within `stall`.
+/// STAT) and drawing on `permit`'s bandwidth budgets. Every read and write must make progress
+/// within the data timeout.
 pub async fn run(
-    plan: DataPlan,
-    peer: IpAddr,
-    stall: Duration,
-    session: u64,
+    channel: Channel,
     job: Job,
     progress: Arc<AtomicU64>,
-    protection: Option<Protection>,
+    permit: TransferPermit,
 ) -> Outcome {
+    let Channel {
+        plan,
+        peer,
+        stall,
+        session,
+        protection,
+    } = channel;
     let connected = match plan {
         DataPlan::Passive(listener) => accept_from(listener, peer, stall, session).await,
         DataPlan::Active { target, local } => connect_from(local, target, stall).await,
@@ -246,32 +266,56 @@ pub async fn run(
         Ok(stream) => stream,
         Err(e) => return failed(e),
     };
+    let pace = Pace {
+        stall,
+        progress: &progress,
+        permit: &permit,
+    };
     match protection {
-        None => run_job(stream, stall, job, &progress).await,
+        None => run_job(stream, job, &pace).await,
         Some(protection) => match protect(stream, &protection).await {
-            Ok(tls) => run_job(tls, stall, job, &progress).await,
+            Ok(tls) => run_job(tls, job, &pace).await,
             Err(e) => failed(e),
         },
+    }
+}
+
+/// How a running transfer is kept in bounds: the stall timeout, the progress counter (for
+/// STAT) and the bandwidth budgets it draws from.
+struct Pace<'a> {
+    stall: Duration,
+    progress: &'a AtomicU64,
+    permit: &'a TransferPermit,
+}
+
+impl Pace<'_> {
+    /// Counts `n` bytes moved and waits as long as the budgets require.
+    async fn moved(&self, n: usize) {
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        self.permit.pace(n as u64).await;
+    }
+
+    fn chunk(&self) -> usize {
+        self.permit.chunk(CHUNK)
     }
 }
 
 /// Runs `job` over an open data connection, plain or TLS.
 async fn run_job<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    stall: Duration,
     job: Job,
-    progress: &AtomicU64,
+    pace: &Pace<'_>,
 ) -> Outcome {
     match job {
         Job::SendBytes(bytes) => Outcome {
-            result: send_bytes(stream, &bytes, stall, progress).await,
+            result: send_bytes(stream, &bytes, pace).await,
             upload: None,
         },
         Job::SendFile { file, ascii } => Outcome {
-            result: send_file(stream, file, ascii, stall, progress).await,
+            result: send_file(stream, file, ascii, pace).await,
             upload: None,
         },
-        Job::Receive { upload, ascii } => receive(stream, upload, ascii, stall, progress).await,
+        Job::Receive { upload, ascii } => receive(stream, upload, ascii, pace).await,
     }
 }
 
@@ -287,14 +331,14 @@ async fn with_stall<T>(stall: Duration, op: impl Future<Output = io::Result<T>>)
 async fn send_bytes<S: AsyncWrite + Unpin>(
     mut stream: S,
     bytes: &[u8],
-    stall: Duration,
-    progress: &AtomicU64,
+    pace: &Pace<'_>,
 ) -> Result<u64, DataError> {
-    for chunk in bytes.chunks(CHUNK) {
+    let stall = pace.stall;
+    for chunk in bytes.chunks(pace.chunk()) {
         with_stall(stall, stream.write_all(chunk))
             .await
             .map_err(DataError::Network)?;
-        progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        pace.moved(chunk.len()).await;
     }
     with_stall(stall, stream.shutdown())
         .await
@@ -306,11 +350,11 @@ async fn send_file<S: AsyncWrite + Unpin>(
     mut stream: S,
     file: std::fs::File,
     ascii: bool,
-    stall: Duration,
-    progress: &AtomicU64,
+    pace: &Pace<'_>,
 ) -> Result<u64, DataError> {
+    let stall = pace.stall;
     let mut file = tokio::fs::File::from_std(file);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; pace.chunk()];
     let mut converted = Vec::new();
     let mut last_was_cr = false;
     let mut sent = 0u64;
@@ -330,7 +374,7 @@ async fn send_file<S: AsyncWrite + Unpin>(
             .await
             .map_err(DataError::Network)?;
         sent += out.len() as u64;
-        progress.fetch_add(out.len() as u64, Ordering::Relaxed);
+        pace.moved(out.len()).await;
     }
     with_stall(stall, stream.shutdown())
         .await
@@ -342,16 +386,16 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     upload: Upload,
     ascii: bool,
-    stall: Duration,
-    progress: &AtomicU64,
+    pace: &Pace<'_>,
 ) -> Outcome {
+    let stall = pace.stall;
     let Upload {
         file,
         target,
         finish,
     } = upload;
     let mut file = tokio::fs::File::from_std(file);
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; pace.chunk()];
     let mut converted = Vec::new();
     let mut pending_cr = false;
     let mut received = 0u64;
@@ -364,7 +408,6 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
             received += n as u64;
-            progress.fetch_add(n as u64, Ordering::Relaxed);
             let data = if ascii {
                 converted.clear();
                 pending_cr = crlf_to_lf(&buf[..n], pending_cr, &mut converted);
@@ -373,6 +416,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 &buf[..n]
             };
             file.write_all(data).await.map_err(DataError::Local)?;
+            pace.moved(n).await;
         }
         if pending_cr {
             file.write_all(b"\r").await.map_err(DataError::Local)?;

@@ -24,6 +24,7 @@ pub mod account_registry;
 pub mod audit_log;
 pub mod data_channel;
 pub mod file_store;
+pub mod limits;
 pub mod session;
 pub mod vpath;
 

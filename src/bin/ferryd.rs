@@ -112,6 +112,37 @@ struct ServeArgs {
     /// Seconds to wait for a data connection or for transfer progress. Default 60.
     #[arg(long)]
     data_timeout_secs: Option<u64>,
+    /// Delay of the first 530 after a wrong password, doubling per failure. Default 1000.
+    #[arg(long)]
+    login_failure_delay_ms: Option<u64>,
+    /// Failed logins from one address within --ban-window-secs that ban it (0: never).
+    /// Default 10.
+    #[arg(long)]
+    ban_after_failures: Option<usize>,
+    /// Window for --ban-after-failures. Default 600.
+    #[arg(long)]
+    ban_window_secs: Option<u64>,
+    /// How long a banned address is refused. Default 900.
+    #[arg(long)]
+    ban_secs: Option<u64>,
+    /// Logged-in sessions per user (0: no limit). Default 20.
+    #[arg(long)]
+    max_sessions_per_user: Option<usize>,
+    /// Concurrent transfers per user (0: no limit). Default 10.
+    #[arg(long)]
+    max_transfers_per_user: Option<usize>,
+    /// Bytes per second for all of one user's uploads together (0: no limit).
+    #[arg(long)]
+    max_upload_rate_per_user: Option<u64>,
+    /// Bytes per second for all of one user's downloads together (0: no limit).
+    #[arg(long)]
+    max_download_rate_per_user: Option<u64>,
+    /// Bytes per second for all uploads on the server (0: no limit).
+    #[arg(long)]
+    max_upload_rate: Option<u64>,
+    /// Bytes per second for all downloads on the server (0: no limit).
+    #[arg(long)]
+    max_download_rate: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +249,36 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(v) = args.data_timeout_secs {
         config.data_timeout_secs = v;
+    }
+    let set = |slot: &mut u64, value: Option<u64>| {
+        if let Some(v) = value {
+            *slot = v;
+        }
+    };
+    set(
+        &mut config.login_failure_delay_ms,
+        args.login_failure_delay_ms,
+    );
+    set(&mut config.ban_window_secs, args.ban_window_secs);
+    set(&mut config.ban_secs, args.ban_secs);
+    set(
+        &mut config.max_upload_rate_per_user,
+        args.max_upload_rate_per_user,
+    );
+    set(
+        &mut config.max_download_rate_per_user,
+        args.max_download_rate_per_user,
+    );
+    set(&mut config.max_upload_rate, args.max_upload_rate);
+    set(&mut config.max_download_rate, args.max_download_rate);
+    if let Some(v) = args.ban_after_failures {
+        config.ban_after_failures = v;
+    }
+    if let Some(v) = args.max_sessions_per_user {
+        config.max_sessions_per_user = v;
+    }
+    if let Some(v) = args.max_transfers_per_user {
+        config.max_transfers_per_user = v;
     }
     actix_rt::System::new().block_on(async move {
         let server = Server::start(config).await.map_err(|e| e.to_string())?;

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
+use super::state::LoginState;
 use super::{AfterTransfer, Running, Session, TransferKind};
 use crate::actors::Services;
 use crate::actors::account_registry::{
@@ -21,6 +22,7 @@ use crate::actors::file_store::{
     OpenRead, OpenWrite, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat, StoreError, Upload,
     WriteMode,
 };
+use crate::actors::limits::Direction;
 use crate::actors::vpath::{PathError, VPath};
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
 use crate::codec::listing::{self, Facts, Role};
@@ -304,16 +306,7 @@ impl Session {
                     && RESERVED_NAMES.contains(&user.to_ascii_lowercase().as_str()) =>
             {
                 // RFC 1635: any password (customarily an e-mail address) is accepted.
-                self.state.anonymous(ANONYMOUS);
-                self.cwd = VPath::root();
-                let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
-                event.user = self.user_name();
-                self.record(event);
-                log::info!("session {} {}: anonymous login", self.id, self.peer);
-                self.finish(
-                    &text,
-                    Reply::new(ReplyCode::LoggedIn, "Anonymous access granted; read-only."),
-                );
+                self.enter(&text, "anonymous", |state| state.anonymous(ANONYMOUS));
             }
             PassAction::Authenticate { user, failures } => {
                 let request = self.env.services.authenticate.send(Authenticate {
@@ -326,16 +319,8 @@ impl Session {
                         let request = act.env.services.create_home.send(CreateHome { user: home });
                         act.ask(ctx, text, request, move |act, res, _, text| match res {
                             Ok(()) => {
-                                act.state.succeeded(account);
-                                act.cwd = VPath::root();
-                                let mut event = Event::now(act.id, act.peer, EventKind::LoginOk);
-                                event.user = act.user_name();
-                                act.record(event);
-                                log::info!("session {} {}: {user} logged in", act.id, act.peer);
-                                act.finish(
-                                    &text,
-                                    Reply::new(ReplyCode::LoggedIn, "Login successful."),
-                                );
+                                let name = account.name.to_string();
+                                act.enter(&text, &name, |state| state.succeeded(account));
                             }
                             Err(e) => {
                                 let reply = act.store_error(&e);
@@ -355,24 +340,7 @@ impl Session {
                     }
                     Err(AuthError::WrongCredentials) => {
                         let failures = act.state.failed(failures);
-                        let mut event = Event::now(act.id, act.peer, EventKind::LoginFailed);
-                        event.user = Some(user.clone());
-                        act.record(event);
-                        log::info!("session {} {}: login failed for {user:?}", act.id, act.peer);
-                        let reply = Reply::new(ReplyCode::NotLoggedIn, "Login incorrect.");
-                        if failures >= act.env.config.max_login_failures {
-                            act.finish(&text, reply);
-                            act.close(
-                                None,
-                                Reply::new(
-                                    ReplyCode::ServiceNotAvailable,
-                                    "Too many failed logins; closing.",
-                                ),
-                                ctx,
-                            );
-                        } else {
-                            act.finish(&text, reply);
-                        }
+                        act.login_failed(ctx, text, &user, failures);
                     }
                     Err(e) => {
                         let reply = auth_error_reply(&e);
@@ -381,6 +349,92 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// Logs the user in (`log_in` sets the state), unless they already have as many sessions
+    /// as `max_sessions_per_user` allows.
+    fn enter(&mut self, text: &str, name: &str, log_in: impl FnOnce(&mut LoginState)) {
+        let Some(slot) = self.env.limits.user_session(name) else {
+            log::info!(
+                "session {} {}: {name} has too many sessions",
+                self.id,
+                self.peer
+            );
+            let mut event = Event::now(self.id, self.peer, EventKind::Refused);
+            event.user = Some(name.to_owned());
+            event.command = Some("too many sessions for this user".to_owned());
+            self.record(event);
+            self.finish(
+                text,
+                Reply::new(
+                    ReplyCode::NotLoggedIn,
+                    "Too many sessions for this user; try again later.",
+                ),
+            );
+            return;
+        };
+        log_in(&mut self.state);
+        self.user_slot = Some(slot);
+        self.cwd = VPath::root();
+        let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
+        event.user = self.user_name();
+        self.record(event);
+        log::info!("session {} {}: {name} logged in", self.id, self.peer);
+        let text_ok = if self.writable() {
+            "Login successful."
+        } else {
+            "Login successful; read-only access."
+        };
+        self.finish(text, Reply::new(ReplyCode::LoggedIn, text_ok));
+    }
+
+    /// A wrong password: audited, answered 530 after a delay that doubles with each failure on
+    /// this connection (so guessing is slow), the connection closed after
+    /// `max_login_failures`, and the address banned after too many failures from it.
+    fn login_failed(&mut self, ctx: &mut Context<Self>, text: String, user: &str, failures: u8) {
+        let mut event = Event::now(self.id, self.peer, EventKind::LoginFailed);
+        event.user = Some(user.to_owned());
+        self.record(event);
+        log::info!(
+            "session {} {}: login failed for {user:?}",
+            self.id,
+            self.peer
+        );
+        let ban = self.env.limits.login_failed(self.peer.ip());
+        if let Some(length) = ban {
+            log::warn!(
+                "{}: banned for {}s after too many failed logins",
+                self.peer.ip(),
+                length.as_secs()
+            );
+            let mut event = Event::now(self.id, self.peer, EventKind::Banned);
+            event.duration_ms = Some(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
+            self.record(event);
+        }
+        let config = &self.env.config;
+        let last = ban.is_some() || failures >= config.max_login_failures;
+        let doublings = u32::from(failures.saturating_sub(1)).min(3);
+        let delay =
+            Duration::from_millis(config.login_failure_delay_ms.saturating_mul(1 << doublings));
+        let respond = actix::clock::sleep(delay)
+            .into_actor(self)
+            .map(move |(), act, ctx| {
+                act.finish(
+                    &text,
+                    Reply::new(ReplyCode::NotLoggedIn, "Login incorrect."),
+                );
+                if last {
+                    act.close(
+                        None,
+                        Reply::new(
+                            ReplyCode::ServiceNotAvailable,
+                            "Too many failed logins; closing.",
+                        ),
+                        ctx,
+                    );
+                }
+            });
+        ctx.wait(respond);
     }
 
     fn site(&mut self, text: String, site: SiteCommand, ctx: &mut Context<Self>) {
@@ -1087,7 +1141,8 @@ impl Session {
 
     /// REIN (RFC 959 §4.1.1): forget the user and every setting, as right after the greeting.
     fn rein(&mut self, text: &str) {
-        self.state = super::state::LoginState::new();
+        self.state = LoginState::new();
+        self.user_slot = None;
         self.cwd = VPath::root();
         self.ascii = false;
         self.epsv_all = false;
@@ -1122,6 +1177,25 @@ impl Session {
             );
             return;
         }
+        let direction = match kind {
+            TransferKind::Upload(_) => Direction::Upload,
+            TransferKind::Listing | TransferKind::Download(_) => Direction::Download,
+        };
+        let permit = self
+            .state
+            .logged_in()
+            .and_then(|l| self.env.limits.transfer(&l.name, direction));
+        let Some(permit) = permit else {
+            self.data = None;
+            self.finish(
+                &text,
+                Reply::new(
+                    ReplyCode::CantOpenData,
+                    "Too many transfers at once for this user.",
+                ),
+            );
+            return;
+        };
         let Some(plan) = self.data.take() else {
             self.finish(
                 &text,
@@ -1141,15 +1215,14 @@ impl Session {
             }),
             _ => None,
         };
-        let task = data_channel::run(
+        let channel = data_channel::Channel {
             plan,
-            self.peer.ip(),
-            self.env.config.data_timeout(),
-            self.id,
-            job,
-            progress.clone(),
+            peer: self.peer.ip(),
+            stall: self.env.config.data_timeout(),
+            session: self.id,
             protection,
-        );
+        };
+        let task = data_channel::run(channel, job, progress.clone(), permit);
         let handle = ctx.spawn(
             task.into_actor(self)
                 .map(|outcome, act, ctx| act.transfer_done(outcome, ctx)),

@@ -52,6 +52,8 @@ pub struct SessionEnv {
     pub config: Arc<Config>,
     /// TLS for AUTH TLS and protected data connections; `None` when no certificate is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Bans, per-user limits and bandwidth budgets shared by all sessions.
+    pub limits: Arc<crate::actors::limits::Limits>,
 }
 
 /// Asks a session to end: 421 now when idle, or after its running transfer.
@@ -101,6 +103,8 @@ pub struct Session {
     env: Arc<SessionEnv>,
     control: Control,
     state: LoginState,
+    /// The logged-in user's place under `max_sessions_per_user`.
+    user_slot: Option<crate::actors::limits::UserSession>,
     cwd: VPath,
     ascii: bool,
     epsv_all: bool,
@@ -190,6 +194,7 @@ impl Session {
                 env,
                 control,
                 state: LoginState::new(),
+                user_slot: None,
                 cwd: VPath::root(),
                 ascii: false,
                 epsv_all: false,

@@ -230,10 +230,12 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
     let events = Arc::new(Mutex::new(Vec::new()));
     let audit = RecordingAudit(events.clone()).start();
     let services = wire(&audit);
+    let limits = crate::actors::limits::Limits::new(&config);
     let env = Arc::new(SessionEnv {
         services,
         config: Arc::new(config),
         tls: None,
+        limits,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("listener address");
