@@ -142,6 +142,11 @@ impl TransferPermit {
         }
     }
 
+    /// True when no bandwidth budget applies.
+    pub fn unthrottled(&self) -> bool {
+        self.budgets.is_empty()
+    }
+
     /// The read size to use: small enough for smooth pacing when a budget applies.
     pub fn chunk(&self, unlimited: usize) -> usize {
         self.budgets
