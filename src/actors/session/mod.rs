@@ -52,6 +52,9 @@ pub struct SessionEnv {
     pub config: Arc<Config>,
     /// TLS for AUTH TLS and protected data connections; `None` when no certificate is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS for protected data connections of uploads: no session tickets sent (see
+    /// [`crate::tls::upload_config`]); set exactly when `tls` is.
+    pub upload_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Asks a session to end: 421 now when idle, or after its running transfer.

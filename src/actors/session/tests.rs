@@ -234,6 +234,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
         services,
         config: Arc::new(config),
         tls: None,
+        upload_tls: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("listener address");
