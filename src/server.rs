@@ -82,11 +82,16 @@ impl Server {
         }
         let audit = AuditLog::start(&config.log_dir()).map_err(data_dir(config.log_dir()))?;
 
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::tls::server_config(cert, key)?,
-            )),
-            _ => None,
+        let (tls, upload_tls) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let server = crate::tls::server_config(cert, key)?;
+                let upload = crate::tls::upload_config(&server);
+                (
+                    Some(tokio_rustls::TlsAcceptor::from(server)),
+                    Some(tokio_rustls::TlsAcceptor::from(upload)),
+                )
+            }
+            _ => (None, None),
         };
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -126,6 +131,7 @@ impl Server {
             config: Arc::new(config),
             tls,
             limits,
+            upload_tls,
         });
         let acceptor = Acceptor::start(
             listeners,

@@ -61,11 +61,32 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    // Stateless (encrypted) session tickets: a TLS 1.3 ticket from the session cache is
+    // single-use, but clients such as lftp (GnuTLS) resume every data connection with the
+    // control connection's one ticket, so the second transfer would fail under
+    // --require-tls-resumption.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    // rustls clients (the ferry client) use each TLS 1.3 ticket once, and upload data
+    // connections carry none (see `upload_config`): a supply of tickets from the control
+    // connection (and every download or listing) lets that many uploads in a row resume.
+    // 8 is what a rustls client keeps per server.
+    config.send_tls13_tickets = 8;
     Ok(Arc::new(config))
+}
+
+/// The configuration for data connections that only receive (uploads): the same certificate
+/// and tickets, but no TLS 1.3 session tickets sent. A client that only writes never reads
+/// them, and closing a socket with unread data resets the connection, so the tail of the
+/// upload still in the client's send buffer would be lost (curl and lftp uploads then fail
+/// with 426 now and then). Resuming with a ticket from the control connection still works.
+pub fn upload_config(config: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.send_tls13_tickets = 0;
+    Arc::new(config)
 }
 
 /// Writes a self-signed certificate for `localhost`, 127.0.0.1 and ::1 to `dir/cert.pem`, and

@@ -1208,7 +1208,11 @@ impl Session {
         };
         self.send(Reply::new(ReplyCode::OpeningData, opening));
         let progress = Arc::new(AtomicU64::new(0));
-        let protection = match (&self.env.tls, self.prot_private) {
+        let acceptor = match job {
+            Job::Receive { .. } => &self.env.upload_tls,
+            _ => &self.env.tls,
+        };
+        let protection = match (acceptor, self.prot_private) {
             (Some(tls), true) => Some(data_channel::Protection {
                 tls: tls.clone(),
                 require_resumption: self.env.config.require_tls_resumption,

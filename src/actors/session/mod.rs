@@ -54,6 +54,9 @@ pub struct SessionEnv {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Bans, per-user limits and bandwidth budgets shared by all sessions.
     pub limits: Arc<crate::actors::limits::Limits>,
+    /// TLS for protected data connections of uploads: no session tickets sent (see
+    /// [`crate::tls::upload_config`]); set exactly when `tls` is.
+    pub upload_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Asks a session to end: 421 now when idle, or after its running transfer.

@@ -236,6 +236,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
         config: Arc::new(config),
         tls: None,
         limits,
+        upload_tls: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("listener address");

@@ -1,0 +1,1014 @@
+//! FTPS (RFC 4217) end to end: `ferryd` with a certificate from `ferryd cert generate`, driven
+//! by real clients (Python's ftplib `FTP_TLS`, curl, lftp), by the `ferry` client over explicit
+//! and implicit TLS, and by a raw socket for the replies that come before any handshake.
+//! Transfers are compared byte for byte and the audit log is checked for the TLS sessions.
+//!
+//! The client programs are installed by `.ci/run`. Every test makes its own certificate and
+//! server, and runs the clients with a UTF-8 locale and `HOME` in a temporary directory.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{FERRYD, TestServer, has_event, pseudo_random, run_bounded};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The client binary built by cargo for these tests.
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+/// Bound on one client run.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A certificate and key made by `ferryd cert generate --out DIR`.
+struct Certs {
+    dir: TempDir,
+}
+
+impl Certs {
+    fn generate() -> Certs {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-tls-")
+            .tempdir()
+            .expect("temp dir");
+        let child = Command::new(FERRYD)
+            .args(["cert", "generate", "--out"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferryd cert generate");
+        let out = run_bounded(child, CLIENT_TIMEOUT);
+        assert_success(&out, "ferryd cert generate");
+        Certs { dir }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    fn cert_str(&self) -> String {
+        utf8(&self.cert()).to_owned()
+    }
+
+    /// A server with this certificate, a plain listener, an implicit-TLS listener and `extra`.
+    fn server(&self, extra: &[&str]) -> TestServer {
+        let (cert, key) = (self.cert(), self.key());
+        let mut args = vec![
+            "--tls-cert",
+            utf8(&cert),
+            "--tls-key",
+            utf8(&key),
+            "--implicit-tls-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let server = TestServer::start(&args);
+        server.wait_stderr("(implicit TLS)");
+        server
+    }
+}
+
+/// The port of the server's implicit-TLS listener, from its `listening on` line.
+fn implicit_port(server: &TestServer) -> u16 {
+    let stderr = server.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.ends_with("(implicit TLS)"))
+        .unwrap_or_else(|| panic!("no implicit TLS listener in:\n{stderr}"));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr: std::net::SocketAddr = addr.parse().expect("implicit TLS address");
+    addr.port()
+}
+
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// Registers `user` with `SITE REGISTER` over a plain control connection and leaves.
+fn register(server: &TestServer, user: &str, pass: &str) {
+    let mut ctl = server.register_and_login(user, pass);
+    ctl.expect("QUIT", 221);
+}
+
+/// Runs `program ARGS` in `cwd` with a UTF-8 locale and `HOME=cwd`, bounded in time.
+fn run(program: &str, args: &[&str], cwd: &Path) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env("LC_ALL", "C.UTF-8")
+        .env("LANG", "C.UTF-8")
+        .env("HOME", cwd)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"));
+    run_bounded(child, CLIENT_TIMEOUT)
+}
+
+/// Panics with the client's output unless it exited 0.
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Asserts that `a == b` without printing megabytes on failure.
+fn assert_same(a: &[u8], b: &[u8], what: &str) {
+    assert!(
+        a == b,
+        "{what}: contents differ ({} vs {} bytes)",
+        a.len(),
+        b.len()
+    );
+}
+
+/// Asserts that some event has all of `fields`, listing the log otherwise.
+fn assert_event(events: &[Value], fields: &[(&str, Value)]) {
+    assert!(
+        has_event(events, fields),
+        "no event with {fields:?} in the audit log:\n{}",
+        events
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Asserts a `command` event with this command line and reply code (any user or none).
+fn assert_command(events: &[Value], command: &str, code: u16) {
+    assert_event(
+        events,
+        &[
+            ("event", json!("command")),
+            ("command", json!(command)),
+            ("code", json!(code)),
+        ],
+    );
+}
+
+/// Asserts an upload or download event of `path` with `bytes` bytes, completed with 226.
+fn assert_transfer(events: &[Value], user: &str, kind: &str, path: &str, bytes: usize) {
+    assert_event(
+        events,
+        &[
+            ("event", json!(kind)),
+            ("user", json!(user)),
+            ("path", json!(path)),
+            ("bytes", json!(bytes)),
+            ("code", json!(226)),
+        ],
+    );
+}
+
+/// Waits until `user` has `n` closed sessions in the audit log (all their events are in).
+fn wait_sessions_closed(server: &TestServer, user: &str, n: usize) -> Vec<Value> {
+    server.wait_audit(&format!("{n} session_close of {user}"), |ev| {
+        ev.iter()
+            .filter(|e| e["event"] == "session_close" && e["user"] == user)
+            .count()
+            >= n
+    })
+}
+
+/// No command of `user` was answered 425 (a refused data connection).
+fn assert_no_refused_data(events: &[Value], user: &str) {
+    let refused: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "command" && e["user"] == user && e["code"] == 425)
+        .collect();
+    assert!(refused.is_empty(), "refused data connections: {refused:?}");
+}
+
+/// Runs a Python script (its text written to `cwd/name`) with `args`.
+fn python(cwd: &Path, name: &str, script: &str, args: &[&str]) -> Output {
+    std::fs::write(cwd.join(name), script).expect("write script");
+    let mut all = vec![name];
+    all.extend_from_slice(args);
+    let out = run("python3", &all, cwd);
+    assert_success(&out, name);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("OK\n"),
+        "{name} did not finish:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// Runs `curl -sS ARGS` in `cwd`.
+fn curl(cwd: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["-sS", "--max-time", "30", "--connect-timeout", "10"];
+    all.extend_from_slice(args);
+    run("curl", &all, cwd)
+}
+
+/// Runs lftp with TLS forced on control and data connections and the server's certificate as
+/// the only CA, then `commands`.
+fn lftp_tls(
+    server: &TestServer,
+    certs: &Certs,
+    cwd: &Path,
+    user: &str,
+    pass: &str,
+    commands: &str,
+) -> Output {
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 10; set cmd:fail-exit yes; \
+         set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:ca-file {}; \
+         set ssl:check-hostname yes; set ssl:verify-certificate yes; \
+         open -u {user},{pass} -p {} 127.0.0.1; {commands}",
+        certs.cert_str(),
+        server.port()
+    );
+    run("lftp", &["-c", &script], cwd)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ferryd cert generate, and the replies before any handshake
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn cert_generate_writes_a_usable_pair() {
+    let certs = Certs::generate();
+    let cert = std::fs::read_to_string(certs.cert()).expect("cert.pem");
+    let key = std::fs::read_to_string(certs.key()).expect("key.pem");
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
+    assert!(key.contains("PRIVATE KEY-----"), "key.pem is no PEM key");
+    let mode = std::fs::metadata(certs.key())
+        .expect("key.pem metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "key.pem mode {:o}", mode & 0o777);
+
+    // The server starts with them, on a plain and an implicit-TLS listener.
+    let server = certs.server(&[]);
+    assert!(
+        server.stderr().contains(&format!(
+            "listening on 127.0.0.1:{} (implicit TLS)",
+            implicit_port(&server)
+        )),
+        "{}",
+        server.stderr()
+    );
+    let (mut ctl, greeting) = server.connect();
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    ctl.expect("QUIT", 221);
+
+    // A key that is not the certificate's is refused at start.
+    let other = Certs::generate();
+    let data = tempfile::tempdir().expect("temp dir");
+    let child = Command::new(FERRYD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--tls-cert")
+        .arg(certs.cert())
+        .arg("--tls-key")
+        .arg(other.key())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferryd");
+    let out = run_bounded(child, CLIENT_TIMEOUT);
+    assert!(
+        !out.status.success(),
+        "ferryd started with a mismatched key:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn raw_replies_without_and_before_tls() {
+    // No certificate: FEAT is silent about TLS, AUTH is not implemented, PBSZ/PROT out of
+    // sequence, CCC refused.
+    let plain = TestServer::start(&[]);
+    let (mut ctl, _) = plain.connect();
+    let feat = ctl.expect("FEAT", 211).text();
+    for word in ["AUTH", "PBSZ", "PROT"] {
+        assert!(
+            !feat.lines().any(|l| l.trim_start().starts_with(word)),
+            "FEAT without a certificate lists {word}:\n{feat}"
+        );
+    }
+    ctl.expect("AUTH TLS", 534);
+    ctl.expect("AUTH SSL", 534);
+    ctl.expect("PBSZ 0", 503);
+    ctl.expect("PROT P", 503);
+    ctl.expect("CCC", 534);
+    // The session goes on in the clear.
+    ctl.expect("SITE REGISTER rawuser raw-pass-1", 200);
+    ctl.login("rawuser", "raw-pass-1");
+    ctl.expect("PBSZ 0", 503);
+    ctl.expect("CCC", 534);
+    ctl.expect("QUIT", 221);
+
+    // With a certificate: FEAT lists AUTH TLS, PBSZ and PROT; before AUTH, PBSZ and PROT are
+    // out of sequence and CCC is refused; AUTH and its aliases answer 234.
+    let certs = Certs::generate();
+    let server = certs.server(&[]);
+    let (mut ctl, _) = server.connect();
+    let feat = ctl.expect("FEAT", 211).text();
+    for word in ["AUTH TLS", "PBSZ", "PROT"] {
+        assert!(
+            feat.lines().any(|l| l.trim() == word),
+            "FEAT with a certificate lacks {word}:\n{feat}"
+        );
+    }
+    ctl.expect("PBSZ 0", 503);
+    ctl.expect("PROT P", 503);
+    ctl.expect("PROT C", 503);
+    ctl.expect("CCC", 534);
+    ctl.expect("NOOP", 200);
+    ctl.expect("AUTH TLS", 234);
+    drop(ctl);
+    for alias in ["AUTH SSL", "AUTH TLS-C", "AUTH TLS-P", "auth tls"] {
+        let (mut ctl, _) = server.connect();
+        ctl.expect(alias, 234);
+    }
+    let (mut ctl, _) = server.connect();
+    ctl.expect("AUTH KERBEROS", 504);
+    ctl.expect("QUIT", 221);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python ftplib
+// ---------------------------------------------------------------------------------------------
+
+/// ftplib `FTP_TLS` with `PROT P`: the replies after AUTH, SITE REGISTER and login over TLS,
+/// listings, and an upload and download compared byte for byte.
+/// Arguments: port, user, password, cafile, local data file.
+const FTPLIB_TLS_SCRIPT: &str = r#"
+import ftplib, io, ssl, sys
+port, user, pw, cafile, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+data = open(path, 'rb').read()
+ctx = ssl.create_default_context(cafile=cafile)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=15)
+ftp.connect('127.0.0.1', port)
+
+def reply(cmd):
+    try:
+        return ftp.sendcmd(cmd)
+    except ftplib.error_perm as e:
+        return str(e)
+
+def code(cmd, want):
+    got = reply(cmd)
+    assert got.startswith(str(want)), (cmd, got)
+    return got
+
+code('PBSZ 0', 503)
+assert ftp.auth().startswith('234'), 'AUTH TLS'
+assert isinstance(ftp.sock, ssl.SSLSocket)
+code('AUTH TLS', 503)
+code('PROT P', 503)
+assert code('PBSZ 0', 200).startswith('200 PBSZ=0'), 'PBSZ reply'
+code('PROT S', 536)
+code('PROT E', 536)
+code('CCC', 534)
+code('SITE REGISTER %s %s' % (user, pw), 200)
+assert ftp.login(user, pw).startswith('230')
+ftp.prot_p()
+assert ftp.storbinary('STOR up.bin', io.BytesIO(data)).startswith('226')
+ftp.mkd('sub')
+ftp.cwd('sub')
+assert ftp.storbinary('STOR small.txt', io.BytesIO(b'small\r\n')).startswith('226')
+ftp.cwd('/')
+assert sorted(ftp.nlst()) == ['sub', 'up.bin'], ftp.nlst()
+lines = []
+ftp.retrlines('LIST', lines.append)
+assert any(l.endswith(' up.bin') and (' %d ' % len(data)) in l for l in lines), lines
+facts = dict(ftp.mlsd())
+assert facts['up.bin']['type'] == 'file' and int(facts['up.bin']['size']) == len(data), facts
+assert facts['sub']['type'] == 'dir', facts
+out = io.BytesIO()
+assert ftp.retrbinary('RETR up.bin', out.write).startswith('226')
+assert out.getvalue() == data, 'download differs'
+out = io.BytesIO()
+ftp.retrbinary('RETR sub/small.txt', out.write)
+assert out.getvalue() == b'small\r\n', out.getvalue()
+assert ftp.size('up.bin') == len(data)
+ftp.quit()
+print('OK')
+"#;
+
+#[test]
+fn python_ftplib_prot_p_register_list_upload_download() {
+    let certs = Certs::generate();
+    let server = certs.server(&[]);
+    let (user, pass) = ("pytls", "ftplib-tls-1");
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let payload = pseudo_random(3 * 1024 * 1024 + 11, 51);
+    std::fs::write(w.join("data.bin"), &payload).expect("write payload");
+    let port = server.port().to_string();
+    python(
+        w,
+        "tls.py",
+        FTPLIB_TLS_SCRIPT,
+        &[&port, user, pass, &certs.cert_str(), "data.bin"],
+    );
+    assert_same(&read(&server.home(user).join("up.bin")), &payload, "up.bin");
+    assert_eq!(read(&server.home(user).join("sub/small.txt")), b"small\r\n");
+
+    // The audit log: AUTH and the TLS negotiation, then login and transfers as usual.
+    let events = wait_sessions_closed(&server, user, 1);
+    assert_command(&events, "AUTH TLS", 234);
+    assert_command(&events, "AUTH TLS", 503);
+    assert_command(&events, "PBSZ 0", 503);
+    assert_command(&events, "PBSZ 0", 200);
+    assert_command(&events, "PROT P", 200);
+    assert_command(&events, "PROT S", 536);
+    assert_command(&events, "CCC", 534);
+    assert_event(
+        &events,
+        &[("event", json!("login_ok")), ("user", json!(user))],
+    );
+    assert_transfer(&events, user, "upload", "/up.bin", payload.len());
+    assert_transfer(&events, user, "upload", "/sub/small.txt", 7);
+    assert_transfer(&events, user, "download", "/up.bin", payload.len());
+    assert_transfer(&events, user, "download", "/sub/small.txt", 7);
+    assert_command(&events, "MLSD", 226);
+    assert_command(&events, "LIST", 226);
+    assert!(!server.audit_text().contains(pass), "password in clear");
+}
+
+// ---------------------------------------------------------------------------------------------
+// curl
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn curl_explicit_and_implicit_tls() {
+    let certs = Certs::generate();
+    let server = certs.server(&[]);
+    let (user, pass) = ("curly", "curl-tls-2");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let payload = pseudo_random(2 * 1024 * 1024 + 5, 52);
+    std::fs::write(w.join("up.bin"), &payload).expect("write payload");
+    let cafile = certs.cert_str();
+    let explicit = format!("ftp://{user}:{pass}@127.0.0.1:{}", server.port());
+    let implicit = format!("ftps://{user}:{pass}@127.0.0.1:{}", implicit_port(&server));
+
+    // Explicit: AUTH TLS, PROT P, upload and download.
+    let out = curl(
+        w,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            &cafile,
+            "-T",
+            "up.bin",
+            &format!("{explicit}/x.bin"),
+        ],
+    );
+    assert_success(&out, "curl --ssl-reqd -T");
+    assert_same(&read(&server.home(user).join("x.bin")), &payload, "x.bin");
+    // More uploads: curl never reads an upload's data connection, so anything the server sent
+    // there (TLS 1.3 session tickets) made closing it a reset that cut the upload short (426),
+    // about every other time.
+    for n in 0..4 {
+        let out = curl(
+            w,
+            &[
+                "--ssl-reqd",
+                "--cacert",
+                &cafile,
+                "-T",
+                "up.bin",
+                &format!("{explicit}/x{n}.bin"),
+            ],
+        );
+        assert_success(&out, &format!("curl --ssl-reqd -T, upload {n}"));
+        assert_same(
+            &read(&server.home(user).join(format!("x{n}.bin"))),
+            &payload,
+            "x{n}.bin",
+        );
+    }
+    let out = curl(
+        w,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            &cafile,
+            "-o",
+            "x.back",
+            &format!("{explicit}/x.bin"),
+        ],
+    );
+    assert_success(&out, "curl --ssl-reqd download");
+    assert_same(&read(&w.join("x.back")), &payload, "x.back");
+
+    // Implicit: TLS from the first byte; listing, download, upload.
+    let out = curl(w, &["--cacert", &cafile, &format!("{implicit}/")]);
+    assert_success(&out, "curl ftps:// LIST");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with(" x.bin") && l.contains(&payload.len().to_string())),
+        "{listing}"
+    );
+    let out = curl(
+        w,
+        &[
+            "--cacert",
+            &cafile,
+            "-o",
+            "i.back",
+            &format!("{implicit}/x.bin"),
+        ],
+    );
+    assert_success(&out, "curl ftps:// download");
+    assert_same(&read(&w.join("i.back")), &payload, "i.back");
+    let out = curl(
+        w,
+        &[
+            "--cacert",
+            &cafile,
+            "-T",
+            "up.bin",
+            &format!("{implicit}/i.bin"),
+        ],
+    );
+    assert_success(&out, "curl ftps:// upload");
+    assert_same(&read(&server.home(user).join("i.bin")), &payload, "i.bin");
+
+    // The certificate is checked: without --cacert the handshake fails.
+    let out = curl(w, &["--ssl-reqd", &format!("{explicit}/")]);
+    assert!(!out.status.success(), "curl trusted the self-signed cert");
+    let out = curl(w, &[&format!("{implicit}/")]);
+    assert!(!out.status.success(), "curl trusted the self-signed cert");
+
+    let events = wait_sessions_closed(&server, user, 10);
+    let len = payload.len();
+    assert_command(&events, "AUTH SSL", 234);
+    assert_transfer(&events, user, "upload", "/x.bin", len);
+    assert_transfer(&events, user, "download", "/x.bin", len);
+    assert_transfer(&events, user, "download", "/x.bin", len);
+    assert_transfer(&events, user, "upload", "/i.bin", len);
+    assert_command(&events, "PROT P", 200);
+    assert_no_refused_data(&events, user);
+}
+
+// ---------------------------------------------------------------------------------------------
+// lftp
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn lftp_forced_tls_put_list_get() {
+    let certs = Certs::generate();
+    let server = certs.server(&[]);
+    let (user, pass) = ("lftls", "lftp-tls-3");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let payload = pseudo_random(3 * 1024 * 1024 + 7, 53);
+    std::fs::write(w.join("up.bin"), &payload).expect("write payload");
+
+    let out = lftp_tls(
+        &server,
+        &certs,
+        w,
+        user,
+        pass,
+        "put up.bin -o l.bin; cls -l; get l.bin -o l.back",
+    );
+    assert_success(&out, "lftp put, cls -l, get");
+    assert_same(&read(&server.home(user).join("l.bin")), &payload, "l.bin");
+    assert_same(&read(&w.join("l.back")), &payload, "l.back");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with(" l.bin") && l.contains(&payload.len().to_string())),
+        "{listing}"
+    );
+
+    let events = wait_sessions_closed(&server, user, 1);
+    assert_command(&events, "AUTH TLS", 234);
+    assert_command(&events, "PROT P", 200);
+    assert_transfer(&events, user, "upload", "/l.bin", payload.len());
+    assert_transfer(&events, user, "download", "/l.bin", payload.len());
+    assert_command(&events, "MLSD", 226);
+    assert_no_refused_data(&events, user);
+}
+
+// ---------------------------------------------------------------------------------------------
+// --require-tls-login --require-tls-data
+// ---------------------------------------------------------------------------------------------
+
+/// In TLS-required mode: SITE REGISTER and login after AUTH TLS, an upload under PROT P,
+/// then under PROT C every transfer is refused with 521; back under PROT P the download works.
+/// Arguments: port, user, password, cafile.
+const FTPLIB_REQUIRED_SCRIPT: &str = r#"
+import ftplib, io, ssl, sys
+port, user, pw, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=cafile)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=15)
+ftp.connect('127.0.0.1', port)
+ftp.auth()
+assert ftp.sendcmd('SITE REGISTER %s %s' % (user, pw)).startswith('200')
+ftp.login(user, pw)
+ftp.prot_p()
+assert ftp.storbinary('STOR secret.bin', io.BytesIO(b'secret')).startswith('226')
+assert ftp.prot_c().startswith('200')
+for what, run in [
+    ('STOR', lambda: ftp.storbinary('STOR clear.bin', io.BytesIO(b'clear'))),
+    ('RETR', lambda: ftp.retrbinary('RETR secret.bin', lambda b: None)),
+    ('LIST', lambda: ftp.retrlines('LIST', lambda l: None)),
+]:
+    try:
+        run()
+        raise SystemExit('%s under PROT C was accepted' % what)
+    except ftplib.error_perm as e:
+        assert str(e).startswith('521'), (what, str(e))
+assert ftp.sendcmd('NOOP').startswith('200')
+assert ftp.prot_p().startswith('200')
+out = io.BytesIO()
+ftp.retrbinary('RETR secret.bin', out.write)
+assert out.getvalue() == b'secret'
+ftp.quit()
+print('OK')
+"#;
+
+#[test]
+fn tls_required_mode_refuses_clear_logins_and_transfers() {
+    let certs = Certs::generate();
+    let server = certs.server(&["--require-tls-login", "--require-tls-data"]);
+    let (user, pass) = ("strict", "strict-pass-4");
+
+    // A plain control connection can neither register nor log in.
+    let (mut ctl, greeting) = server.connect();
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    ctl.expect(&format!("SITE REGISTER {user} {pass}"), 530);
+    ctl.expect(&format!("USER {user}"), 530);
+    ctl.expect(&format!("PASS {pass}"), 530);
+    ctl.expect("NOOP", 200);
+    ctl.expect("QUIT", 221);
+    assert!(!server.home(user).exists(), "registered in the clear");
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let port = server.port().to_string();
+    python(
+        w,
+        "required.py",
+        FTPLIB_REQUIRED_SCRIPT,
+        &[&port, user, pass, &certs.cert_str()],
+    );
+    assert_eq!(read(&server.home(user).join("secret.bin")), b"secret");
+    assert!(!server.home(user).join("clear.bin").exists());
+
+    // curl without --ssl-reqd logs in in the clear and is refused; with it, it works.
+    let payload = pseudo_random(1024 * 1024 + 3, 54);
+    std::fs::write(w.join("up.bin"), &payload).expect("write payload");
+    let url = format!("ftp://{user}:{pass}@127.0.0.1:{}", server.port());
+    let out = curl(w, &["-T", "up.bin", &format!("{url}/plain.bin")]);
+    assert_eq!(
+        out.status.code(),
+        Some(67),
+        "curl in the clear: want 67 (login denied)\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!server.home(user).join("plain.bin").exists());
+    let cafile = certs.cert_str();
+    let out = curl(
+        w,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            &cafile,
+            "-T",
+            "up.bin",
+            &format!("{url}/tls.bin"),
+        ],
+    );
+    assert_success(&out, "curl --ssl-reqd upload");
+    let out = curl(
+        w,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            &cafile,
+            "-o",
+            "tls.back",
+            &format!("{url}/tls.bin"),
+        ],
+    );
+    assert_success(&out, "curl --ssl-reqd download");
+    assert_same(
+        &read(&server.home(user).join("tls.bin")),
+        &payload,
+        "tls.bin",
+    );
+    assert_same(&read(&w.join("tls.back")), &payload, "tls.back");
+
+    let events = wait_sessions_closed(&server, user, 3);
+    assert_command(&events, &format!("USER {user}"), 530);
+    assert_command(&events, "PASS ***", 530);
+    assert_command(&events, "SITE REGISTER strict ***", 530);
+    assert_command(&events, "PROT C", 200);
+    assert_command(&events, "STOR clear.bin", 521);
+    assert_command(&events, "RETR secret.bin", 521);
+    assert_command(&events, "LIST", 521);
+    assert_transfer(&events, user, "upload", "/secret.bin", 6);
+    assert_transfer(&events, user, "upload", "/tls.bin", payload.len());
+    assert_transfer(&events, user, "download", "/tls.bin", payload.len());
+    assert!(!server.audit_text().contains(pass), "password in clear");
+}
+
+// ---------------------------------------------------------------------------------------------
+// --require-tls-resumption
+// ---------------------------------------------------------------------------------------------
+
+/// Against --require-tls-resumption: ftplib does not resume the control connection's session
+/// on its data connections, so a PROT P upload is refused with 425; the session goes on, and
+/// a PROT C transfer still works.
+/// Arguments: port, user, password, cafile.
+const FTPLIB_NO_RESUMPTION_SCRIPT: &str = r#"
+import ftplib, io, ssl, sys
+port, user, pw, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=cafile)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=15)
+ftp.connect('127.0.0.1', port)
+ftp.auth()
+assert ftp.sendcmd('SITE REGISTER %s %s' % (user, pw)).startswith('200')
+ftp.login(user, pw)
+ftp.prot_p()
+try:
+    ftp.storbinary('STOR refused.bin', io.BytesIO(b'x' * 100000))
+    raise SystemExit('upload without session resumption was accepted')
+except ftplib.error_temp as e:
+    outcome = str(e)
+except OSError as e:
+    # The data connection failed under ftplib; the server's reply is still to be read.
+    try:
+        ftp.getresp()
+        outcome = 'no error reply after %r' % e
+    except ftplib.error_temp as e2:
+        outcome = str(e2)
+assert outcome.startswith('425'), outcome
+assert ftp.sendcmd('NOOP').startswith('200')
+ftp.prot_c()
+assert ftp.storbinary('STOR clear.bin', io.BytesIO(b'clear')).startswith('226')
+ftp.quit()
+print('OK')
+"#;
+
+#[test]
+fn resumption_required_lftp_resumes_and_ftplib_is_refused() {
+    let certs = Certs::generate();
+    let server = certs.server(&["--require-tls-resumption"]);
+    let (user, pass) = ("resume", "resume-pass-5");
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let port = server.port().to_string();
+    python(
+        w,
+        "noresume.py",
+        FTPLIB_NO_RESUMPTION_SCRIPT,
+        &[&port, user, pass, &certs.cert_str()],
+    );
+    assert!(!server.home(user).join("refused.bin").exists());
+    assert_eq!(read(&server.home(user).join("clear.bin")), b"clear");
+    let events = wait_sessions_closed(&server, user, 1);
+    assert_command(&events, "STOR refused.bin", 425);
+    assert_command(&events, "NOOP", 200);
+    assert_command(&events, "STOR clear.bin", 226);
+    server.wait_stderr("TLS session resumption is required on data connections");
+
+    // lftp (GnuTLS) resumes the control connection's session on every data connection, so
+    // several transfers and listings in one session all work.
+    let payload = pseudo_random(2 * 1024 * 1024 + 9, 55);
+    std::fs::write(w.join("up.bin"), &payload).expect("write payload");
+    let out = lftp_tls(
+        &server,
+        &certs,
+        w,
+        user,
+        pass,
+        "put up.bin -o a.bin; cls -l; get a.bin -o a.back; put up.bin -o b.bin; cls; \
+         get b.bin -o b.back",
+    );
+    assert_success(&out, "lftp under --require-tls-resumption");
+    for name in ["a", "b"] {
+        assert_same(
+            &read(&server.home(user).join(format!("{name}.bin"))),
+            &payload,
+            name,
+        );
+        assert_same(&read(&w.join(format!("{name}.back"))), &payload, name);
+    }
+    let events = wait_sessions_closed(&server, user, 2);
+    let len = payload.len();
+    for path in ["/a.bin", "/b.bin"] {
+        assert_transfer(&events, user, "upload", path, len);
+        assert_transfer(&events, user, "download", path, len);
+    }
+    let refused = events
+        .iter()
+        .filter(|e| e["event"] == "command" && e["code"] == 425)
+        .count();
+    assert_eq!(refused, 1, "only ftplib's upload is refused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ferry client
+// ---------------------------------------------------------------------------------------------
+
+/// A `ferry` run: exit code, stdout, stderr.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self, what: &str) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what}: expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(self.stderr.is_empty(), "{what}: stderr:\n{}", self.stderr);
+        self
+    }
+
+    fn has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `ferry ARGS` in `cwd` with `FERRY_PASSWORD=pass` and HOME in `cwd`.
+fn ferry(cwd: &Path, pass: &str, args: &[&str]) -> Run {
+    let child = Command::new(FERRY)
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", cwd)
+        .env("FERRY_HISTORY", cwd.join("history"))
+        .env("FERRY_PASSWORD", pass)
+        .env_remove("FERRY_NEW_PASSWORD")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    let out = run_bounded(child, CLIENT_TIMEOUT);
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn ferry_client_explicit_and_implicit_tls() {
+    let certs = Certs::generate();
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let payload = pseudo_random(3 * 1024 * 1024 + 1, 56);
+    std::fs::write(w.join("up.bin"), &payload).expect("write payload");
+    let cafile = certs.cert_str();
+    let (user, pass) = ("ferrous", "ferry-tls-6");
+
+    for extra in [&[][..], &["--require-tls-resumption"][..]] {
+        let server = certs.server(extra);
+        let explicit = format!("127.0.0.1:{}", server.port());
+        let implicit = format!("127.0.0.1:{}", implicit_port(&server));
+        let home = server.home(user);
+
+        // Explicit: register over TLS, then two uploads and downloads and a listing.
+        ferry(
+            w,
+            pass,
+            &[
+                "--tls",
+                "--ca-file",
+                &cafile,
+                &explicit,
+                "-c",
+                &format!(
+                    "register {user}; put up.bin e1.bin; put up.bin e2.bin; put up.bin e3.bin; \
+                     dir; get e1.bin e1.back; put up.bin e4.bin; get e2.bin e2.back"
+                ),
+            ],
+        )
+        .ok("ferry --tls")
+        .has("220 ")
+        .has(&format!("Logged in as {user}."))
+        .has("| e1.bin ");
+        // Implicit.
+        ferry(
+            w,
+            pass,
+            &[
+                "--implicit-tls",
+                "--ca-file",
+                &cafile,
+                &implicit,
+                "-c",
+                &format!(
+                    "login {user}; put up.bin i1.bin; dir; get i1.bin i1.back; get e2.bin i2.back"
+                ),
+            ],
+        )
+        .ok("ferry --implicit-tls")
+        .has("| i1.bin ");
+        for name in ["e1.bin", "e2.bin", "e3.bin", "e4.bin", "i1.bin"] {
+            assert_same(&read(&home.join(name)), &payload, name);
+        }
+        for name in ["e1.back", "e2.back", "i1.back", "i2.back"] {
+            assert_same(&read(&w.join(name)), &payload, name);
+        }
+
+        // Without --ca-file the self-signed certificate is untrusted by the system's roots:
+        // one clear line (or, on a system without any roots, one line saying so).
+        let have_roots = Path::new("/etc/ssl/certs/ca-certificates.crt").exists();
+        for (mode, target) in [("--tls", &explicit), ("--implicit-tls", &implicit)] {
+            let run = ferry(
+                w,
+                pass,
+                &[mode, target, "-c", &format!("login {user}; dir")],
+            );
+            assert_eq!(run.code, Some(1), "{mode} untrusted: {}", run.stderr);
+            assert!(!run.stdout.contains("Logged in"), "{mode}: {}", run.stdout);
+            if have_roots {
+                assert_eq!(
+                    run.stderr, "ferry: TLS: invalid peer certificate: UnknownIssuer\n",
+                    "{mode} untrusted"
+                );
+            } else {
+                assert_eq!(run.stderr.lines().count(), 1, "{mode}: {}", run.stderr);
+                assert!(run.stderr.starts_with("ferry: "), "{mode}: {}", run.stderr);
+            }
+        }
+        // --insecure encrypts without checking.
+        ferry(
+            w,
+            pass,
+            &[
+                "--tls",
+                "--insecure",
+                &explicit,
+                "-c",
+                &format!("login {user}; get i1.bin in.back"),
+            ],
+        )
+        .ok("ferry --tls --insecure");
+        assert_same(&read(&w.join("in.back")), &payload, "in.back");
+
+        let events = wait_sessions_closed(&server, user, 3);
+        assert_command(&events, "AUTH TLS", 234);
+        assert_command(&events, "PROT P", 200);
+        assert_transfer(&events, user, "upload", "/e1.bin", payload.len());
+        assert_transfer(&events, user, "download", "/e2.bin", payload.len());
+        assert_transfer(&events, user, "upload", "/i1.bin", payload.len());
+        assert_transfer(&events, user, "download", "/i1.bin", payload.len());
+        assert_no_refused_data(&events, user);
+        assert!(
+            !events
+                .iter()
+                .any(|e| e["event"] == "command" && e["command"] == "PROT C"),
+            "the ferry client asked for clear data"
+        );
+    }
+}
