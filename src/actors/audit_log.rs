@@ -65,11 +65,13 @@ pub enum EventKind {
     Mkdir,
     /// A directory was removed.
     Rmdir,
+    /// A registration was refused by policy (hourly cap per address, bad invitation code).
+    RegisterRefused,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::SessionOpen,
         EventKind::SessionClose,
         EventKind::Register,
@@ -82,6 +84,7 @@ impl EventKind {
         EventKind::Rename,
         EventKind::Mkdir,
         EventKind::Rmdir,
+        EventKind::RegisterRefused,
     ];
 
     /// The name used in `audit.jsonl` and on the command line (`login_failed`).
@@ -99,6 +102,7 @@ impl EventKind {
             EventKind::Rename => "rename",
             EventKind::Mkdir => "mkdir",
             EventKind::Rmdir => "rmdir",
+            EventKind::RegisterRefused => "register_refused",
         }
     }
 }
