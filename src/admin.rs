@@ -209,7 +209,10 @@ pub fn invite_list(config: &Config) -> Result<String, AdminError> {
         .into_iter()
         .map(|i| vec![i.code.cell(), i.uses_left.cell(), i.created.cell()])
         .collect();
-    Ok(crate::table::render(&["code", "uses left", "created"], rows)?)
+    Ok(crate::table::render(
+        &["code", "uses left", "created"],
+        rows,
+    )?)
 }
 
 /// Which audit events [`log_table`] shows.

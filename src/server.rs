@@ -13,10 +13,10 @@ use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
 use crate::actors::account_registry::{
     AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings,
 };
-use crate::actors::invites::InviteStore;
-use crate::actors::quota::QuotaLedger;
 use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::file_store::{FileStore, LocalStorage};
+use crate::actors::invites::InviteStore;
+use crate::actors::quota::QuotaLedger;
 use crate::actors::session::SessionEnv;
 use crate::config::{Config, ConfigError, Registration};
 

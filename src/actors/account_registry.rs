@@ -5,12 +5,12 @@
 //! PBKDF2 is CPU-heavy, so the registry runs on a `SyncArbiter`, never on a session thread.
 //! Account names are validated by [`UserName`] before they can touch a path.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -601,11 +601,11 @@ impl Handler<Register> for AccountRegistry {
         let name = UserName::parse(&msg.name)?;
         check_password(&msg.password, settings.min_password_length)?;
         let now = Instant::now();
-        if !self.shared.limiter.try_take(
-            msg.peer,
-            now,
-            settings.max_registrations_per_ip_per_hour,
-        ) {
+        if !self
+            .shared
+            .limiter
+            .try_take(msg.peer, now, settings.max_registrations_per_ip_per_hour)
+        {
             return Err(AuthError::TooManyRegistrations);
         }
         let created = self.create(name, &msg.password, invites);

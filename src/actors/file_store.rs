@@ -799,8 +799,7 @@ impl Storage for LocalStorage {
         };
         match mode {
             WriteMode::Replace => {
-                let charge =
-                    self.charge(user, existing.is_none(), existing.unwrap_or_default())?;
+                let charge = self.charge(user, existing.is_none(), existing.unwrap_or_default())?;
                 let (temp, file) = self.create_temp()?;
                 let staged = StagedUpload {
                     temp,

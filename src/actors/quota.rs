@@ -507,7 +507,13 @@ mod tests {
         a.add(40).expect("b's bytes were given back");
         a.committed(100, None);
         let usage = ledger.usage("alice").expect("usage");
-        assert_eq!(usage, Usage { bytes: 100, files: 1 });
+        assert_eq!(
+            usage,
+            Usage {
+                bytes: 100,
+                files: 1
+            }
+        );
         assert!(ledger.lock().is_empty(), "nothing stays reserved");
     }
 
@@ -559,19 +565,21 @@ mod tests {
         let path = dir.path().join("home/alice/f");
         fs::write(&path, b"abc").expect("write");
         assert_eq!(ledger.usage("alice").expect("usage").bytes, 3);
-        let mut c = ledger
-            .charge("alice", false, 0)
-            .expect("charge")
-            .in_place(path.clone(), 3, false);
+        let mut c =
+            ledger
+                .charge("alice", false, 0)
+                .expect("charge")
+                .in_place(path.clone(), 3, false);
         c.add(4).expect("fits");
         fs::write(&path, b"abcdefg").expect("grow");
         drop(c);
         assert_eq!(ledger.usage("alice").expect("usage").bytes, 7);
 
-        let mut c = ledger
-            .charge("alice", false, 0)
-            .expect("charge")
-            .in_place(path.clone(), 7, false);
+        let mut c =
+            ledger
+                .charge("alice", false, 0)
+                .expect("charge")
+                .in_place(path.clone(), 7, false);
         c.add(3).expect("fits");
         fs::write(&path, b"abcdefghij").expect("grow");
         assert_eq!(c.add(1), Err(QuotaExceeded));
@@ -592,7 +600,10 @@ mod tests {
         };
         assert_eq!(
             report.lines(),
-            ["Bytes used: 5 of 10".to_owned(), "Files used: 1 of none".to_owned()]
+            [
+                "Bytes used: 5 of 10".to_owned(),
+                "Files used: 1 of none".to_owned()
+            ]
         );
     }
 }

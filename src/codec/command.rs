@@ -260,7 +260,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ("RMD", "RMD <dir>"),
     ("RNFR", "RNFR <old name>"),
     ("RNTO", "RNTO <new name>"),
-    ("SITE", "SITE <REGISTER|PASSWD|QUOTA|HELP> ... (see HELP SITE)"),
+    (
+        "SITE",
+        "SITE <REGISTER|PASSWD|QUOTA|HELP> ... (see HELP SITE)",
+    ),
     ("SIZE", "SIZE <file> (RFC 3659)"),
     ("SMNT", "SMNT (not supported)"),
     ("STAT", "STAT [path]"),
@@ -284,10 +287,7 @@ pub const SITE_COMMANDS: &[(&str, &str)] = &[
         "SITE REGISTER <user> <password> [<invitation code>] (create an account, before login)",
     ),
     ("PASSWD", "SITE PASSWD <old> <new> (change your password)"),
-    (
-        "QUOTA",
-        "SITE QUOTA (your usage and limits: bytes, files)",
-    ),
+    ("QUOTA", "SITE QUOTA (your usage and limits: bytes, files)"),
     ("HELP", "SITE HELP (this list)"),
 ];
 

@@ -448,7 +448,11 @@ impl Session {
                             event.user = Some(user);
                             event.code = Some(e.reply_code());
                             act.record(event);
-                            log::info!("session {} {}: registration refused: {e}", act.id, act.peer);
+                            log::info!(
+                                "session {} {}: registration refused: {e}",
+                                act.id,
+                                act.peer
+                            );
                         }
                         act.finish(&text, auth_error_reply(&e));
                     }
@@ -1236,8 +1240,7 @@ fn auth_error_reply(e: &AuthError) -> Reply {
         }
         AuthError::BadInvite => "Invalid or used-up invitation code.".to_owned(),
         AuthError::TooManyRegistrations => {
-            "Too many registrations from your address in the last hour; try again later."
-                .to_owned()
+            "Too many registrations from your address in the last hour; try again later.".to_owned()
         }
         AuthError::WrongCredentials => "Login incorrect.".to_owned(),
         AuthError::Corrupt(_) | AuthError::Io(_) => {
