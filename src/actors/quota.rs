@@ -277,7 +277,7 @@ impl QuotaLedger {
             entry.files += 1;
         }
         Ok(Charge {
-            inner: Some(ChargeInner {
+            inner: Some(Box::new(ChargeInner {
                 ledger: Arc::clone(self),
                 user: user.to_owned(),
                 limit: limits.bytes,
@@ -286,7 +286,7 @@ impl QuotaLedger {
                 reserved_bytes: 0,
                 reserved_file: new_file,
                 in_place: None,
-            }),
+            })),
         })
     }
 
@@ -365,7 +365,8 @@ struct ChargeInner {
 /// for a file written in place it also counts what the file grew by.
 #[derive(Debug, Default)]
 pub struct Charge {
-    inner: Option<ChargeInner>,
+    // Boxed: an upload carries it around, and most of its moves need only the pointer.
+    inner: Option<Box<ChargeInner>>,
 }
 
 impl Charge {

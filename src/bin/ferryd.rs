@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCmd),
@@ -365,7 +365,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),
-        Some(Cmd::Serve(args)) => serve(args),
+        Some(Cmd::Serve(args)) => serve(*args),
         Some(Cmd::User(cmd)) => user(cmd),
         Some(Cmd::Invite(InviteCmd::Create { uses, common })) => load_config(&common)
             .and_then(|config| admin::invite_create(&config, uses).map_err(|e| e.to_string()))
