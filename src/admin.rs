@@ -14,6 +14,8 @@ use crate::actors::account_registry::{
 };
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::file_store::{LocalStorage, Storage, StoreError};
+use crate::actors::invites::{Invite, InviteStore};
+use crate::actors::quota::{Quota, QuotaLedger, QuotaReport};
 use crate::codec::Password;
 use crate::config::Config;
 
@@ -64,6 +66,7 @@ pub fn user_add(
     let hash = hash_password(password, iterations)?;
     let mut record = AccountRecord::new(name.clone(), hash);
     record.read_only = read_only;
+    record.quota = config.default_quota();
     store.create(&record)?;
     LocalStorage::new(config.homes_dir(), config.tmp_dir())?.create_home(name.as_str())?;
     Ok(())
@@ -124,6 +127,90 @@ pub fn user_list(config: &Config) -> Result<String, AdminError> {
         .collect();
     Ok(crate::table::render(
         &["name", "created", "disabled", "read-only"],
+        rows,
+    )?)
+}
+
+/// A change to an account's limits: `None` keeps a limit, `Some(None)` removes it,
+/// `Some(Some(n))` sets it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaChange {
+    /// New byte limit.
+    pub bytes: Option<Option<u64>>,
+    /// New file limit.
+    pub files: Option<Option<u64>>,
+}
+
+fn ledger(config: &Config) -> Result<QuotaLedger, AdminError> {
+    let accounts: std::sync::Arc<dyn AccountStore> = std::sync::Arc::new(store(config)?);
+    Ok(QuotaLedger::new(
+        config.usage_dir(),
+        config.homes_dir(),
+        std::sync::Arc::new(crate::actors::account_registry::AccountLimits(accounts)),
+    )?)
+}
+
+/// `ferryd user quota`: applies `change` to the account's limits, recounts its usage from the
+/// home directory when `recount` is set, and reports usage and limits as text.
+///
+/// # Errors
+/// [`AdminError::NoSuchUser`], [`AuthError::BadName`], or an I/O error.
+pub fn user_quota(
+    config: &Config,
+    name: &str,
+    change: QuotaChange,
+    recount: bool,
+) -> Result<String, AdminError> {
+    let user = UserName::parse(name)?;
+    let store = store(config)?;
+    let mut record = store
+        .load(&user)?
+        .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))?;
+    if change.bytes.is_some() || change.files.is_some() {
+        record.quota = Quota {
+            bytes: change.bytes.unwrap_or(record.quota.bytes),
+            files: change.files.unwrap_or(record.quota.files),
+        };
+        store.update(&record)?;
+    }
+    let ledger = ledger(config)?;
+    let usage = if recount {
+        ledger.recount(name)?
+    } else {
+        ledger.usage(name)?
+    };
+    let report = QuotaReport {
+        usage,
+        limits: record.quota,
+    };
+    let mut out = format!("{name}\n");
+    for line in report.lines() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `ferryd invite create`: a new invitation code good for `uses` registrations.
+///
+/// # Errors
+/// The code cannot be written.
+pub fn invite_create(config: &Config, uses: u32) -> Result<Invite, AdminError> {
+    Ok(InviteStore::new(config.invites_dir())?.create(uses)?)
+}
+
+/// `ferryd invite list`: every code with its uses left, as a table.
+///
+/// # Errors
+/// The codes cannot be read.
+pub fn invite_list(config: &Config) -> Result<String, AdminError> {
+    let rows: Vec<_> = InviteStore::new(config.invites_dir())?
+        .list()?
+        .into_iter()
+        .map(|i| vec![i.code.cell(), i.uses_left.cell(), i.created.cell()])
+        .collect();
+    Ok(crate::table::render(
+        &["code", "uses left", "created"],
         rows,
     )?)
 }
@@ -374,5 +461,37 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let table = log_table(&config(dir.path()), &LogFilter::default()).expect("table");
         assert!(table.contains("session"));
+    }
+
+    #[test]
+    fn user_quota_sets_shows_and_recounts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(dir.path());
+        cfg.default_quota_files = Some(10);
+        user_add(&cfg, "alice", &Password::new("password1"), ITER, false).expect("add");
+        let shown = user_quota(&cfg, "alice", QuotaChange::default(), false).expect("show");
+        assert!(shown.contains("Bytes used: 0 of none"), "{shown}");
+        assert!(shown.contains("Files used: 0 of 10"), "{shown}");
+        let change = QuotaChange {
+            bytes: Some(Some(500)),
+            files: Some(None),
+        };
+        let set = user_quota(&cfg, "alice", change, false).expect("set");
+        assert!(set.contains("Bytes used: 0 of 500"), "{set}");
+        assert!(set.contains("Files used: 0 of none"), "{set}");
+        std::fs::write(cfg.homes_dir().join("alice/f"), b"1234").expect("write");
+        let stale = user_quota(&cfg, "alice", QuotaChange::default(), false).expect("show");
+        assert!(stale.contains("Bytes used: 0 of 500"), "{stale}");
+        let counted = user_quota(&cfg, "alice", QuotaChange::default(), true).expect("recount");
+        assert!(counted.contains("Bytes used: 4 of 500"), "{counted}");
+        assert!(counted.contains("Files used: 1 of none"), "{counted}");
+        assert!(matches!(
+            user_quota(&cfg, "nobody", QuotaChange::default(), false),
+            Err(AdminError::NoSuchUser(_))
+        ));
+
+        let invite = invite_create(&cfg, 3).expect("invite");
+        let table = invite_list(&cfg).expect("list");
+        assert!(table.contains(&invite.code), "{table}");
     }
 }

@@ -17,6 +17,9 @@ pub enum Registration {
     Open,
     /// Only the operator creates accounts (`ferryd user add`).
     Closed,
+    /// Registration needs an invitation code from `ferryd invite create`:
+    /// `SITE REGISTER <user> <password> <code>`.
+    Invite,
 }
 
 /// An inclusive range of TCP ports for passive data connections.
@@ -65,8 +68,16 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// `data_dir`: root of `accounts/`, `home/`, `log/`, `tmp/`. Default `./var`.
     pub data_dir: PathBuf,
-    /// `registration`: `open` or `closed`. Default `open`.
+    /// `registration`: `open`, `closed` or `invite`. Default `open`.
     pub registration: Registration,
+    /// `max_registrations_per_ip_per_hour`: accounts one client address may register within an
+    /// hour (`SITE REGISTER`); more are refused with 550. Default 5.
+    pub max_registrations_per_ip_per_hour: u32,
+    /// `default_quota_bytes`: byte limit given to new accounts. Default: none (unlimited).
+    pub default_quota_bytes: Option<u64>,
+    /// `default_quota_files`: file limit (files and directories) given to new accounts.
+    /// Default: none (unlimited).
+    pub default_quota_files: Option<u64>,
     /// `pbkdf2_iterations`: PBKDF2-HMAC-SHA256 rounds for new password hashes. Default 600 000.
     pub pbkdf2_iterations: u32,
     /// `min_password_length`: shortest password accepted, in characters. Default 8.
@@ -155,6 +166,9 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
             data_dir: PathBuf::from("./var"),
             registration: Registration::Open,
+            max_registrations_per_ip_per_hour: 5,
+            default_quota_bytes: None,
+            default_quota_files: None,
             pbkdf2_iterations: 600_000,
             min_password_length: 8,
             passive_ports: None,
@@ -294,6 +308,24 @@ impl Config {
         self.data_dir.join("tmp")
     }
 
+    /// Directory of the usage ledger: `<user>.json` with bytes and files stored.
+    pub fn usage_dir(&self) -> PathBuf {
+        self.data_dir.join("usage")
+    }
+
+    /// Directory of the invitation codes: `<code>.json`.
+    pub fn invites_dir(&self) -> PathBuf {
+        self.data_dir.join("invites")
+    }
+
+    /// The limits given to new accounts.
+    pub fn default_quota(&self) -> crate::actors::quota::Quota {
+        crate::actors::quota::Quota {
+            bytes: self.default_quota_bytes,
+            files: self.default_quota_files,
+        }
+    }
+
     /// Login timeout as a duration.
     pub fn login_timeout(&self) -> Duration {
         Duration::from_secs(self.login_timeout_secs)
@@ -334,6 +366,14 @@ mod tests {
         );
         assert_eq!(cfg.max_line_length, 4096);
         assert!(toml::from_str::<Config>("pbkdf2_iteration = 5\n").is_err());
+        let cfg: Config = toml::from_str(
+            "registration = \"invite\"\ndefault_quota_bytes = 1000\nmax_registrations_per_ip_per_hour = 2\n",
+        )
+        .expect("valid toml");
+        assert_eq!(cfg.registration, Registration::Invite);
+        assert_eq!(cfg.default_quota_bytes, Some(1000));
+        assert_eq!(cfg.default_quota_files, None);
+        assert_eq!(cfg.max_registrations_per_ip_per_hour, 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - [`actors`]: the actors (accounts, audit log) and their messages.
 //! - [`server`]: start and stop a whole server.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, line editing).
-//! - [`admin`]: operator commands for `ferryd user` and `ferryd log`.
+//! - [`admin`]: operator commands for `ferryd user`, `ferryd invite` and `ferryd log`.
 pub mod actors;
 pub mod admin;
 pub mod client;

@@ -10,10 +10,14 @@ use tokio::net::TcpListener;
 
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
-use crate::actors::account_registry::{AccountRegistry, JsonAccountStore, RegistrySettings};
+use crate::actors::account_registry::{
+    AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings,
+};
 use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::file_store::{FileStore, LocalStorage};
+use crate::actors::invites::InviteStore;
 use crate::actors::limits::Limits;
+use crate::actors::quota::QuotaLedger;
 use crate::actors::session::SessionEnv;
 use crate::config::{Config, ConfigError, Registration};
 
@@ -71,10 +75,25 @@ impl Server {
                 source,
             }
         };
-        let accounts = JsonAccountStore::new(config.accounts_dir())
-            .map_err(data_dir(config.accounts_dir()))?;
+        let accounts = Arc::new(
+            JsonAccountStore::new(config.accounts_dir())
+                .map_err(data_dir(config.accounts_dir()))?,
+        );
+        let ledger = QuotaLedger::new(
+            config.usage_dir(),
+            config.homes_dir(),
+            Arc::new(AccountLimits(Arc::clone(&accounts) as Arc<dyn AccountStore>)),
+        )
+        .map_err(data_dir(config.usage_dir()))?;
+        let invites = match config.registration {
+            Registration::Invite => Some(Arc::new(
+                InviteStore::new(config.invites_dir()).map_err(data_dir(config.invites_dir()))?,
+            )),
+            _ => None,
+        };
         let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
-            .map_err(data_dir(config.homes_dir()))?;
+            .map_err(data_dir(config.homes_dir()))?
+            .with_quota(Arc::new(ledger));
         if let Some(root) = &config.anonymous_root {
             storage = storage
                 .with_anonymous_root(root)
@@ -112,11 +131,14 @@ impl Server {
         }
 
         let registry_actor = AccountRegistry::start(
-            Arc::new(accounts),
+            accounts,
             RegistrySettings {
                 iterations: config.pbkdf2_iterations,
                 min_password_length: config.min_password_length,
-                registration_open: config.registration == Registration::Open,
+                registration: config.registration,
+                default_quota: config.default_quota(),
+                max_registrations_per_ip_per_hour: config.max_registrations_per_ip_per_hour,
+                invites,
             },
             config.blocking_threads,
         );

@@ -5,12 +5,15 @@
 //! PBKDF2 is CPU-heavy, so the registry runs on a `SyncArbiter`, never on a session thread.
 //! Account names are validated by [`UserName`] before they can touch a path.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use password_hash::rand_core::OsRng;
@@ -20,7 +23,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::actors::invites::{InviteError, InviteStore};
+use crate::actors::quota::Quota;
 use crate::codec::Password;
+use crate::config::Registration;
 
 /// Longest account name, in bytes (all allowed characters are ASCII).
 const MAX_NAME_LEN: usize = 32;
@@ -94,6 +100,9 @@ pub struct AccountRecord {
     /// A read-only account may list and download but every write is refused (550).
     #[serde(default)]
     pub read_only: bool,
+    /// Byte and file limits; none (unlimited) when absent.
+    #[serde(default, skip_serializing_if = "Quota::is_unlimited")]
+    pub quota: Quota,
 }
 
 impl AccountRecord {
@@ -111,6 +120,7 @@ impl AccountRecord {
             created,
             disabled: false,
             read_only: false,
+            quota: Quota::default(),
         }
     }
 }
@@ -140,6 +150,15 @@ pub enum AuthError {
     /// 550: self-registration is closed on this server.
     #[error("registration is closed")]
     RegistrationClosed,
+    /// 501: registration needs an invitation code and none was given.
+    #[error("an invitation code is required")]
+    InviteRequired,
+    /// 550: the invitation code is unknown or used up.
+    #[error("invalid or used-up invitation code")]
+    BadInvite,
+    /// 550: this client address registered too many accounts within the last hour.
+    #[error("too many registrations from this address; try again later")]
+    TooManyRegistrations,
     /// 530: unknown user, wrong password or disabled account, deliberately indistinguishable
     /// so that nobody learns which names exist.
     #[error("login incorrect")]
@@ -156,8 +175,11 @@ impl AuthError {
     /// The FTP reply code a session sends for this error.
     pub fn reply_code(&self) -> u16 {
         match self {
-            AuthError::BadName | AuthError::WeakPassword => 501,
-            AuthError::NameTaken | AuthError::RegistrationClosed => 550,
+            AuthError::BadName | AuthError::WeakPassword | AuthError::InviteRequired => 501,
+            AuthError::NameTaken
+            | AuthError::RegistrationClosed
+            | AuthError::BadInvite
+            | AuthError::TooManyRegistrations => 550,
             AuthError::WrongCredentials => 530,
             AuthError::Corrupt(_) | AuthError::Io(_) => 451,
         }
@@ -242,6 +264,21 @@ pub trait AccountStore: Send + Sync + 'static {
     /// # Errors
     /// [`AuthError::Corrupt`] for a record that does not parse, [`AuthError::Io`].
     fn list(&self) -> Result<Vec<AccountRecord>, AuthError>;
+}
+
+/// The quota ledger's view of the accounts: each account's limits, read fresh from the store
+/// (so `ferryd user quota NAME --bytes N` applies at once); unlimited for unknown names and
+/// unreadable records.
+pub struct AccountLimits(pub Arc<dyn AccountStore>);
+
+impl crate::actors::quota::LimitSource for AccountLimits {
+    fn limits(&self, user: &str) -> Quota {
+        UserName::parse(user)
+            .ok()
+            .and_then(|name| self.0.load(&name).ok().flatten())
+            .map(|record| record.quota)
+            .unwrap_or_default()
+    }
 }
 
 /// Accounts as `<dir>/<name>.json`, mode 0600, written atomically (temp file, fsync, link or
@@ -405,14 +442,75 @@ pub struct RegistrySettings {
     pub iterations: u32,
     /// Shortest password accepted, in characters.
     pub min_password_length: usize,
-    /// Whether [`Register`] is accepted.
-    pub registration_open: bool,
+    /// Whether [`Register`] is accepted, and whether it needs an invitation code.
+    pub registration: Registration,
+    /// Limits given to new accounts.
+    pub default_quota: Quota,
+    /// Registrations one client address may make within an hour.
+    pub max_registrations_per_ip_per_hour: u32,
+    /// Where invitation codes live (needed for [`Registration::Invite`]).
+    pub invites: Option<Arc<InviteStore>>,
+}
+
+/// How far back the per-address registration cap looks.
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Recent registrations per client address, for the hourly cap. Entries older than the window
+/// are forgotten whenever the table is touched, so it holds at most an hour of registrations.
+#[derive(Debug, Default)]
+pub struct RegistrationLimiter {
+    recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+impl RegistrationLimiter {
+    /// Takes a registration slot for `ip` at `now` if fewer than `max` were taken within the
+    /// window; `false` when the cap is reached.
+    pub fn try_take(&self, ip: IpAddr, now: Instant, max: u32) -> bool {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= REGISTRATION_WINDOW)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = recent.entry(ip).or_default();
+        if times.len() >= max as usize {
+            if times.is_empty() {
+                recent.remove(&ip);
+            }
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+
+    /// Gives back the slot taken at `at` (the registration failed for another reason).
+    pub fn give_back(&self, ip: IpAddr, at: Instant) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = recent.get_mut(&ip) {
+            if let Some(pos) = times.iter().position(|t| *t == at) {
+                times.remove(pos);
+            }
+            if times.is_empty() {
+                recent.remove(&ip);
+            }
+        }
+    }
+
+    /// Addresses remembered now (for tests).
+    pub fn addresses(&self) -> usize {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 /// State shared read-only by every registry thread.
 struct Shared {
     store: Arc<dyn AccountStore>,
     settings: RegistrySettings,
+    limiter: RegistrationLimiter,
     /// Verified against when the name is unknown, so that costs as much as a wrong password.
     dummy_hash: String,
 }
@@ -444,6 +542,7 @@ impl AccountRegistry {
         let shared = Arc::new(Shared {
             store,
             settings,
+            limiter: RegistrationLimiter::default(),
             dummy_hash,
         });
         SyncArbiter::start(threads.max(1), move || AccountRegistry {
@@ -478,6 +577,10 @@ pub struct Register {
     pub name: String,
     /// Requested password.
     pub password: Password,
+    /// The invitation code (needed when registration is by invitation).
+    pub code: Option<String>,
+    /// The client's address, for the hourly cap per address.
+    pub peer: IpAddr,
 }
 
 impl Handler<Register> for AccountRegistry {
@@ -485,19 +588,69 @@ impl Handler<Register> for AccountRegistry {
 
     fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
         let settings = &self.shared.settings;
-        if !settings.registration_open {
-            return Err(AuthError::RegistrationClosed);
-        }
+        let invites = match (settings.registration, &settings.invites) {
+            (Registration::Closed, _) | (Registration::Invite, None) => {
+                return Err(AuthError::RegistrationClosed);
+            }
+            (Registration::Open, _) => None,
+            (Registration::Invite, Some(invites)) => {
+                let code = msg.code.as_deref().ok_or(AuthError::InviteRequired)?;
+                Some((invites, code))
+            }
+        };
         let name = UserName::parse(&msg.name)?;
         check_password(&msg.password, settings.min_password_length)?;
+        let now = Instant::now();
+        if !self
+            .shared
+            .limiter
+            .try_take(msg.peer, now, settings.max_registrations_per_ip_per_hour)
+        {
+            return Err(AuthError::TooManyRegistrations);
+        }
+        let created = self.create(name, &msg.password, invites);
+        if created.is_err() {
+            self.shared.limiter.give_back(msg.peer, now);
+        }
+        created
+    }
+}
+
+impl AccountRegistry {
+    /// The part of [`Register`] after the cheap checks: spend the code, hash, store.
+    fn create(
+        &self,
+        name: UserName,
+        password: &Password,
+        invite: Option<(&Arc<InviteStore>, &str)>,
+    ) -> Result<Account, AuthError> {
+        let settings = &self.shared.settings;
         // Cheap early refusal; create() still decides races atomically.
         if self.shared.store.load(&name)?.is_some() {
             return Err(AuthError::NameTaken);
         }
-        let hash = hash_password(&msg.password, settings.iterations)?;
-        self.shared
-            .store
-            .create(&AccountRecord::new(name.clone(), hash))?;
+        if let Some((invites, code)) = invite {
+            invites.redeem(code).map_err(|e| match e {
+                InviteError::Invalid => AuthError::BadInvite,
+                InviteError::Io(e) => AuthError::Io(e),
+            })?;
+        }
+        let mut record = match hash_password(password, settings.iterations) {
+            Ok(hash) => AccountRecord::new(name.clone(), hash),
+            Err(e) => {
+                if let Some((invites, code)) = invite {
+                    invites.refund(code);
+                }
+                return Err(e);
+            }
+        };
+        record.quota = settings.default_quota;
+        if let Err(e) = self.shared.store.create(&record) {
+            if let Some((invites, code)) = invite {
+                invites.refund(code);
+            }
+            return Err(e);
+        }
         Ok(Account {
             name,
             read_only: false,
@@ -731,7 +884,14 @@ mod tests {
         let settings = RegistrySettings {
             iterations: ITER,
             min_password_length: 8,
-            registration_open,
+            registration: if registration_open {
+                Registration::Open
+            } else {
+                Registration::Closed
+            },
+            default_quota: Quota::default(),
+            max_registrations_per_ip_per_hour: 100,
+            invites: None,
         };
         AccountRegistry::start(store, settings, 2)
     }
@@ -740,6 +900,8 @@ mod tests {
         Register {
             name: name.into(),
             password: pw(password),
+            code: None,
+            peer: IpAddr::from([127, 0, 0, 1]),
         }
     }
 
@@ -866,5 +1028,65 @@ mod tests {
         };
         let ghost = reg.send(ghost).await.expect("mailbox");
         assert!(matches!(ghost, Err(AuthError::WrongCredentials)));
+    }
+
+    #[test]
+    fn limiter_caps_per_address_and_forgets_after_an_hour() {
+        let limiter = RegistrationLimiter::default();
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 2]);
+        let t0 = Instant::now();
+        assert!(limiter.try_take(a, t0, 2));
+        assert!(limiter.try_take(a, t0 + Duration::from_secs(1), 2));
+        assert!(!limiter.try_take(a, t0 + Duration::from_secs(2), 2));
+        assert!(limiter.try_take(b, t0 + Duration::from_secs(2), 2));
+        limiter.give_back(b, t0 + Duration::from_secs(2));
+        assert_eq!(limiter.addresses(), 1);
+        let later = t0 + REGISTRATION_WINDOW + Duration::from_secs(1);
+        assert!(limiter.try_take(a, later, 2));
+        assert!(limiter.try_take(a, later, 2));
+        assert!(!limiter.try_take(a, later, 2));
+        // Old entries are gone: only the two new ones are remembered.
+        assert_eq!(limiter.addresses(), 1);
+        assert!(!limiter.try_take(a, later, 0));
+    }
+
+    #[actix::test]
+    async fn invite_registration_spends_codes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(JsonAccountStore::new(dir.path().join("accounts")).expect("store"));
+        let invites = Arc::new(InviteStore::new(dir.path().join("invites")).expect("invites"));
+        let code = invites.create(1).expect("code").code;
+        let settings = RegistrySettings {
+            iterations: ITER,
+            min_password_length: 8,
+            registration: Registration::Invite,
+            default_quota: Quota {
+                bytes: Some(1000),
+                files: None,
+            },
+            max_registrations_per_ip_per_hour: 100,
+            invites: Some(invites),
+        };
+        let reg = AccountRegistry::start(store.clone(), settings, 1);
+        let with = |name: &str, code: Option<&str>| Register {
+            code: code.map(str::to_owned),
+            ..register(name, "password1")
+        };
+        let none = reg.send(with("amy", None)).await.expect("mailbox");
+        assert!(matches!(none, Err(AuthError::InviteRequired)));
+        let bad = reg.send(with("amy", Some("nope"))).await.expect("mailbox");
+        assert!(matches!(bad, Err(AuthError::BadInvite)));
+        reg.send(with("amy", Some(&code)))
+            .await
+            .expect("mailbox")
+            .expect("registered");
+        let used = reg.send(with("ben", Some(&code))).await.expect("mailbox");
+        assert!(matches!(used, Err(AuthError::BadInvite)));
+        let amy = store
+            .load(&UserName::parse("amy").expect("valid"))
+            .expect("load")
+            .expect("present");
+        assert_eq!(amy.quota.bytes, Some(1000));
     }
 }

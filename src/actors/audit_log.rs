@@ -69,11 +69,13 @@ pub enum EventKind {
     Banned,
     /// A connection was refused (address banned, or a session limit reached).
     Refused,
+    /// A registration was refused by policy (hourly cap per address, bad invitation code).
+    RegisterRefused,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::SessionOpen,
         EventKind::SessionClose,
         EventKind::Register,
@@ -88,6 +90,7 @@ impl EventKind {
         EventKind::Rmdir,
         EventKind::Banned,
         EventKind::Refused,
+        EventKind::RegisterRefused,
     ];
 
     /// The name used in `audit.jsonl` and on the command line (`login_failed`).
@@ -107,6 +110,7 @@ impl EventKind {
             EventKind::Rmdir => "rmdir",
             EventKind::Banned => "banned",
             EventKind::Refused => "refused",
+            EventKind::RegisterRefused => "register_refused",
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum DataError {
     /// The TLS handshake on the data connection failed or did not resume: 425.
     #[error("Cannot open a protected data connection: {0}.")]
     Tls(String),
+    /// The upload would pass the account's quota; nothing of it is kept: 552.
+    #[error("Quota exceeded: upload aborted, nothing stored.")]
+    QuotaExceeded,
 }
 
 impl DataError {
@@ -45,6 +48,7 @@ impl DataError {
             DataError::NoConnection | DataError::Tls(_) => 425,
             DataError::Network(_) => 426,
             DataError::Local(_) => 451,
+            DataError::QuotaExceeded => 552,
         }
     }
 }
@@ -437,6 +441,7 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         file,
         target,
         finish,
+        mut charge,
     } = upload;
     let mut file = tokio::fs::File::from_std(file);
     let mut buf = vec![0u8; pace.chunk()];
@@ -459,10 +464,15 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 &buf[..n]
             };
+            // Reserve before writing: the file never holds a byte beyond the quota.
+            charge
+                .add(data.len() as u64)
+                .map_err(|_| DataError::QuotaExceeded)?;
             file.write_all(data).await.map_err(DataError::Local)?;
             pace.moved(n).await;
         }
         if pending_cr {
+            charge.add(1).map_err(|_| DataError::QuotaExceeded)?;
             file.write_all(b"\r").await.map_err(DataError::Local)?;
         }
         file.flush().await.map_err(DataError::Local)?;
@@ -475,6 +485,11 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(received)
     }
     .await;
+    if result.is_err() {
+        // tokio writes in the background: let the last write land before the file is judged
+        // (rolled back, or measured for the quota).
+        let _ = file.flush().await;
+    }
     match result {
         Ok(n) => Outcome {
             result: Ok(n),
@@ -482,8 +497,21 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 file: file.into_std().await,
                 target,
                 finish,
+                charge,
             }),
         },
+        Err(DataError::QuotaExceeded) => {
+            // Written in place: put the file back as it was. A staged temporary file goes
+            // when `finish` drops.
+            drop(file);
+            charge.roll_back();
+            drop(finish);
+            drop(charge);
+            Outcome {
+                result: Err(DataError::QuotaExceeded),
+                upload: None,
+            }
+        }
         // Dropping `finish` removes a temporary file (the previous file stays as it was) or
         // releases an in-place writer's lock (what arrived stays, for a later resume).
         Err(e) => Outcome {

@@ -21,6 +21,7 @@ use std::time::SystemTime;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
+use crate::actors::quota::{Charge, QuotaExceeded, QuotaLedger, QuotaReport};
 use crate::actors::vpath::VPath;
 
 /// What a directory entry is. Other kinds (devices, FIFOs, sockets) are never shown.
@@ -95,9 +96,18 @@ pub enum StoreError {
     /// 553: file name not allowed (bad user name, renaming a directory into itself).
     #[error("file name not allowed")]
     InvalidName,
+    /// 552: the account's byte or file quota would be passed.
+    #[error("quota exceeded")]
+    QuotaExceeded,
     /// 451: local error in processing.
     #[error("local error: {0}")]
     Io(#[source] io::Error),
+}
+
+impl From<QuotaExceeded> for StoreError {
+    fn from(_: QuotaExceeded) -> Self {
+        StoreError::QuotaExceeded
+    }
 }
 
 impl From<io::Error> for StoreError {
@@ -219,6 +229,13 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// [`StoreError::IsADirectory`]; [`StoreError::NotFound`] as for `stat`.
     fn hash(&self, user: &str, path: &VPath, algo: HashAlgo) -> Result<(String, u64), StoreError>;
+
+    /// The user's usage and limits (SITE QUOTA).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] when the usage cannot be read or counted.
+    fn quota(&self, user: &str) -> Result<QuotaReport, StoreError>;
 }
 
 /// How an upload writes its target.
@@ -332,6 +349,8 @@ pub struct Upload {
     pub target: VPath,
     /// What completes it.
     pub finish: Finish,
+    /// The quota accounting: ask [`Charge::add`] before writing each chunk.
+    pub charge: Charge,
 }
 
 /// How an upload is completed.
@@ -368,6 +387,14 @@ pub struct StagedUpload {
     user: Arc<str>,
     target: VPath,
     committed: bool,
+    charge: Option<Charge>,
+}
+
+impl StagedUpload {
+    /// Hands the upload's quota accounting back before the commit, which turns it into usage.
+    pub fn attach(&mut self, charge: Charge) {
+        self.charge = Some(charge);
+    }
 }
 
 impl Drop for StagedUpload {
@@ -387,6 +414,7 @@ pub struct LocalStorage {
     tmp: PathBuf,
     anonymous: Option<PathBuf>,
     locks: Arc<Mutex<HashSet<PathBuf>>>,
+    quota: Option<Arc<QuotaLedger>>,
 }
 
 /// The user key under which the anonymous area is reached: it can never be an account name
@@ -428,7 +456,42 @@ impl LocalStorage {
             tmp: fs::canonicalize(tmp_dir)?,
             anonymous: None,
             locks: Arc::default(),
+            quota: None,
         })
+    }
+
+    /// Keeps every account's usage in `ledger` and enforces its limits.
+    pub fn with_quota(mut self, ledger: Arc<QuotaLedger>) -> LocalStorage {
+        self.quota = Some(ledger);
+        self
+    }
+
+    /// The ledger that accounts for `user`, if any (never for the anonymous area).
+    fn ledger(&self, user: &str) -> Option<&Arc<QuotaLedger>> {
+        self.quota.as_ref().filter(|_| user != ANONYMOUS)
+    }
+
+    /// Records a change already made on disk.
+    fn account(&self, user: &str, bytes: i128, files: i128) {
+        if let Some(ledger) = self.ledger(user) {
+            ledger.apply(user, bytes, files);
+        }
+    }
+
+    /// Starts the accounting of an upload (see [`QuotaLedger::charge`]).
+    fn charge(&self, user: &str, new_file: bool, credit: u64) -> Result<Charge, StoreError> {
+        match self.ledger(user) {
+            Some(ledger) => Ok(ledger.charge(user, new_file, credit)?),
+            None => Ok(Charge::unlimited()),
+        }
+    }
+
+    /// Counts one new file now (MKD, in-place creation), if it fits.
+    fn add_file(&self, user: &str) -> Result<(), StoreError> {
+        match self.ledger(user) {
+            Some(ledger) => Ok(ledger.add_file(user)?),
+            None => Ok(()),
+        }
     }
 
     /// Serves `root` as the home of the [`ANONYMOUS`] user.
@@ -468,6 +531,21 @@ impl LocalStorage {
     /// `path`, in place and locked.
     fn create_unique(&self, user: &str, path: &VPath) -> Result<Upload, StoreError> {
         let home = self.home(user)?;
+        // The new file is counted first; every way out without one gives the count back.
+        self.add_file(user)?;
+        let created = self.create_unique_counted(user, &home, path);
+        if created.is_err() {
+            self.account(user, 0, -1);
+        }
+        created
+    }
+
+    fn create_unique_counted(
+        &self,
+        user: &str,
+        home: &Path,
+        path: &VPath,
+    ) -> Result<Upload, StoreError> {
         let base = path.file_name().unwrap_or("file");
         let parent = path.parent().unwrap_or_else(VPath::root);
         for n in 0..1000 {
@@ -477,16 +555,18 @@ impl LocalStorage {
                 format!("{base}.{n}")
             };
             let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
-            let Lookup::Missing(real) = self.lookup(&home, &candidate)? else {
+            let Lookup::Missing(real) = self.lookup(home, &candidate)? else {
                 continue;
             };
             match OpenOptions::new().write(true).create_new(true).open(&real) {
                 Ok(file) => {
-                    let lock = self.lock(real)?;
+                    let lock = self.lock(real.clone())?;
+                    let charge = self.charge(user, false, 0)?.in_place(real, 0, true);
                     return Ok(Upload {
                         file,
                         target: candidate,
                         finish: Finish::InPlace(lock),
+                        charge,
                     });
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
@@ -704,41 +784,69 @@ impl Storage for LocalStorage {
 
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
         let real = self.write_target(user, path)?;
-        let in_place = |file: File, lock: WriteLock| Upload {
+        // The size of the file there now, if there is one.
+        let existing = match fs::metadata(&real) {
+            Ok(meta) if meta.is_file() => Some(meta.len()),
+            Ok(_) => None,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(err.into()),
+        };
+        let in_place = |file: File, lock: WriteLock, charge: Charge| Upload {
             file,
             target: path.clone(),
             finish: Finish::InPlace(lock),
+            charge,
         };
         match mode {
             WriteMode::Replace => {
+                let charge = self.charge(user, existing.is_none(), existing.unwrap_or_default())?;
                 let (temp, file) = self.create_temp()?;
                 let staged = StagedUpload {
                     temp,
                     user: Arc::from(user),
                     target: path.clone(),
                     committed: false,
+                    charge: None,
                 };
                 Ok(Upload {
                     file,
                     target: path.clone(),
                     finish: Finish::Staged(staged),
+                    charge,
                 })
             }
             WriteMode::Append => {
                 let lock = self.lock(real.clone())?;
-                let file = OpenOptions::new().create(true).append(true).open(&real)?;
-                Ok(in_place(file, lock))
+                let created = existing.is_none();
+                if created {
+                    self.add_file(user)?;
+                }
+                let file = match OpenOptions::new().create(true).append(true).open(&real) {
+                    Ok(file) => file,
+                    Err(err) => {
+                        if created {
+                            self.account(user, 0, -1);
+                        }
+                        return Err(err.into());
+                    }
+                };
+                let start = existing.unwrap_or_default();
+                let charge = self.charge(user, false, 0)?.in_place(real, start, created);
+                Ok(in_place(file, lock, charge))
             }
             WriteMode::At(offset) => {
                 let lock = self.lock(real.clone())?;
                 let mut file = OpenOptions::new().write(true).open(&real)?;
-                if offset > file.metadata()?.len() {
+                let len = file.metadata()?.len();
+                if offset > len {
                     return Err(StoreError::BadOffset);
                 }
                 // Resuming rewrites everything after the marker (RFC 3659 §5.3).
                 file.set_len(offset)?;
+                self.account(user, i128::from(offset) - i128::from(len), 0);
                 file.seek(SeekFrom::Start(offset))?;
-                Ok(in_place(file, lock))
+                let charge = self.charge(user, false, 0)?.in_place(real, offset, false);
+                Ok(in_place(file, lock, charge))
             }
             WriteMode::Unique => self.create_unique(user, path),
         }
@@ -747,15 +855,27 @@ impl Storage for LocalStorage {
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
         // Resolve again: the tree may have changed while the bytes arrived.
         let target = self.write_target(&staged.user, &staged.target)?;
+        let replaced = fs::metadata(&target)
+            .ok()
+            .filter(Metadata::is_file)
+            .map(|m| m.len());
+        let size = fs::metadata(&staged.temp)?.len();
         fs::rename(&staged.temp, target)?;
         staged.committed = true;
+        if let Some(charge) = staged.charge.take() {
+            charge.committed(size, replaced);
+        }
         Ok(())
     }
 
     fn mkdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
         match self.lookup(&self.home(user)?, path)? {
             Lookup::Found(_) => Err(StoreError::AlreadyExists),
-            Lookup::Missing(new_dir) => Ok(fs::create_dir(new_dir)?),
+            Lookup::Missing(new_dir) => {
+                self.add_file(user)?;
+                fs::create_dir(new_dir).inspect_err(|_| self.account(user, 0, -1))?;
+                Ok(())
+            }
         }
     }
 
@@ -768,7 +888,9 @@ impl Storage for LocalStorage {
         if entry.is_link || !entry.meta.is_dir() {
             return Err(StoreError::NotADirectory);
         }
-        Ok(fs::remove_dir(entry.link)?)
+        fs::remove_dir(entry.link)?;
+        self.account(user, 0, -1);
+        Ok(())
     }
 
     fn remove(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
@@ -776,7 +898,11 @@ impl Storage for LocalStorage {
         if !entry.is_link && entry.meta.is_dir() {
             return Err(StoreError::IsADirectory);
         }
-        Ok(fs::remove_file(entry.link)?)
+        fs::remove_file(&entry.link)?;
+        if !entry.is_link {
+            self.account(user, -i128::from(entry.meta.len()), -1);
+        }
+        Ok(())
     }
 
     fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError> {
@@ -784,9 +910,12 @@ impl Storage for LocalStorage {
             return Err(StoreError::PermissionDenied);
         }
         let source = self.existing(user, from)?;
-        let dest = match self.lookup(&self.home(user)?, to)? {
-            Lookup::Found(existing) => existing.link,
-            Lookup::Missing(new_name) => new_name,
+        // What a rename over an existing entry takes away from the usage.
+        let (dest, freed) = match self.lookup(&self.home(user)?, to)? {
+            Lookup::Found(existing) if existing.is_link => (existing.link, (0, 0)),
+            Lookup::Found(existing) if existing.meta.is_dir() => (existing.link, (0, 1)),
+            Lookup::Found(existing) => (existing.link, (existing.meta.len(), 1)),
+            Lookup::Missing(new_name) => (new_name, (0, 0)),
         };
         // Both link paths have canonical parents, so a component-wise prefix is exact.
         if !source.is_link
@@ -796,7 +925,12 @@ impl Storage for LocalStorage {
         {
             return Err(StoreError::InvalidName);
         }
-        Ok(fs::rename(source.link, dest)?)
+        let same = dest == source.link;
+        fs::rename(source.link, dest)?;
+        if !same {
+            self.account(user, -i128::from(freed.0), -i128::from(freed.1));
+        }
+        Ok(())
     }
 
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError> {
@@ -817,6 +951,13 @@ impl Storage for LocalStorage {
         let handle = self.open_read(user, path, 0)?;
         let mut file = handle.file;
         Ok((algo.digest(&mut file)?, handle.size))
+    }
+
+    fn quota(&self, user: &str) -> Result<QuotaReport, StoreError> {
+        match self.ledger(user) {
+            Some(ledger) => Ok(ledger.report(user)?),
+            None => Ok(QuotaReport::default()),
+        }
     }
 }
 
@@ -972,6 +1113,21 @@ impl Handler<OpenWrite> for FileStore {
     type Result = Result<Upload, StoreError>;
     fn handle(&mut self, msg: OpenWrite, _: &mut Self::Context) -> Self::Result {
         self.storage.open_write(&msg.user, &msg.path, msg.mode)
+    }
+}
+
+/// Usage and limits of a user (SITE QUOTA).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<QuotaReport, StoreError>")]
+pub struct QuotaStatus {
+    /// Whose.
+    pub user: Arc<str>,
+}
+
+impl Handler<QuotaStatus> for FileStore {
+    type Result = Result<QuotaReport, StoreError>;
+    fn handle(&mut self, msg: QuotaStatus, _: &mut Self::Context) -> Self::Result {
+        self.storage.quota(&msg.user)
     }
 }
 

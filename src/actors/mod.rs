@@ -24,15 +24,17 @@ pub mod account_registry;
 pub mod audit_log;
 pub mod data_channel;
 pub mod file_store;
+pub mod invites;
 pub mod limits;
+pub mod quota;
 pub mod session;
 pub mod vpath;
 
 use account_registry::{Authenticate, ChangePassword, Register};
 use audit_log::Record;
 use file_store::{
-    Chmod, CommitUpload, CreateHome, Hash, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir,
-    SetModified, Stat,
+    Chmod, CommitUpload, CreateHome, Hash, List, Mkdir, OpenRead, OpenWrite, QuotaStatus, Remove,
+    Rename, Rmdir, SetModified, Stat,
 };
 
 /// Everything a Session may ask of the rest of the server: one recipient per message.
@@ -70,6 +72,8 @@ pub struct Services {
     pub chmod: Recipient<Chmod>,
     /// `HASH`.
     pub hash: Recipient<Hash>,
+    /// `SITE QUOTA`.
+    pub quota: Recipient<QuotaStatus>,
     /// Audit events, fire-and-forget.
     pub audit: Recipient<Record>,
 }
@@ -100,7 +104,8 @@ impl Services {
             + Handler<Rename>
             + Handler<SetModified>
             + Handler<Chmod>
-            + Handler<Hash>,
+            + Handler<Hash>
+            + Handler<QuotaStatus>,
         Files::Context: ToEnvelope<Files, CreateHome>
             + ToEnvelope<Files, Stat>
             + ToEnvelope<Files, List>
@@ -113,7 +118,8 @@ impl Services {
             + ToEnvelope<Files, Rename>
             + ToEnvelope<Files, SetModified>
             + ToEnvelope<Files, Chmod>
-            + ToEnvelope<Files, Hash>,
+            + ToEnvelope<Files, Hash>
+            + ToEnvelope<Files, QuotaStatus>,
         Audit: Actor + Handler<Record>,
         Audit::Context: ToEnvelope<Audit, Record>,
     {
@@ -134,6 +140,7 @@ impl Services {
             set_modified: files.clone().recipient(),
             chmod: files.clone().recipient(),
             hash: files.clone().recipient(),
+            quota: files.clone().recipient(),
             audit: audit.clone().recipient(),
         }
     }

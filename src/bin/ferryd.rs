@@ -33,6 +33,39 @@ enum Cmd {
     /// TLS certificates.
     #[command(subcommand)]
     Cert(CertCmd),
+    /// Invitation codes for `registration = "invite"`.
+    #[command(subcommand)]
+    Invite(InviteCmd),
+}
+
+#[derive(Subcommand)]
+enum InviteCmd {
+    /// Create a random invitation code and print it.
+    Create {
+        /// How many registrations the code allows.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List the codes with their uses left.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// A limit on the command line: a number, or `none` for unlimited.
+#[derive(Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    s.parse::<u64>()
+        .map(|n| Limit(Some(n)))
+        .map_err(|e| format!("expected a number or \"none\": {e}"))
 }
 
 #[derive(Subcommand)]
@@ -91,9 +124,18 @@ struct ServeArgs {
     /// Protected data connections must resume the control connection's TLS session.
     #[arg(long)]
     require_tls_resumption: bool,
-    /// Whether SITE REGISTER is accepted.
+    /// Whether SITE REGISTER is accepted (invite: only with a code from `ferryd invite`).
     #[arg(long, value_enum)]
     registration: Option<Registration>,
+    /// Accounts one client address may register per hour. Default 5.
+    #[arg(long)]
+    max_registrations_per_ip_per_hour: Option<u32>,
+    /// Byte limit for newly registered accounts. Default: none.
+    #[arg(long)]
+    default_quota_bytes: Option<u64>,
+    /// File limit (files and directories) for newly registered accounts. Default: none.
+    #[arg(long)]
+    default_quota_files: Option<u64>,
     /// PBKDF2 rounds for new password hashes. Default 600000.
     #[arg(long)]
     pbkdf2_iterations: Option<u32>,
@@ -185,6 +227,23 @@ enum UserCmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Show an account's usage and limits; set limits; recount usage from the home directory.
+    Quota {
+        /// Account name.
+        name: String,
+        /// Byte limit: a number, or `none` for unlimited.
+        #[arg(long, value_parser = parse_limit)]
+        bytes: Option<Limit>,
+        /// File limit (files and directories): a number, or `none` for unlimited.
+        #[arg(long, value_parser = parse_limit)]
+        files: Option<Limit>,
+        /// Recompute the usage from the home directory (after changes behind the server's
+        /// back).
+        #[arg(long)]
+        recount: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -232,6 +291,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.registration {
         config.registration = v;
     }
+    if let Some(v) = args.max_registrations_per_ip_per_hour {
+        config.max_registrations_per_ip_per_hour = v;
+    }
+    config.default_quota_bytes = args.default_quota_bytes.or(config.default_quota_bytes);
+    config.default_quota_files = args.default_quota_files.or(config.default_quota_files);
     if let Some(v) = args.pbkdf2_iterations {
         config.pbkdf2_iterations = v;
     }
@@ -338,6 +402,21 @@ fn user(cmd: UserCmd) -> Result<(), String> {
         UserCmd::List { common } => {
             print!("{}", admin::user_list(&load_config(&common)?).map_err(err)?);
         }
+        UserCmd::Quota {
+            name,
+            bytes,
+            files,
+            recount,
+            common,
+        } => {
+            let change = admin::QuotaChange {
+                bytes: bytes.map(|l| l.0),
+                files: files.map(|l| l.0),
+            };
+            let report =
+                admin::user_quota(&load_config(&common)?, &name, change, recount).map_err(err)?;
+            print!("{report}");
+        }
     }
     Ok(())
 }
@@ -349,6 +428,12 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Cmd::Serve(args)) => serve(*args),
         Some(Cmd::User(cmd)) => user(cmd),
+        Some(Cmd::Invite(InviteCmd::Create { uses, common })) => load_config(&common)
+            .and_then(|config| admin::invite_create(&config, uses).map_err(|e| e.to_string()))
+            .map(|invite| println!("{}", invite.code)),
+        Some(Cmd::Invite(InviteCmd::List { common })) => load_config(&common)
+            .and_then(|config| admin::invite_list(&config).map_err(|e| e.to_string()))
+            .map(|table| print!("{table}")),
         Some(Cmd::Cert(CertCmd::Generate { out })) => ferry::tls::generate_self_signed(&out)
             .map(|()| {
                 println!(

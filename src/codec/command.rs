@@ -21,7 +21,8 @@ pub enum TransferType {
 /// `SITE` subcommands (RFC 959 §4.1.3 leaves their syntax to the server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SiteCommand {
-    /// `SITE REGISTER <user> <password>`: create an account (before login).
+    /// `SITE REGISTER <user> <password> [<code>]`: create an account (before login). When
+    /// registration is by invitation, the session splits the code (the last word) off.
     Register {
         /// Requested account name, not yet validated.
         user: String,
@@ -42,6 +43,8 @@ pub enum SiteCommand {
         /// The file or directory.
         path: String,
     },
+    /// `SITE QUOTA`: show one's usage and limits.
+    Quota,
     /// `SITE HELP`: list the SITE subcommands.
     Help,
     /// Any other subcommand.
@@ -260,7 +263,7 @@ pub const VERBS: &[(&str, &str)] = &[
     ("RNTO", "RNTO <new name>"),
     (
         "SITE",
-        "SITE <REGISTER|PASSWD|CHMOD|HELP> ... (see HELP SITE)",
+        "SITE <REGISTER|PASSWD|CHMOD|QUOTA|HELP> ... (see HELP SITE)",
     ),
     ("SIZE", "SIZE <file> (RFC 3659)"),
     ("SMNT", "SMNT (not supported)"),
@@ -282,13 +285,14 @@ pub const VERBS: &[(&str, &str)] = &[
 pub const SITE_COMMANDS: &[(&str, &str)] = &[
     (
         "REGISTER",
-        "SITE REGISTER <user> <password> (create an account, before login)",
+        "SITE REGISTER <user> <password> [<invitation code>] (create an account, before login)",
     ),
     ("PASSWD", "SITE PASSWD <old> <new> (change your password)"),
     (
         "CHMOD",
         "SITE CHMOD <octal mode> <path> (set permission bits)",
     ),
+    ("QUOTA", "SITE QUOTA (your usage and limits: bytes, files)"),
     ("HELP", "SITE HELP (this list)"),
 ];
 
@@ -562,6 +566,7 @@ impl fmt::Display for Command {
                 write!(f, "{verb} PASSWD {old} {new}")
             }
             Command::Site(SiteCommand::Help) => write!(f, "{verb} HELP"),
+            Command::Site(SiteCommand::Quota) => write!(f, "{verb} QUOTA"),
             Command::Site(SiteCommand::Chmod { mode, path }) => {
                 write!(f, "{verb} CHMOD {mode:o} {path}")
             }
@@ -670,6 +675,7 @@ fn parse_site(arg: &str) -> Result<SiteCommand, CommandError> {
             }
         }
         "HELP" => SiteCommand::Help,
+        "QUOTA" => SiteCommand::Quota,
         other => SiteCommand::Unknown(other.to_owned()),
     })
 }
@@ -815,6 +821,7 @@ mod tests {
                 }),
             ),
             ("SITE help", Command::Site(SiteCommand::Help)),
+            ("SITE quota", Command::Site(SiteCommand::Quota)),
             (
                 "SITE CHMOD 755 a b",
                 Command::Site(SiteCommand::Chmod {

@@ -194,12 +194,20 @@ impl Drop for TestServer {
 /// Spawns ferryd and waits (bounded) for its `listening on` line; stderr keeps being drained
 /// into `log` by a thread so the pipe never fills.
 fn spawn(data_dir: &Path, extra: &[String], log: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+    // Every test registers from 127.0.0.1: lift the hourly cap unless the test sets its own.
+    const CAP: &str = "--max-registrations-per-ip-per-hour";
+    let cap: &[&str] = if extra.iter().any(|a| a == CAP) {
+        &[]
+    } else {
+        &[CAP, "100000"]
+    };
     let mut child = Command::new(FERRYD)
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--pbkdf2-iterations", "1000"])
+        .args(cap)
         .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -19,8 +19,8 @@ use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::data_channel::{self, DataPlan, Job};
 use crate::actors::file_store::{
     ANONYMOUS, Chmod, CreateHome, FileInfo, FileKind, Hash, HashAlgo, List, Listing, Mkdir,
-    OpenRead, OpenWrite, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat, StoreError, Upload,
-    WriteMode,
+    OpenRead, OpenWrite, QuotaStatus, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat,
+    StoreError, Upload, WriteMode,
 };
 use crate::actors::limits::Direction;
 use crate::actors::vpath::{PathError, VPath};
@@ -255,6 +255,10 @@ impl Session {
                 ReplyCode::InvalidRestart,
                 "Invalid REST parameter: beyond the end of the file.",
             ),
+            StoreError::QuotaExceeded => (
+                ReplyCode::ExceededStorage,
+                "Quota exceeded: see SITE QUOTA.",
+            ),
             StoreError::Io(io) => {
                 log::error!("session {} {}: file store: {io}", self.id, self.peer);
                 (ReplyCode::LocalError, "Local error in processing.")
@@ -447,18 +451,39 @@ impl Session {
                     );
                     return;
                 }
-                if self.env.config.registration == Registration::Closed {
-                    self.finish(
-                        &text,
-                        Reply::new(ReplyCode::FileUnavailable, "Registration is closed."),
-                    );
-                    return;
-                }
+                let (password, code) = match self.env.config.registration {
+                    Registration::Closed => {
+                        self.finish(
+                            &text,
+                            Reply::new(ReplyCode::FileUnavailable, "Registration is closed."),
+                        );
+                        return;
+                    }
+                    Registration::Open => (password, None),
+                    // The password may hold spaces; the invitation code is the last word.
+                    Registration::Invite => match password.expose().rsplit_once(' ') {
+                        Some((secret, code)) if !secret.is_empty() && !code.is_empty() => {
+                            (Password::new(secret), Some(code.to_owned()))
+                        }
+                        _ => {
+                            self.finish(
+                                &text,
+                                Reply::new(
+                                    ReplyCode::BadArguments,
+                                    "Registration needs an invitation: SITE REGISTER <user> <password> <code>.",
+                                ),
+                            );
+                            return;
+                        }
+                    },
+                };
                 let request = self.env.services.register.send(Register {
-                    name: user,
+                    name: user.clone(),
                     password,
+                    code,
+                    peer: self.peer.ip(),
                 });
-                self.ask(ctx, text, request, |act, res, ctx, text| match res {
+                self.ask(ctx, text, request, move |act, res, ctx, text| match res {
                     Ok(account) => {
                         let name: Arc<str> = Arc::from(account.name.as_str());
                         let mut event = Event::now(act.id, act.peer, EventKind::Register);
@@ -477,7 +502,44 @@ impl Session {
                             act.finish(&text, reply);
                         });
                     }
-                    Err(e) => act.finish(&text, auth_error_reply(&e)),
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            AuthError::TooManyRegistrations
+                                | AuthError::BadInvite
+                                | AuthError::InviteRequired
+                        ) {
+                            let mut event =
+                                Event::now(act.id, act.peer, EventKind::RegisterRefused);
+                            event.user = Some(user);
+                            event.code = Some(e.reply_code());
+                            act.record(event);
+                            log::info!(
+                                "session {} {}: registration refused: {e}",
+                                act.id,
+                                act.peer
+                            );
+                        }
+                        act.finish(&text, auth_error_reply(&e));
+                    }
+                });
+            }
+            SiteCommand::Quota => {
+                let Some(user) = self.user_or_reply(&text) else {
+                    return;
+                };
+                let request = self.env.services.quota.send(QuotaStatus { user });
+                self.ask(ctx, text, request, |act, res, _, text| {
+                    let reply = match res {
+                        Ok(report) => {
+                            let mut lines = vec!["Quota:".to_owned()];
+                            lines.extend(report.lines().into_iter().map(|l| format!(" {l}")));
+                            lines.push("End of quota.".to_owned());
+                            Reply::multi(ReplyCode::SystemStatus, lines)
+                        }
+                        Err(e) => act.store_error(&e),
+                    };
+                    act.finish(&text, reply);
                 });
             }
             SiteCommand::Passwd { old, new } => {
@@ -1275,6 +1337,13 @@ fn auth_error_reply(e: &AuthError) -> Reply {
         AuthError::WeakPassword => "Password too weak or malformed.".to_owned(),
         AuthError::NameTaken => "That user name is taken.".to_owned(),
         AuthError::RegistrationClosed => "Registration is closed.".to_owned(),
+        AuthError::InviteRequired => {
+            "Registration needs an invitation: SITE REGISTER <user> <password> <code>.".to_owned()
+        }
+        AuthError::BadInvite => "Invalid or used-up invitation code.".to_owned(),
+        AuthError::TooManyRegistrations => {
+            "Too many registrations from your address in the last hour; try again later.".to_owned()
+        }
         AuthError::WrongCredentials => "Login incorrect.".to_owned(),
         AuthError::Corrupt(_) | AuthError::Io(_) => {
             log::error!("account registry: {e}");

@@ -412,15 +412,18 @@ impl Session {
             (Ok(bytes), Some(upload)) => {
                 // Close the file before it is renamed into place (or its lock is released).
                 drop(upload.file);
-                let staged = match upload.finish {
+                let mut staged = match upload.finish {
                     Finish::Staged(staged) => staged,
                     Finish::InPlace(lock) => {
+                        // Counts what the file grew by, before the client can ask SITE QUOTA.
+                        drop(upload.charge);
                         drop(lock);
                         let reply = Reply::new(ReplyCode::TransferComplete, "Transfer complete.");
                         self.transfer_finished(running, bytes, reply, ctx);
                         return;
                     }
                 };
+                staged.attach(upload.charge);
                 let request = self
                     .env
                     .services

@@ -178,6 +178,7 @@ burning! {
     Remove => (),
     Rename => (),
     crate::actors::file_store::SetModified => (),
+    crate::actors::file_store::QuotaStatus => crate::actors::quota::QuotaReport,
     crate::actors::file_store::Chmod => (),
     crate::actors::file_store::Hash => (String, u64),
 }
