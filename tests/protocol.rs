@@ -1134,12 +1134,14 @@ fn help_lists_every_verb_and_explains_each() {
 }
 
 /// Every verb HELP lists, every SITE subcommand and every FEAT feature appears as a command
-/// in these end-to-end tests (this file, `server.rs` or the harness).
+/// in these end-to-end tests (this file, `server.rs`, `quota.rs`, `tls.rs` or the harness).
 #[test]
 fn every_verb_of_help_and_feat_is_exercised_here() {
     let sources = [
         include_str!("protocol.rs"),
         include_str!("server.rs"),
+        include_str!("quota.rs"),
+        include_str!("tls.rs"),
         include_str!("common/mod.rs"),
     ]
     .concat();
