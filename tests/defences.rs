@@ -44,11 +44,20 @@ fn the_delay_after_a_failed_login_grows_and_unknown_users_look_the_same() {
     let (mut ctl, _) = server.connect();
     let (wrong, first) = timed_pass(&mut ctl, "dora", "not-her-password");
     assert_eq!(wrong.code, 530, "{wrong:?}");
-    assert!(first >= Duration::from_millis(200), "first 530 after {first:?}");
+    assert!(
+        first >= Duration::from_millis(200),
+        "first 530 after {first:?}"
+    );
     let (unknown, second) = timed_pass(&mut ctl, "nobody-here", "whatever-password");
     assert_eq!(unknown.code, 530, "{unknown:?}");
-    assert!(second >= Duration::from_millis(400), "second 530 after {second:?}");
-    assert_eq!(wrong.lines, unknown.lines, "unknown user and wrong password differ");
+    assert!(
+        second >= Duration::from_millis(400),
+        "second 530 after {second:?}"
+    );
+    assert_eq!(
+        wrong.lines, unknown.lines,
+        "unknown user and wrong password differ"
+    );
     assert_eq!(wrong.lines, vec!["530 Login incorrect.".to_owned()]);
     // The right password still works on the same connection (two failures of three).
     ctl.login("dora", "dora-password");
@@ -282,10 +291,7 @@ fn a_users_download_budget_is_shared_by_their_sessions() {
     b.login("kim", "kim-password");
     let one = put_file(&server, "kim", "one.bin", MB, 1);
     let two = put_file(&server, "kim", "two.bin", MB, 2);
-    let elapsed = parallel_downloads(vec![
-        (a, "one.bin".into(), one),
-        (b, "two.bin".into(), two),
-    ]);
+    let elapsed = parallel_downloads(vec![(a, "one.bin".into(), one), (b, "two.bin".into(), two)]);
     assert_rate("per-user download, 2 sessions", 2 * MB, elapsed, 1e6);
 }
 
@@ -313,10 +319,7 @@ fn the_global_download_budget_is_shared_by_all_users() {
     let b = server.register_and_login("ned", "ned-password");
     let one = put_file(&server, "max", "one.bin", MB, 5);
     let two = put_file(&server, "ned", "two.bin", MB, 6);
-    let elapsed = parallel_downloads(vec![
-        (a, "one.bin".into(), one),
-        (b, "two.bin".into(), two),
-    ]);
+    let elapsed = parallel_downloads(vec![(a, "one.bin".into(), one), (b, "two.bin".into(), two)]);
     assert_rate("global download, 2 users", 2 * MB, elapsed, 1e6);
 }
 
@@ -395,7 +398,11 @@ fn a_stalled_upload_ends_with_426_and_leaves_nothing() {
     }
     let (reply, listing) = ctl.fetch("NLST");
     assert_eq!(reply.code, 226, "{reply:?}");
-    assert!(listing.is_empty(), "{:?}", String::from_utf8_lossy(&listing));
+    assert!(
+        listing.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&listing)
+    );
 }
 
 /// A client writing `line` one byte every 200 ms on its own thread, never finishing it; the
