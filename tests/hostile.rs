@@ -224,6 +224,27 @@ fn nul_and_line_ends_inside_paths_are_refused() {
         assert!(refused(reply.code), "{shown:?} -> {reply:?}");
         assert_eq!(reply.lines.len(), 1, "{shown:?} -> {reply:?}");
     }
+    // Nothing the client sends comes back with a CR or NUL inside a reply line (a CR could
+    // end the line early for some clients and forge a reply).
+    for cmd in [
+        &b"HELP A\rB\r\n"[..],
+        b"HELP A\0B\r\n",
+        b"FOO\r200 forged\r\n",
+        b"SITE X\r200 forged\r\n",
+        b"OPTS X\rY\r\n",
+        b"TYPE \r\r\n",
+        b"\r\r\r\n",
+        b"USER a\rb\r\n",
+    ] {
+        ctl.send_raw(cmd);
+        let reply = ctl.reply();
+        let shown = String::from_utf8_lossy(cmd).into_owned();
+        assert!(
+            reply.lines.iter().all(|l| !l.contains(['\r', '\0'])),
+            "{shown:?} -> {reply:?}"
+        );
+        assert!(reply.code >= 500, "{shown:?} -> {reply:?}");
+    }
     ctl.expect("NOOP", 200);
     let mut names: Vec<String> = std::fs::read_dir(&home)
         .expect("home")
