@@ -61,6 +61,11 @@ impl TestServer {
         self.addr
     }
 
+    /// The server's process id (for /proc/PID/status and /proc/PID/fd).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
     /// The control-channel port.
     pub fn port(&self) -> u16 {
         self.addr.port()
