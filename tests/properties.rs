@@ -47,7 +47,10 @@ fn decode_chunks(max_line: usize, chunks: &[&[u8]]) -> Vec<Inbound> {
         while let Some(item) = codec.decode(&mut buf).expect("the decoder never errs") {
             out.push(item);
         }
-        assert!(buf.len() <= max_line + 1, "partial line kept past the limit");
+        assert!(
+            buf.len() <= max_line + 1,
+            "partial line kept past the limit"
+        );
     }
     out
 }
@@ -176,7 +179,7 @@ proptest! {
         let mut assembler = ReplyAssembler::new();
         for line in &lines {
             if let Ok(Some(reply)) = assembler.push(line) {
-                prop_assert!((100..1000).contains(&reply.code));
+                prop_assert!((100..600).contains(&reply.code));
                 prop_assert!(!reply.lines.is_empty());
             }
         }
@@ -198,7 +201,7 @@ proptest! {
                         prop_assert!(!part.is_empty() && part != "." && part != "..", "{:?}", s);
                     }
                 }
-                prop_assert_eq!(VPath::root().resolve(s).as_ref(), Ok(&path));
+                prop_assert_eq!(VPath::root().resolve(s), Ok(path.clone()));
                 if !arg.starts_with('/') && !arg.split('/').any(|p| p == "..") {
                     prop_assert!(
                         cwd.is_root() || s == cwd.as_str() || s.starts_with(&format!("{cwd}/")),

@@ -30,7 +30,10 @@ fuzz_target!(|line: &str| {
         cmd.allowed_before_login(),
     );
     let shown = cmd.to_string();
-    assert!(shown.starts_with(cmd.verb()), "{shown:?} starts with the verb");
+    assert!(
+        shown.starts_with(cmd.verb()),
+        "{shown:?} starts with the verb"
+    );
     if display_is_wire_form(&cmd) {
         assert_eq!(
             Command::parse(&shown).as_ref(),

@@ -8,7 +8,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &str| {
     if let Some(e) = parse_list_line(line) {
-        assert!(!e.name.is_empty() && e.name != "." && e.name != "..", "{e:?}");
+        assert!(
+            !e.name.is_empty() && e.name != "." && e.name != "..",
+            "{e:?}"
+        );
         assert!(line.contains(&e.name));
     }
     if let Some(e) = parse_mlsx_line(line) {
