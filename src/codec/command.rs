@@ -322,6 +322,15 @@ impl Command {
                 Ok(arg.to_owned())
             }
         };
+        // For verbs whose argument is a single word: only spaces count as no argument.
+        let need_word = |name: &'static str| {
+            let word = arg.trim();
+            if word.is_empty() {
+                Err(CommandError::MissingArgument(name))
+            } else {
+                Ok(word)
+            }
+        };
         let no_arg = |cmd: Command| {
             if arg.trim().is_empty() {
                 Ok(cmd)
@@ -339,7 +348,7 @@ impl Command {
             "SYST" => no_arg(Command::Syst)?,
             "FEAT" => no_arg(Command::Feat)?,
             "OPTS" => Command::Opts(parse_opts(&need("OPTS")?)),
-            "HELP" => Command::Help(opt_arg().map(|a| a.trim().to_ascii_uppercase())),
+            "HELP" => Command::Help(need_word("HELP").ok().map(str::to_ascii_uppercase)),
             "TYPE" => Command::Type(parse_type(&need("TYPE")?)?),
             "MODE" => Command::Mode(single_letter(&need("MODE")?, &['S'])?),
             "STRU" => Command::Stru(single_letter(&need("STRU")?, &['F'])?),
@@ -379,11 +388,11 @@ impl Command {
             "REIN" => no_arg(Command::Rein)?,
             "MFMT" => parse_mfmt(&need("MFMT")?)?,
             "HASH" => Command::Hash(need("HASH")?),
-            "AUTH" => Command::Auth(need("AUTH")?.trim().to_ascii_uppercase()),
-            "PBSZ" => Command::Pbsz(need("PBSZ")?.trim().to_owned()),
+            "AUTH" => Command::Auth(need_word("AUTH")?.to_ascii_uppercase()),
+            "PBSZ" => Command::Pbsz(need_word("PBSZ")?.to_owned()),
             "PROT" => Command::Prot(single_letter(&need("PROT")?, &['C', 'P', 'S', 'E'])?),
             "CCC" => no_arg(Command::Ccc)?,
-            "SITE" => Command::Site(parse_site(&need("SITE")?)?),
+            "SITE" => Command::Site(parse_site(need_word("SITE").map(|_| arg.trim_start())?)?),
             _ => Command::Unknown(verb),
         })
     }
@@ -911,6 +920,33 @@ mod tests {
         for (line, code) in cases {
             let err = Command::parse(line).expect_err(line);
             assert_eq!(err.code(), *code, "line {line:?}");
+        }
+    }
+
+    /// Found by the `command` fuzz target: a whitespace-only argument was taken as an empty
+    /// one, so `HELP  ` answered "Unknown command", `PBSZ  ` was accepted, and `SITE  x` became
+    /// the subcommand "" (and none of them re-parsed from their own rendering).
+    #[test]
+    fn whitespace_only_argument_is_missing() {
+        assert_eq!(ok("HELP   "), Command::Help(None));
+        assert_eq!(ok("HELP  retr "), Command::Help(Some("RETR".into())));
+        for line in ["AUTH  ", "PBSZ \t", "SITE   "] {
+            assert!(
+                matches!(Command::parse(line), Err(CommandError::MissingArgument(_))),
+                "{line:?}"
+            );
+        }
+        assert_eq!(ok("SITE  help"), Command::Site(SiteCommand::Help));
+        assert_eq!(
+            ok("SITE  CHMOD 644 a "),
+            Command::Site(SiteCommand::Chmod {
+                mode: 0o644,
+                path: "a ".into()
+            })
+        );
+        for line in ["HELP  ", "AUTH  tls", "PBSZ  0 ", "SITE  foo bar"] {
+            let cmd = ok(line);
+            assert_eq!(ok(&cmd.to_string()), cmd, "{line:?}");
         }
     }
 

@@ -6,7 +6,7 @@ use std::fmt;
 /// A reply as received: any three-digit code, and its text lines without the code prefixes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerReply {
-    /// The reply code, 100-599.
+    /// The reply code, 100-599 (other three digits are a [`MalformedReply`]).
     pub code: u16,
     /// The text of each line; for a multi-line reply the first and last lines lose their
     /// `123-` / `123 ` prefix, middle lines are kept as sent.
@@ -70,9 +70,15 @@ pub struct ReplyAssembler {
     open: Option<(u16, Vec<String>)>,
 }
 
+/// The code a line starts with, and the byte after it. RFC 959 §4.2 codes run 1yz to 5yz; any
+/// other three digits (`000`, `600`) are not a code, so a hostile server cannot pass off `099`
+/// as a preliminary reply and keep the client waiting for a final one.
 fn leading_code(line: &str) -> Option<(u16, Option<u8>)> {
     let bytes = line.as_bytes();
-    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+    if bytes.len() < 3
+        || !bytes[..3].iter().all(u8::is_ascii_digit)
+        || !(b'1'..=b'5').contains(&bytes[0])
+    {
         return None;
     }
     let code = line[..3].parse().ok()?;
@@ -180,6 +186,19 @@ mod tests {
     fn garbage_first_line_is_an_error() {
         assert!(ReplyAssembler::new().push("hello").is_err());
         assert!(ReplyAssembler::new().push("22 x").is_err());
+    }
+
+    /// Found by the `reply_assembler_takes_any_lines` property: "000" was a reply, and as
+    /// code < 200 a preliminary one, so the client waited for a final reply that never came.
+    #[test]
+    fn codes_outside_1yz_to_5yz_are_malformed() {
+        for line in ["000", "099 wait", "600 x", "999-x"] {
+            assert!(ReplyAssembler::new().push(line).is_err(), "{line:?}");
+        }
+        assert_eq!(feed(&["100 a", "599 b"]).len(), 2);
+        // Inside a multi-line reply such lines are ordinary text.
+        let r = feed(&["211-a", "000 b", "211 c"]);
+        assert_eq!(r[0].lines, vec!["a", "000 b", "c"]);
     }
 
     #[test]
