@@ -32,10 +32,14 @@ cd "$ROOT"
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 # ---------------------------------------------------------------- build
-log "building ferryd and the load client (release)"
-cargo build --release --quiet --bin ferryd --example ferry_load
-FERRYD=$ROOT/target/release/ferryd
-LOAD=$ROOT/target/release/examples/ferry_load
+# PROFILE=debug NO_BUILD=1 reuse existing binaries (a smoke test of the script itself).
+PROFILE=${PROFILE:-release}
+if [[ -z ${NO_BUILD:-} ]]; then
+    log "building ferryd and the load client ($PROFILE)"
+    cargo build --profile "${PROFILE/debug/dev}" --quiet --bin ferryd --example ferry_load
+fi
+FERRYD=$ROOT/target/$PROFILE/ferryd
+LOAD=$ROOT/target/$PROFILE/examples/ferry_load
 
 ulimit -n "$(ulimit -Hn)"
 log "open-file limit $(ulimit -n)"
@@ -83,12 +87,13 @@ chmod 644 "$WORK/files/"*
 fill_home() { mkdir -p "$1" && ln -f "$WORK/files/big.bin" "$WORK/files/64k.bin" "$1/"; }
 
 port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
-wait_port() {
+wait_port() { # wait_port PORT PID LOG
     for _ in $(seq 100); do
-        if exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null; then exec 3>&-; return 0; fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || break
         sleep 0.1
     done
-    log "server on port $1 did not come up"; return 1
+    log "server on port $1 did not come up:"; cat "$3" >&2; return 1
 }
 
 declare -A PORT PID
@@ -116,8 +121,9 @@ start_ferryd() {
 start_vsftpd() {
     local d=$WORK/vsftpd
     # vsftpd logs in system users through PAM: a dedicated account and a minimal PAM service.
-    id ferrybench >/dev/null 2>&1 || useradd -M -d /nonexistent -s /usr/sbin/nologin ferrybench
-    echo "ferrybench:$USER_PASS" | chpasswd
+    id ferrybench >/dev/null 2>&1 || useradd -M -d "$d/home" -s /usr/sbin/nologin ferrybench
+    usermod -d "$d/home" ferrybench
+    echo "ferrybench:$USER_PASS" | chpasswd -c SHA512
     [[ -f /etc/pam.d/ferrybench-vsftpd ]] || printf '%s\n' \
         'auth required pam_unix.so' 'account required pam_unix.so' 'session required pam_unix.so' \
         >/etc/pam.d/ferrybench-vsftpd
@@ -160,6 +166,12 @@ start_pure() {
     chown -R nobody "$d/home"
     printf '%s\n%s\n' "$USER_PASS" "$USER_PASS" |
         "$PURE/usr/bin/pure-pw" useradd "$USER_NAME" -u nobody -d "$d/home" -f "$d/pureftpd.passwd" >/dev/null
+    # pure-pw hashes with argon2id at t=511 (seconds per login on this machine): store a
+    # SHA-512 crypt hash instead (5000 rounds, like vsftpd's system password), which pure-ftpd
+    # checks with crypt(3).
+    local h
+    h=$(openssl passwd -6 -salt ferrybench "$USER_PASS")
+    awk -F: -v OFS=: -v h="$h" '{$2 = h; print}' "$d/pureftpd.passwd" >"$d/p.tmp" && mv "$d/p.tmp" "$d/pureftpd.passwd"
     "$PURE/usr/bin/pure-pw" mkdb "$d/pureftpd.pdb" -f "$d/pureftpd.passwd"
     # At most half the passive range is allowed as sessions.
     local max=$(((PASV_HI - PASV_LO + 1) / 2))
@@ -200,23 +212,28 @@ for s in $SERVERS; do
         *) log "unknown server $s"; exit 1 ;;
     esac
     PIDS+=("${PID[$s]}")
-    wait_port "${PORT[$s]}"
+    wait_port "${PORT[$s]}" "${PID[$s]}" "$WORK/$s/stdout.log"
 done
 
 # ---------------------------------------------------------------- helpers
 declare -A R   # "metric|server" -> values separated by spaces
 add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
 field() { sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p; s/^RESULT $1=\([^ ]*\).*/\1/p" | head -1; }
-url() { echo "ftp://$USER_NAME:$USER_PASS@127.0.0.1:${PORT[$1]}"; }
-login_user() { if [[ $1 == ferryd && ${2:-} == 1k ]]; then echo bench1k; else echo "$USER_NAME"; fi; }
+url() { echo "ftp://$(login_user "$1"):$USER_PASS@127.0.0.1:${PORT[$1]}"; }
+login_user() { # login_user SERVER [1k]: vsftpd logs in the system account ferrybench
+    if [[ $1 == ferryd && ${2:-} == 1k ]]; then echo bench1k
+    elif [[ $1 == vsftpd ]]; then echo ferrybench
+    else echo "$USER_NAME"; fi
+}
 load() { # load SERVER USER MODE ARGS...
     local s=$1 u=$2; shift 2
-    "$LOAD" "$@" --addr "127.0.0.1:${PORT[$s]}" --user "$u" --pass "$USER_PASS"
+    "$LOAD" "$@" --addr "127.0.0.1:${PORT[$s]}" --user "$u" --pass "$USER_PASS" || true
 }
-# Resident memory (KiB) summed over a process and all its descendants.
+# Resident memory (KiB) summed over a process and all its descendants: tree_rss PID [Rss|Pss]
+# (Pss shares each shared page among the processes mapping it).
 tree_rss() {
-    local root=$1 total=0 p
+    local root=$1 key=${2:-Rss} total=0 p
     local -A kids=()
     for st in /proc/[0-9]*/stat; do
         read -r pid _ _ ppid _ <"$st" 2>/dev/null || continue
@@ -225,7 +242,7 @@ tree_rss() {
     local queue=("$root")
     while ((${#queue[@]})); do
         p=${queue[0]}; queue=("${queue[@]:1}")
-        total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+        total=$((total + $(awk -v k="$key:" '$1 == k {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
         for k in ${kids[$p]:-}; do queue+=("$k"); done
     done
     echo "$total"
@@ -278,14 +295,14 @@ for s in $SERVERS; do
     [[ $s == vsftpd || $s == pure-ftpd ]] && ((n > IDLE_FORKING)) && n=$IDLE_FORKING
     log "$s: $n idle logged-in sessions"
     sleep 2
-    before=$(tree_rss "${PID[$s]}")
+    before=$(tree_rss "${PID[$s]}"); before_pss=$(tree_rss "${PID[$s]}" Pss)
     out=$WORK/idle-$s.out
-    load "$s" "$(login_user "$s" 1k)" idle --clients "$n" --pace "$PACE" --hold-secs 3600 --timeout-secs 120 >"$out" 2>&1 &
+    "$LOAD" idle --addr "127.0.0.1:${PORT[$s]}" --user "$(login_user "$s" 1k)" --pass "$USER_PASS" --clients "$n" --pace "$PACE" --hold-secs 3600 --timeout-secs 120 >"$out" 2>&1 &
     lp=$!
     PIDS+=("$lp")
     for _ in $(seq 1800); do grep -q '^READY' "$out" && break; kill -0 "$lp" 2>/dev/null || break; sleep 0.5; done
     sleep 1
-    after=$(tree_rss "${PID[$s]}")
+    after=$(tree_rss "${PID[$s]}"); after_pss=$(tree_rss "${PID[$s]}" Pss)
     held=$(field held <"$out")
     procs=$(tree_count "${PID[$s]}")
     kill "$lp" 2>/dev/null || true; wait "$lp" 2>/dev/null || true
@@ -293,7 +310,8 @@ for s in $SERVERS; do
     add idle_held "$s" "${held:-0}"
     add idle_procs "$s" "$procs"
     add idle_kib "$s" "$(awk -v a="$after" -v b="$before" -v n="${held:-0}" 'BEGIN {if (n > 0) printf "%.1f", (a - b) / n; else print "n/a"}')"
-    log "  $s: held ${held:-0}, RSS $before -> $after KiB over $procs processes"
+    add idle_pss "$s" "$(awk -v a="$after_pss" -v b="$before_pss" -v n="${held:-0}" 'BEGIN {if (n > 0) printf "%.1f", (a - b) / n; else print "n/a"}')"
+    log "  $s: held ${held:-0}, RSS $before -> $after KiB, PSS $before_pss -> $after_pss KiB over $procs processes"
     # Let the server reap the closed sessions before the next scenario.
     sleep 5
 
@@ -319,7 +337,8 @@ raw_sf=$(med raw_sendfile ref)
 raw_mem=$(med raw_mem ref)
 # row LABEL METRIC BETTER(high|low) [FERRYD_METRIC]
 row() {
-    local label=$1 m=$2 better=$3 fm=${4:-$2} line="| $label |" best="" v
+    local label=$1 m=$2 better=$3 fm=${4:-$2} best="" v
+    local line="| $label |"
     for s in $SERVERS; do
         if [[ $s == ferryd ]]; then v=$(med "$fm" ferryd); else v=$(med "$m" "$s"); fi
         line+=" ${v:-–} |"
@@ -362,7 +381,8 @@ row "4. unpaced burst of $SESSIONS (sessions/s)" burst_sessions_per_s high
 row "4. unpaced burst: failed sessions" burst_errors low
 row "5. idle logged-in sessions held (asked: $IDLE; forking servers $IDLE_FORKING)" idle_held high
 row "5. server processes while holding them" idle_procs low
-row "5. RSS growth per idle session (KiB)" idle_kib low
+row "5. RSS growth per idle session, summed over processes (KiB)" idle_kib low
+row "5. PSS growth per idle session (KiB; shared pages split)" idle_pss low
 row "6. p99 NOOP RTT during a login storm of $STORM (ms; ferryd: 1 000 it.)" noop_storm low
 row "6. ferryd: the same with 600 000 iterations (ms)" noop_storm low noop_storm600k
 row "6. p99 NOOP RTT during $DOWNLOADERS downloads (ms)" noop_dl low
