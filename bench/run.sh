@@ -350,7 +350,7 @@ row() {
     done
     v=$(med "$fm" ferryd)
     if [[ -n $best && -n $v && $v != n/a ]]; then
-        line+=" $(awk -v v="$v" -v b="$best" -v h="$better" 'BEGIN {if (h == "high") r = (b > 0 ? v / b : 0); else r = (v > 0 ? b / v : 0); printf "%.2fx", r}') |"
+        line+=" $(awk -v v="$v" -v b="$best" -v h="$better" 'BEGIN {if (h == "high") r = (b > 0 ? v / b : -1); else r = (v > 0 && b > 0 ? b / v : -1); if (r < 0) print "–"; else printf "%.2fx", r}') |"
     else line+=" – |"; fi
     echo "$line"
 }
