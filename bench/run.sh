@@ -233,19 +233,19 @@ load() { # load SERVER USER MODE ARGS...
 # Resident memory (KiB) summed over a process and all its descendants: tree_rss PID [Rss|Pss]
 # (Pss shares each shared page among the processes mapping it).
 tree_rss() {
-    local root=$1 key=${2:-Rss} total=0 p
+    local root=$1 key=${2:-Rss} i=0 pid ppid
     local -A kids=()
     for st in /proc/[0-9]*/stat; do
-        read -r pid _ _ ppid _ <"$st" 2>/dev/null || continue
+        read -r pid _ _ ppid _ 2>/dev/null <"$st" || continue
         kids[$ppid]+=" $pid"
     done
-    local queue=("$root")
-    while ((${#queue[@]})); do
-        p=${queue[0]}; queue=("${queue[@]:1}")
-        total=$((total + $(awk -v k="$key:" '$1 == k {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
-        for k in ${kids[$p]:-}; do queue+=("$k"); done
+    local tree=("$root")
+    while ((i < ${#tree[@]})); do
+        for pid in ${kids[${tree[i]}]:-}; do tree+=("$pid"); done
+        i=$((i + 1))
     done
-    echo "$total"
+    printf '/proc/%s/smaps_rollup\n' "${tree[@]}" | xargs cat 2>/dev/null |
+        awk -v k="$key:" '$1 == k {s += $2} END {print s + 0}'
 }
 tree_count() { pstree -p "$1" 2>/dev/null | grep -o '([0-9]*)' | wc -l; }
 

@@ -177,10 +177,10 @@ impl Control {
 
     /// Sends a command and checks the reply's first digit.
     async fn cmd(&mut self, cmd: &str, class: u16) -> Res<(u16, String)> {
+        let verb = cmd.split(' ').next().unwrap_or(cmd);
         self.send(cmd).await?;
-        let (code, text) = self.reply().await?;
+        let (code, text) = self.reply().await.map_err(|e| format!("{verb}: {e}"))?;
         if code / 100 != class {
-            let verb = cmd.split(' ').next().unwrap_or(cmd);
             return Err(format!("{verb}: {text}"));
         }
         Ok((code, text))
@@ -246,7 +246,10 @@ impl Control {
             total += n as u64;
         }
         drop(data);
-        let (code, text) = self.reply().await?;
+        let (code, text) = self
+            .reply()
+            .await
+            .map_err(|e| format!("end of {cmd}: {e}"))?;
         if code / 100 != 2 {
             return Err(format!("after {cmd}: {text}"));
         }
@@ -262,7 +265,7 @@ async fn open_logged_in(o: &Opts, gate: Option<&Semaphore>) -> Res<Control> {
         None => None,
     };
     let mut c = Control::connect(o.addr, limit).await?;
-    let (code, text) = c.reply().await?;
+    let (code, text) = c.reply().await.map_err(|e| format!("greeting: {e}"))?;
     drop(permit);
     if code != 220 {
         return Err(format!("greeting: {text}"));
