@@ -269,6 +269,8 @@ for rep in $(seq "$RUNS"); do
     for s in $order; do
         sp=$(curl -s -o /dev/null --max-time 300 -w '%{speed_download}' "$(url "$s")/big.bin" || echo 0)
         add retr "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
+        # Equal writeback state for every STOR: no earlier upload's dirty pages pending.
+        rm -f "$WORK"/*/home/up.bin "$WORK"/ferryd/home/*/up.bin; sync
         sp=$(curl -s -o /dev/null --max-time 300 -T "$WORK/files/big.bin" -w '%{speed_upload}' "$(url "$s")/up.bin" || echo 0)
         add stor "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
         log "  $s: RETR $(echo "${R["retr|$s"]}" | awk '{print $NF}') MiB/s, STOR $(echo "${R["stor|$s"]}" | awk '{print $NF}') MiB/s"
