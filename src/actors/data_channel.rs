@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::actors::file_store::Upload;
+use crate::actors::file_store::{Finish, Upload};
 use crate::actors::limits::TransferPermit;
 use crate::config::PortRange;
 
@@ -283,6 +283,14 @@ pub async fn run(
                 result: send_file_zero_copy(stream, file, &pace).await,
                 upload: None,
             },
+            // A binary upload to a staged temporary file moves from the socket to the file
+            // through a pipe (splice(2)), without a copy through user space.
+            Job::Receive {
+                upload,
+                ascii: false,
+            } if permit.unthrottled() && matches!(upload.finish, Finish::Staged(_)) => {
+                receive_zero_copy(stream, upload, &pace).await
+            }
             job => run_job(stream, job, &pace).await,
         },
         Some(protection) => match protect(stream, &protection).await {
@@ -358,8 +366,81 @@ async fn send_bytes<S: AsyncWrite + Unpin>(
     Ok(bytes.len() as u64)
 }
 
-/// How much one `sendfile` call may move.
-const SENDFILE_CHUNK: usize = 4 * 1024 * 1024;
+/// Pipe capacity asked for splice uploads: bigger moves per system call than the 64 KiB default.
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// STOR of a binary file with `splice(2)`: socket to pipe, pipe to the staged temporary file.
+/// The quota is charged before each chunk reaches the file.
+async fn receive_zero_copy(stream: TcpStream, upload: Upload, pace: &Pace<'_>) -> Outcome {
+    let Upload {
+        file,
+        target,
+        finish,
+        mut charge,
+    } = upload;
+    let result = splice_into(&stream, &file, &mut charge, pace).await;
+    if result.is_ok() {
+        let mut stream = stream;
+        if let Err(e) = with_stall(pace.stall, stream.shutdown()).await {
+            log::debug!("data connection closed before our FIN: {e}");
+        }
+    }
+    settle(result, file, target, finish, charge)
+}
+
+async fn splice_into(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    charge: &mut crate::actors::quota::Charge,
+    pace: &Pace<'_>,
+) -> Result<u64, DataError> {
+    use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
+    let local = |e: nix::Error| DataError::Local(io::Error::from(e));
+    let (pipe_out, pipe_in) = nix::unistd::pipe().map_err(local)?;
+    // A smaller pipe only means more system calls.
+    let capacity = i32::try_from(PIPE_SIZE).unwrap_or(i32::MAX);
+    let _ = fcntl(&pipe_in, FcntlArg::F_SETPIPE_SZ(capacity));
+    let mut received = 0u64;
+    loop {
+        with_stall(pace.stall, stream.readable())
+            .await
+            .map_err(DataError::Network)?;
+        // The pipe is empty here, so EAGAIN can only mean the socket has nothing yet.
+        let moved = stream.try_io(tokio::io::Interest::READABLE, || {
+            let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+            splice(stream, None, &pipe_in, None, PIPE_SIZE, flags).map_err(io::Error::from)
+        });
+        let n = match moved {
+            Ok(0) => return Ok(received),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(DataError::Network(e)),
+        };
+        charge.add(n as u64).map_err(|_| DataError::QuotaExceeded)?;
+        let mut left = n;
+        while left > 0 {
+            let written = splice(
+                &pipe_out,
+                None,
+                file,
+                None,
+                left,
+                SpliceFFlags::SPLICE_F_MOVE,
+            )
+            .map_err(local)?;
+            if written == 0 {
+                return Err(DataError::Local(io::ErrorKind::WriteZero.into()));
+            }
+            left -= written;
+        }
+        received += n as u64;
+        pace.moved(n).await;
+    }
+}
+
+/// How much one `sendfile` call may move: small enough that other sessions on the same
+/// arbiter are not kept waiting long (control-channel latency during bulk downloads).
+const SENDFILE_CHUNK: usize = 512 * 1024;
 
 /// RETR with `sendfile(2)`: the kernel copies from the file's pages to the socket. The file is
 /// already positioned (REST). A client that stops reading is ended by the stall timeout.
@@ -490,19 +571,33 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         // (rolled back, or measured for the quota).
         let _ = file.flush().await;
     }
+    let file = file.into_std().await;
+    settle(result, file, target, finish, charge)
+}
+
+/// The end of a receive, whichever way the bytes came: a successful upload goes back to the
+/// Session to be committed; one over the quota is rolled back; any other failure drops
+/// `finish`, which removes a temporary file (the previous file stays as it was) or releases an
+/// in-place writer's lock (what arrived stays, for a later resume).
+fn settle(
+    result: Result<u64, DataError>,
+    file: std::fs::File,
+    target: crate::actors::vpath::VPath,
+    finish: crate::actors::file_store::Finish,
+    mut charge: crate::actors::quota::Charge,
+) -> Outcome {
     match result {
         Ok(n) => Outcome {
             result: Ok(n),
             upload: Some(Upload {
-                file: file.into_std().await,
+                file,
                 target,
                 finish,
                 charge,
             }),
         },
         Err(DataError::QuotaExceeded) => {
-            // Written in place: put the file back as it was. A staged temporary file goes
-            // when `finish` drops.
+            // Written in place: put the file back as it was.
             drop(file);
             charge.roll_back();
             drop(finish);
@@ -512,8 +607,6 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 upload: None,
             }
         }
-        // Dropping `finish` removes a temporary file (the previous file stays as it was) or
-        // releases an in-place writer's lock (what arrived stays, for a later resume).
         Err(e) => Outcome {
             result: Err(e),
             upload: None,
