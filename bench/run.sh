@@ -334,7 +334,7 @@ done
 
 # ---------------------------------------------------------------- table
 med() { echo "${R["$1|$2"]:-}" | median; }
-PEERS=$(for s in $SERVERS; do [[ $s != ferryd ]] && echo "$s"; done)
+PEERS=$(for s in $SERVERS; do if [[ $s != ferryd ]]; then echo "$s"; fi; done)
 raw_sf=$(med raw_sendfile ref)
 raw_mem=$(med raw_mem ref)
 # row LABEL METRIC BETTER(high|low) [FERRYD_METRIC]
