@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{TestServer, has_event, pseudo_random, run_bounded};
+use common::{TestServer, assert_event, assert_transfer, has_event, pseudo_random, run_bounded};
 use serde_json::{Value, json};
 
 /// Bound on one client run.
@@ -138,19 +138,6 @@ fn assert_same_tree(a: &Path, b: &Path, what: &str) {
     }
 }
 
-/// Asserts that some event has all of `fields`, listing the log otherwise.
-fn assert_event(events: &[Value], fields: &[(&str, Value)]) {
-    assert!(
-        has_event(events, fields),
-        "no event with {fields:?} in the audit log:\n{}",
-        events
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
 /// Asserts a `command` event by `user` with this command line and reply code.
 fn assert_command(events: &[Value], user: &str, command: &str, code: u16) {
     assert_event(
@@ -162,30 +149,6 @@ fn assert_command(events: &[Value], user: &str, command: &str, code: u16) {
             ("code", json!(code)),
         ],
     );
-}
-
-/// Asserts an upload or download event of `path` with `bytes` bytes, completed with 226.
-fn assert_transfer(events: &[Value], user: &str, kind: &str, path: &str, bytes: usize) {
-    assert_event(
-        events,
-        &[
-            ("event", json!(kind)),
-            ("user", json!(user)),
-            ("path", json!(path)),
-            ("bytes", json!(bytes)),
-            ("code", json!(226)),
-        ],
-    );
-}
-
-/// Waits until `user` has `n` closed sessions in the audit log (all their events are in).
-fn wait_sessions_closed(server: &TestServer, user: &str, n: usize) -> Vec<Value> {
-    server.wait_audit(&format!("{n} session_close of {user}"), |ev| {
-        ev.iter()
-            .filter(|e| e["event"] == "session_close" && e["user"] == user)
-            .count()
-            >= n
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -345,7 +308,7 @@ fn curl_transfers_resume_active_mode_quote_and_create_dirs() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "small.bin");
     assert!(!home.join("made/small.bin").exists());
 
-    let events = wait_sessions_closed(&server, user, 11);
+    let events = server.wait_sessions_closed(user, 11);
     for dir in ["/a", "/a/b", "/a/b/c", "/made"] {
         assert_event(
             &events,
@@ -490,7 +453,7 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
     assert!(!home.join("up").exists());
     assert!(home.is_dir());
 
-    let events = wait_sessions_closed(&server, user, 9);
+    let events = server.wait_sessions_closed(user, 9);
     let transfers = |kind: &str, path: &str| {
         events
             .iter()
@@ -659,7 +622,7 @@ fn python_ftplib_passive_active_rest_mlsd_and_abort() {
         );
     }
 
-    let events = wait_sessions_closed(&server, user, 2);
+    let events = server.wait_sessions_closed(user, 2);
     let len = payload.len();
     for name in ["/passive.bin", "/active.bin"] {
         assert_transfer(&events, user, "upload", name, len);
@@ -913,7 +876,7 @@ fn wget_recursive_download_of_a_nested_tree() {
     // directory comes along as an empty directory.
     assert_same_tree(&home.join("pub"), &w.join("pub"), "after wget -r");
 
-    let events = wait_sessions_closed(&server, user, 2);
+    let events = server.wait_sessions_closed(user, 2);
     for (rel, bytes) in tree_files() {
         assert_transfer(
             &events,

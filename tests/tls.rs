@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{FERRYD, TestServer, has_event, pseudo_random, run_bounded};
+use common::{FERRYD, TestServer, assert_event, assert_transfer, pseudo_random, run_bounded};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -149,19 +149,6 @@ fn assert_same(a: &[u8], b: &[u8], what: &str) {
     );
 }
 
-/// Asserts that some event has all of `fields`, listing the log otherwise.
-fn assert_event(events: &[Value], fields: &[(&str, Value)]) {
-    assert!(
-        has_event(events, fields),
-        "no event with {fields:?} in the audit log:\n{}",
-        events
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
 /// Asserts a `command` event with this command line and reply code (any user or none).
 fn assert_command(events: &[Value], command: &str, code: u16) {
     assert_event(
@@ -172,30 +159,6 @@ fn assert_command(events: &[Value], command: &str, code: u16) {
             ("code", json!(code)),
         ],
     );
-}
-
-/// Asserts an upload or download event of `path` with `bytes` bytes, completed with 226.
-fn assert_transfer(events: &[Value], user: &str, kind: &str, path: &str, bytes: usize) {
-    assert_event(
-        events,
-        &[
-            ("event", json!(kind)),
-            ("user", json!(user)),
-            ("path", json!(path)),
-            ("bytes", json!(bytes)),
-            ("code", json!(226)),
-        ],
-    );
-}
-
-/// Waits until `user` has `n` closed sessions in the audit log (all their events are in).
-fn wait_sessions_closed(server: &TestServer, user: &str, n: usize) -> Vec<Value> {
-    server.wait_audit(&format!("{n} session_close of {user}"), |ev| {
-        ev.iter()
-            .filter(|e| e["event"] == "session_close" && e["user"] == user)
-            .count()
-            >= n
-    })
 }
 
 /// No command of `user` was answered 425 (a refused data connection).
@@ -438,7 +401,7 @@ fn python_ftplib_prot_p_register_list_upload_download() {
     assert_eq!(read(&server.home(user).join("sub/small.txt")), b"small\r\n");
 
     // The audit log: AUTH and the TLS negotiation, then login and transfers as usual.
-    let events = wait_sessions_closed(&server, user, 1);
+    let events = server.wait_sessions_closed(user, 1);
     assert_command(&events, "AUTH TLS", 234);
     assert_command(&events, "AUTH TLS", 503);
     assert_command(&events, "PBSZ 0", 503);
@@ -568,7 +531,7 @@ fn curl_explicit_and_implicit_tls() {
     let out = curl(w, &[&format!("{implicit}/")]);
     assert!(!out.status.success(), "curl trusted the self-signed cert");
 
-    let events = wait_sessions_closed(&server, user, 10);
+    let events = server.wait_sessions_closed(user, 10);
     let len = payload.len();
     assert_command(&events, "AUTH SSL", 234);
     assert_transfer(&events, user, "upload", "/x.bin", len);
@@ -613,7 +576,7 @@ fn lftp_forced_tls_put_list_get() {
         "{listing}"
     );
 
-    let events = wait_sessions_closed(&server, user, 1);
+    let events = server.wait_sessions_closed(user, 1);
     assert_command(&events, "AUTH TLS", 234);
     assert_command(&events, "PROT P", 200);
     assert_transfer(&events, user, "upload", "/l.bin", payload.len());
@@ -732,7 +695,7 @@ fn tls_required_mode_refuses_clear_logins_and_transfers() {
     );
     assert_same(&read(&w.join("tls.back")), &payload, "tls.back");
 
-    let events = wait_sessions_closed(&server, user, 3);
+    let events = server.wait_sessions_closed(user, 3);
     assert_command(&events, &format!("USER {user}"), 530);
     assert_command(&events, "PASS ***", 530);
     assert_command(&events, "SITE REGISTER strict ***", 530);
@@ -800,7 +763,7 @@ fn resumption_required_lftp_resumes_and_ftplib_is_refused() {
     );
     assert!(!server.home(user).join("refused.bin").exists());
     assert_eq!(read(&server.home(user).join("clear.bin")), b"clear");
-    let events = wait_sessions_closed(&server, user, 1);
+    let events = server.wait_sessions_closed(user, 1);
     assert_command(&events, "STOR refused.bin", 425);
     assert_command(&events, "NOOP", 200);
     assert_command(&events, "STOR clear.bin", 226);
@@ -828,7 +791,7 @@ fn resumption_required_lftp_resumes_and_ftplib_is_refused() {
         );
         assert_same(&read(&w.join(format!("{name}.back"))), &payload, name);
     }
-    let events = wait_sessions_closed(&server, user, 2);
+    let events = server.wait_sessions_closed(user, 2);
     let len = payload.len();
     for path in ["/a.bin", "/b.bin"] {
         assert_transfer(&events, user, "upload", path, len);
@@ -996,7 +959,7 @@ fn ferry_client_explicit_and_implicit_tls() {
         .ok("ferry --tls --insecure");
         assert_same(&read(&w.join("in.back")), &payload, "in.back");
 
-        let events = wait_sessions_closed(&server, user, 3);
+        let events = server.wait_sessions_closed(user, 3);
         assert_command(&events, "AUTH TLS", 234);
         assert_command(&events, "PROT P", 200);
         assert_transfer(&events, user, "upload", "/e1.bin", payload.len());

@@ -354,6 +354,45 @@ pub fn has_event(events: &[Value], fields: &[(&str, Value)]) -> bool {
         .any(|e| fields.iter().all(|(k, v)| e.get(*k) == Some(v)))
 }
 
+/// Asserts that some audit event has every `(key, value)` pair; the message lists the log.
+pub fn assert_event(events: &[Value], fields: &[(&str, Value)]) {
+    assert!(
+        has_event(events, fields),
+        "no event with {fields:?} in the audit log:\n{}",
+        events
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Asserts an upload or download event of `path` with `bytes` bytes, completed with 226.
+pub fn assert_transfer(events: &[Value], user: &str, kind: &str, path: &str, bytes: usize) {
+    assert_event(
+        events,
+        &[
+            ("event", serde_json::json!(kind)),
+            ("user", serde_json::json!(user)),
+            ("path", serde_json::json!(path)),
+            ("bytes", serde_json::json!(bytes)),
+            ("code", serde_json::json!(226)),
+        ],
+    );
+}
+
+impl TestServer {
+    /// Waits until `user` has `n` closed sessions in the audit log (all their events are in).
+    pub fn wait_sessions_closed(&self, user: &str, n: usize) -> Vec<Value> {
+        self.wait_audit(&format!("{n} session_close of {user}"), |ev| {
+            ev.iter()
+                .filter(|e| e["event"] == "session_close" && e["user"] == user)
+                .count()
+                >= n
+        })
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*), distinct per seed.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
