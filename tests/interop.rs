@@ -10,47 +10,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{TestServer, assert_event, assert_transfer, has_event, pseudo_random, run_bounded};
+use common::{
+    TestServer, assert_event, assert_success, assert_transfer, has_event, pseudo_random, register,
+    run_client,
+};
 use serde_json::{Value, json};
-
-/// Bound on one client run.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// Registers `user` with `SITE REGISTER` and leaves.
-fn register(server: &TestServer, user: &str, pass: &str) {
-    let mut ctl = server.register_and_login(user, pass);
-    ctl.expect("QUIT", 221);
-}
-
-/// Runs `program ARGS` in `cwd` with a UTF-8 locale and `HOME=cwd`, bounded in time.
-fn run(program: &str, args: &[&str], cwd: &Path) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .env("LC_ALL", "C.UTF-8")
-        .env("LANG", "C.UTF-8")
-        .env("HOME", cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"));
-    run_bounded(child, CLIENT_TIMEOUT)
-}
-
-/// Panics with the client's output unless it exited 0.
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
@@ -159,7 +126,7 @@ fn assert_command(events: &[Value], user: &str, command: &str, code: u16) {
 fn curl(cwd: &Path, args: &[&str]) -> Output {
     let mut all = vec!["-sS", "--max-time", "30", "--connect-timeout", "10"];
     all.extend_from_slice(args);
-    run("curl", &all, cwd)
+    run_client("curl", &all, cwd)
 }
 
 #[test]
@@ -365,7 +332,7 @@ fn lftp(server: &TestServer, cwd: &Path, user: &str, pass: &str, commands: &str)
          set cmd:fail-exit yes; open -u {user},{pass} -p {} 127.0.0.1; {commands}",
         server.port()
     );
-    run("lftp", &["-c", &script], cwd)
+    run_client("lftp", &["-c", &script], cwd)
 }
 
 #[test]
@@ -602,7 +569,7 @@ fn python_ftplib_passive_active_rest_mlsd_and_abort() {
     let payload = pseudo_random(24 * 1024 * 1024 + 3, 31);
     std::fs::write(w.join("data.bin"), &payload).expect("write payload");
 
-    let out = run(
+    let out = run_client(
         "python3",
         &[
             "client.py",
@@ -687,7 +654,7 @@ fn rclone_copy_check_and_modification_times() {
         mtimes.insert(rel.to_owned(), t as i64);
     }
 
-    let obscured = run("rclone", &["obscure", pass], w);
+    let obscured = run_client("rclone", &["obscure", pass], w);
     assert_success(&obscured, "rclone obscure");
     let obscured = String::from_utf8(obscured.stdout).expect("utf-8");
     let remote = format!(
@@ -705,7 +672,7 @@ fn rclone_copy_check_and_modification_times() {
             "20s",
         ];
         all.extend_from_slice(args);
-        run("rclone", &all, w)
+        run_client("rclone", &all, w)
     };
 
     let out = rclone(&["copy", "--create-empty-src-dirs", "src", &remote]);
@@ -858,7 +825,7 @@ fn wget_recursive_download_of_a_nested_tree() {
     let w = work.path();
 
     let url = format!("ftp://{user}:{pass}@127.0.0.1:{}/pub/", server.port());
-    let out = run(
+    let out = run_client(
         "wget",
         &[
             "-q",

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{FERRYD, TestServer, assert_event, assert_transfer, pseudo_random, run_bounded};
+use common::{
+    FERRYD, TestServer, assert_event, assert_success, assert_transfer, pseudo_random, register,
+    run_bounded, run_client,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -100,41 +103,6 @@ fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// Registers `user` with `SITE REGISTER` over a plain control connection and leaves.
-fn register(server: &TestServer, user: &str, pass: &str) {
-    let mut ctl = server.register_and_login(user, pass);
-    ctl.expect("QUIT", 221);
-}
-
-/// Runs `program ARGS` in `cwd` with a UTF-8 locale and `HOME=cwd`, bounded in time.
-fn run(program: &str, args: &[&str], cwd: &Path) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .env("LC_ALL", "C.UTF-8")
-        .env("LANG", "C.UTF-8")
-        .env("HOME", cwd)
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"));
-    run_bounded(child, CLIENT_TIMEOUT)
-}
-
-/// Panics with the client's output unless it exited 0.
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -175,7 +143,7 @@ fn python(cwd: &Path, name: &str, script: &str, args: &[&str]) -> Output {
     std::fs::write(cwd.join(name), script).expect("write script");
     let mut all = vec![name];
     all.extend_from_slice(args);
-    let out = run("python3", &all, cwd);
+    let out = run_client("python3", &all, cwd);
     assert_success(&out, name);
     assert!(
         String::from_utf8_lossy(&out.stdout).ends_with("OK\n"),
@@ -189,7 +157,7 @@ fn python(cwd: &Path, name: &str, script: &str, args: &[&str]) -> Output {
 fn curl(cwd: &Path, args: &[&str]) -> Output {
     let mut all = vec!["-sS", "--max-time", "30", "--connect-timeout", "10"];
     all.extend_from_slice(args);
-    run("curl", &all, cwd)
+    run_client("curl", &all, cwd)
 }
 
 /// Runs lftp with TLS forced on control and data connections and the server's certificate as
@@ -210,7 +178,7 @@ fn lftp_tls(
         certs.cert_str(),
         server.port()
     );
-    run("lftp", &["-c", &script], cwd)
+    run_client("lftp", &["-c", &script], cwd)
 }
 
 // ---------------------------------------------------------------------------------------------

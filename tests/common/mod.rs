@@ -23,6 +23,8 @@ pub const FERRYD: &str = env!("CARGO_BIN_EXE_ferryd");
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stopped server may take to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on one run of a real FTP client.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 /// Read timeout on every control and data socket of the raw client.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound for waits on the audit log (flushed at least once a second).
@@ -352,6 +354,43 @@ pub fn has_event(events: &[Value], fields: &[(&str, Value)]) -> bool {
     events
         .iter()
         .any(|e| fields.iter().all(|(k, v)| e.get(*k) == Some(v)))
+}
+
+/// Registers `user` with `SITE REGISTER` over a plain control connection and leaves.
+pub fn register(server: &TestServer, user: &str, pass: &str) {
+    let mut ctl = server.register_and_login(user, pass);
+    ctl.expect("QUIT", 221);
+}
+
+/// Runs a real FTP client, `program ARGS`, in `cwd` with a UTF-8 locale and `HOME=cwd`, bounded
+/// in time. Certificate overrides from the environment are dropped, so TLS clients see only the
+/// system store and what the test passes them.
+pub fn run_client(program: &str, args: &[&str], cwd: &Path) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env("LC_ALL", "C.UTF-8")
+        .env("LANG", "C.UTF-8")
+        .env("HOME", cwd)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"));
+    run_bounded(child, CLIENT_TIMEOUT)
+}
+
+/// Panics with the client's output unless it exited 0.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Asserts that some audit event has every `(key, value)` pair; the message lists the log.
