@@ -53,7 +53,6 @@ pub enum StartError {
 
 /// A running server.
 pub struct Server {
-    addrs: Vec<SocketAddr>,
     acceptor: Addr<Acceptor>,
     registry: Arc<SessionRegistry>,
     audit: Addr<AuditLog>,
@@ -168,25 +167,13 @@ impl Server {
                 log::info!("listening on {addr}");
             }
         }
-        let addrs = addrs.into_iter().map(|(addr, _)| addr).collect();
         Ok(Server {
-            addrs,
             acceptor,
             registry: sessions,
             audit,
             arbiters,
             grace,
         })
-    }
-
-    /// The bound control-channel addresses (with the real port when 0 was asked for).
-    pub fn addrs(&self) -> &[SocketAddr] {
-        &self.addrs
-    }
-
-    /// Sessions alive now.
-    pub fn active_sessions(&self) -> usize {
-        self.registry.active()
     }
 
     /// Graceful stop: no new connections, idle sessions get 421, running transfers may finish

@@ -104,14 +104,6 @@ pub struct UserSession {
     user: String,
 }
 
-impl PartialEq for UserSession {
-    fn eq(&self, other: &Self) -> bool {
-        self.user == other.user
-    }
-}
-
-impl Eq for UserSession {}
-
 impl Drop for UserSession {
     fn drop(&mut self) {
         self.limits

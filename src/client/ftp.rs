@@ -217,11 +217,6 @@ impl FtpClient {
         Ok(())
     }
 
-    /// The server's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
     /// Sends one command line.
     ///
     /// # Errors

@@ -24,11 +24,6 @@ impl ServerReply {
         (200..300).contains(&self.code)
     }
 
-    /// 3yz: more is needed (e.g. 331 after USER, 350 after RNFR).
-    pub fn is_intermediate(&self) -> bool {
-        (300..400).contains(&self.code)
-    }
-
     /// The text of the last line (the one carrying the code in a multi-line reply).
     pub fn text(&self) -> &str {
         self.lines.last().map_or("", String::as_str)
