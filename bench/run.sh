@@ -318,11 +318,11 @@ for s in $SERVERS; do
     sleep 5
 
     log "$s: NOOP latency during a login storm of $STORM and $DOWNLOADERS downloads"
-    out=$(load "$s" "$(login_user "$s" 1k)" noop-latency --during login-storm --clients "$STORM" 2>&1)
+    out=$(load "$s" "$(login_user "$s" 1k)" noop-latency --during login-storm --clients "$STORM" --secs "$NOOP_SECS" 2>&1)
     echo "$out" | grep -v RESULT | sed "s/^/  $s: /" >&2
     add noop_storm "$s" "$(echo "$out" | field p99_ms)"
     if [[ $s == ferryd ]]; then
-        out=$(load ferryd "$USER_NAME" noop-latency --during login-storm --clients "$STORM" --timeout-secs 600 2>&1)
+        out=$(load ferryd "$USER_NAME" noop-latency --during login-storm --clients "$STORM" --secs "$NOOP_SECS" --timeout-secs 600 2>&1)
         echo "$out" | grep -v RESULT | sed "s/^/  $s (600k): /" >&2
         add noop_storm600k ferryd "$(echo "$out" | field p99_ms)"
     fi
@@ -385,7 +385,7 @@ row "5. idle logged-in sessions held (asked: $IDLE; forking servers $IDLE_FORKIN
 row "5. server processes while holding them" idle_procs low
 row "5. RSS growth per idle session, summed over processes (KiB)" idle_kib low
 row "5. PSS growth per idle session (KiB; shared pages split)" idle_pss low
-row "6. p99 NOOP RTT during a login storm of $STORM (ms; ferryd: 1 000 it.)" noop_storm low
+row "6. p99 NOOP RTT during login storms of $STORM, ${NOOP_SECS} s (ms; ferryd: 1 000 it.)" noop_storm low
 row "6. ferryd: the same with 600 000 iterations (ms)" noop_storm low noop_storm600k
 row "6. p99 NOOP RTT during $DOWNLOADERS downloads (ms)" noop_dl low
 row "6. throughput of those $DOWNLOADERS downloads (MiB/s)" noop_dl_mib high

@@ -8,8 +8,9 @@
 //!   `--pace` of them await the greeting at once (0: no pacing, the raw burst).
 //! - `idle`: open N logged-in control connections and hold them for `--hold-secs`.
 //! - `noop-latency`: one logged-in session sending NOOPs back to back, reporting p50/p99 round
-//!   trips, while `--during login-storm` (N clients log in at once) or `--during download`
-//!   (N clients download `--file` over and over) runs.
+//!   trips for `--secs`, while `--during login-storm` (N clients log in at once, storm after
+//!   storm, at least one) or `--during download` (N clients download `--file` over and over)
+//!   runs.
 //! - `raw`: the reference: a trivial loopback TCP sender and receiver moving `--size-mb` MiB
 //!   (from memory, or with sendfile(2) from `--file`).
 //!
@@ -79,7 +80,7 @@ struct Opts {
     /// noop-latency: the background load.
     #[arg(long, value_enum, default_value = "nothing")]
     during: During,
-    /// noop-latency: seconds of measuring (download, nothing); a login storm runs until done.
+    /// noop-latency: seconds of measuring (at least one whole login storm).
     #[arg(long, default_value_t = 5)]
     secs: u64,
     /// raw: MiB to move.
@@ -434,48 +435,67 @@ async fn mode_idle(o: Arc<Opts>) {
     drop(held);
 }
 
-/// The background of noop-latency: a login storm (all at once, then QUIT) or downloads.
-async fn background(o: Arc<Opts>, stop: Arc<AtomicBool>, bytes: Arc<AtomicU64>) -> usize {
-    let mut tasks = Vec::new();
-    for _ in 0..o.clients {
-        let (o, stop, bytes) = (o.clone(), stop.clone(), bytes.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = open_logged_in(&o, None).await?;
-            if o.during == During::LoginStorm {
-                return c.cmd("QUIT", 2).await.map(|_| ());
-            }
-            c.cmd("TYPE I", 2).await?;
-            let mut data = c.passive(o.epsv).await?;
-            c.cmd(&format!("RETR {}", o.file), 1).await?;
-            let mut buf = vec![0u8; 256 * 1024];
-            while !stop.load(Ordering::Relaxed) {
-                let n = timeout(Duration::from_secs(o.timeout_secs), data.read(&mut buf))
-                    .await
-                    .map_err(|_| "data timeout".to_string())?
-                    .map_err(|e| e.to_string())?;
-                if n == 0 {
-                    // The file ended: read the 226 and start over.
-                    drop(data);
-                    c.reply().await?;
-                    data = c.passive(o.epsv).await?;
-                    c.cmd(&format!("RETR {}", o.file), 1).await?;
-                    continue;
-                }
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Ok::<(), String>(())
-        }));
-    }
+/// The background of noop-latency: login storms (all clients at once, each logs in and
+/// QUITs; storm after storm until `stop`, so the probe gets enough samples for a p99) or
+/// downloads. Returns the errors seen; `rounds` counts finished storms.
+async fn background(
+    o: Arc<Opts>,
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    rounds: Arc<AtomicU64>,
+) -> usize {
     let mut errors = Vec::new();
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.push(e),
-            Err(e) => errors.push(e.to_string()),
+    loop {
+        let mut tasks = Vec::new();
+        for _ in 0..o.clients {
+            let (o, stop, bytes) = (o.clone(), stop.clone(), bytes.clone());
+            tasks.push(tokio::spawn(async move {
+                let c = open_logged_in(&o, None).await?;
+                if o.during == During::LoginStorm {
+                    let mut c = c;
+                    return c.cmd("QUIT", 2).await.map(|_| ());
+                }
+                download(&o, c, &stop, &bytes).await
+            }));
+        }
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        rounds.fetch_add(1, Ordering::Relaxed);
+        if o.during != During::LoginStorm || stop.load(Ordering::Relaxed) || !errors.is_empty() {
+            break;
         }
     }
     print_errors(&errors);
     errors.len()
+}
+
+/// Downloads `--file` over and over until `stop`.
+async fn download(o: &Opts, mut c: Control, stop: &AtomicBool, bytes: &AtomicU64) -> Res<()> {
+    c.cmd("TYPE I", 2).await?;
+    let mut data = c.passive(o.epsv).await?;
+    c.cmd(&format!("RETR {}", o.file), 1).await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let n = timeout(Duration::from_secs(o.timeout_secs), data.read(&mut buf))
+            .await
+            .map_err(|_| "data timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            // The file ended: read the 226 and start over.
+            drop(data);
+            c.reply().await?;
+            data = c.passive(o.epsv).await?;
+            c.cmd(&format!("RETR {}", o.file), 1).await?;
+            continue;
+        }
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 fn mode_noop_latency(o: Arc<Opts>) -> Res<()> {
@@ -489,9 +509,12 @@ fn mode_noop_latency(o: Arc<Opts>) -> Res<()> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut probe = rt.block_on(open_logged_in(&o, None))?;
+    let rounds = Arc::new(AtomicU64::new(0));
     let bg = (o.during != During::Nothing).then(|| {
-        let (o, stop, bytes) = (o.clone(), stop.clone(), bytes.clone());
-        std::thread::spawn(move || runtime().map(|rt| rt.block_on(background(o, stop, bytes))))
+        let (o, stop, bytes, rounds) = (o.clone(), stop.clone(), bytes.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            runtime().map(|rt| rt.block_on(background(o, stop, bytes, rounds)))
+        })
     });
     let start = Instant::now();
     let mut rtts = Vec::new();
@@ -500,10 +523,11 @@ fn mode_noop_latency(o: Arc<Opts>) -> Res<()> {
             let t = Instant::now();
             probe.cmd("NOOP", 2).await?;
             rtts.push(t.elapsed());
-            let storm_done =
-                o.during == During::LoginStorm && bg.as_ref().is_some_and(|h| h.is_finished());
-            if storm_done || (o.during != During::LoginStorm && start.elapsed().as_secs() >= o.secs)
-            {
+            // A login storm is measured whole: at least one, then as many as fit in --secs.
+            let storm_ended = o.during != During::LoginStorm
+                || rounds.load(Ordering::Relaxed) > 0
+                || bg.as_ref().is_some_and(|h| h.is_finished());
+            if storm_ended && start.elapsed().as_secs() >= o.secs {
                 return Ok(());
             }
             if start.elapsed() > limit * 10 {
@@ -527,9 +551,9 @@ fn mode_noop_latency(o: Arc<Opts>) -> Res<()> {
         rtts.len(),
         wall,
         match o.during {
-            During::Nothing => "nothing",
-            During::LoginStorm => "a login storm",
-            During::Download => "downloads",
+            During::Nothing => "nothing".to_owned(),
+            During::LoginStorm => format!("{} login storms", rounds.load(Ordering::Relaxed)),
+            During::Download => "downloads".to_owned(),
         },
         o.clients,
         bg_errors,

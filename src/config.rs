@@ -157,6 +157,9 @@ pub struct Config {
     /// `blocking_threads`: threads for password hashing and for file-system calls, each.
     /// Default: one per core.
     pub blocking_threads: usize,
+    /// `transfer_threads`: threads that run data connections, apart from the session
+    /// arbiters so bulk transfers never delay control replies. Default: one per core.
+    pub transfer_threads: usize,
 }
 
 impl Default for Config {
@@ -200,6 +203,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             workers: cores,
             blocking_threads: cores,
+            transfer_threads: cores,
         }
     }
 }
@@ -283,6 +287,9 @@ impl Config {
         }
         if self.blocking_threads == 0 {
             return bad("blocking_threads");
+        }
+        if self.transfer_threads == 0 {
+            return bad("transfer_threads");
         }
         Ok(())
     }

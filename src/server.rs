@@ -14,6 +14,7 @@ use crate::actors::account_registry::{
     AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings,
 };
 use crate::actors::audit_log::{AuditLog, Flush};
+use crate::actors::data_channel::TransferPool;
 use crate::actors::file_store::{FileStore, LocalStorage};
 use crate::actors::invites::InviteStore;
 use crate::actors::limits::Limits;
@@ -41,6 +42,14 @@ pub enum StartError {
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Worker threads could not be started.
+    #[error("cannot start {what} threads: {source}")]
+    Threads {
+        /// Which threads.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -147,12 +156,18 @@ impl Server {
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let grace = config.shutdown_grace();
         let limits = Limits::new(&config);
+        let transfers =
+            TransferPool::new(config.transfer_threads).map_err(|source| StartError::Threads {
+                what: "transfer",
+                source,
+            })?;
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),
             tls,
             limits,
             upload_tls,
+            transfers: Arc::new(transfers),
         });
         let acceptor = Acceptor::start(
             listeners,

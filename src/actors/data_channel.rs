@@ -2,6 +2,9 @@
 //! transfer task (spawned by the Session, cancelled by ABOR) accepts the client's connection and
 //! streams between it and a file the FileStore opened. File bytes never pass through a mailbox.
 //!
+//! Transfer tasks run on a [`TransferPool`] of their own threads, not on the session arbiters:
+//! a download at full speed keeps a thread busy, and control replies must not queue behind it.
+//!
 //! This module owns no session state: it gets everything as arguments and returns a result.
 
 use std::io;
@@ -53,17 +56,63 @@ impl DataError {
     }
 }
 
+/// The threads data transfers run on: a multi-threaded tokio runtime, so transfers spread
+/// over its threads by work stealing. Data sockets are opened inside the transfer task, so they
+/// register with this runtime's I/O driver, not with a session arbiter's.
+pub struct TransferPool {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl TransferPool {
+    /// Starts `threads` transfer threads (at least one).
+    ///
+    /// # Errors
+    /// When the threads cannot be created.
+    pub fn new(threads: usize) -> io::Result<TransferPool> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("ferry-data")
+            .enable_all()
+            .build()?;
+        Ok(TransferPool {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `task` on the pool. Aborting the handle drops the task at its next await.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.handle.spawn(task)
+    }
+}
+
+impl Drop for TransferPool {
+    fn drop(&mut self) {
+        // The last owner may be a task on a session arbiter: a blocking shutdown would panic
+        // there. Running transfers are dropped, which closes their sockets and staged files.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Binds a passive-mode listener on `ip` (the control connection's local address), on a port
 /// from `range` when one is configured, starting at a random port of it so concurrent sessions
 /// rarely collide; otherwise on a port from the OS.
 ///
+/// The listener is a std one: the transfer task registers it on the transfer pool.
+///
 /// # Errors
 /// The last bind error when every port of the range is taken.
-pub fn bind_passive(ip: IpAddr, range: Option<PortRange>) -> io::Result<TcpListener> {
-    let bind = |port: u16| -> io::Result<TcpListener> {
-        let std = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
-        std.set_nonblocking(true)?;
-        TcpListener::from_std(std)
+pub fn bind_passive(ip: IpAddr, range: Option<PortRange>) -> io::Result<std::net::TcpListener> {
+    let bind = |port: u16| -> io::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(SocketAddr::new(ip, port))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
     };
     let Some(range) = range else {
         return bind(0);
@@ -127,8 +176,8 @@ pub async fn accept_from(
 /// How the data connection will be made.
 #[derive(Debug)]
 pub enum DataPlan {
-    /// PASV/EPSV: the client connects to this listener.
-    Passive(TcpListener),
+    /// PASV/EPSV: the client connects to this listener (non-blocking).
+    Passive(std::net::TcpListener),
     /// PORT/EPRT: the server connects to the client's `target` from `local`, its own address
     /// on the control connection.
     Active {
@@ -259,7 +308,13 @@ pub async fn run(
         protection,
     } = channel;
     let connected = match plan {
-        DataPlan::Passive(listener) => accept_from(listener, peer, stall, session).await,
+        DataPlan::Passive(listener) => match TcpListener::from_std(listener) {
+            Ok(listener) => accept_from(listener, peer, stall, session).await,
+            Err(e) => {
+                log::warn!("session {session}: passive listener unusable: {e}");
+                Err(DataError::NoConnection)
+            }
+        },
         DataPlan::Active { target, local } => connect_from(local, target, stall).await,
     };
     let failed = |e| Outcome {
@@ -678,6 +733,7 @@ mod tests {
         };
         let listener = bind_passive("127.0.0.1".parse().expect("ip"), Some(range)).expect("bind");
         assert_eq!(listener.local_addr().expect("addr").port(), port);
+        let listener = TcpListener::from_std(listener).expect("register");
         // Only 127.0.0.2 may connect: our connection from 127.0.0.1 must be refused.
         let addr = listener.local_addr().expect("addr");
         let client = tokio::spawn(async move { TcpStream::connect(addr).await });

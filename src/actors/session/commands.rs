@@ -184,7 +184,7 @@ impl Session {
             Command::Mdtm(arg) => self.mdtm(text, &arg, ctx),
             Command::Stat(None) => self.server_status(&text),
             Command::Stat(Some(arg)) => self.stat_path(text, &arg, ctx),
-            Command::Abor => self.abor(&text, ctx),
+            Command::Abor => self.abor(&text),
             Command::Allo => self.finish(
                 &text,
                 Reply::new(ReplyCode::Superfluous, "ALLO is superfluous here."),
@@ -1288,13 +1288,18 @@ impl Session {
             session: self.id,
             protection,
         };
-        let task = data_channel::run(channel, job, progress.clone(), permit);
-        let handle = ctx.spawn(
+        let task =
+            self.env
+                .transfers
+                .spawn(data_channel::run(channel, job, progress.clone(), permit));
+        let abort = task.abort_handle();
+        ctx.spawn(
             task.into_actor(self)
-                .map(|outcome, act, ctx| act.transfer_done(outcome, ctx)),
+                .map(|joined, act, ctx| act.transfer_done(joined, ctx)),
         );
         self.transfer = Some(Box::new(Running {
-            handle,
+            task: abort,
+            aborting: None,
             cmd: text,
             kind,
             ascii: self.ascii,
@@ -1303,8 +1308,8 @@ impl Session {
         }));
     }
 
-    fn abor(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let Some(running) = self.transfer.take() else {
+    fn abor(&mut self, text: &str) {
+        let Some(running) = self.transfer.as_mut() else {
             self.data = None;
             self.finish(
                 text,
@@ -1312,20 +1317,11 @@ impl Session {
             );
             return;
         };
-        // RFC 959 §4.1.3 ABOR: 426 for the aborted command, then 226 for ABOR itself.
-        // Cancelling drops the task: its data socket closes and a staged upload is removed.
-        ctx.cancel_future(running.handle);
-        let bytes = running.progress.load(std::sync::atomic::Ordering::Relaxed);
-        self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
-        self.finish(
-            &running.cmd,
-            Reply::new(ReplyCode::TransferAborted, "Transfer aborted."),
-        );
-        self.finish(
-            text,
-            Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
-        );
-        self.after_transfer(ctx);
+        // The task is dropped at its next await on the transfer pool, which closes its data
+        // socket and removes a staged upload; the replies follow once it has ended, so a
+        // client may reuse the file at once.
+        running.aborting = Some(text.to_owned());
+        running.task.abort();
     }
 }
 

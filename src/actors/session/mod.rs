@@ -57,6 +57,8 @@ pub struct SessionEnv {
     /// TLS for protected data connections of uploads: no session tickets sent (see
     /// [`crate::tls::upload_config`]); set exactly when `tls` is.
     pub upload_tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The threads data transfers run on.
+    pub transfers: Arc<crate::actors::data_channel::TransferPool>,
 }
 
 /// Asks a session to end: 421 now when idle, or after its running transfer.
@@ -88,14 +90,23 @@ enum AfterTransfer {
     Shutdown,
 }
 
-/// A transfer in progress.
+/// A transfer in progress. Its task runs on the transfer pool; dropping this (the session
+/// ended) aborts it.
 struct Running {
-    handle: SpawnHandle,
+    task: tokio::task::AbortHandle,
+    /// ABOR's command line once it came: the task is being dropped; its end sends 426, 226.
+    aborting: Option<String>,
     cmd: String,
     kind: TransferKind,
     ascii: bool,
     started: Instant,
     progress: Arc<AtomicU64>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// One control connection.
@@ -332,11 +343,12 @@ impl Session {
     /// the order of the commands; only ABOR (and NOOP, STAT, QUIT with nothing queued) is
     /// answered during a transfer.
     fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) {
-        let running = self.transfer.is_some();
-        if !running && self.deferred.is_empty() {
+        if self.transfer.is_none() && self.deferred.is_empty() {
             self.run_gated(cmd, ctx);
             return;
         }
+        // While an ABOR waits for its transfer to end, everything waits behind its replies.
+        let running = self.transfer.as_ref().is_some_and(|r| r.aborting.is_none());
         let now = match cmd {
             Command::Abor => running,
             Command::Stat(None) | Command::Noop | Command::Quit => {
@@ -402,12 +414,43 @@ impl Session {
 
     fn transfer_done(
         &mut self,
-        outcome: crate::actors::data_channel::Outcome,
+        joined: Result<crate::actors::data_channel::Outcome, tokio::task::JoinError>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(running) = self.transfer.take() else {
+        let Some(mut running) = self.transfer.take() else {
             return;
         };
+        if let Some(abor) = running.aborting.take() {
+            // Whatever the task got to, the transfer is aborted: a finished upload is dropped
+            // with its staged file, as one cut short is.
+            drop(joined);
+            let bytes = running.progress.load(Ordering::Relaxed);
+            self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
+            // RFC 959 §4.1.3 ABOR: 426 for the aborted command, then 226 for ABOR itself.
+            self.finish(
+                &running.cmd,
+                Reply::new(ReplyCode::TransferAborted, "Transfer aborted."),
+            );
+            self.finish(
+                &abor,
+                Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
+            );
+            self.after_transfer(ctx);
+            return;
+        }
+        let outcome = joined.unwrap_or_else(|e| {
+            log::error!(
+                "session {} {}: transfer task failed: {e}",
+                self.id,
+                self.peer
+            );
+            crate::actors::data_channel::Outcome {
+                result: Err(crate::actors::data_channel::DataError::Local(
+                    std::io::Error::other("transfer task failed"),
+                )),
+                upload: None,
+            }
+        });
         match (outcome.result, outcome.upload) {
             (Ok(bytes), Some(upload)) => {
                 // Close the file before it is renamed into place (or its lock is released).

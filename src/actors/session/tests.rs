@@ -238,6 +238,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
         tls: None,
         limits,
         upload_tls: None,
+        transfers: Arc::new(crate::actors::data_channel::TransferPool::new(1).expect("pool")),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("listener address");
