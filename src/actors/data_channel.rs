@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -56,47 +56,81 @@ impl DataError {
     }
 }
 
-/// The threads data transfers run on: a multi-threaded tokio runtime, so transfers spread
-/// over its threads by work stealing. Data sockets are opened inside the transfer task, so they
-/// register with this runtime's I/O driver, not with a session arbiter's.
+/// The threads data transfers run on. Each runs a single-threaded tokio runtime, like an
+/// actix arbiter (a transfer's socket wake-ups stay on one thread); a new transfer goes to
+/// the thread with the fewest running. Data sockets are opened inside the transfer task, so
+/// they register with that thread's I/O driver, not with a session arbiter's.
 pub struct TransferPool {
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
+    first: TransferThread,
+    others: Vec<TransferThread>,
+}
+
+struct TransferThread {
+    runtime: tokio::runtime::Handle,
+    running: Arc<AtomicUsize>,
+    /// Dropped with the pool: the thread then leaves its runtime, dropping what still runs.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Counts a transfer on its thread while it lives (also when it is aborted).
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TransferPool {
     /// Starts `threads` transfer threads (at least one).
     ///
     /// # Errors
-    /// When the threads cannot be created.
+    /// When a thread or its runtime cannot be created.
     pub fn new(threads: usize) -> io::Result<TransferPool> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("ferry-data")
-            .enable_all()
-            .build()?;
+        let start = |i: usize| -> io::Result<TransferThread> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("ferry-data-{i}"))
+                .spawn(move || {
+                    // Ends when the pool's sender is dropped.
+                    let _ = runtime.block_on(stopped);
+                })?;
+            Ok(TransferThread {
+                runtime: handle,
+                running: Arc::new(AtomicUsize::new(0)),
+                _stop: stop,
+            })
+        };
         Ok(TransferPool {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
+            first: start(0)?,
+            others: (1..threads).map(start).collect::<io::Result<_>>()?,
         })
     }
 
-    /// Runs `task` on the pool. Aborting the handle drops the task at its next await.
+    /// Runs `task` on the least busy transfer thread. Aborting the handle drops the task at
+    /// its next await; after the pool is gone the handle reports it cancelled.
     pub fn spawn<T: Send + 'static>(
         &self,
         task: impl Future<Output = T> + Send + 'static,
     ) -> tokio::task::JoinHandle<T> {
-        self.handle.spawn(task)
-    }
-}
-
-impl Drop for TransferPool {
-    fn drop(&mut self) {
-        // The last owner may be a task on a session arbiter: a blocking shutdown would panic
-        // there. Running transfers are dropped, which closes their sockets and staged files.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        let load = |t: &TransferThread| t.running.load(Ordering::Relaxed);
+        let thread =
+            self.others.iter().fold(
+                &self.first,
+                |best, t| {
+                    if load(t) < load(best) { t } else { best }
+                },
+            );
+        thread.running.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(Arc::clone(&thread.running));
+        thread.runtime.spawn(async move {
+            let _counted = counted;
+            task.await
+        })
     }
 }
 
@@ -720,6 +754,33 @@ mod tests {
         let pending = crlf_to_lf(b"\nc\rd\r", pending, &mut out);
         assert!(pending);
         assert_eq!(out, b"a\nb\nc\rd");
+    }
+
+    #[tokio::test]
+    async fn transfer_pool_spreads_running_tasks_and_cancels_them_when_dropped() {
+        let pool = TransferPool::new(2).expect("pool");
+        let (hold, held) = tokio::sync::watch::channel(());
+        let on_thread = |mut held: tokio::sync::watch::Receiver<()>| async move {
+            let name = std::thread::current().name().map(str::to_owned);
+            // Runs until the sender goes: the pool must count it as busy meanwhile.
+            let _ = held.changed().await;
+            name
+        };
+        let a = pool.spawn(on_thread(held.clone()));
+        let b = pool.spawn(on_thread(held.clone()));
+        drop(hold);
+        let (a, b) = (a.await.expect("a"), b.await.expect("b"));
+        assert!(a.is_some() && b.is_some());
+        assert_ne!(a, b, "two running transfers shared a thread");
+
+        let (_keep, never) = tokio::sync::watch::channel(());
+        let stuck = pool.spawn(on_thread(never));
+        drop(pool);
+        let ended = tokio::time::timeout(Duration::from_secs(10), stuck).await;
+        assert!(
+            matches!(ended, Ok(Err(ref e)) if e.is_cancelled()),
+            "a running transfer outlived its pool"
+        );
     }
 
     #[tokio::test]
