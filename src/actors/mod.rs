@@ -5,8 +5,8 @@
 //!  TCP accept ──► │  Acceptor  │ ─────────────────────────────┐
 //!                 └────────────┘                              ▼
 //!                                      ┌──────────────────────────────────────────┐
-//!  control bytes ◄─► FtpCodec ◄──────► │ Session (state machine, transfer tasks)  │
-//!                                      └──────────────────────────────────────────┘
+//!  control bytes ◄─► FtpCodec ◄──────► │ Session (state machine)                  │ ──► transfer tasks on
+//!                                      └──────────────────────────────────────────┘     the TransferPool
 //!                     Services (Recipients) │ Register/Authenticate  │ Stat/List/Open*  │ Record
 //!                                           ▼                        ▼                  ▼
 //!                            AccountRegistry (SyncArbiter)  FileStore (SyncArbiter)  AuditLog (own Arbiter)
