@@ -220,7 +220,7 @@ declare -A R   # "metric|server" -> values separated by spaces
 add() { R["$1|$2"]="${R["$1|$2"]:-} $3"; }
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
 field() { sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p; s/^RESULT $1=\([^ ]*\).*/\1/p" | head -1; }
-url() { echo "ftp://$(login_user "$1"):$USER_PASS@127.0.0.1:${PORT[$1]}"; }
+url() { echo "ftp://$(login_user "$1" "${2:-}"):$USER_PASS@127.0.0.1:${PORT[$1]}"; } # url SERVER [1k]
 login_user() { # login_user SERVER [1k]: vsftpd logs in the system account ferrybench
     if [[ $1 == ferryd && ${2:-} == 1k ]]; then echo bench1k
     elif [[ $1 == vsftpd ]]; then echo ferrybench
@@ -247,6 +247,14 @@ tree_rss() {
     printf '/proc/%s/smaps_rollup\n' "${tree[@]}" | xargs cat 2>/dev/null |
         awk -v k="$key:" '$1 == k {s += $2} END {print s + 0}'
 }
+# curl_timed CURL_ARGS...: prints curl's -w output (0 if it failed) and curl's own CPU time
+# as a percentage of its wall time: near 100 means curl, not the server, set the pace.
+curl_timed() {
+    local t w
+    t=$( { TIMEFORMAT='%R %U %S'; time curl -s --max-time 300 "$@" >"$WORK/curl.w" 2>/dev/null || echo 0 >"$WORK/curl.w"; } 2>&1 )
+    w=$(cat "$WORK/curl.w")
+    echo "${w:-0} $(echo "$t" | awk '{ if ($1 > 0) printf "%.0f", 100 * ($2 + $3) / $1; else print 0 }')"
+}
 tree_count() { pstree -p "$1" 2>/dev/null | grep -o '([0-9]*)' | wc -l; }
 
 
@@ -267,12 +275,14 @@ for rep in $(seq "$RUNS"); do
     order=$(rotate "$((rep - 1))")
     log "repetition $rep/$RUNS: $order"
     for s in $order; do
-        sp=$(curl -s -o /dev/null --max-time 300 -w '%{speed_download}' "$(url "$s")/big.bin" || echo 0)
+        read -r sp cpu < <(curl_timed -o /dev/null -w '%{speed_download}' "$(url "$s" 1k)/big.bin")
         add retr "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
+        add retr_cpu "$s" "$cpu"
         # Equal writeback state for every STOR: no earlier upload's dirty pages pending.
         rm -f "$WORK"/*/home/up.bin "$WORK"/ferryd/home/*/up.bin; sync
-        sp=$(curl -s -o /dev/null --max-time 300 -T "$WORK/files/big.bin" -w '%{speed_upload}' "$(url "$s")/up.bin" || echo 0)
+        read -r sp cpu < <(curl_timed -o /dev/null -T "$WORK/files/big.bin" -w '%{speed_upload}' "$(url "$s" 1k)/up.bin")
         add stor "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
+        add stor_cpu "$s" "$cpu"
         log "  $s: RETR $(echo "${R["retr|$s"]}" | awk '{print $NF}') MiB/s, STOR $(echo "${R["stor|$s"]}" | awk '{print $NF}') MiB/s"
         out=$(load "$s" "$(login_user "$s" 1k)" sessions --clients "$SESSIONS" --pace "$PACE" --file 64k.bin 2>&1)
         echo "$out" | grep -v RESULT | sed "s/^/  $s: /" >&2
@@ -356,6 +366,11 @@ row() {
     else line+=" – |"; fi
     echo "$line"
 }
+plain() { # plain LABEL METRIC: medians only, no ratio
+    local line="| $1 |" v
+    for s in $SERVERS; do v=$(med "$2" "$s"); line+=" ${v:-–} |"; done
+    echo "$line – |"
+}
 frac() { # fraction of the sendfile reference
     local line="| $1 |" v
     for s in $SERVERS; do v=$(med "$2" "$s"); line+=" $(awk -v v="${v:-0}" -v r="$3" 'BEGIN {printf "%.2f", v / r}') |"; done
@@ -369,10 +384,12 @@ header="| scenario |"; sep="|---|"
 for s in $SERVERS; do header+=" $s |"; sep+="---:|"; done
 echo "$header ferryd vs best peer |"
 echo "$sep---:|"
-row "1. RETR ${SIZE_MB} MiB, curl (MiB/s, median of $RUNS)" retr high
+row "1. RETR ${SIZE_MB} MiB, curl (MiB/s, median of $RUNS; ferryd: 1 000 it.)" retr high
 frac "1. RETR / sendfile-over-loopback reference" retr "$raw_sf"
-row "2. STOR ${SIZE_MB} MiB, curl (MiB/s, median of $RUNS)" stor high
+plain "1. curl's own CPU during RETR (% of its wall time)" retr_cpu
+row "2. STOR ${SIZE_MB} MiB, curl (MiB/s, median of $RUNS; ferryd: 1 000 it.)" stor high
 frac "2. STOR / raw loopback TCP reference" stor "$raw_mem"
+plain "2. curl's own CPU during STOR (% of its wall time)" stor_cpu
 row "4. $SESSIONS sessions, pace $PACE (sessions/s; ferryd: 1 000 iterations)" s4_sessions_per_s high
 row "4. ferryd with 600 000 iterations (sessions/s)" s4_sessions_per_s high s4x_sessions_per_s
 row "4. p50 session time (ms)" s4_p50_ms low
