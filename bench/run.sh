@@ -250,7 +250,7 @@ tree_rss() {
 # curl_timed CURL_ARGS...: prints curl's -w output (0 if it failed) and curl's own CPU time
 # as a percentage of its wall time: near 100 means curl, not the server, set the pace.
 curl_timed() {
-    local t w
+    local t w LC_ALL=C
     t=$( { TIMEFORMAT='%R %U %S'; time curl -s --max-time 300 "$@" >"$WORK/curl.w" 2>/dev/null || echo 0 >"$WORK/curl.w"; } 2>&1 )
     w=$(cat "$WORK/curl.w")
     echo "${w:-0} $(echo "$t" | awk '{ if ($1 > 0) printf "%.0f", 100 * ($2 + $3) / $1; else print 0 }')"
@@ -275,12 +275,12 @@ for rep in $(seq "$RUNS"); do
     order=$(rotate "$((rep - 1))")
     log "repetition $rep/$RUNS: $order"
     for s in $order; do
-        read -r sp cpu < <(curl_timed -o /dev/null -w '%{speed_download}' "$(url "$s" 1k)/big.bin")
+        read -r sp cpu < <(curl_timed -o /dev/null -w '%{speed_download}' "$(url "$s" 1k)/big.bin") || { sp=0; cpu=0; }
         add retr "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
         add retr_cpu "$s" "$cpu"
         # Equal writeback state for every STOR: no earlier upload's dirty pages pending.
         rm -f "$WORK"/*/home/up.bin "$WORK"/ferryd/home/*/up.bin; sync
-        read -r sp cpu < <(curl_timed -o /dev/null -T "$WORK/files/big.bin" -w '%{speed_upload}' "$(url "$s" 1k)/up.bin")
+        read -r sp cpu < <(curl_timed -o /dev/null -T "$WORK/files/big.bin" -w '%{speed_upload}' "$(url "$s" 1k)/up.bin") || { sp=0; cpu=0; }
         add stor "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
         add stor_cpu "$s" "$cpu"
         log "  $s: RETR $(echo "${R["retr|$s"]}" | awk '{print $NF}') MiB/s, STOR $(echo "${R["stor|$s"]}" | awk '{print $NF}') MiB/s"

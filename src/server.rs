@@ -102,6 +102,12 @@ impl Server {
         let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
             .map_err(data_dir(config.homes_dir()))?
             .with_quota(Arc::new(ledger));
+        let stale = storage
+            .remove_stale_staged()
+            .map_err(data_dir(config.tmp_dir()))?;
+        if stale > 0 {
+            log::warn!("removed {stale} unfinished uploads left by the previous run");
+        }
         if let Some(root) = &config.anonymous_root {
             storage = storage
                 .with_anonymous_root(root)

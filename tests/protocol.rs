@@ -651,6 +651,32 @@ fn abor_during_appe_keeps_what_arrived_and_releases_the_file() {
 }
 
 #[test]
+fn abor_mid_stream_of_an_ascii_append_leaves_the_file_settled_and_free() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("ivy", "ivy-password");
+    let file = server.home("ivy").join("log.txt");
+    assert_eq!(ctl.stor("log.txt", b"head\n").code, 226);
+    // TYPE A and APPE: the buffered write path, not splice. ABOR while bytes still flow.
+    ctl.expect("TYPE A", 200);
+    let mut data = open_upload(&mut ctl, "APPE log.txt");
+    let line = b"a line of text\r\n".repeat(64 * 1024);
+    data.write_all(&line).expect("write");
+    ctl.send("ABOR");
+    assert_aborted(&mut ctl, data);
+    // By the 226 the task is gone: no write of it may land later, and the file is free.
+    let settled = std::fs::metadata(&file).expect("meta").len();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::metadata(&file).expect("meta").len(), settled);
+    let mut data = open_upload(&mut ctl, "APPE log.txt");
+    data.write_all(b"tail\r\n").expect("write");
+    drop(data);
+    assert_eq!(ctl.reply().code, 226);
+    let text = std::fs::read(&file).expect("file");
+    assert!(text.starts_with(b"head\n") && text.ends_with(b"tail\n"));
+    assert_eq!(text.len() as u64, settled + 5);
+}
+
+#[test]
 fn quit_during_a_download_lets_it_finish_then_221() {
     let server = TestServer::start(&[]);
     let mut ctl = server.register_and_login("ned", "ned-password");

@@ -532,8 +532,8 @@ async fn splice_into(
     }
 }
 
-/// How much one `sendfile` call may move: small enough that other sessions on the same
-/// arbiter are not kept waiting long (control-channel latency during bulk downloads).
+/// How much one `sendfile` call may move: small enough that other transfers on the same
+/// transfer thread take turns often.
 const SENDFILE_CHUNK: usize = 512 * 1024;
 
 /// RETR with `sendfile(2)`: the kernel copies from the file's pages to the socket. The file is
@@ -618,7 +618,10 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         finish,
         mut charge,
     } = upload;
-    let mut file = tokio::fs::File::from_std(file);
+    // Plain blocking writes on the transfer thread (page-cache writes are short): unlike
+    // tokio::fs, no write is left running in the background when ABOR drops this task, so
+    // the file is complete as judged once the task is gone (rolled back, measured, unlocked).
+    let mut file = file;
     let mut buf = vec![0u8; pace.chunk()];
     let mut converted = Vec::new();
     let mut pending_cr = false;
@@ -643,14 +646,13 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             charge
                 .add(data.len() as u64)
                 .map_err(|_| DataError::QuotaExceeded)?;
-            file.write_all(data).await.map_err(DataError::Local)?;
+            std::io::Write::write_all(&mut file, data).map_err(DataError::Local)?;
             pace.moved(n).await;
         }
         if pending_cr {
             charge.add(1).map_err(|_| DataError::QuotaExceeded)?;
-            file.write_all(b"\r").await.map_err(DataError::Local)?;
+            std::io::Write::write_all(&mut file, b"\r").map_err(DataError::Local)?;
         }
-        file.flush().await.map_err(DataError::Local)?;
         // Over TLS this answers the client's close_notify with ours (clients such as Python's
         // ftplib wait for it, RFC 4217 §10); over TCP it is a plain FIN. Every byte has
         // arrived by now, so a client that has already gone (lftp closes at once) is no error.
@@ -660,12 +662,6 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(received)
     }
     .await;
-    if result.is_err() {
-        // tokio writes in the background: let the last write land before the file is judged
-        // (rolled back, or measured for the quota).
-        let _ = file.flush().await;
-    }
-    let file = file.into_std().await;
     settle(result, file, target, finish, charge)
 }
 

@@ -460,6 +460,23 @@ impl LocalStorage {
         })
     }
 
+    /// Removes staged uploads (`*.part` in the staging dir) that a previous run left behind:
+    /// a crash, or transfers still running when a shutdown's grace period ran out. Only the
+    /// server calls this at start; admin commands share the directory with a running server.
+    ///
+    /// # Errors
+    /// When the staging dir cannot be read; files that cannot be removed are skipped.
+    pub fn remove_stale_staged(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part") && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Keeps every account's usage in `ledger` and enforces its limits.
     pub fn with_quota(mut self, ledger: Arc<QuotaLedger>) -> LocalStorage {
         self.quota = Some(ledger);
@@ -1814,5 +1831,23 @@ mod tests {
             .await
             .expect("mailbox");
         assert!(matches!(missing, Err(StoreError::NotFound)));
+    }
+
+    #[test]
+    fn stale_staged_uploads_are_removed_and_nothing_else() {
+        let f = Fixture::new();
+        let tmp = f.dir.path().join("tmp");
+        fs::write(tmp.join("0123456789abcdef.part"), b"half an upload").expect("stale");
+        fs::write(tmp.join("notes.txt"), b"not ours to remove").expect("other");
+        // A live upload staged through the store itself is a .part file too.
+        let (_, live) = f.store.create_temp().expect("temp");
+        drop(live);
+        assert_eq!(f.store.remove_stale_staged().expect("swept"), 2);
+        let left: Vec<_> = fs::read_dir(&tmp)
+            .expect("tmp")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["notes.txt"]);
     }
 }

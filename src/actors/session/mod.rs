@@ -420,24 +420,32 @@ impl Session {
         let Some(mut running) = self.transfer.take() else {
             return;
         };
-        if let Some(abor) = running.aborting.take() {
-            // Whatever the task got to, the transfer is aborted: a finished upload is dropped
-            // with its staged file, as one cut short is.
-            drop(joined);
-            let bytes = running.progress.load(Ordering::Relaxed);
-            self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
-            // RFC 959 §4.1.3 ABOR: 426 for the aborted command, then 226 for ABOR itself.
-            self.finish(
-                &running.cmd,
-                Reply::new(ReplyCode::TransferAborted, "Transfer aborted."),
-            );
-            self.finish(
-                &abor,
-                Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
-            );
-            self.after_transfer(ctx);
-            return;
-        }
+        let joined = match (running.aborting.take(), joined) {
+            (Some(_), Ok(outcome)) if outcome.result.is_ok() => {
+                // ABOR came too late: the transfer had already completed. It ends as usual
+                // (226), then ABOR runs and finds no transfer (RFC 959 §4.1.3).
+                self.deferred.push_front(Command::Abor);
+                Ok(outcome)
+            }
+            (Some(abor), joined) => {
+                // Cut short: the task has dropped its data socket and any staged file.
+                drop(joined);
+                let bytes = running.progress.load(Ordering::Relaxed);
+                self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
+                // RFC 959 §4.1.3 ABOR: 426 for the aborted command, then 226 for ABOR itself.
+                self.finish(
+                    &running.cmd,
+                    Reply::new(ReplyCode::TransferAborted, "Transfer aborted."),
+                );
+                self.finish(
+                    &abor,
+                    Reply::new(ReplyCode::TransferComplete, "ABOR successful."),
+                );
+                self.after_transfer(ctx);
+                return;
+            }
+            (None, joined) => joined,
+        };
         let outcome = joined.unwrap_or_else(|e| {
             log::error!(
                 "session {} {}: transfer task failed: {e}",
