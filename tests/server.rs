@@ -196,6 +196,54 @@ fn sigterm_sends_421_to_idle_sessions_and_exits_0() {
 }
 
 #[test]
+fn sigint_during_startup_is_not_lost_even_when_inherited_as_ignored() {
+    use std::io::BufRead;
+    // A script's background job starts with SIGINT ignored; the server installs its own
+    // handler before starting up. An unfinished upload left in tmp/ makes it log a line
+    // during start-up, before "listening on": the signal is sent right then.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("tmp")).expect("tmp dir");
+    let stale = dir.path().join("tmp/00000000deadbeef.part");
+    std::fs::write(&stale, b"half an upload").expect("stale upload");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' INT; exec \"$0\" --listen 127.0.0.1:0 --data-dir \"$1\"")
+        .arg(common::FERRYD)
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferryd");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref().take(50) {
+        let line = line.expect("stderr line");
+        seen.push(line.clone());
+        if line.contains("unfinished uploads") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("removed 1 unfinished uploads")),
+        "{seen:?}"
+    );
+    assert!(!stale.exists(), "the stale upload was not removed");
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = common::wait_timeout(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("a SIGINT during start-up was lost; stderr: {seen:?}");
+    });
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{status}; stderr: {seen:?} {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
 fn sigterm_lets_a_running_download_finish_then_421() {
     let mut server = TestServer::start(&[]);
     let mut ctl = server.register_and_login("mia", "mia-password");

@@ -345,28 +345,31 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         config.max_transfers_per_user = v;
     }
     actix_rt::System::new().block_on(async move {
+        // Watch the signals before "listening on" is logged: a script that waits for that
+        // line and then signals must get the clean shutdown, also when its background jobs
+        // start with SIGINT ignored.
+        let stop = stop_signal()?;
         let server = Server::start(config).await.map_err(|e| e.to_string())?;
-        wait_for_signal().await;
+        stop.await;
         server.shutdown().await;
         Ok(())
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// Starts watching SIGINT and SIGTERM; the future resolves on the first of them.
+fn stop_signal() -> Result<impl Future<Output = ()>, String> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| format!("cannot watch {name}: {e}"))
+    };
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-        Err(e) => {
-            log::warn!("cannot watch SIGTERM ({e}); only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 fn user(cmd: UserCmd) -> Result<(), String> {
