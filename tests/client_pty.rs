@@ -154,10 +154,15 @@ fn prompt_password_without_echo_progress_and_completion() {
     // 20 MB upload: a progress bar, then the summary line.
     let out = pty.run("put twenty.bin");
     assert!(
-        out.contains("twenty.bin [") && out.contains("=") && out.contains("MiB"),
+        out.contains("twenty.bin [") && out.contains("/20.00 MiB"),
         "no progress bar in:\n{out}"
     );
     assert!(out.contains("twenty.bin: 20971520 bytes in "), "{out}");
+    // The summary takes a line of its own, not the tail of the bar's line.
+    assert!(
+        screen_lines(&out).any(|l| l.starts_with("twenty.bin: 20971520 bytes in ")),
+        "summary glued to the bar:\n{out:?}"
+    );
     assert_eq!(
         std::fs::read(server.home(USER).join("twenty.bin")).expect("uploaded"),
         big
@@ -234,4 +239,28 @@ fn ctrl_c_aborts_a_download_and_returns_to_the_prompt() {
     let out = pty.run("size huge.bin");
     assert!(out.contains("8589934592"), "{out}");
     pty.exit();
+}
+
+/// The lines a terminal would show: ANSI escape sequences dropped, split at CR and LF, each
+/// trimmed at the start.
+fn screen_lines(out: &str) -> impl Iterator<Item = String> + '_ {
+    let mut plain = String::with_capacity(out.len());
+    let mut chars = out.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .split(['\r', '\n'])
+        .map(|l| l.trim_start().to_owned())
+        .collect::<Vec<_>>()
+        .into_iter()
 }

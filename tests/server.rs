@@ -224,7 +224,8 @@ fn sigint_during_startup_is_not_lost_even_when_inherited_as_ignored() {
         }
     }
     assert!(
-        seen.iter().any(|l| l.contains("removed 1 unfinished uploads")),
+        seen.iter()
+            .any(|l| l.contains("removed 1 unfinished uploads")),
         "{seen:?}"
     );
     assert!(!stale.exists(), "the stale upload was not removed");
@@ -565,10 +566,11 @@ fn operator_commands_add_list_and_show_log() {
         "user list: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    // Output ends with a newline, so the shell prompt starts on a line of its own.
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ivan"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        listed.contains("ivan") && listed.ends_with('\n'),
+        "{listed:?}"
     );
 
     // Log in with a client we did not write.
@@ -602,6 +604,7 @@ fn operator_commands_add_list_and_show_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(table.ends_with('\n'), "{table:?}");
     assert!(
         !table.contains('\x1b'),
         "ANSI escapes in piped output: {table:?}"

@@ -403,7 +403,7 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             println!("password of {name} changed");
         }
         UserCmd::List { common } => {
-            print!("{}", admin::user_list(&load_config(&common)?).map_err(err)?);
+            println!("{}", admin::user_list(&load_config(&common)?).map_err(err)?);
         }
         UserCmd::Quota {
             name,
@@ -436,7 +436,7 @@ fn main() -> ExitCode {
             .map(|invite| println!("{}", invite.code)),
         Some(Cmd::Invite(InviteCmd::List { common })) => load_config(&common)
             .and_then(|config| admin::invite_list(&config).map_err(|e| e.to_string()))
-            .map(|table| print!("{table}")),
+            .map(|table| println!("{table}")),
         Some(Cmd::Cert(CertCmd::Generate { out })) => ferry::tls::generate_self_signed(&out)
             .map(|()| {
                 println!(
@@ -453,7 +453,7 @@ fn main() -> ExitCode {
                 tail: args.tail,
             };
             admin::log_table(&config, &filter)
-                .map(|table| print!("{table}"))
+                .map(|table| println!("{table}"))
                 .map_err(|e| e.to_string())
         }),
     };

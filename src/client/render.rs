@@ -80,19 +80,21 @@ impl Progress {
         }
     }
 
-    /// Ends the display; returns the summary line: name, bytes, time, rate.
+    /// Ends the display; returns the summary line: name, bytes, time, rate. The bar is
+    /// cleared, so the summary takes its line (indicatif leaves the cursor behind a finished
+    /// bar, and the next output would run on from it).
     pub fn finish(self) -> String {
         let elapsed = self.started.elapsed();
         if let Some(bar) = &self.bar {
-            bar.finish();
+            bar.finish_and_clear();
         }
         format!("{}: {}", self.label, summary(self.bytes, elapsed))
     }
 
-    /// Ends the display after a failure.
+    /// Ends the display after a failure; the bar is cleared for the error message.
     pub fn abandon(self) {
         if let Some(bar) = &self.bar {
-            bar.abandon();
+            bar.finish_and_clear();
         }
     }
 }
