@@ -238,6 +238,12 @@ fn ctrl_c_aborts_a_download_and_returns_to_the_prompt() {
     assert!(out.contains('/'), "{out}");
     let out = pty.run("size huge.bin");
     assert!(out.contains("8589934592"), "{out}");
+    // Ctrl-C also backs out of a question, here register's name prompt.
+    pty.line("register");
+    pty.expect("New user name: ");
+    pty.session.send_control('c').expect("send Ctrl-C");
+    pty.expect("cancelled");
+    pty.prompt();
     pty.exit();
 }
 

@@ -2,7 +2,7 @@
 //! [`FtpClient`]. Output goes to stdout; errors are returned for the caller to print.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, IsTerminal, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -592,17 +592,17 @@ impl Shell {
                 prompt.trim_end_matches([':', ' '])
             )));
         }
-        print!("{prompt}");
-        io::stdout().flush().ok();
-        let mut line = String::new();
-        let n = io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| ShellError::Message(e.to_string()))?;
-        if n == 0 {
-            return Err(ShellError::Message("cancelled".into()));
+        // A line editor of its own, so Ctrl-C cancels here as at the main prompt (a plain
+        // read would leave Ctrl-C to the transfer-abort handler, which ignores it here).
+        let mut editor = rustyline::DefaultEditor::new()
+            .map_err(|e| ShellError::Message(format!("no line editor: {e}")))?;
+        match editor.readline(prompt) {
+            Ok(line) => Ok(line.trim().to_owned()),
+            Err(
+                rustyline::error::ReadlineError::Interrupted | rustyline::error::ReadlineError::Eof,
+            ) => Err(ShellError::Message("cancelled".into())),
+            Err(e) => Err(ShellError::Message(e.to_string())),
         }
-        Ok(line.trim().to_owned())
     }
 
     fn get(&mut self, args: &[&str]) -> Result<(), ShellError> {

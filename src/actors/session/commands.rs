@@ -347,7 +347,7 @@ impl Session {
                         act.login_failed(ctx, text, &user, failures);
                     }
                     Err(e) => {
-                        let reply = auth_error_reply(&e);
+                        let reply = auth_error_reply(&e, act.env.config.min_password_length);
                         act.finish(&text, reply);
                     }
                 });
@@ -520,7 +520,10 @@ impl Session {
                                 act.peer
                             );
                         }
-                        act.finish(&text, auth_error_reply(&e));
+                        act.finish(
+                            &text,
+                            auth_error_reply(&e, act.env.config.min_password_length),
+                        );
                     }
                 });
             }
@@ -558,7 +561,7 @@ impl Session {
                 self.ask(ctx, text, request, |act, res, _, text| {
                     let reply = match res {
                         Ok(()) => Reply::new(ReplyCode::Ok, "Password changed."),
-                        Err(e) => auth_error_reply(&e),
+                        Err(e) => auth_error_reply(&e, act.env.config.min_password_length),
                     };
                     act.finish(&text, reply);
                 });
@@ -1325,12 +1328,14 @@ impl Session {
     }
 }
 
-fn auth_error_reply(e: &AuthError) -> Reply {
+fn auth_error_reply(e: &AuthError, min_password_length: usize) -> Reply {
     let msg = match e {
         AuthError::BadName => {
             "Bad user name: use 1-32 of a-z 0-9 . _ -, starting with a letter or digit.".to_owned()
         }
-        AuthError::WeakPassword => "Password too weak or malformed.".to_owned(),
+        AuthError::WeakPassword => format!(
+            "Password too weak: use at least {min_password_length} characters, no control characters."
+        ),
         AuthError::NameTaken => "That user name is taken.".to_owned(),
         AuthError::RegistrationClosed => "Registration is closed.".to_owned(),
         AuthError::InviteRequired => {
