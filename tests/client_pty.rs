@@ -245,6 +245,25 @@ fn ctrl_c_aborts_a_download_and_returns_to_the_prompt() {
     pty.expect("cancelled");
     pty.prompt();
     pty.exit();
+
+    // Answered (by someone not logged in yet), the same prompt goes on to the password,
+    // asked twice, and the new account.
+    let mut pty = Pty::spawn(&home, &[&format!("127.0.0.1:{}", server.port())]);
+    pty.expect("220 ");
+    pty.prompt();
+    pty.line("register");
+    pty.expect("New user name: ");
+    pty.line("bobby");
+    pty.expect("Password:");
+    pty.secret("bobby-password");
+    pty.expect("Password again:");
+    pty.secret("bobby-password");
+    let out = pty.prompt();
+    assert!(
+        out.contains("Account bobby created.") && out.contains("Logged in as bobby."),
+        "{out}"
+    );
+    pty.exit();
 }
 
 /// The lines a terminal would show: ANSI escape sequences dropped, split at CR and LF, each
