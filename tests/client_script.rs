@@ -531,7 +531,11 @@ fn close_then_open_again_and_the_url_form() {
     let bad = format!("ftp://alice@127.0.0.1:{}/nowhere", server.port());
     let out = client.run(&[&bad, "-c", "pwd"], None);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(out.stderr.contains("550"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ferry: cd /nowhere: 550"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

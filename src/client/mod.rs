@@ -163,7 +163,11 @@ fn open_target(shell: &mut Shell, text: &str) -> Result<(), ShellError> {
     if let Some(user) = &target.user {
         shell.login(Some(user))?;
         if let Some(dir) = &target.dir {
-            shell.execute(&format!("cd {}", words::quote_word(dir)))?;
+            let cd = format!("cd {}", words::quote_word(dir));
+            // Named like a script's failing command: `ferry: cd DIR: 550 ...`.
+            shell
+                .execute(&cd)
+                .map_err(|e| ShellError::Message(format!("{cd}: {e}")))?;
         }
     }
     Ok(())
