@@ -60,6 +60,24 @@ pub enum StartError {
     },
 }
 
+/// Connections the kernel may queue for `accept` (capped by `net.core.somaxconn`). The
+/// default of 128 overflowed in a burst of 500 connects on loopback: dropped SYNs cost those
+/// clients a 1 s retransmit, and a connection completed by a SYN cookie whose ACK was lost
+/// waited for a greeting that never came.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a control listener with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and tokio do for listeners: a restart may bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A running server.
 pub struct Server {
     acceptor: Addr<Acceptor>,
@@ -134,9 +152,7 @@ impl Server {
             .map(|a| (*a, false))
             .chain(config.implicit_tls_listen.iter().map(|a| (*a, true)));
         for (addr, implicit) in wanted {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
+            let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
@@ -219,5 +235,25 @@ impl Server {
             log::error!("audit log was not running at shutdown");
         }
         log::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_control_listener_queues_a_burst_far_beyond_128() {
+        let listener = listen("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        // Nothing accepts: every connect must still complete from the kernel's queue alone
+        // (with the old backlog of 128, the 130th waited for a SYN retransmit).
+        let mut held = Vec::new();
+        for i in 0..600 {
+            let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connect {i} did not complete: {e}"));
+            held.push(stream);
+        }
+        drop(listener);
     }
 }
