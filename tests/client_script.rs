@@ -251,6 +251,12 @@ fn register_whoami_help_and_exit() {
         "register carol: ",
         "FERRY_PASSWORD",
     );
+    // Logged in already: refused before any question, and no account is made.
+    client
+        .script(&server, "login alice; register dora")
+        .fails("logged in", "register dora: ", "logged in as alice")
+        .lacks("Account dora created");
+    assert!(!server.home("dora").exists(), "dora was registered");
 }
 
 #[test]

@@ -496,6 +496,12 @@ impl Shell {
 
     fn register(&mut self, name: Option<&str>) -> Result<(), ShellError> {
         self.client()?;
+        // The server registers only before a login; say so before asking for anything.
+        if let Some(user) = &self.user {
+            return Err(ShellError::Message(format!(
+                "logged in as {user}: register from a new connection (close, then open)"
+            )));
+        }
         let mut name = name.map(str::to_owned);
         loop {
             let user = match name.take() {
