@@ -238,19 +238,19 @@ fn ctrl_c_aborts_a_download_and_returns_to_the_prompt() {
     assert!(out.contains('/'), "{out}");
     let out = pty.run("size huge.bin");
     assert!(out.contains("8589934592"), "{out}");
-    // Ctrl-C also backs out of a question, here register's name prompt.
+    pty.exit();
+
+    // Ctrl-C also backs out of a question, here register's name prompt (someone not logged
+    // in yet).
+    let mut pty = Pty::spawn(&home, &[&format!("127.0.0.1:{}", server.port())]);
+    pty.expect("220 ");
+    pty.prompt();
     pty.line("register");
     pty.expect("New user name: ");
     pty.session.send_control('c').expect("send Ctrl-C");
     pty.expect("cancelled");
     pty.prompt();
-    pty.exit();
-
-    // Answered (by someone not logged in yet), the same prompt goes on to the password,
-    // asked twice, and the new account.
-    let mut pty = Pty::spawn(&home, &[&format!("127.0.0.1:{}", server.port())]);
-    pty.expect("220 ");
-    pty.prompt();
+    // Answered, the same prompt goes on to the password, asked twice, and the new account.
     pty.line("register");
     pty.expect("New user name: ");
     pty.line("bobby");
