@@ -391,6 +391,7 @@ row "2. STOR ${SIZE_MB} MiB, curl (MiB/s, median of $RUNS; ferryd: 1 000 it.)" s
 frac "2. STOR / raw loopback TCP reference" stor "$raw_mem"
 plain "2. curl's own CPU during STOR (% of its wall time)" stor_cpu
 row "4. $SESSIONS sessions, pace $PACE (sessions/s; ferryd: 1 000 iterations)" s4_sessions_per_s high
+row "4. total time of the $SESSIONS sessions (s)" s4_total_s low
 row "4. ferryd with 600 000 iterations (sessions/s)" s4_sessions_per_s high s4x_sessions_per_s
 row "4. p50 session time (ms)" s4_p50_ms low
 row "4. p99 session time (ms)" s4_p99_ms low
