@@ -7,10 +7,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::actors::invites::{InviteError, InviteStore};
+use crate::actors::json_file::TempFile;
 use crate::actors::quota::Quota;
 use crate::codec::Password;
 use crate::config::Registration;
@@ -311,26 +311,11 @@ impl JsonAccountStore {
         let mut json = serde_json::to_vec_pretty(record)
             .map_err(|e| AuthError::Corrupt(format!("cannot serialise {}: {e}", record.name)))?;
         json.push(b'\n');
-        let tmp = self.dir.join(format!(
-            "{}.json.tmp-{:016x}",
-            record.name,
-            rand::random::<u64>()
-        ));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&json)?;
-                file.sync_all()
-            });
-        if let Err(e) = written {
-            // Best effort: the write already failed, the temp file is garbage either way.
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        Ok(tmp)
+        let temp = TempFile {
+            mode: 0o600,
+            sync: true,
+        };
+        Ok(temp.write(&self.dir, record.name.as_str(), &json)?)
     }
 
     /// Makes a link, rename or removal in the directory durable.

@@ -3,14 +3,15 @@
 //! one use through [`InviteStore::redeem`]. A code is 16 characters of `[a-z0-9]`, so it can
 //! name a file safely; anything else is refused before it touches a path.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::actors::json_file::TempFile;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -76,25 +77,11 @@ impl InviteStore {
 
     fn write(&self, invite: &Invite) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(invite).map_err(io::Error::other)?;
-        let tmp = self.dir.join(format!(
-            "{}.json.tmp-{:016x}",
-            invite.code,
-            rand::random::<u64>()
-        ));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&json)?;
-                f.sync_all()
-            })
-            .and_then(|()| fs::rename(&tmp, self.path(&invite.code)));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        let temp = TempFile {
+            mode: 0o600,
+            sync: true,
+        };
+        temp.replace(&self.dir, &invite.code, &json, &self.path(&invite.code))
     }
 
     fn read(&self, code: &str) -> io::Result<Option<Invite>> {

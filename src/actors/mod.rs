@@ -25,6 +25,7 @@ pub mod audit_log;
 pub mod data_channel;
 pub mod file_store;
 pub mod invites;
+pub mod json_file;
 pub mod limits;
 pub mod quota;
 pub mod session;

@@ -13,11 +13,13 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+use crate::actors::json_file::TempFile;
 
 /// Limits of one account; `None` means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,19 +189,12 @@ impl QuotaLedger {
     /// Must be called with the lock held. Temp file beside it, then rename: atomic.
     fn store(&self, user: &str, usage: Usage) -> io::Result<()> {
         let json = serde_json::to_vec(&usage).map_err(io::Error::other)?;
-        let tmp = self
-            .dir
-            .join(format!("{user}.json.tmp-{:016x}", rand::random::<u64>()));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&json));
-        if let Err(e) = written.and_then(|()| fs::rename(&tmp, self.path(user))) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(())
+        // A lost ledger is recounted from the home: no fsync needed.
+        let temp = TempFile {
+            mode: 0o666,
+            sync: false,
+        };
+        temp.replace(&self.dir, user, &json, &self.path(user))
     }
 
     /// Recomputes `user`'s usage from the home directory and stores it.
