@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{TestServer, pseudo_random, run_bounded};
+use common::{Run, TestServer, pseudo_random, run_bounded};
 use tempfile::TempDir;
 
 /// The client binary built by cargo for these tests.
@@ -22,70 +22,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const LINE_TIMEOUT: Duration = Duration::from_secs(15);
 const USER: &str = "alice";
 const PASS: &str = "correct-horse-1";
-
-/// What one client run left behind.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self, what: &str) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "{what}: expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        assert!(self.stderr.is_empty(), "{what}: stderr:\n{}", self.stderr);
-        self
-    }
-
-    /// Exit status 1 and exactly one stderr line `ferry: <prefix>...` containing `needle`.
-    fn fails(&self, what: &str, prefix: &str, needle: &str) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "{what}: expected exit 1\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "{what}: one error line wanted:\n{}",
-            self.stderr
-        );
-        assert!(
-            lines[0].starts_with(&format!("ferry: {prefix}")) && lines[0].contains(needle),
-            "{what}: wanted `ferry: {prefix}...{needle}...`, got {:?}",
-            lines[0]
-        );
-        self
-    }
-
-    fn has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    fn lacks(&self, needle: &str) -> &Run {
-        assert!(
-            !self.stdout.contains(needle),
-            "stdout has {needle:?}:\n{}",
-            self.stdout
-        );
-        self
-    }
-}
 
 /// A client's surroundings: a temporary HOME (history goes there) and working directory.
 struct Client {
@@ -158,12 +94,7 @@ impl Client {
                 pipe.write_all(text.as_bytes()).expect("write script");
             }
         }
-        let out = run_bounded(child, RUN_TIMEOUT);
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(run_bounded(child, RUN_TIMEOUT))
     }
 
     /// `ferry 127.0.0.1:PORT -c SCRIPT`.

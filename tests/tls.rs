@@ -14,8 +14,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    FERRYD, TestServer, assert_event, assert_success, assert_transfer, pseudo_random, register,
-    run_bounded, run_client,
+    FERRYD, Run, TestServer, assert_event, assert_success, assert_transfer, pseudo_random,
+    register, run_bounded, run_client,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -776,37 +776,6 @@ fn resumption_required_lftp_resumes_and_ftplib_is_refused() {
 // The ferry client
 // ---------------------------------------------------------------------------------------------
 
-/// A `ferry` run: exit code, stdout, stderr.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self, what: &str) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "{what}: expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        assert!(self.stderr.is_empty(), "{what}: stderr:\n{}", self.stderr);
-        self
-    }
-
-    fn has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
-
 /// Runs `ferry ARGS` in `cwd` with `FERRY_PASSWORD=pass` and HOME in `cwd`.
 fn ferry(cwd: &Path, pass: &str, args: &[&str]) -> Run {
     let child = Command::new(FERRY)
@@ -823,12 +792,7 @@ fn ferry(cwd: &Path, pass: &str, args: &[&str]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ferry");
-    let out = run_bounded(child, CLIENT_TIMEOUT);
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(run_bounded(child, CLIENT_TIMEOUT))
 }
 
 #[test]

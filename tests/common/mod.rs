@@ -285,6 +285,86 @@ pub fn admin(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     run_bounded(child, Duration::from_secs(30))
 }
 
+/// What one `ferry` client run left behind, with assertions that show all of it on failure.
+pub struct Run {
+    /// Exit status (None: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Exit status 0 and nothing on stderr.
+    pub fn ok(&self, what: &str) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what}: expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(self.stderr.is_empty(), "{what}: stderr:\n{}", self.stderr);
+        self
+    }
+
+    /// Exit status 1 and exactly one stderr line `ferry: <prefix>...` containing `needle`.
+    pub fn fails(&self, what: &str, prefix: &str, needle: &str) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "{what}: expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: one error line wanted:\n{}",
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with(&format!("ferry: {prefix}")) && lines[0].contains(needle),
+            "{what}: wanted `ferry: {prefix}...{needle}...`, got {:?}",
+            lines[0]
+        );
+        self
+    }
+
+    /// stdout contains `needle`.
+    pub fn has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// stdout does not contain `needle`.
+    pub fn lacks(&self, needle: &str) -> &Run {
+        assert!(
+            !self.stdout.contains(needle),
+            "stdout has {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
+}
+
 /// Collects a child's output, killing it if it runs longer than `timeout`.
 pub fn run_bounded(mut child: Child, timeout: Duration) -> Output {
     let mut out = child.stdout.take();
