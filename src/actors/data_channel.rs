@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::actors::file_store::{Finish, Upload};
@@ -455,6 +455,24 @@ async fn send_bytes<S: AsyncWrite + Unpin>(
     Ok(bytes.len() as u64)
 }
 
+/// Waits (within the stall timeout) until `stream` is ready for `interest`, then runs the
+/// non-blocking `op` once. `None`: the readiness was stale (EAGAIN), wait again.
+async fn when_ready(
+    stream: &TcpStream,
+    interest: Interest,
+    stall: Duration,
+    op: impl FnOnce() -> io::Result<usize>,
+) -> Result<Option<usize>, DataError> {
+    with_stall(stall, stream.ready(interest))
+        .await
+        .map_err(DataError::Network)?;
+    match stream.try_io(interest, op) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(DataError::Network(e)),
+    }
+}
+
 /// Pipe capacity asked for splice uploads: bigger moves per system call than the 64 KiB default.
 const PIPE_SIZE: usize = 1024 * 1024;
 /// Largest single splice from the pipe into the file. The kernel sizes page-cache folios by
@@ -496,19 +514,15 @@ async fn splice_into(
     let _ = fcntl(&pipe_in, FcntlArg::F_SETPIPE_SZ(capacity));
     let mut received = 0u64;
     loop {
-        with_stall(pace.stall, stream.readable())
-            .await
-            .map_err(DataError::Network)?;
         // The pipe is empty here, so EAGAIN can only mean the socket has nothing yet.
-        let moved = stream.try_io(tokio::io::Interest::READABLE, || {
+        let moved = when_ready(stream, Interest::READABLE, pace.stall, || {
             let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
             splice(stream, None, &pipe_in, None, PIPE_SIZE, flags).map_err(io::Error::from)
         });
-        let n = match moved {
-            Ok(0) => return Ok(received),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(DataError::Network(e)),
+        let n = match moved.await? {
+            Some(0) => return Ok(received),
+            Some(n) => n,
+            None => continue,
         };
         charge.add(n as u64).map_err(|_| DataError::QuotaExceeded)?;
         let mut left = n;
@@ -545,21 +559,17 @@ async fn send_file_zero_copy(
 ) -> Result<u64, DataError> {
     let mut sent = 0u64;
     loop {
-        with_stall(pace.stall, stream.writable())
-            .await
-            .map_err(DataError::Network)?;
-        let moved = stream.try_io(tokio::io::Interest::WRITABLE, || {
+        let moved = when_ready(&stream, Interest::WRITABLE, pace.stall, || {
             nix::sys::sendfile::sendfile(&stream, &file, None, SENDFILE_CHUNK)
                 .map_err(io::Error::from)
         });
-        match moved {
-            Ok(0) => break,
-            Ok(n) => {
+        match moved.await? {
+            Some(0) => break,
+            Some(n) => {
                 sent += n as u64;
                 pace.moved(n).await;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(DataError::Network(e)),
+            None => {}
         }
     }
     let mut stream = stream;
