@@ -491,13 +491,19 @@ mod tests {
         let pw = Password::new("password1");
         user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
         std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
-        ledger(&cfg).expect("ledger").recount("carol").expect("recount");
+        ledger(&cfg)
+            .expect("ledger")
+            .recount("carol")
+            .expect("recount");
         user_del(&cfg, "carol", false).expect("del");
 
         let err = user_add(&cfg, "carol", &pw, ITER, false, false).expect_err("refused");
         let text = err.to_string();
         assert!(matches!(err, AdminError::Remains { .. }), "{text}");
-        assert!(text.contains("--adopt-home") && text.contains("--purge"), "{text}");
+        assert!(
+            text.contains("--adopt-home") && text.contains("--purge"),
+            "{text}"
+        );
         assert!(!user_list(&cfg).expect("list").contains("carol"));
 
         user_add(&cfg, "carol", &pw, ITER, false, true).expect("adopt");
@@ -509,7 +515,10 @@ mod tests {
         assert!(purged.account);
         assert_eq!(
             purged.removed,
-            [cfg.homes_dir().join("carol"), cfg.usage_dir().join("carol.json")]
+            [
+                cfg.homes_dir().join("carol"),
+                cfg.usage_dir().join("carol.json")
+            ]
         );
         assert!(!cfg.homes_dir().join("carol").exists());
         assert!(matches!(
@@ -527,7 +536,15 @@ mod tests {
     fn purge_after_a_plain_delete_removes_the_remains() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path());
-        user_add(&cfg, "dave", &Password::new("password1"), ITER, false, false).expect("add");
+        user_add(
+            &cfg,
+            "dave",
+            &Password::new("password1"),
+            ITER,
+            false,
+            false,
+        )
+        .expect("add");
         user_del(&cfg, "dave", false).expect("del");
         let purged = user_del(&cfg, "dave", true).expect("purge the remains");
         assert!(!purged.account);
@@ -594,7 +611,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path());
         cfg.default_quota_files = Some(10);
-        user_add(&cfg, "alice", &Password::new("password1"), ITER, false, false).expect("add");
+        user_add(
+            &cfg,
+            "alice",
+            &Password::new("password1"),
+            ITER,
+            false,
+            false,
+        )
+        .expect("add");
         let shown = user_quota(&cfg, "alice", QuotaChange::default(), false).expect("show");
         assert!(shown.contains("Bytes used: 0 of none"), "{shown}");
         assert!(shown.contains("Files used: 0 of 10"), "{shown}");

@@ -253,7 +253,10 @@ impl StreamHandler<Accepted> for Acceptor {
             }
         };
         let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-            (Ok(p), Ok(l)) => (std::net::SocketAddr::new(p.ip().to_canonical(), p.port()), l),
+            (Ok(p), Ok(l)) => (
+                std::net::SocketAddr::new(p.ip().to_canonical(), p.port()),
+                l,
+            ),
             _ => return, // the peer is already gone
         };
         let id = self.next_id;

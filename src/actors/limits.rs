@@ -388,9 +388,27 @@ mod tests {
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
         let other: IpAddr = "10.1.2.4".parse().expect("ip");
         let fail = |ip| limits.login_failed(ip);
-        assert_eq!(fail(ip), Failure { recent: 1, ban: None });
-        assert_eq!(fail(other), Failure { recent: 1, ban: None });
-        assert_eq!(fail(ip), Failure { recent: 2, ban: None });
+        assert_eq!(
+            fail(ip),
+            Failure {
+                recent: 1,
+                ban: None
+            }
+        );
+        assert_eq!(
+            fail(other),
+            Failure {
+                recent: 1,
+                ban: None
+            }
+        );
+        assert_eq!(
+            fail(ip),
+            Failure {
+                recent: 2,
+                ban: None
+            }
+        );
         assert!(!limits.banned(ip));
         assert_eq!(
             fail(ip),
@@ -411,7 +429,13 @@ mod tests {
         });
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
         for n in 1..=20 {
-            assert_eq!(limits.login_failed(ip), Failure { recent: n, ban: None });
+            assert_eq!(
+                limits.login_failed(ip),
+                Failure {
+                    recent: n,
+                    ban: None
+                }
+            );
         }
         assert!(!limits.banned(ip));
     }
@@ -437,7 +461,10 @@ mod tests {
             .await
             .expect("a freed turn goes to the waiter");
         drop((second, third, other));
-        assert!(limits.lock().hashing.is_empty(), "idle addresses are forgotten");
+        assert!(
+            limits.lock().hashing.is_empty(),
+            "idle addresses are forgotten"
+        );
     }
 
     #[test]

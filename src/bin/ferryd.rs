@@ -157,6 +157,9 @@ struct ServeArgs {
     /// Delay of the first 530 after a wrong password, doubling per failure. Default 1000.
     #[arg(long)]
     login_failure_delay_ms: Option<u64>,
+    /// Failed passwords on one connection before it is closed. Default 3.
+    #[arg(long)]
+    max_login_failures: Option<u8>,
     /// Failed logins from one address within --ban-window-secs that ban it (0: never).
     /// Default 10.
     #[arg(long)]
@@ -350,6 +353,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     set(&mut config.max_download_rate, args.max_download_rate);
     if let Some(v) = args.ban_after_failures {
         config.ban_after_failures = v;
+    }
+    if let Some(v) = args.max_login_failures {
+        config.max_login_failures = v;
     }
     if let Some(v) = args.max_password_checks_per_ip {
         config.max_password_checks_per_ip = v;
