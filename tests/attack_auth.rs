@@ -478,13 +478,14 @@ fn invite_mode_does_not_reveal_taken_names() {
 }
 
 /// A flood of wrong passwords from one address used to fill the hashing threads' queue, so an
-/// honest login from another address waited behind all of it (about 20 times its unloaded
-/// time with 40 flooding connections). After: one address has at most
-/// `max_password_checks_per_ip` (2) hashes running or queued, and the honest login stays
-/// within a few times its unloaded time, measured in the same test.
+/// honest login from another address waited behind all of it (28 times its unloaded time
+/// with 40 flooding connections). After: one address has at most `max_password_checks_per_ip`
+/// (2) hashes running or queued, so the honest login waits for one running hash at most: about
+/// twice its unloaded time, measured in the same test (the bound of 10 leaves room for a
+/// machine busy with other work).
 #[test]
 fn a_hash_flood_from_one_address_leaves_other_addresses_fast() {
-    const FLOODERS: usize = 40;
+    const FLOODERS: usize = 48;
     let server = TestServer::start(&[
         "--pbkdf2-iterations",
         "10000",
@@ -508,7 +509,7 @@ fn a_hash_flood_from_one_address_leaves_other_addresses_fast() {
         assert_eq!(raw.cmd("QUIT"), Some(221));
         took
     };
-    let baseline = median((0..5).map(|_| honest_login()).collect());
+    let baseline = median((0..7).map(|_| honest_login()).collect());
 
     let stop = Arc::new(AtomicBool::new(false));
     let guesses = Arc::new(AtomicUsize::new(0));
@@ -536,7 +537,7 @@ fn a_hash_flood_from_one_address_leaves_other_addresses_fast() {
     while guesses.load(Ordering::Relaxed) < FLOODERS && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let loaded = median((0..5).map(|_| honest_login()).collect());
+    let loaded = median((0..7).map(|_| honest_login()).collect());
     stop.store(true, Ordering::Relaxed);
     for t in flood {
         t.join().expect("flood thread");
@@ -547,7 +548,7 @@ fn a_hash_flood_from_one_address_leaves_other_addresses_fast() {
         guesses.load(Ordering::Relaxed)
     );
     assert!(
-        ratio < 6.0,
+        ratio < 10.0,
         "the flood slowed another address's login {ratio:.1} times ({baseline:?} -> {loaded:?})"
     );
 }
@@ -564,15 +565,15 @@ fn a_deleted_accounts_name_is_not_handed_to_a_stranger() {
     assert_eq!(carol.cmd("QUIT").code, 221);
     let out = server.admin(&["user", "del", "carol"], None);
     assert!(out.status.success(), "{out:?}");
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("--purge"), "{said}");
 
     let (mut stranger, _) = server.connect();
     let reply = stranger.cmd("SITE REGISTER carol stranger-password");
-    assert_eq!(reply.code, 550, "{reply:?}");
+    assert_eq!(reply.code, 550, "a stranger registered carol: {reply:?}");
     let reply = stranger.cmd("USER carol");
     assert_eq!(reply.code, 331);
     assert_eq!(stranger.cmd("PASS stranger-password").code, 530);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("--purge"), "{said}");
 
     let out = server.admin(
         &["user", "add", "carol", "--password-stdin"],
