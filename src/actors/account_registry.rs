@@ -1132,6 +1132,51 @@ mod tests {
         assert!(matches!(ghost, Err(AuthError::WrongCredentials)));
     }
 
+    #[actix::test]
+    async fn remains_of_a_deleted_account_keep_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = registry(dir.path(), true);
+        fs::create_dir_all(dir.path().join("home/carol")).expect("home");
+        fs::create_dir_all(dir.path().join("usage")).expect("usage");
+        fs::write(dir.path().join("usage/dave.json"), "{}").expect("ledger");
+        for name in ["carol", "dave"] {
+            let taken = reg
+                .send(register(name, "password1"))
+                .await
+                .expect("mailbox");
+            assert!(matches!(taken, Err(AuthError::NameTaken)), "{name}");
+        }
+        reg.send(register("erin", "password1"))
+            .await
+            .expect("mailbox")
+            .expect("a free name");
+    }
+
+    #[actix::test]
+    async fn a_login_rehashes_with_the_setting_and_failures_cost_the_most_rounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JsonAccountStore::new(dir.path().to_owned()).expect("store");
+        let mut old = record("olga");
+        old.hash = hash_password(&pw("password1"), 2 * ITER).expect("hash");
+        store.create(&old).expect("create");
+        let reg = registry(dir.path(), true);
+        let wrong = reg
+            .send(authenticate("nobody", "password1"))
+            .await
+            .expect("mailbox");
+        assert!(matches!(wrong, Err(AuthError::WrongCredentials)));
+        reg.send(authenticate("olga", "password1"))
+            .await
+            .expect("mailbox")
+            .expect("login");
+        let stored = store
+            .load(&UserName::parse("olga").expect("valid"))
+            .expect("load")
+            .expect("present");
+        assert_eq!(hash_rounds(&stored.hash), Some(ITER));
+        assert!(verify_password(&stored.hash, &pw("password1")));
+    }
+
     #[test]
     fn limiter_caps_per_address_and_forgets_after_an_hour() {
         let limiter = RegistrationLimiter::default();
@@ -1180,6 +1225,17 @@ mod tests {
         assert!(matches!(none, Err(AuthError::InviteRequired)));
         let bad = reg.send(with("amy", Some("nope"))).await.expect("mailbox");
         assert!(matches!(bad, Err(AuthError::BadInvite)));
+        store.create(&record("taken")).expect("create");
+        let bad = reg
+            .send(with("taken", Some("nope")))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(bad, Err(AuthError::BadInvite)),
+            "a bad code tells nothing about the name"
+        );
+        let taken = reg.send(with("taken", Some(&code))).await.expect("mailbox");
+        assert!(matches!(taken, Err(AuthError::NameTaken)));
         reg.send(with("amy", Some(&code)))
             .await
             .expect("mailbox")
