@@ -125,10 +125,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 /// The attack of the issue: 50 connections opened before the first failure, then guesses
 /// spread over all of them with REIN between guesses (which used to reset the per-connection
-/// count and delay), while the ban was checked only for new connections. Before: 1 470 of
-/// 1 470 guesses were answered (49 connections x 30) and the right password then logged in
-/// from the banned address. After: the ban (10 failures) ends every other connection of the
-/// address, no more than a handful of guesses get an answer, and the right password gets 421.
+/// count and delay), while the ban was checked only for new connections. Before: 474 guesses
+/// were answered (a ban closed only the connection whose failure started it, and counting
+/// began afresh) and two connections were never cut. After: the ban (10 failures) ends every
+/// other connection of the address, 11 guesses get an answer, and the right password gets 421.
 #[test]
 fn guesses_over_fifty_connections_and_rein_are_cut_by_the_ban() {
     const GUESSERS: usize = 49;
@@ -478,8 +478,8 @@ fn invite_mode_does_not_reveal_taken_names() {
 }
 
 /// A flood of wrong passwords from one address used to fill the hashing threads' queue, so an
-/// honest login from another address waited behind all of it (28 times its unloaded time
-/// with 40 flooding connections). After: one address has at most `max_password_checks_per_ip`
+/// honest login from another address waited behind all of it (24 times its unloaded time
+/// with 48 flooding connections). After: one address has at most `max_password_checks_per_ip`
 /// (2) hashes running or queued, so the honest login waits for one running hash at most: about
 /// twice its unloaded time, measured in the same test (the bound of 10 leaves room for a
 /// machine busy with other work).
