@@ -3,13 +3,14 @@
 //! and no running server needed: they work on the same files the server reads.
 
 use std::collections::VecDeque;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
+use std::path::PathBuf;
 
 use cli_table::Cell;
 
 use crate::actors::account_registry::{
-    AccountRecord, AccountStore, AuthError, JsonAccountStore, UserName, check_password,
+    AccountRecord, AccountStore, AuthError, JsonAccountStore, Remains, UserName, check_password,
     hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
@@ -37,6 +38,17 @@ pub enum AdminError {
     /// The home directory could not be created.
     #[error("home directory: {0}")]
     Store(#[from] StoreError),
+    /// `user add` of a name whose deleted account left files behind, without `--adopt-home`.
+    #[error(
+        "{name}: a deleted account's files remain ({}); `ferryd user add {name} --adopt-home` gives them to the new account, `ferryd user del {name} --purge` removes them",
+        paths_list(.paths)
+    )]
+    Remains {
+        /// The account name.
+        name: String,
+        /// What remains.
+        paths: Vec<PathBuf>,
+    },
     /// A file, the terminal or the table output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -46,44 +58,106 @@ fn store(config: &Config) -> Result<JsonAccountStore, AdminError> {
     Ok(JsonAccountStore::new(config.accounts_dir())?)
 }
 
+fn remains(config: &Config) -> Remains {
+    Remains::new(config.homes_dir(), config.usage_dir())
+}
+
+/// Paths for a message, comma-separated.
+pub fn paths_list(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Creates an account (read-only when asked: it may list and download, never write) and its
-/// home directory `homes_dir/<name>` (mode 0700; an existing directory, e.g. kept from a
-/// deleted account of that name, is reused).
+/// home directory `homes_dir/<name>` (mode 0700). Files a deleted account of that name left
+/// (its home, its usage ledger) are given to the new account only with `adopt_home`, and its
+/// usage is then recounted from the home; without it they refuse the name.
 ///
 /// # Errors
 /// [`AuthError::BadName`], [`AuthError::WeakPassword`] (per `config.min_password_length`),
-/// [`AuthError::NameTaken`], or an I/O error.
+/// [`AuthError::NameTaken`], [`AdminError::Remains`], or an I/O error.
 pub fn user_add(
     config: &Config,
     name: &str,
     password: &Password,
     iterations: u32,
     read_only: bool,
+    adopt_home: bool,
 ) -> Result<(), AdminError> {
     let name = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
     let store = store(config)?;
+    if store.load(&name)?.is_some() {
+        return Err(AuthError::NameTaken.into());
+    }
+    let left = remains(config).of(&name)?;
+    if !left.is_empty() && !adopt_home {
+        return Err(AdminError::Remains {
+            name: name.to_string(),
+            paths: left,
+        });
+    }
     let hash = hash_password(password, iterations)?;
     let mut record = AccountRecord::new(name.clone(), hash);
     record.read_only = read_only;
     record.quota = config.default_quota();
     store.create(&record)?;
     LocalStorage::new(config.homes_dir(), config.tmp_dir())?.create_home(name.as_str())?;
+    if !left.is_empty() {
+        ledger(config)?.recount(name.as_str())?;
+    }
     Ok(())
 }
 
-/// Removes an account. Its home directory and files are kept, so that nothing is lost by a
-/// mistyped command; remove them by hand if wanted.
+/// What [`user_del`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    /// The account record was removed (false: only remains were purged).
+    pub account: bool,
+    /// Removed with `--purge`: home and usage ledger.
+    pub removed: Vec<PathBuf>,
+    /// Kept without `--purge`; they keep the name reserved.
+    pub kept: Vec<PathBuf>,
+}
+
+/// Removes an account. Its home directory and usage ledger are kept unless `purge` is set, so
+/// that nothing is lost by a mistyped command; while they remain, the name cannot be
+/// registered or added again without `--adopt-home`. With `purge`, also the remains of an
+/// account deleted earlier are removed.
 ///
 /// # Errors
-/// [`AdminError::NoSuchUser`], [`AuthError::BadName`], or an I/O error.
-pub fn user_del(config: &Config, name: &str) -> Result<(), AdminError> {
+/// [`AdminError::NoSuchUser`] when there was neither an account nor (with `purge`) remains,
+/// [`AuthError::BadName`], or an I/O error.
+pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, AdminError> {
     let user = UserName::parse(name)?;
-    if store(config)?.delete(&user)? {
-        Ok(())
+    // The account first: from here on nobody can log in and write into the home.
+    let account = store(config)?.delete(&user)?;
+    let left = remains(config).of(&user)?;
+    let mut deleted = Deleted {
+        account,
+        removed: Vec::new(),
+        kept: Vec::new(),
+    };
+    if !purge {
+        deleted.kept = left;
     } else {
-        Err(AdminError::NoSuchUser(name.to_owned()))
+        for path in left {
+            // Does not follow a symbolic link: a link itself is removed, not its target.
+            if fs::symlink_metadata(&path)?.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+            deleted.removed.push(path);
+        }
     }
+    if !deleted.account && deleted.removed.is_empty() {
+        return Err(AdminError::NoSuchUser(name.to_owned()));
+    }
+    Ok(deleted)
 }
 
 /// Sets a new password for an existing account, hashed with `iterations` rounds.
@@ -365,18 +439,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path());
         let pw = Password::new("password1");
-        user_add(&cfg, "alice", &pw, ITER, false).expect("add");
+        user_add(&cfg, "alice", &pw, ITER, false, false).expect("add");
         assert!(cfg.homes_dir().join("alice").is_dir());
         assert!(matches!(
-            user_add(&cfg, "alice", &pw, ITER, false),
+            user_add(&cfg, "alice", &pw, ITER, false, false),
             Err(AdminError::Auth(AuthError::NameTaken))
         ));
         assert!(matches!(
-            user_add(&cfg, "Bob", &pw, ITER, false),
+            user_add(&cfg, "Bob", &pw, ITER, false, false),
             Err(AdminError::Auth(AuthError::BadName))
         ));
         assert!(matches!(
-            user_add(&cfg, "bob", &Password::new("short"), ITER, false),
+            user_add(&cfg, "bob", &Password::new("short"), ITER, false, false),
             Err(AdminError::Auth(AuthError::WeakPassword))
         ));
 
@@ -399,13 +473,82 @@ mod tests {
             Err(AdminError::NoSuchUser(_))
         ));
 
-        user_del(&cfg, "alice").expect("del");
+        let deleted = user_del(&cfg, "alice", false).expect("del");
+        assert!(deleted.account && deleted.removed.is_empty());
+        assert_eq!(deleted.kept, [cfg.homes_dir().join("alice")]);
         assert!(matches!(
-            user_del(&cfg, "alice"),
+            user_del(&cfg, "alice", false),
             Err(AdminError::NoSuchUser(_))
         ));
         assert!(cfg.homes_dir().join("alice").is_dir(), "home is kept");
         assert!(!user_list(&cfg).expect("list").contains("alice"));
+    }
+
+    #[test]
+    fn a_deleted_accounts_home_is_adopted_only_explicitly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        let pw = Password::new("password1");
+        user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
+        std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
+        ledger(&cfg)
+            .expect("ledger")
+            .recount("carol")
+            .expect("recount");
+        user_del(&cfg, "carol", false).expect("del");
+
+        let err = user_add(&cfg, "carol", &pw, ITER, false, false).expect_err("refused");
+        let text = err.to_string();
+        assert!(matches!(err, AdminError::Remains { .. }), "{text}");
+        assert!(
+            text.contains("--adopt-home") && text.contains("--purge"),
+            "{text}"
+        );
+        assert!(!user_list(&cfg).expect("list").contains("carol"));
+
+        user_add(&cfg, "carol", &pw, ITER, false, true).expect("adopt");
+        assert!(cfg.homes_dir().join("carol/secret").is_file(), "adopted");
+        let shown = user_quota(&cfg, "carol", QuotaChange::default(), false).expect("show");
+        assert!(shown.contains("Bytes used: 7 of"), "{shown}");
+
+        let purged = user_del(&cfg, "carol", true).expect("purge");
+        assert!(purged.account);
+        assert_eq!(
+            purged.removed,
+            [
+                cfg.homes_dir().join("carol"),
+                cfg.usage_dir().join("carol.json")
+            ]
+        );
+        assert!(!cfg.homes_dir().join("carol").exists());
+        assert!(matches!(
+            user_del(&cfg, "carol", true),
+            Err(AdminError::NoSuchUser(_))
+        ));
+        user_add(&cfg, "carol", &pw, ITER, false, false).expect("a fresh carol");
+        let fresh = std::fs::read_dir(cfg.homes_dir().join("carol"))
+            .expect("home")
+            .count();
+        assert_eq!(fresh, 0, "an empty home");
+    }
+
+    #[test]
+    fn purge_after_a_plain_delete_removes_the_remains() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        user_add(
+            &cfg,
+            "dave",
+            &Password::new("password1"),
+            ITER,
+            false,
+            false,
+        )
+        .expect("add");
+        user_del(&cfg, "dave", false).expect("del");
+        let purged = user_del(&cfg, "dave", true).expect("purge the remains");
+        assert!(!purged.account);
+        assert_eq!(purged.removed, [cfg.homes_dir().join("dave")]);
     }
 
     #[test]
@@ -468,7 +611,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = config(dir.path());
         cfg.default_quota_files = Some(10);
-        user_add(&cfg, "alice", &Password::new("password1"), ITER, false).expect("add");
+        user_add(
+            &cfg,
+            "alice",
+            &Password::new("password1"),
+            ITER,
+            false,
+            false,
+        )
+        .expect("add");
         let shown = user_quota(&cfg, "alice", QuotaChange::default(), false).expect("show");
         assert!(shown.contains("Bytes used: 0 of none"), "{shown}");
         assert!(shown.contains("Files used: 0 of 10"), "{shown}");

@@ -125,6 +125,10 @@ pub struct Config {
     pub ban_window_secs: u64,
     /// `ban_secs`: how long a banned address is refused (421). Default 900.
     pub ban_secs: u64,
+    /// `max_password_checks_per_ip`: password hashes (logins, registrations, password
+    /// changes) one client address may have running or queued at once; more wait their turn
+    /// (0: no limit). Default 2.
+    pub max_password_checks_per_ip: usize,
     /// `max_sessions_per_user`: logged-in sessions of one user (0: no limit). Default 20.
     pub max_sessions_per_user: usize,
     /// `max_transfers_per_user`: concurrent transfers of one user over all of their sessions
@@ -191,6 +195,7 @@ impl Default for Config {
             ban_after_failures: 10,
             ban_window_secs: 600,
             ban_secs: 900,
+            max_password_checks_per_ip: 2,
             max_sessions_per_user: 20,
             max_transfers_per_user: 10,
             max_upload_rate_per_user: 0,

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
 use crate::actors::account_registry::{
-    AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings,
+    AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings, Remains,
 };
 use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::data_channel::TransferPool;
@@ -169,6 +169,7 @@ impl Server {
                 default_quota: config.default_quota(),
                 max_registrations_per_ip_per_hour: config.max_registrations_per_ip_per_hour,
                 invites,
+                remains: Remains::new(config.homes_dir(), config.usage_dir()),
             },
             config.blocking_threads,
         );

@@ -1,6 +1,10 @@
 //! The Acceptor: takes connections from the listeners, enforces the session caps (in all and
 //! per address; 421 and close when over), and starts one Session per connection on one of the
 //! per-core arbiters, round robin.
+//!
+//! The client address enters the server here, and only here is it normalised: an IPv4-mapped
+//! IPv6 address (`::ffff:a.b.c.d`, from a dual-stack listener) becomes `a.b.c.d`, so bans,
+//! per-address caps and registration counts see one address whichever listener it came by.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,11 +27,23 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a refused connection may take to read its 421 before it is dropped.
 const REFUSE_WRITE: Duration = Duration::from_secs(2);
 
+/// Tells a session that its address was banned: one that is not logged in ends (421).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddressBanned;
+
+/// How the registry reaches one live session.
+struct Attached {
+    ip: IpAddr,
+    shutdown: Recipient<Shutdown>,
+    banned: Recipient<AddressBanned>,
+}
+
 #[derive(Default)]
 struct Counts {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
-    sessions: HashMap<u64, Recipient<Shutdown>>,
+    sessions: HashMap<u64, Attached>,
 }
 
 /// Live sessions: the caps, and the recipients to tell at shutdown. Shared by the Acceptor and
@@ -110,8 +126,8 @@ impl SessionRegistry {
 
     /// Tells every session to end (421 now, or after its transfer).
     pub fn shutdown_all(&self) {
-        for recipient in self.lock().sessions.values() {
-            recipient.do_send(Shutdown);
+        for session in self.lock().sessions.values() {
+            session.shutdown.do_send(Shutdown);
         }
     }
 }
@@ -124,9 +140,25 @@ pub struct SessionPermit {
 }
 
 impl SessionPermit {
-    /// Registers the session's address so shutdown can reach it.
-    pub fn attach(&self, recipient: Recipient<Shutdown>) {
-        self.registry.lock().sessions.insert(self.id, recipient);
+    /// Registers the session's recipients so shutdown and bans of its address can reach it.
+    pub fn attach(&self, shutdown: Recipient<Shutdown>, banned: Recipient<AddressBanned>) {
+        let attached = Attached {
+            ip: self.ip,
+            shutdown,
+            banned,
+        };
+        self.registry.lock().sessions.insert(self.id, attached);
+    }
+
+    /// This session's address was just banned: tells every other session from it (those not
+    /// logged in end at once, or as soon as their current command has answered).
+    pub fn address_banned(&self) {
+        let counts = self.registry.lock();
+        for (id, session) in &counts.sessions {
+            if *id != self.id && session.ip == self.ip {
+                session.banned.do_send(AddressBanned);
+            }
+        }
     }
 }
 
@@ -221,7 +253,10 @@ impl StreamHandler<Accepted> for Acceptor {
             }
         };
         let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-            (Ok(p), Ok(l)) => (p, l),
+            (Ok(p), Ok(l)) => (
+                std::net::SocketAddr::new(p.ip().to_canonical(), p.port()),
+                l,
+            ),
             _ => return, // the peer is already gone
         };
         let id = self.next_id;

@@ -4,6 +4,12 @@
 //!
 //! PBKDF2 is CPU-heavy, so the registry runs on a `SyncArbiter`, never on a session thread.
 //! Account names are validated by [`UserName`] before they can touch a path.
+//!
+//! Every failed check costs the same work, whatever the name: unknown names are hashed with,
+//! and wrong passwords of accounts with fewer rounds are padded up to, the highest round
+//! count among the setting and the stored accounts; a successful login re-hashes a password
+//! stored with another count. A name stays taken while a deleted account's files remain
+//! ([`Remains`]), so registration never hands a home or a usage ledger to a stranger.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -11,6 +17,7 @@ use std::fs::{self, File};
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -232,6 +239,49 @@ pub fn verify_password(phc: &str, password: &Password) -> bool {
     })
 }
 
+/// The PBKDF2 round count of a PHC string; `None` if it does not parse.
+pub fn hash_rounds(phc: &str) -> Option<u32> {
+    let hash = PasswordHash::new(phc).ok()?;
+    hash.params.get_decimal("i")
+}
+
+/// Where a deleted account's files may remain: its home (`homes/<name>`) and its usage ledger
+/// (`usage/<name>.json`). While either exists the name is not free: `ferryd user del --purge`
+/// removes them, `ferryd user add --adopt-home` gives them to a new account explicitly.
+#[derive(Debug, Clone)]
+pub struct Remains {
+    homes: PathBuf,
+    usage: PathBuf,
+}
+
+impl Remains {
+    /// Remains under the given home and usage-ledger directories.
+    pub fn new(homes: PathBuf, usage: PathBuf) -> Remains {
+        Remains { homes, usage }
+    }
+
+    /// The remaining paths of `name` (empty when there are none). A symbolic link counts as
+    /// remaining too.
+    ///
+    /// # Errors
+    /// A path cannot be checked.
+    pub fn of(&self, name: &UserName) -> io::Result<Vec<PathBuf>> {
+        let candidates = [
+            self.homes.join(name.as_str()),
+            self.usage.join(format!("{name}.json")),
+        ];
+        let mut found = Vec::new();
+        for path in candidates {
+            match fs::symlink_metadata(&path) {
+                Ok(_) => found.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Object-safe account backend (used as `Arc<dyn AccountStore>`), so a SQL store can come
 /// later. Implementations are called from several registry threads at once.
 pub trait AccountStore: Send + Sync + 'static {
@@ -423,7 +473,7 @@ impl AccountStore for JsonAccountStore {
 /// Account policy for the registry.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
-    /// PBKDF2 rounds for new hashes (and for the dummy hash of unknown users).
+    /// PBKDF2 rounds for new hashes (and at least what a failed check of any name costs).
     pub iterations: u32,
     /// Shortest password accepted, in characters.
     pub min_password_length: usize,
@@ -435,6 +485,8 @@ pub struct RegistrySettings {
     pub max_registrations_per_ip_per_hour: u32,
     /// Where invitation codes live (needed for [`Registration::Invite`]).
     pub invites: Option<Arc<InviteStore>>,
+    /// Files of deleted accounts, which keep their names taken.
+    pub remains: Remains,
 }
 
 /// How far back the per-address registration cap looks.
@@ -496,8 +548,9 @@ struct Shared {
     store: Arc<dyn AccountStore>,
     settings: RegistrySettings,
     limiter: RegistrationLimiter,
-    /// Verified against when the name is unknown, so that costs as much as a wrong password.
-    dummy_hash: String,
+    /// Rounds every failed check costs: the highest of the setting and of every account seen
+    /// (at start and on each load since), so no failure reveals whether the name exists.
+    rounds: AtomicU32,
 }
 
 /// Registers and authenticates accounts. Runs on a `SyncArbiter` with several threads, so one
@@ -512,45 +565,85 @@ impl Actor for AccountRegistry {
 
 impl AccountRegistry {
     /// Starts `threads` registry threads over `store`. Must be called inside a running actix
-    /// `System`.
-    ///
-    /// # Panics
-    /// If the dummy hash cannot be made, i.e. `settings.iterations` is 0 (the configuration
-    /// check refuses that).
+    /// `System`. Reads every account once, for the highest round count stored.
     pub fn start(
         store: Arc<dyn AccountStore>,
         settings: RegistrySettings,
         threads: usize,
     ) -> Addr<AccountRegistry> {
-        let dummy_hash = hash_password(&Password::new("ferry-dummy-password"), settings.iterations)
-            .expect("PBKDF2 iterations must be at least 1");
+        let stored = match store.list() {
+            Ok(records) => records
+                .iter()
+                .filter_map(|r| hash_rounds(&r.hash))
+                .max()
+                .unwrap_or(0),
+            Err(e) => {
+                log::warn!("cannot read the accounts' round counts: {e}");
+                0
+            }
+        };
+        let rounds = AtomicU32::new(stored.max(settings.iterations).max(1));
         let shared = Arc::new(Shared {
             store,
             settings,
             limiter: RegistrationLimiter::default(),
-            dummy_hash,
+            rounds,
         });
         SyncArbiter::start(threads.max(1), move || AccountRegistry {
             shared: Arc::clone(&shared),
         })
     }
 
-    /// Verifies `password` for `name`; every failure costs one full hash verification.
+    /// Verifies `password` for `name`; every failure costs the same rounds (`Shared::rounds`).
     fn check(&self, name: &str, password: &Password) -> Result<AccountRecord, AuthError> {
         let record = match UserName::parse(name) {
             Ok(name) => self.shared.store.load(&name)?,
             Err(_) => None,
         };
+        let rounds = record.as_ref().and_then(|r| hash_rounds(&r.hash));
+        let most = self
+            .shared
+            .rounds
+            .fetch_max(rounds.unwrap_or(0), Ordering::Relaxed)
+            .max(rounds.unwrap_or(0));
         match record {
             Some(record) if verify_password(&record.hash, password) && !record.disabled => {
-                Ok(record)
+                Ok(self.rehashed(record, password, rounds))
             }
-            Some(_) => Err(AuthError::WrongCredentials),
-            None => {
-                verify_password(&self.shared.dummy_hash, password);
+            _ => {
+                // The rest of the work a check by the highest count would have cost; the
+                // whole of it for an unknown name. The result is thrown away.
+                let rest = most.saturating_sub(rounds.unwrap_or(0));
+                if rest > 0 {
+                    let _ = hash_password(password, rest);
+                }
                 Err(AuthError::WrongCredentials)
             }
         }
+    }
+
+    /// A record whose hash has another round count than the setting, hashed again with the
+    /// setting now that the password is known; the old hash stays if storing fails.
+    fn rehashed(
+        &self,
+        mut record: AccountRecord,
+        password: &Password,
+        rounds: Option<u32>,
+    ) -> AccountRecord {
+        let wanted = self.shared.settings.iterations;
+        if rounds == Some(wanted) {
+            return record;
+        }
+        let old = std::mem::take(&mut record.hash);
+        let stored = hash_password(password, wanted).and_then(|hash| {
+            record.hash = hash;
+            self.shared.store.update(&record)
+        });
+        if let Err(e) = stored {
+            log::warn!("cannot re-hash the password of {}: {e}", record.name);
+            record.hash = old;
+        }
+        record
     }
 }
 
@@ -610,30 +703,53 @@ impl AccountRegistry {
         invite: Option<(&Arc<InviteStore>, &str)>,
     ) -> Result<Account, AuthError> {
         let settings = &self.shared.settings;
-        // Cheap early refusal; create() still decides races atomically.
-        if self.shared.store.load(&name)?.is_some() {
-            return Err(AuthError::NameTaken);
-        }
+        // In invite mode the code is checked first: without a valid one, nobody learns
+        // whether a name is taken (same reply, same cost).
         if let Some((invites, code)) = invite {
             invites.redeem(code).map_err(|e| match e {
                 InviteError::Invalid => AuthError::BadInvite,
                 InviteError::Io(e) => AuthError::Io(e),
             })?;
         }
+        let refund = || {
+            if let Some((invites, code)) = invite {
+                invites.refund(code);
+            }
+        };
+        // Cheap early refusal; create() still decides races between registrations atomically.
+        let free = match self.shared.store.load(&name) {
+            Ok(None) => self.shared.settings.remains.of(&name).map(|left| {
+                if !left.is_empty() {
+                    log::info!("{name} not registered: a deleted account's files remain");
+                }
+                left.is_empty()
+            }),
+            Ok(Some(_)) => Ok(false),
+            Err(AuthError::Io(e)) => Err(e),
+            // A corrupt record still holds its name.
+            Err(_) => Ok(false),
+        };
+        match free {
+            Ok(true) => {}
+            Ok(false) => {
+                refund();
+                return Err(AuthError::NameTaken);
+            }
+            Err(e) => {
+                refund();
+                return Err(e.into());
+            }
+        }
         let mut record = match hash_password(password, settings.iterations) {
             Ok(hash) => AccountRecord::new(name.clone(), hash),
             Err(e) => {
-                if let Some((invites, code)) = invite {
-                    invites.refund(code);
-                }
+                refund();
                 return Err(e);
             }
         };
         record.quota = settings.default_quota;
         if let Err(e) = self.shared.store.create(&record) {
-            if let Some((invites, code)) = invite {
-                invites.refund(code);
-            }
+            refund();
             return Err(e);
         }
         Ok(Account {
@@ -877,6 +993,7 @@ mod tests {
             default_quota: Quota::default(),
             max_registrations_per_ip_per_hour: 100,
             invites: None,
+            remains: Remains::new(dir.join("home"), dir.join("usage")),
         };
         AccountRegistry::start(store, settings, 2)
     }
@@ -1015,6 +1132,51 @@ mod tests {
         assert!(matches!(ghost, Err(AuthError::WrongCredentials)));
     }
 
+    #[actix::test]
+    async fn remains_of_a_deleted_account_keep_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = registry(dir.path(), true);
+        fs::create_dir_all(dir.path().join("home/carol")).expect("home");
+        fs::create_dir_all(dir.path().join("usage")).expect("usage");
+        fs::write(dir.path().join("usage/dave.json"), "{}").expect("ledger");
+        for name in ["carol", "dave"] {
+            let taken = reg
+                .send(register(name, "password1"))
+                .await
+                .expect("mailbox");
+            assert!(matches!(taken, Err(AuthError::NameTaken)), "{name}");
+        }
+        reg.send(register("erin", "password1"))
+            .await
+            .expect("mailbox")
+            .expect("a free name");
+    }
+
+    #[actix::test]
+    async fn a_login_rehashes_with_the_setting_and_failures_cost_the_most_rounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JsonAccountStore::new(dir.path().to_owned()).expect("store");
+        let mut old = record("olga");
+        old.hash = hash_password(&pw("password1"), 2 * ITER).expect("hash");
+        store.create(&old).expect("create");
+        let reg = registry(dir.path(), true);
+        let wrong = reg
+            .send(authenticate("nobody", "password1"))
+            .await
+            .expect("mailbox");
+        assert!(matches!(wrong, Err(AuthError::WrongCredentials)));
+        reg.send(authenticate("olga", "password1"))
+            .await
+            .expect("mailbox")
+            .expect("login");
+        let stored = store
+            .load(&UserName::parse("olga").expect("valid"))
+            .expect("load")
+            .expect("present");
+        assert_eq!(hash_rounds(&stored.hash), Some(ITER));
+        assert!(verify_password(&stored.hash, &pw("password1")));
+    }
+
     #[test]
     fn limiter_caps_per_address_and_forgets_after_an_hour() {
         let limiter = RegistrationLimiter::default();
@@ -1052,6 +1214,7 @@ mod tests {
             },
             max_registrations_per_ip_per_hour: 100,
             invites: Some(invites),
+            remains: Remains::new(dir.path().join("home"), dir.path().join("usage")),
         };
         let reg = AccountRegistry::start(store.clone(), settings, 1);
         let with = |name: &str, code: Option<&str>| Register {
@@ -1062,6 +1225,17 @@ mod tests {
         assert!(matches!(none, Err(AuthError::InviteRequired)));
         let bad = reg.send(with("amy", Some("nope"))).await.expect("mailbox");
         assert!(matches!(bad, Err(AuthError::BadInvite)));
+        store.create(&record("taken")).expect("create");
+        let bad = reg
+            .send(with("taken", Some("nope")))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(bad, Err(AuthError::BadInvite)),
+            "a bad code tells nothing about the name"
+        );
+        let taken = reg.send(with("taken", Some(&code))).await.expect("mailbox");
+        assert!(matches!(taken, Err(AuthError::NameTaken)));
         reg.send(with("amy", Some(&code)))
             .await
             .expect("mailbox")

@@ -1,14 +1,18 @@
-//! Server-wide defences and limits shared by every session: failed-login bans per address,
+//! Server-wide defences and limits shared by every session: failed logins and bans per address
+//! (counted over all of the address's connections), the password-hash share per address,
 //! sessions and concurrent transfers per user, and bandwidth budgets (per user, shared by all of
 //! that user's sessions, and global; uploads and downloads separately).
 //!
 //! Plain data behind one mutex, held only to update counters; the guards it hands out release
-//! their share on drop, so a session that ends in any way gives everything back.
+//! their share on drop, so a session that ends in any way gives everything back. Addresses come
+//! in canonical form (the acceptor turns `::ffff:a.b.c.d` into `a.b.c.d`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 
@@ -80,6 +84,44 @@ struct State {
     failures: HashMap<IpAddr, VecDeque<Instant>>,
     bans: HashMap<IpAddr, Instant>,
     users: HashMap<String, UserState>,
+    /// Password hashes each address may run at once; an entry lives while someone holds or
+    /// waits for one of its permits.
+    hashing: HashMap<IpAddr, Arc<Semaphore>>,
+}
+
+/// What one failed login from an address leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Failures of the address within the ban window, this one included, over all of its
+    /// connections (the login delay grows with it).
+    pub recent: usize,
+    /// The ban length, when this failure starts a ban.
+    pub ban: Option<Duration>,
+}
+
+/// A turn to run one password hash (login, registration, password change) for an address;
+/// the address's share is given back on drop.
+#[derive(Debug)]
+pub struct HashTurn {
+    limits: Arc<Limits>,
+    ip: IpAddr,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for HashTurn {
+    fn drop(&mut self) {
+        if self.permit.take().is_some() {
+            let mut state = self.limits.lock();
+            // Only the table holds it now: nobody from this address hashes or waits.
+            if state
+                .hashing
+                .get(&self.ip)
+                .is_some_and(|s| Arc::strong_count(s) == 1)
+            {
+                state.hashing.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The shared limits of one server.
@@ -89,6 +131,7 @@ pub struct Limits {
     ban_after: usize,
     ban_window: Duration,
     ban_for: Duration,
+    hashes_per_ip: usize,
     sessions_per_user: usize,
     transfers_per_user: usize,
     user_up: u64,
@@ -174,6 +217,7 @@ impl Limits {
             ban_after: config.ban_after_failures,
             ban_window: Duration::from_secs(config.ban_window_secs),
             ban_for: Duration::from_secs(config.ban_secs),
+            hashes_per_ip: config.max_password_checks_per_ip,
             sessions_per_user: config.max_sessions_per_user,
             transfers_per_user: config.max_transfers_per_user,
             user_up: config.max_upload_rate_per_user,
@@ -201,12 +245,10 @@ impl Limits {
         }
     }
 
-    /// Records a failed login from `ip`; returns the ban length when this failure starts a ban
-    /// (`ban_after` failures within `ban_window`).
-    pub fn login_failed(&self, ip: IpAddr) -> Option<Duration> {
-        if self.ban_after == 0 {
-            return None;
-        }
+    /// Records a failed login from `ip`: how many the address had within the ban window, and
+    /// the ban length when this failure starts a ban (`ban_after` failures within
+    /// `ban_window`). Failures are counted even when bans are off, for the login delay.
+    pub fn login_failed(&self, ip: IpAddr) -> Failure {
         let now = Instant::now();
         let mut state = self.lock();
         if state.failures.len() > SWEEP_AT {
@@ -220,18 +262,56 @@ impl Limits {
         }
         let times = state.failures.entry(ip).or_default();
         times.push_back(now);
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.ban_window)
+        while times.len() > 1
+            && times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= self.ban_window)
         {
             times.pop_front();
         }
-        if times.len() < self.ban_after {
-            return None;
+        let recent = times.len();
+        if self.ban_after == 0 || recent < self.ban_after {
+            return Failure { recent, ban: None };
         }
         state.failures.remove(&ip);
         state.bans.insert(ip, now + self.ban_for);
-        Some(self.ban_for)
+        Failure {
+            recent,
+            ban: Some(self.ban_for),
+        }
+    }
+
+    /// Waits for a turn to hash a password for `ip`: at most `max_password_checks_per_ip` of
+    /// one address run or queue at the hashing threads at once, so a flood from a few
+    /// addresses cannot fill the queue in front of everybody else's logins. The rest wait
+    /// here (each session has at most one request open, so the waiters are bounded by
+    /// `max_sessions_per_ip`).
+    pub fn hash_turn(
+        self: &Arc<Self>,
+        ip: IpAddr,
+    ) -> impl std::future::Future<Output = HashTurn> + 'static {
+        let semaphore = (self.hashes_per_ip > 0).then(|| {
+            let mut state = self.lock();
+            if state.hashing.len() > SWEEP_AT {
+                // Entries whose waiters all went away.
+                state.hashing.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            Arc::clone(
+                state
+                    .hashing
+                    .entry(ip)
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.hashes_per_ip))),
+            )
+        });
+        let limits = Arc::clone(self);
+        async move {
+            let permit = match semaphore {
+                // Never closed, so acquiring only fails if that changes: then it does not wait.
+                Some(semaphore) => semaphore.acquire_owned().await.ok(),
+                None => None,
+            };
+            HashTurn { limits, ip, permit }
+        }
     }
 
     /// A session for `user`, unless the per-user session limit is reached.
@@ -307,13 +387,84 @@ mod tests {
         let limits = Limits::new(&config());
         let ip: IpAddr = "10.1.2.3".parse().expect("ip");
         let other: IpAddr = "10.1.2.4".parse().expect("ip");
-        assert_eq!(limits.login_failed(ip), None);
-        assert_eq!(limits.login_failed(other), None);
-        assert_eq!(limits.login_failed(ip), None);
+        let fail = |ip| limits.login_failed(ip);
+        assert_eq!(
+            fail(ip),
+            Failure {
+                recent: 1,
+                ban: None
+            }
+        );
+        assert_eq!(
+            fail(other),
+            Failure {
+                recent: 1,
+                ban: None
+            }
+        );
+        assert_eq!(
+            fail(ip),
+            Failure {
+                recent: 2,
+                ban: None
+            }
+        );
         assert!(!limits.banned(ip));
-        assert_eq!(limits.login_failed(ip), Some(Duration::from_secs(900)));
+        assert_eq!(
+            fail(ip),
+            Failure {
+                recent: 3,
+                ban: Some(Duration::from_secs(900))
+            }
+        );
         assert!(limits.banned(ip));
         assert!(!limits.banned(other));
+    }
+
+    #[test]
+    fn failures_are_counted_without_bans_for_the_delay() {
+        let limits = Limits::new(&Config {
+            ban_after_failures: 0,
+            ..config()
+        });
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        for n in 1..=20 {
+            assert_eq!(
+                limits.login_failed(ip),
+                Failure {
+                    recent: n,
+                    ban: None
+                }
+            );
+        }
+        assert!(!limits.banned(ip));
+    }
+
+    #[tokio::test]
+    async fn hash_turns_are_shared_per_address() {
+        let limits = Limits::new(&Config {
+            max_password_checks_per_ip: 2,
+            ..config()
+        });
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = limits.hash_turn(a).await;
+        let second = limits.hash_turn(a).await;
+        let mut third = Box::pin(limits.hash_turn(a));
+        let wait = tokio::time::timeout(Duration::from_millis(50), &mut third).await;
+        assert!(wait.is_err(), "a third turn of one address waits");
+        let other = tokio::time::timeout(Duration::from_secs(5), limits.hash_turn(b))
+            .await
+            .expect("another address does not wait");
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("a freed turn goes to the waiter");
+        drop((second, third, other));
+        assert!(
+            limits.lock().hashing.is_empty(),
+            "idle addresses are forgotten"
+        );
     }
 
     #[test]

@@ -157,6 +157,9 @@ struct ServeArgs {
     /// Delay of the first 530 after a wrong password, doubling per failure. Default 1000.
     #[arg(long)]
     login_failure_delay_ms: Option<u64>,
+    /// Failed passwords on one connection before it is closed. Default 3.
+    #[arg(long)]
+    max_login_failures: Option<u8>,
     /// Failed logins from one address within --ban-window-secs that ban it (0: never).
     /// Default 10.
     #[arg(long)]
@@ -167,6 +170,10 @@ struct ServeArgs {
     /// How long a banned address is refused. Default 900.
     #[arg(long)]
     ban_secs: Option<u64>,
+    /// Password hashes one address may have running or queued at once (0: no limit).
+    /// Default 2.
+    #[arg(long)]
+    max_password_checks_per_ip: Option<usize>,
     /// Logged-in sessions per user (0: no limit). Default 20.
     #[arg(long)]
     max_sessions_per_user: Option<usize>,
@@ -202,13 +209,22 @@ enum UserCmd {
         /// The account may list and download but never write.
         #[arg(long)]
         read_only: bool,
+        /// Give the new account the home (and usage) a deleted account of this name left;
+        /// without it such remains refuse the name.
+        #[arg(long)]
+        adopt_home: bool,
         #[command(flatten)]
         common: Common,
     },
-    /// Delete an account (its home directory is kept).
+    /// Delete an account. Its home directory and usage ledger are kept (and keep the name
+    /// reserved) unless --purge is given.
     Del {
         /// Account name.
         name: String,
+        /// Also remove the home directory and the usage ledger (also those of an account
+        /// deleted earlier), which frees the name.
+        #[arg(long)]
+        purge: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -338,6 +354,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.ban_after_failures {
         config.ban_after_failures = v;
     }
+    if let Some(v) = args.max_login_failures {
+        config.max_login_failures = v;
+    }
+    if let Some(v) = args.max_password_checks_per_ip {
+        config.max_password_checks_per_ip = v;
+    }
     if let Some(v) = args.max_sessions_per_user {
         config.max_sessions_per_user = v;
     }
@@ -380,17 +402,37 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             password_stdin,
             iterations,
             read_only,
+            adopt_home,
             common,
         } => {
             let config = load_config(&common)?;
             let password = admin::read_password("Password: ", password_stdin).map_err(err)?;
             let iterations = iterations.unwrap_or(config.pbkdf2_iterations);
-            admin::user_add(&config, &name, &password, iterations, read_only).map_err(err)?;
+            admin::user_add(&config, &name, &password, iterations, read_only, adopt_home)
+                .map_err(err)?;
             println!("added {name}");
         }
-        UserCmd::Del { name, common } => {
-            admin::user_del(&load_config(&common)?, &name).map_err(err)?;
-            println!("deleted {name} (home directory kept)");
+        UserCmd::Del {
+            name,
+            purge,
+            common,
+        } => {
+            let deleted = admin::user_del(&load_config(&common)?, &name, purge).map_err(err)?;
+            let what = if deleted.account {
+                format!("deleted {name}")
+            } else {
+                format!("no account {name}")
+            };
+            if !deleted.removed.is_empty() {
+                println!("{what}; removed {}", admin::paths_list(&deleted.removed));
+            } else if deleted.kept.is_empty() {
+                println!("{what}");
+            } else {
+                println!(
+                    "{what}; kept {} (the name stays reserved: `ferryd user del {name} --purge` removes them, `ferryd user add {name} --adopt-home` reuses them)",
+                    admin::paths_list(&deleted.kept)
+                );
+            }
         }
         UserCmd::Passwd {
             name,

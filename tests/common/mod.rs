@@ -208,12 +208,19 @@ fn spawn(data_dir: &Path, extra: &[String], log: &Arc<Mutex<Vec<String>>>) -> (C
     } else {
         &[CAP, "100000"]
     };
+    // Cheap hashes keep the tests fast, unless a test measures hashing.
+    const ROUNDS: &str = "--pbkdf2-iterations";
+    let rounds: &[&str] = if extra.iter().any(|a| a == ROUNDS) {
+        &[]
+    } else {
+        &[ROUNDS, "1000"]
+    };
     let mut child = Command::new(FERRYD)
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--pbkdf2-iterations", "1000"])
+        .args(rounds)
         .args(cap)
         .args(extra)
         .env("RUST_LOG", "info")

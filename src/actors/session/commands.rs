@@ -12,6 +12,7 @@ use actix::prelude::*;
 use super::state::LoginState;
 use super::{AfterTransfer, Running, Session, TransferKind};
 use crate::actors::Services;
+use crate::actors::acceptor::AddressBanned;
 use crate::actors::account_registry::{
     AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
 };
@@ -305,6 +306,8 @@ impl Session {
             PassAction::AlreadyLoggedIn => {
                 self.finish(&text, Reply::new(ReplyCode::LoggedIn, "Already logged in."))
             }
+            // No login of any kind from a banned address, whenever its connection was made.
+            PassAction::Authenticate { .. } if self.refuse_banned(&text, ctx) => {}
             PassAction::Authenticate { user, .. }
                 if self.env.config.anonymous_root.is_some()
                     && RESERVED_NAMES.contains(&user.to_ascii_lowercase().as_str()) =>
@@ -313,11 +316,14 @@ impl Session {
                 self.enter(&text, "anonymous", |state| state.anonymous(ANONYMOUS));
             }
             PassAction::Authenticate { user, failures } => {
-                let request = self.env.services.authenticate.send(Authenticate {
+                let request = Authenticate {
                     name: user.clone(),
                     password,
-                });
-                self.ask(ctx, text, request, move |act, res, ctx, text| match res {
+                };
+                let send = move |s: &Services| s.authenticate.send(request);
+                self.ask_hashed(ctx, text, send, move |act, res, ctx, text| match res {
+                    // The ban may have begun while the password was checked.
+                    Ok(_) if act.refuse_banned(&text, ctx) => {}
                     Ok(account) => {
                         let home: Arc<str> = Arc::from(account.name.as_str());
                         let request = act.env.services.create_home.send(CreateHome { user: home });
@@ -353,6 +359,57 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// Like `ask`, for a request that hashes a password (login, registration, password
+    /// change): first waits for the address's turn at the hashing threads, so one address
+    /// cannot queue more than its share in front of everybody else, checks the ban again after
+    /// the wait, and holds the turn until the answer is in.
+    fn ask_hashed<M, F>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: String,
+        send: impl FnOnce(&Services) -> RecipientRequest<M> + 'static,
+        then: F,
+    ) where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        F: FnOnce(&mut Session, M::Result, &mut Context<Session>, String) + 'static,
+    {
+        let turn = self.env.limits.hash_turn(self.peer.ip());
+        let fut = actix::fut::wrap_future::<_, Self>(turn).map(move |turn, act, ctx| {
+            if act.refuse_banned(&text, ctx) {
+                return;
+            }
+            let request = send(&act.env.services);
+            act.ask(ctx, text, request, move |act, answer, ctx, text| {
+                drop(turn);
+                then(act, answer, ctx, text);
+            });
+        });
+        ctx.wait(fut);
+    }
+
+    /// If the address is banned now: audited, answered 421 and closed; returns true.
+    fn refuse_banned(&mut self, text: &str, ctx: &mut Context<Self>) -> bool {
+        if !self.env.limits.banned(self.peer.ip()) {
+            return false;
+        }
+        log::info!("session {} {}: refused: address banned", self.id, self.peer);
+        let mut event = Event::now(self.id, self.peer, EventKind::Refused);
+        event.user = self.user_name();
+        event.command = Some("address banned".to_owned());
+        event.code = Some(421);
+        self.record(event);
+        self.close(
+            Some(text),
+            Reply::new(
+                ReplyCode::ServiceNotAvailable,
+                "Too many failed logins from your address; try again later.",
+            ),
+            ctx,
+        );
+        true
     }
 
     /// Logs the user in (`log_in` sets the state), unless they already have as many sessions
@@ -392,9 +449,12 @@ impl Session {
         self.finish(text, Reply::new(ReplyCode::LoggedIn, text_ok));
     }
 
-    /// A wrong password: audited, answered 530 after a delay that doubles with each failure on
-    /// this connection (so guessing is slow), the connection closed after
-    /// `max_login_failures`, and the address banned after too many failures from it.
+    /// A wrong password (PASS, or the old password of SITE PASSWD): audited, counted for the
+    /// address over all its connections, answered 530 after a delay that doubles with each
+    /// recent failure of the address (so guessing is slow however many connections it uses),
+    /// the connection closed after `max_login_failures` on it or once the address is banned,
+    /// and the address banned after too many failures from it; a ban also ends its other
+    /// sessions that are not logged in.
     fn login_failed(&mut self, ctx: &mut Context<Self>, text: String, user: &str, failures: u8) {
         let mut event = Event::now(self.id, self.peer, EventKind::LoginFailed);
         event.user = Some(user.to_owned());
@@ -404,8 +464,8 @@ impl Session {
             self.id,
             self.peer
         );
-        let ban = self.env.limits.login_failed(self.peer.ip());
-        if let Some(length) = ban {
+        let failure = self.env.limits.login_failed(self.peer.ip());
+        if let Some(length) = failure.ban {
             log::warn!(
                 "{}: banned for {}s after too many failed logins",
                 self.peer.ip(),
@@ -414,10 +474,14 @@ impl Session {
             let mut event = Event::now(self.id, self.peer, EventKind::Banned);
             event.duration_ms = Some(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
             self.record(event);
+            self.permit.address_banned();
         }
+        let banned = failure.ban.is_some() || self.env.limits.banned(self.peer.ip());
         let config = &self.env.config;
-        let last = ban.is_some() || failures >= config.max_login_failures;
-        let doublings = u32::from(failures.saturating_sub(1)).min(3);
+        let last = banned || failures >= config.max_login_failures;
+        let doublings = u32::try_from(failure.recent.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(3);
         let delay =
             Duration::from_millis(config.login_failure_delay_ms.saturating_mul(1 << doublings));
         let respond = actix::clock::sleep(delay)
@@ -477,13 +541,14 @@ impl Session {
                         }
                     },
                 };
-                let request = self.env.services.register.send(Register {
+                let request = Register {
                     name: user.clone(),
                     password,
                     code,
                     peer: self.peer.ip(),
-                });
-                self.ask(ctx, text, request, move |act, res, ctx, text| match res {
+                };
+                let send = move |s: &Services| s.register.send(request);
+                self.ask_hashed(ctx, text, send, move |act, res, ctx, text| match res {
                     Ok(account) => {
                         let name: Arc<str> = Arc::from(account.name.as_str());
                         let mut event = Event::now(act.id, act.peer, EventKind::Register);
@@ -553,17 +618,23 @@ impl Session {
                     );
                     return;
                 };
-                let request =
-                    self.env
-                        .services
-                        .change_password
-                        .send(ChangePassword { name, old, new });
-                self.ask(ctx, text, request, |act, res, _, text| {
-                    let reply = match res {
-                        Ok(()) => Reply::new(ReplyCode::Ok, "Password changed."),
-                        Err(e) => auth_error_reply(&e, act.env.config.min_password_length),
-                    };
-                    act.finish(&text, reply);
+                let request = ChangePassword {
+                    name: name.clone(),
+                    old,
+                    new,
+                };
+                let send = move |s: &Services| s.change_password.send(request);
+                self.ask_hashed(ctx, text, send, move |act, res, ctx, text| match res {
+                    Ok(()) => act.finish(&text, Reply::new(ReplyCode::Ok, "Password changed.")),
+                    // A wrong old password is a password guess like a wrong PASS.
+                    Err(AuthError::WrongCredentials) => {
+                        let failures = act.state.password_failed();
+                        act.login_failed(ctx, text, name.as_str(), failures);
+                    }
+                    Err(e) => {
+                        let reply = auth_error_reply(&e, act.env.config.min_password_length);
+                        act.finish(&text, reply);
+                    }
                 });
             }
             SiteCommand::Chmod { mode, path } => {
@@ -1206,7 +1277,7 @@ impl Session {
 
     /// REIN (RFC 959 §4.1.1): forget the user and every setting, as right after the greeting.
     fn rein(&mut self, text: &str) {
-        self.state = LoginState::new();
+        self.state.rein();
         self.user_slot = None;
         self.cwd = VPath::root();
         self.ascii = false;
@@ -1325,6 +1396,27 @@ impl Session {
         // client may reuse the file at once.
         running.aborting = Some(text.to_owned());
         running.task.abort();
+    }
+}
+
+impl Handler<AddressBanned> for Session {
+    type Result = ();
+
+    /// Another session of this address started a ban: a session not logged in ends now (the
+    /// ban would refuse its login anyway); logged-in users carry on.
+    fn handle(&mut self, _: AddressBanned, ctx: &mut Context<Self>) {
+        if self.closing || self.state.logged_in().is_some() {
+            return;
+        }
+        log::info!("session {} {}: address banned; closing", self.id, self.peer);
+        self.close(
+            None,
+            Reply::new(
+                ReplyCode::ServiceNotAvailable,
+                "Too many failed logins from your address; closing.",
+            ),
+            ctx,
+        );
     }
 }
 

@@ -145,7 +145,8 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         log::debug!("session {} {}: connected", self.id, self.peer);
-        self.permit.attach(ctx.address().recipient());
+        let me = ctx.address();
+        self.permit.attach(me.clone().recipient(), me.recipient());
         self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
         self.send(Reply::new(
             ReplyCode::ServiceReady,

@@ -36,6 +36,9 @@ pub struct LoggedIn {
     pub read_only: bool,
     /// The account, for SITE PASSWD; `None` for anonymous access.
     pub account: Option<UserName>,
+    /// Wrong old passwords given to SITE PASSWD on this connection: they count as failed
+    /// logins.
+    pub password_failures: u8,
 }
 
 /// What `PASS` should do, decided from the state alone.
@@ -125,6 +128,7 @@ impl LoginState {
             user: Arc::from(account.name.as_str()),
             read_only: account.read_only,
             account: Some(account.name),
+            password_failures: 0,
         });
     }
 
@@ -135,7 +139,28 @@ impl LoginState {
             user: Arc::from(key),
             read_only: true,
             account: None,
+            password_failures: 0,
         });
+    }
+
+    /// `REIN` (RFC 959 §4.1.1): back to the greeting, but failed passwords still count, so
+    /// REIN cannot buy a guesser fresh attempts or a shorter delay.
+    pub fn rein(&mut self) {
+        *self = LoginState::Greeted {
+            failures: self.failures(),
+        };
+    }
+
+    /// SITE PASSWD was given a wrong old password: returns the count on this connection,
+    /// this one included (0 when not logged in).
+    pub fn password_failed(&mut self) -> u8 {
+        match self {
+            LoginState::LoggedIn(l) => {
+                l.password_failures = l.password_failures.saturating_add(1);
+                l.password_failures
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -190,5 +215,23 @@ mod tests {
                 "a failed PASS needs a new USER"
             );
         }
+    }
+
+    #[test]
+    fn rein_keeps_the_failures() {
+        let mut s = LoginState::new();
+        assert!(s.user("x".into()));
+        let PassAction::Authenticate { failures, .. } = s.pass() else {
+            panic!("expected authenticate");
+        };
+        s.failed(failures);
+        assert!(s.user("x".into()));
+        s.rein();
+        assert_eq!(s, LoginState::Greeted { failures: 1 });
+        s.succeeded(account("alice"));
+        assert_eq!(s.password_failed(), 1);
+        assert_eq!(s.password_failed(), 2);
+        s.rein();
+        assert_eq!(s, LoginState::Greeted { failures: 0 });
     }
 }
