@@ -1290,6 +1290,7 @@ impl Session {
             stall: self.env.config.data_timeout(),
             session: self.id,
             protection,
+            audit: self.env.services.audit.clone(),
         };
         let task =
             self.env
