@@ -160,8 +160,9 @@ pub struct Config {
     /// `transfer_threads`: threads that run data connections, apart from the session
     /// arbiters so bulk transfers never delay control replies. Default: one per core.
     pub transfer_threads: usize,
-    /// `max_bad_commands`: consecutive malformed, unknown or (before login) refused commands
-    /// after which the session is closed with 421 (0: never). Default 10.
+    /// `max_bad_commands`: lines in a row that are no command (empty, too long, not UTF-8) or
+    /// name an unknown verb, after which the session is closed with 421 (0: never); any
+    /// answered command but NOOP resets the count. Default 10.
     pub max_bad_commands: u32,
     /// `audit_max_bytes`: `audit.jsonl` and `xferlog` are rotated (`.1`, `.2`, ..) before they
     /// pass this size (0: never). Default 64 MiB.

@@ -374,3 +374,38 @@ fn below_the_free_space_floor_only_forensic_events_are_written() {
     let xferlog = std::fs::read_to_string(server.data_dir().join("log/xferlog")).expect("xferlog");
     assert_eq!(xferlog.lines().count(), 1, "{xferlog}");
 }
+
+#[test]
+fn bad_commands_in_a_row_close_the_session_and_real_progress_resets_the_count() {
+    let server = TestServer::start(&["--max-bad-commands", "3"]);
+    let (mut ctl, _) = server.connect();
+    ctl.expect("XYZZY", 502);
+    ctl.send_raw(b"\r\n");
+    assert_eq!(ctl.reply().code, 500);
+    // A known verb refused for want of a login is no garbage, and no progress either.
+    ctl.expect("LIST", 530);
+    // SYST is a real answer: the count starts again.
+    ctl.expect("SYST", 215);
+    ctl.expect("XYZZY", 502);
+    ctl.expect("PLUGH", 502);
+    // NOOP is no progress: it keeps the count.
+    ctl.expect("NOOP", 200);
+    ctl.send_raw(b"\xc3\x28\r\n");
+    let bad = ctl.reply();
+    assert!(bad.text().contains("UTF-8"), "{bad:?}");
+    let closing = ctl.reply();
+    assert_eq!(closing.code, 421, "{closing:?}");
+    ctl.assert_closed();
+    let events = all_closed(&server);
+    assert!(
+        has_event(
+            &events,
+            &[
+                ("event", json!("session_close")),
+                ("code", json!(421)),
+                ("command", json!("too many bad commands"))
+            ]
+        ),
+        "{events:?}"
+    );
+}

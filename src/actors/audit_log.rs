@@ -743,9 +743,7 @@ impl Floor {
     /// Re-reads the free space; logs each crossing of the floor once.
     fn check(&mut self) {
         let free = match nix::sys::statvfs::statvfs(&self.dir) {
-            Ok(st) => {
-                u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()))
-            }
+            Ok(st) => st.blocks_available().saturating_mul(st.fragment_size()),
             Err(e) => {
                 log::error!(
                     "audit log: cannot read free space of {}: {e}",
@@ -1239,6 +1237,201 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    fn from(ip: [u8; 4], kind: EventKind) -> Event {
+        Event::now(9, SocketAddr::from((ip, 40000)), kind)
+    }
+
+    fn budget(per_address: u32, total: u32) -> AuditPolicy {
+        AuditPolicy {
+            burst_per_address: per_address,
+            burst_total: total,
+            ..AuditPolicy::UNLIMITED
+        }
+    }
+
+    fn written(sink: &TestSink, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let all = sink.written.lock().expect("test mutex");
+        all.iter().filter(|e| pred(e)).cloned().collect()
+    }
+
+    #[test]
+    fn noise_is_written_up_to_the_budgets_then_counted_and_forensic_events_always() {
+        let sink = TestSink::default();
+        let mut log = AuditLog::new(vec![Box::new(sink.clone())], MAX_PENDING, budget(3, 5));
+        for ip in [[192, 0, 2, 1], [192, 0, 2, 2], [192, 0, 2, 3]] {
+            for _ in 0..10 {
+                log.record(from(ip, EventKind::Command).with_code(500));
+                log.record(from(ip, EventKind::LoginFailed));
+            }
+        }
+        // Logged in, a known command is no noise.
+        for _ in 0..10 {
+            log.record(
+                from([192, 0, 2, 1], EventKind::Command)
+                    .with_user("al")
+                    .with_command("PWD")
+                    .with_code(257),
+            );
+        }
+        log.summarise();
+        log.flush();
+        let commands = written(&sink, |e| e.event == EventKind::Command && e.user.is_none());
+        let per_ip = |ip: &str| {
+            commands
+                .iter()
+                .filter(|e| e.peer.starts_with(&format!("{ip}:")))
+                .count()
+        };
+        // 3 from the first address, 2 from the second (5 in all), none from the third.
+        assert_eq!(
+            (
+                per_ip("192.0.2.1"),
+                per_ip("192.0.2.2"),
+                per_ip("192.0.2.3")
+            ),
+            (3, 2, 0)
+        );
+        assert_eq!(
+            written(&sink, |e| e.event == EventKind::LoginFailed).len(),
+            30
+        );
+        assert_eq!(written(&sink, |e| e.user.is_some()).len(), 10);
+        let mut summaries: Vec<(String, u64, String)> =
+            written(&sink, |e| e.event == EventKind::Suppressed)
+                .into_iter()
+                .map(|e| (e.peer, e.count.unwrap_or(0), e.command.unwrap_or_default()))
+                .collect();
+        summaries.sort();
+        assert_eq!(summaries.len(), 3, "{summaries:?}");
+        assert_eq!(
+            summaries.iter().map(|s| s.1).collect::<Vec<_>>(),
+            [7, 8, 10]
+        );
+        assert_eq!(summaries[2].0, "192.0.2.3");
+        assert!(
+            summaries[2].2.starts_with("command: 500 x 10 in "),
+            "{summaries:?}"
+        );
+        // A new window starts with a fresh budget.
+        log.record(from([192, 0, 2, 3], EventKind::Refused).with_code(421));
+        log.flush();
+        assert_eq!(written(&sink, |e| e.event == EventKind::Refused).len(), 1);
+    }
+
+    #[test]
+    fn addresses_past_the_tracked_limit_share_one_tally() {
+        let sink = TestSink::default();
+        let mut log = AuditLog::new(
+            vec![Box::new(sink.clone())],
+            MAX_PENDING,
+            budget(1, u32::MAX),
+        );
+        let extra = 100;
+        for n in 0..(MAX_TRACKED + extra) as u32 {
+            let [_, b, c, d] = n.to_be_bytes();
+            log.record(from([10, b, c, d], EventKind::Refused));
+        }
+        assert_eq!(log.throttle.tallies.len(), MAX_TRACKED + 1);
+        log.summarise();
+        log.flush();
+        assert_eq!(
+            written(&sink, |e| e.event == EventKind::Refused).len(),
+            MAX_TRACKED + 1
+        );
+        let summaries = written(&sink, |e| e.event == EventKind::Suppressed);
+        assert_eq!(summaries.len(), 1, "{summaries:?}");
+        assert_eq!(summaries[0].peer, "*");
+        assert_eq!(summaries[0].count, Some(extra as u64 - 1));
+    }
+
+    #[test]
+    fn below_the_floor_only_forensic_events_are_written_and_the_rest_counted() {
+        let sink = TestSink::default();
+        let mut log = AuditLog::new(
+            vec![Box::new(sink.clone())],
+            MAX_PENDING,
+            AuditPolicy::UNLIMITED,
+        );
+        log.floor = Some(Floor {
+            dir: PathBuf::from("/"),
+            min_free: u64::MAX,
+            low: true,
+            held: 0,
+        });
+        let user = |cmd: &str| {
+            from([192, 0, 2, 1], EventKind::Command)
+                .with_user("al")
+                .with_command(cmd)
+                .with_code(200)
+        };
+        log.record(user("PWD"));
+        log.record(user("SITE CHMOD 600 a.txt"));
+        log.record(user("MFMT 20260101000000 a.txt"));
+        log.record(from([192, 0, 2, 1], EventKind::Command).with_code(500));
+        for kind in [
+            EventKind::SessionOpen,
+            EventKind::LoginOk,
+            EventKind::Upload,
+            EventKind::Delete,
+            EventKind::Banned,
+            EventKind::SessionClose,
+        ] {
+            log.record(from([192, 0, 2, 1], kind));
+        }
+        log.summarise();
+        log.flush();
+        let kinds: Vec<EventKind> = written(&sink, |_| true).iter().map(|e| e.event).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Command,
+                EventKind::Command,
+                EventKind::SessionOpen,
+                EventKind::LoginOk,
+                EventKind::Upload,
+                EventKind::Delete,
+                EventKind::Banned,
+                EventKind::SessionClose,
+                EventKind::Suppressed,
+            ]
+        );
+        let summary = written(&sink, |e| e.event == EventKind::Suppressed);
+        assert_eq!(summary[0].count, Some(2));
+    }
+
+    #[test]
+    fn a_rotating_file_keeps_n_files_under_the_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 100,
+            keep: 2,
+        };
+        let mut file = RotatingFile::open(&path, rotation).expect("open");
+        for n in 0..20u8 {
+            file.append(&[b'a' + n; 30]).expect("append");
+        }
+        // A batch bigger than the cap goes alone into a fresh file.
+        file.append(&[b'Z'; 150]).expect("big append");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]);
+        assert_eq!(fs::read(&path).expect("read"), [b'Z'; 150]);
+        let newest = fs::read(dir.path().join("audit.jsonl.1")).expect("read");
+        assert_eq!(newest.len(), 60);
+        assert!(newest.ends_with(&[b'a' + 19; 30]));
+        let older = fs::read(dir.path().join("audit.jsonl.2")).expect("read");
+        assert_eq!(older.len(), 90);
+        // Reopening continues from the file's size.
+        let mut again = RotatingFile::open(&path, rotation).expect("reopen");
+        assert_eq!(again.size, 150);
+        again.append(b"x").expect("append");
+        assert_eq!(fs::read(&path).expect("read"), b"x");
     }
 
     #[actix::test]

@@ -819,15 +819,20 @@ mod tests {
         // Only 127.0.0.2 may connect: our connection from 127.0.0.1 must be refused.
         let addr = listener.local_addr().expect("addr");
         let client = tokio::spawn(async move { TcpStream::connect(addr).await });
+        let refused = AtomicUsize::new(0);
         let res = accept_from(
             listener,
             "127.0.0.2".parse().expect("ip"),
             Duration::from_millis(300),
             0,
-            |_| {},
+            |from| {
+                assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 1]));
+                refused.fetch_add(1, Ordering::SeqCst);
+            },
         )
         .await;
         assert!(matches!(res, Err(DataError::NoConnection)));
+        assert_eq!(refused.load(Ordering::SeqCst), 1);
         client.await.expect("join").expect("connected");
     }
 }

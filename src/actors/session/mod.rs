@@ -30,7 +30,7 @@ use crate::actors::data_channel::DataPlan;
 use crate::actors::file_store::{CommitUpload, Finish, HashAlgo};
 use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
-use crate::codec::{Command, FtpCodec, Inbound, Reply, ReplyCode};
+use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use control::{Conn, Control};
 
@@ -138,7 +138,8 @@ pub struct Session {
     closing: bool,
     after_transfer: Option<AfterTransfer>,
     permit: SessionPermit,
-    /// Malformed, unknown or (before login) refused commands in a row; see `max_bad_commands`.
+    /// Lines that are no command (empty, too long, not UTF-8) or name an unknown verb, in a
+    /// row; see `max_bad_commands`.
     bad_commands: u32,
     /// The reason of a close the server chose, for the `session_close` event.
     closed_for: Option<&'static str>,
@@ -260,10 +261,9 @@ impl Session {
         event.user = self.user_name();
         event.command = Some(cmd.to_owned());
         event.code = Some(code);
-        // Garbage is what no client sends on the way to real work: lines that do not parse
-        // (counted where they are read), verbs we do not know, commands refused for want of a
-        // login. NOOP is no progress.
-        if code == 502 || (code == 530 && event.user.is_none()) {
+        // Garbage is what no client sends on the way to real work: lines that are not commands
+        // (counted where they are read) and verbs we do not know. NOOP is no progress.
+        if code == 502 {
             self.bad_commands = self.bad_commands.saturating_add(1);
         } else if code < 400 && cmd != "NOOP" {
             self.bad_commands = 0;
@@ -610,7 +610,14 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
             Ok(Inbound::Malformed(err)) => {
                 // The audit log writes the stderr line too, within its noise budget.
                 let reply = Reply::new(ReplyCode::from_u16(err.code()), err.to_string());
-                self.bad_commands = self.bad_commands.saturating_add(1);
+                // A known verb with a bad argument is a mistake; a line that is no command at
+                // all is garbage.
+                if matches!(
+                    err,
+                    CommandError::Empty | CommandError::TooLong | CommandError::NotUtf8
+                ) {
+                    self.bad_commands = self.bad_commands.saturating_add(1);
+                }
                 self.finish(&format!("<{err}>"), reply);
                 self.check_bad_commands(ctx);
             }
