@@ -283,7 +283,8 @@ impl Event {
     }
 
     /// What an operator needs to reconstruct who did what: written even below the free-space
-    /// floor. Commands are, when they change something that has no event of its own.
+    /// floor (but for the ends of sessions without a login, see [`AuditLog`]). Commands are,
+    /// when they change something that has no event of its own.
     pub fn is_forensic(&self) -> bool {
         match self.event {
             EventKind::Command => {
@@ -298,6 +299,13 @@ impl Event {
             EventKind::Refused | EventKind::DataRefused | EventKind::RegisterRefused => false,
             _ => true,
         }
+    }
+
+    /// The opening or end of a session without a logged-in user: a reconnect loop makes these
+    /// at will, so below the free-space floor they are only counted.
+    fn is_anonymous_session(&self) -> bool {
+        matches!(self.event, EventKind::SessionOpen | EventKind::SessionClose)
+            && self.user.is_none()
     }
 
     /// A command line that did not parse: the session records its error as `<error>`.
@@ -678,21 +686,33 @@ impl Throttle {
         }
     }
 
-    /// Whether a noise event is written one by one; if not, it is counted.
-    fn admit(&mut self, event: &Event) -> bool {
+    /// The tally of `event`'s address and kind (or the shared one past [`MAX_TRACKED`]).
+    fn tally(&mut self, event: &Event) -> &mut Tally {
         let mut key = (event.ip(), event.event);
         if self.tallies.len() >= MAX_TRACKED && !self.tallies.contains_key(&key) {
             key.0 = None;
         }
-        let tally = self.tallies.entry(key).or_default();
-        if tally.written < self.per_address && self.written < self.total {
+        self.tallies.entry(key).or_default()
+    }
+
+    /// Whether a noise event is written one by one; if not, it is counted.
+    fn admit(&mut self, event: &Event) -> bool {
+        let (per_address, room) = (self.per_address, self.written < self.total);
+        let tally = self.tally(event);
+        if tally.written < per_address && room {
             tally.written += 1;
             self.written += 1;
             return true;
         }
+        self.hold(event);
+        false
+    }
+
+    /// Counts an event for the summary without writing it.
+    fn hold(&mut self, event: &Event) {
+        let tally = self.tally(event);
         tally.held += 1;
         *tally.codes.entry(event.code.unwrap_or(0)).or_default() += 1;
-        false
     }
 
     /// Ends the window: one `suppressed` event per tally that held something back.
@@ -707,7 +727,7 @@ impl Throttle {
                     .codes
                     .iter()
                     .map(|(code, n)| match code {
-                        0 => format!("x {n}"),
+                        0 => n.to_string(),
                         code => format!("{code} x {n}"),
                     })
                     .collect();
@@ -865,6 +885,11 @@ impl AuditLog {
 
     /// Takes one recorded event through the noise budget and the free-space floor.
     fn record(&mut self, event: Event) {
+        let low = self.floor.as_ref().is_some_and(|floor| floor.low);
+        if low && event.is_anonymous_session() {
+            self.throttle.hold(&event);
+            return;
+        }
         if event.is_noise() {
             if !self.throttle.admit(&event) {
                 return;
@@ -1376,15 +1401,17 @@ mod tests {
             EventKind::Upload,
             EventKind::Delete,
             EventKind::Banned,
-            EventKind::SessionClose,
         ] {
-            log.record(from([192, 0, 2, 1], kind));
+            log.record(from([192, 0, 2, 1], kind).with_user("al"));
         }
+        // The ends of a session without a login are counted per address, not written.
+        log.record(from([192, 0, 2, 9], EventKind::SessionOpen));
+        log.record(from([192, 0, 2, 9], EventKind::SessionClose));
         log.summarise();
         log.flush();
         let kinds: Vec<EventKind> = written(&sink, |_| true).iter().map(|e| e.event).collect();
         assert_eq!(
-            kinds,
+            kinds[..7],
             [
                 EventKind::Command,
                 EventKind::Command,
@@ -1393,12 +1420,19 @@ mod tests {
                 EventKind::Upload,
                 EventKind::Delete,
                 EventKind::Banned,
-                EventKind::SessionClose,
-                EventKind::Suppressed,
             ]
         );
-        let summary = written(&sink, |e| e.event == EventKind::Suppressed);
-        assert_eq!(summary[0].count, Some(2));
+        let mut summaries: Vec<(String, u64)> =
+            written(&sink, |e| e.event == EventKind::Suppressed)
+                .into_iter()
+                .map(|e| (e.command.unwrap_or_default(), e.count.unwrap_or(0)))
+                .collect();
+        summaries.sort();
+        assert_eq!(summaries.len(), 3, "{summaries:?}");
+        assert!(summaries[0].0.starts_with("not forensic"), "{summaries:?}");
+        assert_eq!(summaries[0].1, 2);
+        assert!(summaries[1].0.starts_with("session_close: 1 in "));
+        assert!(summaries[2].0.starts_with("session_open: 1 in "));
     }
 
     #[test]
