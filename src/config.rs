@@ -415,6 +415,22 @@ mod tests {
     }
 
     #[test]
+    fn audit_keys_parse_and_rotation_needs_a_kept_file() {
+        let cfg: Config = toml::from_str(
+            "audit_max_bytes = 1000\naudit_keep = 2\naudit_min_free_bytes = 0\nmax_bad_commands = 0\nlog_burst_per_address = 5\nlog_burst_total = 50\n",
+        )
+        .expect("valid toml");
+        assert_eq!((cfg.audit_max_bytes, cfg.audit_keep), (1000, 2));
+        assert_eq!((cfg.log_burst_per_address, cfg.log_burst_total), (5, 50));
+        assert!(cfg.validate().is_ok());
+        let cfg: Config = toml::from_str("audit_keep = 0\n").expect("valid toml");
+        assert!(cfg.validate().is_err());
+        let cfg: Config =
+            toml::from_str("audit_keep = 0\naudit_max_bytes = 0\n").expect("valid toml");
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
     fn port_range_rejects_reversed_and_zero() {
         assert!("10-5".parse::<PortRange>().is_err());
         assert!("0-5".parse::<PortRange>().is_err());

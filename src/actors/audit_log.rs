@@ -41,7 +41,7 @@ const MAX_PENDING: usize = 100_000;
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Addresses tracked one by one per window; noise from further addresses shares one tally
 /// (peer `*`), so a flood from many addresses cannot grow the table without bound.
-const MAX_TRACKED: usize = 4096;
+const MAX_TRACKED: usize = 1024;
 
 /// `2026-11-25T20:17:00.123Z`.
 const EVENT_TIME: &[FormatItem<'static>] =
