@@ -42,6 +42,8 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// Addresses tracked one by one per window; noise from further addresses shares one tally
 /// (peer `*`), so a flood from many addresses cannot grow the table without bound.
 const MAX_TRACKED: usize = 1024;
+/// Summaries per window that also get a stderr line; the rest get one line together.
+const SUMMARY_LINES: usize = 20;
 
 /// `2026-11-25T20:17:00.123Z`.
 const EVENT_TIME: &[FormatItem<'static>] =
@@ -417,6 +419,8 @@ struct RotatingFile {
     file: File,
     size: u64,
     rotation: Rotation,
+    /// The last rotation failed: logged once, not per batch.
+    rotation_failed: bool,
 }
 
 impl RotatingFile {
@@ -428,6 +432,7 @@ impl RotatingFile {
             file,
             size,
             rotation,
+            rotation_failed: false,
         })
     }
 
@@ -444,10 +449,16 @@ impl RotatingFile {
         if self.rotation.max_bytes > 0
             && self.size > 0
             && self.size.saturating_add(len) > self.rotation.max_bytes
-            && let Err(e) = self.rotate()
         {
-            // Keep appending to the full file rather than lose events.
-            log::error!("audit log {}: rotation failed: {e}", self.path.display());
+            match self.rotate() {
+                // Keep appending to the full file rather than lose events.
+                Err(e) if !self.rotation_failed => {
+                    log::error!("audit log {}: rotation failed: {e}", self.path.display());
+                    self.rotation_failed = true;
+                }
+                Err(_) => {}
+                Ok(()) => self.rotation_failed = false,
+            }
         }
         self.file.write_all(buf)?;
         self.size = self.size.saturating_add(len);
@@ -799,7 +810,7 @@ impl Floor {
             EventKind::Suppressed,
         );
         event.peer = "*".to_owned();
-        event.command = Some("not forensic, written below audit_min_free_bytes".to_owned());
+        event.command = Some("not forensic, not written below audit_min_free_bytes".to_owned());
         event.count = Some(std::mem::take(&mut self.held));
         Some(event)
     }
@@ -910,7 +921,15 @@ impl AuditLog {
     fn summarise(&mut self) {
         let mut summaries = self.throttle.close_window();
         summaries.extend(self.floor.as_mut().and_then(Floor::summary));
-        for event in summaries {
+        let quiet = summaries.len().saturating_sub(SUMMARY_LINES);
+        if quiet > 0 {
+            log::warn!("audit log: {quiet} more address(es) held back noise; see audit.jsonl");
+        }
+        for (n, event) in summaries.into_iter().enumerate() {
+            if n >= SUMMARY_LINES {
+                self.push(event);
+                continue;
+            }
             log::warn!(
                 "audit log: {} {} event(s) from {} not logged one by one ({})",
                 event.count.unwrap_or(0),

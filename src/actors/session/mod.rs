@@ -278,12 +278,8 @@ impl Session {
         if max == 0 || self.bad_commands < max || self.closing {
             return;
         }
-        log::info!(
-            "session {} {}: {} bad commands in a row; closing",
-            self.id,
-            self.peer,
-            self.bad_commands
-        );
+        // No stderr line: a reconnect loop would write one per connection. The session_close
+        // event carries the reason.
         self.closed_for = Some("too many bad commands");
         let reply = Reply::new(
             ReplyCode::ServiceNotAvailable,
@@ -608,10 +604,9 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
                 self.check_bad_commands(ctx);
             }
             Ok(Inbound::Malformed(err)) => {
-                // The audit log writes the stderr line too, within its noise budget.
                 let reply = Reply::new(ReplyCode::from_u16(err.code()), err.to_string());
                 // A known verb with a bad argument is a mistake; a line that is no command at
-                // all is garbage.
+                // all is garbage. The audit log writes the stderr line, within its budget.
                 if matches!(
                     err,
                     CommandError::Empty | CommandError::TooLong | CommandError::NotUtf8
