@@ -222,6 +222,31 @@ fn a_noop_flood_before_login_is_summarised() {
 }
 
 #[test]
+fn unknown_verbs_between_real_commands_are_not_closed_but_write_a_bounded_log() {
+    let mut server = TestServer::start(&[]);
+    let before = log_bytes(&server);
+    // SYST answers, so the bad-command count never reaches its bound: only the budget helps.
+    let run = flood(server.addr(), &[b"XYZZY\r\n", b"SYST\r\n"], 100_000);
+    all_closed(&server);
+    server.stop();
+    let wrote = log_bytes(&server) - before;
+    let stderr_lines = server.stderr().matches("not implemented: XYZZY").count();
+    eprintln!(
+        "XYZZY+SYST flood: {} lines, {} bytes sent; {wrote} bytes logged ({:.3} per byte sent), {stderr_lines} stderr lines",
+        run.lines,
+        run.sent,
+        wrote as f64 / run.sent as f64
+    );
+    assert!(!run.replies.contains("421 "), "{}", run.replies);
+    assert!(
+        wrote <= LOG_BOUND,
+        "{wrote} bytes logged for {} sent",
+        run.sent
+    );
+    assert!(stderr_lines <= 200, "{stderr_lines}");
+}
+
+#[test]
 fn a_banned_address_reconnecting_in_a_loop_writes_bounded_lines() {
     let server = TestServer::start(&[
         "--login-failure-delay-ms",

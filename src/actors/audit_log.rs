@@ -344,6 +344,19 @@ impl Event {
                 self.peer,
                 self.command.as_deref().unwrap_or("")
             ),
+            EventKind::Command if self.code == Some(502) => log::info!(
+                "session {} {}: not implemented: {}",
+                self.session,
+                self.peer,
+                self.command.as_deref().unwrap_or("")
+            ),
+            EventKind::RegisterRefused => log::info!(
+                "session {} {}: registration of {} refused ({})",
+                self.session,
+                self.peer,
+                self.user.as_deref().unwrap_or("?"),
+                self.code.unwrap_or(0)
+            ),
             _ => {}
         }
     }

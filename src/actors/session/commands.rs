@@ -194,8 +194,8 @@ impl Session {
             Command::Feat => self.feat(&text),
             Command::Opts(opts) => self.opts(&text, opts),
             Command::Help(topic) => self.help(&text, topic),
-            Command::Unknown(verb) => {
-                log::info!("session {} {}: unknown verb {verb}", self.id, self.peer);
+            Command::Unknown(_) => {
+                // The audit log writes the stderr line, within its noise budget.
                 self.finish(
                     &text,
                     Reply::new(ReplyCode::NotImplemented, "Command not implemented."),
@@ -513,12 +513,8 @@ impl Session {
                                 Event::now(act.id, act.peer, EventKind::RegisterRefused);
                             event.user = Some(user);
                             event.code = Some(e.reply_code());
+                            // The audit log writes the stderr line, within its noise budget.
                             act.record(event);
-                            log::info!(
-                                "session {} {}: registration refused: {e}",
-                                act.id,
-                                act.peer
-                            );
                         }
                         act.finish(
                             &text,
