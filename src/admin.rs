@@ -309,24 +309,33 @@ impl LogFilter {
     }
 }
 
-/// The audit log (`log_dir/audit.jsonl`) as a table: time, session, peer, user, event,
-/// command or path, bytes, code. Lines that do not parse are skipped and counted in a footer
-/// line. A missing log reads as empty (the server has not run yet).
+/// The audit log (`log_dir/audit.jsonl` after its rotated files `audit.jsonl.N` ..
+/// `audit.jsonl.1`, oldest first) as a table: time, session, peer, user, event, command or
+/// path, bytes, code. Lines that do not parse are skipped and counted in a footer line. A
+/// missing log reads as empty (the server has not run yet).
 ///
 /// # Errors
 /// The log cannot be read.
 pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminError> {
-    let path = config.log_dir().join("audit.jsonl");
-    let file = match File::open(&path) {
-        Ok(file) => Some(file),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
+    let current = config.log_dir().join("audit.jsonl");
+    let rotated = (1..=config.audit_keep).rev().map(|n| {
+        let mut name = current.clone().into_os_string();
+        name.push(format!(".{n}"));
+        std::path::PathBuf::from(name)
+    });
+    let mut files = Vec::new();
+    for path in rotated.chain([current.clone()]) {
+        match File::open(&path) {
+            Ok(file) => files.push(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     // Keep only what will be shown, so a long log is streamed rather than loaded.
     let keep = filter.tail.unwrap_or(usize::MAX);
     let mut shown: VecDeque<Event> = VecDeque::new();
     let mut skipped = 0usize;
-    if let Some(file) = file {
+    for file in files {
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
         loop {
@@ -388,8 +397,8 @@ pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminErr
     let mut out = crate::table::render(&title, rows)?;
     if skipped > 0 {
         out.push_str(&format!(
-            "\n{skipped} line(s) of {} skipped: not valid audit events",
-            path.display()
+            "\n{skipped} line(s) of {} (or its rotated files) skipped: not valid audit events",
+            current.display()
         ));
     }
     Ok(out)
@@ -595,6 +604,38 @@ mod tests {
         assert!(table.contains("CMD2") && table.contains("CMD4"), "{table}");
         assert!(
             !table.contains("CMD0") && !table.contains("login_failed"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn log_table_reads_the_rotated_files_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        std::fs::create_dir_all(cfg.log_dir()).expect("mkdir");
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        for (name, cmd) in [
+            ("audit.jsonl.2", "OLDEST"),
+            ("audit.jsonl.1", "MIDDLE"),
+            ("audit.jsonl", "NEWEST"),
+        ] {
+            let event = Event::now(1, peer, EventKind::Command).with_command(cmd);
+            let line = serde_json::to_string(&event).expect("json") + "\n";
+            std::fs::write(cfg.log_dir().join(name), line).expect("write");
+        }
+        let all = log_table(&cfg, &LogFilter::default()).expect("table");
+        let at = |what: &str| all.find(what).unwrap_or_else(|| panic!("{what}: {all}"));
+        assert!(
+            at("OLDEST") < at("MIDDLE") && at("MIDDLE") < at("NEWEST"),
+            "{all}"
+        );
+        let tail = LogFilter {
+            tail: Some(2),
+            ..LogFilter::default()
+        };
+        let table = log_table(&cfg, &tail).expect("table");
+        assert!(
+            !table.contains("OLDEST") && table.contains("MIDDLE"),
             "{table}"
         );
     }

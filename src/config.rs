@@ -164,6 +164,26 @@ pub struct Config {
     /// `transfer_threads`: threads that run data connections, apart from the session
     /// arbiters so bulk transfers never delay control replies. Default: one per core.
     pub transfer_threads: usize,
+    /// `max_bad_commands`: lines in a row that are no command (empty, too long, not UTF-8) or
+    /// name an unknown verb, after which the session is closed with 421 (0: never); any
+    /// answered command but NOOP resets the count. Default 10.
+    pub max_bad_commands: u32,
+    /// `audit_max_bytes`: `audit.jsonl` and `xferlog` are rotated (`.1`, `.2`, ..) before they
+    /// pass this size (0: never). Default 64 MiB.
+    pub audit_max_bytes: u64,
+    /// `audit_keep`: rotated files kept of each log. Default 5.
+    pub audit_keep: usize,
+    /// `audit_min_free_bytes`: below this much free space on the log's file system only
+    /// forensic events are written (0: no floor). Default 256 MiB.
+    pub audit_min_free_bytes: u64,
+    /// `log_burst_per_address`: noise events (commands before login, malformed or unknown
+    /// commands, refused connections, data-port thefts, refused registrations) of one kind from
+    /// one address logged one by one per 10 s; the rest are counted in one summary line.
+    /// Default 100.
+    pub log_burst_per_address: u32,
+    /// `log_burst_total`: noise events logged one by one per 10 s from all addresses together.
+    /// Default 1000.
+    pub log_burst_total: u32,
 }
 
 impl Default for Config {
@@ -209,6 +229,12 @@ impl Default for Config {
             workers: cores,
             blocking_threads: cores,
             transfer_threads: cores,
+            max_bad_commands: 10,
+            audit_max_bytes: 64 << 20,
+            audit_keep: 5,
+            audit_min_free_bytes: 256 << 20,
+            log_burst_per_address: 100,
+            log_burst_total: 1000,
         }
     }
 }
@@ -295,6 +321,11 @@ impl Config {
         }
         if self.transfer_threads == 0 {
             return bad("transfer_threads");
+        }
+        if self.audit_max_bytes > 0 && self.audit_keep == 0 {
+            return Err(ConfigError::Invalid(
+                "audit_keep must be at least 1 when audit_max_bytes is set".into(),
+            ));
         }
         Ok(())
     }
@@ -386,6 +417,22 @@ mod tests {
         assert_eq!(cfg.default_quota_bytes, Some(1000));
         assert_eq!(cfg.default_quota_files, None);
         assert_eq!(cfg.max_registrations_per_ip_per_hour, 2);
+    }
+
+    #[test]
+    fn audit_keys_parse_and_rotation_needs_a_kept_file() {
+        let cfg: Config = toml::from_str(
+            "audit_max_bytes = 1000\naudit_keep = 2\naudit_min_free_bytes = 0\nmax_bad_commands = 0\nlog_burst_per_address = 5\nlog_burst_total = 50\n",
+        )
+        .expect("valid toml");
+        assert_eq!((cfg.audit_max_bytes, cfg.audit_keep), (1000, 2));
+        assert_eq!((cfg.log_burst_per_address, cfg.log_burst_total), (5, 50));
+        assert!(cfg.validate().is_ok());
+        let cfg: Config = toml::from_str("audit_keep = 0\n").expect("valid toml");
+        assert!(cfg.validate().is_err());
+        let cfg: Config =
+            toml::from_str("audit_keep = 0\naudit_max_bytes = 0\n").expect("valid toml");
+        assert!(cfg.validate().is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
 use crate::actors::account_registry::{
     AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings, Remains,
 };
-use crate::actors::audit_log::{AuditLog, Flush};
+use crate::actors::audit_log::{AuditLog, AuditPolicy, Flush};
 use crate::actors::data_channel::TransferPool;
 use crate::actors::file_store::{FileStore, LocalStorage};
 use crate::actors::invites::InviteStore;
@@ -131,7 +131,8 @@ impl Server {
                 .with_anonymous_root(root)
                 .map_err(data_dir(root.clone()))?;
         }
-        let audit = AuditLog::start(&config.log_dir()).map_err(data_dir(config.log_dir()))?;
+        let audit = AuditLog::start(&config.log_dir(), AuditPolicy::from_config(&config))
+            .map_err(data_dir(config.log_dir()))?;
 
         let (tls, upload_tls) = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {

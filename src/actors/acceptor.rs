@@ -216,7 +216,7 @@ impl Acceptor {
 
     fn refuse(&self, stream: TcpStream, id: u64, peer: std::net::SocketAddr, why: Refusal) {
         let (text, reason) = why.reply();
-        log::warn!("refused connection from {peer}: {reason}");
+        // The audit log writes the stderr line too, within its noise budget per address.
         let mut event = Event::now(id, peer, EventKind::Refused);
         event.command = Some(reason.to_owned());
         event.code = Some(421);

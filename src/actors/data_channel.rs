@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
+use actix::Recipient;
+
+use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{Finish, Upload};
 use crate::actors::limits::TransferPermit;
 use crate::config::PortRange;
@@ -174,7 +177,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// Accepts the data connection, only from `peer` (the control connection's address): a
-/// connection from anywhere else is dropped and logged, and the wait goes on (no port theft).
+/// connection from anywhere else is dropped and reported to `refused` with its address, and
+/// the wait goes on (no port theft).
 ///
 /// # Errors
 /// [`DataError::NoConnection`] when nothing acceptable arrives within `wait`.
@@ -183,6 +187,7 @@ pub async fn accept_from(
     peer: IpAddr,
     wait: Duration,
     session: u64,
+    refused: impl Fn(SocketAddr),
 ) -> Result<TcpStream, DataError> {
     let peer = canonical(peer);
     let deadline = tokio::time::Instant::now() + wait;
@@ -198,11 +203,7 @@ pub async fn accept_from(
                 stream.set_nodelay(true).ok();
                 return Ok(stream);
             }
-            Ok(Ok((_, from))) => {
-                log::warn!(
-                    "session {session}: refused data connection from {from}, expected {peer}"
-                );
-            }
+            Ok(Ok((_, from))) => refused(from),
         }
     }
 }
@@ -323,6 +324,9 @@ pub struct Channel {
     pub session: u64,
     /// TLS (PROT P), if any.
     pub protection: Option<Protection>,
+    /// Where a refused passive connection (port theft) is recorded; the audit log writes its
+    /// stderr line within its noise budget.
+    pub audit: Recipient<Record>,
 }
 
 /// Opens the data connection as planned and runs `job`, counting bytes into `progress` (for
@@ -340,10 +344,16 @@ pub async fn run(
         stall,
         session,
         protection,
+        audit,
     } = channel;
+    let refused = |from: SocketAddr| {
+        let event = Event::now(session, from, EventKind::DataRefused)
+            .with_command(format!("expected {}", canonical(peer)));
+        audit.do_send(Record(event));
+    };
     let connected = match plan {
         DataPlan::Passive(listener) => match TcpListener::from_std(listener) {
-            Ok(listener) => accept_from(listener, peer, stall, session).await,
+            Ok(listener) => accept_from(listener, peer, stall, session, refused).await,
             Err(e) => {
                 log::warn!("session {session}: passive listener unusable: {e}");
                 Err(DataError::NoConnection)
@@ -809,14 +819,20 @@ mod tests {
         // Only 127.0.0.2 may connect: our connection from 127.0.0.1 must be refused.
         let addr = listener.local_addr().expect("addr");
         let client = tokio::spawn(async move { TcpStream::connect(addr).await });
+        let refused = AtomicUsize::new(0);
         let res = accept_from(
             listener,
             "127.0.0.2".parse().expect("ip"),
             Duration::from_millis(300),
             0,
+            |from| {
+                assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 1]));
+                refused.fetch_add(1, Ordering::SeqCst);
+            },
         )
         .await;
         assert!(matches!(res, Err(DataError::NoConnection)));
+        assert_eq!(refused.load(Ordering::SeqCst), 1);
         client.await.expect("join").expect("connected");
     }
 }

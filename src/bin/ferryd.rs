@@ -192,6 +192,19 @@ struct ServeArgs {
     /// Bytes per second for all downloads on the server (0: no limit).
     #[arg(long)]
     max_download_rate: Option<u64>,
+    /// Consecutive malformed or unknown commands that close the session (0: never). Default 10.
+    #[arg(long)]
+    max_bad_commands: Option<u32>,
+    /// Size at which audit.jsonl and xferlog rotate (0: never). Default 64 MiB.
+    #[arg(long)]
+    audit_max_bytes: Option<u64>,
+    /// Rotated files kept of each log. Default 5.
+    #[arg(long)]
+    audit_keep: Option<usize>,
+    /// Free bytes below which only forensic audit events are written (0: no floor).
+    /// Default 256 MiB.
+    #[arg(long)]
+    audit_min_free_bytes: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -320,6 +333,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(v) = args.max_sessions_per_ip {
         config.max_sessions_per_ip = v;
+    }
+    if let Some(v) = args.max_bad_commands {
+        config.max_bad_commands = v;
+    }
+    if let Some(v) = args.audit_max_bytes {
+        config.audit_max_bytes = v;
+    }
+    if let Some(v) = args.audit_keep {
+        config.audit_keep = v;
+    }
+    if let Some(v) = args.audit_min_free_bytes {
+        config.audit_min_free_bytes = v;
     }
     if let Some(v) = args.login_timeout_secs {
         config.login_timeout_secs = v;

@@ -195,8 +195,8 @@ impl Session {
             Command::Feat => self.feat(&text),
             Command::Opts(opts) => self.opts(&text, opts),
             Command::Help(topic) => self.help(&text, topic),
-            Command::Unknown(verb) => {
-                log::info!("session {} {}: unknown verb {verb}", self.id, self.peer);
+            Command::Unknown(_) => {
+                // The audit log writes the stderr line, within its noise budget.
                 self.finish(
                     &text,
                     Reply::new(ReplyCode::NotImplemented, "Command not implemented."),
@@ -578,12 +578,8 @@ impl Session {
                                 Event::now(act.id, act.peer, EventKind::RegisterRefused);
                             event.user = Some(user);
                             event.code = Some(e.reply_code());
+                            // The audit log writes the stderr line, within its noise budget.
                             act.record(event);
-                            log::info!(
-                                "session {} {}: registration refused: {e}",
-                                act.id,
-                                act.peer
-                            );
                         }
                         act.finish(
                             &text,
@@ -1361,6 +1357,7 @@ impl Session {
             stall: self.env.config.data_timeout(),
             session: self.id,
             protection,
+            audit: self.env.services.audit.clone(),
         };
         let task =
             self.env

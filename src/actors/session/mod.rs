@@ -30,7 +30,7 @@ use crate::actors::data_channel::DataPlan;
 use crate::actors::file_store::{CommitUpload, Finish, HashAlgo};
 use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
-use crate::codec::{Command, FtpCodec, Inbound, Reply, ReplyCode};
+use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use control::{Conn, Control};
 
@@ -138,6 +138,11 @@ pub struct Session {
     closing: bool,
     after_transfer: Option<AfterTransfer>,
     permit: SessionPermit,
+    /// Lines that are no command (empty, too long, not UTF-8) or name an unknown verb, in a
+    /// row; see `max_bad_commands`.
+    bad_commands: u32,
+    /// The reason of a close the server chose, for the `session_close` event.
+    closed_for: Option<&'static str>,
 }
 
 impl Actor for Session {
@@ -162,6 +167,10 @@ impl Actor for Session {
         }
         let mut event = Event::now(self.id, self.peer, EventKind::SessionClose);
         event.user = self.user_name();
+        if let Some(why) = self.closed_for {
+            event.command = Some(why.to_owned());
+            event.code = Some(ReplyCode::ServiceNotAvailable.as_u16());
+        }
         self.record(event);
         log::debug!("session {} {}: closed", self.id, self.peer);
     }
@@ -227,6 +236,8 @@ impl Session {
                 closing: false,
                 after_transfer: None,
                 permit,
+                bad_commands: 0,
+                closed_for: None,
             }
         })
     }
@@ -246,12 +257,36 @@ impl Session {
 
     /// Sends the final reply of `cmd` and records the command in the audit log.
     fn finish(&mut self, cmd: &str, reply: Reply) {
+        let code = reply.code().as_u16();
         let mut event = Event::now(self.id, self.peer, EventKind::Command);
         event.user = self.user_name();
         event.command = Some(cmd.to_owned());
-        event.code = Some(reply.code().as_u16());
+        event.code = Some(code);
+        // Garbage is what no client sends on the way to real work: lines that are not commands
+        // (counted where they are read) and verbs we do not know. NOOP is no progress.
+        if code == 502 {
+            self.bad_commands = self.bad_commands.saturating_add(1);
+        } else if code < 400 && cmd != "NOOP" {
+            self.bad_commands = 0;
+        }
         self.record(event);
         self.send(reply);
+    }
+
+    /// Closes the session once it has sent `max_bad_commands` bad commands in a row.
+    fn check_bad_commands(&mut self, ctx: &mut Context<Self>) {
+        let max = self.env.config.max_bad_commands;
+        if max == 0 || self.bad_commands < max || self.closing {
+            return;
+        }
+        // No stderr line: a reconnect loop would write one per connection. The session_close
+        // event carries the reason.
+        self.closed_for = Some("too many bad commands");
+        let reply = Reply::new(
+            ReplyCode::ServiceNotAvailable,
+            "Too many bad commands; closing control connection.",
+        );
+        self.close(None, reply, ctx);
     }
 
     /// Sends a last reply (221 or 421), then closes once it is flushed.
@@ -565,11 +600,22 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
         }
         self.last_activity = Instant::now();
         match item {
-            Ok(Inbound::Command(cmd)) => self.dispatch(cmd, ctx),
+            Ok(Inbound::Command(cmd)) => {
+                self.dispatch(cmd, ctx);
+                self.check_bad_commands(ctx);
+            }
             Ok(Inbound::Malformed(err)) => {
-                log::info!("session {} {}: bad command line: {err}", self.id, self.peer);
                 let reply = Reply::new(ReplyCode::from_u16(err.code()), err.to_string());
+                // A known verb with a bad argument is a mistake; a line that is no command at
+                // all is garbage. The audit log writes the stderr line, within its budget.
+                if matches!(
+                    err,
+                    CommandError::Empty | CommandError::TooLong | CommandError::NotUtf8
+                ) {
+                    self.bad_commands = self.bad_commands.saturating_add(1);
+                }
                 self.finish(&format!("<{err}>"), reply);
+                self.check_bad_commands(ctx);
             }
             Err(e) => {
                 log::info!(
