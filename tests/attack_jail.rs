@@ -52,13 +52,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, (bool, u64, u32, i64, Vec<u8>)> {
                 .to_string();
             out.insert(
                 rel,
-                (
-                    meta.is_dir(),
-                    meta.len(),
-                    meta.mode(),
-                    meta.mtime(),
-                    digest,
-                ),
+                (meta.is_dir(), meta.len(), meta.mode(), meta.mtime(), digest),
             );
         }
     }
@@ -90,6 +84,8 @@ struct Escapes {
     outside_names_listed: AtomicU64,
     secret_hashes: AtomicU64,
     operations: AtomicU64,
+    /// RETRs that got alice's own file: the attack path works when not swapped.
+    own_reads: AtomicU64,
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -114,6 +110,8 @@ fn attack(ctl: &mut Control, dir: &str, stop: &AtomicBool, seen: &Escapes, worke
                 if contains(&bytes, b"SECRET") {
                     seen.secret_bytes
                         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                } else if bytes == ALICE_OWN {
+                    seen.own_reads.fetch_add(1, Ordering::Relaxed);
                 }
             }
             1 => {
@@ -240,10 +238,11 @@ fn swapping_a_directory_for_a_link_out_never_escapes_the_home() {
     let outside_changed = changed(&outside_before, &outside_after);
     let bob_changed = changed(&bob_before, &bob_after);
     let figures = format!(
-        "{} operations, {} exchanges: secret bytes received {}, secret digests {}, \
+        "{} operations ({} reads of alice's own file), {} exchanges: secret bytes received {}, secret digests {}, \
          listings showing outside names {}, outside entries changed {} {:?}, \
          bob's entries changed {} {:?}",
         seen.operations.load(Ordering::Relaxed),
+        seen.own_reads.load(Ordering::Relaxed),
         swaps.load(Ordering::Relaxed),
         seen.secret_bytes.load(Ordering::Relaxed),
         seen.secret_hashes.load(Ordering::Relaxed),
@@ -257,6 +256,10 @@ fn swapping_a_directory_for_a_link_out_never_escapes_the_home() {
     assert!(
         swaps.load(Ordering::Relaxed) > 100,
         "the swapper hardly ran: {figures}"
+    );
+    assert!(
+        seen.own_reads.load(Ordering::Relaxed) > 0,
+        "the attacked path never worked: {figures}"
     );
     assert_eq!(seen.secret_bytes.load(Ordering::Relaxed), 0, "{figures}");
     assert_eq!(seen.secret_hashes.load(Ordering::Relaxed), 0, "{figures}");
