@@ -1630,7 +1630,7 @@ impl Handler<Rename> for FileStore {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     use tempfile::TempDir;
 
@@ -2218,6 +2218,167 @@ mod tests {
             .await
             .expect("mailbox");
         assert!(matches!(missing, Err(StoreError::NotFound)));
+    }
+
+    /// Exchanges `/d` in alice's home with a link to a directory outside while the store works
+    /// through `/d`: nothing outside is ever read, created, changed or removed.
+    #[test]
+    fn swapped_directory_never_leads_out() {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let fx = Fixture::new();
+        let outside = TempDir::new().expect("outside");
+        let alice = fx.home("alice");
+        for dir in [outside.path(), alice.join("d").as_path()] {
+            fs::create_dir_all(dir).expect("mkdir");
+            for name in ["f", "g", "m"] {
+                fs::write(dir.join(name), b"x").expect("file");
+            }
+            fs::set_permissions(dir.join("m"), fs::Permissions::from_mode(0o600)).expect("mode");
+        }
+        fs::write(outside.path().join("f"), b"OUTSIDE").expect("secret");
+        fs::write(outside.path().join("only-outside"), b"").expect("marker");
+        symlink(outside.path(), alice.join("l")).expect("link");
+        let before: Vec<_> = fs::read_dir(outside.path())
+            .expect("outside")
+            .map(|e| {
+                let e = e.expect("entry");
+                let m = e.metadata().expect("meta");
+                (e.file_name(), m.len(), m.mode(), m.mtime())
+            })
+            .collect();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..2_000_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    renameat_with(CWD, alice.join("d"), CWD, alice.join("l"), RenameFlags::EXCHANGE)
+                        .expect("exchange");
+                }
+            });
+            let store = &fx.store;
+            for i in 0..3_000 {
+                if let Ok(handle) = store.open_read("alice", &vp("/d/f"), 0) {
+                    assert_ne!(read_all(handle), b"OUTSIDE");
+                }
+                if let Ok(listing) = store.list("alice", &vp("/d")) {
+                    assert!(listing.entries.iter().all(|e| e.name != "only-outside"));
+                }
+                if let Ok(upload) = store.open_write("alice", &vp(&format!("/d/n{i}")), WriteMode::Replace) {
+                    let _ = store.commit(staged(upload.finish));
+                }
+                let _ = store.mkdir("alice", &vp(&format!("/d/m{i}")));
+                let _ = store.remove("alice", &vp("/d/g"));
+                let _ = store.rename("alice", &vp("/d/f"), &vp("/d/f2"));
+                let _ = store.rename("alice", &vp("/d/f2"), &vp("/d/f"));
+                let _ = store.chmod("alice", &vp("/d/m"), 0o777);
+                let _ = store.set_modified("alice", &vp("/d/m"), SystemTime::UNIX_EPOCH);
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let after: Vec<_> = fs::read_dir(outside.path())
+            .expect("outside")
+            .map(|e| {
+                let e = e.expect("entry");
+                let m = e.metadata().expect("meta");
+                (e.file_name(), m.len(), m.mode(), m.mtime())
+            })
+            .collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn paths_past_the_limits_are_refused() {
+        let fx = Fixture::new();
+        let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_path_limits(PathLimits {
+            max_depth: 3,
+            max_length: 12,
+        });
+        let too_long = |r: Result<(), StoreError>, what: &str| {
+            assert!(matches!(r, Err(StoreError::TooLong)), "{what}: {r:?}");
+        };
+        store.mkdir("alice", &vp("/a")).expect("1 deep");
+        store.mkdir("alice", &vp("/a/b")).expect("2 deep");
+        store.mkdir("alice", &vp("/a/b/c")).expect("3 deep");
+        too_long(store.mkdir("alice", &vp("/a/b/c/d")), "4 deep");
+        too_long(
+            store
+                .open_write("alice", &vp("/a/b/c/f"), WriteMode::Replace)
+                .map(drop),
+            "file 4 deep",
+        );
+        too_long(
+            store
+                .open_write("alice", &vp("/a/b/c/f"), WriteMode::Unique)
+                .map(drop),
+            "unique 4 deep",
+        );
+        too_long(store.mkdir("alice", &vp("/abcdefghijkl")), "13 bytes");
+        too_long(store.mkdir("alice", &vp(&"n".repeat(256))), "NAME_MAX");
+        too_long(
+            store.stat("alice", &vp(&"n".repeat(256))).map(drop),
+            "NAME_MAX stat",
+        );
+        // A tree 1 deep moved to 3 deep would reach 4: refused, nothing moves.
+        store.mkdir("alice", &vp("/x")).expect("x");
+        store.mkdir("alice", &vp("/x/y")).expect("x/y");
+        too_long(store.rename("alice", &vp("/x"), &vp("/a/b/x")), "moved deeper");
+        assert!(fx.home("alice").join("x/y").is_dir());
+        // Moving a tree up is always fine; so is a same-depth rename within the length.
+        store.rename("alice", &vp("/a/b"), &vp("/b")).expect("up");
+        store.rename("alice", &vp("/x"), &vp("/z")).expect("sibling");
+        // A longer name for the top of a tree counts the longest path below it.
+        too_long(store.rename("alice", &vp("/z"), &vp("/zzzzzzzzzzz")), "longer");
+        store
+            .rename("alice", &vp("/z"), &vp("/zzzzzzzzz"))
+            .expect("as long as allowed");
+        assert!(fx.home("alice").join("zzzzzzzzz/y").is_dir());
+    }
+
+    #[test]
+    fn chmod_never_changes_the_home() {
+        let fx = Fixture::new();
+        let alice = fx.home("alice");
+        symlink(".", alice.join("self")).expect("link");
+        fx.write("alice/f", b"x");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").mode() & 0o777;
+        for path in ["/", "/self"] {
+            assert!(
+                matches!(
+                    fx.store.chmod("alice", &vp(path), 0o000),
+                    Err(StoreError::PermissionDenied)
+                ),
+                "{path}"
+            );
+        }
+        assert_eq!(mode(&alice), 0o700);
+        // A file whose bits forbid every access can still be given them back.
+        fx.store.chmod("alice", &vp("/f"), 0o000).expect("chmod 000");
+        assert_eq!(mode(&alice.join("f")), 0o000);
+        fx.store.chmod("alice", &vp("/f"), 0o640).expect("chmod back");
+        assert_eq!(mode(&alice.join("f")), 0o640);
+        let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        fx.store.set_modified("alice", &vp("/f"), when).expect("mfmt");
+        assert_eq!(fs::metadata(alice.join("f")).expect("stat").modified().expect("mtime"), when);
+    }
+
+    #[test]
+    fn full_disk_and_long_names_have_their_own_errors() {
+        let errno = |e: Errno| StoreError::from(io::Error::from(e));
+        assert!(matches!(errno(Errno::NOSPC), StoreError::NoSpace));
+        assert!(matches!(errno(Errno::DQUOT), StoreError::NoSpace));
+        assert!(matches!(errno(Errno::NAMETOOLONG), StoreError::TooLong));
+        assert!(matches!(errno(Errno::LOOP), StoreError::NotFound));
+        assert!(matches!(errno(Errno::IO), StoreError::Io(_)));
+        let full = crate::actors::data_channel::DataError::Local(Errno::NOSPC.into());
+        assert_eq!(full.code(), 452);
+        let broken = crate::actors::data_channel::DataError::Local(Errno::IO.into());
+        assert_eq!(broken.code(), 451);
     }
 
     #[test]
