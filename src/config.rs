@@ -402,11 +402,15 @@ mod tests {
 
     #[test]
     fn path_limits_are_validated() {
-        let cfg: Config = toml::from_str("max_path_depth = 8\nmax_path_length = 200\n")
-            .expect("valid toml");
+        let cfg: Config =
+            toml::from_str("max_path_depth = 8\nmax_path_length = 200\n").expect("valid toml");
         assert_eq!((cfg.max_path_depth, cfg.max_path_length), (8, 200));
         cfg.validate().expect("valid limits");
-        for bad in ["max_path_depth = 0", "max_path_length = 1", "max_path_length = 4097"] {
+        for bad in [
+            "max_path_depth = 0",
+            "max_path_length = 1",
+            "max_path_length = 4097",
+        ] {
             let cfg: Config = toml::from_str(bad).expect("valid toml");
             assert!(cfg.validate().is_err(), "{bad}");
         }

@@ -208,22 +208,25 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::IsADirectory`], [`StoreError::NotADirectory`] (parent is a file),
     /// [`StoreError::NotFound`] (parent missing or outside the home; or a missing file for
     /// `At`), [`StoreError::Busy`] (another in-place writer has the file),
-    /// [`StoreError::BadOffset`] (`At` beyond the end).
+    /// [`StoreError::BadOffset`] (`At` beyond the end), [`StoreError::TooLong`] (a new file
+    /// past the path limits).
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError>;
 
-    /// Atomically rename the staged temporary file over its target, re-checking the jail.
-    /// On error the temporary file is removed and the old target is left intact.
+    /// Atomically rename the staged temporary file over its target, re-checking the jail; the
+    /// file is synced to disk before the rename and its directory after it. On error the
+    /// temporary file is removed and the old target is left intact.
     ///
     /// # Errors
     ///
-    /// As for [`Storage::open_write`], if the target changed since.
+    /// As for [`Storage::open_write`], if the target changed since; [`StoreError::NoSpace`].
     fn commit(&self, staged: StagedUpload) -> Result<(), StoreError>;
 
     /// Create a directory.
     ///
     /// # Errors
     ///
-    /// [`StoreError::AlreadyExists`]; [`StoreError::NotFound`] if the parent is missing.
+    /// [`StoreError::AlreadyExists`]; [`StoreError::NotFound`] if the parent is missing;
+    /// [`StoreError::TooLong`] past the path limits.
     fn mkdir(&self, user: &str, path: &VPath) -> Result<(), StoreError>;
 
     /// Remove an empty directory; never the home itself.
@@ -247,7 +250,8 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`StoreError::PermissionDenied`] if either path is "/"; [`StoreError::InvalidName`] when
-    /// moving a directory into its own subtree.
+    /// moving a directory into its own subtree; [`StoreError::TooLong`] when the moved tree
+    /// would pass the path limits.
     fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError>;
 
     /// Set the modification time of a file or directory (MFMT).
@@ -257,11 +261,12 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::NotFound`] as for `stat`.
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError>;
 
-    /// Set the permission bits (at most 0o777) of a file or directory (SITE CHMOD).
+    /// Set the permission bits (at most 0o777) of a file or directory (SITE CHMOD), never of
+    /// the home itself.
     ///
     /// # Errors
     ///
-    /// [`StoreError::NotFound`] as for `stat`.
+    /// [`StoreError::NotFound`] as for `stat`; [`StoreError::PermissionDenied`] for the home.
     fn chmod(&self, user: &str, path: &VPath, mode: u32) -> Result<(), StoreError>;
 
     /// Digest of a regular file's contents (HASH): lowercase hex, and the file size.
@@ -1011,6 +1016,30 @@ impl LocalStorage {
     }
 }
 
+/// `time` as seconds and nanoseconds since the epoch, also before it (MFMT accepts any year).
+fn timespec(time: SystemTime) -> Timespec {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => Timespec {
+            tv_sec: secs(since),
+            tv_nsec: since.subsec_nanos().into(),
+        },
+        Err(before) => {
+            let before = before.duration();
+            match before.subsec_nanos() {
+                0 => Timespec {
+                    tv_sec: -secs(before),
+                    tv_nsec: 0,
+                },
+                nanos => Timespec {
+                    tv_sec: -secs(before) - 1,
+                    tv_nsec: (1_000_000_000 - nanos).into(),
+                },
+            }
+        }
+    }
+}
+
 fn file_info(name: String, meta: &Metadata) -> FileInfo {
     FileInfo {
         name,
@@ -1313,19 +1342,13 @@ impl Storage for LocalStorage {
 
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError> {
         let (file, _) = open_path(&self.home(user)?, path)?;
-        let since = time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_err(|_| StoreError::Io(io::Error::other("time before 1970")))?;
         let omit = Timespec {
             tv_sec: 0,
             tv_nsec: UTIME_OMIT,
         };
         let times = Timestamps {
             last_access: omit,
-            last_modification: Timespec {
-                tv_sec: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: since.subsec_nanos().into(),
-            },
+            last_modification: timespec(time),
         };
         Ok(utimensat(
             proc_self_fd()?,
@@ -2255,8 +2278,14 @@ mod tests {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    renameat_with(CWD, alice.join("d"), CWD, alice.join("l"), RenameFlags::EXCHANGE)
-                        .expect("exchange");
+                    renameat_with(
+                        CWD,
+                        alice.join("d"),
+                        CWD,
+                        alice.join("l"),
+                        RenameFlags::EXCHANGE,
+                    )
+                    .expect("exchange");
                 }
             });
             let store = &fx.store;
@@ -2267,7 +2296,9 @@ mod tests {
                 if let Ok(listing) = store.list("alice", &vp("/d")) {
                     assert!(listing.entries.iter().all(|e| e.name != "only-outside"));
                 }
-                if let Ok(upload) = store.open_write("alice", &vp(&format!("/d/n{i}")), WriteMode::Replace) {
+                if let Ok(upload) =
+                    store.open_write("alice", &vp(&format!("/d/n{i}")), WriteMode::Replace)
+                {
                     let _ = store.commit(staged(upload.finish));
                 }
                 let _ = store.mkdir("alice", &vp(&format!("/d/m{i}")));
@@ -2296,9 +2327,9 @@ mod tests {
         let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
             .expect("storage")
             .with_path_limits(PathLimits {
-            max_depth: 3,
-            max_length: 12,
-        });
+                max_depth: 3,
+                max_length: 12,
+            });
         let too_long = |r: Result<(), StoreError>, what: &str| {
             assert!(matches!(r, Err(StoreError::TooLong)), "{what}: {r:?}");
         };
@@ -2327,13 +2358,21 @@ mod tests {
         // A tree 1 deep moved to 3 deep would reach 4: refused, nothing moves.
         store.mkdir("alice", &vp("/x")).expect("x");
         store.mkdir("alice", &vp("/x/y")).expect("x/y");
-        too_long(store.rename("alice", &vp("/x"), &vp("/a/b/x")), "moved deeper");
+        too_long(
+            store.rename("alice", &vp("/x"), &vp("/a/b/x")),
+            "moved deeper",
+        );
         assert!(fx.home("alice").join("x/y").is_dir());
         // Moving a tree up is always fine; so is a same-depth rename within the length.
         store.rename("alice", &vp("/a/b"), &vp("/b")).expect("up");
-        store.rename("alice", &vp("/x"), &vp("/z")).expect("sibling");
+        store
+            .rename("alice", &vp("/x"), &vp("/z"))
+            .expect("sibling");
         // A longer name for the top of a tree counts the longest path below it.
-        too_long(store.rename("alice", &vp("/z"), &vp("/zzzzzzzzzzz")), "longer");
+        too_long(
+            store.rename("alice", &vp("/z"), &vp("/zzzzzzzzzzz")),
+            "longer",
+        );
         store
             .rename("alice", &vp("/z"), &vp("/zzzzzzzzz"))
             .expect("as long as allowed");
@@ -2358,13 +2397,36 @@ mod tests {
         }
         assert_eq!(mode(&alice), 0o700);
         // A file whose bits forbid every access can still be given them back.
-        fx.store.chmod("alice", &vp("/f"), 0o000).expect("chmod 000");
+        fx.store
+            .chmod("alice", &vp("/f"), 0o000)
+            .expect("chmod 000");
         assert_eq!(mode(&alice.join("f")), 0o000);
-        fx.store.chmod("alice", &vp("/f"), 0o640).expect("chmod back");
+        fx.store
+            .chmod("alice", &vp("/f"), 0o640)
+            .expect("chmod back");
         assert_eq!(mode(&alice.join("f")), 0o640);
         let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-        fx.store.set_modified("alice", &vp("/f"), when).expect("mfmt");
-        assert_eq!(fs::metadata(alice.join("f")).expect("stat").modified().expect("mtime"), when);
+        fx.store
+            .set_modified("alice", &vp("/f"), when)
+            .expect("mfmt");
+        assert_eq!(
+            fs::metadata(alice.join("f"))
+                .expect("stat")
+                .modified()
+                .expect("mtime"),
+            when
+        );
+        let before_1970 = SystemTime::UNIX_EPOCH - std::time::Duration::new(86_400, 500);
+        fx.store
+            .set_modified("alice", &vp("/f"), before_1970)
+            .expect("mfmt 1969");
+        assert_eq!(
+            fs::metadata(alice.join("f"))
+                .expect("stat")
+                .modified()
+                .expect("mtime"),
+            before_1970
+        );
     }
 
     #[test]
