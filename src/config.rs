@@ -113,6 +113,12 @@ pub struct Config {
     pub max_sessions_per_ip: usize,
     /// `max_line_length`: longest command line in bytes. Default 4096.
     pub max_line_length: usize,
+    /// `max_path_depth`: names below the home a created path may have (MKD, uploads, RNTO,
+    /// counting the tree below a moved directory). Default 64.
+    pub max_path_depth: usize,
+    /// `max_path_length`: bytes a created path may have as the client sees it (at most 4096;
+    /// never as long on disk as `PATH_MAX` either). Default 4096.
+    pub max_path_length: usize,
     /// `max_login_failures`: failed PASS attempts before the connection is closed. Default 3.
     pub max_login_failures: u8,
     /// `login_failure_delay_ms`: the 530 for a failed password comes after this delay, doubled
@@ -210,6 +216,8 @@ impl Default for Config {
             max_sessions: 2000,
             max_sessions_per_ip: 50,
             max_line_length: 4096,
+            max_path_depth: 64,
+            max_path_length: 4096,
             max_login_failures: 3,
             login_failure_delay_ms: 1000,
             ban_after_failures: 10,
@@ -304,6 +312,14 @@ impl Config {
         }
         if self.workers == 0 {
             return bad("workers");
+        }
+        if self.max_path_depth == 0 {
+            return bad("max_path_depth");
+        }
+        if !(2..=4096).contains(&self.max_path_length) {
+            return Err(ConfigError::Invalid(
+                "max_path_length must be between 2 and 4096".into(),
+            ));
         }
         let wants_tls = !self.implicit_tls_listen.is_empty()
             || self.require_tls_login
@@ -408,6 +424,7 @@ mod tests {
             })
         );
         assert_eq!(cfg.max_line_length, 4096);
+        assert_eq!((cfg.max_path_depth, cfg.max_path_length), (64, 4096));
         assert!(toml::from_str::<Config>("pbkdf2_iteration = 5\n").is_err());
         let cfg: Config = toml::from_str(
             "registration = \"invite\"\ndefault_quota_bytes = 1000\nmax_registrations_per_ip_per_hour = 2\n",
@@ -433,6 +450,22 @@ mod tests {
         let cfg: Config =
             toml::from_str("audit_keep = 0\naudit_max_bytes = 0\n").expect("valid toml");
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn path_limits_are_validated() {
+        let cfg: Config =
+            toml::from_str("max_path_depth = 8\nmax_path_length = 200\n").expect("valid toml");
+        assert_eq!((cfg.max_path_depth, cfg.max_path_length), (8, 200));
+        cfg.validate().expect("valid limits");
+        for bad in [
+            "max_path_depth = 0",
+            "max_path_length = 1",
+            "max_path_length = 4097",
+        ] {
+            let cfg: Config = toml::from_str(bad).expect("valid toml");
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::actors::account_registry::{
 };
 use crate::actors::audit_log::{AuditLog, AuditPolicy, Flush};
 use crate::actors::data_channel::TransferPool;
-use crate::actors::file_store::{FileStore, LocalStorage};
+use crate::actors::file_store::{FileStore, LocalStorage, PathLimits};
 use crate::actors::invites::InviteStore;
 use crate::actors::limits::Limits;
 use crate::actors::quota::QuotaLedger;
@@ -119,7 +119,11 @@ impl Server {
         };
         let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
             .map_err(data_dir(config.homes_dir()))?
-            .with_quota(Arc::new(ledger));
+            .with_quota(Arc::new(ledger))
+            .with_path_limits(PathLimits {
+                max_depth: config.max_path_depth,
+                max_length: config.max_path_length,
+            });
         let stale = storage
             .remove_stale_staged()
             .map_err(data_dir(config.tmp_dir()))?;

@@ -36,7 +36,7 @@ pub enum DataError {
     /// The data connection failed or stalled: 426.
     #[error("Data connection closed; transfer aborted.")]
     Network(#[source] io::Error),
-    /// Reading or writing the local file failed: 451.
+    /// Reading or writing the local file failed: 451; 452 when the disk is full.
     #[error("Local error in processing: {0}.")]
     Local(#[source] io::Error),
     /// The TLS handshake on the data connection failed or did not resume: 425.
@@ -53,6 +53,7 @@ impl DataError {
         match self {
             DataError::NoConnection | DataError::Tls(_) => 425,
             DataError::Network(_) => 426,
+            DataError::Local(e) if crate::actors::file_store::is_out_of_space(e) => 452,
             DataError::Local(_) => 451,
             DataError::QuotaExceeded => 552,
         }

@@ -6,20 +6,30 @@
 //! resolves, authorises and opens, and hands back file handles: bulk bytes never pass
 //! through its mailbox.
 //!
-//! The jail: a [`VPath`] cannot contain `..`, so the lexical mapping `home.join(components)`
-//! stays inside the home; symlinks (which operators may create) are then checked by
-//! canonicalising and requiring the result to lie inside the canonical home. Anything outside,
-//! dangling, or not a regular file or directory looks exactly like a missing entry.
+//! The jail: a [`VPath`] cannot contain `..`, and every path is resolved from the home's
+//! directory handle with `cap-std` (`openat2` with `RESOLVE_BENEATH`, or a walk one name at a
+//! time with `O_NOFOLLOW`), so no lookup ever leaves the home, even while another process swaps
+//! a directory for a link: symlinks (which operators may create) are followed only while they
+//! stay inside, and operations then act on handles (the directory holding a name, the opened
+//! file), never on a path looked up again. Anything outside, dangling, or not a regular file or
+//! directory looks exactly like a missing entry. Absolute links lead out by definition.
 
 use std::collections::HashSet;
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT, chmodat, utimensat};
+use rustix::io::Errno;
+use rustix::path::DecInt;
+use rustix_linux_procfs::proc_self_fd;
 
 use crate::actors::quota::{Charge, QuotaExceeded, QuotaLedger, QuotaReport};
 use crate::actors::vpath::VPath;
@@ -96,6 +106,12 @@ pub enum StoreError {
     /// 553: file name not allowed (bad user name, renaming a directory into itself).
     #[error("file name not allowed")]
     InvalidName,
+    /// 553: a name longer than `NAME_MAX`, or a path past the [`PathLimits`].
+    #[error("file name too long")]
+    TooLong,
+    /// 452: the file system is full (`ENOSPC`, `EDQUOT`).
+    #[error("insufficient storage space")]
+    NoSpace,
     /// 552: the account's byte or file quota would be passed.
     #[error("quota exceeded")]
     QuotaExceeded,
@@ -110,8 +126,33 @@ impl From<QuotaExceeded> for StoreError {
     }
 }
 
+/// Whether `err` says the disk (or the server account's disk quota) is full: 452 for the client.
+pub fn is_out_of_space(err: &io::Error) -> bool {
+    err.raw_os_error()
+        .is_some_and(|n| n == Errno::NOSPC.raw_os_error() || n == Errno::DQUOT.raw_os_error())
+}
+
+impl From<Errno> for StoreError {
+    fn from(errno: Errno) -> Self {
+        io::Error::from(errno).into()
+    }
+}
+
 impl From<io::Error> for StoreError {
     fn from(err: io::Error) -> Self {
+        if is_out_of_space(&err) {
+            return StoreError::NoSpace;
+        }
+        match err.raw_os_error().map(Errno::from_raw_os_error) {
+            Some(Errno::NAMETOOLONG) => return StoreError::TooLong,
+            // A loop, a link where O_NOFOLLOW forbids one, a special file: nothing to show.
+            Some(Errno::LOOP | Errno::NXIO) => return StoreError::NotFound,
+            // cap-std's word for a path that would leave the home: it looks missing.
+            None if err.kind() == io::ErrorKind::PermissionDenied => {
+                return StoreError::NotFound;
+            }
+            _ => {}
+        }
         match err.kind() {
             io::ErrorKind::NotFound => StoreError::NotFound,
             io::ErrorKind::AlreadyExists => StoreError::AlreadyExists,
@@ -167,22 +208,25 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::IsADirectory`], [`StoreError::NotADirectory`] (parent is a file),
     /// [`StoreError::NotFound`] (parent missing or outside the home; or a missing file for
     /// `At`), [`StoreError::Busy`] (another in-place writer has the file),
-    /// [`StoreError::BadOffset`] (`At` beyond the end).
+    /// [`StoreError::BadOffset`] (`At` beyond the end), [`StoreError::TooLong`] (a new file
+    /// past the path limits).
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError>;
 
-    /// Atomically rename the staged temporary file over its target, re-checking the jail.
-    /// On error the temporary file is removed and the old target is left intact.
+    /// Atomically rename the staged temporary file over its target, re-checking the jail; the
+    /// file is synced to disk before the rename and its directory after it. On error the
+    /// temporary file is removed and the old target is left intact.
     ///
     /// # Errors
     ///
-    /// As for [`Storage::open_write`], if the target changed since.
+    /// As for [`Storage::open_write`], if the target changed since; [`StoreError::NoSpace`].
     fn commit(&self, staged: StagedUpload) -> Result<(), StoreError>;
 
     /// Create a directory.
     ///
     /// # Errors
     ///
-    /// [`StoreError::AlreadyExists`]; [`StoreError::NotFound`] if the parent is missing.
+    /// [`StoreError::AlreadyExists`]; [`StoreError::NotFound`] if the parent is missing;
+    /// [`StoreError::TooLong`] past the path limits.
     fn mkdir(&self, user: &str, path: &VPath) -> Result<(), StoreError>;
 
     /// Remove an empty directory; never the home itself.
@@ -206,7 +250,8 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`StoreError::PermissionDenied`] if either path is "/"; [`StoreError::InvalidName`] when
-    /// moving a directory into its own subtree.
+    /// moving a directory into its own subtree; [`StoreError::TooLong`] when the moved tree
+    /// would pass the path limits.
     fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError>;
 
     /// Set the modification time of a file or directory (MFMT).
@@ -216,11 +261,12 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::NotFound`] as for `stat`.
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError>;
 
-    /// Set the permission bits (at most 0o777) of a file or directory (SITE CHMOD).
+    /// Set the permission bits (at most 0o777) of a file or directory (SITE CHMOD), never of
+    /// the home itself.
     ///
     /// # Errors
     ///
-    /// [`StoreError::NotFound`] as for `stat`.
+    /// [`StoreError::NotFound`] as for `stat`; [`StoreError::PermissionDenied`] for the home.
     fn chmod(&self, user: &str, path: &VPath, mode: u32) -> Result<(), StoreError>;
 
     /// Digest of a regular file's contents (HASH): lowercase hex, and the file size.
@@ -366,8 +412,8 @@ pub enum Finish {
 /// file would interleave their bytes, so the second is refused ([`StoreError::Busy`]).
 #[derive(Debug)]
 pub struct WriteLock {
-    locks: Arc<Mutex<HashSet<PathBuf>>>,
-    path: PathBuf,
+    locks: Arc<Mutex<HashSet<LockKey>>>,
+    key: LockKey,
 }
 
 impl Drop for WriteLock {
@@ -375,7 +421,7 @@ impl Drop for WriteLock {
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.path);
+            .remove(&self.key);
     }
 }
 
@@ -412,33 +458,291 @@ impl Drop for StagedUpload {
 pub struct LocalStorage {
     homes: PathBuf,
     tmp: PathBuf,
+    /// The staging dir, by handle: commits rename from it into a home by handle.
+    staging: Dir,
     anonymous: Option<PathBuf>,
-    locks: Arc<Mutex<HashSet<PathBuf>>>,
+    locks: Arc<Mutex<HashSet<LockKey>>>,
     quota: Option<Arc<QuotaLedger>>,
+    limits: PathLimits,
 }
 
 /// The user key under which the anonymous area is reached: it can never be an account name
 /// (those cannot contain `@`), so no account can reach it.
 pub const ANONYMOUS: &str = "@anonymous";
 
-/// The outcome of resolving a path whose parent passed the jail checks.
-enum Lookup {
-    /// It exists and is visible.
-    Found(Box<Entry>),
-    /// It does not exist; this is where it would be created.
-    Missing(PathBuf),
+/// Linux `NAME_MAX`: the longest name of one directory entry, in bytes.
+const NAME_MAX: usize = 255;
+/// Linux `PATH_MAX`, with its terminating NUL: no path on disk may reach it, so every tree the
+/// server builds can also be walked by path (`ferryd user quota --recount`, backups).
+const PATH_MAX: usize = 4096;
+/// Symbolic links followed to find an upload's target, as the kernel allows (`ELOOP`).
+const MAX_LINKS: usize = 40;
+
+/// How deep and how long a path the store lets a client create (MKD, STOR, STOU, APPE, RNTO,
+/// including everything below a renamed directory). Past either: [`StoreError::TooLong`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathLimits {
+    /// Names below the home: "/a/b" is 2 deep.
+    pub max_depth: usize,
+    /// Bytes of the path as the client sees it: "/a/b" is 4 long.
+    pub max_length: usize,
 }
 
-/// Where an existing path leads once the jail checks pass.
+impl Default for PathLimits {
+    fn default() -> PathLimits {
+        PathLimits {
+            max_depth: 64,
+            max_length: 4096,
+        }
+    }
+}
+
+/// What an in-place write lock is taken on: the directory (device, inode) and the name in it,
+/// so every path to one file, through links or not, meets the same lock.
+type LockKey = (u64, u64, OsString);
+
+/// A name in a directory, both reached from the home without leaving it.
+struct Located {
+    /// The directory holding `name`, opened beneath the home.
+    dir: Dir,
+    /// `dir`'s path below the home as it was named ("." for the home; may pass through links
+    /// that stay inside).
+    dir_rel: PathBuf,
+    /// The final component, not followed.
+    name: OsString,
+    /// `lstat` of `name`, if it exists.
+    link_meta: Option<Metadata>,
+}
+
+/// An existing, visible entry.
 struct Entry {
-    /// The path without following a final symlink (what remove and rename act on).
-    link: PathBuf,
-    /// The canonical path, inside the home.
-    real: PathBuf,
-    /// Metadata of `real`.
+    /// Where it is; acting on `loc.name` acts on a link itself (remove, rename).
+    loc: Located,
+    /// `lstat` of the name.
+    link_meta: Metadata,
+    /// What it leads to: the entry itself, or a link's target inside the home.
     meta: Metadata,
-    /// Whether `link` is a symlink.
+    /// Whether the name is a symbolic link.
     is_link: bool,
+}
+
+/// Where an upload's bytes land: an existing regular file or a new name, with links inside the
+/// home followed to the file they lead to.
+struct Target {
+    /// The directory holding `name`, opened beneath the home.
+    dir: Dir,
+    /// `dir`'s path below the home, as for [`Located::dir_rel`].
+    dir_rel: PathBuf,
+    /// The final component: a regular file or nothing yet, never a link.
+    name: OsString,
+    /// The regular file there now, if any.
+    existing: Option<Metadata>,
+}
+
+/// The path below the home for `path` ("." for the home itself).
+///
+/// # Errors
+/// [`StoreError::TooLong`] for a name longer than `NAME_MAX`.
+fn relative(path: &VPath) -> Result<PathBuf, StoreError> {
+    let mut rel = PathBuf::from(".");
+    for name in path.components() {
+        if name.len() > NAME_MAX {
+            return Err(StoreError::TooLong);
+        }
+        rel.push(name);
+    }
+    Ok(rel)
+}
+
+/// Opens `rel` below `home` as a directory, following links only while they stay inside.
+fn open_dir(home: &Dir, rel: &Path) -> Result<Dir, StoreError> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    Ok(home.open_dir(rel)?)
+}
+
+/// What `path` leads to below `home` (links followed while they stay inside): a regular file or
+/// a directory.
+fn target_meta(home: &Dir, path: &VPath) -> Result<Metadata, StoreError> {
+    let meta = home.metadata(relative(path)?)?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(meta)
+}
+
+/// Finds `path`'s directory beneath `home` and `lstat`s its final name there.
+///
+/// # Errors
+/// [`StoreError::PermissionDenied`] for the home itself (callers that accept it check first);
+/// the parent's errors: [`StoreError::NotFound`] (missing, or reached only through a link out),
+/// [`StoreError::NotADirectory`].
+fn locate(home: &Dir, path: &VPath) -> Result<Located, StoreError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(StoreError::PermissionDenied);
+    };
+    if name.len() > NAME_MAX {
+        return Err(StoreError::TooLong);
+    }
+    let dir_rel = relative(&parent)?;
+    let dir = open_dir(home, &dir_rel)?;
+    let link_meta = lstat(&dir, OsStr::new(name))?;
+    Ok(Located {
+        dir,
+        dir_rel,
+        name: name.into(),
+        link_meta,
+    })
+}
+
+/// `lstat` of one name in `dir`; `None` when there is none.
+fn lstat(dir: &Dir, name: &OsStr) -> Result<Option<Metadata>, StoreError> {
+    match dir.symlink_metadata(name) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The jail check of an existing name: a link must lead to a file or directory inside `home`,
+/// and only regular files and directories are shown. Anything else looks missing.
+fn visible(home: &Dir, loc: Located) -> Result<Entry, StoreError> {
+    let Some(link_meta) = loc.link_meta.clone() else {
+        return Err(StoreError::NotFound);
+    };
+    let is_link = link_meta.is_symlink();
+    let meta = if is_link {
+        // Any failure to follow it (out of the home, dangling, a loop) hides it.
+        home.metadata(loc.dir_rel.join(&loc.name))
+            .map_err(|_| StoreError::NotFound)?
+    } else {
+        link_meta.clone()
+    };
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(StoreError::NotFound);
+    }
+    Ok(Entry {
+        loc,
+        link_meta,
+        meta,
+        is_link,
+    })
+}
+
+/// Resolves an existing, visible entry.
+fn existing(home: &Dir, path: &VPath) -> Result<Entry, StoreError> {
+    visible(home, locate(home, path)?)
+}
+
+/// Where an upload of `path` lands: a new name, or the regular file that the name (or a chain
+/// of links inside the home) leads to.
+fn write_target(home: &Dir, path: &VPath) -> Result<Target, StoreError> {
+    if path.is_root() {
+        return Err(StoreError::IsADirectory);
+    }
+    let mut loc = locate(home, path)?;
+    for followed in 0..MAX_LINKS {
+        let meta = match loc.link_meta.take() {
+            // A link must lead somewhere: a dangling one is invisible.
+            None if followed > 0 => return Err(StoreError::NotFound),
+            None => None,
+            Some(meta) if meta.is_dir() => return Err(StoreError::IsADirectory),
+            Some(meta) if meta.is_file() => Some(meta),
+            Some(meta) if meta.is_symlink() => {
+                let link = loc.dir.read_link_contents(&loc.name)?;
+                if link.is_absolute() {
+                    return Err(StoreError::NotFound);
+                }
+                let joined = loc.dir_rel.join(link);
+                let (Some(parent), Some(name)) = (joined.parent(), joined.file_name()) else {
+                    // Ends in "..": a directory, if it is there at all.
+                    return match home.metadata(&joined) {
+                        Ok(meta) if meta.is_dir() => Err(StoreError::IsADirectory),
+                        _ => Err(StoreError::NotFound),
+                    };
+                };
+                let dir = open_dir(home, parent).map_err(|_| StoreError::NotFound)?;
+                let link_meta = lstat(&dir, name)?;
+                loc = Located {
+                    dir,
+                    dir_rel: parent.to_path_buf(),
+                    name: name.to_owned(),
+                    link_meta,
+                };
+                continue;
+            }
+            Some(_) => return Err(StoreError::NotFound),
+        };
+        return Ok(Target {
+            dir: loc.dir,
+            dir_rel: loc.dir_rel,
+            name: loc.name,
+            existing: meta,
+        });
+    }
+    Err(StoreError::NotFound)
+}
+
+/// The lock key of `name` in `dir`.
+fn lock_key(dir: &Dir, name: &OsStr) -> Result<LockKey, StoreError> {
+    let meta = dir.dir_metadata()?;
+    Ok((meta.dev(), meta.ino(), name.to_owned()))
+}
+
+/// Open options that never block on a FIFO swapped in at the last moment, and never follow a
+/// link at the final name (`ELOOP`, seen as [`StoreError::NotFound`]).
+fn in_place_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32);
+    options
+}
+
+/// An `O_PATH` handle on what `path` leads to below `home`: enough to `fstat` it and to change
+/// its mode or times through `/proc/self/fd`, whatever its permission bits, without a second
+/// lookup by name that a swap could redirect.
+fn open_path(home: &Dir, path: &VPath) -> Result<(File, fs::Metadata), StoreError> {
+    let file = home
+        .open_with(
+            relative(path)?,
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(OFlags::PATH.bits() as i32),
+        )?
+        .into_std();
+    let meta = file.metadata()?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(StoreError::NotFound);
+    }
+    Ok((file, meta))
+}
+
+/// How deep and long the tree below `dir` is, in names and bytes ("/" plus each name), failing
+/// as soon as it passes `max_depth` or `max_length`. Links are not followed.
+fn subtree_extent(
+    dir: &Dir,
+    max_depth: usize,
+    max_length: usize,
+) -> Result<(usize, usize), StoreError> {
+    let mut extent = (0, 0);
+    let mut stack = vec![(PathBuf::from("."), 0usize, 0usize)];
+    while let Some((rel, depth, length)) = stack.pop() {
+        for entry in dir.read_dir(&rel)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let (depth, length) = (depth + 1, length + 1 + name.len());
+            if depth > max_depth || length > max_length {
+                return Err(StoreError::TooLong);
+            }
+            extent = (extent.0.max(depth), extent.1.max(length));
+            if entry.file_type()?.is_dir() {
+                stack.push((rel.join(name), depth, length));
+            }
+        }
+    }
+    Ok(extent)
 }
 
 impl LocalStorage {
@@ -451,13 +755,22 @@ impl LocalStorage {
     pub fn new(homes_dir: PathBuf, tmp_dir: PathBuf) -> io::Result<LocalStorage> {
         fs::create_dir_all(&homes_dir)?;
         fs::create_dir_all(&tmp_dir)?;
+        let tmp = fs::canonicalize(tmp_dir)?;
         Ok(LocalStorage {
             homes: fs::canonicalize(homes_dir)?,
-            tmp: fs::canonicalize(tmp_dir)?,
+            staging: Dir::open_ambient_dir(&tmp, ambient_authority())?,
+            tmp,
             anonymous: None,
             locks: Arc::default(),
             quota: None,
+            limits: PathLimits::default(),
         })
+    }
+
+    /// Refuses to create paths past `limits`.
+    pub fn with_path_limits(mut self, limits: PathLimits) -> LocalStorage {
+        self.limits = limits;
+        self
     }
 
     /// Removes staged uploads (`*.part` in the staging dir) that a previous run left behind:
@@ -533,14 +846,77 @@ impl LocalStorage {
         Ok(self.homes.join(user))
     }
 
-    fn lock(&self, path: PathBuf) -> Result<WriteLock, StoreError> {
+    /// The user's home by handle: every lookup starts here and never leaves it. The home
+    /// itself may be a link the operator made (homes on another disk).
+    fn home(&self, user: &str) -> Result<Dir, StoreError> {
+        Dir::open_ambient_dir(self.home_path(user)?, ambient_authority())
+            .map_err(|_| StoreError::NotFound)
+    }
+
+    /// The path on disk as named, for the quota ledger's in-place accounting.
+    fn disk_path(&self, user: &str, target: &Target) -> Result<PathBuf, StoreError> {
+        Ok(self
+            .home_path(user)?
+            .join(&target.dir_rel)
+            .join(&target.name))
+    }
+
+    /// Refuses a new entry at `path` (with a tree `below` it, in names and bytes) past the
+    /// configured limits, or as long on disk as `PATH_MAX`.
+    fn check_limits(
+        &self,
+        user: &str,
+        path: &VPath,
+        below: (usize, usize),
+    ) -> Result<(), StoreError> {
+        let depth = path.components().count() + below.0;
+        let length = path.as_str().len() + below.1;
+        let on_disk = self.home_path(user)?.as_os_str().len() + length;
+        if depth > self.limits.max_depth || length > self.limits.max_length || on_disk >= PATH_MAX {
+            return Err(StoreError::TooLong);
+        }
+        Ok(())
+    }
+
+    /// Checks that moving `source` (at `from`) to `to` builds nothing past the limits. Moving a
+    /// tree no deeper and no longer than it was cannot, so only then is the tree walked.
+    fn check_move(
+        &self,
+        user: &str,
+        source: &Entry,
+        from: &VPath,
+        to: &VPath,
+    ) -> Result<(), StoreError> {
+        let (from_depth, to_depth) = (from.components().count(), to.components().count());
+        let (from_len, to_len) = (from.as_str().len(), to.as_str().len());
+        let below = if !source.is_link
+            && source.meta.is_dir()
+            && (to_depth > from_depth || to_len > from_len)
+        {
+            let on_disk = self.home_path(user)?.as_os_str().len() + to_len;
+            let max_depth = self.limits.max_depth.saturating_sub(to_depth);
+            let max_length = self
+                .limits
+                .max_length
+                .min(PATH_MAX - 1)
+                .saturating_sub(to_len)
+                .min((PATH_MAX - 1).saturating_sub(on_disk));
+            let dir = source.loc.dir.open_dir(&source.loc.name)?;
+            subtree_extent(&dir, max_depth, max_length)?
+        } else {
+            (0, 0)
+        };
+        self.check_limits(user, to, below)
+    }
+
+    fn lock(&self, key: LockKey) -> Result<WriteLock, StoreError> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if !locks.insert(path.clone()) {
+        if !locks.insert(key.clone()) {
             return Err(StoreError::Busy);
         }
         Ok(WriteLock {
             locks: Arc::clone(&self.locks),
-            path,
+            key,
         })
     }
 
@@ -560,11 +936,13 @@ impl LocalStorage {
     fn create_unique_counted(
         &self,
         user: &str,
-        home: &Path,
+        home: &Dir,
         path: &VPath,
     ) -> Result<Upload, StoreError> {
         let base = path.file_name().unwrap_or("file");
         let parent = path.parent().unwrap_or_else(VPath::root);
+        let dir_rel = relative(&parent)?;
+        let dir = open_dir(home, &dir_rel)?;
         for n in 0..1000 {
             let name = if n == 0 {
                 base.to_owned()
@@ -572,15 +950,24 @@ impl LocalStorage {
                 format!("{base}.{n}")
             };
             let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
-            let Lookup::Missing(real) = self.lookup(home, &candidate)? else {
-                continue;
-            };
-            match OpenOptions::new().write(true).create_new(true).open(&real) {
+            if name.len() > NAME_MAX {
+                return Err(StoreError::TooLong);
+            }
+            self.check_limits(user, &candidate, (0, 0))?;
+            // create_new (O_EXCL) never follows a link: any existing name is taken.
+            match dir.open_with(&name, in_place_options().write(true).create_new(true)) {
                 Ok(file) => {
-                    let lock = self.lock(real.clone())?;
+                    let lock = self.lock(lock_key(&dir, OsStr::new(&name))?)?;
+                    let target = Target {
+                        dir,
+                        dir_rel,
+                        name: name.into(),
+                        existing: None,
+                    };
+                    let real = self.disk_path(user, &target)?;
                     let charge = self.charge(user, false, 0)?.in_place(real, 0, true);
                     return Ok(Upload {
-                        file,
+                        file: file.into_std(),
                         target: candidate,
                         finish: Finish::InPlace(lock),
                         charge,
@@ -593,111 +980,64 @@ impl LocalStorage {
         Err(StoreError::AlreadyExists)
     }
 
-    /// The canonical home: the root every resolved path must stay under.
-    fn home(&self, user: &str) -> Result<PathBuf, StoreError> {
-        fs::canonicalize(self.home_path(user)?).map_err(|_| StoreError::NotFound)
-    }
-
-    /// The canonical directory that contains `path`'s final component.
-    fn parent_dir(&self, home: &Path, path: &VPath) -> Result<PathBuf, StoreError> {
-        let lexical: PathBuf = match path.parent() {
-            Some(parent) => parent
-                .components()
-                .fold(home.to_path_buf(), |p, c| p.join(c)),
-            None => home.to_path_buf(),
-        };
-        // Every failure here may describe something outside the jail (e.g. ENOTDIR from a
-        // file behind an escaping link), so all of them look like NotFound.
-        let dir = fs::canonicalize(lexical).map_err(|_| StoreError::NotFound)?;
-        if !dir.starts_with(home) {
-            return Err(StoreError::NotFound);
-        }
-        if !fs::metadata(&dir)?.is_dir() {
-            return Err(StoreError::NotADirectory);
-        }
-        Ok(dir)
-    }
-
-    /// Resolve `path` under the canonical `home`: an existing entry that passes the jail
-    /// checks, or the path at which a missing one may be created.
-    fn lookup(&self, home: &Path, path: &VPath) -> Result<Lookup, StoreError> {
-        let Some(name) = path.file_name() else {
-            let meta = fs::metadata(home)?;
-            return Ok(Lookup::Found(Box::new(Entry {
-                link: home.to_path_buf(),
-                real: home.to_path_buf(),
-                meta,
-                is_link: false,
-            })));
-        };
-        let link = self.parent_dir(home, path)?.join(name);
-        match fs::symlink_metadata(&link) {
-            Ok(lmeta) => Ok(Lookup::Found(Box::new(visible(home, link, lmeta)?))),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Lookup::Missing(link)),
-            Err(err) => Err(err.into()),
-        }
-    }
-
-    /// Resolve `path` to an existing file or directory inside the user's home.
-    fn existing(&self, user: &str, path: &VPath) -> Result<Entry, StoreError> {
-        match self.lookup(&self.home(user)?, path)? {
-            Lookup::Found(entry) => Ok(*entry),
-            Lookup::Missing(_) => Err(StoreError::NotFound),
-        }
-    }
-
-    /// Where an upload of `path` lands: a new file, or the real file an existing name (or a
-    /// symlink inside the home) leads to.
-    fn write_target(&self, user: &str, path: &VPath) -> Result<PathBuf, StoreError> {
-        match self.lookup(&self.home(user)?, path)? {
-            Lookup::Missing(new_file) => Ok(new_file),
-            Lookup::Found(entry) if entry.meta.is_dir() => Err(StoreError::IsADirectory),
-            Lookup::Found(entry) => Ok(entry.real),
-        }
-    }
-
     /// A new, empty temporary file in the staging dir.
     fn create_temp(&self) -> Result<(PathBuf, File), StoreError> {
         // A random name makes a clash unlikely; create_new makes one harmless, so retry.
         for _ in 0..8 {
-            let temp = self
-                .tmp
-                .join(format!("{:016x}.part", rand::random::<u64>()));
-            match OpenOptions::new().write(true).create_new(true).open(&temp) {
-                Ok(file) => return Ok((temp, file)),
+            let name = format!("{:016x}.part", rand::random::<u64>());
+            match self
+                .staging
+                .open_with(&name, OpenOptions::new().write(true).create_new(true))
+            {
+                Ok(file) => return Ok((self.tmp.join(name), file.into_std())),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(StoreError::Io(err)),
+                Err(err) => return Err(err.into()),
             }
         }
         Err(StoreError::Io(io::Error::other(
             "no free temporary file name",
         )))
     }
+
+    /// Renames the staged file `temp` over `target`, durably: the file's bytes reach the disk
+    /// before the rename publishes it (a crash never leaves a "complete" empty file), and the
+    /// directory after it. Returns the staged file's size.
+    fn publish(&self, temp: &Path, target: Target) -> Result<u64, StoreError> {
+        let name = temp.file_name().ok_or(StoreError::NotFound)?;
+        let staged = self.staging.open(name)?;
+        let size = staged.metadata()?.len();
+        staged.sync_all()?;
+        drop(staged);
+        self.staging.rename(name, &target.dir, &target.name)?;
+        if let Err(err) = target.dir.into_std_file().sync_all() {
+            log::warn!("upload renamed into place, but its directory was not synced: {err}");
+        }
+        Ok(size)
+    }
 }
 
-/// Check an existing entry against the jail: a symlink must resolve inside `home`, and only
-/// regular files and directories are shown.
-fn visible(home: &Path, link: PathBuf, lmeta: Metadata) -> Result<Entry, StoreError> {
-    let is_link = lmeta.file_type().is_symlink();
-    let (real, meta) = if is_link {
-        let real = fs::canonicalize(&link).map_err(|_| StoreError::NotFound)?;
-        if !real.starts_with(home) {
-            return Err(StoreError::NotFound);
+/// `time` as seconds and nanoseconds since the epoch, also before it (MFMT accepts any year).
+fn timespec(time: SystemTime) -> Timespec {
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => Timespec {
+            tv_sec: secs(since),
+            tv_nsec: since.subsec_nanos().into(),
+        },
+        Err(before) => {
+            let before = before.duration();
+            match before.subsec_nanos() {
+                0 => Timespec {
+                    tv_sec: -secs(before),
+                    tv_nsec: 0,
+                },
+                nanos => Timespec {
+                    tv_sec: -secs(before) - 1,
+                    tv_nsec: (1_000_000_000 - nanos).into(),
+                },
+            }
         }
-        let meta = fs::metadata(&real).map_err(|_| StoreError::NotFound)?;
-        (real, meta)
-    } else {
-        (link.clone(), lmeta)
-    };
-    if !meta.is_file() && !meta.is_dir() {
-        return Err(StoreError::NotFound);
     }
-    Ok(Entry {
-        link,
-        real,
-        meta,
-        is_link,
-    })
 }
 
 fn file_info(name: String, meta: &Metadata) -> FileInfo {
@@ -710,7 +1050,9 @@ fn file_info(name: String, meta: &Metadata) -> FileInfo {
         },
         size: meta.len(),
         // Some file systems lack mtime; the epoch is a harmless stand-in for a listing.
-        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        modified: meta
+            .modified()
+            .map_or(SystemTime::UNIX_EPOCH, |t| t.into_std()),
         mode: meta.mode() & 0o7777,
         nlink: meta.nlink(),
         unique: format!("{:x}g{:x}", meta.dev(), meta.ino()),
@@ -727,27 +1069,27 @@ impl Storage for LocalStorage {
     }
 
     fn stat(&self, user: &str, path: &VPath) -> Result<FileInfo, StoreError> {
-        let entry = self.existing(user, path)?;
+        let meta = target_meta(&self.home(user)?, path)?;
         let name = path.file_name().unwrap_or("/").to_owned();
-        Ok(file_info(name, &entry.meta))
+        Ok(file_info(name, &meta))
     }
 
     fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError> {
         let home = self.home(user)?;
-        let Lookup::Found(entry) = self.lookup(&home, path)? else {
-            return Err(StoreError::NotFound);
-        };
-        if !entry.meta.is_dir() {
+        let meta = target_meta(&home, path)?;
+        if !meta.is_dir() {
             let name = path.file_name().unwrap_or("/").to_owned();
             return Ok(Listing {
                 is_dir: false,
                 this: None,
                 parent: None,
-                entries: vec![file_info(name, &entry.meta)],
+                entries: vec![file_info(name, &meta)],
             });
         }
+        let rel = relative(path)?;
+        let dir = open_dir(&home, &rel)?;
         let mut infos = Vec::new();
-        for dirent in fs::read_dir(&entry.real)? {
+        for dirent in dir.entries()? {
             let dirent = dirent?;
             // A name that is not UTF-8 could not be named back by a client; leave it out.
             let Ok(name) = dirent.file_name().into_string() else {
@@ -755,40 +1097,52 @@ impl Storage for LocalStorage {
             };
             let lmeta = match dirent.metadata() {
                 Ok(lmeta) => lmeta,
-                // Removed between read_dir and here.
+                // Removed between reading the directory and here.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(err.into()),
             };
-            match visible(&home, dirent.path(), lmeta) {
-                Ok(child) => infos.push(file_info(name, &child.meta)),
-                Err(StoreError::NotFound) => {}
-                Err(err) => return Err(err),
+            let meta = if lmeta.is_symlink() {
+                // Followed from the home, so a link may lead anywhere inside it, never out.
+                match home.metadata(rel.join(&name)) {
+                    Ok(meta) => meta,
+                    Err(_) => continue,
+                }
+            } else {
+                lmeta
+            };
+            if meta.is_file() || meta.is_dir() {
+                infos.push(file_info(name, &meta));
             }
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         let parent = match path.parent() {
-            Some(parent) => Some(file_info(
-                "..".to_owned(),
-                &self.existing(user, &parent)?.meta,
-            )),
+            Some(parent) => Some(file_info("..".to_owned(), &target_meta(&home, &parent)?)),
             None => None,
         };
         Ok(Listing {
             is_dir: true,
-            this: Some(file_info(".".to_owned(), &entry.meta)),
+            this: Some(file_info(".".to_owned(), &dir.dir_metadata()?)),
             parent,
             entries: infos,
         })
     }
 
     fn open_read(&self, user: &str, path: &VPath, offset: u64) -> Result<ReadHandle, StoreError> {
-        let entry = self.existing(user, path)?;
-        if entry.meta.is_dir() {
+        let home = self.home(user)?;
+        // Checked before opening: opening a FIFO or a device could block a store thread.
+        if target_meta(&home, path)?.is_dir() {
             return Err(StoreError::IsADirectory);
         }
-        let mut file = File::open(&entry.real)?;
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(OFlags::NONBLOCK.bits() as i32);
+        let mut file = home.open_with(relative(path)?, &options)?.into_std();
         // Re-check what was opened: the path may have been replaced since it was checked.
         let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(StoreError::IsADirectory);
+        }
         if !meta.is_file() {
             return Err(StoreError::NotFound);
         }
@@ -800,14 +1154,12 @@ impl Storage for LocalStorage {
     }
 
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
-        let real = self.write_target(user, path)?;
+        let target = write_target(&self.home(user)?, path)?;
         // The size of the file there now, if there is one.
-        let existing = match fs::metadata(&real) {
-            Ok(meta) if meta.is_file() => Some(meta.len()),
-            Ok(_) => None,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
-            Err(err) => return Err(err.into()),
-        };
+        let existing = target.existing.as_ref().map(Metadata::len);
+        if existing.is_none() {
+            self.check_limits(user, path, (0, 0))?;
+        }
         let in_place = |file: File, lock: WriteLock, charge: Charge| Upload {
             file,
             target: path.clone(),
@@ -833,13 +1185,16 @@ impl Storage for LocalStorage {
                 })
             }
             WriteMode::Append => {
-                let lock = self.lock(real.clone())?;
+                let lock = self.lock(lock_key(&target.dir, &target.name)?)?;
                 let created = existing.is_none();
                 if created {
                     self.add_file(user)?;
                 }
-                let file = match OpenOptions::new().create(true).append(true).open(&real) {
-                    Ok(file) => file,
+                let opened = target
+                    .dir
+                    .open_with(&target.name, in_place_options().create(true).append(true));
+                let file = match opened {
+                    Ok(file) => file.into_std(),
                     Err(err) => {
                         if created {
                             self.account(user, 0, -1);
@@ -847,14 +1202,28 @@ impl Storage for LocalStorage {
                         return Err(err.into());
                     }
                 };
+                if !file.metadata()?.is_file() {
+                    return Err(StoreError::NotFound);
+                }
                 let start = existing.unwrap_or_default();
+                let real = self.disk_path(user, &target)?;
                 let charge = self.charge(user, false, 0)?.in_place(real, start, created);
                 Ok(in_place(file, lock, charge))
             }
             WriteMode::At(offset) => {
-                let lock = self.lock(real.clone())?;
-                let mut file = OpenOptions::new().write(true).open(&real)?;
-                let len = file.metadata()?.len();
+                if existing.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let lock = self.lock(lock_key(&target.dir, &target.name)?)?;
+                let mut file = target
+                    .dir
+                    .open_with(&target.name, in_place_options().write(true))?
+                    .into_std();
+                let meta = file.metadata()?;
+                if !meta.is_file() {
+                    return Err(StoreError::NotFound);
+                }
+                let len = meta.len();
                 if offset > len {
                     return Err(StoreError::BadOffset);
                 }
@@ -862,6 +1231,7 @@ impl Storage for LocalStorage {
                 file.set_len(offset)?;
                 self.account(user, i128::from(offset) - i128::from(len), 0);
                 file.seek(SeekFrom::Start(offset))?;
+                let real = self.disk_path(user, &target)?;
                 let charge = self.charge(user, false, 0)?.in_place(real, offset, false);
                 Ok(in_place(file, lock, charge))
             }
@@ -871,13 +1241,9 @@ impl Storage for LocalStorage {
 
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
         // Resolve again: the tree may have changed while the bytes arrived.
-        let target = self.write_target(&staged.user, &staged.target)?;
-        let replaced = fs::metadata(&target)
-            .ok()
-            .filter(Metadata::is_file)
-            .map(|m| m.len());
-        let size = fs::metadata(&staged.temp)?.len();
-        fs::rename(&staged.temp, target)?;
+        let target = write_target(&self.home(&staged.user)?, &staged.target)?;
+        let replaced = target.existing.as_ref().map(Metadata::len);
+        let size = self.publish(&staged.temp, target)?;
         staged.committed = true;
         if let Some(charge) = staged.charge.take() {
             charge.committed(size, replaced);
@@ -886,36 +1252,47 @@ impl Storage for LocalStorage {
     }
 
     fn mkdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
-        match self.lookup(&self.home(user)?, path)? {
-            Lookup::Found(_) => Err(StoreError::AlreadyExists),
-            Lookup::Missing(new_dir) => {
-                self.add_file(user)?;
-                fs::create_dir(new_dir).inspect_err(|_| self.account(user, 0, -1))?;
-                Ok(())
-            }
+        if path.is_root() {
+            return Err(StoreError::AlreadyExists);
         }
+        let home = self.home(user)?;
+        let loc = locate(&home, path)?;
+        if loc.link_meta.is_some() {
+            // Taken: say so only if the client may see what is there.
+            visible(&home, loc)?;
+            return Err(StoreError::AlreadyExists);
+        }
+        self.check_limits(user, path, (0, 0))?;
+        self.add_file(user)?;
+        loc.dir
+            .create_dir(&loc.name)
+            .inspect_err(|_| self.account(user, 0, -1))?;
+        Ok(())
     }
 
     fn rmdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
         if path.is_root() {
             return Err(StoreError::PermissionDenied);
         }
-        let entry = self.existing(user, path)?;
+        let entry = existing(&self.home(user)?, path)?;
         // Act on the link itself, as rmdir(2) does: a link to a directory is not one.
         if entry.is_link || !entry.meta.is_dir() {
             return Err(StoreError::NotADirectory);
         }
-        fs::remove_dir(entry.link)?;
+        entry.loc.dir.remove_dir(&entry.loc.name)?;
         self.account(user, 0, -1);
         Ok(())
     }
 
     fn remove(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
-        let entry = self.existing(user, path)?;
+        if path.is_root() {
+            return Err(StoreError::IsADirectory);
+        }
+        let entry = existing(&self.home(user)?, path)?;
         if !entry.is_link && entry.meta.is_dir() {
             return Err(StoreError::IsADirectory);
         }
-        fs::remove_file(&entry.link)?;
+        entry.loc.dir.remove_file(&entry.loc.name)?;
         if !entry.is_link {
             self.account(user, -i128::from(entry.meta.len()), -1);
         }
@@ -926,24 +1303,37 @@ impl Storage for LocalStorage {
         if from.is_root() || to.is_root() {
             return Err(StoreError::PermissionDenied);
         }
-        let source = self.existing(user, from)?;
-        // What a rename over an existing entry takes away from the usage.
-        let (dest, freed) = match self.lookup(&self.home(user)?, to)? {
-            Lookup::Found(existing) if existing.is_link => (existing.link, (0, 0)),
-            Lookup::Found(existing) if existing.meta.is_dir() => (existing.link, (0, 1)),
-            Lookup::Found(existing) => (existing.link, (existing.meta.len(), 1)),
-            Lookup::Missing(new_name) => (new_name, (0, 0)),
+        let home = self.home(user)?;
+        let source = existing(&home, from)?;
+        let dest = locate(&home, to)?;
+        // What a rename over an existing entry takes away from the usage, and whether it is
+        // the source itself (rename(2) then does nothing).
+        let (dest, freed, same) = if dest.link_meta.is_some() {
+            let found = visible(&home, dest)?;
+            let same = found.link_meta.dev() == source.link_meta.dev()
+                && found.link_meta.ino() == source.link_meta.ino();
+            let freed = match () {
+                () if found.is_link => (0, 0),
+                () if found.meta.is_dir() => (0, 1),
+                () => (found.meta.len(), 1),
+            };
+            (found.loc, freed, same)
+        } else {
+            (dest, (0, 0), false)
         };
-        // Both link paths have canonical parents, so a component-wise prefix is exact.
-        if !source.is_link
-            && source.meta.is_dir()
-            && dest != source.link
-            && dest.starts_with(&source.link)
+        self.check_move(user, &source, from, to)?;
+        match source
+            .loc
+            .dir
+            .rename(&source.loc.name, &dest.dir, &dest.name)
         {
-            return Err(StoreError::InvalidName);
+            Ok(()) => {}
+            // Moving a directory into its own subtree (rename(2) EINVAL).
+            Err(err) if err.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                return Err(StoreError::InvalidName);
+            }
+            Err(err) => return Err(err.into()),
         }
-        let same = dest == source.link;
-        fs::rename(source.link, dest)?;
         if !same {
             self.account(user, -i128::from(freed.0), -i128::from(freed.1));
         }
@@ -951,16 +1341,36 @@ impl Storage for LocalStorage {
     }
 
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError> {
-        let entry = self.existing(user, path)?;
-        Ok(File::open(&entry.real)?.set_modified(time)?)
+        let (file, _) = open_path(&self.home(user)?, path)?;
+        let omit = Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        };
+        let times = Timestamps {
+            last_access: omit,
+            last_modification: timespec(time),
+        };
+        Ok(utimensat(
+            proc_self_fd()?,
+            DecInt::from_fd(&file),
+            &times,
+            AtFlags::empty(),
+        )?)
     }
 
     fn chmod(&self, user: &str, path: &VPath, mode: u32) -> Result<(), StoreError> {
-        use std::os::unix::fs::PermissionsExt;
-        let entry = self.existing(user, path)?;
-        Ok(fs::set_permissions(
-            &entry.real,
-            fs::Permissions::from_mode(mode & 0o777),
+        let home = self.home(user)?;
+        let (file, meta) = open_path(&home, path)?;
+        // Not the home itself, by any name: the server must keep its way in.
+        let root = home.dir_metadata()?;
+        if (meta.dev(), meta.ino()) == (root.dev(), root.ino()) {
+            return Err(StoreError::PermissionDenied);
+        }
+        Ok(chmodat(
+            proc_self_fd()?,
+            DecInt::from_fd(&file),
+            Mode::from_bits_truncate(mode & 0o777),
+            AtFlags::empty(),
         )?)
     }
 
@@ -1243,7 +1653,7 @@ impl Handler<Rename> for FileStore {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     use tempfile::TempDir;
 
@@ -1831,6 +2241,206 @@ mod tests {
             .await
             .expect("mailbox");
         assert!(matches!(missing, Err(StoreError::NotFound)));
+    }
+
+    /// Exchanges `/d` in alice's home with a link to a directory outside while the store works
+    /// through `/d`: nothing outside is ever read, created, changed or removed.
+    #[test]
+    fn swapped_directory_never_leads_out() {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let fx = Fixture::new();
+        let outside = TempDir::new().expect("outside");
+        let alice = fx.home("alice");
+        for dir in [outside.path(), alice.join("d").as_path()] {
+            fs::create_dir_all(dir).expect("mkdir");
+            for name in ["f", "g", "m"] {
+                fs::write(dir.join(name), b"x").expect("file");
+            }
+            fs::set_permissions(dir.join("m"), fs::Permissions::from_mode(0o600)).expect("mode");
+        }
+        fs::write(outside.path().join("f"), b"OUTSIDE").expect("secret");
+        fs::write(outside.path().join("only-outside"), b"").expect("marker");
+        symlink(outside.path(), alice.join("l")).expect("link");
+        let before: Vec<_> = fs::read_dir(outside.path())
+            .expect("outside")
+            .map(|e| {
+                let e = e.expect("entry");
+                let m = e.metadata().expect("meta");
+                (e.file_name(), m.len(), m.mode(), m.mtime())
+            })
+            .collect();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..2_000_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    renameat_with(
+                        CWD,
+                        alice.join("d"),
+                        CWD,
+                        alice.join("l"),
+                        RenameFlags::EXCHANGE,
+                    )
+                    .expect("exchange");
+                }
+            });
+            let store = &fx.store;
+            for i in 0..3_000 {
+                if let Ok(handle) = store.open_read("alice", &vp("/d/f"), 0) {
+                    assert_ne!(read_all(handle), b"OUTSIDE");
+                }
+                if let Ok(listing) = store.list("alice", &vp("/d")) {
+                    assert!(listing.entries.iter().all(|e| e.name != "only-outside"));
+                }
+                if let Ok(upload) =
+                    store.open_write("alice", &vp(&format!("/d/n{i}")), WriteMode::Replace)
+                {
+                    let _ = store.commit(staged(upload.finish));
+                }
+                let _ = store.mkdir("alice", &vp(&format!("/d/m{i}")));
+                let _ = store.remove("alice", &vp("/d/g"));
+                let _ = store.rename("alice", &vp("/d/f"), &vp("/d/f2"));
+                let _ = store.rename("alice", &vp("/d/f2"), &vp("/d/f"));
+                let _ = store.chmod("alice", &vp("/d/m"), 0o777);
+                let _ = store.set_modified("alice", &vp("/d/m"), SystemTime::UNIX_EPOCH);
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let after: Vec<_> = fs::read_dir(outside.path())
+            .expect("outside")
+            .map(|e| {
+                let e = e.expect("entry");
+                let m = e.metadata().expect("meta");
+                (e.file_name(), m.len(), m.mode(), m.mtime())
+            })
+            .collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn paths_past_the_limits_are_refused() {
+        let fx = Fixture::new();
+        let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_path_limits(PathLimits {
+                max_depth: 3,
+                max_length: 12,
+            });
+        let too_long = |r: Result<(), StoreError>, what: &str| {
+            assert!(matches!(r, Err(StoreError::TooLong)), "{what}: {r:?}");
+        };
+        store.mkdir("alice", &vp("/a")).expect("1 deep");
+        store.mkdir("alice", &vp("/a/b")).expect("2 deep");
+        store.mkdir("alice", &vp("/a/b/c")).expect("3 deep");
+        too_long(store.mkdir("alice", &vp("/a/b/c/d")), "4 deep");
+        too_long(
+            store
+                .open_write("alice", &vp("/a/b/c/f"), WriteMode::Replace)
+                .map(drop),
+            "file 4 deep",
+        );
+        too_long(
+            store
+                .open_write("alice", &vp("/a/b/c/f"), WriteMode::Unique)
+                .map(drop),
+            "unique 4 deep",
+        );
+        too_long(store.mkdir("alice", &vp("/abcdefghijkl")), "13 bytes");
+        too_long(store.mkdir("alice", &vp(&"n".repeat(256))), "NAME_MAX");
+        too_long(
+            store.stat("alice", &vp(&"n".repeat(256))).map(drop),
+            "NAME_MAX stat",
+        );
+        // A tree 1 deep moved to 3 deep would reach 4: refused, nothing moves.
+        store.mkdir("alice", &vp("/x")).expect("x");
+        store.mkdir("alice", &vp("/x/y")).expect("x/y");
+        too_long(
+            store.rename("alice", &vp("/x"), &vp("/a/b/x")),
+            "moved deeper",
+        );
+        assert!(fx.home("alice").join("x/y").is_dir());
+        // Moving a tree up is always fine; so is a same-depth rename within the length.
+        store.rename("alice", &vp("/a/b"), &vp("/b")).expect("up");
+        store
+            .rename("alice", &vp("/x"), &vp("/z"))
+            .expect("sibling");
+        // A longer name for the top of a tree counts the longest path below it.
+        too_long(
+            store.rename("alice", &vp("/z"), &vp("/zzzzzzzzzzz")),
+            "longer",
+        );
+        store
+            .rename("alice", &vp("/z"), &vp("/zzzzzzzzz"))
+            .expect("as long as allowed");
+        assert!(fx.home("alice").join("zzzzzzzzz/y").is_dir());
+    }
+
+    #[test]
+    fn chmod_never_changes_the_home() {
+        let fx = Fixture::new();
+        let alice = fx.home("alice");
+        symlink(".", alice.join("self")).expect("link");
+        fx.write("alice/f", b"x");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").mode() & 0o777;
+        for path in ["/", "/self"] {
+            assert!(
+                matches!(
+                    fx.store.chmod("alice", &vp(path), 0o000),
+                    Err(StoreError::PermissionDenied)
+                ),
+                "{path}"
+            );
+        }
+        assert_eq!(mode(&alice), 0o700);
+        // A file whose bits forbid every access can still be given them back.
+        fx.store
+            .chmod("alice", &vp("/f"), 0o000)
+            .expect("chmod 000");
+        assert_eq!(mode(&alice.join("f")), 0o000);
+        fx.store
+            .chmod("alice", &vp("/f"), 0o640)
+            .expect("chmod back");
+        assert_eq!(mode(&alice.join("f")), 0o640);
+        let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        fx.store
+            .set_modified("alice", &vp("/f"), when)
+            .expect("mfmt");
+        assert_eq!(
+            fs::metadata(alice.join("f"))
+                .expect("stat")
+                .modified()
+                .expect("mtime"),
+            when
+        );
+        let before_1970 = SystemTime::UNIX_EPOCH - std::time::Duration::new(86_400, 500);
+        fx.store
+            .set_modified("alice", &vp("/f"), before_1970)
+            .expect("mfmt 1969");
+        assert_eq!(
+            fs::metadata(alice.join("f"))
+                .expect("stat")
+                .modified()
+                .expect("mtime"),
+            before_1970
+        );
+    }
+
+    #[test]
+    fn full_disk_and_long_names_have_their_own_errors() {
+        let errno = |e: Errno| StoreError::from(io::Error::from(e));
+        assert!(matches!(errno(Errno::NOSPC), StoreError::NoSpace));
+        assert!(matches!(errno(Errno::DQUOT), StoreError::NoSpace));
+        assert!(matches!(errno(Errno::NAMETOOLONG), StoreError::TooLong));
+        assert!(matches!(errno(Errno::LOOP), StoreError::NotFound));
+        assert!(matches!(errno(Errno::IO), StoreError::Io(_)));
+        let full = crate::actors::data_channel::DataError::Local(Errno::NOSPC.into());
+        assert_eq!(full.code(), 452);
+        let broken = crate::actors::data_channel::DataError::Local(Errno::IO.into());
+        assert_eq!(broken.code(), 451);
     }
 
     #[test]

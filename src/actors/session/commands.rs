@@ -248,6 +248,11 @@ impl Session {
             StoreError::NotEmpty => (ReplyCode::FileUnavailable, "Directory not empty."),
             StoreError::PermissionDenied => (ReplyCode::FileUnavailable, "Permission denied."),
             StoreError::InvalidName => (ReplyCode::NameNotAllowed, "File name not allowed."),
+            StoreError::TooLong => (ReplyCode::NameNotAllowed, "File name too long."),
+            StoreError::NoSpace => (
+                ReplyCode::InsufficientStorage,
+                "Insufficient storage space.",
+            ),
             StoreError::Busy => (
                 ReplyCode::FileBusy,
                 "File busy: another upload is writing it.",
