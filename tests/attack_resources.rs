@@ -91,7 +91,11 @@ fn pipelined_stat_of_a_big_directory_from_clients_that_do_not_read_keeps_memory_
     for i in 0..PIPELINED {
         let reply = ctl.reply();
         assert_eq!(reply.code, 213, "STAT {i}: {:?}", reply.lines.first());
-        assert_eq!(reply.lines.len(), ENTRIES + 2, "STAT {i}: wrong number of lines");
+        assert_eq!(
+            reply.lines.len(),
+            ENTRIES + 2,
+            "STAT {i}: wrong number of lines"
+        );
     }
     ctl.expect("NOOP", 200);
 }
@@ -265,7 +269,10 @@ impl LimitedServer {
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("ferryd did not start ({e}): {:?}", lines.lock().expect("lock"));
+                panic!(
+                    "ferryd did not start ({e}): {:?}",
+                    lines.lock().expect("lock")
+                );
             }
         };
         LimitedServer {
@@ -361,7 +368,11 @@ fn idle_connections_under_a_low_descriptor_limit_do_not_exhaust_the_server() {
         count(Met::Closed),
         count(Met::Hung)
     );
-    assert_eq!(count(Met::Hung), 0, "a client got neither a reply nor a close");
+    assert_eq!(
+        count(Met::Hung),
+        0,
+        "a client got neither a reply nor a close"
+    );
     assert!(count(Met::Refused) > 0, "no client was refused: {met:?}");
     let stderr = server.stderr();
     assert!(
@@ -391,6 +402,84 @@ fn idle_connections_under_a_low_descriptor_limit_do_not_exhaust_the_server() {
         assert!(
             Instant::now() < deadline,
             "the server did not take a new client after the idle ones left: {what:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    alice.expect("QUIT", 221);
+}
+
+/// Descriptors running out after start (the limit lowered under the running server, as when
+/// other files eat them): accept fails with EMFILE, and the server must neither spin nor leave
+/// clients hanging: each extra client gets 421 or a close, and once descriptors are free again
+/// a new client logs in.
+#[test]
+fn accept_out_of_descriptors_answers_421_and_recovers() {
+    let server = LimitedServer::start(4096);
+    let pid = server.child.id().to_string();
+    let mut alice = Control::connect(server.addr);
+    assert_eq!(alice.reply().code, 220);
+    alice.expect("SITE REGISTER alice alice-password", 200);
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count();
+    // Room for a few more connections only.
+    let low = format!("--nofile={}:4096", open + 8);
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid, &low])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid failed");
+
+    let mut idle = Vec::new();
+    let mut met = Vec::new();
+    for _ in 0..40 {
+        let (what, stream) = first_contact(server.addr, Duration::from_secs(3));
+        idle.extend(stream);
+        let hung = what == Met::Hung;
+        met.push(what);
+        if hung {
+            break;
+        }
+    }
+    let count = |m: Met| met.iter().filter(|x| **x == m).count();
+    eprintln!(
+        "{} greeted, {} refused with 421, {} closed, {} hung",
+        count(Met::Greeted),
+        count(Met::Refused),
+        count(Met::Closed),
+        count(Met::Hung)
+    );
+    assert_eq!(
+        count(Met::Hung),
+        0,
+        "a client got neither a reply nor a close"
+    );
+    assert!(
+        count(Met::Refused) > 0,
+        "no client was refused with 421: {met:?}"
+    );
+    // Not spinning: a few log lines, not one per retry.
+    let accept_lines = server.stderr().matches("accept failed").count();
+    assert!(
+        accept_lines < 20,
+        "{accept_lines} accept failures logged:\n{}",
+        server.stderr()
+    );
+
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (what, stream) = first_contact(server.addr, Duration::from_secs(3));
+        if what == Met::Greeted {
+            drop(stream);
+            let mut ctl = Control::connect(server.addr);
+            assert_eq!(ctl.reply().code, 220);
+            ctl.login("alice", "alice-password");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not take a new client after descriptors were freed: {what:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
