@@ -15,7 +15,7 @@ use crate::actors::account_registry::{
 };
 use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::data_channel::TransferPool;
-use crate::actors::file_store::{FileStore, LocalStorage};
+use crate::actors::file_store::{FileStore, LocalStorage, LongJobs};
 use crate::actors::invites::InviteStore;
 use crate::actors::limits::Limits;
 use crate::actors::quota::QuotaLedger;
@@ -206,8 +206,13 @@ impl Server {
             },
             config.blocking_threads,
         );
-        let files = FileStore::start(Arc::new(storage), config.blocking_threads);
-        let services = Services::new(&registry_actor, &files, &audit);
+        let storage: Arc<dyn crate::actors::file_store::Storage> = Arc::new(storage);
+        let files = FileStore::start(Arc::clone(&storage), config.blocking_threads);
+        let mut services = Services::new(&registry_actor, &files, &audit);
+        let long_jobs =
+            LongJobs::start(storage, config.long_job_threads, config.long_jobs_per_user);
+        services.list = long_jobs.clone().recipient();
+        services.hash = long_jobs.recipient();
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let grace = config.shutdown_grace();
         let limits = Limits::new(&config);

@@ -11,7 +11,7 @@
 //! canonicalising and requiring the result to lie inside the canonical home. Anything outside,
 //! dangling, or not a regular file or directory looks exactly like a missing entry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
+use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture, SyncArbiter, SyncContext};
+use tokio::sync::Semaphore;
 
 use crate::actors::quota::{Charge, QuotaExceeded, QuotaLedger, QuotaReport};
 use crate::actors::vpath::VPath;
@@ -993,6 +994,81 @@ impl FileStore {
         SyncArbiter::start(threads, move || FileStore {
             storage: Arc::clone(&storage),
         })
+    }
+}
+
+/// Long file-store jobs (HASH, listings) on a pool of threads of their own, at most
+/// `per_user` of one user's running at a time (the rest wait their turn): one user's long jobs
+/// can neither hold every long thread nor delay the short calls (CWD, SIZE, opening files),
+/// which keep the [`FileStore`]'s own threads.
+pub struct LongJobs {
+    pool: Addr<FileStore>,
+    per_user: usize,
+    /// Each user's share, while one of their jobs runs or waits.
+    shares: Arc<Mutex<HashMap<Arc<str>, Arc<Semaphore>>>>,
+}
+
+impl Actor for LongJobs {
+    type Context = Context<Self>;
+}
+
+impl LongJobs {
+    /// Starts `threads` file-store instances for long jobs and the queue in front of them (on
+    /// the current arbiter).
+    pub fn start(storage: Arc<dyn Storage>, threads: usize, per_user: usize) -> Addr<LongJobs> {
+        LongJobs {
+            pool: FileStore::start(storage, threads),
+            per_user: per_user.max(1),
+            shares: Arc::default(),
+        }
+        .start()
+    }
+
+    /// Runs `msg` on the pool once `user` has a free share.
+    fn run<M, T>(&self, user: Arc<str>, msg: M) -> ResponseFuture<Result<T, StoreError>>
+    where
+        M: Message<Result = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+        FileStore: Handler<M>,
+    {
+        let shares = Arc::clone(&self.shares);
+        let share = {
+            let mut map = shares.lock().unwrap_or_else(|e| e.into_inner());
+            let share = map
+                .entry(Arc::clone(&user))
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)));
+            Arc::clone(share)
+        };
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let result = match Arc::clone(&share).acquire_owned().await {
+                Ok(_running) => pool.send(msg).await.unwrap_or_else(|e| {
+                    Err(StoreError::Io(io::Error::other(format!("file store: {e}"))))
+                }),
+                // Never closed; answered like a failed store all the same.
+                Err(e) => Err(StoreError::Io(io::Error::other(e))),
+            };
+            let mut map = shares.lock().unwrap_or_else(|e| e.into_inner());
+            // Only the map and this job still hold it: nobody runs or waits; forget the user.
+            if Arc::strong_count(&share) == 2 {
+                map.remove(&user);
+            }
+            result
+        })
+    }
+}
+
+impl Handler<List> for LongJobs {
+    type Result = ResponseFuture<Result<Listing, StoreError>>;
+    fn handle(&mut self, msg: List, _: &mut Self::Context) -> Self::Result {
+        self.run(Arc::clone(&msg.user), msg)
+    }
+}
+
+impl Handler<Hash> for LongJobs {
+    type Result = ResponseFuture<Result<(String, u64), StoreError>>;
+    fn handle(&mut self, msg: Hash, _: &mut Self::Context) -> Self::Result {
+        self.run(Arc::clone(&msg.user), msg)
     }
 }
 

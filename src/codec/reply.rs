@@ -193,35 +193,48 @@ impl Reply {
     /// space so a client cannot take it for the end. CR, LF and NUL inside the text become
     /// spaces: text derived from a file name can never break the reply framing.
     pub fn encode(&self, dst: &mut BytesMut) {
-        let code = self.code.as_u16();
-        let write_text = |dst: &mut BytesMut, text: &str| {
-            for chunk in text.split(['\r', '\n', '\0']).enumerate() {
-                if chunk.0 > 0 {
-                    dst.put_u8(b' ');
-                }
-                dst.put_slice(chunk.1.as_bytes());
+        encode_lines(self.code, self.lines.iter(), dst);
+    }
+}
+
+/// Writes a reply whose lines come from an iterator, in the format of [`Reply::encode`], so a
+/// long reply (STAT of a big directory) is never held as a list of strings besides its wire
+/// form.
+pub fn encode_lines<S: AsRef<str>>(
+    code: ReplyCode,
+    lines: impl IntoIterator<Item = S>,
+    dst: &mut BytesMut,
+) {
+    let code = code.as_u16();
+    let write_text = |dst: &mut BytesMut, text: &str| {
+        for chunk in text.split(['\r', '\n', '\0']).enumerate() {
+            if chunk.0 > 0 {
+                dst.put_u8(b' ');
             }
-            dst.put_slice(b"\r\n");
-        };
-        match self.lines.as_slice() {
-            [] => dst.put_slice(format!("{code} \r\n").as_bytes()),
-            [only] => {
-                dst.put_slice(format!("{code} ").as_bytes());
-                write_text(dst, only);
-            }
-            [first, middle @ .., last] => {
-                dst.put_slice(format!("{code}-").as_bytes());
-                write_text(dst, first);
-                for line in middle {
-                    if line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                        dst.put_u8(b' ');
-                    }
-                    write_text(dst, line);
-                }
-                dst.put_slice(format!("{code} ").as_bytes());
-                write_text(dst, last);
-            }
+            dst.put_slice(chunk.1.as_bytes());
         }
+        dst.put_slice(b"\r\n");
+    };
+    let mut lines = lines.into_iter().peekable();
+    let Some(first) = lines.next() else {
+        dst.put_slice(format!("{code} \r\n").as_bytes());
+        return;
+    };
+    if lines.peek().is_none() {
+        dst.put_slice(format!("{code} ").as_bytes());
+        write_text(dst, first.as_ref());
+        return;
+    }
+    dst.put_slice(format!("{code}-").as_bytes());
+    write_text(dst, first.as_ref());
+    while let Some(line) = lines.next() {
+        let line = line.as_ref();
+        if lines.peek().is_none() {
+            dst.put_slice(format!("{code} ").as_bytes());
+        } else if line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+            dst.put_u8(b' ');
+        }
+        write_text(dst, line);
     }
 }
 

@@ -33,6 +33,8 @@ use crate::config::Registration;
 enum Next {
     /// Send this final reply.
     Reply(Reply),
+    /// The final reply, with this code, is already queued.
+    Sent(ReplyCode),
     /// Reply 150 and run this transfer; its end sends the final reply.
     Transfer {
         job: Job,
@@ -610,6 +612,7 @@ impl Session {
         self.ask(ctx, text, request, move |act, res, ctx, text| {
             match res.map(|found| on_ok(act, found, path)) {
                 Ok(Next::Reply(reply)) => act.finish(&text, reply),
+                Ok(Next::Sent(code)) => act.record_command(&text, code),
                 Ok(Next::Transfer { job, kind, opening }) => {
                     act.start_transfer(ctx, text, job, kind, &opening);
                 }
@@ -750,12 +753,14 @@ impl Session {
 
     fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
         let list = |s: &Services, user, path| s.list.send(List { user, path });
-        self.on_path(ctx, text, arg, list, |_, found: Listing, path| {
+        self.on_path(ctx, text, arg, list, |act, found: Listing, path| {
             let now = SystemTime::now();
-            let mut lines = vec![format!("Status of {path}:")];
-            lines.extend(found.entries.iter().map(|e| listing::list_line(e, now)));
-            lines.push("End of status.".to_owned());
-            Next::Reply(Reply::multi(ReplyCode::FileStatus, lines))
+            // Encoded line by line: a big directory's lines are never all held as strings.
+            let lines = std::iter::once(format!("Status of {path}:"))
+                .chain(found.entries.iter().map(|e| listing::list_line(e, now)))
+                .chain(std::iter::once("End of status.".to_owned()));
+            act.control.send_lines(ReplyCode::FileStatus, lines);
+            Next::Sent(ReplyCode::FileStatus)
         });
     }
 

@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::codec::Reply;
+use crate::codec::reply::encode_lines;
+use crate::codec::{Reply, ReplyCode};
 
 /// Reading pauses while more than this many reply bytes wait for the client.
 const HIGH_WATER: usize = 64 * 1024;
@@ -134,11 +135,19 @@ struct Channel {
     closing: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
+    /// The Session, waiting in [`Control::drained`] to run its next command.
+    backlog: Option<Waker>,
 }
 
 impl Channel {
     fn wake_reader(&mut self) {
         if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_backlog(&mut self) {
+        if let Some(w) = self.backlog.take() {
             w.wake();
         }
     }
@@ -164,7 +173,30 @@ impl Control {
             closing: false,
             reader: None,
             writer: None,
+            backlog: None,
         })))
+    }
+
+    /// Whether more replies wait for the client than the bound allows: the Session then runs
+    /// no further command until [`Control::drained`], so a client that does not read cannot
+    /// make it queue more (reading alone pausing is not enough: commands already read and
+    /// buffered would all still run).
+    pub fn backlogged(&self) -> bool {
+        self.0.borrow().out.len() > HIGH_WATER
+    }
+
+    /// Resolves once the waiting replies have shrunk below the low-water mark.
+    pub fn drained(&self) -> impl Future<Output = ()> + 'static {
+        let channel = Rc::clone(&self.0);
+        std::future::poll_fn(move |cx| {
+            let mut ch = channel.borrow_mut();
+            if ch.out.len() < LOW_WATER {
+                Poll::Ready(())
+            } else {
+                ch.backlog = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
     }
 
     /// Queues a reply for the writer.
@@ -174,6 +206,13 @@ impl Control {
             ch.out = BytesMut::new();
         }
         reply.encode(&mut ch.out);
+        ch.wake_writer();
+    }
+
+    /// Queues a reply whose lines are produced one by one (see [`encode_lines`]).
+    pub fn send_lines<S: AsRef<str>>(&self, code: ReplyCode, lines: impl IntoIterator<Item = S>) {
+        let mut ch = self.0.borrow_mut();
+        encode_lines(code, lines, &mut ch.out);
         ch.wake_writer();
     }
 
@@ -228,6 +267,7 @@ impl Control {
                     ch.out.advance(n);
                     if ch.out.len() < LOW_WATER {
                         ch.wake_reader();
+                        ch.wake_backlog();
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
