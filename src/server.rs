@@ -153,7 +153,8 @@ impl Server {
         };
         let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
             .map_err(data_dir(config.homes_dir()))?
-            .with_quota(Arc::new(ledger));
+            .with_quota(Arc::new(ledger))
+            .with_listing_limit(config.max_listing_entries);
         let stale = storage
             .remove_stale_staged()
             .map_err(data_dir(config.tmp_dir()))?;

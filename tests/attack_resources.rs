@@ -100,6 +100,53 @@ fn pipelined_stat_of_a_big_directory_from_clients_that_do_not_read_keeps_memory_
     ctl.expect("NOOP", 200);
 }
 
+/// A directory past `max_listing_entries` (default 100 000) is refused by every listing
+/// command with 550, and the file store stops reading it at the first entry too many, so a
+/// session's listing memory stays bounded whatever the directory's size. Before, the whole
+/// directory was listed (and, pipelined, held many times over).
+#[test]
+fn a_directory_past_max_listing_entries_is_refused_by_every_listing_command() {
+    const ENTRIES: usize = 100_001;
+    const SESSIONS: usize = 4;
+    const PIPELINED: usize = 4;
+    let server = TestServer::start(&[]);
+    drop(server.register_and_login("cap", "cap-password"));
+    fill_dir(&server.home("cap").join("big"), ENTRIES);
+    let mut ctl = login(&server, "cap", "cap-password");
+    let refused = |reply: &common::Reply| {
+        reply.code == 550 && reply.text().contains("more than 100000 entries")
+    };
+    let stat = ctl.cmd("STAT big");
+    assert!(refused(&stat), "STAT big: {:?}", stat.lines.first());
+    for verb in ["LIST", "NLST", "MLSD"] {
+        let (reply, bytes) = ctl.fetch(&format!("{verb} big"));
+        assert!(refused(&reply), "{verb} big: {reply:?}");
+        assert!(bytes.is_empty(), "{verb} big sent {} bytes", bytes.len());
+    }
+
+    let mut sessions: Vec<Control> = (0..SESSIONS)
+        .map(|_| login(&server, "cap", "cap-password"))
+        .collect();
+    let before = rss_kib(server.pid());
+    for ctl in &mut sessions {
+        ctl.send_raw("STAT big\r\n".repeat(PIPELINED).as_bytes());
+        ctl.send("NOOP");
+    }
+    let mut peak = before;
+    for ctl in &mut sessions {
+        for i in 0..PIPELINED {
+            let reply = ctl.reply();
+            assert!(refused(&reply), "STAT {i}: {:?}", reply.lines.first());
+            peak = peak.max(rss_kib(server.pid()));
+        }
+        assert_eq!(ctl.reply().code, 200, "NOOP after the STATs");
+    }
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("RSS before {before} KiB, peak {peak} KiB: growth {growth_mib} MiB");
+    assert!(growth_mib < 100, "server memory grew by {growth_mib} MiB");
+    ctl.expect("NOOP", 200);
+}
+
 /// How long the victim samples latencies for, at most.
 const SAMPLE_WINDOW: Duration = Duration::from_secs(20);
 
@@ -184,7 +231,8 @@ fn one_users_long_file_jobs_do_not_starve_another_users_short_commands() {
                         "STAT big".to_owned()
                     };
                     // The server is killed at the end: a failed write or read ends the loop.
-                    if (&*ctl.stream())
+                    if ctl
+                        .stream()
                         .write_all(format!("{line}\r\n").as_bytes())
                         .is_err()
                         || ctl.try_reply().is_none()

@@ -100,6 +100,9 @@ pub enum StoreError {
     /// 552: the account's byte or file quota would be passed.
     #[error("quota exceeded")]
     QuotaExceeded,
+    /// 550: the directory has more entries than a listing may hold (`max_listing_entries`).
+    #[error("more than {0} entries")]
+    TooManyEntries(usize),
     /// 451: local error in processing.
     #[error("local error: {0}")]
     Io(#[source] io::Error),
@@ -416,6 +419,8 @@ pub struct LocalStorage {
     anonymous: Option<PathBuf>,
     locks: Arc<Mutex<HashSet<PathBuf>>>,
     quota: Option<Arc<QuotaLedger>>,
+    /// Entries a listing may have; a bigger directory is refused, so no listing holds more.
+    max_listing_entries: usize,
 }
 
 /// The user key under which the anonymous area is reached: it can never be an account name
@@ -458,7 +463,15 @@ impl LocalStorage {
             anonymous: None,
             locks: Arc::default(),
             quota: None,
+            max_listing_entries: usize::MAX,
         })
+    }
+
+    /// Refuses listings of directories with more than `max` entries
+    /// ([`StoreError::TooManyEntries`]); reading stops at the first entry too many.
+    pub fn with_listing_limit(mut self, max: usize) -> LocalStorage {
+        self.max_listing_entries = max;
+        self
     }
 
     /// Removes staged uploads (`*.part` in the staging dir) that a previous run left behind:
@@ -760,6 +773,9 @@ impl Storage for LocalStorage {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(err.into()),
             };
+            if infos.len() >= self.max_listing_entries {
+                return Err(StoreError::TooManyEntries(self.max_listing_entries));
+            }
             match visible(&home, dirent.path(), lmeta) {
                 Ok(child) => infos.push(file_info(name, &child.meta)),
                 Err(StoreError::NotFound) => {}

@@ -261,6 +261,10 @@ impl Session {
                 ReplyCode::ExceededStorage,
                 "Quota exceeded: see SITE QUOTA.",
             ),
+            StoreError::TooManyEntries(max) => {
+                let msg = format!("Directory has more than {max} entries: too many to list.");
+                return Reply::new(ReplyCode::FileUnavailable, msg);
+            }
             StoreError::Io(io) => {
                 log::error!("session {} {}: file store: {io}", self.id, self.peer);
                 (ReplyCode::LocalError, "Local error in processing.")

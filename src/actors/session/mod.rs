@@ -622,11 +622,12 @@ impl Session {
 impl Handler<Deferred> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Deferred, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Deferred, ctx: &mut Context<Self>) {
         if self.control.backlogged() {
+            // As for lines read: the next held-back command waits until the replies drain.
             let drained = actix::fut::wrap_future(self.control.drained());
-            ctx.wait(drained.map(move |(), act: &mut Session, ctx| {
-                Handler::<Deferred>::handle(act, msg, ctx);
+            ctx.wait(drained.map(|(), act: &mut Session, ctx| {
+                Handler::<Deferred>::handle(act, Deferred, ctx);
             }));
             return;
         }
