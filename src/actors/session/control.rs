@@ -137,6 +137,8 @@ struct Channel {
     writer: Option<Waker>,
     /// The Session, waiting in [`Control::drained`] to run its next command.
     backlog: Option<Waker>,
+    /// The writer task has ended: nothing will drain any more.
+    ended: bool,
 }
 
 impl Channel {
@@ -174,6 +176,7 @@ impl Control {
             reader: None,
             writer: None,
             backlog: None,
+            ended: false,
         })))
     }
 
@@ -185,13 +188,16 @@ impl Control {
         self.0.borrow().out.len() > HIGH_WATER
     }
 
-    /// Resolves once the waiting replies have shrunk below the low-water mark.
-    pub fn drained(&self) -> impl Future<Output = ()> + 'static {
+    /// Resolves with `true` once the waiting replies have shrunk below the low-water mark, or
+    /// with `false` once the writer has ended (the connection failed or was closed).
+    pub fn drained(&self) -> impl Future<Output = bool> + 'static {
         let channel = Rc::clone(&self.0);
         std::future::poll_fn(move |cx| {
             let mut ch = channel.borrow_mut();
-            if ch.out.len() < LOW_WATER {
-                Poll::Ready(())
+            if ch.ended {
+                Poll::Ready(false)
+            } else if ch.out.len() < LOW_WATER {
+                Poll::Ready(true)
             } else {
                 ch.backlog = Some(cx.waker().clone());
                 Poll::Pending
@@ -244,6 +250,14 @@ impl Control {
     /// The writer task: drains replies, performs a requested TLS switch, closes on request.
     /// Ends with `Ok` after a requested close, with `Err` when the connection fails.
     pub async fn write_all_replies(self) -> io::Result<()> {
+        let result = self.write_until_closed().await;
+        let mut ch = self.0.borrow_mut();
+        ch.ended = true;
+        ch.wake_backlog();
+        result
+    }
+
+    async fn write_until_closed(&self) -> io::Result<()> {
         loop {
             match std::future::poll_fn(|cx| self.drain(cx)).await? {
                 Drained::Close => return Ok(()),

@@ -586,8 +586,7 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
         if self.control.backlogged() {
             // The client is not reading its replies: take this line once they drain (ctx.wait
             // holds back the lines after it too).
-            let drained = actix::fut::wrap_future(self.control.drained());
-            ctx.wait(drained.map(move |(), act: &mut Session, ctx| act.handle_line(item, ctx)));
+            self.after_drain(ctx, move |act, ctx| act.handle_line(item, ctx));
             return;
         }
         self.handle_line(item, ctx);
@@ -595,6 +594,35 @@ impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
 }
 
 impl Session {
+    /// Runs `then` once the pending replies have drained, holding back everything else
+    /// meanwhile; stops the session instead if the connection fails first. The timers do not
+    /// run during the wait, so it is bounded by the idle timeout: a client that reads nothing
+    /// for that long is dropped.
+    fn after_drain(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Session, &mut Context<Session>) + 'static,
+    ) {
+        let drained = tokio::time::timeout(self.env.config.idle_timeout(), self.control.drained());
+        ctx.wait(
+            actix::fut::wrap_future(drained).map(|drained, act: &mut Session, ctx| {
+                match drained {
+                    Ok(true) => then(act, ctx),
+                    // The writer ended: nobody will read what the command would answer.
+                    Ok(false) => ctx.stop(),
+                    Err(_) => {
+                        log::info!(
+                            "session {} {}: replies not read within the idle timeout; closing",
+                            act.id,
+                            act.peer
+                        );
+                        ctx.stop();
+                    }
+                }
+            }),
+        );
+    }
+
     fn handle_line(&mut self, item: Result<Inbound, std::io::Error>, ctx: &mut Context<Self>) {
         if self.closing {
             return;
@@ -625,10 +653,9 @@ impl Handler<Deferred> for Session {
     fn handle(&mut self, _: Deferred, ctx: &mut Context<Self>) {
         if self.control.backlogged() {
             // As for lines read: the next held-back command waits until the replies drain.
-            let drained = actix::fut::wrap_future(self.control.drained());
-            ctx.wait(drained.map(|(), act: &mut Session, ctx| {
-                Handler::<Deferred>::handle(act, Deferred, ctx);
-            }));
+            self.after_drain(ctx, |act, ctx| {
+                Handler::<Deferred>::handle(act, Deferred, ctx)
+            });
             return;
         }
         if self.closing || self.transfer.is_some() {
