@@ -1380,6 +1380,35 @@ mod tests {
         VPath::root().resolve(path).expect("valid test path")
     }
 
+    #[test]
+    fn a_listing_past_the_limit_is_refused_and_one_at_it_is_not() {
+        let fx = Fixture::new();
+        fs::create_dir(fx.home("alice").join("d")).expect("mkdir");
+        for i in 0..3 {
+            fx.write(&format!("alice/d/f{i}"), b"x");
+        }
+        let at = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_listing_limit(3);
+        assert_eq!(at.list("alice", &vp("/d")).expect("list").entries.len(), 3);
+        let below = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_listing_limit(2);
+        assert!(matches!(
+            below.list("alice", &vp("/d")),
+            Err(StoreError::TooManyEntries(2))
+        ));
+        // A file is one entry, whatever the limit.
+        assert_eq!(
+            below
+                .list("alice", &vp("/d/f0"))
+                .expect("file")
+                .entries
+                .len(),
+            1
+        );
+    }
+
     fn staged(finish: Finish) -> StagedUpload {
         match finish {
             Finish::Staged(staged) => staged,

@@ -28,8 +28,8 @@ use crate::codec::{Reply, ReplyCode};
 const HIGH_WATER: usize = 64 * 1024;
 /// Reading resumes once the waiting replies shrink below this.
 const LOW_WATER: usize = 16 * 1024;
-/// An emptied output buffer bigger than this is freed, so one large reply (FEAT, HELP, STAT)
-/// does not pin memory for the rest of an idle session.
+/// An emptied output buffer bigger than this is freed once sent, so one large reply (FEAT,
+/// HELP, STAT) does not pin memory for the rest of an idle session.
 const KEEP_OUT_CAPACITY: usize = 1024;
 /// The longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -208,9 +208,6 @@ impl Control {
     /// Queues a reply for the writer.
     pub fn send(&self, reply: &Reply) {
         let mut ch = self.0.borrow_mut();
-        if ch.out.is_empty() && ch.out.capacity() > KEEP_OUT_CAPACITY {
-            ch.out = BytesMut::new();
-        }
         reply.encode(&mut ch.out);
         ch.wake_writer();
     }
@@ -287,6 +284,11 @@ impl Control {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        // Freed as soon as it is sent, not at the next reply: a session that sits idle after
+        // one big reply must not keep its buffer.
+        if ch.out.capacity() > KEEP_OUT_CAPACITY {
+            ch.out = BytesMut::new();
         }
         let Some(io) = ch.conn.io() else {
             return Poll::Pending;
