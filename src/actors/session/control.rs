@@ -21,8 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::codec::reply::encode_lines;
-use crate::codec::{Reply, ReplyCode};
+use crate::codec::Reply;
 
 /// Reading pauses while more than this many reply bytes wait for the client.
 const HIGH_WATER: usize = 64 * 1024;
@@ -212,10 +211,10 @@ impl Control {
         ch.wake_writer();
     }
 
-    /// Queues a reply whose lines are produced one by one (see [`encode_lines`]).
-    pub fn send_lines<S: AsRef<str>>(&self, code: ReplyCode, lines: impl IntoIterator<Item = S>) {
+    /// Queues a piece of a reply that `write` encodes (see [`crate::codec::reply::encode_first`]).
+    pub fn send_piece(&self, write: impl FnOnce(&mut BytesMut)) {
         let mut ch = self.0.borrow_mut();
-        encode_lines(code, lines, &mut ch.out);
+        write(&mut ch.out);
         ch.wake_writer();
     }
 
