@@ -167,6 +167,16 @@ pub struct Config {
     /// `blocking_threads`: threads for password hashing and for file-system calls, each.
     /// Default: one per core.
     pub blocking_threads: usize,
+    /// `max_listing_entries`: entries a directory may have to be listed (LIST, NLST, MLSD,
+    /// STAT); a bigger one is refused with 550, so one listing never holds more. Default
+    /// 100 000.
+    pub max_listing_entries: usize,
+    /// `long_job_threads`: threads for long file-store jobs (HASH, listings), apart from the
+    /// `blocking_threads` that serve short calls (CWD, SIZE, opening files). Default 4.
+    pub long_job_threads: usize,
+    /// `long_jobs_per_user`: long jobs of one user running at once; more wait their turn.
+    /// Default 2.
+    pub long_jobs_per_user: usize,
     /// `transfer_threads`: threads that run data connections, apart from the session
     /// arbiters so bulk transfers never delay control replies. Default: one per core.
     pub transfer_threads: usize,
@@ -236,6 +246,9 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             workers: cores,
             blocking_threads: cores,
+            max_listing_entries: 100_000,
+            long_job_threads: 4,
+            long_jobs_per_user: 2,
             transfer_threads: cores,
             max_bad_commands: 10,
             audit_max_bytes: 64 << 20,
@@ -334,6 +347,15 @@ impl Config {
         }
         if self.blocking_threads == 0 {
             return bad("blocking_threads");
+        }
+        if self.max_listing_entries == 0 {
+            return bad("max_listing_entries");
+        }
+        if self.long_job_threads == 0 {
+            return bad("long_job_threads");
+        }
+        if self.long_jobs_per_user == 0 {
+            return bad("long_jobs_per_user");
         }
         if self.transfer_threads == 0 {
             return bad("transfer_threads");

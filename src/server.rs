@@ -15,7 +15,7 @@ use crate::actors::account_registry::{
 };
 use crate::actors::audit_log::{AuditLog, AuditPolicy, Flush};
 use crate::actors::data_channel::TransferPool;
-use crate::actors::file_store::{FileStore, LocalStorage, PathLimits};
+use crate::actors::file_store::{FileStore, LocalStorage, LongJobs, PathLimits};
 use crate::actors::invites::InviteStore;
 use crate::actors::limits::Limits;
 use crate::actors::quota::QuotaLedger;
@@ -78,6 +78,40 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Descriptors one session may hold at once: its control connection, a passive listener or
+/// data connection, and the file a transfer reads or writes.
+const DESCRIPTORS_PER_SESSION: u64 = 3;
+/// Descriptors kept free beyond those open at start: log files, account and ledger files,
+/// TLS handshakes, the acceptor's spare.
+const DESCRIPTOR_RESERVE: u64 = 32;
+
+/// Raises the soft open-file limit to the hard one and returns `max_sessions`, capped to what
+/// the limit leaves for sessions (logged when it bites), so sessions run out before
+/// descriptors do and data connections still find one.
+fn sessions_within_descriptors(max_sessions: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max_sessions;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(64, |dir| dir.count() as u64);
+    let usable = limit.saturating_sub(open + DESCRIPTOR_RESERVE) / DESCRIPTORS_PER_SESSION;
+    let allowed = usize::try_from(usable).unwrap_or(usize::MAX).max(1);
+    if allowed < max_sessions {
+        log::warn!(
+            "max_sessions capped to {allowed} (configured {max_sessions}): the open-file limit is \
+             {limit}, {open} are in use at start; raise it (ulimit -n, LimitNOFILE=) for more"
+        );
+        allowed
+    } else {
+        max_sessions
+    }
+}
+
 /// A running server.
 pub struct Server {
     acceptor: Addr<Acceptor>,
@@ -123,7 +157,8 @@ impl Server {
             .with_path_limits(PathLimits {
                 max_depth: config.max_path_depth,
                 max_length: config.max_path_length,
-            });
+            })
+            .with_listing_limit(config.max_listing_entries);
         let stale = storage
             .remove_stale_staged()
             .map_err(data_dir(config.tmp_dir()))?;
@@ -178,9 +213,13 @@ impl Server {
             },
             config.blocking_threads,
         );
-        let files = FileStore::start(Arc::new(storage), config.blocking_threads);
-        let services = Services::new(&registry_actor, &files, &audit);
-        let sessions = SessionRegistry::new(config.max_sessions, config.max_sessions_per_ip);
+        let storage: Arc<dyn crate::actors::file_store::Storage> = Arc::new(storage);
+        let files = FileStore::start(Arc::clone(&storage), config.blocking_threads);
+        let mut services = Services::new(&registry_actor, &files, &audit);
+        let long_jobs =
+            LongJobs::start(storage, config.long_job_threads, config.long_jobs_per_user);
+        services.list = long_jobs.clone().recipient();
+        services.hash = long_jobs.recipient();
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let grace = config.shutdown_grace();
         let limits = Limits::new(&config);
@@ -189,6 +228,9 @@ impl Server {
                 what: "transfer",
                 source,
             })?;
+        // Counted once every thread and file of the server is open, so the reserve covers them.
+        let max_sessions = sessions_within_descriptors(config.max_sessions);
+        let sessions = SessionRegistry::new(max_sessions, config.max_sessions_per_ip);
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),

@@ -9,14 +9,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::Stream;
 
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT, UrgentSafeTcp};
@@ -26,6 +27,11 @@ use crate::actors::session::{Session, SessionEnv, Shutdown};
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a refused connection may take to read its 421 before it is dropped.
 const REFUSE_WRITE: Duration = Duration::from_secs(2);
+/// Refusals for want of descriptors and failed accepts are logged as counts at most this
+/// often.
+const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
+/// What a client refused for want of descriptors reads.
+const OUT_OF_DESCRIPTORS: &[u8] = b"421 Server out of resources; try again later.\r\n";
 
 /// Tells a session that its address was banned: one that is not logged in ends (421).
 #[derive(Message)]
@@ -189,6 +195,59 @@ pub struct Acceptor {
     next_arbiter: usize,
     next_id: u64,
     listeners: Vec<(TcpListener, bool)>,
+    /// The listeners, shared with their accept streams, for [`Acceptor::shed`].
+    open: Vec<Arc<TcpListener>>,
+    /// A descriptor held back so that, when accept fails with EMFILE, one can be freed to
+    /// take the waiting connection and refuse it with 421 (instead of leaving it hanging).
+    spare: Option<std::fs::File>,
+    /// Connections refused for want of descriptors.
+    shed: Throttled,
+    /// Failed accepts (retried after [`ACCEPT_BACKOFF`]).
+    failed: Throttled,
+}
+
+/// A repeated warning, logged with its count at most once per [`SHED_LOG_EVERY`].
+#[derive(Default)]
+struct Throttled {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl Throttled {
+    /// Counts one occurrence; returns the count to log when a line is due.
+    fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.logged.is_some_and(|at| at.elapsed() < SHED_LOG_EVERY) {
+            return None;
+        }
+        self.logged = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// A listener's accepts as a stream; the listener stays shared with the Acceptor.
+struct Accepts {
+    listener: Arc<TcpListener>,
+    implicit: bool,
+}
+
+impl Stream for Accepts {
+    type Item = Accepted;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Accepted>> {
+        self.listener
+            .poll_accept(cx)
+            .map(|r| Some((r.map(|(stream, _)| stream), self.implicit)))
+    }
+}
+
+/// Whether an accept failed because the process or the system ran out of descriptors.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE)
+    )
 }
 
 /// One accepted connection, and whether its listener is implicit TLS.
@@ -210,8 +269,37 @@ impl Acceptor {
             next_arbiter: 0,
             next_id: 1,
             listeners,
+            open: Vec::new(),
+            spare: std::fs::File::open("/dev/null").ok(),
+            shed: Throttled::default(),
+            failed: Throttled::default(),
         }
         .start()
+    }
+
+    /// Out of descriptors: frees the spare, takes one waiting connection, answers it 421 and
+    /// closes it, then takes the spare back. Returns whether a connection was refused so; if
+    /// not, the caller backs off.
+    fn shed(&mut self) -> bool {
+        if self.spare.take().is_none() {
+            return false;
+        }
+        let refused = self.open.iter().any(|listener| {
+            // WouldBlock here is common: Linux allocates the descriptor before it looks for a
+            // connection, so accept fails with EMFILE also when none is waiting.
+            let Ok((socket, _)) = socket2::SockRef::from(&**listener).accept() else {
+                return false;
+            };
+            // A fresh socket's send buffer is empty: this short blocking send returns at once.
+            let _ = socket.send(OUT_OF_DESCRIPTORS);
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+            true
+        });
+        self.spare = std::fs::File::open("/dev/null").ok();
+        if refused && let Some(n) = self.shed.hit() {
+            log::warn!("out of file descriptors: refused {n} connections with 421");
+        }
+        refused
     }
 
     fn refuse(&self, stream: TcpStream, id: u64, peer: std::net::SocketAddr, why: Refusal) {
@@ -237,7 +325,9 @@ impl Actor for Acceptor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         for (listener, implicit) in self.listeners.drain(..) {
-            ctx.add_stream(TcpListenerStream::new(listener).map(move |r| (r, implicit)));
+            let listener = Arc::new(listener);
+            self.open.push(Arc::clone(&listener));
+            ctx.add_stream(Accepts { listener, implicit });
         }
     }
 }
@@ -246,8 +336,11 @@ impl StreamHandler<Accepted> for Acceptor {
     fn handle(&mut self, (item, implicit): Accepted, ctx: &mut Context<Self>) {
         let stream = match item {
             Ok(stream) => stream,
+            Err(e) if out_of_descriptors(&e) && self.shed() => return,
             Err(e) => {
-                log::warn!("accept failed: {e}");
+                if let Some(n) = self.failed.hit() {
+                    log::warn!("accept failed ({n} times since the last such line): {e}");
+                }
                 ctx.wait(actix::clock::sleep(ACCEPT_BACKOFF).into_actor(self));
                 return;
             }

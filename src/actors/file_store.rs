@@ -14,7 +14,7 @@
 //! file), never on a path looked up again. Anything outside, dangling, or not a regular file or
 //! directory looks exactly like a missing entry. Absolute links lead out by definition.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
@@ -23,13 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
+use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture, SyncArbiter, SyncContext};
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, MetadataExt as _, OpenOptions, OpenOptionsExt as _};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT, chmodat, utimensat};
 use rustix::io::Errno;
 use rustix::path::DecInt;
 use rustix_linux_procfs::proc_self_fd;
+use tokio::sync::Semaphore;
 
 use crate::actors::quota::{Charge, QuotaExceeded, QuotaLedger, QuotaReport};
 use crate::actors::vpath::VPath;
@@ -115,6 +116,9 @@ pub enum StoreError {
     /// 552: the account's byte or file quota would be passed.
     #[error("quota exceeded")]
     QuotaExceeded,
+    /// 550: the directory has more entries than a listing may hold (`max_listing_entries`).
+    #[error("more than {0} entries")]
+    TooManyEntries(usize),
     /// 451: local error in processing.
     #[error("local error: {0}")]
     Io(#[source] io::Error),
@@ -464,6 +468,8 @@ pub struct LocalStorage {
     locks: Arc<Mutex<HashSet<LockKey>>>,
     quota: Option<Arc<QuotaLedger>>,
     limits: PathLimits,
+    /// Entries a listing may have; a bigger directory is refused, so no listing holds more.
+    max_listing_entries: usize,
 }
 
 /// The user key under which the anonymous area is reached: it can never be an account name
@@ -764,12 +770,20 @@ impl LocalStorage {
             locks: Arc::default(),
             quota: None,
             limits: PathLimits::default(),
+            max_listing_entries: usize::MAX,
         })
     }
 
     /// Refuses to create paths past `limits`.
     pub fn with_path_limits(mut self, limits: PathLimits) -> LocalStorage {
         self.limits = limits;
+        self
+    }
+
+    /// Refuses listings of directories with more than `max` entries
+    /// ([`StoreError::TooManyEntries`]); reading stops at the first entry too many.
+    pub fn with_listing_limit(mut self, max: usize) -> LocalStorage {
+        self.max_listing_entries = max;
         self
     }
 
@@ -1101,6 +1115,9 @@ impl Storage for LocalStorage {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(err.into()),
             };
+            if infos.len() >= self.max_listing_entries {
+                return Err(StoreError::TooManyEntries(self.max_listing_entries));
+            }
             let meta = if lmeta.is_symlink() {
                 // Followed from the home, so a link may lead anywhere inside it, never out.
                 match home.metadata(rel.join(&name)) {
@@ -1406,6 +1423,81 @@ impl FileStore {
     }
 }
 
+/// Long file-store jobs (HASH, listings) on a pool of threads of their own, at most
+/// `per_user` of one user's running at a time (the rest wait their turn): one user's long jobs
+/// can neither hold every long thread nor delay the short calls (CWD, SIZE, opening files),
+/// which keep the [`FileStore`]'s own threads.
+pub struct LongJobs {
+    pool: Addr<FileStore>,
+    per_user: usize,
+    /// Each user's share, while one of their jobs runs or waits.
+    shares: Arc<Mutex<HashMap<Arc<str>, Arc<Semaphore>>>>,
+}
+
+impl Actor for LongJobs {
+    type Context = Context<Self>;
+}
+
+impl LongJobs {
+    /// Starts `threads` file-store instances for long jobs and the queue in front of them (on
+    /// the current arbiter).
+    pub fn start(storage: Arc<dyn Storage>, threads: usize, per_user: usize) -> Addr<LongJobs> {
+        LongJobs {
+            pool: FileStore::start(storage, threads),
+            per_user: per_user.max(1),
+            shares: Arc::default(),
+        }
+        .start()
+    }
+
+    /// Runs `msg` on the pool once `user` has a free share.
+    fn run<M, T>(&self, user: Arc<str>, msg: M) -> ResponseFuture<Result<T, StoreError>>
+    where
+        M: Message<Result = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+        FileStore: Handler<M>,
+    {
+        let shares = Arc::clone(&self.shares);
+        let share = {
+            let mut map = shares.lock().unwrap_or_else(|e| e.into_inner());
+            let share = map
+                .entry(Arc::clone(&user))
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)));
+            Arc::clone(share)
+        };
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let result = match Arc::clone(&share).acquire_owned().await {
+                Ok(_running) => pool.send(msg).await.unwrap_or_else(|e| {
+                    Err(StoreError::Io(io::Error::other(format!("file store: {e}"))))
+                }),
+                // Never closed; answered like a failed store all the same.
+                Err(e) => Err(StoreError::Io(io::Error::other(e))),
+            };
+            let mut map = shares.lock().unwrap_or_else(|e| e.into_inner());
+            // Only the map and this job still hold it: nobody runs or waits; forget the user.
+            if Arc::strong_count(&share) == 2 {
+                map.remove(&user);
+            }
+            result
+        })
+    }
+}
+
+impl Handler<List> for LongJobs {
+    type Result = ResponseFuture<Result<Listing, StoreError>>;
+    fn handle(&mut self, msg: List, _: &mut Self::Context) -> Self::Result {
+        self.run(Arc::clone(&msg.user), msg)
+    }
+}
+
+impl Handler<Hash> for LongJobs {
+    type Result = ResponseFuture<Result<(String, u64), StoreError>>;
+    fn handle(&mut self, msg: Hash, _: &mut Self::Context) -> Self::Result {
+        self.run(Arc::clone(&msg.user), msg)
+    }
+}
+
 /// Create a user's home directory (idempotent).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), StoreError>")]
@@ -1696,6 +1788,35 @@ mod tests {
 
     fn vp(path: &str) -> VPath {
         VPath::root().resolve(path).expect("valid test path")
+    }
+
+    #[test]
+    fn a_listing_past_the_limit_is_refused_and_one_at_it_is_not() {
+        let fx = Fixture::new();
+        fs::create_dir(fx.home("alice").join("d")).expect("mkdir");
+        for i in 0..3 {
+            fx.write(&format!("alice/d/f{i}"), b"x");
+        }
+        let at = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_listing_limit(3);
+        assert_eq!(at.list("alice", &vp("/d")).expect("list").entries.len(), 3);
+        let below = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_listing_limit(2);
+        assert!(matches!(
+            below.list("alice", &vp("/d")),
+            Err(StoreError::TooManyEntries(2))
+        ));
+        // A file is one entry, whatever the limit.
+        assert_eq!(
+            below
+                .list("alice", &vp("/d/f0"))
+                .expect("file")
+                .entries
+                .len(),
+            1
+        );
     }
 
     fn staged(finish: Finish) -> StagedUpload {

@@ -15,6 +15,8 @@
 //! ```
 //!
 //! A Session knows the services only through [`Services`], so tests hand it stub actors.
+//! `Services::list` and `Services::hash` go to [`file_store::LongJobs`] in the server: long
+//! jobs run on a FileStore pool of their own, with a per-user share.
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};

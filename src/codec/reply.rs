@@ -193,36 +193,67 @@ impl Reply {
     /// space so a client cannot take it for the end. CR, LF and NUL inside the text become
     /// spaces: text derived from a file name can never break the reply framing.
     pub fn encode(&self, dst: &mut BytesMut) {
-        let code = self.code.as_u16();
-        let write_text = |dst: &mut BytesMut, text: &str| {
-            for chunk in text.split(['\r', '\n', '\0']).enumerate() {
-                if chunk.0 > 0 {
-                    dst.put_u8(b' ');
-                }
-                dst.put_slice(chunk.1.as_bytes());
-            }
-            dst.put_slice(b"\r\n");
-        };
-        match self.lines.as_slice() {
-            [] => dst.put_slice(format!("{code} \r\n").as_bytes()),
-            [only] => {
-                dst.put_slice(format!("{code} ").as_bytes());
-                write_text(dst, only);
-            }
-            [first, middle @ .., last] => {
-                dst.put_slice(format!("{code}-").as_bytes());
-                write_text(dst, first);
-                for line in middle {
-                    if line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
-                        dst.put_u8(b' ');
-                    }
-                    write_text(dst, line);
-                }
-                dst.put_slice(format!("{code} ").as_bytes());
-                write_text(dst, last);
-            }
+        encode_lines(self.code, self.lines.iter(), dst);
+    }
+}
+
+/// Writes a reply whose lines come from an iterator, in the format of [`Reply::encode`], so a
+/// long reply is never held as a list of strings besides its wire form.
+pub fn encode_lines<S: AsRef<str>>(
+    code: ReplyCode,
+    lines: impl IntoIterator<Item = S>,
+    dst: &mut BytesMut,
+) {
+    let mut lines = lines.into_iter().peekable();
+    let Some(first) = lines.next() else {
+        dst.put_slice(format!("{} \r\n", code.as_u16()).as_bytes());
+        return;
+    };
+    if lines.peek().is_none() {
+        encode_last(code, first.as_ref(), dst);
+        return;
+    }
+    encode_first(code, first.as_ref(), dst);
+    while let Some(line) = lines.next() {
+        if lines.peek().is_none() {
+            encode_last(code, line.as_ref(), dst);
+        } else {
+            encode_middle(line.as_ref(), dst);
         }
     }
+}
+
+/// The first line of a multi-line reply, `123-text` (RFC 959 §4.2). With [`encode_middle`]
+/// and [`encode_last`], a long reply can be written in pieces as the client reads it.
+pub fn encode_first(code: ReplyCode, text: &str, dst: &mut BytesMut) {
+    dst.put_slice(format!("{}-", code.as_u16()).as_bytes());
+    write_text(dst, text);
+}
+
+/// A middle line of a multi-line reply: one that starts with three digits gets a leading
+/// space so a client cannot take it for the end.
+pub fn encode_middle(text: &str, dst: &mut BytesMut) {
+    if text.len() >= 3 && text.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+        dst.put_u8(b' ');
+    }
+    write_text(dst, text);
+}
+
+/// The last (or only) line of a reply, `123 text`.
+pub fn encode_last(code: ReplyCode, text: &str, dst: &mut BytesMut) {
+    dst.put_slice(format!("{} ", code.as_u16()).as_bytes());
+    write_text(dst, text);
+}
+
+/// One line's text and CRLF; CR, LF and NUL inside it become spaces.
+fn write_text(dst: &mut BytesMut, text: &str) {
+    for (i, chunk) in text.split(['\r', '\n', '\0']).enumerate() {
+        if i > 0 {
+            dst.put_u8(b' ');
+        }
+        dst.put_slice(chunk.as_bytes());
+    }
+    dst.put_slice(b"\r\n");
 }
 
 /// Quotes a path for a 257 reply: wrapped in `"`, embedded `"` doubled (RFC 959 Appendix II).

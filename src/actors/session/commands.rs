@@ -27,13 +27,15 @@ use crate::actors::limits::Direction;
 use crate::actors::vpath::{PathError, VPath};
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
 use crate::codec::listing::{self, Facts, Role};
-use crate::codec::{Command, Password, Reply, ReplyCode};
+use crate::codec::{Command, Password, Reply, ReplyCode, reply};
 use crate::config::Registration;
 
 /// What a command does once the file store has answered.
 enum Next {
     /// Send this final reply.
     Reply(Reply),
+    /// `213-` is queued: stream these entries as the rest of the STAT reply.
+    Status(Vec<FileInfo>),
     /// Reply 150 and run this transfer; its end sends the final reply.
     Transfer {
         job: Job,
@@ -41,6 +43,9 @@ enum Next {
         opening: String,
     },
 }
+
+/// Lines of a `STAT <dir>` reply queued at a time (about 25 KiB).
+const STATUS_PIECE: usize = 256;
 
 /// Which listing a data transfer carries.
 #[derive(Clone, Copy)]
@@ -265,6 +270,10 @@ impl Session {
                 ReplyCode::ExceededStorage,
                 "Quota exceeded: see SITE QUOTA.",
             ),
+            StoreError::TooManyEntries(max) => {
+                let msg = format!("Directory has more than {max} entries: too many to list.");
+                return Reply::new(ReplyCode::FileUnavailable, msg);
+            }
             StoreError::Io(io) => {
                 log::error!("session {} {}: file store: {io}", self.id, self.peer);
                 (ReplyCode::LocalError, "Local error in processing.")
@@ -682,6 +691,9 @@ impl Session {
         self.ask(ctx, text, request, move |act, res, ctx, text| {
             match res.map(|found| on_ok(act, found, path)) {
                 Ok(Next::Reply(reply)) => act.finish(&text, reply),
+                Ok(Next::Status(entries)) => {
+                    act.stream_status(ctx, text, entries, 0, SystemTime::now());
+                }
                 Ok(Next::Transfer { job, kind, opening }) => {
                     act.start_transfer(ctx, text, job, kind, &opening);
                 }
@@ -822,13 +834,42 @@ impl Session {
 
     fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
         let list = |s: &Services, user, path| s.list.send(List { user, path });
-        self.on_path(ctx, text, arg, list, |_, found: Listing, path| {
-            let now = SystemTime::now();
-            let mut lines = vec![format!("Status of {path}:")];
-            lines.extend(found.entries.iter().map(|e| listing::list_line(e, now)));
-            lines.push("End of status.".to_owned());
-            Next::Reply(Reply::multi(ReplyCode::FileStatus, lines))
+        self.on_path(ctx, text, arg, list, |act, found: Listing, path| {
+            let first = format!("Status of {path}:");
+            act.control
+                .send_piece(|out| reply::encode_first(ReplyCode::FileStatus, &first, out));
+            Next::Status(found.entries)
         });
+    }
+
+    /// Queues the STAT lines of `entries[from..]` a piece at a time, each piece once the
+    /// client has read the previous ones, so the pending replies stay under the writer's bound
+    /// however big the directory. Nothing else is sent meanwhile (`after_drain` holds the
+    /// context), so the multi-line reply stays whole.
+    fn stream_status(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: String,
+        entries: Vec<FileInfo>,
+        from: usize,
+        now: SystemTime,
+    ) {
+        let end = entries.len().min(from.saturating_add(STATUS_PIECE));
+        let piece = entries.get(from..end).unwrap_or_default();
+        self.control.send_piece(|out| {
+            for entry in piece {
+                reply::encode_middle(&listing::list_line(entry, now), out);
+            }
+        });
+        if end < entries.len() {
+            self.after_drain(ctx, move |act, ctx| {
+                act.stream_status(ctx, text, entries, end, now);
+            });
+            return;
+        }
+        self.control
+            .send_piece(|out| reply::encode_last(ReplyCode::FileStatus, "End of status.", out));
+        self.record_command(&text, ReplyCode::FileStatus);
     }
 
     fn server_status(&mut self, text: &str) {

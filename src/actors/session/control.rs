@@ -27,8 +27,8 @@ use crate::codec::Reply;
 const HIGH_WATER: usize = 64 * 1024;
 /// Reading resumes once the waiting replies shrink below this.
 const LOW_WATER: usize = 16 * 1024;
-/// An emptied output buffer bigger than this is freed, so one large reply (FEAT, HELP, STAT)
-/// does not pin memory for the rest of an idle session.
+/// An emptied output buffer bigger than this is freed once sent, so one large reply (FEAT,
+/// HELP, STAT) does not pin memory for the rest of an idle session.
 const KEEP_OUT_CAPACITY: usize = 1024;
 /// The longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,11 +134,21 @@ struct Channel {
     closing: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
+    /// The Session, waiting in [`Control::drained`] to run its next command.
+    backlog: Option<Waker>,
+    /// The writer task has ended: nothing will drain any more.
+    ended: bool,
 }
 
 impl Channel {
     fn wake_reader(&mut self) {
         if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_backlog(&mut self) {
+        if let Some(w) = self.backlog.take() {
             w.wake();
         }
     }
@@ -164,16 +174,47 @@ impl Control {
             closing: false,
             reader: None,
             writer: None,
+            backlog: None,
+            ended: false,
         })))
+    }
+
+    /// Whether more replies wait for the client than the bound allows: the Session then runs
+    /// no further command until [`Control::drained`], so a client that does not read cannot
+    /// make it queue more (reading alone pausing is not enough: commands already read and
+    /// buffered would all still run).
+    pub fn backlogged(&self) -> bool {
+        self.0.borrow().out.len() > HIGH_WATER
+    }
+
+    /// Resolves with `true` once the waiting replies have shrunk below the low-water mark, or
+    /// with `false` once the writer has ended (the connection failed or was closed).
+    pub fn drained(&self) -> impl Future<Output = bool> + 'static {
+        let channel = Rc::clone(&self.0);
+        std::future::poll_fn(move |cx| {
+            let mut ch = channel.borrow_mut();
+            if ch.ended {
+                Poll::Ready(false)
+            } else if ch.out.len() < LOW_WATER {
+                Poll::Ready(true)
+            } else {
+                ch.backlog = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
     }
 
     /// Queues a reply for the writer.
     pub fn send(&self, reply: &Reply) {
         let mut ch = self.0.borrow_mut();
-        if ch.out.is_empty() && ch.out.capacity() > KEEP_OUT_CAPACITY {
-            ch.out = BytesMut::new();
-        }
         reply.encode(&mut ch.out);
+        ch.wake_writer();
+    }
+
+    /// Queues a piece of a reply that `write` encodes (see [`crate::codec::reply::encode_first`]).
+    pub fn send_piece(&self, write: impl FnOnce(&mut BytesMut)) {
+        let mut ch = self.0.borrow_mut();
+        write(&mut ch.out);
         ch.wake_writer();
     }
 
@@ -205,6 +246,14 @@ impl Control {
     /// The writer task: drains replies, performs a requested TLS switch, closes on request.
     /// Ends with `Ok` after a requested close, with `Err` when the connection fails.
     pub async fn write_all_replies(self) -> io::Result<()> {
+        let result = self.write_until_closed().await;
+        let mut ch = self.0.borrow_mut();
+        ch.ended = true;
+        ch.wake_backlog();
+        result
+    }
+
+    async fn write_until_closed(&self) -> io::Result<()> {
         loop {
             match std::future::poll_fn(|cx| self.drain(cx)).await? {
                 Drained::Close => return Ok(()),
@@ -228,11 +277,17 @@ impl Control {
                     ch.out.advance(n);
                     if ch.out.len() < LOW_WATER {
                         ch.wake_reader();
+                        ch.wake_backlog();
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        // Freed as soon as it is sent, not at the next reply: a session that sits idle after
+        // one big reply must not keep its buffer.
+        if ch.out.capacity() > KEEP_OUT_CAPACITY {
+            ch.out = BytesMut::new();
         }
         let Some(io) = ch.conn.io() else {
             return Poll::Pending;

@@ -66,6 +66,26 @@ pub struct SessionEnv {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// The writer task ended: after a requested close (`Ok`) or a failed connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterEnded(std::io::Result<()>);
+
+impl Handler<WriterEnded> for Session {
+    type Result = ();
+
+    fn handle(&mut self, WriterEnded(result): WriterEnded, ctx: &mut Context<Self>) {
+        if let Err(e) = result {
+            log::info!(
+                "session {} {}: control write failed: {e}",
+                self.id,
+                self.peer
+            );
+        }
+        ctx.stop();
+    }
+}
+
 /// Run the next command held back while a transfer ran. One message runs one command, so
 /// they run in order (the items actix spawns, `ctx.notify` among them, are polled in no fixed
 /// order).
@@ -116,6 +136,8 @@ pub struct Session {
     local: SocketAddr,
     env: Arc<SessionEnv>,
     control: Control,
+    /// The task that writes replies; aborted when the session stops.
+    writer: tokio::task::JoinHandle<()>,
     state: LoginState,
     /// The logged-in user's place under `max_sessions_per_user`.
     user_slot: Option<crate::actors::limits::UserSession>,
@@ -161,6 +183,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.writer.abort();
         if let Some(running) = self.transfer.take() {
             let bytes = running.progress.load(Ordering::Relaxed);
             self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
@@ -189,27 +212,22 @@ impl Session {
         Session::create(move |ctx| {
             let implicit_tls = matches!(conn, Conn::Tls(_));
             let control = Control::new(conn);
+            let control_writer = control.clone();
             ctx.add_stream(FramedRead::with_capacity(
                 control.reader(),
                 FtpCodec::new(env.config.max_line_length),
                 READ_BUFFER,
             ));
             // The session lives as long as its writer: it ends after a requested close (221,
-            // 421) or when the connection fails.
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Session>(control.clone().write_all_replies()).map(
-                    |result, act, ctx| {
-                        if let Err(e) = result {
-                            log::info!(
-                                "session {} {}: control write failed: {e}",
-                                act.id,
-                                act.peer
-                            );
-                        }
-                        ctx.stop();
-                    },
-                ),
-            );
+            // 421) or when the connection fails. The writer is a task of its own, not part of
+            // the context, so it keeps draining while the session waits (`ctx.wait`) for it.
+            let session = ctx.address().downgrade();
+            let writer = actix::spawn(async move {
+                let result = control_writer.write_all_replies().await;
+                if let Some(session) = session.upgrade() {
+                    session.do_send(WriterEnded(result));
+                }
+            });
             let now = Instant::now();
             Session {
                 id,
@@ -217,6 +235,7 @@ impl Session {
                 local,
                 env,
                 control,
+                writer,
                 state: LoginState::new(),
                 user_slot: None,
                 cwd: VPath::root(),
@@ -257,20 +276,25 @@ impl Session {
 
     /// Sends the final reply of `cmd` and records the command in the audit log.
     fn finish(&mut self, cmd: &str, reply: Reply) {
-        let code = reply.code().as_u16();
+        let code = reply.code();
+        // Garbage is what no client sends on the way to real work: lines that are not commands
+        // (counted where they are read) and verbs we do not know. NOOP is no progress.
+        if code.as_u16() == 502 {
+            self.bad_commands = self.bad_commands.saturating_add(1);
+        } else if code.as_u16() < 400 && cmd != "NOOP" {
+            self.bad_commands = 0;
+        }
+        self.record_command(cmd, code);
+        self.send(reply);
+    }
+
+    /// Records `cmd` and the code of its final reply in the audit log.
+    fn record_command(&self, cmd: &str, code: ReplyCode) {
         let mut event = Event::now(self.id, self.peer, EventKind::Command);
         event.user = self.user_name();
         event.command = Some(cmd.to_owned());
-        event.code = Some(code);
-        // Garbage is what no client sends on the way to real work: lines that are not commands
-        // (counted where they are read) and verbs we do not know. NOOP is no progress.
-        if code == 502 {
-            self.bad_commands = self.bad_commands.saturating_add(1);
-        } else if code < 400 && cmd != "NOOP" {
-            self.bad_commands = 0;
-        }
+        event.code = Some(code.as_u16());
         self.record(event);
-        self.send(reply);
     }
 
     /// Closes the session once it has sent `max_bad_commands` bad commands in a row.
@@ -595,6 +619,47 @@ impl Session {
 
 impl StreamHandler<Result<Inbound, std::io::Error>> for Session {
     fn handle(&mut self, item: Result<Inbound, std::io::Error>, ctx: &mut Context<Self>) {
+        if self.control.backlogged() {
+            // The client is not reading its replies: take this line once they drain (ctx.wait
+            // holds back the lines after it too).
+            self.after_drain(ctx, move |act, ctx| act.handle_line(item, ctx));
+            return;
+        }
+        self.handle_line(item, ctx);
+    }
+}
+
+impl Session {
+    /// Runs `then` once the pending replies have drained, holding back everything else
+    /// meanwhile; stops the session instead if the connection fails first. The timers do not
+    /// run during the wait, so it is bounded by the idle timeout: a client that reads nothing
+    /// for that long is dropped.
+    fn after_drain(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Session, &mut Context<Session>) + 'static,
+    ) {
+        let drained = tokio::time::timeout(self.env.config.idle_timeout(), self.control.drained());
+        ctx.wait(
+            actix::fut::wrap_future(drained).map(|drained, act: &mut Session, ctx| {
+                match drained {
+                    Ok(true) => then(act, ctx),
+                    // The writer ended: nobody will read what the command would answer.
+                    Ok(false) => ctx.stop(),
+                    Err(_) => {
+                        log::info!(
+                            "session {} {}: replies not read within the idle timeout; closing",
+                            act.id,
+                            act.peer
+                        );
+                        ctx.stop();
+                    }
+                }
+            }),
+        );
+    }
+
+    fn handle_line(&mut self, item: Result<Inbound, std::io::Error>, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
@@ -633,6 +698,13 @@ impl Handler<Deferred> for Session {
     type Result = ();
 
     fn handle(&mut self, _: Deferred, ctx: &mut Context<Self>) {
+        if self.control.backlogged() {
+            // As for lines read: the next held-back command waits until the replies drain.
+            self.after_drain(ctx, |act, ctx| {
+                Handler::<Deferred>::handle(act, Deferred, ctx)
+            });
+            return;
+        }
         if self.closing || self.transfer.is_some() {
             // Closing drops the queue; a new transfer resumes it when it ends.
             return;
