@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
-use crate::actors::quota::{Charge, QuotaExceeded, QuotaLedger, QuotaReport};
+use crate::actors::quota::{Charge, DIR_BYTES, QuotaError, QuotaLedger, QuotaReport, Tx};
 use crate::actors::vpath::VPath;
 
 /// What a directory entry is. Other kinds (devices, FIFOs, sockets) are never shown.
@@ -104,9 +104,13 @@ pub enum StoreError {
     Io(#[source] io::Error),
 }
 
-impl From<QuotaExceeded> for StoreError {
-    fn from(_: QuotaExceeded) -> Self {
-        StoreError::QuotaExceeded
+impl From<QuotaError> for StoreError {
+    fn from(err: QuotaError) -> Self {
+        match err {
+            QuotaError::Exceeded => StoreError::QuotaExceeded,
+            // No limit can be checked: refuse the write (451) rather than let it through.
+            QuotaError::Unavailable(e) => StoreError::Io(e),
+        }
     }
 }
 
@@ -340,26 +344,188 @@ pub struct ReadHandle {
     pub size: u64,
 }
 
-/// An upload in progress: the open file to write, and how it ends.
+/// An upload in progress: where its bytes go, and how it ends. Write it with
+/// [`Upload::write`], which charges the quota first.
 #[derive(Debug)]
 pub struct Upload {
-    /// Where the bytes go: the temporary file, or the target itself (positioned).
-    pub file: File,
     /// The path the client sees (for STOU, the name chosen).
     pub target: VPath,
-    /// What completes it.
+    /// Where the bytes go and what completes it.
     pub finish: Finish,
-    /// The quota accounting: ask [`Charge::add`] before writing each chunk.
+    /// The quota accounting.
     pub charge: Charge,
 }
 
-/// How an upload is completed.
+/// Where an upload's bytes go, and how it is completed.
 #[derive(Debug)]
 pub enum Finish {
-    /// Pass to [`Storage::commit`] (or [`CommitUpload`]) once every byte is written.
-    Staged(StagedUpload),
-    /// Written in place; dropping the lock is all that is left.
-    InPlace(WriteLock),
+    /// STOR: a temporary file; pass `staged` to [`Storage::commit`] (or [`CommitUpload`]) once
+    /// every byte is written. Reserve with [`Charge::add`] before writing to `file` directly.
+    Staged {
+        /// The temporary file.
+        file: File,
+        /// What the commit needs.
+        staged: StagedUpload,
+    },
+    /// APPE, REST+STOR, STOU: the target itself, opened only when the first byte arrives.
+    InPlace(InPlace),
+}
+
+/// Why a chunk of an upload could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Refused by the quota (552), or the ledger is unavailable (451).
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    /// Writing the file failed (451).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Upload {
+    /// Writes the next chunk, charged to the quota before it reaches the file, so the file
+    /// never holds a byte beyond the limit.
+    ///
+    /// # Errors
+    /// [`UploadError::Quota`] (nothing of the chunk is written), [`UploadError::Io`].
+    pub fn write(&mut self, data: &[u8]) -> Result<(), UploadError> {
+        match &mut self.finish {
+            Finish::Staged { file, .. } => {
+                self.charge.add(data.len() as u64)?;
+                Ok(file.write_all(data)?)
+            }
+            Finish::InPlace(place) => place.write(&mut self.charge, data),
+        }
+    }
+
+    /// After the last byte of a successful transfer: an in-place upload that received none
+    /// still creates (APPE, STOU) or truncates (REST+STOR) its file, as an empty upload must.
+    ///
+    /// # Errors
+    /// As for [`Upload::write`].
+    pub fn complete(&mut self) -> Result<(), UploadError> {
+        match &mut self.finish {
+            Finish::Staged { .. } => Ok(()),
+            Finish::InPlace(place) => place.opened(&mut self.charge).map(drop),
+        }
+    }
+
+    /// After a quota refusal of an in-place upload: the file goes back to its length when the
+    /// upload opened it (removed, if the upload created it). A staged upload needs nothing:
+    /// dropping it removes its temporary file.
+    pub fn roll_back(&mut self) {
+        if let Finish::InPlace(place) = &mut self.finish {
+            place.roll_back(&mut self.charge);
+        }
+    }
+}
+
+/// How an in-place upload opens its target: `open(may_create)` returns the file and whether
+/// it created it.
+type Opener = Box<dyn FnOnce(bool) -> io::Result<(File, bool)> + Send>;
+
+/// The target of an in-place upload. Nothing on disk changes until the first byte arrives
+/// (or an empty transfer completes): only then is the file opened, created or truncated, so a
+/// transfer that is refused or never connects leaves the file as it was. Holds the file's
+/// write lock throughout.
+pub struct InPlace {
+    open: Option<Opener>,
+    file: Option<File>,
+    /// REST: truncate to this when opening, then write from here; `None`: append.
+    pos: Option<u64>,
+    /// The length after opening (and truncating): where a roll back returns to.
+    start: u64,
+    created: bool,
+    path: PathBuf,
+    _lock: WriteLock,
+}
+
+impl std::fmt::Debug for InPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlace")
+            .field("path", &self.path)
+            .field("opened", &self.file.is_some())
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InPlace {
+    /// The open file, opening (creating, truncating) it first if this is the first use.
+    fn opened(&mut self, charge: &mut Charge) -> Result<&File, UploadError> {
+        if self.file.is_none() {
+            let open = self
+                .open
+                .take()
+                .ok_or_else(|| io::Error::other("the upload's file could not be opened"))?;
+            let (mut file, created) = charge.open_in_place(open)??;
+            self.created = created;
+            if let Some(offset) = self.pos {
+                let len = file.metadata()?.len();
+                if offset > len {
+                    return Err(io::Error::other("the file shrank below the restart offset").into());
+                }
+                // Resuming rewrites everything after the marker (RFC 3659 §5.3).
+                truncate(charge, &file, offset)?;
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            self.start = file.metadata()?.len();
+            self.file = Some(file);
+        }
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the upload's file is not open").into())
+    }
+
+    fn write(&mut self, charge: &mut Charge, data: &[u8]) -> Result<(), UploadError> {
+        let pos = self.pos;
+        let file = self.opened(charge)?;
+        let n = data.len() as u64;
+        let bound = move |size: u64| pos.map_or(n, |p| (p + n).saturating_sub(size));
+        let mut writer = file;
+        charge.grow(file, bound, || writer.write_all(data))??;
+        if let Some(p) = self.pos.as_mut() {
+            *p += n;
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self, charge: &mut Charge) {
+        let Some(file) = &self.file else {
+            // Never opened: nothing changed.
+            return;
+        };
+        let result = if self.created {
+            let path = &self.path;
+            // Remove it only if the name still leads to this upload's own file.
+            charge
+                .unlink(file, || {
+                    let ours = file.metadata()?;
+                    match fs::symlink_metadata(path) {
+                        Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+                            fs::remove_file(path).map(|()| true)
+                        }
+                        _ => Ok(false),
+                    }
+                })
+                .and_then(|()| match file.metadata()?.nlink() {
+                    0 => Ok(()),
+                    _ => truncate(charge, file, 0),
+                })
+        } else {
+            truncate(charge, file, self.start)
+        };
+        if let Err(e) = result {
+            log::error!("cannot roll back {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Truncates an in-place upload's `file` to `len`, charged.
+fn truncate(charge: &mut Charge, file: &File, len: u64) -> io::Result<()> {
+    charge
+        .grow(file, |_| 0, || file.set_len(len))
+        .map_err(io::Error::other)?
 }
 
 /// Exclusive right to write one file in place; released on drop. Two in-place writers of one
@@ -488,26 +654,54 @@ impl LocalStorage {
         self.quota.as_ref().filter(|_| user != ANONYMOUS)
     }
 
-    /// Records a change already made on disk.
-    fn account(&self, user: &str, bytes: i128, files: i128) {
-        if let Some(ledger) = self.ledger(user) {
-            ledger.apply(user, bytes, files);
+    /// Runs `op`, a change to `user`'s tree, under the user's quota lock (see
+    /// [`QuotaLedger::change`]): resolve, measure, check, change and record inside it.
+    fn change<T>(
+        &self,
+        user: &str,
+        op: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self.ledger(user) {
+            Some(ledger) => ledger.change(user, op),
+            None => op(&mut Tx::untracked()),
         }
     }
 
     /// Starts the accounting of an upload (see [`QuotaLedger::charge`]).
-    fn charge(&self, user: &str, new_file: bool, credit: u64) -> Result<Charge, StoreError> {
+    fn charge(
+        &self,
+        user: &str,
+        new_file: bool,
+        replaces: Option<&Metadata>,
+    ) -> Result<Charge, StoreError> {
         match self.ledger(user) {
-            Some(ledger) => Ok(ledger.charge(user, new_file, credit)?),
+            Some(ledger) => Ok(ledger.charge(user, new_file, replaces)?),
             None => Ok(Charge::unlimited()),
         }
     }
 
-    /// Counts one new file now (MKD, in-place creation), if it fits.
-    fn add_file(&self, user: &str) -> Result<(), StoreError> {
-        match self.ledger(user) {
-            Some(ledger) => Ok(ledger.add_file(user)?),
-            None => Ok(()),
+    /// An in-place upload of `target` (at `real`), opened by `open` when its first byte
+    /// arrives; `pos` is the REST offset.
+    fn in_place(
+        target: VPath,
+        real: PathBuf,
+        lock: WriteLock,
+        charge: Charge,
+        open: Opener,
+        pos: Option<u64>,
+    ) -> Upload {
+        Upload {
+            target,
+            finish: Finish::InPlace(InPlace {
+                open: Some(open),
+                file: None,
+                pos,
+                start: 0,
+                created: false,
+                path: real,
+                _lock: lock,
+            }),
+            charge,
         }
     }
 
@@ -544,25 +738,11 @@ impl LocalStorage {
         })
     }
 
-    /// STOU: creates the first free name among `name`, `name.1`, ... `name.999` next to
-    /// `path`, in place and locked.
+    /// STOU: picks the first free name among `name`, `name.1`, ... `name.999` next to
+    /// `path`, locked and with its file slot reserved; the file is created (`create_new`)
+    /// when the first byte arrives.
     fn create_unique(&self, user: &str, path: &VPath) -> Result<Upload, StoreError> {
         let home = self.home(user)?;
-        // The new file is counted first; every way out without one gives the count back.
-        self.add_file(user)?;
-        let created = self.create_unique_counted(user, &home, path);
-        if created.is_err() {
-            self.account(user, 0, -1);
-        }
-        created
-    }
-
-    fn create_unique_counted(
-        &self,
-        user: &str,
-        home: &Path,
-        path: &VPath,
-    ) -> Result<Upload, StoreError> {
         let base = path.file_name().unwrap_or("file");
         let parent = path.parent().unwrap_or_else(VPath::root);
         for n in 0..1000 {
@@ -572,23 +752,23 @@ impl LocalStorage {
                 format!("{base}.{n}")
             };
             let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
-            let Lookup::Missing(real) = self.lookup(home, &candidate)? else {
+            let Lookup::Missing(real) = self.lookup(&home, &candidate)? else {
                 continue;
             };
-            match OpenOptions::new().write(true).create_new(true).open(&real) {
-                Ok(file) => {
-                    let lock = self.lock(real.clone())?;
-                    let charge = self.charge(user, false, 0)?.in_place(real, 0, true);
-                    return Ok(Upload {
-                        file,
-                        target: candidate,
-                        finish: Finish::InPlace(lock),
-                        charge,
-                    });
-                }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(err.into()),
-            }
+            // Another STOU has picked this name and not created it yet.
+            let Ok(lock) = self.lock(real.clone()) else {
+                continue;
+            };
+            let charge = self.charge(user, true, None)?;
+            let at = real.clone();
+            let open: Opener = Box::new(move |_| {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&at)
+                    .map(|file| (file, true))
+            });
+            return Ok(Self::in_place(candidate, real, lock, charge, open, None));
         }
         Err(StoreError::AlreadyExists)
     }
@@ -801,22 +981,16 @@ impl Storage for LocalStorage {
 
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
         let real = self.write_target(user, path)?;
-        // The size of the file there now, if there is one.
+        // The file there now, if there is one.
         let existing = match fs::metadata(&real) {
-            Ok(meta) if meta.is_file() => Some(meta.len()),
+            Ok(meta) if meta.is_file() => Some(meta),
             Ok(_) => None,
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
             Err(err) => return Err(err.into()),
         };
-        let in_place = |file: File, lock: WriteLock, charge: Charge| Upload {
-            file,
-            target: path.clone(),
-            finish: Finish::InPlace(lock),
-            charge,
-        };
         match mode {
             WriteMode::Replace => {
-                let charge = self.charge(user, existing.is_none(), existing.unwrap_or_default())?;
+                let charge = self.charge(user, existing.is_none(), existing.as_ref())?;
                 let (temp, file) = self.create_temp()?;
                 let staged = StagedUpload {
                     temp,
@@ -826,128 +1000,157 @@ impl Storage for LocalStorage {
                     charge: None,
                 };
                 Ok(Upload {
-                    file,
                     target: path.clone(),
-                    finish: Finish::Staged(staged),
+                    finish: Finish::Staged { file, staged },
                     charge,
                 })
             }
             WriteMode::Append => {
                 let lock = self.lock(real.clone())?;
-                let created = existing.is_none();
-                if created {
-                    self.add_file(user)?;
-                }
-                let file = match OpenOptions::new().create(true).append(true).open(&real) {
-                    Ok(file) => file,
-                    Err(err) => {
-                        if created {
-                            self.account(user, 0, -1);
+                let charge = self.charge(user, existing.is_none(), None)?;
+                let at = real.clone();
+                let open: Opener = Box::new(move |may_create| {
+                    let append = || OpenOptions::new().append(true).clone();
+                    match append().open(&at) {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && may_create => {
+                            append().create_new(true).open(&at).map(|file| (file, true))
                         }
-                        return Err(err.into());
+                        opened => opened.map(|file| (file, false)),
                     }
-                };
-                let start = existing.unwrap_or_default();
-                let charge = self.charge(user, false, 0)?.in_place(real, start, created);
-                Ok(in_place(file, lock, charge))
+                });
+                Ok(Self::in_place(path.clone(), real, lock, charge, open, None))
             }
             WriteMode::At(offset) => {
-                let lock = self.lock(real.clone())?;
-                let mut file = OpenOptions::new().write(true).open(&real)?;
-                let len = file.metadata()?.len();
-                if offset > len {
+                let Some(meta) = existing else {
+                    return Err(StoreError::NotFound);
+                };
+                if offset > meta.len() {
                     return Err(StoreError::BadOffset);
                 }
-                // Resuming rewrites everything after the marker (RFC 3659 §5.3).
-                file.set_len(offset)?;
-                self.account(user, i128::from(offset) - i128::from(len), 0);
-                file.seek(SeekFrom::Start(offset))?;
-                let charge = self.charge(user, false, 0)?.in_place(real, offset, false);
-                Ok(in_place(file, lock, charge))
+                let lock = self.lock(real.clone())?;
+                let charge = self.charge(user, false, None)?;
+                let at = real.clone();
+                let open: Opener = Box::new(move |_| {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&at)
+                        .map(|file| (file, false))
+                });
+                let target = path.clone();
+                Ok(Self::in_place(
+                    target,
+                    real,
+                    lock,
+                    charge,
+                    open,
+                    Some(offset),
+                ))
             }
             WriteMode::Unique => self.create_unique(user, path),
         }
     }
 
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
-        // Resolve again: the tree may have changed while the bytes arrived.
-        let target = self.write_target(&staged.user, &staged.target)?;
-        let replaced = fs::metadata(&target)
-            .ok()
-            .filter(Metadata::is_file)
-            .map(|m| m.len());
         let size = fs::metadata(&staged.temp)?.len();
-        fs::rename(&staged.temp, target)?;
-        staged.committed = true;
-        if let Some(charge) = staged.charge.take() {
-            charge.committed(size, replaced);
-        }
-        Ok(())
+        // Outlives the change below: dropping a charge takes the user's lock.
+        let mut charge = staged.charge.take().unwrap_or_default();
+        let user = Arc::clone(&staged.user);
+        self.change(&user, |tx| {
+            // Resolve and measure again under the user's lock: the tree may have changed
+            // while the bytes arrived (the old file renamed away, or replaced).
+            let target = self.write_target(&user, &staged.target)?;
+            let replaced = fs::metadata(&target)
+                .ok()
+                .filter(Metadata::is_file)
+                .map(|m| m.len());
+            let bytes = i128::from(size) - i128::from(replaced.unwrap_or(0));
+            let files = i128::from(replaced.is_none());
+            tx.settle(&mut charge);
+            tx.fits(bytes, files)?;
+            tx.mark()?;
+            fs::rename(&staged.temp, target)?;
+            staged.committed = true;
+            tx.record(bytes, files);
+            Ok(())
+        })
     }
 
     fn mkdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
-        match self.lookup(&self.home(user)?, path)? {
+        self.change(user, |tx| match self.lookup(&self.home(user)?, path)? {
             Lookup::Found(_) => Err(StoreError::AlreadyExists),
             Lookup::Missing(new_dir) => {
-                self.add_file(user)?;
-                fs::create_dir(new_dir).inspect_err(|_| self.account(user, 0, -1))?;
+                tx.fits(i128::from(DIR_BYTES), 1)?;
+                tx.mark()?;
+                fs::create_dir(new_dir)?;
+                tx.record(i128::from(DIR_BYTES), 1);
                 Ok(())
             }
-        }
+        })
     }
 
     fn rmdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
         if path.is_root() {
             return Err(StoreError::PermissionDenied);
         }
-        let entry = self.existing(user, path)?;
-        // Act on the link itself, as rmdir(2) does: a link to a directory is not one.
-        if entry.is_link || !entry.meta.is_dir() {
-            return Err(StoreError::NotADirectory);
-        }
-        fs::remove_dir(entry.link)?;
-        self.account(user, 0, -1);
-        Ok(())
+        self.change(user, |tx| {
+            let entry = self.existing(user, path)?;
+            // Act on the link itself, as rmdir(2) does: a link to a directory is not one.
+            if entry.is_link || !entry.meta.is_dir() {
+                return Err(StoreError::NotADirectory);
+            }
+            tx.mark()?;
+            fs::remove_dir(entry.link)?;
+            tx.record(-i128::from(DIR_BYTES), -1);
+            Ok(())
+        })
     }
 
     fn remove(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
-        let entry = self.existing(user, path)?;
-        if !entry.is_link && entry.meta.is_dir() {
-            return Err(StoreError::IsADirectory);
-        }
-        fs::remove_file(&entry.link)?;
-        if !entry.is_link {
-            self.account(user, -i128::from(entry.meta.len()), -1);
-        }
-        Ok(())
+        self.change(user, |tx| {
+            let entry = self.existing(user, path)?;
+            if !entry.is_link && entry.meta.is_dir() {
+                return Err(StoreError::IsADirectory);
+            }
+            tx.mark()?;
+            fs::remove_file(&entry.link)?;
+            if !entry.is_link {
+                tx.record(-i128::from(entry.meta.len()), -1);
+            }
+            Ok(())
+        })
     }
 
     fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError> {
         if from.is_root() || to.is_root() {
             return Err(StoreError::PermissionDenied);
         }
-        let source = self.existing(user, from)?;
-        // What a rename over an existing entry takes away from the usage.
-        let (dest, freed) = match self.lookup(&self.home(user)?, to)? {
-            Lookup::Found(existing) if existing.is_link => (existing.link, (0, 0)),
-            Lookup::Found(existing) if existing.meta.is_dir() => (existing.link, (0, 1)),
-            Lookup::Found(existing) => (existing.link, (existing.meta.len(), 1)),
-            Lookup::Missing(new_name) => (new_name, (0, 0)),
-        };
-        // Both link paths have canonical parents, so a component-wise prefix is exact.
-        if !source.is_link
-            && source.meta.is_dir()
-            && dest != source.link
-            && dest.starts_with(&source.link)
-        {
-            return Err(StoreError::InvalidName);
-        }
-        let same = dest == source.link;
-        fs::rename(source.link, dest)?;
-        if !same {
-            self.account(user, -i128::from(freed.0), -i128::from(freed.1));
-        }
-        Ok(())
+        self.change(user, |tx| {
+            let source = self.existing(user, from)?;
+            // What a rename over an existing entry takes away from the usage.
+            let (dest, freed) = match self.lookup(&self.home(user)?, to)? {
+                Lookup::Found(existing) if existing.is_link => (existing.link, (0, 0)),
+                Lookup::Found(existing) if existing.meta.is_dir() => {
+                    (existing.link, (DIR_BYTES, 1))
+                }
+                Lookup::Found(existing) => (existing.link, (existing.meta.len(), 1)),
+                Lookup::Missing(new_name) => (new_name, (0, 0)),
+            };
+            // Both link paths have canonical parents, so a component-wise prefix is exact.
+            if !source.is_link
+                && source.meta.is_dir()
+                && dest != source.link
+                && dest.starts_with(&source.link)
+            {
+                return Err(StoreError::InvalidName);
+            }
+            let same = dest == source.link;
+            tx.mark()?;
+            fs::rename(source.link, dest)?;
+            if !same {
+                tx.record(-i128::from(freed.0), -i128::from(freed.1));
+            }
+            Ok(())
+        })
     }
 
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError> {
@@ -1242,7 +1445,7 @@ impl Handler<Rename> for FileStore {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::Read;
     use std::os::unix::fs::symlink;
 
     use tempfile::TempDir;
@@ -1290,7 +1493,7 @@ mod tests {
 
     fn staged(finish: Finish) -> StagedUpload {
         match finish {
-            Finish::Staged(staged) => staged,
+            Finish::Staged { staged, .. } => staged,
             Finish::InPlace(_) => panic!("expected a staged upload"),
         }
     }
@@ -1531,7 +1734,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/f-link"), WriteMode::Replace)
             .expect("open_write");
-        upload.file.write_all(b"new").expect("write");
+        upload.write(b"new").expect("write");
         fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/real/f"), b"new");
         assert!(
@@ -1565,7 +1768,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/f"), WriteMode::Replace)
             .expect("open_write");
-        upload.file.write_all(b"partial").expect("write");
+        upload.write(b"partial").expect("write");
         assert_eq!(fx.temps(), 1);
         drop(upload);
         assert_eq!(fx.temps(), 0);
@@ -1580,7 +1783,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/f"), WriteMode::Replace)
             .expect("open_write");
-        upload.file.write_all(b"new contents").expect("write");
+        upload.write(b"new contents").expect("write");
         assert_eq!(upload.target, vp("/f"));
         // Readers see the old file until the commit.
         assert_eq!(fx.read("alice/f"), b"old");
@@ -1592,7 +1795,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/g"), WriteMode::Replace)
             .expect("new file");
-        upload.file.write_all(b"g").expect("write");
+        upload.write(b"g").expect("write");
         fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/g"), b"g");
     }
@@ -1625,8 +1828,8 @@ mod tests {
             .open_write("alice", &vp("/f"), WriteMode::Replace)
             .expect("second");
         for _ in 0..100 {
-            first.file.write_all(&[b'a'; 100]).expect("write");
-            second.file.write_all(&[b'b'; 100]).expect("write");
+            first.write(&[b'a'; 100]).expect("write");
+            second.write(&[b'b'; 100]).expect("write");
         }
         fx.store.commit(staged(first.finish)).expect("commit first");
         fx.store
@@ -1636,6 +1839,53 @@ mod tests {
         assert_eq!(got.len(), 10_000);
         assert!(got.iter().all(|&b| b == got[0]), "mixed bytes");
         assert_eq!(fx.temps(), 0);
+    }
+
+    #[test]
+    fn in_place_uploads_change_nothing_before_their_first_byte() {
+        let fx = Fixture::new();
+        fx.write("alice/f", b"0123456789");
+        // Opened and dropped (a refused transfer, or no data connection): nothing changed.
+        drop(
+            fx.store
+                .open_write("alice", &vp("/f"), WriteMode::At(4))
+                .expect("rest"),
+        );
+        drop(
+            fx.store
+                .open_write("alice", &vp("/f"), WriteMode::Append)
+                .expect("appe"),
+        );
+        drop(
+            fx.store
+                .open_write("alice", &vp("/new"), WriteMode::Append)
+                .expect("appe new"),
+        );
+        let unique = fx
+            .store
+            .open_write("alice", &vp("/u"), WriteMode::Unique)
+            .expect("stou");
+        assert_eq!(unique.target, vp("/u"));
+        drop(unique);
+        assert_eq!(fx.read("alice/f"), b"0123456789");
+        assert!(!fx.home("alice").join("new").exists());
+        assert!(!fx.home("alice").join("u").exists());
+        // The first byte truncates at the marker, then writes.
+        let mut rest = fx
+            .store
+            .open_write("alice", &vp("/f"), WriteMode::At(4))
+            .expect("rest");
+        rest.write(b"ab").expect("write");
+        drop(rest);
+        assert_eq!(fx.read("alice/f"), b"0123ab");
+        // An empty transfer that completes still creates its file.
+        let mut empty = fx
+            .store
+            .open_write("alice", &vp("/new"), WriteMode::Append)
+            .expect("appe");
+        empty.complete().expect("complete");
+        drop(empty);
+        assert_eq!(fx.read("alice/new"), b"");
     }
 
     #[test]
@@ -1796,7 +2046,7 @@ mod tests {
             .await
             .expect("mailbox")
             .expect("open_write");
-        upload.file.write_all(b"via actor").expect("write");
+        upload.write(b"via actor").expect("write");
         addr.send(CommitUpload {
             staged: staged(upload.finish),
         })
