@@ -286,49 +286,78 @@ fn chain(ctl: &mut Control, name: &str, levels: usize) {
     ctl.expect("CWD /", 250);
 }
 
-#[test]
-fn a_tree_deeper_than_path_max_is_recounted_and_a_lost_ledger_still_enforces() {
-    const LEVELS: usize = 15;
-    let server = quota_server();
-    let mut a = server.register_and_login("alice", PASSWORD);
+/// Moves `/<from>` of `home` to the bottom of the chain `/<onto>` x `levels` on disk, by
+/// directory handles (what an old tree, built before a server limited depth, looks like).
+fn move_on_disk(home: &Path, from: &str, onto: &str, levels: usize) {
+    use nix::fcntl::{OFlag, open, openat, renameat};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let top = open(home, flags, Mode::empty()).expect("open home");
+    let mut bottom = openat(&top, onto, flags, Mode::empty()).expect("openat");
+    for _ in 1..levels {
+        bottom = openat(&bottom, onto, flags, Mode::empty()).expect("openat");
+    }
+    renameat(&top, from, &bottom, from).expect("renameat");
+}
+
+const LEVELS: usize = 15;
+/// What [`deep_tree`] holds: 45 directories and one 1000-byte file.
+const DEEP: (u64, u64) = (3 * LEVELS as u64 * DIR_BYTES + 1000, 3 * LEVELS as u64 + 1);
+
+/// Builds, as alice, 45 levels of 201-byte names (over twice PATH_MAX, 4096) with a file at
+/// the bottom: three chains of 15, each moved (RNTO) under the bottom of the next. A server
+/// that refuses to nest that deep (553) makes the same tree the way an old one was made.
+fn deep_tree(server: &TestServer, ctl: &mut Control) {
     let names = ["x", "y", "z"].map(|c| c.repeat(200));
     let path_of = |name: &str| format!("/{name}").repeat(LEVELS);
-    // x's chain with a file at its bottom, then each chain moved under the bottom of the
-    // next: 45 levels of 201 bytes, over twice PATH_MAX (4096).
-    chain(&mut a, &names[0], LEVELS);
+    chain(ctl, &names[0], LEVELS);
     let leaf = format!("{}/leaf", path_of(&names[0]));
-    assert_eq!(upload(&mut a, "STOR", &leaf, &[9; 1000]).code, 226);
+    assert_eq!(upload(ctl, "STOR", &leaf, &[9; 1000]).code, 226);
     for pair in names.windows(2) {
-        chain(&mut a, &pair[1], LEVELS);
-        a.expect(&format!("RNFR /{}", pair[0]), 350);
-        let moved = a.cmd(&format!("RNTO {}/{}", path_of(&pair[1]), pair[0]));
-        // A server that limits depth refuses to build it (553); no old tree then.
-        assert!(matches!(moved.code, 250 | 553), "{moved:?}");
+        chain(ctl, &pair[1], LEVELS);
+        ctl.expect(&format!("RNFR /{}", pair[0]), 350);
+        let moved = ctl.cmd(&format!("RNTO {}/{}", path_of(&pair[1]), pair[0]));
+        match moved.code {
+            250 => {}
+            553 => move_on_disk(&server.home("alice"), &pair[0], &pair[1], LEVELS),
+            _ => panic!("RNTO: {moved:?}"),
+        }
     }
-    let expected = (3 * LEVELS as u64 * DIR_BYTES + 1000, 3 * LEVELS as u64 + 1);
-    assert_eq!(ledger(&mut a), expected);
+}
 
+#[test]
+fn a_tree_deeper_than_path_max_is_recounted() {
+    let server = quota_server();
+    let mut a = server.register_and_login("alice", PASSWORD);
+    deep_tree(&server, &mut a);
     let (ok, text) = admin_quota(&server, &["--recount"]);
     assert!(ok, "recount failed: {text}");
     assert!(
-        text.contains(&format!("Bytes used: {} of {LIMIT}", expected.0)),
+        text.contains(&format!("Bytes used: {} of {LIMIT}", DEEP.0)),
         "{text}"
     );
     let (ok, text) = admin_quota(&server, &["--bytes", &LIMIT.to_string()]);
     assert!(ok, "--bytes failed: {text}");
+    assert_eq!(ledger(&mut a), DEEP);
+}
 
-    // The ledger lost: the next write recounts first, and the limit holds.
+#[test]
+fn a_lost_or_unreadable_ledger_still_enforces_the_quota() {
+    let server = quota_server();
+    let mut a = server.register_and_login("alice", PASSWORD);
+    deep_tree(&server, &mut a);
+    // The ledger lost: the next write recounts first (the deep tree too), and the limit holds.
     let usage_file = server.data_dir().join("usage/alice.json");
     std::fs::remove_file(&usage_file).expect("remove ledger");
     let refused = upload(
         &mut a,
         "STOR",
         "big",
-        &vec![1; (LIMIT - expected.0 + 1) as usize],
+        &vec![1; (LIMIT - DEEP.0 + 1) as usize],
     );
     assert_eq!(refused.code, 552, "{refused:?}");
     assert!(!server.home("alice").join("big").exists());
-    assert_eq!(ledger(&mut a), expected);
+    assert_eq!(ledger(&mut a), DEEP);
     // The ledger unreadable: writes are refused (451) rather than let through unchecked.
     std::fs::remove_file(&usage_file).expect("remove ledger");
     std::fs::create_dir(&usage_file).expect("a directory where the ledger was");
