@@ -421,8 +421,8 @@ impl Upload {
 }
 
 /// How an in-place upload opens its target: `open(may_create)` returns the file and whether
-/// it created it.
-type Opener = Box<dyn FnOnce(bool) -> io::Result<(File, bool)> + Send>;
+/// it created it, `None` if it had to create it and may not (see [`Charge::open_in_place`]).
+type Opener = Box<dyn FnOnce(bool) -> io::Result<Option<(File, bool)>> + Send>;
 
 /// The target of an in-place upload. Nothing on disk changes until the first byte arrives
 /// (or an empty transfer completes): only then is the file opened, created or truncated, so a
@@ -766,7 +766,7 @@ impl LocalStorage {
                     .write(true)
                     .create_new(true)
                     .open(&at)
-                    .map(|file| (file, true))
+                    .map(|file| Some((file, true)))
             });
             return Ok(Self::in_place(candidate, real, lock, charge, open, None));
         }
@@ -1012,10 +1012,11 @@ impl Storage for LocalStorage {
                 let open: Opener = Box::new(move |may_create| {
                     let append = || OpenOptions::new().append(true).clone();
                     match append().open(&at) {
-                        Err(e) if e.kind() == io::ErrorKind::NotFound && may_create => {
-                            append().create_new(true).open(&at).map(|file| (file, true))
-                        }
-                        opened => opened.map(|file| (file, false)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => match may_create {
+                            true => append().create_new(true).open(&at).map(|f| Some((f, true))),
+                            false => Ok(None),
+                        },
+                        opened => opened.map(|file| Some((file, false))),
                     }
                 });
                 Ok(Self::in_place(path.clone(), real, lock, charge, open, None))
@@ -1034,7 +1035,7 @@ impl Storage for LocalStorage {
                     OpenOptions::new()
                         .write(true)
                         .open(&at)
-                        .map(|file| (file, false))
+                        .map(|file| Some((file, false)))
                 });
                 let target = path.clone();
                 Ok(Self::in_place(

@@ -771,25 +771,30 @@ impl Charge {
     }
 
     /// Opens the file of an in-place upload, under the user's lock. `open(may_create)` must
-    /// create the file only when `may_create` (its file slot was reserved, or one fits now)
-    /// and says whether it did.
+    /// create the file only when `may_create` (its file slot was reserved, or one fits now):
+    /// it returns the file and whether it created it, or `None` when it would have had to
+    /// create it and may not.
     ///
     /// # Errors
     /// The outer error: refused (also when the file would have to be created and no slot
     /// fits); the inner one is `open`'s own.
     pub(crate) fn open_in_place(
         &mut self,
-        open: impl FnOnce(bool) -> io::Result<(File, bool)>,
+        open: impl FnOnce(bool) -> io::Result<Option<(File, bool)>>,
     ) -> Result<io::Result<(File, bool)>, QuotaError> {
         let Some(inner) = self.inner.as_mut() else {
-            return Ok(open(true));
+            return match open(true) {
+                Ok(Some(opened)) => Ok(Ok(opened)),
+                Ok(None) => Err(QuotaError::Exceeded),
+                Err(e) => Ok(Err(e)),
+            };
         };
         let state = Arc::clone(&inner.state);
         let mut state = lock(&state);
         let may_create = inner.reserved_file || inner.fits(&state, 0, 1).is_ok();
         inner.become_writer(&mut state)?;
         match open(may_create) {
-            Ok((file, created)) => {
+            Ok(Some((file, created))) => {
                 if inner.reserved_file {
                     state.reserved_files = state.reserved_files.saturating_sub(1);
                     inner.reserved_file = false;
@@ -799,9 +804,7 @@ impl Charge {
                 }
                 Ok(Ok((file, created)))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !may_create => {
-                Err(QuotaError::Exceeded)
-            }
+            Ok(None) => Err(QuotaError::Exceeded),
             Err(e) => Ok(Err(e)),
         }
     }
