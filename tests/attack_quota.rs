@@ -215,6 +215,32 @@ fn appe_to_a_file_renamed_away_meanwhile_is_still_counted() {
 }
 
 #[test]
+fn appe_cannot_create_a_file_past_the_file_limit_through_a_rename() {
+    let server = TestServer::start(&["--default-quota-files", "2"]);
+    let mut a = server.register_and_login("alice", PASSWORD);
+    let mut b = login(&server, "alice");
+    assert_eq!(upload(&mut a, "STOR", "f", b"f").code, 226);
+    assert_eq!(upload(&mut a, "STOR", "g", b"g").code, 226);
+    for round in 0..ROUNDS {
+        // APPE of an existing file needs no new slot; the name is moved away before the
+        // first byte, so appending would have to create it: the file limit must still hold.
+        let mut data = a.data_connection();
+        assert_eq!(a.cmd("APPE f").code, 150, "round {round}");
+        b.expect("RNFR f", 350);
+        b.expect(&format!("RNTO h{round}"), 250);
+        send(&mut data, b"more");
+        let _ = data.shutdown(Shutdown::Write);
+        drop(data);
+        let reply = a.reply();
+        assert_eq!(reply.code, 552, "round {round}: {reply:?}");
+        assert_eq!(disk_usage(&server.home("alice")).1, 2, "round {round}");
+        assert_eq!(ledger(&mut a), disk_usage(&server.home("alice")));
+        b.expect(&format!("RNFR h{round}"), 350);
+        b.expect("RNTO f", 250);
+    }
+}
+
+#[test]
 fn a_directory_flood_meets_the_byte_quota() {
     let server = quota_server();
     let mut a = server.register_and_login("alice", PASSWORD);
