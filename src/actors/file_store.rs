@@ -163,7 +163,8 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Prepare an upload. [`WriteMode::Replace`] writes a new temporary file in the staging
     /// dir (committed by [`Storage::commit`]); the other modes write the target in place while
-    /// holding its write lock. The target is checked now: its parent must be an existing
+    /// holding its write lock, and open, create or truncate it only when the first byte
+    /// arrives ([`InPlace`]). The target is checked now: its parent must be an existing
     /// directory inside the jail and it must not be a directory.
     ///
     /// # Errors
@@ -171,7 +172,8 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::IsADirectory`], [`StoreError::NotADirectory`] (parent is a file),
     /// [`StoreError::NotFound`] (parent missing or outside the home; or a missing file for
     /// `At`), [`StoreError::Busy`] (another in-place writer has the file),
-    /// [`StoreError::BadOffset`] (`At` beyond the end).
+    /// [`StoreError::BadOffset`] (`At` beyond the end), [`StoreError::QuotaExceeded`] (a new
+    /// file past the file limit).
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError>;
 
     /// Atomically rename the staged temporary file over its target, re-checking the jail.
@@ -179,7 +181,9 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// As for [`Storage::open_write`], if the target changed since.
+    /// As for [`Storage::open_write`], if the target changed since;
+    /// [`StoreError::QuotaExceeded`] when what the upload adds, measured against the file it
+    /// replaces now (not when it started), does not fit.
     fn commit(&self, staged: StagedUpload) -> Result<(), StoreError>;
 
     /// Create a directory.
