@@ -2512,14 +2512,7 @@ mod tests {
         fs::write(outside.path().join("f"), b"OUTSIDE").expect("secret");
         fs::write(outside.path().join("only-outside"), b"").expect("marker");
         symlink(outside.path(), alice.join("l")).expect("link");
-        let before: Vec<_> = fs::read_dir(outside.path())
-            .expect("outside")
-            .map(|e| {
-                let e = e.expect("entry");
-                let m = e.metadata().expect("meta");
-                (e.file_name(), m.len(), m.mode(), m.mtime())
-            })
-            .collect();
+        let before = snapshot(outside.path());
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -2559,15 +2552,116 @@ mod tests {
             }
             stop.store(true, Ordering::Relaxed);
         });
-        let after: Vec<_> = fs::read_dir(outside.path())
-            .expect("outside")
+        assert_eq!(before, snapshot(outside.path()));
+    }
+
+    /// Every entry of `dir`, sorted: name, contents, mode and mtime.
+    fn snapshot(dir: &Path) -> Vec<(OsString, Vec<u8>, u32, i64, i64)> {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .expect("read dir")
             .map(|e| {
                 let e = e.expect("entry");
                 let m = e.metadata().expect("meta");
-                (e.file_name(), m.len(), m.mode(), m.mtime())
+                let bytes = fs::read(e.path()).expect("read");
+                (e.file_name(), bytes, m.mode(), m.mtime(), m.mtime_nsec())
             })
             .collect();
-        assert_eq!(before, after);
+        entries.sort();
+        entries
+    }
+
+    /// Exchanges `/d` with a link to a directory outside while in-place uploads (APPE,
+    /// REST+STOR, STOU) run through `/d`: they open their file only at the first byte, which
+    /// must still go through `/d`'s handle, and so must the roll back after a quota refusal.
+    /// Nothing outside is ever created, written, truncated or removed, and the ledger agrees
+    /// with a recount afterwards.
+    #[test]
+    fn swapped_directory_never_leads_in_place_uploads_out() {
+        use crate::actors::quota::{Quota, count_tree};
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let fx = Fixture::new();
+        let limit = 1 << 20;
+        let ledger = Arc::new(
+            QuotaLedger::new(
+                fx.dir.path().join("usage"),
+                fx.dir.path().join("home"),
+                Arc::new(move |_: &str| Quota {
+                    bytes: Some(limit),
+                    files: None,
+                }),
+            )
+            .expect("ledger"),
+        );
+        let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_quota(Arc::clone(&ledger));
+        let outside = TempDir::new().expect("outside");
+        let alice = fx.home("alice");
+        for dir in [outside.path(), alice.join("d").as_path()] {
+            fs::create_dir_all(dir).expect("mkdir");
+            for name in ["a", "r"] {
+                fs::write(dir.join(name), b"inside").expect("file");
+            }
+        }
+        fs::write(outside.path().join("a"), b"OUTSIDE").expect("secret");
+        fs::write(outside.path().join("r"), b"OUTSIDE").expect("secret");
+        symlink(outside.path(), alice.join("l")).expect("link");
+        let before = snapshot(outside.path());
+        // Always past the byte limit: refused after the file is opened, then rolled back.
+        let too_much = vec![b'z'; usize::try_from(limit).expect("small") + 1];
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..2_000_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    renameat_with(
+                        CWD,
+                        alice.join("d"),
+                        CWD,
+                        alice.join("l"),
+                        RenameFlags::EXCHANGE,
+                    )
+                    .expect("exchange");
+                }
+            });
+            // How many uploads wrote, and how many were refused and rolled back.
+            let (mut wrote, mut refused) = (0, 0);
+            let mut upload = |path: &str, mode: WriteMode, data: &[u8]| {
+                let Ok(mut upload) = store.open_write("alice", &vp(path), mode) else {
+                    return;
+                };
+                match upload.write(data) {
+                    Ok(()) => wrote += 1,
+                    Err(UploadError::Quota(_)) => {
+                        upload.roll_back();
+                        refused += 1;
+                    }
+                    Err(UploadError::Io(_)) => {}
+                }
+            };
+            for i in 0..3_000 {
+                upload("/d/a", WriteMode::Append, b"+");
+                upload(&format!("/d/p{i}"), WriteMode::Append, b"new");
+                upload("/d/r", WriteMode::At(2), b"rest");
+                upload(&format!("/d/s{i}"), WriteMode::Unique, b"unique");
+                upload(&format!("/d/q{i}"), WriteMode::Append, &too_much);
+                upload("/d/a", WriteMode::Append, &too_much);
+                upload("/d/r", WriteMode::At(1), &too_much);
+                upload(&format!("/d/t{i}"), WriteMode::Unique, &too_much);
+            }
+            stop.store(true, Ordering::Relaxed);
+            // Both kinds ran often enough to have met the swap.
+            assert!(wrote > 1_000 && refused > 1_000, "{wrote} {refused}");
+        });
+        assert_eq!(before, snapshot(outside.path()));
+        assert_eq!(
+            store.quota("alice").expect("usage").usage,
+            count_tree(&alice).expect("recount")
+        );
     }
 
     #[test]
