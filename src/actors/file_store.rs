@@ -2570,94 +2570,100 @@ mod tests {
         entries
     }
 
-    /// Exchanges `/d` with a link to a directory outside while in-place uploads (APPE,
-    /// REST+STOR, STOU) run through `/d`: they open their file only at the first byte, which
-    /// must still go through `/d`'s handle, and so must the roll back after a quota refusal.
-    /// Nothing outside is ever created, written, truncated or removed, and the ledger agrees
-    /// with a recount afterwards.
+    /// In-place uploads (APPE, REST+STOR, STOU) open their file only at the first byte: `/d` is
+    /// exchanged with a link to a directory outside between the command and that byte, and
+    /// between a first chunk and a quota refusal's roll back. They still open, write and roll
+    /// back the file in the directory they resolved, which stays in the home: nothing outside
+    /// is created, written, truncated or removed, and the ledger agrees with a recount.
     #[test]
-    fn swapped_directory_never_leads_in_place_uploads_out() {
+    fn in_place_uploads_through_a_swapped_directory_stay_inside() {
         use crate::actors::quota::{Quota, count_tree};
         use rustix::fs::{CWD, RenameFlags, renameat_with};
-        use std::sync::atomic::{AtomicBool, Ordering};
 
         let fx = Fixture::new();
         let limit = 1 << 20;
-        let ledger = Arc::new(
-            QuotaLedger::new(
-                fx.dir.path().join("usage"),
-                fx.dir.path().join("home"),
-                Arc::new(move |_: &str| Quota {
-                    bytes: Some(limit),
-                    files: None,
-                }),
-            )
-            .expect("ledger"),
-        );
+        let ledger = QuotaLedger::new(
+            fx.dir.path().join("usage"),
+            fx.dir.path().join("home"),
+            Arc::new(move |_: &str| Quota {
+                bytes: Some(limit),
+                files: None,
+            }),
+        )
+        .expect("ledger");
         let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
             .expect("storage")
-            .with_quota(Arc::clone(&ledger));
+            .with_quota(Arc::new(ledger));
         let outside = TempDir::new().expect("outside");
         let alice = fx.home("alice");
-        for dir in [outside.path(), alice.join("d").as_path()] {
-            fs::create_dir_all(dir).expect("mkdir");
-            for name in ["a", "r"] {
-                fs::write(dir.join(name), b"inside").expect("file");
-            }
+        fs::create_dir(alice.join("d")).expect("mkdir");
+        for name in ["a", "r"] {
+            fs::write(alice.join("d").join(name), b"inside").expect("file");
         }
-        fs::write(outside.path().join("a"), b"OUTSIDE").expect("secret");
-        fs::write(outside.path().join("r"), b"OUTSIDE").expect("secret");
+        for name in ["a", "r", "b", "u"] {
+            fs::write(outside.path().join(name), b"OUTSIDE").expect("secret");
+        }
         symlink(outside.path(), alice.join("l")).expect("link");
         let before = snapshot(outside.path());
+        let swap = || {
+            renameat_with(
+                CWD,
+                alice.join("d"),
+                CWD,
+                alice.join("l"),
+                RenameFlags::EXCHANGE,
+            )
+            .expect("exchange");
+        };
         // Always past the byte limit: refused after the file is opened, then rolled back.
         let too_much = vec![b'z'; usize::try_from(limit).expect("small") + 1];
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                for _ in 0..2_000_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    renameat_with(
-                        CWD,
-                        alice.join("d"),
-                        CWD,
-                        alice.join("l"),
-                        RenameFlags::EXCHANGE,
-                    )
-                    .expect("exchange");
-                }
-            });
-            // How many uploads wrote, and how many were refused and rolled back.
-            let (mut wrote, mut refused) = (0, 0);
-            let mut upload = |path: &str, mode: WriteMode, data: &[u8]| {
-                let Ok(mut upload) = store.open_write("alice", &vp(path), mode) else {
-                    return;
-                };
-                match upload.write(data) {
-                    Ok(()) => wrote += 1,
-                    Err(UploadError::Quota(_)) => {
-                        upload.roll_back();
-                        refused += 1;
-                    }
-                    Err(UploadError::Io(_)) => {}
-                }
+        let cases: [(&str, WriteMode, &[u8]); 9] = [
+            ("/d/a", WriteMode::Append, b"+"),
+            ("/d/p", WriteMode::Append, b"new"),
+            ("/d/e", WriteMode::Append, b""),
+            ("/d/r", WriteMode::At(2), b"rest"),
+            ("/d/s", WriteMode::Unique, b"unique"),
+            ("/d/q", WriteMode::Append, &too_much),
+            ("/d/a", WriteMode::Append, &too_much),
+            ("/d/r", WriteMode::At(2), &too_much),
+            ("/d/t", WriteMode::Unique, &too_much),
+        ];
+        for (path, mode, data) in cases {
+            let mut upload = store.open_write("alice", &vp(path), mode).expect(path);
+            swap();
+            let written = match data {
+                b"" => upload.complete(),
+                _ => upload.write(data),
             };
-            for i in 0..3_000 {
-                upload("/d/a", WriteMode::Append, b"+");
-                upload(&format!("/d/p{i}"), WriteMode::Append, b"new");
-                upload("/d/r", WriteMode::At(2), b"rest");
-                upload(&format!("/d/s{i}"), WriteMode::Unique, b"unique");
-                upload(&format!("/d/q{i}"), WriteMode::Append, &too_much);
-                upload("/d/a", WriteMode::Append, &too_much);
-                upload("/d/r", WriteMode::At(1), &too_much);
-                upload(&format!("/d/t{i}"), WriteMode::Unique, &too_much);
+            match written {
+                Ok(()) => assert!(data.len() < 10, "{path}: the limit let it through"),
+                Err(UploadError::Quota(_)) if data.len() > 10 => upload.roll_back(),
+                Err(e) => panic!("{path}: {e}"),
             }
-            stop.store(true, Ordering::Relaxed);
-            // Both kinds ran often enough to have met the swap.
-            assert!(wrote > 1_000 && refused > 1_000, "{wrote} {refused}");
-        });
+            drop(upload);
+            swap();
+        }
+        for (path, mode) in [("/d/b", WriteMode::Append), ("/d/u", WriteMode::Unique)] {
+            let mut upload = store.open_write("alice", &vp(path), mode).expect(path);
+            upload.write(b"first").expect("first chunk");
+            swap();
+            let refused = upload.write(&too_much);
+            assert!(matches!(refused, Err(UploadError::Quota(_))), "{refused:?}");
+            upload.roll_back();
+            drop(upload);
+            swap();
+        }
         assert_eq!(before, snapshot(outside.path()));
+        let d = alice.join("d");
+        assert_eq!(fx.read("alice/d/a"), b"inside+");
+        assert_eq!(fx.read("alice/d/p"), b"new");
+        assert_eq!(fx.read("alice/d/e"), b"");
+        // "inrest", then the refused REST 2 kept what lies before its marker.
+        assert_eq!(fx.read("alice/d/r"), b"in");
+        assert_eq!(fx.read("alice/d/s"), b"unique");
+        for gone in ["q", "t", "b", "u"] {
+            assert!(!d.join(gone).exists(), "{gone} was not rolled back");
+        }
         assert_eq!(
             store.quota("alice").expect("usage").usage,
             count_tree(&alice).expect("recount")
