@@ -1098,6 +1098,24 @@ mod tests {
     }
 
     #[test]
+    fn count_tree_follows_the_home_link_and_no_link_below_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (real, outside) = (dir.path().join("disk2/alice"), dir.path().join("outside"));
+        fs::create_dir_all(&real).expect("home");
+        fs::create_dir_all(outside.join("sub")).expect("outside");
+        fs::write(outside.join("big"), [0; 5000]).expect("outside file");
+        fs::write(real.join("f"), b"12345").expect("file");
+        std::os::unix::fs::symlink(&outside, real.join("out")).expect("link out");
+        std::os::unix::fs::symlink(outside.join("big"), real.join("big")).expect("file link");
+        // The operator's link to a home on another disk.
+        std::os::unix::fs::symlink(&real, dir.path().join("alice")).expect("home link");
+        assert_eq!(
+            count_tree(&dir.path().join("alice")).expect("count"),
+            Usage { bytes: 5, files: 1 }
+        );
+    }
+
+    #[test]
     fn report_lines_say_none_when_unlimited() {
         let report = QuotaReport {
             usage: Usage { bytes: 5, files: 1 },
