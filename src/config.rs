@@ -75,8 +75,9 @@ pub struct Config {
     pub max_registrations_per_ip_per_hour: u32,
     /// `default_quota_bytes`: byte limit given to new accounts. Default: none (unlimited).
     pub default_quota_bytes: Option<u64>,
-    /// `default_quota_files`: file limit (files and directories) given to new accounts.
-    /// Default: none (unlimited).
+    /// `default_quota_files`: file limit (files and directories) given to new accounts
+    /// (0: none). Default 10 000: registration is open by default, so a stranger's account
+    /// must not be able to use up the inodes of the data disk.
     pub default_quota_files: Option<u64>,
     /// `pbkdf2_iterations`: PBKDF2-HMAC-SHA256 rounds for new password hashes. Default 600 000.
     pub pbkdf2_iterations: u32,
@@ -211,7 +212,7 @@ impl Default for Config {
             registration: Registration::Open,
             max_registrations_per_ip_per_hour: 5,
             default_quota_bytes: None,
-            default_quota_files: None,
+            default_quota_files: Some(10_000),
             pbkdf2_iterations: 600_000,
             min_password_length: 8,
             passive_ports: None,
@@ -403,7 +404,7 @@ impl Config {
     pub fn default_quota(&self) -> crate::actors::quota::Quota {
         crate::actors::quota::Quota {
             bytes: self.default_quota_bytes,
-            files: self.default_quota_files,
+            files: self.default_quota_files.filter(|&n| n > 0),
         }
     }
 
@@ -454,7 +455,9 @@ mod tests {
         .expect("valid toml");
         assert_eq!(cfg.registration, Registration::Invite);
         assert_eq!(cfg.default_quota_bytes, Some(1000));
-        assert_eq!(cfg.default_quota_files, None);
+        assert_eq!(cfg.default_quota().files, Some(10_000));
+        let unlimited: Config = toml::from_str("default_quota_files = 0\n").expect("valid toml");
+        assert_eq!(unlimited.default_quota().files, None);
         assert_eq!(cfg.max_registrations_per_ip_per_hour, 2);
     }
 

@@ -145,6 +145,8 @@ impl Server {
             Arc::new(AccountLimits(Arc::clone(&accounts) as Arc<dyn AccountStore>)),
         )
         .map_err(data_dir(config.usage_dir()))?;
+        // Before any session: a ledger a crash left dirty is recounted.
+        ledger.recover().map_err(data_dir(config.usage_dir()))?;
         let invites = match config.registration {
             Registration::Invite => Some(Arc::new(
                 InviteStore::new(config.invites_dir()).map_err(data_dir(config.invites_dir()))?,

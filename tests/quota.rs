@@ -66,7 +66,7 @@ fn byte_limit_552_leaves_nothing_behind() {
     let (bytes, files, text) = site_quota(&mut ctl);
     assert_eq!((bytes, files), (0, 0));
     assert!(
-        text.contains("of 1000") && text.contains("of none"),
+        text.contains("Bytes used: 0 of 1000") && text.contains("Files used: 0 of 10000"),
         "{text}"
     );
 
@@ -137,7 +137,8 @@ fn file_limit_counts_files_and_directories() {
     // Replacing an existing file needs no new slot.
     assert_eq!(upload(&mut ctl, "STOR", "d/f", b"one again").code, 226);
     let (bytes, files, text) = site_quota(&mut ctl);
-    assert_eq!((bytes, files), (9, 2), "{text}");
+    // A directory costs 4096 bytes.
+    assert_eq!((bytes, files), (4096 + 9, 2), "{text}");
     assert!(text.contains("of 2"), "{text}");
     ctl.expect("DELE d/f", 250);
     assert_eq!(upload(&mut ctl, "STOR", "g", b"two").code, 226);
@@ -206,7 +207,7 @@ fn operator_sets_shows_and_recounts_quota_and_usage_survives_restart() {
     // The new limit holds at once, in the running server.
     assert_eq!(upload(&mut ctl, "STOR", "g", &[2; 200]).code, 552);
     let shown = admin_ok(&server, &["user", "quota", "dave"]);
-    assert!(shown.contains("Files used: 1 of none"), "{shown}");
+    assert!(shown.contains("Files used: 1 of 10000"), "{shown}");
 
     // Files added behind the server's back count after a recount.
     std::fs::write(server.home("dave").join("behind"), [3; 50]).expect("write");

@@ -19,8 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use actix::Recipient;
 
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::file_store::{Finish, Upload};
+use crate::actors::file_store::{Finish, Upload, UploadError};
 use crate::actors::limits::TransferPermit;
+use crate::actors::quota::{Charge, QuotaError};
 use crate::config::PortRange;
 
 /// Read and write size of file transfers: large enough that system-call overhead stays small
@@ -388,7 +389,7 @@ pub async fn run(
             Job::Receive {
                 upload,
                 ascii: false,
-            } if permit.unthrottled() && matches!(upload.finish, Finish::Staged(_)) => {
+            } if permit.unthrottled() && matches!(upload.finish, Finish::Staged { .. }) => {
                 receive_zero_copy(stream, upload, &pace).await
             }
             job => run_job(stream, job, &pace).await,
@@ -494,27 +495,26 @@ const FILE_SPLICE: usize = 64 * 1024;
 
 /// STOR of a binary file with `splice(2)`: socket to pipe, pipe to the staged temporary file.
 /// The quota is charged before each chunk reaches the file.
-async fn receive_zero_copy(stream: TcpStream, upload: Upload, pace: &Pace<'_>) -> Outcome {
-    let Upload {
-        file,
-        target,
-        finish,
-        mut charge,
-    } = upload;
-    let result = splice_into(&stream, &file, &mut charge, pace).await;
+async fn receive_zero_copy(stream: TcpStream, mut upload: Upload, pace: &Pace<'_>) -> Outcome {
+    let result = match &upload.finish {
+        Finish::Staged { file, .. } => splice_into(&stream, file, &mut upload.charge, pace).await,
+        Finish::InPlace(_) => Err(DataError::Local(io::Error::other(
+            "splice writes only to a staged upload",
+        ))),
+    };
     if result.is_ok() {
         let mut stream = stream;
         if let Err(e) = with_stall(pace.stall, stream.shutdown()).await {
             log::debug!("data connection closed before our FIN: {e}");
         }
     }
-    settle(result, file, target, finish, charge)
+    settle(result, upload)
 }
 
 async fn splice_into(
     stream: &TcpStream,
     file: &std::fs::File,
-    charge: &mut crate::actors::quota::Charge,
+    charge: &mut Charge,
     pace: &Pace<'_>,
 ) -> Result<u64, DataError> {
     use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
@@ -535,7 +535,7 @@ async fn splice_into(
             Some(n) => n,
             None => continue,
         };
-        charge.add(n as u64).map_err(|_| DataError::QuotaExceeded)?;
+        charge.add(n as u64).map_err(quota_error)?;
         let mut left = n;
         while left > 0 {
             let written = splice(
@@ -628,21 +628,14 @@ async fn send_file<S: AsyncWrite + Unpin>(
 
 async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    upload: Upload,
+    mut upload: Upload,
     ascii: bool,
     pace: &Pace<'_>,
 ) -> Outcome {
     let stall = pace.stall;
-    let Upload {
-        file,
-        target,
-        finish,
-        mut charge,
-    } = upload;
     // Plain blocking writes on the transfer thread (page-cache writes are short): unlike
     // tokio::fs, no write is left running in the background when ABOR drops this task, so
     // the file is complete as judged once the task is gone (rolled back, measured, unlocked).
-    let mut file = file;
     let mut buf = vec![0u8; pace.chunk()];
     let mut converted = Vec::new();
     let mut pending_cr = false;
@@ -663,17 +656,15 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 &buf[..n]
             };
-            // Reserve before writing: the file never holds a byte beyond the quota.
-            charge
-                .add(data.len() as u64)
-                .map_err(|_| DataError::QuotaExceeded)?;
-            std::io::Write::write_all(&mut file, data).map_err(DataError::Local)?;
+            // Charged before it is written: the file never holds a byte beyond the quota.
+            upload.write(data).map_err(upload_error)?;
             pace.moved(n).await;
         }
         if pending_cr {
-            charge.add(1).map_err(|_| DataError::QuotaExceeded)?;
-            std::io::Write::write_all(&mut file, b"\r").map_err(DataError::Local)?;
+            upload.write(b"\r").map_err(upload_error)?;
         }
+        // An empty upload still creates or truncates its target, now that it has succeeded.
+        upload.complete().map_err(upload_error)?;
         // Over TLS this answers the client's close_notify with ours (clients such as Python's
         // ftplib wait for it, RFC 4217 §10); over TCP it is a plain FIN. Every byte has
         // arrived by now, so a client that has already gone (lftp closes at once) is no error.
@@ -683,36 +674,35 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(received)
     }
     .await;
-    settle(result, file, target, finish, charge)
+    settle(result, upload)
+}
+
+fn quota_error(e: QuotaError) -> DataError {
+    match e {
+        QuotaError::Exceeded => DataError::QuotaExceeded,
+        QuotaError::Unavailable(e) => DataError::Local(e),
+    }
+}
+
+fn upload_error(e: UploadError) -> DataError {
+    match e {
+        UploadError::Quota(e) => quota_error(e),
+        UploadError::Io(e) => DataError::Local(e),
+    }
 }
 
 /// The end of a receive, whichever way the bytes came: a successful upload goes back to the
-/// Session to be committed; one over the quota is rolled back; any other failure drops
-/// `finish`, which removes a temporary file (the previous file stays as it was) or releases an
+/// Session to be committed; one over the quota is rolled back; any other failure drops the
+/// upload, which removes a temporary file (the previous file stays as it was) or releases an
 /// in-place writer's lock (what arrived stays, for a later resume).
-fn settle(
-    result: Result<u64, DataError>,
-    file: std::fs::File,
-    target: crate::actors::vpath::VPath,
-    finish: crate::actors::file_store::Finish,
-    mut charge: crate::actors::quota::Charge,
-) -> Outcome {
+fn settle(result: Result<u64, DataError>, mut upload: Upload) -> Outcome {
     match result {
         Ok(n) => Outcome {
             result: Ok(n),
-            upload: Some(Upload {
-                file,
-                target,
-                finish,
-                charge,
-            }),
+            upload: Some(upload),
         },
         Err(DataError::QuotaExceeded) => {
-            // Written in place: put the file back as it was.
-            drop(file);
-            charge.roll_back();
-            drop(finish);
-            drop(charge);
+            upload.roll_back();
             Outcome {
                 result: Err(DataError::QuotaExceeded),
                 upload: None,

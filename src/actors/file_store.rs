@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ use rustix::path::DecInt;
 use rustix_linux_procfs::proc_self_fd;
 use tokio::sync::Semaphore;
 
-use crate::actors::quota::{Charge, QuotaExceeded, QuotaLedger, QuotaReport};
+use crate::actors::quota::{Charge, DIR_BYTES, FileId, QuotaError, QuotaLedger, QuotaReport, Tx};
 use crate::actors::vpath::VPath;
 
 /// What a directory entry is. Other kinds (devices, FIFOs, sockets) are never shown.
@@ -124,9 +124,13 @@ pub enum StoreError {
     Io(#[source] io::Error),
 }
 
-impl From<QuotaExceeded> for StoreError {
-    fn from(_: QuotaExceeded) -> Self {
-        StoreError::QuotaExceeded
+impl From<QuotaError> for StoreError {
+    fn from(err: QuotaError) -> Self {
+        match err {
+            QuotaError::Exceeded => StoreError::QuotaExceeded,
+            // No limit can be checked: refuse the write (451) rather than let it through.
+            QuotaError::Unavailable(e) => StoreError::Io(e),
+        }
     }
 }
 
@@ -204,7 +208,8 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Prepare an upload. [`WriteMode::Replace`] writes a new temporary file in the staging
     /// dir (committed by [`Storage::commit`]); the other modes write the target in place while
-    /// holding its write lock. The target is checked now: its parent must be an existing
+    /// holding its write lock, and open, create or truncate it only when the first byte
+    /// arrives ([`InPlace`]). The target is checked now: its parent must be an existing
     /// directory inside the jail and it must not be a directory.
     ///
     /// # Errors
@@ -213,7 +218,7 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::NotFound`] (parent missing or outside the home; or a missing file for
     /// `At`), [`StoreError::Busy`] (another in-place writer has the file),
     /// [`StoreError::BadOffset`] (`At` beyond the end), [`StoreError::TooLong`] (a new file
-    /// past the path limits).
+    /// past the path limits), [`StoreError::QuotaExceeded`] (a new file past the file limit).
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError>;
 
     /// Atomically rename the staged temporary file over its target, re-checking the jail; the
@@ -222,7 +227,9 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// As for [`Storage::open_write`], if the target changed since; [`StoreError::NoSpace`].
+    /// As for [`Storage::open_write`], if the target changed since; [`StoreError::NoSpace`];
+    /// [`StoreError::QuotaExceeded`] when what the upload adds, measured against the file it
+    /// replaces now (not when it started), does not fit.
     fn commit(&self, staged: StagedUpload) -> Result<(), StoreError>;
 
     /// Create a directory.
@@ -390,26 +397,218 @@ pub struct ReadHandle {
     pub size: u64,
 }
 
-/// An upload in progress: the open file to write, and how it ends.
+/// An upload in progress: where its bytes go, and how it ends. Write it with
+/// [`Upload::write`], which charges the quota first.
 #[derive(Debug)]
 pub struct Upload {
-    /// Where the bytes go: the temporary file, or the target itself (positioned).
-    pub file: File,
     /// The path the client sees (for STOU, the name chosen).
     pub target: VPath,
-    /// What completes it.
+    /// Where the bytes go and what completes it.
     pub finish: Finish,
-    /// The quota accounting: ask [`Charge::add`] before writing each chunk.
+    /// The quota accounting.
     pub charge: Charge,
 }
 
-/// How an upload is completed.
+/// Where an upload's bytes go, and how it is completed.
 #[derive(Debug)]
 pub enum Finish {
-    /// Pass to [`Storage::commit`] (or [`CommitUpload`]) once every byte is written.
-    Staged(StagedUpload),
-    /// Written in place; dropping the lock is all that is left.
-    InPlace(WriteLock),
+    /// STOR: a temporary file; pass `staged` to [`Storage::commit`] (or [`CommitUpload`]) once
+    /// every byte is written. Reserve with [`Charge::add`] before writing to `file` directly.
+    Staged {
+        /// The temporary file.
+        file: File,
+        /// What the commit needs.
+        staged: StagedUpload,
+    },
+    /// APPE, REST+STOR, STOU: the target itself, opened only when the first byte arrives.
+    InPlace(InPlace),
+}
+
+/// Why a chunk of an upload could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Refused by the quota (552), or the ledger is unavailable (451).
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    /// Writing the file failed (451).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Upload {
+    /// Writes the next chunk, charged to the quota before it reaches the file, so the file
+    /// never holds a byte beyond the limit.
+    ///
+    /// # Errors
+    /// [`UploadError::Quota`] (nothing of the chunk is written), [`UploadError::Io`].
+    pub fn write(&mut self, data: &[u8]) -> Result<(), UploadError> {
+        match &mut self.finish {
+            Finish::Staged { file, .. } => {
+                self.charge.add(data.len() as u64)?;
+                Ok(file.write_all(data)?)
+            }
+            Finish::InPlace(place) => place.write(&mut self.charge, data),
+        }
+    }
+
+    /// After the last byte of a successful transfer: an in-place upload that received none
+    /// still creates (APPE, STOU) or truncates (REST+STOR) its file, as an empty upload must.
+    ///
+    /// # Errors
+    /// As for [`Upload::write`].
+    pub fn complete(&mut self) -> Result<(), UploadError> {
+        match &mut self.finish {
+            Finish::Staged { .. } => Ok(()),
+            Finish::InPlace(place) => place.opened(&mut self.charge).map(drop),
+        }
+    }
+
+    /// After a quota refusal of an in-place upload: the file goes back to its length when the
+    /// upload opened it (removed, if the upload created it). A staged upload needs nothing:
+    /// dropping it removes its temporary file.
+    pub fn roll_back(&mut self) {
+        if let Finish::InPlace(place) = &mut self.finish {
+            place.roll_back(&mut self.charge);
+        }
+    }
+}
+
+/// How an in-place upload opens its target when the first byte arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// APPE: append to the file, created if it is missing (when a file slot fits then).
+    Append,
+    /// REST+STOR: the existing file, written from the marker; never created.
+    Existing,
+    /// STOU: a new file (`O_EXCL`) under the name picked, its file slot reserved.
+    New,
+}
+
+/// The target of an in-place upload. Nothing on disk changes until the first byte arrives
+/// (or an empty transfer completes): only then is the file opened, created or truncated, so a
+/// transfer that is refused or never connects leaves the file as it was. It is reached only
+/// through the handle of its directory (opened beneath the home) and its name there, never
+/// following a link at that name, and once open only through the open file, so a directory
+/// swapped for a link meanwhile cannot lead it out of the home. Holds the file's write lock
+/// throughout.
+#[derive(Debug)]
+pub struct InPlace {
+    /// The directory holding the target.
+    dir: Dir,
+    /// The target's name in `dir`.
+    name: OsString,
+    opening: Opening,
+    file: Option<File>,
+    /// REST: truncate to this when opening, then write from here; `None`: append.
+    pos: Option<u64>,
+    /// The length after opening (and truncating): where a roll back returns to.
+    start: u64,
+    created: bool,
+    _lock: WriteLock,
+}
+
+impl InPlace {
+    /// Opens the target in `dir` by name: the file and whether this created it, or `None` when
+    /// it would have to create it and `may_create` is false.
+    fn open(&self, may_create: bool) -> io::Result<Option<(File, bool)>> {
+        let open = |options: &OpenOptions| self.dir.open_with(&self.name, options);
+        let (file, created) = match self.opening {
+            Opening::New if !may_create => return Ok(None),
+            Opening::New => (open(in_place_options().write(true).create_new(true))?, true),
+            Opening::Existing => (open(in_place_options().write(true))?, false),
+            Opening::Append => match open(in_place_options().append(true)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !may_create {
+                        return Ok(None);
+                    }
+                    // create_new: a name that appeared meanwhile is not taken over.
+                    (
+                        open(in_place_options().append(true).create_new(true))?,
+                        true,
+                    )
+                }
+                opened => (opened?, false),
+            },
+        };
+        let file = file.into_std();
+        if !file.metadata()?.is_file() {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        Ok(Some((file, created)))
+    }
+
+    /// The open file, opening (creating, truncating) it first if this is the first use.
+    fn opened(&mut self, charge: &mut Charge) -> Result<&File, UploadError> {
+        if self.file.is_none() {
+            let (mut file, created) =
+                charge.open_in_place(|may_create| self.open(may_create))??;
+            self.created = created;
+            if let Some(offset) = self.pos {
+                let len = file.metadata()?.len();
+                if offset > len {
+                    return Err(io::Error::other("the file shrank below the restart offset").into());
+                }
+                // Resuming rewrites everything after the marker (RFC 3659 §5.3).
+                truncate(charge, &file, offset)?;
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            self.start = file.metadata()?.len();
+            self.file = Some(file);
+        }
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the upload's file is not open").into())
+    }
+
+    fn write(&mut self, charge: &mut Charge, data: &[u8]) -> Result<(), UploadError> {
+        let pos = self.pos;
+        let file = self.opened(charge)?;
+        let n = data.len() as u64;
+        let bound = move |size: u64| pos.map_or(n, |p| (p + n).saturating_sub(size));
+        let mut writer = file;
+        charge.grow(file, bound, || writer.write_all(data))??;
+        if let Some(p) = self.pos.as_mut() {
+            *p += n;
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self, charge: &mut Charge) {
+        let Some(file) = &self.file else {
+            // Never opened: nothing changed.
+            return;
+        };
+        let result = if self.created {
+            // Remove the name only if it still leads to this upload's own file; else (renamed
+            // away meanwhile) empty the file itself.
+            charge
+                .unlink(file, || {
+                    let ours = file.metadata()?;
+                    match self.dir.symlink_metadata(&self.name) {
+                        Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+                            self.dir.remove_file(&self.name).map(|()| true)
+                        }
+                        _ => Ok(false),
+                    }
+                })
+                .and_then(|()| match file.metadata()?.nlink() {
+                    0 => Ok(()),
+                    _ => truncate(charge, file, 0),
+                })
+        } else {
+            truncate(charge, file, self.start)
+        };
+        if let Err(e) = result {
+            log::error!("cannot roll back an upload of {:?}: {e}", self.name);
+        }
+    }
+}
+
+/// Truncates an in-place upload's `file` to `len`, charged.
+fn truncate(charge: &mut Charge, file: &File, len: u64) -> io::Result<()> {
+    charge
+        .grow(file, |_| 0, || file.set_len(len))
+        .map_err(io::Error::other)?
 }
 
 /// Exclusive right to write one file in place; released on drop. Two in-place writers of one
@@ -537,8 +736,6 @@ struct Entry {
 struct Target {
     /// The directory holding `name`, opened beneath the home.
     dir: Dir,
-    /// `dir`'s path below the home, as for [`Located::dir_rel`].
-    dir_rel: PathBuf,
     /// The final component: a regular file or nothing yet, never a link.
     name: OsString,
     /// The regular file there now, if any.
@@ -684,7 +881,6 @@ fn write_target(home: &Dir, path: &VPath) -> Result<Target, StoreError> {
         };
         return Ok(Target {
             dir: loc.dir,
-            dir_rel: loc.dir_rel,
             name: loc.name,
             existing: meta,
         });
@@ -815,26 +1011,60 @@ impl LocalStorage {
         self.quota.as_ref().filter(|_| user != ANONYMOUS)
     }
 
-    /// Records a change already made on disk.
-    fn account(&self, user: &str, bytes: i128, files: i128) {
-        if let Some(ledger) = self.ledger(user) {
-            ledger.apply(user, bytes, files);
+    /// Runs `op`, a change to `user`'s tree, under the user's quota lock (see
+    /// [`QuotaLedger::change`]): resolve, measure, check, change and record inside it.
+    fn change<T>(
+        &self,
+        user: &str,
+        op: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self.ledger(user) {
+            Some(ledger) => ledger.change(user, op),
+            None => op(&mut Tx::untracked()),
         }
     }
 
     /// Starts the accounting of an upload (see [`QuotaLedger::charge`]).
-    fn charge(&self, user: &str, new_file: bool, credit: u64) -> Result<Charge, StoreError> {
+    fn charge(
+        &self,
+        user: &str,
+        new_file: bool,
+        replaces: Option<&Metadata>,
+    ) -> Result<Charge, StoreError> {
+        let replaces = replaces.map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+        });
         match self.ledger(user) {
-            Some(ledger) => Ok(ledger.charge(user, new_file, credit)?),
+            Some(ledger) => Ok(ledger.charge(user, new_file, replaces)?),
             None => Ok(Charge::unlimited()),
         }
     }
 
-    /// Counts one new file now (MKD, in-place creation), if it fits.
-    fn add_file(&self, user: &str) -> Result<(), StoreError> {
-        match self.ledger(user) {
-            Some(ledger) => Ok(ledger.add_file(user)?),
-            None => Ok(()),
+    /// An in-place upload of `target` (`name` in `dir`), opened as `opening` says when its
+    /// first byte arrives; `pos` is the REST offset.
+    fn in_place(
+        target: VPath,
+        (dir, name): (Dir, OsString),
+        lock: WriteLock,
+        charge: Charge,
+        opening: Opening,
+        pos: Option<u64>,
+    ) -> Upload {
+        Upload {
+            target,
+            finish: Finish::InPlace(InPlace {
+                dir,
+                name,
+                opening,
+                file: None,
+                pos,
+                start: 0,
+                created: false,
+                _lock: lock,
+            }),
+            charge,
         }
     }
 
@@ -865,14 +1095,6 @@ impl LocalStorage {
     fn home(&self, user: &str) -> Result<Dir, StoreError> {
         Dir::open_ambient_dir(self.home_path(user)?, ambient_authority())
             .map_err(|_| StoreError::NotFound)
-    }
-
-    /// The path on disk as named, for the quota ledger's in-place accounting.
-    fn disk_path(&self, user: &str, target: &Target) -> Result<PathBuf, StoreError> {
-        Ok(self
-            .home_path(user)?
-            .join(&target.dir_rel)
-            .join(&target.name))
     }
 
     /// Refuses a new entry at `path` (with a tree `below` it, in names and bytes) past the
@@ -934,29 +1156,14 @@ impl LocalStorage {
         })
     }
 
-    /// STOU: creates the first free name among `name`, `name.1`, ... `name.999` next to
-    /// `path`, in place and locked.
+    /// STOU: picks the first free name among `name`, `name.1`, ... `name.999` next to
+    /// `path`, locked and with its file slot reserved; the file is created (`O_EXCL`, through
+    /// the directory's handle) when the first byte arrives.
     fn create_unique(&self, user: &str, path: &VPath) -> Result<Upload, StoreError> {
         let home = self.home(user)?;
-        // The new file is counted first; every way out without one gives the count back.
-        self.add_file(user)?;
-        let created = self.create_unique_counted(user, &home, path);
-        if created.is_err() {
-            self.account(user, 0, -1);
-        }
-        created
-    }
-
-    fn create_unique_counted(
-        &self,
-        user: &str,
-        home: &Dir,
-        path: &VPath,
-    ) -> Result<Upload, StoreError> {
         let base = path.file_name().unwrap_or("file");
         let parent = path.parent().unwrap_or_else(VPath::root);
-        let dir_rel = relative(&parent)?;
-        let dir = open_dir(home, &dir_rel)?;
+        let dir = open_dir(&home, &relative(&parent)?)?;
         for n in 0..1000 {
             let name = if n == 0 {
                 base.to_owned()
@@ -968,28 +1175,23 @@ impl LocalStorage {
                 return Err(StoreError::TooLong);
             }
             self.check_limits(user, &candidate, (0, 0))?;
-            // create_new (O_EXCL) never follows a link: any existing name is taken.
-            match dir.open_with(&name, in_place_options().write(true).create_new(true)) {
-                Ok(file) => {
-                    let lock = self.lock(lock_key(&dir, OsStr::new(&name))?)?;
-                    let target = Target {
-                        dir,
-                        dir_rel,
-                        name: name.into(),
-                        existing: None,
-                    };
-                    let real = self.disk_path(user, &target)?;
-                    let charge = self.charge(user, false, 0)?.in_place(real, 0, true);
-                    return Ok(Upload {
-                        file: file.into_std(),
-                        target: candidate,
-                        finish: Finish::InPlace(lock),
-                        charge,
-                    });
-                }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(err.into()),
+            // Any entry, a link included, takes the name.
+            if lstat(&dir, OsStr::new(&name))?.is_some() {
+                continue;
             }
+            // Another STOU (or an APPE) has picked this name and not created it yet.
+            let Ok(lock) = self.lock(lock_key(&dir, OsStr::new(&name))?) else {
+                continue;
+            };
+            let charge = self.charge(user, true, None)?;
+            return Ok(Self::in_place(
+                candidate,
+                (dir, name.into()),
+                lock,
+                charge,
+                Opening::New,
+                None,
+            ));
         }
         Err(StoreError::AlreadyExists)
     }
@@ -1013,20 +1215,22 @@ impl LocalStorage {
         )))
     }
 
-    /// Renames the staged file `temp` over `target`, durably: the file's bytes reach the disk
-    /// before the rename publishes it (a crash never leaves a "complete" empty file), and the
-    /// directory after it. Returns the staged file's size.
-    fn publish(&self, temp: &Path, target: Target) -> Result<u64, StoreError> {
+    /// Syncs the staged file `temp` to disk, so that a crash after the rename that publishes
+    /// it never leaves a "complete" empty file. Returns its size.
+    fn sync_staged(&self, temp: &Path) -> Result<u64, StoreError> {
         let name = temp.file_name().ok_or(StoreError::NotFound)?;
         let staged = self.staging.open(name)?;
         let size = staged.metadata()?.len();
         staged.sync_all()?;
-        drop(staged);
-        self.staging.rename(name, &target.dir, &target.name)?;
-        if let Err(err) = target.dir.into_std_file().sync_all() {
-            log::warn!("upload renamed into place, but its directory was not synced: {err}");
-        }
         Ok(size)
+    }
+
+    /// Renames the staged file `temp` over `target`, from the staging dir's handle into the
+    /// target directory's. Returns that directory, to be synced.
+    fn publish(&self, temp: &Path, target: Target) -> Result<Dir, StoreError> {
+        let name = temp.file_name().ok_or(StoreError::NotFound)?;
+        self.staging.rename(name, &target.dir, &target.name)?;
+        Ok(target.dir)
     }
 }
 
@@ -1172,20 +1376,13 @@ impl Storage for LocalStorage {
 
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
         let target = write_target(&self.home(user)?, path)?;
-        // The size of the file there now, if there is one.
-        let existing = target.existing.as_ref().map(Metadata::len);
-        if existing.is_none() {
+        if target.existing.is_none() {
             self.check_limits(user, path, (0, 0))?;
         }
-        let in_place = |file: File, lock: WriteLock, charge: Charge| Upload {
-            file,
-            target: path.clone(),
-            finish: Finish::InPlace(lock),
-            charge,
-        };
         match mode {
             WriteMode::Replace => {
-                let charge = self.charge(user, existing.is_none(), existing.unwrap_or_default())?;
+                let charge =
+                    self.charge(user, target.existing.is_none(), target.existing.as_ref())?;
                 let (temp, file) = self.create_temp()?;
                 let staged = StagedUpload {
                     temp,
@@ -1195,75 +1392,69 @@ impl Storage for LocalStorage {
                     charge: None,
                 };
                 Ok(Upload {
-                    file,
                     target: path.clone(),
-                    finish: Finish::Staged(staged),
+                    finish: Finish::Staged { file, staged },
                     charge,
                 })
             }
             WriteMode::Append => {
                 let lock = self.lock(lock_key(&target.dir, &target.name)?)?;
-                let created = existing.is_none();
-                if created {
-                    self.add_file(user)?;
-                }
-                let opened = target
-                    .dir
-                    .open_with(&target.name, in_place_options().create(true).append(true));
-                let file = match opened {
-                    Ok(file) => file.into_std(),
-                    Err(err) => {
-                        if created {
-                            self.account(user, 0, -1);
-                        }
-                        return Err(err.into());
-                    }
-                };
-                if !file.metadata()?.is_file() {
-                    return Err(StoreError::NotFound);
-                }
-                let start = existing.unwrap_or_default();
-                let real = self.disk_path(user, &target)?;
-                let charge = self.charge(user, false, 0)?.in_place(real, start, created);
-                Ok(in_place(file, lock, charge))
+                let charge = self.charge(user, target.existing.is_none(), None)?;
+                Ok(Self::in_place(
+                    path.clone(),
+                    (target.dir, target.name),
+                    lock,
+                    charge,
+                    Opening::Append,
+                    None,
+                ))
             }
             WriteMode::At(offset) => {
-                if existing.is_none() {
+                let Some(meta) = &target.existing else {
                     return Err(StoreError::NotFound);
-                }
-                let lock = self.lock(lock_key(&target.dir, &target.name)?)?;
-                let mut file = target
-                    .dir
-                    .open_with(&target.name, in_place_options().write(true))?
-                    .into_std();
-                let meta = file.metadata()?;
-                if !meta.is_file() {
-                    return Err(StoreError::NotFound);
-                }
-                let len = meta.len();
-                if offset > len {
+                };
+                if offset > meta.len() {
                     return Err(StoreError::BadOffset);
                 }
-                // Resuming rewrites everything after the marker (RFC 3659 §5.3).
-                file.set_len(offset)?;
-                self.account(user, i128::from(offset) - i128::from(len), 0);
-                file.seek(SeekFrom::Start(offset))?;
-                let real = self.disk_path(user, &target)?;
-                let charge = self.charge(user, false, 0)?.in_place(real, offset, false);
-                Ok(in_place(file, lock, charge))
+                let lock = self.lock(lock_key(&target.dir, &target.name)?)?;
+                let charge = self.charge(user, false, None)?;
+                Ok(Self::in_place(
+                    path.clone(),
+                    (target.dir, target.name),
+                    lock,
+                    charge,
+                    Opening::Existing,
+                    Some(offset),
+                ))
             }
             WriteMode::Unique => self.create_unique(user, path),
         }
     }
 
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
-        // Resolve again: the tree may have changed while the bytes arrived.
-        let target = write_target(&self.home(&staged.user)?, &staged.target)?;
-        let replaced = target.existing.as_ref().map(Metadata::len);
-        let size = self.publish(&staged.temp, target)?;
-        staged.committed = true;
-        if let Some(charge) = staged.charge.take() {
-            charge.committed(size, replaced);
+        // Synced before the user's lock is taken: a large file's fsync must not hold up the
+        // user's other changes.
+        let size = self.sync_staged(&staged.temp)?;
+        // Outlives the change below: dropping a charge takes the user's lock.
+        let mut charge = staged.charge.take().unwrap_or_default();
+        let user = Arc::clone(&staged.user);
+        let dir = self.change(&user, |tx| {
+            // Resolve and measure again under the user's lock: the tree may have changed
+            // while the bytes arrived (the old file renamed away, or replaced).
+            let target = write_target(&self.home(&user)?, &staged.target)?;
+            let replaced = target.existing.as_ref().map(Metadata::len);
+            let bytes = i128::from(size) - i128::from(replaced.unwrap_or(0));
+            let files = i128::from(replaced.is_none());
+            tx.settle(&mut charge);
+            tx.fits(bytes, files)?;
+            tx.mark()?;
+            let dir = self.publish(&staged.temp, target)?;
+            staged.committed = true;
+            tx.record(bytes, files);
+            Ok(dir)
+        })?;
+        if let Err(err) = dir.into_std_file().sync_all() {
+            log::warn!("upload renamed into place, but its directory was not synced: {err}");
         }
         Ok(())
     }
@@ -1272,89 +1463,100 @@ impl Storage for LocalStorage {
         if path.is_root() {
             return Err(StoreError::AlreadyExists);
         }
-        let home = self.home(user)?;
-        let loc = locate(&home, path)?;
-        if loc.link_meta.is_some() {
-            // Taken: say so only if the client may see what is there.
-            visible(&home, loc)?;
-            return Err(StoreError::AlreadyExists);
-        }
-        self.check_limits(user, path, (0, 0))?;
-        self.add_file(user)?;
-        loc.dir
-            .create_dir(&loc.name)
-            .inspect_err(|_| self.account(user, 0, -1))?;
-        Ok(())
+        self.change(user, |tx| {
+            let home = self.home(user)?;
+            let loc = locate(&home, path)?;
+            if loc.link_meta.is_some() {
+                // Taken: say so only if the client may see what is there.
+                visible(&home, loc)?;
+                return Err(StoreError::AlreadyExists);
+            }
+            self.check_limits(user, path, (0, 0))?;
+            tx.fits(i128::from(DIR_BYTES), 1)?;
+            tx.mark()?;
+            loc.dir.create_dir(&loc.name)?;
+            tx.record(i128::from(DIR_BYTES), 1);
+            Ok(())
+        })
     }
 
     fn rmdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
         if path.is_root() {
             return Err(StoreError::PermissionDenied);
         }
-        let entry = existing(&self.home(user)?, path)?;
-        // Act on the link itself, as rmdir(2) does: a link to a directory is not one.
-        if entry.is_link || !entry.meta.is_dir() {
-            return Err(StoreError::NotADirectory);
-        }
-        entry.loc.dir.remove_dir(&entry.loc.name)?;
-        self.account(user, 0, -1);
-        Ok(())
+        self.change(user, |tx| {
+            let entry = existing(&self.home(user)?, path)?;
+            // Act on the link itself, as rmdir(2) does: a link to a directory is not one.
+            if entry.is_link || !entry.meta.is_dir() {
+                return Err(StoreError::NotADirectory);
+            }
+            tx.mark()?;
+            entry.loc.dir.remove_dir(&entry.loc.name)?;
+            tx.record(-i128::from(DIR_BYTES), -1);
+            Ok(())
+        })
     }
 
     fn remove(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
         if path.is_root() {
             return Err(StoreError::IsADirectory);
         }
-        let entry = existing(&self.home(user)?, path)?;
-        if !entry.is_link && entry.meta.is_dir() {
-            return Err(StoreError::IsADirectory);
-        }
-        entry.loc.dir.remove_file(&entry.loc.name)?;
-        if !entry.is_link {
-            self.account(user, -i128::from(entry.meta.len()), -1);
-        }
-        Ok(())
+        self.change(user, |tx| {
+            let entry = existing(&self.home(user)?, path)?;
+            if !entry.is_link && entry.meta.is_dir() {
+                return Err(StoreError::IsADirectory);
+            }
+            tx.mark()?;
+            entry.loc.dir.remove_file(&entry.loc.name)?;
+            if !entry.is_link {
+                tx.record(-i128::from(entry.meta.len()), -1);
+            }
+            Ok(())
+        })
     }
 
     fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError> {
         if from.is_root() || to.is_root() {
             return Err(StoreError::PermissionDenied);
         }
-        let home = self.home(user)?;
-        let source = existing(&home, from)?;
-        let dest = locate(&home, to)?;
-        // What a rename over an existing entry takes away from the usage, and whether it is
-        // the source itself (rename(2) then does nothing).
-        let (dest, freed, same) = if dest.link_meta.is_some() {
-            let found = visible(&home, dest)?;
-            let same = found.link_meta.dev() == source.link_meta.dev()
-                && found.link_meta.ino() == source.link_meta.ino();
-            let freed = match () {
-                () if found.is_link => (0, 0),
-                () if found.meta.is_dir() => (0, 1),
-                () => (found.meta.len(), 1),
+        self.change(user, |tx| {
+            let home = self.home(user)?;
+            let source = existing(&home, from)?;
+            let dest = locate(&home, to)?;
+            // What a rename over an existing entry takes away from the usage, and whether it
+            // is the source itself (rename(2) then does nothing).
+            let (dest, freed, same) = if dest.link_meta.is_some() {
+                let found = visible(&home, dest)?;
+                let same = found.link_meta.dev() == source.link_meta.dev()
+                    && found.link_meta.ino() == source.link_meta.ino();
+                let freed = match () {
+                    () if found.is_link => (0, 0),
+                    () if found.meta.is_dir() => (DIR_BYTES, 1),
+                    () => (found.meta.len(), 1),
+                };
+                (found.loc, freed, same)
+            } else {
+                (dest, (0, 0), false)
             };
-            (found.loc, freed, same)
-        } else {
-            (dest, (0, 0), false)
-        };
-        self.check_move(user, &source, from, to)?;
-        match source
-            .loc
-            .dir
-            .rename(&source.loc.name, &dest.dir, &dest.name)
-        {
-            Ok(()) => {}
-            // Moving a directory into its own subtree (rename(2) EINVAL).
-            Err(err) if err.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
-                return Err(StoreError::InvalidName);
+            self.check_move(user, &source, from, to)?;
+            tx.mark()?;
+            match source
+                .loc
+                .dir
+                .rename(&source.loc.name, &dest.dir, &dest.name)
+            {
+                Ok(()) => {}
+                // Moving a directory into its own subtree (rename(2) EINVAL).
+                Err(err) if err.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                    return Err(StoreError::InvalidName);
+                }
+                Err(err) => return Err(err.into()),
             }
-            Err(err) => return Err(err.into()),
-        }
-        if !same {
-            self.account(user, -i128::from(freed.0), -i128::from(freed.1));
-        }
-        Ok(())
+            if !same {
+                tx.record(-i128::from(freed.0), -i128::from(freed.1));
+            }
+            Ok(())
+        })
     }
 
     fn set_modified(&self, user: &str, path: &VPath, time: SystemTime) -> Result<(), StoreError> {
@@ -1744,7 +1946,7 @@ impl Handler<Rename> for FileStore {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::Read;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     use tempfile::TempDir;
@@ -1821,7 +2023,7 @@ mod tests {
 
     fn staged(finish: Finish) -> StagedUpload {
         match finish {
-            Finish::Staged(staged) => staged,
+            Finish::Staged { staged, .. } => staged,
             Finish::InPlace(_) => panic!("expected a staged upload"),
         }
     }
@@ -2062,7 +2264,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/f-link"), WriteMode::Replace)
             .expect("open_write");
-        upload.file.write_all(b"new").expect("write");
+        upload.write(b"new").expect("write");
         fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/real/f"), b"new");
         assert!(
@@ -2096,7 +2298,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/f"), WriteMode::Replace)
             .expect("open_write");
-        upload.file.write_all(b"partial").expect("write");
+        upload.write(b"partial").expect("write");
         assert_eq!(fx.temps(), 1);
         drop(upload);
         assert_eq!(fx.temps(), 0);
@@ -2111,7 +2313,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/f"), WriteMode::Replace)
             .expect("open_write");
-        upload.file.write_all(b"new contents").expect("write");
+        upload.write(b"new contents").expect("write");
         assert_eq!(upload.target, vp("/f"));
         // Readers see the old file until the commit.
         assert_eq!(fx.read("alice/f"), b"old");
@@ -2123,7 +2325,7 @@ mod tests {
             .store
             .open_write("alice", &vp("/g"), WriteMode::Replace)
             .expect("new file");
-        upload.file.write_all(b"g").expect("write");
+        upload.write(b"g").expect("write");
         fx.store.commit(staged(upload.finish)).expect("commit");
         assert_eq!(fx.read("alice/g"), b"g");
     }
@@ -2156,8 +2358,8 @@ mod tests {
             .open_write("alice", &vp("/f"), WriteMode::Replace)
             .expect("second");
         for _ in 0..100 {
-            first.file.write_all(&[b'a'; 100]).expect("write");
-            second.file.write_all(&[b'b'; 100]).expect("write");
+            first.write(&[b'a'; 100]).expect("write");
+            second.write(&[b'b'; 100]).expect("write");
         }
         fx.store.commit(staged(first.finish)).expect("commit first");
         fx.store
@@ -2167,6 +2369,53 @@ mod tests {
         assert_eq!(got.len(), 10_000);
         assert!(got.iter().all(|&b| b == got[0]), "mixed bytes");
         assert_eq!(fx.temps(), 0);
+    }
+
+    #[test]
+    fn in_place_uploads_change_nothing_before_their_first_byte() {
+        let fx = Fixture::new();
+        fx.write("alice/f", b"0123456789");
+        // Opened and dropped (a refused transfer, or no data connection): nothing changed.
+        drop(
+            fx.store
+                .open_write("alice", &vp("/f"), WriteMode::At(4))
+                .expect("rest"),
+        );
+        drop(
+            fx.store
+                .open_write("alice", &vp("/f"), WriteMode::Append)
+                .expect("appe"),
+        );
+        drop(
+            fx.store
+                .open_write("alice", &vp("/new"), WriteMode::Append)
+                .expect("appe new"),
+        );
+        let unique = fx
+            .store
+            .open_write("alice", &vp("/u"), WriteMode::Unique)
+            .expect("stou");
+        assert_eq!(unique.target, vp("/u"));
+        drop(unique);
+        assert_eq!(fx.read("alice/f"), b"0123456789");
+        assert!(!fx.home("alice").join("new").exists());
+        assert!(!fx.home("alice").join("u").exists());
+        // The first byte truncates at the marker, then writes.
+        let mut rest = fx
+            .store
+            .open_write("alice", &vp("/f"), WriteMode::At(4))
+            .expect("rest");
+        rest.write(b"ab").expect("write");
+        drop(rest);
+        assert_eq!(fx.read("alice/f"), b"0123ab");
+        // An empty transfer that completes still creates its file.
+        let mut empty = fx
+            .store
+            .open_write("alice", &vp("/new"), WriteMode::Append)
+            .expect("appe");
+        empty.complete().expect("complete");
+        drop(empty);
+        assert_eq!(fx.read("alice/new"), b"");
     }
 
     #[test]
@@ -2327,7 +2576,7 @@ mod tests {
             .await
             .expect("mailbox")
             .expect("open_write");
-        upload.file.write_all(b"via actor").expect("write");
+        upload.write(b"via actor").expect("write");
         addr.send(CommitUpload {
             staged: staged(upload.finish),
         })
@@ -2384,14 +2633,7 @@ mod tests {
         fs::write(outside.path().join("f"), b"OUTSIDE").expect("secret");
         fs::write(outside.path().join("only-outside"), b"").expect("marker");
         symlink(outside.path(), alice.join("l")).expect("link");
-        let before: Vec<_> = fs::read_dir(outside.path())
-            .expect("outside")
-            .map(|e| {
-                let e = e.expect("entry");
-                let m = e.metadata().expect("meta");
-                (e.file_name(), m.len(), m.mode(), m.mtime())
-            })
-            .collect();
+        let before = snapshot(outside.path());
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -2431,15 +2673,122 @@ mod tests {
             }
             stop.store(true, Ordering::Relaxed);
         });
-        let after: Vec<_> = fs::read_dir(outside.path())
-            .expect("outside")
+        assert_eq!(before, snapshot(outside.path()));
+    }
+
+    /// Every entry of `dir`, sorted: name, contents, mode and mtime.
+    fn snapshot(dir: &Path) -> Vec<(OsString, Vec<u8>, u32, i64, i64)> {
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .expect("read dir")
             .map(|e| {
                 let e = e.expect("entry");
                 let m = e.metadata().expect("meta");
-                (e.file_name(), m.len(), m.mode(), m.mtime())
+                let bytes = fs::read(e.path()).expect("read");
+                (e.file_name(), bytes, m.mode(), m.mtime(), m.mtime_nsec())
             })
             .collect();
-        assert_eq!(before, after);
+        entries.sort();
+        entries
+    }
+
+    /// In-place uploads (APPE, REST+STOR, STOU) open their file only at the first byte: `/d` is
+    /// exchanged with a link to a directory outside between the command and that byte, and
+    /// between a first chunk and a quota refusal's roll back. They still open, write and roll
+    /// back the file in the directory they resolved, which stays in the home: nothing outside
+    /// is created, written, truncated or removed, and the ledger agrees with a recount.
+    #[test]
+    fn in_place_uploads_through_a_swapped_directory_stay_inside() {
+        use crate::actors::quota::{Quota, count_tree};
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+
+        let fx = Fixture::new();
+        let limit = 1 << 20;
+        let ledger = QuotaLedger::new(
+            fx.dir.path().join("usage"),
+            fx.dir.path().join("home"),
+            Arc::new(move |_: &str| Quota {
+                bytes: Some(limit),
+                files: None,
+            }),
+        )
+        .expect("ledger");
+        let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_quota(Arc::new(ledger));
+        let outside = TempDir::new().expect("outside");
+        let alice = fx.home("alice");
+        fs::create_dir(alice.join("d")).expect("mkdir");
+        for name in ["a", "r"] {
+            fs::write(alice.join("d").join(name), b"inside").expect("file");
+        }
+        for name in ["a", "r", "b", "u"] {
+            fs::write(outside.path().join(name), b"OUTSIDE").expect("secret");
+        }
+        symlink(outside.path(), alice.join("l")).expect("link");
+        let before = snapshot(outside.path());
+        let swap = || {
+            renameat_with(
+                CWD,
+                alice.join("d"),
+                CWD,
+                alice.join("l"),
+                RenameFlags::EXCHANGE,
+            )
+            .expect("exchange");
+        };
+        // Always past the byte limit: refused after the file is opened, then rolled back.
+        let too_much = vec![b'z'; usize::try_from(limit).expect("small") + 1];
+        let cases: [(&str, WriteMode, &[u8]); 9] = [
+            ("/d/a", WriteMode::Append, b"+"),
+            ("/d/p", WriteMode::Append, b"new"),
+            ("/d/e", WriteMode::Append, b""),
+            ("/d/r", WriteMode::At(2), b"rest"),
+            ("/d/s", WriteMode::Unique, b"unique"),
+            ("/d/q", WriteMode::Append, &too_much),
+            ("/d/a", WriteMode::Append, &too_much),
+            ("/d/r", WriteMode::At(2), &too_much),
+            ("/d/t", WriteMode::Unique, &too_much),
+        ];
+        for (path, mode, data) in cases {
+            let mut upload = store.open_write("alice", &vp(path), mode).expect(path);
+            swap();
+            let written = match data {
+                b"" => upload.complete(),
+                _ => upload.write(data),
+            };
+            match written {
+                Ok(()) => assert!(data.len() < 10, "{path}: the limit let it through"),
+                Err(UploadError::Quota(_)) if data.len() > 10 => upload.roll_back(),
+                Err(e) => panic!("{path}: {e}"),
+            }
+            drop(upload);
+            swap();
+        }
+        for (path, mode) in [("/d/b", WriteMode::Append), ("/d/u", WriteMode::Unique)] {
+            let mut upload = store.open_write("alice", &vp(path), mode).expect(path);
+            upload.write(b"first").expect("first chunk");
+            swap();
+            let refused = upload.write(&too_much);
+            assert!(matches!(refused, Err(UploadError::Quota(_))), "{refused:?}");
+            upload.roll_back();
+            drop(upload);
+            swap();
+        }
+        assert_eq!(before, snapshot(outside.path()));
+        let d = alice.join("d");
+        assert_eq!(fx.read("alice/d/a"), b"inside+");
+        assert_eq!(fx.read("alice/d/p"), b"new");
+        assert_eq!(fx.read("alice/d/e"), b"");
+        // "inrest", then the refused REST 2 kept what lies before its marker.
+        assert_eq!(fx.read("alice/d/r"), b"in");
+        assert_eq!(fx.read("alice/d/s"), b"unique");
+        for gone in ["q", "t", "b", "u"] {
+            assert!(!d.join(gone).exists(), "{gone} was not rolled back");
+        }
+        assert_eq!(
+            store.quota("alice").expect("usage").usage,
+            count_tree(&alice).expect("recount")
+        );
     }
 
     #[test]

@@ -1,25 +1,40 @@
 //! Per-user quotas: the limits ([`Quota`], stored in the account record), the usage ledger
 //! ([`QuotaLedger`]: bytes and files per user in `usage/<user>.json`, written atomically) and
-//! the reservations running uploads hold ([`Charge`]).
+//! the accounting of running uploads ([`Charge`]).
 //!
 //! Usage is read from the ledger file on every check (a few dozen bytes), so a recount by the
-//! operator (`ferryd user quota --recount`) takes effect at once in a running server. Bytes in
-//! flight are reserved in memory, under one mutex, so concurrent uploads of one user can never
-//! together pass the limit. File contents never pass through here: the transfer task asks
-//! [`Charge::add`] before it writes each chunk.
+//! operator (`ferryd user quota --recount`) takes effect at once in a running server. Every
+//! change of a user's tree that the server makes runs under that user's lock, together with
+//! the measurement of what it changes ([`QuotaLedger::change`], [`Charge::grow`]), so two
+//! sessions of one user cannot slip a change between a measurement and its use. Bytes in
+//! flight are reserved in memory; a file written in place is charged by what its open
+//! descriptor's size actually grew (fstat before and after each write, counted while the file
+//! is still linked), never by path, so renaming or replacing it meanwhile changes nothing.
 //!
-//! What counts: every regular file (its size) and every directory below the home count as one
-//! file each; symbolic links (which only the operator can create) count for nothing.
+//! Crashes: the ledger file is marked dirty before a change to the tree and while in-place
+//! writes run; a ledger found dirty at start ([`QuotaLedger::recover`]) is recounted. A ledger
+//! that is missing is recounted before use; one that cannot be read or recounted refuses
+//! writes (451) rather than letting them through unchecked.
+//!
+//! What counts: every regular file (its size) and every directory below the home (a fixed
+//! [`DIR_BYTES`], so directory floods meet the byte limit) count as one file each; symbolic
+//! links (which only the operator can create) count for nothing.
 
-use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
 use crate::actors::json_file::TempFile;
+
+/// What one directory costs against the byte limit: the block it takes on a common file
+/// system (ext4, xfs), so that creating directories is not free.
+pub const DIR_BYTES: u64 = 4096;
 
 /// Limits of one account; `None` means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,11 +92,6 @@ impl QuotaReport {
     }
 }
 
-/// An upload or a new file would pass the account's limit (552).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("quota exceeded")]
-pub struct QuotaExceeded;
-
 /// Where an account's limits come from (the account store; a test gives fixed ones).
 pub trait LimitSource: Send + Sync + 'static {
     /// The limits of `user`; unlimited for an unknown user.
@@ -94,20 +104,106 @@ impl<F: Fn(&str) -> Quota + Send + Sync + 'static> LimitSource for F {
     }
 }
 
-/// In-memory reservations of one user.
-#[derive(Debug, Default)]
-struct Reserved {
-    bytes: u64,
-    files: u64,
+/// The file a staged upload will replace, as the ledger tells files apart and credits them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    /// Its device.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+    /// Its size in bytes.
+    pub len: u64,
 }
 
-/// The usage ledger of every account: `dir/<user>.json`, plus the reservations of uploads in
-/// progress. One per server, shared by the file-store threads.
+impl From<&fs::Metadata> for FileId {
+    fn from(meta: &fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+        }
+    }
+}
+
+/// Why a write was refused by the quota.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    /// It would pass the account's byte or file limit: 552.
+    #[error("quota exceeded")]
+    Exceeded,
+    /// The usage ledger can neither be read nor recounted, so no limit can be checked: 451.
+    #[error("usage ledger unavailable: {0}")]
+    Unavailable(#[source] io::Error),
+}
+
+/// The ledger file: usage, and whether a change may have been cut short.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Stored {
+    bytes: u64,
+    files: u64,
+    /// Set before the tree changes and while in-place writes run; a ledger still dirty at
+    /// start was left by a crash and is recounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dirty: bool,
+}
+
+impl Stored {
+    fn usage(self) -> Usage {
+        Usage {
+            bytes: self.bytes,
+            files: self.files,
+        }
+    }
+}
+
+/// What one user's running operations hold, in memory, under the user's lock.
+#[derive(Debug, Default)]
+struct UserState {
+    /// Bytes staged uploads may still add (beyond the size of the file they replace).
+    reserved_bytes: u64,
+    /// New files uploads will create.
+    reserved_files: u64,
+    /// What in-place writes changed that the ledger file does not show yet.
+    pending_bytes: i128,
+    pending_files: i128,
+    /// In-place uploads that have changed their file (the ledger stays dirty while any runs).
+    writers: u32,
+    /// Files (device, inode) whose size a staged upload counts on reusing: one upload each.
+    claims: HashSet<(u64, u64)>,
+}
+
+impl UserState {
+    /// The usage the tree has now: the ledger file plus what is not written to it yet.
+    fn usage(&self, stored: Stored) -> Usage {
+        let stored = stored.usage();
+        Usage {
+            bytes: shift(stored.bytes, self.pending_bytes),
+            files: shift(stored.files, self.pending_files),
+        }
+    }
+
+    /// Whether `bytes` and `files` more (each only checked when positive) fit under `limits`
+    /// together with the usage and every reservation.
+    fn fits(&self, stored: Stored, limits: Quota, bytes: i128, files: i128) -> bool {
+        let usage = self.usage(stored);
+        let over = |limit: Option<u64>, used: u64, reserved: u64, more: i128| {
+            more > 0
+                && limit
+                    .is_some_and(|l| i128::from(used) + i128::from(reserved) + more > i128::from(l))
+        };
+        !over(limits.bytes, usage.bytes, self.reserved_bytes, bytes)
+            && !over(limits.files, usage.files, self.reserved_files, files)
+    }
+}
+
+/// The usage ledger of every account: `dir/<user>.json`, plus what running uploads hold.
+/// One per server, shared by the file-store threads.
 pub struct QuotaLedger {
     dir: PathBuf,
     homes: PathBuf,
     limits: Arc<dyn LimitSource>,
-    reserved: Mutex<HashMap<String, Reserved>>,
+    /// One lock per user who has used the ledger since start (a few dozen bytes each).
+    users: Mutex<HashMap<String, Arc<Mutex<UserState>>>>,
 }
 
 impl std::fmt::Debug for QuotaLedger {
@@ -116,6 +212,10 @@ impl std::fmt::Debug for QuotaLedger {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl QuotaLedger {
@@ -133,12 +233,12 @@ impl QuotaLedger {
             dir,
             homes,
             limits,
-            reserved: Mutex::default(),
+            users: Mutex::default(),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Reserved>> {
-        self.reserved.lock().unwrap_or_else(|e| e.into_inner())
+    fn user(&self, user: &str) -> Arc<Mutex<UserState>> {
+        Arc::clone(lock(&self.users).entry(user.to_owned()).or_default())
     }
 
     fn path(&self, user: &str) -> PathBuf {
@@ -150,14 +250,15 @@ impl QuotaLedger {
         self.limits.limits(user)
     }
 
-    /// Stored usage of `user`; recounted from the home when there is no ledger file yet (an
-    /// account from before quotas) or it does not parse.
+    /// Usage of `user`; recounted from the home when there is no ledger file yet (an account
+    /// from before quotas, or a lost file) or it does not parse.
     ///
     /// # Errors
     /// The ledger or the home cannot be read or written.
     pub fn usage(&self, user: &str) -> io::Result<Usage> {
-        let _guard = self.lock();
-        self.load(user)
+        let state = self.user(user);
+        let state = lock(&state);
+        Ok(state.usage(self.load(user)?))
     }
 
     /// Usage and limits of `user`.
@@ -171,25 +272,33 @@ impl QuotaLedger {
         })
     }
 
-    /// Must be called with the lock held.
-    fn load(&self, user: &str) -> io::Result<Usage> {
+    /// Must be called with the user's lock held.
+    fn load(&self, user: &str) -> io::Result<Stored> {
         match fs::read(self.path(user)) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(usage) => return Ok(usage),
+                Ok(stored) => return Ok(stored),
                 Err(e) => log::warn!("usage of {user} unreadable ({e}); recounting"),
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::info!("no usage ledger for {user}; counting the home");
+            }
             Err(e) => return Err(e),
         }
         let usage = count_tree(&self.homes.join(user))?;
-        self.store(user, usage)?;
-        Ok(usage)
+        let stored = Stored {
+            bytes: usage.bytes,
+            files: usage.files,
+            dirty: false,
+        };
+        self.store(user, stored)?;
+        Ok(stored)
     }
 
-    /// Must be called with the lock held. Temp file beside it, then rename: atomic.
-    fn store(&self, user: &str, usage: Usage) -> io::Result<()> {
-        let json = serde_json::to_vec(&usage).map_err(io::Error::other)?;
-        // A lost ledger is recounted from the home: no fsync needed.
+    /// Must be called with the user's lock held. Temp file beside it, then rename: atomic.
+    fn store(&self, user: &str, stored: Stored) -> io::Result<()> {
+        let json = serde_json::to_vec(&stored).map_err(io::Error::other)?;
+        // A process crash keeps the page cache, and the dirty mark covers it; after a power
+        // loss the operator recounts (no fsync on this hot path).
         let temp = TempFile {
             mode: 0o666,
             sync: false,
@@ -197,103 +306,176 @@ impl QuotaLedger {
         temp.replace(&self.dir, user, &json, &self.path(user))
     }
 
+    /// Writes what in-place writes changed into the ledger file; dirty while writers run.
+    /// Must be called with the user's lock held.
+    fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) {
+        let result = self.load(user).and_then(|stored| {
+            let usage = state.usage(stored);
+            self.store(
+                user,
+                Stored {
+                    bytes: shift(usage.bytes, delta.0),
+                    files: shift(usage.files, delta.1),
+                    dirty: state.writers > 0,
+                },
+            )
+        });
+        match result {
+            Ok(()) => {
+                state.pending_bytes = 0;
+                state.pending_files = 0;
+            }
+            Err(e) => {
+                // Kept in memory: the limits still hold; the file is dirty or gets recounted.
+                state.pending_bytes += delta.0;
+                state.pending_files += delta.1;
+                log::error!("cannot update the usage of {user}: {e}");
+            }
+        }
+    }
+
     /// Recomputes `user`'s usage from the home directory and stores it.
     ///
     /// # Errors
     /// The home cannot be walked or the ledger written.
     pub fn recount(&self, user: &str) -> io::Result<Usage> {
-        let _guard = self.lock();
+        let state = self.user(user);
+        let mut state = lock(&state);
         let usage = count_tree(&self.homes.join(user))?;
-        self.store(user, usage)?;
+        state.pending_bytes = 0;
+        state.pending_files = 0;
+        self.store(
+            user,
+            Stored {
+                bytes: usage.bytes,
+                files: usage.files,
+                dirty: state.writers > 0,
+            },
+        )?;
         Ok(usage)
     }
 
-    /// Applies a change that already happened on disk (delete, rename over, truncation, a
-    /// commit): usage moves by `bytes` and `files`, never below zero.
-    pub fn apply(&self, user: &str, bytes: i128, files: i128) {
-        if bytes == 0 && files == 0 {
-            return;
-        }
-        let _guard = self.lock();
-        self.apply_locked(user, bytes, files);
-    }
-
-    /// [`QuotaLedger::apply`] with the lock held.
-    fn apply_locked(&self, user: &str, bytes: i128, files: i128) {
-        let result = self.load(user).and_then(|mut usage| {
-            usage.bytes = shift(usage.bytes, bytes);
-            usage.files = shift(usage.files, files);
-            self.store(user, usage)
-        });
-        if let Err(e) = result {
-            // The change is on disk; only the count lags. A recount repairs it.
-            log::error!("cannot update the usage of {user}: {e}");
-        }
-    }
-
-    /// Checks that one more file fits and, if so, counts it at once (MKD, and files an
-    /// upload creates in place).
+    /// At start: recounts every ledger a crashed run left dirty (or unreadable), and removes
+    /// its half-written temp files. Returns the users recounted.
     ///
     /// # Errors
-    /// [`QuotaExceeded`] when the file limit is reached.
-    pub fn add_file(&self, user: &str) -> Result<(), QuotaExceeded> {
-        let limit = self.limits(user).files;
-        let guard = self.lock();
-        let usage = self.load(user).unwrap_or_default();
-        let reserved = guard.get(user).map_or(0, |r| r.files);
-        if limit.is_some_and(|l| usage.files + reserved >= l) {
-            return Err(QuotaExceeded);
+    /// The ledger directory cannot be read; a home that cannot be counted is logged and left
+    /// dirty (its writes are still checked against the stored, possibly low, usage).
+    pub fn recover(&self) -> io::Result<Vec<String>> {
+        let mut recounted = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.contains(".json.tmp-") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(user) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let clean = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Stored>(&b).ok())
+                .is_some_and(|s| !s.dirty);
+            if clean {
+                continue;
+            }
+            match self.recount(user) {
+                Ok(usage) => {
+                    log::warn!(
+                        "usage of {user} was being changed when the previous run stopped; \
+                         recounted: {} bytes, {} files",
+                        usage.bytes,
+                        usage.files
+                    );
+                    recounted.push(user.to_owned());
+                }
+                Err(e) => log::error!("cannot recount the usage of {user}: {e}"),
+            }
         }
-        self.apply_locked(user, 0, 1);
-        drop(guard);
-        Ok(())
+        Ok(recounted)
     }
 
-    /// Starts the accounting of one upload. `new_file` reserves a file slot (a staged upload
-    /// that will create its target); `credit` is the size of the file a staged upload will
-    /// replace, which its bytes may reuse.
+    /// Runs `op`, a change to `user`'s tree, under the user's lock: `op` checks with
+    /// [`Tx::fits`], calls [`Tx::mark`] just before it touches the tree and [`Tx::record`]s
+    /// what it changed; the ledger file is updated before the lock is released.
     ///
     /// # Errors
-    /// [`QuotaExceeded`] when a new file does not fit.
+    /// What `op` returns; [`QuotaError::Unavailable`] when the ledger cannot be read.
+    pub(crate) fn change<T, E: From<QuotaError>>(
+        &self,
+        user: &str,
+        op: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let state = self.user(user);
+        let mut state = lock(&state);
+        let stored = self.load(user).map_err(QuotaError::Unavailable)?;
+        let mut tx = Tx {
+            inner: Some(TxInner {
+                ledger: self,
+                user,
+                state: &mut state,
+                stored,
+                limits: self.limits(user),
+                marked: false,
+                delta: (0, 0),
+            }),
+        };
+        let result = op(&mut tx);
+        if let Some(inner) = tx.inner
+            && (inner.marked || inner.delta != (0, 0))
+        {
+            self.flush(user, inner.state, inner.delta);
+        }
+        result
+    }
+
+    /// Starts the accounting of one upload. `new_file` reserves a file slot (the upload will
+    /// create its target); `replaces` is the file a staged upload will replace: its bytes may
+    /// be reused while the upload runs (one upload per file), and the commit checks again.
+    ///
+    /// # Errors
+    /// [`QuotaError::Exceeded`] when a new file does not fit; [`QuotaError::Unavailable`].
     pub fn charge(
         self: &Arc<Self>,
         user: &str,
         new_file: bool,
-        credit: u64,
-    ) -> Result<Charge, QuotaExceeded> {
+        replaces: Option<FileId>,
+    ) -> Result<Charge, QuotaError> {
         let limits = self.limits(user);
+        let state = self.user(user);
+        let mut guard = lock(&state);
         if new_file {
-            let mut guard = self.lock();
-            let usage = self.load(user).unwrap_or_default();
-            let entry = guard.entry(user.to_owned()).or_default();
-            if limits.files.is_some_and(|l| usage.files + entry.files >= l) {
-                return Err(QuotaExceeded);
+            let stored = self.load(user).map_err(QuotaError::Unavailable)?;
+            if !guard.fits(stored, limits, 0, 1) {
+                return Err(QuotaError::Exceeded);
             }
-            entry.files += 1;
+            guard.reserved_files += 1;
         }
+        let claim = replaces
+            .map(|f| (f.dev, f.ino))
+            .filter(|key| guard.claims.insert(*key));
+        let credit = match (claim, replaces) {
+            (Some(_), Some(file)) => file.len,
+            _ => 0,
+        };
+        drop(guard);
         Ok(Charge {
             inner: Some(Box::new(ChargeInner {
                 ledger: Arc::clone(self),
                 user: user.to_owned(),
-                limit: limits.bytes,
+                state,
+                limits,
                 credit,
+                claim,
                 written: 0,
                 reserved_bytes: 0,
                 reserved_file: new_file,
-                in_place: None,
+                writer: false,
             })),
         })
-    }
-
-    /// Must be called with the lock held: gives back reservations.
-    fn release(map: &mut HashMap<String, Reserved>, user: &str, bytes: u64, file: bool) {
-        if let Some(entry) = map.get_mut(user) {
-            entry.bytes = entry.bytes.saturating_sub(bytes);
-            entry.files = entry.files.saturating_sub(u64::from(file));
-            if entry.bytes == 0 && entry.files == 0 {
-                map.remove(user);
-            }
-        }
     }
 }
 
@@ -301,63 +483,246 @@ fn shift(value: u64, by: i128) -> u64 {
     u64::try_from((i128::from(value) + by).max(0)).unwrap_or(u64::MAX)
 }
 
-/// Counts regular files (and their bytes) and directories under `root`, without following
-/// symbolic links. A missing root is empty.
-///
-/// # Errors
-/// A directory cannot be read.
-pub fn count_tree(root: &Path) -> io::Result<Usage> {
-    let mut usage = Usage::default();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if meta.is_dir() {
-                usage.files += 1;
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                usage.files += 1;
-                usage.bytes += meta.len();
-            }
-        }
-    }
-    Ok(usage)
+struct TxInner<'a> {
+    ledger: &'a QuotaLedger,
+    user: &'a str,
+    state: &'a mut UserState,
+    stored: Stored,
+    limits: Quota,
+    marked: bool,
+    delta: (i128, i128),
 }
 
-/// A file written in place: where it is and how long it was before the upload.
-#[derive(Debug)]
-struct InPlace {
-    path: PathBuf,
-    start_len: u64,
-    /// The upload created it (APPE of a missing file, STOU): on a quota failure it goes.
-    created: bool,
+/// One change to a user's tree, with the user's lock held (see [`QuotaLedger::change`]).
+pub(crate) struct Tx<'a> {
+    /// `None`: nothing is accounted (no ledger, or the anonymous area).
+    inner: Option<TxInner<'a>>,
+}
+
+impl Tx<'_> {
+    /// A change nobody accounts for.
+    pub(crate) fn untracked() -> Tx<'static> {
+        Tx { inner: None }
+    }
+
+    /// Checks that `bytes` and `files` more fit, with what is stored, what this change has
+    /// recorded so far and every reservation (a change that frees space always fits).
+    ///
+    /// # Errors
+    /// [`QuotaError::Exceeded`].
+    pub(crate) fn fits(&self, bytes: i128, files: i128) -> Result<(), QuotaError> {
+        let Some(tx) = &self.inner else {
+            return Ok(());
+        };
+        let bytes_fit = bytes <= 0 || tx.state.fits(tx.stored, tx.limits, tx.delta.0 + bytes, 0);
+        let files_fit = files <= 0 || tx.state.fits(tx.stored, tx.limits, 0, tx.delta.1 + files);
+        if bytes_fit && files_fit {
+            Ok(())
+        } else {
+            Err(QuotaError::Exceeded)
+        }
+    }
+
+    /// Marks the ledger dirty on disk, just before the tree changes: a crash before the
+    /// change is recorded makes the next start recount.
+    ///
+    /// # Errors
+    /// [`QuotaError::Unavailable`] when the ledger cannot be written: the change must not run.
+    pub(crate) fn mark(&mut self) -> Result<(), QuotaError> {
+        let Some(tx) = self.inner.as_mut() else {
+            return Ok(());
+        };
+        if !tx.marked && !tx.stored.dirty {
+            let dirty = Stored {
+                dirty: true,
+                ..tx.stored
+            };
+            tx.ledger
+                .store(tx.user, dirty)
+                .map_err(QuotaError::Unavailable)?;
+        }
+        tx.marked = true;
+        Ok(())
+    }
+
+    /// Records what the change did to the usage.
+    pub(crate) fn record(&mut self, bytes: i128, files: i128) {
+        if let Some(tx) = self.inner.as_mut() {
+            tx.delta.0 += bytes;
+            tx.delta.1 += files;
+        }
+    }
+
+    /// Gives `charge`'s reservations back inside this change (a staged upload's commit), so
+    /// the check of what the commit adds does not count them twice.
+    pub(crate) fn settle(&mut self, charge: &mut Charge) {
+        if let (Some(tx), Some(inner)) = (self.inner.as_mut(), charge.inner.as_mut()) {
+            inner.release(tx.state);
+        }
+    }
+}
+
+/// Counts regular files (and their bytes) and directories ([`DIR_BYTES`] each) under `root`,
+/// without following symbolic links. It walks by directory handles (openat, one descriptor
+/// at a time, climbing back through `..` checked against the device and inode it left), so
+/// no path is ever longer than one name: any depth the tree reached can be counted. A missing
+/// root is empty.
+///
+/// # Errors
+/// A directory cannot be read, or the tree was moved while it was walked.
+pub fn count_tree(root: &Path) -> io::Result<Usage> {
+    use nix::dir::Dir;
+    use nix::fcntl::{AtFlags, OFlag};
+    use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // The home itself may be a link the operator made (as the file store allows); nothing
+    // below it is followed.
+    let mut dir = match Dir::open(root, flags - OFlag::O_NOFOLLOW, Mode::empty()) {
+        Ok(dir) => dir,
+        Err(nix::errno::Errno::ENOENT) => return Ok(Usage::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let id = |dir: &Dir| fstat(dir).map(|st| (st.st_dev, st.st_ino));
+    let mut usage = Usage::default();
+    // Per level from the root down: the subdirectories still to visit, and the directory's id.
+    let mut stack: Vec<(Vec<CString>, (u64, u64))> = Vec::new();
+    loop {
+        let here = id(&dir)?;
+        let mut names: Vec<CString> = Vec::new();
+        for entry in dir.iter() {
+            let name = entry?.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
+            }
+        }
+        let mut subdirs = Vec::new();
+        for name in names {
+            let st = match fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+            if kind == SFlag::S_IFDIR {
+                usage.files += 1;
+                usage.bytes += DIR_BYTES;
+                subdirs.push(name);
+            } else if kind == SFlag::S_IFREG {
+                usage.files += 1;
+                usage.bytes += u64::try_from(st.st_size).unwrap_or(0);
+            }
+        }
+        stack.push((subdirs, here));
+        // Down into the next directory still to visit, climbing up from finished ones.
+        loop {
+            let Some((pending, _)) = stack.last_mut() else {
+                return Ok(usage);
+            };
+            if let Some(name) = pending.pop() {
+                match Dir::openat(&dir, name.as_c_str(), flags, Mode::empty()) {
+                    Ok(child) => {
+                        dir = child;
+                        break;
+                    }
+                    // Removed or replaced since it was listed.
+                    Err(
+                        nix::errno::Errno::ENOENT
+                        | nix::errno::Errno::ENOTDIR
+                        | nix::errno::Errno::ELOOP,
+                    ) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            stack.pop();
+            let Some((_, parent)) = stack.last() else {
+                return Ok(usage);
+            };
+            let up = Dir::openat(&dir, "..", flags, Mode::empty())?;
+            if id(&up)? != *parent {
+                return Err(io::Error::other(
+                    "a directory was moved during the count; count again",
+                ));
+            }
+            dir = up;
+        }
+    }
 }
 
 #[derive(Debug)]
 struct ChargeInner {
     ledger: Arc<QuotaLedger>,
     user: String,
-    limit: Option<u64>,
+    state: Arc<Mutex<UserState>>,
+    limits: Quota,
+    /// Bytes of the replaced file this staged upload may reuse while it runs.
     credit: u64,
+    claim: Option<(u64, u64)>,
     written: u64,
     reserved_bytes: u64,
     reserved_file: bool,
-    in_place: Option<InPlace>,
+    /// Has changed a file in place (counted in the user's writers).
+    writer: bool,
 }
 
-/// The accounting of one upload: bytes are reserved as they arrive ([`Charge::add`]) and
-/// turned into usage when the upload ends. Dropping it gives back whatever is still reserved;
-/// for a file written in place it also counts what the file grew by.
+impl ChargeInner {
+    /// Gives back the reservations; with the user's lock held (`state`).
+    fn release(&mut self, state: &mut UserState) {
+        state.reserved_bytes = state.reserved_bytes.saturating_sub(self.reserved_bytes);
+        self.reserved_bytes = 0;
+        if self.reserved_file {
+            state.reserved_files = state.reserved_files.saturating_sub(1);
+            self.reserved_file = false;
+        }
+        if let Some(key) = self.claim.take() {
+            state.claims.remove(&key);
+        }
+        self.credit = 0;
+    }
+
+    /// The first change in place: the ledger is dirty on disk until the last writer ends.
+    fn become_writer(&mut self, state: &mut UserState) -> Result<(), QuotaError> {
+        if self.writer {
+            return Ok(());
+        }
+        let stored = self
+            .ledger
+            .load(&self.user)
+            .map_err(QuotaError::Unavailable)?;
+        if !stored.dirty {
+            let dirty = Stored {
+                dirty: true,
+                ..stored
+            };
+            self.ledger
+                .store(&self.user, dirty)
+                .map_err(QuotaError::Unavailable)?;
+        }
+        state.writers += 1;
+        self.writer = true;
+        Ok(())
+    }
+
+    fn fits(&self, state: &UserState, bytes: u64, files: u64) -> Result<(), QuotaError> {
+        if bytes == 0 && files == 0 {
+            return Ok(());
+        }
+        let stored = self
+            .ledger
+            .load(&self.user)
+            .map_err(QuotaError::Unavailable)?;
+        if state.fits(stored, self.limits, i128::from(bytes), i128::from(files)) {
+            Ok(())
+        } else {
+            Err(QuotaError::Exceeded)
+        }
+    }
+}
+
+/// The accounting of one upload. A staged upload reserves its bytes as they arrive
+/// ([`Charge::add`]) and turns them into usage at the commit; an in-place upload is charged by
+/// what each write adds to its open file ([`Charge::grow`]). Dropping it gives back whatever is
+/// still reserved and writes the in-place changes into the ledger.
 #[derive(Debug, Default)]
 pub struct Charge {
     // Boxed: an upload carries it around, and most of its moves need only the pointer.
@@ -370,24 +735,12 @@ impl Charge {
         Charge::default()
     }
 
-    /// Marks the upload as written in place into `path`, `start_len` bytes long before it.
-    pub(crate) fn in_place(mut self, path: PathBuf, start_len: u64, created: bool) -> Charge {
-        if let Some(inner) = self.inner.as_mut() {
-            inner.in_place = Some(InPlace {
-                path,
-                start_len,
-                created,
-            });
-        }
-        self
-    }
-
-    /// Reserves `n` more bytes, before they are written.
+    /// Reserves `n` more bytes of a staged upload, before they are written.
     ///
     /// # Errors
-    /// [`QuotaExceeded`] when they would pass the byte limit together with what is stored and
-    /// what other uploads of the user have reserved; nothing is reserved then.
-    pub fn add(&mut self, n: u64) -> Result<(), QuotaExceeded> {
+    /// [`QuotaError::Exceeded`] when they would pass the byte limit together with what is
+    /// stored and what other uploads of the user hold; nothing is reserved then.
+    pub fn add(&mut self, n: u64) -> Result<(), QuotaError> {
         let Some(inner) = self.inner.as_mut() else {
             return Ok(());
         };
@@ -395,86 +748,134 @@ impl Charge {
         let need = written.saturating_sub(inner.credit);
         let more = need.saturating_sub(inner.reserved_bytes);
         if more > 0 {
-            let ledger = Arc::clone(&inner.ledger);
-            let mut guard = ledger.lock();
-            if let Some(limit) = inner.limit {
-                let usage = ledger.load(&inner.user).unwrap_or_default();
-                let others = guard.get(&inner.user).map_or(0, |r| r.bytes);
-                if usage.bytes + others + more > limit {
-                    return Err(QuotaExceeded);
-                }
-            }
-            guard.entry(inner.user.clone()).or_default().bytes += more;
+            let state = Arc::clone(&inner.state);
+            let mut state = lock(&state);
+            inner.fits(&state, more, 0)?;
+            state.reserved_bytes += more;
             inner.reserved_bytes += more;
         }
         inner.written = written;
         Ok(())
     }
 
-    /// After a quota failure of an in-place upload: puts the file back as it was (truncated to
-    /// its old length, or removed if the upload created it).
-    pub fn roll_back(&mut self) {
+    /// Runs `op`, which writes to (or truncates) `file` in place, under the user's lock, and
+    /// charges what `file`'s size changed by, if it is still linked in the tree. `bound` gets
+    /// the size before and says how much `op` can add at most: that much must fit first.
+    ///
+    /// # Errors
+    /// The outer error: refused, `op` did not run. The inner one is `op`'s own.
+    pub(crate) fn grow<T>(
+        &mut self,
+        file: &File,
+        bound: impl FnOnce(u64) -> u64,
+        op: impl FnOnce() -> io::Result<T>,
+    ) -> Result<io::Result<T>, QuotaError> {
         let Some(inner) = self.inner.as_mut() else {
-            return;
+            return Ok(op());
         };
-        let Some(place) = inner.in_place.take() else {
-            return;
+        let state = Arc::clone(&inner.state);
+        let mut state = lock(&state);
+        let before = match file.metadata() {
+            Ok(meta) => meta.len(),
+            Err(e) => return Ok(Err(e)),
         };
-        let result = if place.created {
-            fs::remove_file(&place.path).map(|()| inner.ledger.apply(&inner.user, 0, -1))
-        } else {
-            OpenOptions::new()
-                .write(true)
-                .open(&place.path)
-                .and_then(|f| f.set_len(place.start_len))
+        inner.fits(&state, bound(before), 0)?;
+        inner.become_writer(&mut state)?;
+        let result = op();
+        match file.metadata() {
+            Ok(after) if after.nlink() > 0 => {
+                state.pending_bytes += i128::from(after.len()) - i128::from(before);
+            }
+            // Unlinked meanwhile (deleted, or replaced by another upload): no longer in the
+            // tree, so what it holds no longer counts.
+            Ok(_) => {}
+            Err(e) => log::error!("cannot measure an in-place upload of {}: {e}", inner.user),
+        }
+        Ok(result)
+    }
+
+    /// Opens the file of an in-place upload, under the user's lock. `open(may_create)` must
+    /// create the file only when `may_create` (its file slot was reserved, or one fits now):
+    /// it returns the file and whether it created it, or `None` when it would have had to
+    /// create it and may not.
+    ///
+    /// # Errors
+    /// The outer error: refused (also when the file would have to be created and no slot
+    /// fits); the inner one is `open`'s own.
+    pub(crate) fn open_in_place(
+        &mut self,
+        open: impl FnOnce(bool) -> io::Result<Option<(File, bool)>>,
+    ) -> Result<io::Result<(File, bool)>, QuotaError> {
+        let Some(inner) = self.inner.as_mut() else {
+            return match open(true) {
+                Ok(Some(opened)) => Ok(Ok(opened)),
+                Ok(None) => Err(QuotaError::Exceeded),
+                Err(e) => Ok(Err(e)),
+            };
         };
-        if let Err(e) = result {
-            log::error!("cannot roll back {}: {e}", place.path.display());
+        let state = Arc::clone(&inner.state);
+        let mut state = lock(&state);
+        let may_create = inner.reserved_file || inner.fits(&state, 0, 1).is_ok();
+        inner.become_writer(&mut state)?;
+        match open(may_create) {
+            Ok(Some((file, created))) => {
+                if inner.reserved_file {
+                    state.reserved_files = state.reserved_files.saturating_sub(1);
+                    inner.reserved_file = false;
+                }
+                if created {
+                    state.pending_files += 1;
+                }
+                Ok(Ok((file, created)))
+            }
+            Ok(None) => Err(QuotaError::Exceeded),
+            Err(e) => Ok(Err(e)),
         }
     }
 
-    /// A staged upload was renamed over its target: count its size, minus the `replaced`
-    /// file's (`None` when the target was new), and give back the reservation.
-    pub(crate) fn committed(mut self, size: u64, replaced: Option<u64>) {
-        let Some(inner) = self.inner.take() else {
-            return;
+    /// Runs `op`, which unlinks the in-place upload's own `file` and says whether it did,
+    /// under the user's lock, and takes the file out of the usage.
+    ///
+    /// # Errors
+    /// `op`'s.
+    pub(crate) fn unlink(
+        &mut self,
+        file: &File,
+        op: impl FnOnce() -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let Some(inner) = self.inner.as_mut() else {
+            return op().map(drop);
         };
-        let files = if replaced.is_none() { 1 } else { 0 };
-        let bytes = i128::from(size) - i128::from(replaced.unwrap_or(0));
-        inner.ledger.apply(&inner.user, bytes, files);
-        let mut guard = inner.ledger.lock();
-        QuotaLedger::release(
-            &mut guard,
-            &inner.user,
-            inner.reserved_bytes,
-            inner.reserved_file,
-        );
+        let state = Arc::clone(&inner.state);
+        let mut state = lock(&state);
+        let before = file.metadata()?;
+        if op()? && before.nlink() > 0 {
+            state.pending_bytes -= i128::from(before.len());
+            state.pending_files -= 1;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        let Some(inner) = self.inner.take() else {
+        let Some(mut inner) = self.inner.take() else {
             return;
         };
-        if let Some(place) = &inner.in_place {
-            // Whatever arrived stays (for a later resume); count what the file grew by.
-            let len = fs::metadata(&place.path).map_or(place.start_len, |m| m.len());
-            let grown = i128::from(len) - i128::from(place.start_len);
-            inner.ledger.apply(&inner.user, grown, 0);
+        let state = Arc::clone(&inner.state);
+        let mut state = lock(&state);
+        inner.release(&mut state);
+        if inner.writer {
+            state.writers = state.writers.saturating_sub(1);
+            inner.ledger.flush(&inner.user, &mut state, (0, 0));
         }
-        let mut guard = inner.ledger.lock();
-        QuotaLedger::release(
-            &mut guard,
-            &inner.user,
-            inner.reserved_bytes,
-            inner.reserved_file,
-        );
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn ledger(bytes: Option<u64>, files: Option<u64>) -> (tempfile::TempDir, Arc<QuotaLedger>) {
@@ -490,18 +891,42 @@ mod tests {
         (dir, Arc::new(ledger))
     }
 
+    /// A staged upload's commit as the file store does it: `size` bytes over a file of
+    /// `replaced` bytes (`None`: a new file).
+    fn commit(
+        ledger: &QuotaLedger,
+        mut charge: Charge,
+        size: u64,
+        replaced: Option<u64>,
+    ) -> Result<(), QuotaError> {
+        let bytes = i128::from(size) - i128::from(replaced.unwrap_or(0));
+        let files = i128::from(replaced.is_none());
+        ledger.change("alice", |tx| {
+            tx.settle(&mut charge);
+            tx.fits(bytes, files)?;
+            tx.mark()?;
+            tx.record(bytes, files);
+            Ok::<_, QuotaError>(())
+        })
+    }
+
+    fn stored(dir: &tempfile::TempDir) -> Stored {
+        let bytes = fs::read(dir.path().join("usage/alice.json")).expect("ledger file");
+        serde_json::from_slice(&bytes).expect("ledger json")
+    }
+
     #[test]
     fn reservations_of_concurrent_uploads_share_the_limit() {
         let (_dir, ledger) = ledger(Some(100), None);
-        let mut a = ledger.charge("alice", true, 0).expect("a");
-        let mut b = ledger.charge("alice", true, 0).expect("b");
+        let mut a = ledger.charge("alice", true, None).expect("a");
+        let mut b = ledger.charge("alice", true, None).expect("b");
         a.add(60).expect("a 60");
-        assert_eq!(b.add(50), Err(QuotaExceeded));
+        assert!(matches!(b.add(50), Err(QuotaError::Exceeded)));
         b.add(40).expect("b 40 fits exactly");
-        assert_eq!(a.add(1), Err(QuotaExceeded));
+        assert!(matches!(a.add(1), Err(QuotaError::Exceeded)));
         drop(b);
         a.add(40).expect("b's bytes were given back");
-        a.committed(100, None);
+        commit(&ledger, a, 100, None).expect("commit");
         let usage = ledger.usage("alice").expect("usage");
         assert_eq!(
             usage,
@@ -510,79 +935,184 @@ mod tests {
                 files: 1
             }
         );
-        assert!(ledger.lock().is_empty(), "nothing stays reserved");
+        let state = ledger.user("alice");
+        let state = lock(&state);
+        assert_eq!((state.reserved_bytes, state.reserved_files), (0, 0));
     }
 
     #[test]
-    fn replacing_reuses_the_old_size_and_files_are_limited() {
-        let (_dir, ledger) = ledger(Some(100), Some(2));
-        ledger.apply("alice", 90, 1);
-        let mut c = ledger.charge("alice", false, 90).expect("replace");
-        c.add(95).expect("90 of them are the old file's");
-        assert_eq!(c.add(10), Err(QuotaExceeded));
-        c.committed(95, Some(90));
-        assert_eq!(ledger.usage("alice").expect("usage").bytes, 95);
-
-        ledger.add_file("alice").expect("second file");
-        assert_eq!(ledger.add_file("alice"), Err(QuotaExceeded));
+    fn a_replaced_file_is_credited_once_and_checked_again_at_the_commit() {
+        let (dir, ledger) = ledger(Some(100), Some(2));
+        let old = dir.path().join("home/alice/old");
+        fs::write(&old, [0; 90]).expect("old file");
+        let meta = fs::metadata(&old).expect("meta");
+        assert_eq!(ledger.usage("alice").expect("usage").bytes, 90);
+        let mut first = ledger
+            .charge("alice", false, Some(FileId::from(&meta)))
+            .expect("replace");
+        first.add(95).expect("90 of them are the old file's");
+        assert!(matches!(first.add(10), Err(QuotaError::Exceeded)));
+        // A second upload over the same file gets no credit while the first runs.
+        let mut second = ledger
+            .charge("alice", false, Some(FileId::from(&meta)))
+            .expect("second");
+        assert!(matches!(second.add(10), Err(QuotaError::Exceeded)));
+        drop(second);
+        // The old file was renamed away meanwhile: the commit adds all 95 bytes, too many.
         assert!(matches!(
-            ledger.charge("alice", true, 0),
-            Err(QuotaExceeded)
+            commit(&ledger, first, 95, None),
+            Err(QuotaError::Exceeded)
         ));
-        ledger.apply("alice", 0, -5);
-        assert_eq!(ledger.usage("alice").expect("usage").files, 0);
+        assert_eq!(ledger.usage("alice").expect("usage").bytes, 90);
+        let again = ledger
+            .charge("alice", false, Some(FileId::from(&meta)))
+            .expect("again");
+        commit(&ledger, again, 95, Some(90)).expect("a real replacement fits");
+        assert_eq!(ledger.usage("alice").expect("usage").bytes, 95);
+        assert!(!stored(&dir).dirty);
     }
 
     #[test]
-    fn ledger_survives_and_recounts() {
+    fn ledger_survives_and_recounts_directories_too() {
         let (dir, ledger) = ledger(None, None);
         fs::write(dir.path().join("home/alice/f"), b"12345").expect("write");
         fs::create_dir(dir.path().join("home/alice/d")).expect("mkdir");
         fs::write(dir.path().join("home/alice/d/g"), b"123").expect("write");
         // No ledger file yet: the first use counts the home.
-        assert_eq!(
-            ledger.usage("alice").expect("usage"),
-            Usage { bytes: 8, files: 3 }
-        );
-        ledger.apply("alice", 2, 0);
+        let counted = Usage {
+            bytes: 8 + DIR_BYTES,
+            files: 3,
+        };
+        assert_eq!(ledger.usage("alice").expect("usage"), counted);
+        ledger
+            .change("alice", |tx| {
+                tx.record(2, 0);
+                Ok::<_, QuotaError>(())
+            })
+            .expect("change");
         let again = QuotaLedger::new(
             dir.path().join("usage"),
             dir.path().join("home"),
             Arc::new(|_: &str| Quota::default()),
         )
         .expect("ledger");
-        assert_eq!(again.usage("alice").expect("usage").bytes, 10);
-        assert_eq!(again.recount("alice").expect("recount").bytes, 8);
+        assert_eq!(
+            again.usage("alice").expect("usage").bytes,
+            counted.bytes + 2
+        );
+        assert_eq!(again.recount("alice").expect("recount"), counted);
     }
 
     #[test]
-    fn in_place_growth_is_counted_and_rolled_back() {
+    fn in_place_writes_are_charged_by_what_the_open_file_grew() {
         let (dir, ledger) = ledger(Some(10), None);
         let path = dir.path().join("home/alice/f");
         fs::write(&path, b"abc").expect("write");
         assert_eq!(ledger.usage("alice").expect("usage").bytes, 3);
-        let mut c =
-            ledger
-                .charge("alice", false, 0)
-                .expect("charge")
-                .in_place(path.clone(), 3, false);
-        c.add(4).expect("fits");
-        fs::write(&path, b"abcdefg").expect("grow");
+        let mut c = ledger.charge("alice", false, None).expect("charge");
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let mut write = |c: &mut Charge, data: &[u8]| {
+            let n = data.len() as u64;
+            c.grow(
+                &file.try_clone().expect("clone"),
+                |_| n,
+                || file.write_all(data),
+            )
+        };
+        write(&mut c, b"defg").expect("fits").expect("written");
+        assert!(stored(&dir).dirty, "dirty while the write runs");
+        // Renamed away: still in the tree, still counted.
+        fs::rename(&path, dir.path().join("home/alice/moved")).expect("rename");
+        write(&mut c, b"hij").expect("fits").expect("written");
+        assert!(matches!(write(&mut c, b"k"), Err(QuotaError::Exceeded)));
+        assert_eq!(ledger.usage("alice").expect("usage").bytes, 10);
+        // Deleted: what it held and what it gains no longer count.
+        ledger
+            .change("alice", |tx| {
+                fs::remove_file(dir.path().join("home/alice/moved"))
+                    .map_err(QuotaError::Unavailable)?;
+                tx.record(-10, -1);
+                Ok::<_, QuotaError>(())
+            })
+            .expect("delete");
+        write(&mut c, b"lmn").expect("fits").expect("written");
         drop(c);
-        assert_eq!(ledger.usage("alice").expect("usage").bytes, 7);
+        assert_eq!(ledger.usage("alice").expect("usage"), Usage::default());
+        let left = stored(&dir);
+        assert!(!left.dirty, "clean once the writer ended");
+        assert_eq!(left.usage(), ledger.recount("alice").expect("recount"));
+    }
 
-        let mut c =
-            ledger
-                .charge("alice", false, 0)
-                .expect("charge")
-                .in_place(path.clone(), 7, false);
-        c.add(3).expect("fits");
-        fs::write(&path, b"abcdefghij").expect("grow");
-        assert_eq!(c.add(1), Err(QuotaExceeded));
-        c.roll_back();
-        drop(c);
-        assert_eq!(fs::read(&path).expect("read"), b"abcdefg");
-        assert_eq!(ledger.usage("alice").expect("usage").bytes, 7);
+    #[test]
+    fn a_dirty_ledger_is_recounted_at_start() {
+        let (dir, ledger) = ledger(None, None);
+        fs::write(dir.path().join("home/alice/f"), [1; 7]).expect("write");
+        fs::write(
+            dir.path().join("usage/alice.json"),
+            br#"{"bytes":1,"files":1,"dirty":true}"#,
+        )
+        .expect("dirty ledger");
+        fs::write(dir.path().join("usage/alice.json.tmp-00"), b"{").expect("temp");
+        assert_eq!(ledger.recover().expect("recover"), ["alice"]);
+        assert_eq!(stored(&dir).usage(), Usage { bytes: 7, files: 1 });
+        assert!(!dir.path().join("usage/alice.json.tmp-00").exists());
+        assert!(ledger.recover().expect("recover").is_empty());
+    }
+
+    #[test]
+    fn count_tree_walks_deeper_than_path_max() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = "d".repeat(200);
+        // 30 levels of 201 bytes: over 6 000 bytes of path, beyond PATH_MAX (4096).
+        let mut here = File::open(dir.path()).expect("root");
+        for _ in 0..30 {
+            nix::sys::stat::mkdirat(&here, name.as_str(), nix::sys::stat::Mode::S_IRWXU)
+                .expect("mkdirat");
+            let fd = nix::fcntl::openat(
+                &here,
+                name.as_str(),
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+                nix::sys::stat::Mode::empty(),
+            )
+            .expect("openat");
+            here = File::from(fd);
+        }
+        let fd = nix::fcntl::openat(
+            &here,
+            "leaf",
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT,
+            nix::sys::stat::Mode::S_IRWXU,
+        )
+        .expect("leaf");
+        File::from(fd).write_all(&[0; 11]).expect("write leaf");
+        assert_eq!(
+            count_tree(dir.path()).expect("count"),
+            Usage {
+                bytes: 30 * DIR_BYTES + 11,
+                files: 31
+            }
+        );
+    }
+
+    #[test]
+    fn count_tree_follows_the_home_link_and_no_link_below_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (real, outside) = (dir.path().join("disk2/alice"), dir.path().join("outside"));
+        fs::create_dir_all(&real).expect("home");
+        fs::create_dir_all(outside.join("sub")).expect("outside");
+        fs::write(outside.join("big"), [0; 5000]).expect("outside file");
+        fs::write(real.join("f"), b"12345").expect("file");
+        std::os::unix::fs::symlink(&outside, real.join("out")).expect("link out");
+        std::os::unix::fs::symlink(outside.join("big"), real.join("big")).expect("file link");
+        // The operator's link to a home on another disk.
+        std::os::unix::fs::symlink(&real, dir.path().join("alice")).expect("home link");
+        assert_eq!(
+            count_tree(&dir.path().join("alice")).expect("count"),
+            Usage { bytes: 5, files: 1 }
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ struct ServeArgs {
     /// Byte limit for newly registered accounts. Default: none.
     #[arg(long)]
     default_quota_bytes: Option<u64>,
-    /// File limit (files and directories) for newly registered accounts. Default: none.
+    /// File limit (files and directories) for new accounts (0: none). Default 10000.
     #[arg(long)]
     default_quota_files: Option<u64>,
     /// PBKDF2 rounds for new password hashes. Default 600000.

@@ -167,6 +167,17 @@ impl TestServer {
         self.addr = addr;
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing is flushed or cleaned up), then starts
+    /// it again on the same data dir and flags (new port).
+    pub fn crash_restart(&mut self) {
+        let mut child = self.child.take().expect("server is running");
+        child.kill().expect("kill -9 ferryd");
+        let _ = child.wait();
+        let (child, addr) = spawn(self.data_dir.path(), &self.extra_args, &self.stderr);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
     /// A raw control connection, greeting read and returned.
     pub fn connect(&self) -> (Control, Reply) {
         let mut ctl = Control::connect(self.addr);

@@ -521,14 +521,17 @@ impl Session {
         });
         match (outcome.result, outcome.upload) {
             (Ok(bytes), Some(upload)) => {
-                // Close the file before it is renamed into place (or its lock is released).
-                drop(upload.file);
                 let mut staged = match upload.finish {
-                    Finish::Staged(staged) => staged,
-                    Finish::InPlace(lock) => {
-                        // Counts what the file grew by, before the client can ask SITE QUOTA.
+                    Finish::Staged { file, staged } => {
+                        // Closed before it is renamed into place.
+                        drop(file);
+                        staged
+                    }
+                    Finish::InPlace(place) => {
+                        // Writes what the file grew by to the ledger, before the client can
+                        // ask SITE QUOTA; then closes the file and releases its lock.
                         drop(upload.charge);
-                        drop(lock);
+                        drop(place);
                         let reply = Reply::new(ReplyCode::TransferComplete, "Transfer complete.");
                         self.transfer_finished(running, bytes, reply, ctx);
                         return;
