@@ -361,6 +361,31 @@ enum Met {
 }
 
 /// Connects and reads the first line within `wait`.
+/// Connects up to `n` times (stopping at the first client that hangs), keeping the connections
+/// that stay open; prints what the clients met.
+fn contact_until_hung(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Vec<Met>) {
+    let mut idle = Vec::new();
+    let mut met = Vec::new();
+    for _ in 0..n {
+        let (what, stream) = first_contact(addr, Duration::from_secs(3));
+        idle.extend(stream);
+        let hung = what == Met::Hung;
+        met.push(what);
+        if hung {
+            break;
+        }
+    }
+    let count = |m: Met| met.iter().filter(|x| **x == m).count();
+    eprintln!(
+        "{} greeted, {} refused with 421, {} closed, {} hung",
+        count(Met::Greeted),
+        count(Met::Refused),
+        count(Met::Closed),
+        count(Met::Hung)
+    );
+    (idle, met)
+}
+
 fn first_contact(addr: SocketAddr, wait: Duration) -> (Met, Option<TcpStream>) {
     let Ok(stream) = TcpStream::connect_timeout(&addr, wait) else {
         return (Met::Hung, None);
@@ -405,25 +430,8 @@ fn idle_connections_under_a_low_descriptor_limit_do_not_exhaust_the_server() {
     alice.login("alice", "alice-password");
     assert_eq!(alice.stor("f.txt", b"some bytes").code, 226);
 
-    let mut idle = Vec::new();
-    let mut met = Vec::new();
-    for _ in 0..EXTRA {
-        let (what, stream) = first_contact(server.addr, Duration::from_secs(3));
-        idle.extend(stream);
-        let hung = what == Met::Hung;
-        met.push(what);
-        if hung {
-            break;
-        }
-    }
+    let (idle, met) = contact_until_hung(server.addr, EXTRA);
     let count = |m: Met| met.iter().filter(|x| **x == m).count();
-    eprintln!(
-        "{} greeted, {} refused with 421, {} closed, {} hung",
-        count(Met::Greeted),
-        count(Met::Refused),
-        count(Met::Closed),
-        count(Met::Hung)
-    );
     assert_eq!(
         count(Met::Hung),
         0,
@@ -486,25 +494,8 @@ fn accept_out_of_descriptors_answers_421_and_recovers() {
         .expect("run prlimit");
     assert!(status.success(), "prlimit --pid failed");
 
-    let mut idle = Vec::new();
-    let mut met = Vec::new();
-    for _ in 0..40 {
-        let (what, stream) = first_contact(server.addr, Duration::from_secs(3));
-        idle.extend(stream);
-        let hung = what == Met::Hung;
-        met.push(what);
-        if hung {
-            break;
-        }
-    }
+    let (idle, met) = contact_until_hung(server.addr, 40);
     let count = |m: Met| met.iter().filter(|x| **x == m).count();
-    eprintln!(
-        "{} greeted, {} refused with 421, {} closed, {} hung",
-        count(Met::Greeted),
-        count(Met::Refused),
-        count(Met::Closed),
-        count(Met::Hung)
-    );
     assert_eq!(
         count(Met::Hung),
         0,
