@@ -1,6 +1,7 @@
 //! Bytes <-> protocol values for the control channel. Pure: no sockets, no actors, no clocks.
 pub mod command;
 pub mod ftp_codec;
+pub mod glob;
 pub mod listing;
 pub mod password;
 pub mod reply;
