@@ -21,7 +21,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture, SyncArbiter, SyncContext};
 use cap_std::ambient_authority;
@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::quota::{Charge, DIR_BYTES, FileId, QuotaError, QuotaLedger, QuotaReport, Tx};
 use crate::actors::vpath::VPath;
+use crate::codec::glob::NamePattern;
 
 /// What a directory entry is. Other kinds (devices, FIFOs, sockets) are never shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +64,14 @@ pub struct FileInfo {
     pub unique: String,
 }
 
-/// What a listing request found: a directory's entries, or one file.
+/// What a listing request found: a directory's entries, one file, or the names a wildcard
+/// pattern matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
-    /// Whether the listed path is a directory (else `entries` is that one file).
+    /// Whether the listed path is a directory (else `entries` is that one file, or the matches).
     pub is_dir: bool,
+    /// Whether `entries` are the matches of a wildcard pattern in the path's last component.
+    pub matched: bool,
     /// The listed directory itself (MLSD's `cdir`), named `.`.
     pub this: Option<FileInfo>,
     /// Its parent, unless it is the home (MLSD's `pdir`), named `..`.
@@ -119,6 +123,9 @@ pub enum StoreError {
     /// 550: the directory has more entries than a listing may hold (`max_listing_entries`).
     #[error("more than {0} entries")]
     TooManyEntries(usize),
+    /// 451: a wildcard expansion ran past its deadline ([`GLOB_TIME_LIMIT`]).
+    #[error("wildcard expansion took too long")]
+    TimedOut,
     /// 451: local error in processing.
     #[error("local error: {0}")]
     Io(#[source] io::Error),
@@ -198,6 +205,15 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// [`StoreError::NotFound`] if `path` does not exist or lies outside the home.
     fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError>;
+
+    /// The entries of directory `dir` whose names match `pattern`, sorted by name, left out as
+    /// for `list`; the directory is read under the same entry limit, and within a deadline.
+    ///
+    /// # Errors
+    ///
+    /// As for `list`; [`StoreError::NotADirectory`] if `dir` is a file;
+    /// [`StoreError::TimedOut`] past the deadline.
+    fn glob(&self, user: &str, dir: &VPath, pattern: &NamePattern) -> Result<Listing, StoreError>;
 
     /// Open a regular file for reading, positioned at `offset`.
     ///
@@ -669,7 +685,13 @@ pub struct LocalStorage {
     limits: PathLimits,
     /// Entries a listing may have; a bigger directory is refused, so no listing holds more.
     max_listing_entries: usize,
+    /// How long one wildcard expansion may read and match ([`GLOB_TIME_LIMIT`]).
+    glob_time_limit: Duration,
 }
+
+/// How long one wildcard expansion may take: far beyond a healthy disk's time for
+/// `max_listing_entries` names, so it stops only a stalled disk or a pathological pattern.
+pub const GLOB_TIME_LIMIT: Duration = Duration::from_secs(10);
 
 /// The user key under which the anonymous area is reached: it can never be an account name
 /// (those cannot contain `@`), so no account can reach it.
@@ -967,6 +989,7 @@ impl LocalStorage {
             quota: None,
             limits: PathLimits::default(),
             max_listing_entries: usize::MAX,
+            glob_time_limit: GLOB_TIME_LIMIT,
         })
     }
 
@@ -981,6 +1004,66 @@ impl LocalStorage {
     pub fn with_listing_limit(mut self, max: usize) -> LocalStorage {
         self.max_listing_entries = max;
         self
+    }
+
+    /// Gives each wildcard expansion `limit` instead of [`GLOB_TIME_LIMIT`].
+    #[cfg(test)]
+    fn with_glob_time_limit(mut self, limit: Duration) -> LocalStorage {
+        self.glob_time_limit = limit;
+        self
+    }
+
+    /// The entries of `dir` (the directory `rel` below `home`) whose names pass `keep`, sorted
+    /// by name. Names that are not UTF-8, links that dangle or lead out, and special files are
+    /// left out. Every name read counts against `max_listing_entries`, kept or not, so a
+    /// pattern cannot make a directory too big to list cheaper to read.
+    fn entries(
+        &self,
+        home: &Dir,
+        rel: &Path,
+        dir: &Dir,
+        keep: impl Fn(&str) -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<FileInfo>, StoreError> {
+        let mut infos = Vec::new();
+        let mut read = 0usize;
+        for dirent in dir.entries()? {
+            let dirent = dirent?;
+            read += 1;
+            if read > self.max_listing_entries {
+                return Err(StoreError::TooManyEntries(self.max_listing_entries));
+            }
+            if deadline.is_some_and(|end| Instant::now() > end) {
+                return Err(StoreError::TimedOut);
+            }
+            // A name that is not UTF-8 could not be named back by a client; leave it out.
+            let Ok(name) = dirent.file_name().into_string() else {
+                continue;
+            };
+            if !keep(&name) {
+                continue;
+            }
+            let lmeta = match dirent.metadata() {
+                Ok(lmeta) => lmeta,
+                // Removed between reading the directory and here.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let meta = if lmeta.is_symlink() {
+                // Followed from the home, so a link may lead anywhere inside it, never out.
+                match home.metadata(rel.join(&name)) {
+                    Ok(meta) => meta,
+                    Err(_) => continue,
+                }
+            } else {
+                lmeta
+            };
+            if meta.is_file() || meta.is_dir() {
+                infos.push(file_info(name, &meta));
+            }
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(infos)
     }
 
     /// Removes staged uploads (`*.part` in the staging dir) that a previous run left behind:
@@ -1299,6 +1382,7 @@ impl Storage for LocalStorage {
             let name = path.file_name().unwrap_or("/").to_owned();
             return Ok(Listing {
                 is_dir: false,
+                matched: false,
                 this: None,
                 parent: None,
                 entries: vec![file_info(name, &meta)],
@@ -1306,45 +1390,34 @@ impl Storage for LocalStorage {
         }
         let rel = relative(path)?;
         let dir = open_dir(&home, &rel)?;
-        let mut infos = Vec::new();
-        for dirent in dir.entries()? {
-            let dirent = dirent?;
-            // A name that is not UTF-8 could not be named back by a client; leave it out.
-            let Ok(name) = dirent.file_name().into_string() else {
-                continue;
-            };
-            let lmeta = match dirent.metadata() {
-                Ok(lmeta) => lmeta,
-                // Removed between reading the directory and here.
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(err.into()),
-            };
-            if infos.len() >= self.max_listing_entries {
-                return Err(StoreError::TooManyEntries(self.max_listing_entries));
-            }
-            let meta = if lmeta.is_symlink() {
-                // Followed from the home, so a link may lead anywhere inside it, never out.
-                match home.metadata(rel.join(&name)) {
-                    Ok(meta) => meta,
-                    Err(_) => continue,
-                }
-            } else {
-                lmeta
-            };
-            if meta.is_file() || meta.is_dir() {
-                infos.push(file_info(name, &meta));
-            }
-        }
-        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let entries = self.entries(&home, &rel, &dir, |_| true, None)?;
         let parent = match path.parent() {
             Some(parent) => Some(file_info("..".to_owned(), &target_meta(&home, &parent)?)),
             None => None,
         };
         Ok(Listing {
             is_dir: true,
+            matched: false,
             this: Some(file_info(".".to_owned(), &dir.dir_metadata()?)),
             parent,
-            entries: infos,
+            entries,
+        })
+    }
+
+    fn glob(&self, user: &str, dir: &VPath, pattern: &NamePattern) -> Result<Listing, StoreError> {
+        let deadline = Instant::now() + self.glob_time_limit;
+        let home = self.home(user)?;
+        let rel = relative(dir)?;
+        // The same handle walk as a listing: the pattern only filters the names read from it.
+        let handle = open_dir(&home, &rel)?;
+        let keep = |name: &str| pattern.matches(name);
+        let entries = self.entries(&home, &rel, &handle, keep, Some(deadline))?;
+        Ok(Listing {
+            is_dir: false,
+            matched: true,
+            this: None,
+            parent: None,
+            entries,
         })
     }
 
@@ -1726,6 +1799,9 @@ pub struct List {
     pub user: Arc<str>,
     /// What to list.
     pub path: VPath,
+    /// Whether wildcards in the last component of a `path` that does not exist are expanded
+    /// in its directory (LIST and NLST; not MLSD or STAT).
+    pub expand: bool,
 }
 
 /// Open a file for download.
@@ -1819,7 +1895,18 @@ impl Handler<Stat> for FileStore {
 impl Handler<List> for FileStore {
     type Result = Result<Listing, StoreError>;
     fn handle(&mut self, msg: List, _: &mut Self::Context) -> Self::Result {
-        self.storage.list(&msg.user, &msg.path)
+        let listed = self.storage.list(&msg.user, &msg.path);
+        if !msg.expand || !matches!(listed, Err(StoreError::NotFound)) {
+            return listed;
+        }
+        // Only a name that exists nowhere is a pattern, so a file called `a[1]` stays listable.
+        let (Some(dir), Some(pattern)) = (
+            msg.path.parent(),
+            msg.path.file_name().and_then(NamePattern::parse),
+        ) else {
+            return listed;
+        };
+        self.storage.glob(&msg.user, &dir, &pattern)
     }
 }
 
@@ -2019,6 +2106,85 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    fn pattern(text: &str) -> NamePattern {
+        NamePattern::parse(text).expect("a wildcard pattern")
+    }
+
+    #[test]
+    fn glob_keeps_matching_names_of_one_directory_inside_the_home() {
+        let fx = Fixture::new();
+        let alice = fx.home("alice");
+        fs::create_dir_all(alice.join("d/sub.dat")).expect("mkdir");
+        for name in ["a.dat", "b.dat", "c.txt", ".hidden.dat"] {
+            fx.write(&format!("alice/d/{name}"), b"x");
+        }
+        fx.write("bob/secret.dat", b"bob's");
+        symlink(fx.home("bob").join("secret.dat"), alice.join("d/out.dat")).expect("link");
+        symlink("a.dat", alice.join("d/in.dat")).expect("link");
+        let found = fx
+            .store
+            .glob("alice", &vp("/d"), &pattern("*.dat"))
+            .expect("glob");
+        assert!(found.matched && !found.is_dir);
+        // The link out of the home is left out as in a listing; the one inside is followed.
+        assert_eq!(
+            names(&found.entries),
+            ["a.dat", "b.dat", "in.dat", "sub.dat"]
+        );
+        let dirs: Vec<_> = found.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(dirs[3], FileKind::Dir);
+        // `..` in the directory part never climbs above the home.
+        let top = fx
+            .store
+            .glob("alice", &vp("/../../.."), &pattern("*"))
+            .expect("glob at the top");
+        assert_eq!(names(&top.entries), ["d"]);
+        assert!(matches!(
+            fx.store.glob("alice", &vp("/d/a.dat"), &pattern("*")),
+            Err(StoreError::NotADirectory)
+        ));
+        assert!(matches!(
+            fx.store.glob("alice", &vp("/none"), &pattern("*")),
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn glob_counts_every_name_read_and_stops_at_its_deadline() {
+        let fx = Fixture::new();
+        for i in 0..3 {
+            fx.write(&format!("alice/f{i}"), b"x");
+        }
+        let limited = || {
+            LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+                .expect("storage")
+        };
+        // One match, but three names read: a directory too big to list is too big to glob.
+        assert!(matches!(
+            limited()
+                .with_listing_limit(2)
+                .glob("alice", &VPath::root(), &pattern("f0*")),
+            Err(StoreError::TooManyEntries(2))
+        ));
+        assert_eq!(
+            limited()
+                .with_listing_limit(3)
+                .glob("alice", &VPath::root(), &pattern("f0*"))
+                .expect("at the limit")
+                .entries
+                .len(),
+            1
+        );
+        assert!(matches!(
+            limited().with_glob_time_limit(Duration::ZERO).glob(
+                "alice",
+                &VPath::root(),
+                &pattern("f*")
+            ),
+            Err(StoreError::TimedOut)
+        ));
     }
 
     fn staged(finish: Finish) -> StagedUpload {
@@ -2551,6 +2717,7 @@ mod tests {
     #[actix::test]
     async fn actor_round_trip() {
         let fx = Fixture::new();
+        let fx_home = fx.dir.path().join("home");
         let storage: Arc<dyn Storage> = Arc::new(fx.store);
         let addr = FileStore::start(storage, 2);
         let user: Arc<str> = Arc::from("carol");
@@ -2587,12 +2754,38 @@ mod tests {
             .send(List {
                 user: user.clone(),
                 path,
+                expand: false,
             })
             .await
             .expect("mailbox")
             .expect("list")
             .entries;
         assert_eq!(names(&listing), ["f"]);
+        let list = |path: &str, expand| {
+            addr.send(List {
+                user: user.clone(),
+                path: vp(path),
+                expand,
+            })
+        };
+        let expanded = list("/docs/[e-g]", true)
+            .await
+            .expect("mailbox")
+            .expect("expanded");
+        assert!(expanded.matched);
+        assert_eq!(names(&expanded.entries), ["f"]);
+        assert!(matches!(
+            list("/docs/[e-g]", false).await.expect("mailbox"),
+            Err(StoreError::NotFound)
+        ));
+        // A name that exists is listed as itself, wildcard characters and all.
+        fs::write(fx_home.join("carol/docs/[e-g]"), b"literal").expect("write");
+        let literal = list("/docs/[e-g]", true)
+            .await
+            .expect("mailbox")
+            .expect("literal");
+        assert!(!literal.matched && !literal.is_dir);
+        assert_eq!(names(&literal.entries), ["[e-g]"]);
         let handle = addr
             .send(OpenRead {
                 user: user.clone(),

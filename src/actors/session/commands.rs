@@ -47,6 +47,29 @@ enum Next {
 /// Lines of a `STAT <dir>` reply queued at a time (about 25 KiB).
 const STATUS_PIECE: usize = 256;
 
+/// NLST's names, each as the client can name it back: joined to the argument as given, so
+/// `NLST dir` yields `dir/a` and `NLST dir/*.dat` yields `dir/a.dat` (what vsftpd sends, and
+/// what `mget` and `for n in nlst("dir"): RETR n` rely on); bare names with no argument; the
+/// argument itself for a file.
+fn names_as_given(given: &str, found: &Listing) -> Vec<String> {
+    let prefix = if given.is_empty() {
+        String::new()
+    } else if found.is_dir {
+        format!("{}/", given.trim_end_matches('/'))
+    } else if found.matched {
+        given
+            .rsplit_once('/')
+            .map_or_else(String::new, |(dir, _)| format!("{dir}/"))
+    } else {
+        return vec![given.to_owned()];
+    };
+    found
+        .entries
+        .iter()
+        .map(|entry| format!("{prefix}{}", entry.name))
+        .collect()
+}
+
 /// Which listing a data transfer carries.
 #[derive(Clone, Copy)]
 enum ListingStyle {
@@ -270,6 +293,17 @@ impl Session {
                 ReplyCode::ExceededStorage,
                 "Quota exceeded: see SITE QUOTA.",
             ),
+            StoreError::TimedOut => {
+                log::warn!(
+                    "session {} {}: wildcard expansion stopped at its deadline",
+                    self.id,
+                    self.peer
+                );
+                (
+                    ReplyCode::LocalError,
+                    "Wildcard expansion took too long: name fewer files.",
+                )
+            }
             StoreError::TooManyEntries(max) => {
                 let msg = format!("Directory has more than {max} entries: too many to list.");
                 return Reply::new(ReplyCode::FileUnavailable, msg);
@@ -833,7 +867,13 @@ impl Session {
     }
 
     fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let list = |s: &Services, user, path| s.list.send(List { user, path });
+        let list = |s: &Services, user, path| {
+            s.list.send(List {
+                user,
+                path,
+                expand: false,
+            })
+        };
         self.on_path(ctx, text, arg, list, |act, found: Listing, path| {
             let first = format!("Status of {path}:");
             act.control
@@ -1088,8 +1128,11 @@ impl Session {
         if !self.need_data(&text) {
             return;
         }
-        let list = |s: &Services, user, path| s.list.send(List { user, path });
+        // RFC 3659 §7.2.1: MLSD takes a directory name, never a pattern.
+        let expand = !matches!(style, ListingStyle::Facts);
+        let list = move |s: &Services, user, path| s.list.send(List { user, path, expand });
         let arg = arg.unwrap_or_default();
+        let given = arg.clone();
         self.on_path(ctx, text, &arg, list, move |act, found: Listing, path| {
             if matches!(style, ListingStyle::Facts) && !found.is_dir {
                 // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
@@ -1106,10 +1149,9 @@ impl Session {
                     listing::to_wire(found.entries.iter().map(|e| listing::list_line(e, now)))
                 }
                 ListingStyle::Names => listing::to_wire(
-                    found
-                        .entries
+                    names_as_given(&given, &found)
                         .iter()
-                        .map(|e| listing::display_name(&e.name).into_owned()),
+                        .map(|name| listing::display_name(name).into_owned()),
                 ),
                 // RFC 3659 §7.5.1: the listed directory (cdir) and its parent (pdir) first.
                 ListingStyle::Facts => listing::to_wire(
