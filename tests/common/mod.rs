@@ -464,7 +464,18 @@ pub fn register(server: &TestServer, user: &str, pass: &str) {
 /// in time. Certificate overrides from the environment are dropped, so TLS clients see only the
 /// system store and what the test passes them.
 pub fn run_client(program: &str, args: &[&str], cwd: &Path) -> Output {
-    let child = Command::new(program)
+    run_client_with_input(program, args, cwd, None)
+}
+
+/// [`run_client`] with `input` on the client's standard input (then closed), for clients such
+/// as tnftp and inetutils `ftp` that read their commands there.
+pub fn run_client_with_input(
+    program: &str,
+    args: &[&str],
+    cwd: &Path,
+    input: Option<&str>,
+) -> Output {
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(cwd)
         .env("LC_ALL", "C.UTF-8")
@@ -472,11 +483,19 @@ pub fn run_client(program: &str, args: &[&str], cwd: &Path) -> Output {
         .env("HOME", cwd)
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Small scripts fit the pipe; a client that exits early only makes this write fail.
+        let _ = stdin.write_all(input.as_bytes());
+    }
     run_bounded(child, CLIENT_TIMEOUT)
 }
 
