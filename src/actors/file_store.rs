@@ -1008,7 +1008,7 @@ impl LocalStorage {
 
     /// Gives each wildcard expansion `limit` instead of [`GLOB_TIME_LIMIT`].
     #[cfg(test)]
-    fn with_glob_time_limit(mut self, limit: Duration) -> LocalStorage {
+    pub(crate) fn with_glob_time_limit(mut self, limit: Duration) -> LocalStorage {
         self.glob_time_limit = limit;
         self
     }
@@ -1033,7 +1033,7 @@ impl LocalStorage {
             if read > self.max_listing_entries {
                 return Err(StoreError::TooManyEntries(self.max_listing_entries));
             }
-            if deadline.is_some_and(|end| Instant::now() > end) {
+            if deadline.is_some_and(|end| Instant::now() >= end) {
                 return Err(StoreError::TimedOut);
             }
             // A name that is not UTF-8 could not be named back by a client; leave it out.

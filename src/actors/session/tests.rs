@@ -744,6 +744,33 @@ async fn pasv_then_list() {
     c.expect("NOOP", 200).await;
 }
 
+/// The deadline itself is the file store's (tested there); here: its reply, and that the
+/// session goes on.
+#[actix::test]
+async fn a_wildcard_expansion_past_its_deadline_is_451_and_the_session_goes_on() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let storage = LocalStorage::new(tmp.path().join("home"), tmp.path().join("tmp"))
+        .expect("temp storage")
+        .with_glob_time_limit(Duration::ZERO);
+    let files = FileStore::start(Arc::new(storage), 1);
+    let mut c = connect(config(), |audit| {
+        Services::new(&StubAccounts::start(), &files, audit)
+    })
+    .await
+    .greeted()
+    .await;
+    c.login().await;
+    std::fs::write(tmp.path().join("home/alice/a.dat"), b"a").expect("write file");
+    let addr = c.pasv().await;
+    let reply = c.expect("NLST *.dat", 451).await;
+    assert!(reply.text().contains("took too long"), "{reply:?}");
+    // A name without wildcards is no expansion: it is listed as before.
+    c.expect("NLST a.dat", 150).await;
+    assert_eq!(read_all(data_connect(addr).await).await, b"a.dat\r\n");
+    assert_eq!(c.reply().await.code, 226);
+    c.expect("NOOP", 200).await;
+}
+
 #[actix::test]
 async fn stor_then_retr_round_trip() {
     let tmp = tempfile::tempdir().expect("temp dir");
