@@ -228,6 +228,33 @@ mod tests {
         assert!(matches("*", "a.b"));
     }
 
+    /// The obvious recursive matcher (exponential in the worst case): the reference.
+    fn reference(tokens: &[Token], name: &[char]) -> bool {
+        match tokens.split_first() {
+            None => name.is_empty(),
+            Some((Token::Star, rest)) => (0..=name.len()).any(|i| reference(rest, &name[i..])),
+            Some((token, rest)) => name
+                .split_first()
+                .is_some_and(|(&c, tail)| token.matches(c) && reference(rest, tail)),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matching_agrees_with_the_recursive_reference(
+            pattern in "[ab.*?!\\[\\]-]{0,8}",
+            name in "[ab.!\\]-]{0,8}",
+        ) {
+            if let Some(parsed) = NamePattern::parse(&pattern) {
+                let chars: Vec<char> = name.chars().collect();
+                let hidden = chars.first() == Some(&'.')
+                    && parsed.tokens.first() != Some(&Token::Char('.'));
+                let want = !hidden && reference(&parsed.tokens, &chars);
+                proptest::prop_assert_eq!(parsed.matches(&name), want);
+            }
+        }
+    }
+
     /// `*a*a*...*b` against "aaaa...a" makes a backtracking matcher take exponential time;
     /// this one does at most name × pattern steps, so the test ends at once.
     #[test]
