@@ -118,7 +118,7 @@ fn nlst_and_list_expand_wildcards_in_the_last_component() {
     // A pattern that matches nothing is an empty listing (vsftpd does the same).
     assert!(nlst(&mut ctl, "*.none").is_empty());
     assert!(list_names(&mut ctl, "dir/*.none").is_empty());
-    // A missing directory is still missing; MLSD takes no patterns (RFC 3659 §7.2.1).
+    // A missing directory is still missing; MLSD takes no patterns (RFC 3659 §7.1).
     assert_eq!(ctl.fetch("NLST nodir/*").0.code, 550);
     assert_eq!(ctl.fetch("MLSD di*").0.code, 550);
     // Wildcards before the last component are ordinary characters.

@@ -1128,7 +1128,7 @@ impl Session {
         if !self.need_data(&text) {
             return;
         }
-        // RFC 3659 §7.2.1: MLSD takes a directory name, never a pattern.
+        // MLSD names a directory (RFC 3659 §7.1); wildcard patterns are for LIST and NLST.
         let expand = !matches!(style, ListingStyle::Facts);
         let list = move |s: &Services, user, path| s.list.send(List { user, path, expand });
         let arg = arg.unwrap_or_default();
