@@ -1,12 +1,19 @@
 //! A blocking FTP protocol client: control connection, login, passive (EPSV, falling back to
 //! PASV) and active (PORT/EPRT) data connections, transfers with progress and abort. It speaks
 //! to any RFC 959 server; replies are parsed by the shared codec's [`ReplyAssembler`].
+//!
+//! The client never loses step with the server: every final reply a command still owes (the
+//! end of a transfer after its 1xx, the answer to ABOR) is counted, and what an error path left
+//! unread is read and dropped before the next command goes out, so each command gets its own
+//! reply.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use socket2::SockRef;
 
 use crate::client::entries::{RemoteEntry, parse_list_line, parse_mlsx_line};
 use crate::client::stream::{Security, Stream};
@@ -18,6 +25,11 @@ const MAX_REPLY_LINE: u64 = 64 * 1024;
 const ABORT_POLL: Duration = Duration::from_millis(100);
 /// Transfer buffer size.
 const CHUNK: usize = 256 * 1024;
+/// How long an abort waits for the server to answer ABOR before it resets the data
+/// connection anyway (a server that reads commands only between transfers).
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// Telnet IAC IP (Interrupt Process), then the Synch: IAC DM (RFC 854, RFC 959 §4.1.3).
+const TELNET_IP_SYNCH: &[u8] = b"\xff\xf4\xff\xf2";
 
 /// Why a client operation failed; each displays as one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +127,9 @@ pub struct FtpClient {
     /// Whether MLSD works; `None` until tried.
     mlsd: Option<bool>,
     timeout: Duration,
+    /// Final replies the server still owes for commands already sent: one per 1xx read (the
+    /// transfer's end) and one per ABOR. Read by [`FtpClient::drain`] before the next command.
+    owed: usize,
 }
 
 impl FtpClient {
@@ -170,6 +185,7 @@ impl FtpClient {
             epsv: true,
             mlsd: None,
             timeout,
+            owed: 0,
         };
         let mut greeting = client.reply()?;
         // RFC 959 §5.4: 120 "ready in nnn minutes" precedes the 220.
@@ -217,17 +233,39 @@ impl FtpClient {
         Ok(())
     }
 
-    /// Sends one command line.
+    /// Sends one command line, once the replies owed to earlier commands are read.
     ///
     /// # Errors
-    /// A line holding CR or LF (it would smuggle a second command), or a dead connection.
+    /// A line holding CR or LF (it would smuggle a second command), a dead connection, or a
+    /// server that does not send what it owes within the timeout.
     pub fn send(&mut self, line: &str) -> Result<()> {
         if line.contains(['\r', '\n']) {
             return Err(ClientError::Protocol(
                 "a command cannot contain line breaks".into(),
             ));
         }
+        self.drain()?;
         self.send_raw(format!("{line}\r\n").as_bytes())
+    }
+
+    /// Reads and drops the replies still owed (a transfer an error path left, an ABOR's
+    /// answer), so that the next command reads its own reply. Bounded by the timeout: a server
+    /// that keeps them back is out of step, and that ends the connection.
+    fn drain(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        while self.owed > 0 {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout);
+            }
+            let reply = self.reply()?;
+            log::debug!("{}: owed reply read and dropped: {reply}", self.peer);
+            // 225 answers an ABOR that found no transfer under way: nothing else will come
+            // (pyftpdlib answers so, without a reply for the transfer, before its first byte).
+            if reply.code == 225 {
+                self.owed = 0;
+            }
+        }
+        Ok(())
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
@@ -263,6 +301,12 @@ impl FtpClient {
                 .push(line)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
+                // RFC 959 §4.2: a 1xx is followed by one more reply, the final one.
+                if reply.is_preliminary() {
+                    self.owed += 1;
+                } else {
+                    self.owed = self.owed.saturating_sub(1);
+                }
                 return Ok(reply);
             }
         }
@@ -435,18 +479,76 @@ impl FtpClient {
         }
     }
 
-    /// ABOR (RFC 959 §4.1.3): Telnet IP and Synch, then ABOR; the server answers 426 for the
-    /// transfer and 226 for the ABOR, or only 226/225 if the transfer had already ended.
+    /// Aborts the running transfer, whose data connection is `data`, and reads every reply
+    /// owed: 426 for the transfer and 226 for the ABOR, or 226 and 225 when the transfer had
+    /// ended first, whatever the server sends.
+    ///
+    /// ABOR goes out while the data connection is still open: in stream mode its close is the
+    /// end of the file (RFC 959 §3.4), and an upload cut that way would be stored, truncated.
+    /// The data connection is reset, not closed, once the server has answered (or after
+    /// [`ABORT_WAIT`]), so that even a server that did not look at ABOR sees a broken
+    /// transfer, not a complete one.
     fn abort_transfer(&mut self, data: Option<Stream>) -> Result<()> {
-        if let Some(data) = data {
-            data.tcp().shutdown(Shutdown::Both).ok();
+        self.send_abor()?;
+        if let Some(mut data) = data {
+            self.await_answer(&mut data);
+            reset(data);
         }
-        self.send_raw(b"\xff\xf4\xff\xf2ABOR\r\n")?;
-        let first = self.reply()?;
-        if first.code == 426 || first.code == 451 {
-            self.reply()?;
-        }
+        self.drain()
+    }
+
+    /// ABOR as RFC 959 §4.1.3 asks: Telnet IP, the Synch, then ABOR. On plain TCP the Synch
+    /// is sent as urgent data with the DM as its last byte (RFC 854), which tells a server
+    /// busy with the transfer to look at the control connection; TLS has no urgent data, so
+    /// there it goes inline.
+    fn send_abor(&mut self) -> Result<()> {
+        let urgent = match self.control.get_ref() {
+            Stream::Tcp(tcp) => SockRef::from(tcp)
+                .send_out_of_band(TELNET_IP_SYNCH)
+                .map_err(ClientError::control)?,
+            Stream::Tls(_) => 0,
+        };
+        let mut rest = TELNET_IP_SYNCH[urgent..].to_vec();
+        rest.extend_from_slice(b"ABOR\r\n");
+        self.send_raw(&rest)?;
+        self.owed += 1;
         Ok(())
+    }
+
+    /// Waits (at most [`ABORT_WAIT`]) until the server answers on the control connection,
+    /// reading and dropping what still arrives on `data` so that a server blocked writing a
+    /// download gets to read the ABOR.
+    fn await_answer(&mut self, data: &mut Stream) {
+        let deadline = Instant::now() + self.timeout.min(ABORT_WAIT);
+        let mut buf = vec![0u8; CHUNK];
+        let mut data_open = true;
+        while Instant::now() < deadline && !self.reply_waiting() {
+            if !data_open {
+                std::thread::sleep(ABORT_POLL);
+                continue;
+            }
+            match data.read(&mut buf) {
+                Ok(0) => data_open = false,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => data_open = false,
+            }
+        }
+    }
+
+    /// Whether a reply has begun to arrive (or the connection has closed) on the control
+    /// connection, without waiting.
+    fn reply_waiting(&self) -> bool {
+        if !self.control.buffer().is_empty() {
+            return true;
+        }
+        let tcp = self.control.get_ref().tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let peeked = tcp.peek(&mut [0u8; 1]);
+        let blocked = tcp.set_nonblocking(false).is_err();
+        blocked || !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// The data connection broke: close it and read the server's verdict (426/451) for the
@@ -493,11 +595,15 @@ impl FtpClient {
             match data.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    sink.write_all(&buf[..n])
-                        .map_err(|source| ClientError::Local {
+                    if let Err(source) = sink.write_all(&buf[..n]) {
+                        // The server's verdict on the broken transfer is read before the next
+                        // command (see `owed`).
+                        reset(data);
+                        return Err(ClientError::Local {
                             path: local_name.to_owned(),
                             source,
-                        })?;
+                        });
+                    }
                     total += n as u64;
                     progress(n as u64);
                     last_progress = Instant::now();
@@ -643,6 +749,12 @@ impl FtpClient {
             self.control.get_mut().finish(timeout);
         }
     }
+}
+
+/// Closes a data connection with a TCP reset: never mistaken for the end of an upload.
+fn reset(data: Stream) {
+    let _ = SockRef::from(data.tcp()).set_linger(Some(Duration::ZERO));
+    drop(data);
 }
 
 fn is_timeout(e: &io::Error) -> bool {

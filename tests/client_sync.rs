@@ -1,0 +1,276 @@
+//! The `ferry` client keeps step with the server after every kind of failure (issue 11): at
+//! the interactive prompt on a pty, each failure is followed by commands whose replies are
+//! checked, against ferryd and against pyftpdlib. The kinds: Ctrl-C during `put` over a file
+//! that was there before (ferryd must keep it as it was), `get` into a missing local directory,
+//! into a read-only one, onto a directory, onto a full disk (/dev/full), `get` of a missing
+//! remote file and `put` of a missing local file.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::pty::{self, EXPECT_MS, Pty, temp_home};
+use common::pyftpd::{self, PyFtpd};
+use common::{TestServer, pseudo_random};
+use tempfile::TempDir;
+
+const USER: &str = "carol";
+const PASS: &str = "carol-secret-words-7";
+/// The remote file every test is about; there before each test.
+const KEPT: &str = "kept.bin";
+/// Larger than the socket buffers, so a download of it is under way when it fails.
+const KEPT_LEN: usize = 2 * 1024 * 1024 + 5;
+
+/// One of the servers under test.
+enum Server {
+    Ferryd(TestServer),
+    Pyftpdlib(PyFtpd),
+}
+
+impl Server {
+    /// ferryd, then pyftpdlib, each with an account and [`KEPT`] in its home.
+    fn both() -> [Server; 2] {
+        let ferryd = TestServer::start(&[]);
+        drop(ferryd.register_and_login(USER, PASS));
+        let servers = [Server::Ferryd(ferryd), Server::Pyftpdlib(PyFtpd::start())];
+        for server in &servers {
+            fs::write(server.home().join(KEPT), kept_content()).expect("seed the remote file");
+        }
+        servers
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Ferryd(_) => "ferryd",
+            Server::Pyftpdlib(_) => "pyftpdlib",
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        match self {
+            Server::Ferryd(s) => s.home(USER),
+            Server::Pyftpdlib(s) => s.home.clone(),
+        }
+    }
+
+    /// ferry at its prompt in `home`, logged in.
+    fn session(&self, home: &TempDir) -> Pty {
+        match self {
+            Server::Ferryd(s) => pty::logged_in(s.port(), home, USER, PASS),
+            Server::Pyftpdlib(s) => pty::logged_in(s.port, home, pyftpd::USER, pyftpd::PASS),
+        }
+    }
+
+    /// The next commands get their own replies: `size` says what the server holds now, `pwd`
+    /// says `/`.
+    fn assert_in_step(&self, pty: &mut Pty, after: &str) {
+        let name = self.name();
+        let out = pty.run(&format!("size {KEPT}"));
+        let held = fs::metadata(self.home().join(KEPT))
+            .expect("the remote file")
+            .len();
+        assert_eq!(
+            out.trim(),
+            held.to_string(),
+            "{name}: `size` after {after} got another reply:\n{}",
+            pty.transcript
+        );
+        let out = pty.run("pwd");
+        assert_eq!(
+            out.trim(),
+            "/",
+            "{name}: `pwd` after {after} got another reply:\n{}",
+            pty.transcript
+        );
+    }
+}
+
+fn kept_content() -> Vec<u8> {
+    pseudo_random(KEPT_LEN, 11)
+}
+
+/// Runs `command` at a prompt logged in to each server; it must fail with output holding
+/// `error`, and the session must stay in step.
+fn fails_in_step(prepare: impl Fn(&Path), command: &str, error: &str) {
+    for server in Server::both() {
+        let home = temp_home();
+        prepare(home.path());
+        let mut pty = server.session(&home);
+        let out = pty.run(command);
+        assert!(
+            out.contains("ferry: ") && out.contains(error),
+            "{}: `{command}` did not fail with {error:?}:\n{out}",
+            server.name()
+        );
+        server.assert_in_step(&mut pty, command);
+        pty.exit();
+    }
+}
+
+#[test]
+fn get_into_a_missing_local_directory() {
+    fails_in_step(
+        |_| {},
+        "get kept.bin no/such/dir/kept.bin",
+        "no/such/dir/kept.bin: ",
+    );
+}
+
+#[test]
+fn get_into_a_read_only_local_directory() {
+    let probe = temp_home();
+    let dir = read_only_dir(probe.path());
+    if fs::File::create(dir.join("probe")).is_ok() {
+        // Root writes into any directory; the directory and full-disk kinds still run.
+        println!("skipped: a read-only directory is writable for this user (root)");
+        return;
+    }
+    fails_in_step(
+        |home| drop(read_only_dir(home)),
+        "get kept.bin ro/kept.bin",
+        "ro/kept.bin: ",
+    );
+}
+
+fn read_only_dir(home: &Path) -> PathBuf {
+    let dir = home.join("ro");
+    fs::create_dir(&dir).expect("local dir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).expect("read-only");
+    dir
+}
+
+#[test]
+fn get_onto_a_local_directory() {
+    fails_in_step(
+        |home| fs::create_dir(home.join("here")).expect("local dir"),
+        "get kept.bin here",
+        "here: ",
+    );
+}
+
+#[test]
+fn get_onto_a_full_disk() {
+    // Every write to /dev/full fails with ENOSPC, as on a full disk.
+    fails_in_step(|_| {}, "get kept.bin /dev/full", "/dev/full: ");
+}
+
+#[test]
+fn get_of_a_missing_remote_file() {
+    fails_in_step(|_| {}, "get nothing.bin", "550");
+}
+
+#[test]
+fn put_of_a_missing_local_file() {
+    fails_in_step(|_| {}, "put nothing.bin kept.bin", "nothing.bin: ");
+}
+
+#[test]
+fn ctrl_c_during_put_keeps_the_file_that_was_there() {
+    for server in Server::both() {
+        let name = server.name();
+        let home = temp_home();
+        let fifo = home.path().join("endless.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        // Started first so that it is dropped last: ferry's end kills a feeder stuck in a write.
+        let feeder = Feeder::start(fifo);
+        let mut pty = server.session(&home);
+        pty.line(&format!("put endless.fifo {KEPT}"));
+        feeder
+            .flowing
+            .recv_timeout(Duration::from_millis(EXPECT_MS))
+            .unwrap_or_else(|_| panic!("{name}: the upload did not start:\n{}", pty.transcript));
+        pty.session.send_control('c').expect("send Ctrl-C");
+        pty.expect("transfer aborted");
+        pty.prompt();
+        let _ = feeder.stop.send(());
+        if let Server::Ferryd(_) = server {
+            // ABOR came before the end of the file: the upload is rolled back.
+            assert!(
+                fs::read(server.home().join(KEPT)).expect("kept") == kept_content(),
+                "ferryd: the aborted upload replaced {KEPT}:\n{}",
+                pty.transcript
+            );
+        }
+        server.assert_in_step(&mut pty, "Ctrl-C during put");
+        pty.exit();
+    }
+}
+
+/// Feeds a FIFO that ferry uploads, and never ends it: the upload runs until it is aborted.
+struct Feeder {
+    /// Says when the upload is under way (ferry has read more than the pipe holds).
+    flowing: mpsc::Receiver<()>,
+    stop: mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feeder {
+    fn start(fifo: PathBuf) -> Feeder {
+        let (flowing_tx, flowing) = mpsc::channel();
+        let (stop, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Some(mut pipe) = open_writer(&fifo) else {
+                return;
+            };
+            if pipe.write_all(&vec![0x5a; 1 << 20]).is_err() {
+                return;
+            }
+            let _ = flowing_tx.send(());
+            // A chunk now and then, so that ferry's read returns and sees the Ctrl-C; it ends
+            // when told to or when ferry closes the pipe.
+            let chunk = vec![0xa5; 64 * 1024];
+            for _ in 0..1000 {
+                match stop_rx.recv_timeout(Duration::from_millis(20)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if pipe.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        Feeder {
+            flowing,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Opens the FIFO for writing once ferry has opened it for reading (bounded), blocking after.
+fn open_writer(fifo: &Path) -> Option<fs::File> {
+    let deadline = Instant::now() + Duration::from_millis(EXPECT_MS);
+    while Instant::now() < deadline {
+        // Without a reader, a non-blocking open fails (ENXIO) instead of waiting forever.
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(fifo)
+        {
+            Ok(pipe) => {
+                nix::fcntl::fcntl(
+                    &pipe,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+                )
+                .ok()?;
+                return Some(pipe);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    None
+}
