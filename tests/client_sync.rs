@@ -11,12 +11,13 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::pty::{self, EXPECT_MS, Pty, temp_home};
 use common::pyftpd::{self, PyFtpd};
-use common::{TestServer, pseudo_random};
+use common::{FERRYD, TestServer, pseudo_random, run_bounded};
 use tempfile::TempDir;
 
 const USER: &str = "carol";
@@ -33,15 +34,26 @@ enum Server {
 }
 
 impl Server {
-    /// ferryd, then pyftpdlib, each with an account and [`KEPT`] in its home.
+    /// ferryd, then pyftpdlib.
     fn both() -> [Server; 2] {
-        let ferryd = TestServer::start(&[]);
+        [Server::ferryd(&[]), Server::pyftpdlib()]
+    }
+
+    /// ferryd started with `args`, with an account and [`KEPT`] in its home.
+    fn ferryd(args: &[&str]) -> Server {
+        let ferryd = TestServer::start(args);
         drop(ferryd.register_and_login(USER, PASS));
-        let servers = [Server::Ferryd(ferryd), Server::Pyftpdlib(PyFtpd::start())];
-        for server in &servers {
-            fs::write(server.home().join(KEPT), kept_content()).expect("seed the remote file");
-        }
-        servers
+        Server::Ferryd(ferryd).seeded()
+    }
+
+    /// pyftpdlib with [`KEPT`] in its home.
+    fn pyftpdlib() -> Server {
+        Server::Pyftpdlib(PyFtpd::start()).seeded()
+    }
+
+    fn seeded(self) -> Server {
+        fs::write(self.home().join(KEPT), kept_content()).expect("seed the remote file");
+        self
     }
 
     fn name(&self) -> &'static str {
@@ -172,34 +184,72 @@ fn put_of_a_missing_local_file() {
 #[test]
 fn ctrl_c_during_put_keeps_the_file_that_was_there() {
     for server in Server::both() {
-        let name = server.name();
         let home = temp_home();
-        let fifo = home.path().join("endless.fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
-        // Started first so that it is dropped last: ferry's end kills a feeder stuck in a write.
-        let feeder = Feeder::start(fifo);
-        let mut pty = server.session(&home);
-        pty.line(&format!("put endless.fifo {KEPT}"));
-        feeder
-            .flowing
-            .recv_timeout(Duration::from_millis(EXPECT_MS))
-            .unwrap_or_else(|_| panic!("{name}: the upload did not start:\n{}", pty.transcript));
-        pty.session.send_control('c').expect("send Ctrl-C");
-        pty.expect("transfer aborted");
-        pty.prompt();
-        let _ = feeder.stop.send(());
-        if let Server::Ferryd(_) = server {
-            // ABOR came before the end of the file: the upload is rolled back.
-            assert!(
-                fs::read(server.home().join(KEPT)).expect("kept") == kept_content(),
-                "ferryd: the aborted upload replaced {KEPT}:\n{}",
-                pty.transcript
-            );
-        }
-        server.assert_in_step(&mut pty, "Ctrl-C during put");
-        pty.exit();
+        // Started first so that it is dropped last: ferry's end frees a feeder stuck in a write.
+        let feeder = Feeder::start(&home);
+        let pty = server.session(&home);
+        abort_a_put(&server, feeder, pty);
     }
 }
+
+#[test]
+fn ctrl_c_during_put_over_tls() {
+    // TLS has no urgent data: the Synch goes inline, and the TLS data connection is reset.
+    let certs = temp_home();
+    let out = run_bounded(
+        Command::new(FERRYD)
+            .args(["cert", "generate", "--out"])
+            .arg(certs.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferryd cert generate"),
+        Duration::from_millis(EXPECT_MS),
+    );
+    assert!(out.status.success(), "ferryd cert generate: {out:?}");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let [cert, key] = [&cert, &key].map(|p| p.to_str().expect("UTF-8 temp path"));
+    let server = Server::ferryd(&["--tls-cert", cert, "--tls-key", key]);
+    let Server::Ferryd(ferryd) = &server else {
+        unreachable!("started as ferryd")
+    };
+    let target = format!("127.0.0.1:{}", ferryd.port());
+    let home = temp_home();
+    let feeder = Feeder::start(&home);
+    let mut pty = Pty::spawn(&home, &["--tls", "--ca-file", cert, &target]);
+    pty.expect("220 ");
+    pty.prompt();
+    pty.login(USER, PASS);
+    abort_a_put(&server, feeder, pty);
+}
+
+/// `put` from the feeder's FIFO over [`KEPT`], Ctrl-C once bytes flow; then ferryd still has
+/// the old file and the session is in step.
+fn abort_a_put(server: &Server, feeder: Feeder, mut pty: Pty) {
+    let name = server.name();
+    pty.line(&format!("put {FIFO} {KEPT}"));
+    feeder
+        .flowing
+        .recv_timeout(Duration::from_millis(EXPECT_MS))
+        .unwrap_or_else(|_| panic!("{name}: the upload did not start:\n{}", pty.transcript));
+    pty.session.send_control('c').expect("send Ctrl-C");
+    pty.expect("transfer aborted");
+    pty.prompt();
+    let _ = feeder.stop.send(());
+    if let Server::Ferryd(_) = server {
+        // ABOR came before the end of the file: the upload is rolled back.
+        assert!(
+            fs::read(server.home().join(KEPT)).expect("kept") == kept_content(),
+            "ferryd: the aborted upload replaced {KEPT}:\n{}",
+            pty.transcript
+        );
+    }
+    server.assert_in_step(&mut pty, "Ctrl-C during put");
+    pty.exit();
+}
+
+/// The FIFO a [`Feeder`] feeds, in ferry's local directory.
+const FIFO: &str = "endless.fifo";
 
 /// Feeds a FIFO that ferry uploads, and never ends it: the upload runs until it is aborted.
 struct Feeder {
@@ -210,7 +260,10 @@ struct Feeder {
 }
 
 impl Feeder {
-    fn start(fifo: PathBuf) -> Feeder {
+    /// Makes [`FIFO`] in `home` and feeds it once ferry opens it.
+    fn start(home: &TempDir) -> Feeder {
+        let fifo = home.path().join(FIFO);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         let (flowing_tx, flowing) = mpsc::channel();
         let (stop, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -121,10 +121,17 @@ pub fn logged_in(port: u16, home: &TempDir, user: &str, pass: &str) -> Pty {
     let mut pty = Pty::spawn(home, &[&format!("127.0.0.1:{port}")]);
     pty.expect("220 ");
     pty.prompt();
-    pty.line(&format!("login {user}"));
-    pty.expect("Password:");
-    pty.secret(pass);
-    let out = pty.prompt();
-    assert!(out.contains(&format!("Logged in as {user}.")), "{out}");
+    pty.login(user, pass);
     pty
+}
+
+impl Pty {
+    /// `login USER` at the prompt, the password typed at its prompt; must succeed.
+    pub fn login(&mut self, user: &str, pass: &str) {
+        self.line(&format!("login {user}"));
+        self.expect("Password:");
+        self.secret(pass);
+        let out = self.prompt();
+        assert!(out.contains(&format!("Logged in as {user}.")), "{out}");
+    }
 }
