@@ -28,6 +28,8 @@ const CHUNK: usize = 256 * 1024;
 /// How long an abort waits for the server to answer ABOR before it resets the data
 /// connection anyway (a server that reads commands only between transfers).
 const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// How many more 1xx replies a transfer may send before its final one.
+const MAX_PRELIMINARY: usize = 4;
 /// Telnet IAC IP (Interrupt Process), then the Synch: IAC DM (RFC 854, RFC 959 §4.1.3).
 const TELNET_IP_SYNCH: &[u8] = b"\xff\xf4\xff\xf2";
 
@@ -127,8 +129,9 @@ pub struct FtpClient {
     /// Whether MLSD works; `None` until tried.
     mlsd: Option<bool>,
     timeout: Duration,
-    /// Final replies the server still owes for commands already sent: one per 1xx read (the
-    /// transfer's end) and one per ABOR. Read by [`FtpClient::drain`] before the next command.
+    /// Final replies the server still owes for commands already sent: a transfer's end once
+    /// its 1xx is read, and ABOR's answer. Read by [`FtpClient::drain`] before the next
+    /// command.
     owed: usize,
 }
 
@@ -301,9 +304,11 @@ impl FtpClient {
                 .push(line)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
-                // RFC 959 §4.2: a 1xx is followed by one more reply, the final one.
+                // RFC 959 §4.2: a 1xx is followed by the command's final reply. Replies come
+                // in the order of the commands, so with replies owed already, a 1xx belongs
+                // to the command those are owed for (a second 1xx adds nothing).
                 if reply.is_preliminary() {
-                    self.owed += 1;
+                    self.owed = self.owed.max(1);
                 } else {
                     self.owed = self.owed.saturating_sub(1);
                 }
@@ -469,9 +474,15 @@ impl FtpClient {
         Ok(stream)
     }
 
-    /// Reads the final reply of a transfer.
+    /// Reads the final reply of a transfer, past a further 1xx or two (125 then 150).
     fn finish_transfer(&mut self) -> Result<ServerReply> {
-        let reply = self.reply()?;
+        let mut reply = self.reply()?;
+        for _ in 0..MAX_PRELIMINARY {
+            if !reply.is_preliminary() {
+                break;
+            }
+            reply = self.reply()?;
+        }
         if reply.is_success() {
             Ok(reply)
         } else {
@@ -551,10 +562,11 @@ impl FtpClient {
         blocked || !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// The data connection broke: close it and read the server's verdict (426/451) for the
-    /// transfer, which explains the failure better than the socket error.
+    /// The data connection broke (or timed out): reset it, so that a stalled upload is not
+    /// taken for a complete one, and read the server's verdict (426/451) for the transfer,
+    /// which explains the failure better than the socket error.
     fn data_failed(&mut self, data: Stream, e: io::Error) -> ClientError {
-        drop(data);
+        reset(data);
         match self.reply() {
             Ok(reply) if !reply.is_success() => ClientError::Refused(reply),
             Ok(_) => ClientError::Data(e),
@@ -859,9 +871,24 @@ mod tests {
         fake.say("257 \"/\" is the current directory.");
     }
 
+    /// After the scripted exchange, the next command gets its own reply.
+    fn assert_in_step(mut client: FtpClient, server: JoinHandle<()>) {
+        assert_eq!(client.pwd().expect("pwd in step"), "/");
+        server.join().expect("fake server");
+    }
+
+    /// An upload with Ctrl-C already pressed, against `script`: aborted, and in step.
+    fn abort_upload(script: impl FnOnce(Fake) + Send + 'static) {
+        let (mut client, server) = against(script);
+        let abort = AtomicBool::new(true);
+        let result = client.store("f", false, &mut &b"data"[..], "f", &mut |_| {}, &abort);
+        assert!(matches!(result, Err(ClientError::Aborted)), "{result:?}");
+        assert_in_step(client, server);
+    }
+
     #[test]
     fn an_aborted_upload_sends_the_synch_as_urgent_data_then_resets_the_data_connection() {
-        let (mut client, server) = against(|mut fake| {
+        abort_upload(|mut fake| {
             let mut data = fake.passive();
             fake.expect("STOR f");
             fake.say("150 Go on.");
@@ -878,17 +905,12 @@ mod tests {
             );
             answers_pwd(fake);
         });
-        let abort = AtomicBool::new(true);
-        let result = client.store("f", false, &mut &b"data"[..], "f", &mut |_| {}, &abort);
-        assert!(matches!(result, Err(ClientError::Aborted)), "{result:?}");
-        assert_eq!(client.pwd().expect("pwd in step"), "/");
-        server.join().expect("fake server");
     }
 
     #[test]
     fn a_225_settles_an_abort_whose_transfer_never_answers() {
         // pyftpdlib, when ABOR comes before the first byte: 225 and nothing for the STOR.
-        let (mut client, server) = against(|mut fake| {
+        abort_upload(|mut fake| {
             let _data = fake.passive();
             fake.expect("STOR f");
             fake.say("150 Go on.");
@@ -896,11 +918,26 @@ mod tests {
             fake.say("225 ABOR command successful; data channel closed.");
             answers_pwd(fake);
         });
-        let abort = AtomicBool::new(true);
-        let result = client.store("f", false, &mut &b"data"[..], "f", &mut |_| {}, &abort);
-        assert!(matches!(result, Err(ClientError::Aborted)), "{result:?}");
-        assert_eq!(client.pwd().expect("pwd in step"), "/");
-        server.join().expect("fake server");
+    }
+
+    #[test]
+    fn a_second_preliminary_reply_owes_nothing_more() {
+        let (mut client, server) = against(|mut fake| {
+            let mut data = fake.passive();
+            fake.expect("RETR f");
+            fake.say("125 Data connection already open.");
+            fake.say("150 Transfer starting.");
+            data.write_all(b"abc").expect("data");
+            drop(data);
+            fake.say("226 Transfer complete.");
+            answers_pwd(fake);
+        });
+        let abort = AtomicBool::new(false);
+        let mut got = Vec::new();
+        let result = client.retrieve("f", 0, &mut got, "f", &mut |_| {}, &abort);
+        assert_eq!(result.expect("download"), 3);
+        assert_eq!(got, b"abc");
+        assert_in_step(client, server);
     }
 
     /// A local file that cannot be written.
@@ -935,8 +972,7 @@ mod tests {
             matches!(result, Err(ClientError::Local { .. })),
             "{result:?}"
         );
-        assert_eq!(client.pwd().expect("pwd in step"), "/");
-        server.join().expect("fake server");
+        assert_in_step(client, server);
     }
 
     #[test]
