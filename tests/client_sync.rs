@@ -1,9 +1,10 @@
 //! The `ferry` client keeps step with the server after every kind of failure (issue 11): at
 //! the interactive prompt on a pty, each failure is followed by commands whose replies are
 //! checked, against ferryd and against pyftpdlib. The kinds: Ctrl-C during `put` over a file
-//! that was there before (ferryd must keep it as it was), `get` into a missing local directory,
-//! into a read-only one, onto a directory, onto a full disk (/dev/full), `get` of a missing
-//! remote file and `put` of a missing local file.
+//! that was there before (ferryd must keep it as it was; also over TLS), `get` into a missing
+//! local directory, into a read-only one (as root, ferry runs unprivileged), onto a directory,
+//! onto a full disk (/dev/full), `get` of a missing remote file and `put` of a missing local
+//! file.
 
 mod common;
 
@@ -70,12 +71,17 @@ impl Server {
         }
     }
 
-    /// ferry at its prompt in `home`, logged in.
-    fn session(&self, home: &TempDir) -> Pty {
-        match self {
-            Server::Ferryd(s) => pty::logged_in(s.port(), home, USER, PASS),
-            Server::Pyftpdlib(s) => pty::logged_in(s.port, home, pyftpd::USER, pyftpd::PASS),
-        }
+    /// ferry at its prompt in `home`, logged in; run as user `id` when given.
+    fn session(&self, home: &TempDir, id: Option<u32>) -> Pty {
+        let (port, user, pass) = match self {
+            Server::Ferryd(s) => (s.port(), USER, PASS),
+            Server::Pyftpdlib(s) => (s.port, pyftpd::USER, pyftpd::PASS),
+        };
+        let mut pty = Pty::spawn_as(home, &[&format!("127.0.0.1:{port}")], id);
+        pty.expect("220 ");
+        pty.prompt();
+        pty.login(user, pass);
+        pty
     }
 
     /// The next commands get their own replies: `size` says what the server holds now, `pwd`
@@ -109,10 +115,15 @@ fn kept_content() -> Vec<u8> {
 /// Runs `command` at a prompt logged in to each server; it must fail with an error that
 /// names `error` (the local path, or the server's code), and the session must stay in step.
 fn fails_in_step(prepare: impl Fn(&Path), command: &str, error: &str) {
+    fails_in_step_as(None, prepare, command, error);
+}
+
+/// [`fails_in_step`] with ferry run as user `id` when given.
+fn fails_in_step_as(id: Option<u32>, prepare: impl Fn(&Path), command: &str, error: &str) {
     for server in Server::both() {
         let home = temp_home();
         prepare(home.path());
-        let mut pty = server.session(&home);
+        let mut pty = server.session(&home, id);
         let out = pty.run(command);
         assert!(
             out.contains("ferry: ") && out.contains(error),
@@ -135,25 +146,45 @@ fn get_into_a_missing_local_directory() {
 
 #[test]
 fn get_into_a_read_only_local_directory() {
+    let make_read_only = |home: &Path| {
+        // An unprivileged ferry keeps its history there.
+        fs::set_permissions(home, fs::Permissions::from_mode(0o777)).expect("open home");
+        let dir = home.join("ro");
+        fs::create_dir(&dir).expect("local dir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).expect("read-only");
+    };
     let probe = temp_home();
-    let dir = read_only_dir(probe.path());
-    if fs::File::create(dir.join("probe")).is_ok() {
-        // Root writes into any directory; the directory and full-disk kinds still run.
-        println!("skipped: a read-only directory is writable for this user (root)");
-        return;
-    }
-    fails_in_step(
-        |home| drop(read_only_dir(home)),
+    make_read_only(probe.path());
+    // Root writes into any directory, so then ferry runs as a user without privileges, who
+    // must be able to reach the binary.
+    let id = if fs::File::create(probe.path().join("ro/probe")).is_ok() {
+        let ferry = Path::new(pty::FERRY);
+        let reachable = ferry.ancestors().skip(1).all(|dir| mode(dir) & 0o001 != 0)
+            && mode(ferry) & 0o005 == 0o005;
+        if !reachable {
+            println!(
+                "skipped: {} is out of reach of an unprivileged user",
+                pty::FERRY
+            );
+            return;
+        }
+        Some(UNPRIVILEGED)
+    } else {
+        None
+    };
+    fails_in_step_as(
+        id,
+        make_read_only,
         "get kept.bin ro/kept.bin",
         "ro/kept.bin",
     );
 }
 
-fn read_only_dir(home: &Path) -> PathBuf {
-    let dir = home.join("ro");
-    fs::create_dir(&dir).expect("local dir");
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).expect("read-only");
-    dir
+/// `nobody` on Debian; the kernel needs no account behind a user id.
+const UNPRIVILEGED: u32 = 65534;
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).map_or(0, |m| m.permissions().mode())
 }
 
 #[test]
@@ -187,7 +218,7 @@ fn ctrl_c_during_put_keeps_the_file_that_was_there() {
         let home = temp_home();
         // Started first so that it is dropped last: ferry's end frees a feeder stuck in a write.
         let feeder = Feeder::start(&home);
-        let pty = server.session(&home);
+        let pty = server.session(&home, None);
         abort_a_put(&server, feeder, pty);
     }
 }

@@ -1,6 +1,7 @@
 //! A `ferry` process at its interactive prompt on a pseudo-terminal (rexpect), for the tests
 //! that need a person's session: a prompt, passwords typed without echo, Ctrl-C.
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use rexpect::session::{Options, PtySession};
@@ -24,6 +25,12 @@ pub struct Pty {
 impl Pty {
     /// Starts ferry with `args` in `home` (also its HOME), on a terminal that echoes.
     pub fn spawn(home: &TempDir, args: &[&str]) -> Pty {
+        Pty::spawn_as(home, args, None)
+    }
+
+    /// [`Pty::spawn`], as user and group `id` when given (the test runs as root, and a
+    /// person's permissions matter).
+    pub fn spawn_as(home: &TempDir, args: &[&str], id: Option<u32>) -> Pty {
         // rexpect turns the terminal's echo off before it starts the program; a person's
         // terminal echoes, so turn it back on or "no echo of the password" proves nothing.
         let mut cmd = Command::new("sh");
@@ -35,6 +42,9 @@ impl Pty {
             .env("TERM", "xterm")
             .env_remove("FERRY_PASSWORD")
             .env_remove("FERRY_NEW_PASSWORD");
+        if let Some(id) = id {
+            cmd.uid(id).gid(id);
+        }
         let options = Options {
             timeout_ms: Some(EXPECT_MS),
             strip_ansi_escape_codes: true,
