@@ -4,130 +4,18 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pty::{self, Pty, temp_home};
 use common::{TestServer, pseudo_random};
-use rexpect::session::{Options, PtySession};
 use tempfile::TempDir;
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-/// Bound on every wait for output.
-const EXPECT_MS: u64 = 10_000;
-const PROMPT: &str = "ferry> ";
 const USER: &str = "alice";
 const PASS: &str = "hunter2-secret-words";
 
-/// A ferry process on a pty, with everything it printed kept for later assertions.
-struct Pty {
-    session: PtySession,
-    transcript: String,
-}
-
-impl Pty {
-    fn spawn(home: &TempDir, args: &[&str]) -> Pty {
-        // rexpect turns the terminal's echo off before it starts the program; a person's
-        // terminal echoes, so turn it back on or "no echo of the password" proves nothing.
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "stty echo && exec \"$0\" \"$@\"", FERRY])
-            .args(args)
-            .current_dir(home.path())
-            .env("HOME", home.path())
-            .env("FERRY_HISTORY", home.path().join("history"))
-            .env("TERM", "xterm")
-            .env_remove("FERRY_PASSWORD")
-            .env_remove("FERRY_NEW_PASSWORD");
-        let options = Options {
-            timeout_ms: Some(EXPECT_MS),
-            strip_ansi_escape_codes: true,
-        };
-        let session = rexpect::spawn_with_options(cmd, options).expect("spawn ferry on a pty");
-        Pty {
-            session,
-            transcript: String::new(),
-        }
-    }
-
-    /// Waits for `needle`; returns what came before it.
-    fn expect(&mut self, needle: &str) -> String {
-        match self.session.exp_string(needle) {
-            Ok(before) => {
-                self.transcript.push_str(&before);
-                self.transcript.push_str(needle);
-                before
-            }
-            Err(e) => panic!(
-                "no {needle:?} within {EXPECT_MS} ms ({e}); output so far:\n{}",
-                self.transcript
-            ),
-        }
-    }
-
-    fn prompt(&mut self) -> String {
-        self.expect(PROMPT)
-    }
-
-    fn send(&mut self, text: &str) {
-        self.session.send(text).expect("send");
-        self.session.flush().expect("flush");
-    }
-
-    /// Types a line at the prompt and presses Enter, all in one write as a paste or a fast
-    /// typist over ssh delivers it (rustyline 17 in `signal-hook` mode left such keys
-    /// unprocessed until the next key arrived).
-    ///
-    /// rustyline may redraw `ferry> ` and the line while keys come in; everything up to the
-    /// newline it prints on Enter is consumed here so the next prompt found is the new one.
-    fn line(&mut self, line: &str) {
-        self.send(&format!("{line}\r"));
-        self.expect("\n");
-    }
-
-    /// Answers a password prompt (read by rpassword in cooked mode, so sent in one piece).
-    fn secret(&mut self, line: &str) {
-        self.session.send_line(line).expect("send line");
-    }
-
-    /// Types a command at the prompt and returns its output up to the next prompt.
-    fn run(&mut self, line: &str) -> String {
-        self.line(line);
-        self.prompt()
-    }
-
-    /// `exit`, then the process must end by itself.
-    fn exit(mut self) -> String {
-        self.line("exit");
-        match self.session.exp_eof() {
-            Ok(rest) => self.transcript.push_str(&rest),
-            Err(e) => panic!("ferry did not end after exit ({e}):\n{}", self.transcript),
-        }
-        let status = self.session.process.wait().expect("wait");
-        assert!(
-            matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)),
-            "ferry ended with {status:?}"
-        );
-        self.transcript
-    }
-}
-
-fn temp_home() -> TempDir {
-    tempfile::Builder::new()
-        .prefix("ferry-pty-")
-        .tempdir()
-        .expect("temp home")
-}
-
 /// Starts ferry at the prompt connected to `server`, logged in by typing the password.
 fn logged_in(server: &TestServer, home: &TempDir) -> Pty {
-    let mut pty = Pty::spawn(home, &[&format!("127.0.0.1:{}", server.port())]);
-    pty.expect("220 ");
-    pty.prompt();
-    pty.line(&format!("login {USER}"));
-    pty.expect("Password:");
-    pty.secret(PASS);
-    let out = pty.prompt();
-    assert!(out.contains("Logged in as alice."), "{out}");
-    pty
+    pty::logged_in(server.port(), home, USER, PASS)
 }
 
 #[test]

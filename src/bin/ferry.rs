@@ -44,6 +44,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Quiet unless RUST_LOG asks (e.g. RUST_LOG=debug shows replies dropped to keep in step).
+    env_logger::init();
     let security = if cli.tls || cli.implicit_tls {
         let trust = match (&cli.ca_file, cli.insecure) {
             (Some(file), _) => Trust::CaFile(file),

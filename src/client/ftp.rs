@@ -1,12 +1,19 @@
 //! A blocking FTP protocol client: control connection, login, passive (EPSV, falling back to
 //! PASV) and active (PORT/EPRT) data connections, transfers with progress and abort. It speaks
 //! to any RFC 959 server; replies are parsed by the shared codec's [`ReplyAssembler`].
+//!
+//! The client never loses step with the server: every final reply a command still owes (the
+//! end of a transfer after its 1xx, the answer to ABOR) is counted, and what an error path left
+//! unread is read and dropped before the next command goes out, so each command gets its own
+//! reply.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use socket2::SockRef;
 
 use crate::client::entries::{RemoteEntry, parse_list_line, parse_mlsx_line};
 use crate::client::stream::{Security, Stream};
@@ -18,6 +25,13 @@ const MAX_REPLY_LINE: u64 = 64 * 1024;
 const ABORT_POLL: Duration = Duration::from_millis(100);
 /// Transfer buffer size.
 const CHUNK: usize = 256 * 1024;
+/// How long an abort waits for the server to answer ABOR before it resets the data
+/// connection anyway (a server that reads commands only between transfers).
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// How many more 1xx replies a transfer may send before its final one.
+const MAX_PRELIMINARY: usize = 4;
+/// Telnet IAC IP (Interrupt Process), then the Synch: IAC DM (RFC 854, RFC 959 §4.1.3).
+const TELNET_IP_SYNCH: &[u8] = b"\xff\xf4\xff\xf2";
 
 /// Why a client operation failed; each displays as one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +129,10 @@ pub struct FtpClient {
     /// Whether MLSD works; `None` until tried.
     mlsd: Option<bool>,
     timeout: Duration,
+    /// Final replies the server still owes for commands already sent: a transfer's end once
+    /// its 1xx is read, and ABOR's answer. Read by [`FtpClient::drain`] before the next
+    /// command.
+    owed: usize,
 }
 
 impl FtpClient {
@@ -170,6 +188,7 @@ impl FtpClient {
             epsv: true,
             mlsd: None,
             timeout,
+            owed: 0,
         };
         let mut greeting = client.reply()?;
         // RFC 959 §5.4: 120 "ready in nnn minutes" precedes the 220.
@@ -217,17 +236,39 @@ impl FtpClient {
         Ok(())
     }
 
-    /// Sends one command line.
+    /// Sends one command line, once the replies owed to earlier commands are read.
     ///
     /// # Errors
-    /// A line holding CR or LF (it would smuggle a second command), or a dead connection.
+    /// A line holding CR or LF (it would smuggle a second command), a dead connection, or a
+    /// server that does not send what it owes within the timeout.
     pub fn send(&mut self, line: &str) -> Result<()> {
         if line.contains(['\r', '\n']) {
             return Err(ClientError::Protocol(
                 "a command cannot contain line breaks".into(),
             ));
         }
+        self.drain()?;
         self.send_raw(format!("{line}\r\n").as_bytes())
+    }
+
+    /// Reads and drops the replies still owed (a transfer an error path left, an ABOR's
+    /// answer), so that the next command reads its own reply. Bounded by the timeout: a server
+    /// that keeps them back is out of step, and that ends the connection.
+    fn drain(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        while self.owed > 0 {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout);
+            }
+            let reply = self.reply()?;
+            log::debug!("{}: owed reply read and dropped: {reply}", self.peer);
+            // 225 answers an ABOR that found no transfer under way: nothing else will come
+            // (pyftpdlib answers so, without a reply for the transfer, before its first byte).
+            if reply.code == 225 {
+                self.owed = 0;
+            }
+        }
+        Ok(())
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
@@ -263,6 +304,14 @@ impl FtpClient {
                 .push(line)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
             {
+                // RFC 959 §4.2: a 1xx is followed by the command's final reply. Replies come
+                // in the order of the commands, so with replies owed already, a 1xx belongs
+                // to the command those are owed for (a second 1xx adds nothing).
+                if reply.is_preliminary() {
+                    self.owed = self.owed.max(1);
+                } else {
+                    self.owed = self.owed.saturating_sub(1);
+                }
                 return Ok(reply);
             }
         }
@@ -425,9 +474,15 @@ impl FtpClient {
         Ok(stream)
     }
 
-    /// Reads the final reply of a transfer.
+    /// Reads the final reply of a transfer, past a further 1xx or two (125 then 150).
     fn finish_transfer(&mut self) -> Result<ServerReply> {
-        let reply = self.reply()?;
+        let mut reply = self.reply()?;
+        for _ in 0..MAX_PRELIMINARY {
+            if !reply.is_preliminary() {
+                break;
+            }
+            reply = self.reply()?;
+        }
         if reply.is_success() {
             Ok(reply)
         } else {
@@ -435,24 +490,83 @@ impl FtpClient {
         }
     }
 
-    /// ABOR (RFC 959 §4.1.3): Telnet IP and Synch, then ABOR; the server answers 426 for the
-    /// transfer and 226 for the ABOR, or only 226/225 if the transfer had already ended.
+    /// Aborts the running transfer, whose data connection is `data`, and reads every reply
+    /// owed: 426 for the transfer and 226 for the ABOR, or 226 and 225 when the transfer had
+    /// ended first, whatever the server sends.
+    ///
+    /// ABOR goes out while the data connection is still open: in stream mode its close is the
+    /// end of the file (RFC 959 §3.4), and an upload cut that way would be stored, truncated.
+    /// The data connection is reset, not closed, once the server has answered (or after
+    /// [`ABORT_WAIT`]), so that even a server that did not look at ABOR sees a broken
+    /// transfer, not a complete one.
     fn abort_transfer(&mut self, data: Option<Stream>) -> Result<()> {
-        if let Some(data) = data {
-            data.tcp().shutdown(Shutdown::Both).ok();
+        self.send_abor()?;
+        if let Some(mut data) = data {
+            self.await_answer(&mut data);
+            reset(data);
         }
-        self.send_raw(b"\xff\xf4\xff\xf2ABOR\r\n")?;
-        let first = self.reply()?;
-        if first.code == 426 || first.code == 451 {
-            self.reply()?;
-        }
+        self.drain()
+    }
+
+    /// ABOR as RFC 959 §4.1.3 asks: Telnet IP, the Synch, then ABOR. On plain TCP the Synch
+    /// is sent as urgent data with the DM as its last byte (RFC 854), which tells a server
+    /// busy with the transfer to look at the control connection; TLS has no urgent data, so
+    /// there it goes inline.
+    fn send_abor(&mut self) -> Result<()> {
+        let urgent = match self.control.get_ref() {
+            Stream::Tcp(tcp) => SockRef::from(tcp)
+                .send_out_of_band(TELNET_IP_SYNCH)
+                .map_err(ClientError::control)?,
+            Stream::Tls(_) => 0,
+        };
+        let mut rest = TELNET_IP_SYNCH[urgent..].to_vec();
+        rest.extend_from_slice(b"ABOR\r\n");
+        self.send_raw(&rest)?;
+        self.owed += 1;
         Ok(())
     }
 
-    /// The data connection broke: close it and read the server's verdict (426/451) for the
-    /// transfer, which explains the failure better than the socket error.
+    /// Waits (at most [`ABORT_WAIT`]) until the server answers on the control connection,
+    /// reading and dropping what still arrives on `data` so that a server blocked writing a
+    /// download gets to read the ABOR.
+    fn await_answer(&mut self, data: &mut Stream) {
+        let deadline = Instant::now() + self.timeout.min(ABORT_WAIT);
+        let mut buf = vec![0u8; CHUNK];
+        let mut data_open = true;
+        while Instant::now() < deadline && !self.reply_waiting() {
+            if !data_open {
+                std::thread::sleep(ABORT_POLL);
+                continue;
+            }
+            match data.read(&mut buf) {
+                Ok(0) => data_open = false,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => data_open = false,
+            }
+        }
+    }
+
+    /// Whether a reply has begun to arrive (or the connection has closed) on the control
+    /// connection, without waiting.
+    fn reply_waiting(&self) -> bool {
+        if !self.control.buffer().is_empty() {
+            return true;
+        }
+        let tcp = self.control.get_ref().tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let peeked = tcp.peek(&mut [0u8; 1]);
+        let blocked = tcp.set_nonblocking(false).is_err();
+        blocked || !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// The data connection broke (or timed out): reset it, so that a stalled upload is not
+    /// taken for a complete one, and read the server's verdict (426/451) for the transfer,
+    /// which explains the failure better than the socket error.
     fn data_failed(&mut self, data: Stream, e: io::Error) -> ClientError {
-        drop(data);
+        reset(data);
         match self.reply() {
             Ok(reply) if !reply.is_success() => ClientError::Refused(reply),
             Ok(_) => ClientError::Data(e),
@@ -493,11 +607,15 @@ impl FtpClient {
             match data.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    sink.write_all(&buf[..n])
-                        .map_err(|source| ClientError::Local {
+                    if let Err(source) = sink.write_all(&buf[..n]) {
+                        // The server's verdict on the broken transfer is read before the next
+                        // command (see `owed`).
+                        reset(data);
+                        return Err(ClientError::Local {
                             path: local_name.to_owned(),
                             source,
-                        })?;
+                        });
+                    }
                     total += n as u64;
                     progress(n as u64);
                     last_progress = Instant::now();
@@ -645,6 +763,12 @@ impl FtpClient {
     }
 }
 
+/// Closes a data connection with a TCP reset: never mistaken for the end of an upload.
+fn reset(data: Stream) {
+    let _ = SockRef::from(data.tcp()).set_linger(Some(Duration::ZERO));
+    drop(data);
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -683,6 +807,173 @@ fn parse_pasv(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread::JoinHandle;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The server side of a scripted conversation on loopback.
+    struct Fake {
+        reader: BufReader<TcpStream>,
+        writer: TcpStream,
+    }
+
+    impl Fake {
+        fn line(&mut self) -> Vec<u8> {
+            let mut line = Vec::new();
+            self.reader.read_until(b'\n', &mut line).expect("a line");
+            line
+        }
+
+        fn expect(&mut self, line: &str) {
+            assert_eq!(String::from_utf8_lossy(&self.line()), format!("{line}\r\n"));
+        }
+
+        fn say(&mut self, reply: &str) {
+            self.writer
+                .write_all(format!("{reply}\r\n").as_bytes())
+                .expect("reply");
+        }
+
+        /// Answers EPSV and returns the data connection the client makes.
+        fn passive(&mut self) -> TcpStream {
+            self.expect("EPSV");
+            let listener = TcpListener::bind("127.0.0.1:0").expect("data port");
+            let port = listener.local_addr().expect("port").port();
+            self.say(&format!("229 Entering Extended Passive Mode (|||{port}|)"));
+            let (data, _) = listener.accept().expect("data connection");
+            data.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+            data
+        }
+    }
+
+    /// A client connected to a server thread that greets, then follows `script`.
+    fn against(script: impl FnOnce(Fake) + Send + 'static) -> (FtpClient, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("port").port();
+        let server = std::thread::spawn(move || {
+            let (control, _) = listener.accept().expect("accept");
+            control.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+            let writer = control.try_clone().expect("clone");
+            let mut fake = Fake {
+                reader: BufReader::new(control),
+                writer,
+            };
+            fake.say("220 fake");
+            script(fake);
+        });
+        let (client, _) = FtpClient::connect("127.0.0.1", port, TIMEOUT, false, &Security::Plain)
+            .expect("connect");
+        (client, server)
+    }
+
+    fn answers_pwd(mut fake: Fake) {
+        fake.expect("PWD");
+        fake.say("257 \"/\" is the current directory.");
+    }
+
+    /// After the scripted exchange, the next command gets its own reply.
+    fn assert_in_step(mut client: FtpClient, server: JoinHandle<()>) {
+        assert_eq!(client.pwd().expect("pwd in step"), "/");
+        server.join().expect("fake server");
+    }
+
+    /// An upload with Ctrl-C already pressed, against `script`: aborted, and in step.
+    fn abort_upload(script: impl FnOnce(Fake) + Send + 'static) {
+        let (mut client, server) = against(script);
+        let abort = AtomicBool::new(true);
+        let result = client.store("f", false, &mut &b"data"[..], "f", &mut |_| {}, &abort);
+        assert!(matches!(result, Err(ClientError::Aborted)), "{result:?}");
+        assert_in_step(client, server);
+    }
+
+    #[test]
+    fn an_aborted_upload_sends_the_synch_as_urgent_data_then_resets_the_data_connection() {
+        abort_upload(|mut fake| {
+            let mut data = fake.passive();
+            fake.expect("STOR f");
+            fake.say("150 Go on.");
+            // This socket does not keep urgent data inline, so the urgent byte leaves the
+            // stream: it must be the DM of the Synch (RFC 854).
+            assert_eq!(fake.line(), b"\xff\xf4\xffABOR\r\n");
+            fake.say("426 Transfer aborted.");
+            fake.say("226 ABOR successful.");
+            // A reset, not the end of the file: no server stores this upload.
+            let read = data.read(&mut [0u8; 16]);
+            assert!(
+                matches!(&read, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+                "{read:?}"
+            );
+            answers_pwd(fake);
+        });
+    }
+
+    #[test]
+    fn a_225_settles_an_abort_whose_transfer_never_answers() {
+        // pyftpdlib, when ABOR comes before the first byte: 225 and nothing for the STOR.
+        abort_upload(|mut fake| {
+            let _data = fake.passive();
+            fake.expect("STOR f");
+            fake.say("150 Go on.");
+            assert!(fake.line().ends_with(b"ABOR\r\n"));
+            fake.say("225 ABOR command successful; data channel closed.");
+            answers_pwd(fake);
+        });
+    }
+
+    #[test]
+    fn a_second_preliminary_reply_owes_nothing_more() {
+        let (mut client, server) = against(|mut fake| {
+            let mut data = fake.passive();
+            fake.expect("RETR f");
+            fake.say("125 Data connection already open.");
+            fake.say("150 Transfer starting.");
+            data.write_all(b"abc").expect("data");
+            drop(data);
+            fake.say("226 Transfer complete.");
+            answers_pwd(fake);
+        });
+        let abort = AtomicBool::new(false);
+        let mut got = Vec::new();
+        let result = client.retrieve("f", 0, &mut got, "f", &mut |_| {}, &abort);
+        assert_eq!(result.expect("download"), 3);
+        assert_eq!(got, b"abc");
+        assert_in_step(client, server);
+    }
+
+    /// A local file that cannot be written.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::StorageFull))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_reply_a_failed_download_leaves_is_read_before_the_next_command() {
+        let (mut client, server) = against(|mut fake| {
+            let mut data = fake.passive();
+            fake.expect("RETR f");
+            fake.say("150 Here it comes.");
+            data.write_all(&[7u8; 1000]).expect("data");
+            // The client gives up on the data connection; only then the verdict.
+            let read = data.read(&mut [0u8; 16]);
+            assert!(!matches!(read, Ok(n) if n > 0), "{read:?}");
+            fake.say("426 Connection closed; transfer aborted.");
+            answers_pwd(fake);
+        });
+        let abort = AtomicBool::new(false);
+        let result = client.retrieve("f", 0, &mut Full, "f", &mut |_| {}, &abort);
+        assert!(
+            matches!(result, Err(ClientError::Local { .. })),
+            "{result:?}"
+        );
+        assert_in_step(client, server);
+    }
 
     #[test]
     fn a_421_ends_the_session() {

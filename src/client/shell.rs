@@ -701,7 +701,10 @@ impl Shell {
             println!("{remote} is already complete ({offset} bytes).");
             return Ok(());
         }
-        file.seek(SeekFrom::Start(offset)).map_err(local_err)?;
+        // Only a resume seeks, so that a pipe can be uploaded too.
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).map_err(local_err)?;
+        }
         let abort = self.reset_abort();
         let mut progress = Progress::start(&local_name, Some(size), self.opts.progress);
         progress.resume_at(offset);

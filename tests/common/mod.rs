@@ -6,6 +6,9 @@
 //! `dead_code` allowance below.
 #![allow(dead_code)]
 
+pub mod pty;
+pub mod pyftpd;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,104 @@
+//! pyftpdlib, an FTP server nobody on this project wrote, on loopback for the client tests
+//! (installed by `.ci/run`).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// The one account pyftpdlib serves.
+pub const USER: &str = "peer";
+/// Its password.
+pub const PASS: &str = "peer-password-9";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// pyftpdlib serving `home` for one user; printed its port on stdout.
+const SERVER_PY: &str = r#"
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+
+user, password, home = sys.argv[1], sys.argv[2], sys.argv[3]
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, home, perm="elradfmwMT")
+handler = FTPHandler
+handler.authorizer = authorizer
+server = FTPServer(("127.0.0.1", 0), handler)
+print(server.socket.getsockname()[1], flush=True)
+server.serve_forever()
+"#;
+
+/// A running pyftpdlib, killed when dropped.
+pub struct PyFtpd {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: TempDir,
+    /// The directory it serves as the user's home.
+    pub home: PathBuf,
+}
+
+impl PyFtpd {
+    /// Starts pyftpdlib on an OS-chosen port, serving a fresh temporary home.
+    pub fn start() -> PyFtpd {
+        let check = Command::new("python3")
+            .args(["-c", "import pyftpdlib"])
+            .output()
+            .expect("python3 must be installed (.ci/run installs it)");
+        assert!(
+            check.status.success(),
+            "pyftpdlib cannot be imported; .ci/run installs it \
+             (python3 -m pip install pyftpdlib):\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-pyftpd-")
+            .tempdir()
+            .expect("temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("home");
+        let script = dir.path().join("server.py");
+        std::fs::write(&script, SERVER_PY).expect("server script");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args([USER, PASS])
+            .arg(&home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pyftpdlib");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let port = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line.trim().parse::<u16>().is_ok() => line.trim().parse().unwrap_or(0),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pyftpdlib did not print its port: {other:?}");
+            }
+        };
+        PyFtpd {
+            child,
+            port,
+            _dir: dir,
+            home,
+        }
+    }
+}
+
+impl Drop for PyFtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
