@@ -403,10 +403,12 @@ pub struct ReadHandle {
 pub struct Upload {
     /// The path the client sees (for STOU, the name chosen).
     pub target: VPath,
+    /// The quota accounting. Declared before `finish`, so that it is dropped first: its
+    /// reservations are given back before an interrupted upload is kept (which charges the
+    /// bytes as usage), and an in-place upload's growth is in the ledger before its lock goes.
+    pub charge: Charge,
     /// Where the bytes go and what completes it.
     pub finish: Finish,
-    /// The quota accounting.
-    pub charge: Charge,
 }
 
 /// Where an upload's bytes go, and how it is completed.
@@ -463,12 +465,22 @@ impl Upload {
         }
     }
 
-    /// After a quota refusal of an in-place upload: the file goes back to its length when the
-    /// upload opened it (removed, if the upload created it). A staged upload needs nothing:
-    /// dropping it removes its temporary file.
+    /// After a quota refusal: an in-place upload's file goes back to its length when the
+    /// upload opened it (removed, if the upload created it); a staged upload keeps nothing,
+    /// not even as an interrupted upload (see [`Upload::discard_partial`]).
     pub fn roll_back(&mut self) {
-        if let Finish::InPlace(place) = &mut self.finish {
-            place.roll_back(&mut self.charge);
+        match &mut self.finish {
+            Finish::InPlace(place) => place.roll_back(&mut self.charge),
+            Finish::Staged { staged, .. } => staged.partial = None,
+        }
+    }
+
+    /// After a failure on the server's side (disk full, an I/O error): a staged upload keeps
+    /// nothing when dropped, since what it holds may not be what the client sent. An in-place
+    /// upload keeps what it wrote, as after any other interruption.
+    pub fn discard_partial(&mut self) {
+        if let Finish::Staged { staged, .. } = &mut self.finish {
+            staged.partial = None;
         }
     }
 }
@@ -629,7 +641,9 @@ impl Drop for WriteLock {
 }
 
 /// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
-/// aborted upload leaves no temporary behind and the previous file intact.
+/// aborted upload leaves no temporary behind and the previous file intact; except that an
+/// interrupted upload of a name that held no file is kept under that name, to be resumed
+/// (`partial`, see [`StagedUpload::keep_partial`]).
 #[derive(Debug)]
 pub struct StagedUpload {
     temp: PathBuf,
@@ -637,6 +651,18 @@ pub struct StagedUpload {
     target: VPath,
     committed: bool,
     charge: Option<Charge>,
+    /// Set when the target held no file and interrupted uploads are kept.
+    partial: Option<Box<Partial>>,
+}
+
+/// What keeping an interrupted upload needs, taken when it starts.
+#[derive(Debug)]
+struct Partial {
+    /// The staging dir (a second handle on it).
+    staging: Dir,
+    /// The user's home, where the target is resolved again.
+    home: Dir,
+    ledger: Option<Arc<QuotaLedger>>,
 }
 
 impl StagedUpload {
@@ -644,13 +670,103 @@ impl StagedUpload {
     pub fn attach(&mut self, charge: Charge) {
         self.charge = Some(charge);
     }
+
+    /// Moves what an interrupted upload received to its target, as a commit would (synced,
+    /// renamed into place, charged as usage), provided the name still holds nothing and the
+    /// bytes fit the quota. Returns the bytes kept, `None` when nothing was kept. It runs where
+    /// the upload is dropped, on the transfer thread for an ABOR or a failed connection, so
+    /// the file is in place before the transfer's replies go out.
+    fn keep_partial(&mut self, partial: &Partial) -> Result<Option<u64>, StoreError> {
+        let name = self.temp.file_name().ok_or(StoreError::NotFound)?;
+        let file = partial.staging.open(name)?;
+        let size = file.metadata()?.len();
+        if size == 0 {
+            // Nothing arrived (no data connection, say): no empty file to resume.
+            return Ok(None);
+        }
+        file.sync_all()?;
+        let mut keep = |tx: &mut Tx<'_>| -> Result<Option<Dir>, StoreError> {
+            let target = write_target(&partial.home, &self.target)?;
+            if target.existing.is_some() {
+                log::warn!(
+                    "{}: another upload created {} meanwhile; the interrupted upload is dropped",
+                    self.user,
+                    self.target
+                );
+                return Ok(None);
+            }
+            if tx.fits(i128::from(size), 1).is_err() {
+                log::info!(
+                    "{}: the interrupted upload of {} does not fit the quota; dropped",
+                    self.user,
+                    self.target
+                );
+                return Ok(None);
+            }
+            tx.mark()?;
+            // NOREPLACE: a file that appeared since the check (an operator's, say) stays.
+            match rustix::fs::renameat_with(
+                &partial.staging,
+                name,
+                &target.dir,
+                target.name.as_os_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    log::warn!(
+                        "{}: {} appeared meanwhile; the interrupted upload is dropped",
+                        self.user,
+                        self.target
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.committed = true;
+            tx.record(i128::from(size), 1);
+            Ok(Some(target.dir))
+        };
+        let kept = match &partial.ledger {
+            Some(ledger) => ledger.change(&self.user, keep)?,
+            None => keep(&mut Tx::untracked())?,
+        };
+        let Some(dir) = kept else {
+            return Ok(None);
+        };
+        if let Err(err) = dir.into_std_file().sync_all() {
+            log::warn!(
+                "partial upload renamed into place, but its directory was not synced: {err}"
+            );
+        }
+        Ok(Some(size))
+    }
 }
 
 impl Drop for StagedUpload {
     fn drop(&mut self) {
-        if !self.committed
-            && let Err(err) = fs::remove_file(&self.temp)
-        {
+        if self.committed {
+            return;
+        }
+        if let Some(partial) = self.partial.take() {
+            match self.keep_partial(&partial) {
+                Ok(Some(bytes)) => {
+                    log::info!(
+                        "{}: kept {bytes} bytes of the interrupted upload of {} for a resume",
+                        self.user,
+                        self.target
+                    );
+                    return;
+                }
+                Ok(None) => {}
+                Err(err) => log::warn!(
+                    "{}: cannot keep the interrupted upload of {}: {err}",
+                    self.user,
+                    self.target
+                ),
+            }
+        }
+        if let Err(err) = fs::remove_file(&self.temp) {
             log::warn!("cannot remove temporary {}: {err}", self.temp.display());
         }
     }
@@ -669,6 +785,8 @@ pub struct LocalStorage {
     limits: PathLimits,
     /// Entries a listing may have; a bigger directory is refused, so no listing holds more.
     max_listing_entries: usize,
+    /// An interrupted STOR of a name that held no file keeps what arrived.
+    keep_partial: bool,
 }
 
 /// The user key under which the anonymous area is reached: it can never be an account name
@@ -967,7 +1085,15 @@ impl LocalStorage {
             quota: None,
             limits: PathLimits::default(),
             max_listing_entries: usize::MAX,
+            keep_partial: false,
         })
+    }
+
+    /// Keeps what an interrupted STOR of a name that held no file received, under that name,
+    /// so that the client can resume it (SIZE, then REST+STOR or APPE); off by default.
+    pub fn with_partial_uploads(mut self, keep: bool) -> LocalStorage {
+        self.keep_partial = keep;
+        self
     }
 
     /// Refuses to create paths past `limits`.
@@ -1375,7 +1501,8 @@ impl Storage for LocalStorage {
     }
 
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
-        let target = write_target(&self.home(user)?, path)?;
+        let home = self.home(user)?;
+        let target = write_target(&home, path)?;
         if target.existing.is_none() {
             self.check_limits(user, path, (0, 0))?;
         }
@@ -1383,6 +1510,14 @@ impl Storage for LocalStorage {
             WriteMode::Replace => {
                 let charge =
                     self.charge(user, target.existing.is_none(), target.existing.as_ref())?;
+                let partial = match target.existing {
+                    None if self.keep_partial => Some(Box::new(Partial {
+                        staging: self.staging.try_clone()?,
+                        home,
+                        ledger: self.ledger(user).cloned(),
+                    })),
+                    _ => None,
+                };
                 let (temp, file) = self.create_temp()?;
                 let staged = StagedUpload {
                     temp,
@@ -1390,6 +1525,7 @@ impl Storage for LocalStorage {
                     target: path.clone(),
                     committed: false,
                     charge: None,
+                    partial,
                 };
                 Ok(Upload {
                     target: path.clone(),
@@ -1432,6 +1568,8 @@ impl Storage for LocalStorage {
     }
 
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
+        // A complete upload that cannot be committed is dropped, not kept as interrupted.
+        staged.partial = None;
         // Synced before the user's lock is taken: a large file's fsync must not hold up the
         // user's other changes.
         let size = self.sync_staged(&staged.temp)?;
@@ -2303,6 +2441,104 @@ mod tests {
         drop(upload);
         assert_eq!(fx.temps(), 0);
         assert_eq!(fx.read("alice/f"), b"old");
+    }
+
+    /// An interrupted STOR (the upload dropped, as ABOR or a lost connection drops it) of a
+    /// name that held no file leaves what arrived there, charged; over an existing file, or
+    /// refused, or with the setting off, it leaves nothing, and a name taken meanwhile stays.
+    #[test]
+    fn interrupted_uploads_of_new_names_are_kept_and_nothing_else() {
+        use crate::actors::quota::Quota;
+
+        let fx = Fixture::new();
+        let ledger = Arc::new(
+            QuotaLedger::new(
+                fx.dir.path().join("usage"),
+                fx.dir.path().join("home"),
+                Arc::new(|_: &str| Quota {
+                    bytes: Some(100),
+                    files: None,
+                }),
+            )
+            .expect("ledger"),
+        );
+        let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_quota(Arc::clone(&ledger))
+            .with_partial_uploads(true);
+        // As the session commits: the charge goes with the staged file.
+        let commit = |upload: Upload| {
+            let mut staged = staged(upload.finish);
+            staged.attach(upload.charge);
+            store.commit(staged)
+        };
+        let interrupt = |path: &str, bytes: &[u8]| {
+            let mut upload = store
+                .open_write("alice", &vp(path), WriteMode::Replace)
+                .expect("open_write");
+            upload.write(bytes).expect("write");
+            upload
+        };
+        drop(interrupt("/new", b"first part"));
+        assert_eq!(fx.read("alice/new"), b"first part");
+        assert_eq!(fx.temps(), 0);
+        let usage = ledger.usage("alice").expect("usage");
+        assert_eq!((usage.bytes, usage.files), (10, 1));
+
+        // Over an existing file (now /new): the old one stays, exactly.
+        drop(interrupt("/new", b"other bytes"));
+        assert_eq!(fx.read("alice/new"), b"first part");
+        // Nothing arrived: no empty file.
+        drop(interrupt("/empty", b""));
+        assert!(!fx.home("alice").join("empty").exists());
+        // A quota refusal or a local failure keeps nothing.
+        let mut refused = interrupt("/refused", b"12345");
+        refused.roll_back();
+        drop(refused);
+        let mut failed = interrupt("/failed", b"12345");
+        failed.discard_partial();
+        drop(failed);
+        assert!(!fx.home("alice").join("refused").exists());
+        assert!(!fx.home("alice").join("failed").exists());
+        // Another upload created the name meanwhile: its file stays, the partial goes.
+        let raced = interrupt("/raced", b"partial");
+        let mut winner = store
+            .open_write("alice", &vp("/raced"), WriteMode::Replace)
+            .expect("open_write");
+        winner.write(b"winner").expect("write");
+        commit(winner).expect("commit");
+        drop(raced);
+        assert_eq!(fx.read("alice/raced"), b"winner");
+        // A complete upload whose commit fails is not kept as interrupted either.
+        fs::create_dir(fx.home("alice").join("d")).expect("mkdir");
+        let vanished = interrupt("/d/f", b"x");
+        fs::remove_dir(fx.home("alice").join("d")).expect("rmdir");
+        fs::create_dir(fx.home("alice").join("d")).expect("mkdir again");
+        fs::create_dir(fx.home("alice").join("d/f")).expect("a directory at the name");
+        assert!(commit(vanished).is_err());
+        assert!(fx.home("alice").join("d/f").is_dir());
+        assert_eq!(fx.temps(), 0);
+        let usage = ledger.usage("alice").expect("usage");
+        assert_eq!(usage.bytes, 16);
+
+        // Bytes past what the quota allows now are not kept.
+        let over = interrupt("/over", &[b'o'; 80]);
+        fx.write("alice/operator", &[b'p'; 50]);
+        ledger.recount("alice").expect("recount");
+        drop(over);
+        assert!(!fx.home("alice").join("over").exists());
+        assert_eq!(fx.temps(), 0);
+
+        // The setting off: nothing is kept.
+        drop(
+            fx.store
+                .open_write("alice", &vp("/off"), WriteMode::Replace)
+                .map(|mut u| u.write(b"x").map(|()| u))
+                .expect("open_write")
+                .expect("write"),
+        );
+        assert!(!fx.home("alice").join("off").exists());
+        assert_eq!(fx.temps(), 0);
     }
 
     #[test]

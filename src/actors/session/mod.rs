@@ -616,6 +616,7 @@ impl Session {
             Some(u64::try_from(running.started.elapsed().as_millis()).unwrap_or(u64::MAX));
         event.code = Some(code.as_u16());
         event.ascii = Some(running.ascii);
+        event.complete = Some(code == ReplyCode::TransferComplete);
         self.record(event);
     }
 }
