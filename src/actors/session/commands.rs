@@ -1405,10 +1405,13 @@ impl Session {
             protection,
             audit: self.env.services.audit.clone(),
         };
-        let task =
-            self.env
-                .transfers
-                .spawn(data_channel::run(channel, job, progress.clone(), permit));
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+        let run = data_channel::run(channel, job, progress.clone(), permit);
+        let task = self.env.transfers.spawn(async move {
+            // Declared before the transfer's future, so dropped after it (and what it holds).
+            let _ended = ended_tx;
+            run.await
+        });
         let abort = task.abort_handle();
         ctx.spawn(
             task.into_actor(self)
@@ -1422,6 +1425,7 @@ impl Session {
             ascii: self.ascii,
             started: Instant::now(),
             progress,
+            ended: Some(ended),
         }));
     }
 

@@ -121,11 +121,37 @@ struct Running {
     ascii: bool,
     started: Instant,
     progress: Arc<AtomicU64>,
+    /// Resolves once the task is gone (ended or dropped after an abort), and with it what the
+    /// task held: an interrupted upload is kept or removed by then.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The last events of a session that ended during a transfer, recorded once its task is gone,
+/// so that the transfer's bytes count everything it wrote (the task may read a last chunk
+/// before the abort reaches it). Sent when dropped, so they are recorded even if the wait
+/// itself is dropped.
+struct LastEvents {
+    transfer: Option<Event>,
+    close: Option<Event>,
+    progress: Arc<AtomicU64>,
+    audit: Recipient<Record>,
+}
+
+impl Drop for LastEvents {
+    fn drop(&mut self) {
+        let transfer = self.transfer.take().map(|mut event| {
+            event.bytes = Some(self.progress.load(Ordering::Relaxed));
+            event
+        });
+        for event in transfer.into_iter().chain(self.close.take()) {
+            self.audit.do_send(Record(event));
+        }
     }
 }
 
@@ -184,17 +210,32 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.writer.abort();
-        if let Some(running) = self.transfer.take() {
-            let bytes = running.progress.load(Ordering::Relaxed);
-            self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
-        }
         let mut event = Event::now(self.id, self.peer, EventKind::SessionClose);
         event.user = self.user_name();
         if let Some(why) = self.closed_for {
             event.command = Some(why.to_owned());
             event.code = Some(ReplyCode::ServiceNotAvailable.as_u16());
         }
-        self.record(event);
+        match self.transfer.take() {
+            Some(mut running) => {
+                let ended = running.ended.take();
+                let last = LastEvents {
+                    transfer: self.transfer_event(&running, 0, ReplyCode::TransferAborted),
+                    close: Some(event),
+                    progress: Arc::clone(&running.progress),
+                    audit: self.env.services.audit.clone(),
+                };
+                // Aborts the task; the arbiter outlives this actor and runs the wait.
+                drop(running);
+                actix::spawn(async move {
+                    if let Some(ended) = ended {
+                        let _ = ended.await;
+                    }
+                    drop(last);
+                });
+            }
+            None => self.record(event),
+        }
         log::debug!("session {} {}: closed", self.id, self.peer);
     }
 }
@@ -603,8 +644,15 @@ impl Session {
     }
 
     fn record_transfer(&self, running: &Running, bytes: u64, code: ReplyCode) {
+        if let Some(event) = self.transfer_event(running, bytes, code) {
+            self.record(event);
+        }
+    }
+
+    /// The audit event of a transfer that ended with `code`; none for a listing.
+    fn transfer_event(&self, running: &Running, bytes: u64, code: ReplyCode) -> Option<Event> {
         let (kind, path) = match &running.kind {
-            TransferKind::Listing => return,
+            TransferKind::Listing => return None,
             TransferKind::Download(p) => (EventKind::Download, p),
             TransferKind::Upload(p) => (EventKind::Upload, p),
         };
@@ -617,7 +665,7 @@ impl Session {
         event.code = Some(code.as_u16());
         event.ascii = Some(running.ascii);
         event.complete = Some(code == ReplyCode::TransferComplete);
-        self.record(event);
+        Some(event)
     }
 }
 
