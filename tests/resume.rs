@@ -122,13 +122,22 @@ fn assert_incomplete_then_complete(server: &TestServer, path: &str, kept: u64) {
         (&json!(true), &json!(226), &json!(FULL as u64 - kept)),
         "{ups:?}"
     );
-    let xferlog = std::fs::read_to_string(server.data_dir().join("log/xferlog")).expect("xferlog");
-    let status: Vec<&str> = xferlog
-        .lines()
-        .filter(|l| l.split_whitespace().nth(8) == Some(path))
-        .filter_map(|l| l.split_whitespace().last())
-        .collect();
-    assert_eq!(status, ["i", "c"], "{xferlog}");
+    // The xferlog is written in the same batch, right after audit.jsonl.
+    let deadline = Instant::now() + AUDIT_TIMEOUT;
+    loop {
+        let xferlog =
+            std::fs::read_to_string(server.data_dir().join("log/xferlog")).unwrap_or_default();
+        let status: Vec<&str> = xferlog
+            .lines()
+            .filter(|l| l.split_whitespace().nth(8) == Some(path))
+            .filter_map(|l| l.split_whitespace().last())
+            .collect();
+        if status.len() >= 2 || Instant::now() >= deadline {
+            assert_eq!(status, ["i", "c"], "{xferlog}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -157,6 +166,26 @@ fn curl_resumes_an_upload_it_was_killed_in() {
     assert_success(&out, "curl -C - -T");
     assert!(std::fs::read(server.home(user).join("big.bin")).expect("big.bin") == payload);
     assert_incomplete_then_complete(&server, "/big.bin", kept);
+
+    // Killed again, now over the complete file: that file stays exactly as it was, although
+    // the client's kernel may close the data connection (its end of file) before the control
+    // connection.
+    let before = std::fs::metadata(server.home(user).join("big.bin")).expect("big.bin");
+    std::fs::write(work.path().join("other.bin"), pseudo_random(FULL, 36)).expect("other.bin");
+    let curl = spawn_client(
+        "curl",
+        &["-sS", "--limit-rate", "256k", "-T", "other.bin", &url],
+        work.path(),
+    );
+    kill_mid_upload(&server, curl);
+    let events = server.wait_audit("the upload over the file", |ev| {
+        uploads(ev, "/big.bin").len() == 3
+    });
+    assert_eq!(uploads(&events, "/big.bin")[2]["complete"], json!(false));
+    let after = std::fs::metadata(server.home(user).join("big.bin")).expect("big.bin");
+    assert_eq!(after.ino(), before.ino());
+    assert!(std::fs::read(server.home(user).join("big.bin")).expect("big.bin") == payload);
+    assert_eq!(staged_bytes(&server), 0);
 }
 
 #[test]

@@ -122,6 +122,10 @@ pub enum StoreError {
     /// 451: local error in processing.
     #[error("local error: {0}")]
     Io(#[source] io::Error),
+    /// 426: the client went away before its upload was committed (see [`ClientProbe`]); the
+    /// upload is interrupted, not complete.
+    #[error("the client went away during the upload")]
+    Interrupted,
 }
 
 impl From<QuotaError> for StoreError {
@@ -653,6 +657,30 @@ pub struct StagedUpload {
     charge: Option<Charge>,
     /// Set when the target held no file and interrupted uploads are kept.
     partial: Option<Box<Partial>>,
+    client: Option<ClientProbe>,
+}
+
+/// Tells whether the client has gone away (closed its control connection). In stream mode the
+/// end of an upload's data is the close of its connection, so a client killed mid-upload looks
+/// like one that finished; but it has closed its control connection too, and the commit
+/// checks that after its fsync, which gives the dying client's kernel time to close both.
+pub struct ClientProbe(Box<dyn Fn() -> bool + Send>);
+
+impl ClientProbe {
+    /// A probe that calls `gone`.
+    pub fn new(gone: impl Fn() -> bool + Send + 'static) -> ClientProbe {
+        ClientProbe(Box::new(gone))
+    }
+
+    fn gone(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ClientProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientProbe")
+    }
 }
 
 /// What keeping an interrupted upload needs, taken when it starts.
@@ -669,6 +697,12 @@ impl StagedUpload {
     /// Hands the upload's quota accounting back before the commit, which turns it into usage.
     pub fn attach(&mut self, charge: Charge) {
         self.charge = Some(charge);
+    }
+
+    /// Makes the commit refuse ([`StoreError::Interrupted`]) once `probe` says the client has
+    /// gone: the upload is then kept or dropped as an interrupted one.
+    pub fn watch_client(&mut self, probe: ClientProbe) {
+        self.client = Some(probe);
     }
 
     /// Moves what an interrupted upload received to its target, as a commit would (synced,
@@ -748,6 +782,8 @@ impl Drop for StagedUpload {
         if self.committed {
             return;
         }
+        // Its reservations go before the kept bytes are charged as usage.
+        drop(self.charge.take());
         if let Some(partial) = self.partial.take() {
             match self.keep_partial(&partial) {
                 Ok(Some(bytes)) => {
@@ -1526,6 +1562,7 @@ impl Storage for LocalStorage {
                     committed: false,
                     charge: None,
                     partial,
+                    client: None,
                 };
                 Ok(Upload {
                     target: path.clone(),
@@ -1568,11 +1605,16 @@ impl Storage for LocalStorage {
     }
 
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
-        // A complete upload that cannot be committed is dropped, not kept as interrupted.
-        staged.partial = None;
         // Synced before the user's lock is taken: a large file's fsync must not hold up the
         // user's other changes.
-        let size = self.sync_staged(&staged.temp)?;
+        let size = self
+            .sync_staged(&staged.temp)
+            .inspect_err(|_| staged.partial = None)?;
+        if staged.client.as_ref().is_some_and(ClientProbe::gone) {
+            return Err(StoreError::Interrupted);
+        }
+        // A complete upload that cannot be committed is dropped, not kept as interrupted.
+        staged.partial = None;
         // Outlives the change below: dropping a charge takes the user's lock.
         let mut charge = staged.charge.take().unwrap_or_default();
         let user = Arc::clone(&staged.user);
@@ -2517,9 +2559,23 @@ mod tests {
         fs::create_dir(fx.home("alice").join("d/f")).expect("a directory at the name");
         assert!(commit(vanished).is_err());
         assert!(fx.home("alice").join("d/f").is_dir());
+        fs::remove_dir_all(fx.home("alice").join("d")).expect("rm d");
         assert_eq!(fx.temps(), 0);
         let usage = ledger.usage("alice").expect("usage");
         assert_eq!(usage.bytes, 16);
+
+        // The client went away before the commit: interrupted, kept as such over a new name;
+        // an existing file stays.
+        for (path, want) in [("/gone", &b"cut"[..]), ("/new", &b"first part"[..])] {
+            let mut upload = interrupt(path, b"cut");
+            if let Finish::Staged { staged, .. } = &mut upload.finish {
+                staged.watch_client(ClientProbe::new(|| true));
+            }
+            assert!(matches!(commit(upload), Err(StoreError::Interrupted)));
+            assert_eq!(fx.read(&format!("alice{path}")), want);
+        }
+        assert_eq!(fx.temps(), 0);
+        assert_eq!(ledger.usage("alice").expect("usage").bytes, 19);
 
         // Bytes past what the quota allows now are not kept.
         let over = interrupt("/over", &[b'o'; 80]);

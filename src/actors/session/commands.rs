@@ -278,6 +278,10 @@ impl Session {
                 log::error!("session {} {}: file store: {io}", self.id, self.peer);
                 (ReplyCode::LocalError, "Local error in processing.")
             }
+            StoreError::Interrupted => (
+                ReplyCode::TransferAborted,
+                "Connection lost; transfer aborted.",
+            ),
         };
         Reply::new(code, msg)
     }

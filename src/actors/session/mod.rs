@@ -27,7 +27,7 @@ use crate::actors::Services;
 use crate::actors::acceptor::SessionPermit;
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::data_channel::DataPlan;
-use crate::actors::file_store::{CommitUpload, Finish, HashAlgo};
+use crate::actors::file_store::{ClientProbe, CommitUpload, Finish, HashAlgo};
 use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
@@ -562,6 +562,14 @@ impl Session {
         });
         match (outcome.result, outcome.upload) {
             (Ok(bytes), Some(upload)) => {
+                // In stream mode a client killed mid-upload ends the data as one that finished
+                // does, but it has closed this connection too (a client with commands queued
+                // or a QUIT has not gone, even if it closed its side after them).
+                let gone = if self.deferred.is_empty() && self.after_transfer.is_none() {
+                    self.control.gone_probe()
+                } else {
+                    None
+                };
                 let mut staged = match upload.finish {
                     Finish::Staged { file, staged } => {
                         // Closed before it is renamed into place.
@@ -570,15 +578,26 @@ impl Session {
                     }
                     Finish::InPlace(place) => {
                         // Writes what the file grew by to the ledger, before the client can
-                        // ask SITE QUOTA; then closes the file and releases its lock.
+                        // ask SITE QUOTA; then closes the file and releases its lock. What
+                        // was written stays either way; only the reply and audit differ.
                         drop(upload.charge);
                         drop(place);
-                        let reply = Reply::new(ReplyCode::TransferComplete, "Transfer complete.");
+                        let reply = if gone.is_some_and(|gone| gone()) {
+                            Reply::new(
+                                ReplyCode::TransferAborted,
+                                "Connection lost; transfer aborted.",
+                            )
+                        } else {
+                            Reply::new(ReplyCode::TransferComplete, "Transfer complete.")
+                        };
                         self.transfer_finished(running, bytes, reply, ctx);
                         return;
                     }
                 };
                 staged.attach(upload.charge);
+                if let Some(gone) = gone {
+                    staged.watch_client(ClientProbe::new(gone));
+                }
                 let request = self
                     .env
                     .services
