@@ -607,8 +607,8 @@ fn xferlog_field(s: &str) -> String {
 /// `filename`, `transfer-type` (`a`/`b`), `special-action-flag` (`_`), `direction` (`o`/`i`),
 /// `access-mode` (`r`), `username` (`*` if none), `service-name` (`ftp`),
 /// `authentication-method` (`0`), `authenticated-user-id` (`*`), `completion-status` (`c` for a
-/// complete transfer, that is one that ended in 226, else `i`). Whitespace and control characters in the file name and user name
-/// become `_`, so the line always splits into 18 whitespace-separated fields.
+/// complete transfer, one that ended in 226, else `i`). Whitespace and control characters in
+/// the file name and user name become `_`, so the line always splits into 18 fields.
 pub fn xferlog_line(event: &Event) -> Option<String> {
     let direction = match event.event {
         EventKind::Upload => 'i',
@@ -1159,6 +1159,19 @@ mod tests {
             assert_eq!(json, format!("\"{kind}\""));
         }
         assert!("LoginOk".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn an_incomplete_upload_says_so_in_both_logs() {
+        let mut event = upload("/part.bin").with_code(426);
+        event.complete = Some(false);
+        let json = serde_json::to_value(&event).expect("serialise");
+        assert_eq!(json["complete"], serde_json::json!(false));
+        let line = xferlog_line(&event).expect("upload line");
+        assert_eq!(line.split_whitespace().last(), Some("i"));
+        event.complete = Some(true);
+        let line = xferlog_line(&event).expect("upload line");
+        assert_eq!(line.split_whitespace().last(), Some("c"));
     }
 
     #[test]

@@ -647,7 +647,7 @@ impl Drop for WriteLock {
 /// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
 /// aborted upload leaves no temporary behind and the previous file intact; except that an
 /// interrupted upload of a name that held no file is kept under that name, to be resumed
-/// (`partial`, see [`StagedUpload::keep_partial`]).
+/// (when interrupted uploads are kept: [`LocalStorage::with_partial_uploads`]).
 #[derive(Debug)]
 pub struct StagedUpload {
     temp: PathBuf,
