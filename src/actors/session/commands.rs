@@ -1409,18 +1409,28 @@ impl Session {
             protection,
             audit: self.env.services.audit.clone(),
         };
-        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+        let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
         let run = data_channel::run(channel, job, progress.clone(), permit);
         let task = self.env.transfers.spawn(async move {
-            // Declared before the transfer's future, so dropped after it (and what it holds).
-            let _ended = ended_tx;
-            run.await
+            // Moved in before the transfer's future, so dropped after it and what it holds:
+            // the channel closes only once an aborted task is gone.
+            let outcome_tx = outcome_tx;
+            // If the session has ended, the outcome comes back and is dropped here, so that
+            // keeping or removing its upload never blocks a session arbiter.
+            let _ = outcome_tx.send(run.await);
         });
         let abort = task.abort_handle();
-        ctx.spawn(
-            task.into_actor(self)
-                .map(|joined, act, ctx| act.transfer_done(joined, ctx)),
-        );
+        ctx.spawn(task.into_actor(self).map(|joined, act: &mut Session, ctx| {
+            // The task has ended: its outcome, if it sent one, is in the channel.
+            let outcome = joined.map_err(|e| e.to_string()).and_then(|()| {
+                act.transfer
+                    .as_mut()
+                    .and_then(|running| running.outcome.as_mut())
+                    .and_then(|outcome| outcome.try_recv().ok())
+                    .ok_or_else(|| "the transfer task sent no outcome".to_owned())
+            });
+            act.transfer_done(outcome, ctx);
+        }));
         self.transfer = Some(Box::new(Running {
             task: abort,
             aborting: None,
@@ -1429,7 +1439,7 @@ impl Session {
             ascii: self.ascii,
             started: Instant::now(),
             progress,
-            ended: Some(ended),
+            outcome: Some(outcome),
         }));
     }
 

@@ -121,9 +121,9 @@ struct Running {
     ascii: bool,
     started: Instant,
     progress: Arc<AtomicU64>,
-    /// Resolves once the task is gone (ended or dropped after an abort), and with it what the
-    /// task held: an interrupted upload is kept or removed by then.
-    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The task's outcome; closed without one once an aborted task is gone, and with it what
+    /// the task held (an interrupted upload is kept or removed by then).
+    outcome: Option<tokio::sync::oneshot::Receiver<crate::actors::data_channel::Outcome>>,
 }
 
 impl Drop for Running {
@@ -218,7 +218,7 @@ impl Actor for Session {
         }
         match self.transfer.take() {
             Some(mut running) => {
-                let ended = running.ended.take();
+                let outcome = running.outcome.take();
                 let last = LastEvents {
                     transfer: self.transfer_event(&running, 0, ReplyCode::TransferAborted),
                     close: Some(event),
@@ -228,8 +228,12 @@ impl Actor for Session {
                 // Aborts the task; the arbiter outlives this actor and runs the wait.
                 drop(running);
                 actix::spawn(async move {
-                    if let Some(ended) = ended {
-                        let _ = ended.await;
+                    // A task that completed first hands over its upload: dropping it keeps
+                    // or removes the file, which is blocking work.
+                    if let Some(outcome) = outcome
+                        && let Ok(outcome) = outcome.await
+                    {
+                        let _ = tokio::task::spawn_blocking(move || drop(outcome)).await;
                     }
                     drop(last);
                 });
@@ -515,7 +519,7 @@ impl Session {
 
     fn transfer_done(
         &mut self,
-        joined: Result<crate::actors::data_channel::Outcome, tokio::task::JoinError>,
+        joined: Result<crate::actors::data_channel::Outcome, String>,
         ctx: &mut Context<Self>,
     ) {
         let Some(mut running) = self.transfer.take() else {
