@@ -160,6 +160,9 @@ pub struct Config {
     /// `data_timeout_secs`: wait for a passive data connection, or for progress in a transfer.
     /// Default 60.
     pub data_timeout_secs: u64,
+    /// `keep_partial_uploads`: a STOR of a name that held no file and ends early (426, ABOR,
+    /// connection lost) keeps what arrived under that name, to be resumed. Default true.
+    pub keep_partial_uploads: bool,
     /// `shutdown_grace_secs`: how long running transfers may go on after SIGINT/SIGTERM.
     /// Default 10.
     pub shutdown_grace_secs: u64,
@@ -244,6 +247,7 @@ impl Default for Config {
             login_timeout_secs: 60,
             idle_timeout_secs: 300,
             data_timeout_secs: 60,
+            keep_partial_uploads: true,
             shutdown_grace_secs: 10,
             workers: cores,
             blocking_threads: cores,
@@ -491,6 +495,13 @@ mod tests {
             let cfg: Config = toml::from_str(bad).expect("valid toml");
             assert!(cfg.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn partial_uploads_are_kept_unless_turned_off() {
+        assert!(Config::default().keep_partial_uploads);
+        let cfg: Config = toml::from_str("keep_partial_uploads = false\n").expect("valid toml");
+        assert!(!cfg.keep_partial_uploads);
     }
 
     #[test]

@@ -160,7 +160,8 @@ impl Server {
                 max_depth: config.max_path_depth,
                 max_length: config.max_path_length,
             })
-            .with_listing_limit(config.max_listing_entries);
+            .with_listing_limit(config.max_listing_entries)
+            .with_partial_uploads(config.keep_partial_uploads);
         let stale = storage
             .remove_stale_staged()
             .map_err(data_dir(config.tmp_dir()))?;

@@ -359,14 +359,15 @@ fn one_users_budget_does_not_slow_another_user() {
     });
 }
 
+/// A stalled STOR of a new name ends in 426 and keeps what arrived, to be resumed (issue 11).
 #[test]
-fn a_stalled_upload_ends_with_426_and_leaves_nothing() {
+fn a_stalled_upload_ends_with_426_and_keeps_what_arrived() {
     let server = TestServer::start(&["--data-timeout-secs", "1"]);
     let mut ctl = server.register_and_login("sam", "sam-password");
     let mut data = ctl.data_connection();
     ctl.expect("STOR stalled.bin", 150);
-    data.write_all(&pseudo_random(10_000, 11))
-        .expect("write part of the upload");
+    let sent = pseudo_random(10_000, 11);
+    data.write_all(&sent).expect("write part of the upload");
     let start = Instant::now();
     let reply = ctl.reply();
     assert_eq!(reply.code, 426, "{reply:?}");
@@ -384,7 +385,9 @@ fn a_stalled_upload_ends_with_426_and_leaves_nothing() {
     }
     drop(data);
     ctl.expect("NOOP", 200);
-    assert!(!server.home("sam").join("stalled.bin").exists());
+    let size = ctl.expect("SIZE stalled.bin", 213);
+    assert_eq!(size.text(), "213 10000");
+    assert!(std::fs::read(server.home("sam").join("stalled.bin")).expect("kept") == sent);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left: Vec<_> = std::fs::read_dir(server.data_dir().join("tmp"))
@@ -398,11 +401,7 @@ fn a_stalled_upload_ends_with_426_and_leaves_nothing() {
     }
     let (reply, listing) = ctl.fetch("NLST");
     assert_eq!(reply.code, 226, "{reply:?}");
-    assert!(
-        listing.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&listing)
-    );
+    assert_eq!(String::from_utf8_lossy(&listing), "stalled.bin\r\n");
 }
 
 /// A client writing `line` one byte every 200 ms on its own thread, never finishing it; the

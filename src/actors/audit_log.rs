@@ -198,6 +198,10 @@ pub struct Event {
     /// Transfers: whether `TYPE A` was in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ascii: Option<bool>,
+    /// Transfers: whether it ended complete (226). An incomplete upload of a new name keeps
+    /// its `bytes` there to be resumed, when `keep_partial_uploads` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
     /// `suppressed`: how many events it stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
@@ -219,6 +223,7 @@ impl Event {
             duration_ms: None,
             code: None,
             ascii: None,
+            complete: None,
             count: None,
         }
     }
@@ -601,9 +606,9 @@ fn xferlog_field(s: &str) -> String {
 /// logs), `transfer-time` (seconds, rounded, at least 1), `remote-host` (IP), `file-size`,
 /// `filename`, `transfer-type` (`a`/`b`), `special-action-flag` (`_`), `direction` (`o`/`i`),
 /// `access-mode` (`r`), `username` (`*` if none), `service-name` (`ftp`),
-/// `authentication-method` (`0`), `authenticated-user-id` (`*`), `completion-status` (`c` if the
-/// reply was 226, else `i`). Whitespace and control characters in the file name and user name
-/// become `_`, so the line always splits into 18 whitespace-separated fields.
+/// `authentication-method` (`0`), `authenticated-user-id` (`*`), `completion-status` (`c` for a
+/// complete transfer, one that ended in 226, else `i`). Whitespace and control characters in
+/// the file name and user name become `_`, so the line always splits into 18 fields.
 pub fn xferlog_line(event: &Event) -> Option<String> {
     let direction = match event.event {
         EventKind::Upload => 'i',
@@ -630,7 +635,11 @@ pub fn xferlog_line(event: &Event) -> Option<String> {
         .user
         .as_deref()
         .map_or_else(|| "*".to_owned(), xferlog_field);
-    let status = if event.code == Some(226) { 'c' } else { 'i' };
+    let status = if event.complete.unwrap_or(event.code == Some(226)) {
+        'c'
+    } else {
+        'i'
+    };
     Some(format!(
         "{when} {seconds} {host} {bytes} {file} {kind} _ {direction} r {user} ftp 0 * {status}\n"
     ))
@@ -1150,6 +1159,19 @@ mod tests {
             assert_eq!(json, format!("\"{kind}\""));
         }
         assert!("LoginOk".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn an_incomplete_upload_says_so_in_both_logs() {
+        let mut event = upload("/part.bin").with_code(426);
+        event.complete = Some(false);
+        let json = serde_json::to_value(&event).expect("serialise");
+        assert_eq!(json["complete"], serde_json::json!(false));
+        let line = xferlog_line(&event).expect("upload line");
+        assert_eq!(line.split_whitespace().last(), Some("i"));
+        event.complete = Some(true);
+        let line = xferlog_line(&event).expect("upload line");
+        assert_eq!(line.split_whitespace().last(), Some("c"));
     }
 
     #[test]

@@ -693,8 +693,11 @@ fn upload_error(e: UploadError) -> DataError {
 
 /// The end of a receive, whichever way the bytes came: a successful upload goes back to the
 /// Session to be committed; one over the quota is rolled back; any other failure drops the
-/// upload, which removes a temporary file (the previous file stays as it was) or releases an
-/// in-place writer's lock (what arrived stays, for a later resume).
+/// upload. Dropped, an upload that was interrupted (426: the connection failed or stalled; or
+/// ABOR, or the session ended, which drop the task) keeps what arrived for a later resume: an
+/// in-place writer's file as written, a staged file of a new name moved to that name; a
+/// staged file over an existing one is removed, which leaves the previous file as it was. A
+/// failure on our side (451, 452) keeps no staged file.
 fn settle(result: Result<u64, DataError>, mut upload: Upload) -> Outcome {
     match result {
         Ok(n) => Outcome {
@@ -708,10 +711,15 @@ fn settle(result: Result<u64, DataError>, mut upload: Upload) -> Outcome {
                 upload: None,
             }
         }
-        Err(e) => Outcome {
-            result: Err(e),
-            upload: None,
-        },
+        Err(e) => {
+            if matches!(e, DataError::Local(_)) {
+                upload.discard_partial();
+            }
+            Outcome {
+                result: Err(e),
+                upload: None,
+            }
+        }
     }
 }
 

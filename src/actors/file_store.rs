@@ -129,6 +129,10 @@ pub enum StoreError {
     /// 451: local error in processing.
     #[error("local error: {0}")]
     Io(#[source] io::Error),
+    /// 426: the client went away before its upload was committed (see [`ClientProbe`]); the
+    /// upload is interrupted, not complete.
+    #[error("the client went away during the upload")]
+    Interrupted,
 }
 
 impl From<QuotaError> for StoreError {
@@ -419,10 +423,12 @@ pub struct ReadHandle {
 pub struct Upload {
     /// The path the client sees (for STOU, the name chosen).
     pub target: VPath,
+    /// The quota accounting. Declared before `finish`, so that it is dropped first: its
+    /// reservations are given back before an interrupted upload is kept (which charges the
+    /// bytes as usage), and an in-place upload's growth is in the ledger before its lock goes.
+    pub charge: Charge,
     /// Where the bytes go and what completes it.
     pub finish: Finish,
-    /// The quota accounting.
-    pub charge: Charge,
 }
 
 /// Where an upload's bytes go, and how it is completed.
@@ -479,12 +485,22 @@ impl Upload {
         }
     }
 
-    /// After a quota refusal of an in-place upload: the file goes back to its length when the
-    /// upload opened it (removed, if the upload created it). A staged upload needs nothing:
-    /// dropping it removes its temporary file.
+    /// After a quota refusal: an in-place upload's file goes back to its length when the
+    /// upload opened it (removed, if the upload created it); a staged upload keeps nothing,
+    /// not even as an interrupted upload (see [`Upload::discard_partial`]).
     pub fn roll_back(&mut self) {
-        if let Finish::InPlace(place) = &mut self.finish {
-            place.roll_back(&mut self.charge);
+        match &mut self.finish {
+            Finish::InPlace(place) => place.roll_back(&mut self.charge),
+            Finish::Staged { staged, .. } => staged.partial = None,
+        }
+    }
+
+    /// After a failure on the server's side (disk full, an I/O error): a staged upload keeps
+    /// nothing when dropped, since what it holds may not be what the client sent. An in-place
+    /// upload keeps what it wrote, as after any other interruption.
+    pub fn discard_partial(&mut self) {
+        if let Finish::Staged { staged, .. } = &mut self.finish {
+            staged.partial = None;
         }
     }
 }
@@ -645,7 +661,9 @@ impl Drop for WriteLock {
 }
 
 /// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
-/// aborted upload leaves no temporary behind and the previous file intact.
+/// aborted upload leaves no temporary behind and the previous file intact; except that an
+/// interrupted upload of a name that held no file is kept under that name, to be resumed
+/// (when interrupted uploads are kept: [`LocalStorage::with_partial_uploads`]).
 #[derive(Debug)]
 pub struct StagedUpload {
     temp: PathBuf,
@@ -653,6 +671,42 @@ pub struct StagedUpload {
     target: VPath,
     committed: bool,
     charge: Option<Charge>,
+    /// Set when the target held no file and interrupted uploads are kept.
+    partial: Option<Box<Partial>>,
+    client: Option<ClientProbe>,
+}
+
+/// Tells whether the client has gone away (closed its control connection). In stream mode the
+/// end of an upload's data is the close of its connection, so a client killed mid-upload looks
+/// like one that finished; but it has closed its control connection too, and the commit
+/// checks that after its fsync, which gives the dying client's kernel time to close both.
+pub struct ClientProbe(Box<dyn Fn() -> bool + Send>);
+
+impl ClientProbe {
+    /// A probe that calls `gone`.
+    pub fn new(gone: impl Fn() -> bool + Send + 'static) -> ClientProbe {
+        ClientProbe(Box::new(gone))
+    }
+
+    fn gone(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ClientProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientProbe")
+    }
+}
+
+/// What keeping an interrupted upload needs, taken when it starts.
+#[derive(Debug)]
+struct Partial {
+    /// The staging dir (a second handle on it).
+    staging: Dir,
+    /// The user's home, where the target is resolved again.
+    home: Dir,
+    ledger: Option<Arc<QuotaLedger>>,
 }
 
 impl StagedUpload {
@@ -660,13 +714,111 @@ impl StagedUpload {
     pub fn attach(&mut self, charge: Charge) {
         self.charge = Some(charge);
     }
+
+    /// Makes the commit refuse ([`StoreError::Interrupted`]) once `probe` says the client has
+    /// gone: the upload is then kept or dropped as an interrupted one.
+    pub fn watch_client(&mut self, probe: ClientProbe) {
+        self.client = Some(probe);
+    }
+
+    /// Moves what an interrupted upload received to its target, as a commit would (synced,
+    /// renamed into place, charged as usage), provided the name still holds nothing and the
+    /// bytes fit the quota. Returns the bytes kept, `None` when nothing was kept. It runs where
+    /// the upload is dropped, on the transfer thread for an ABOR or a failed connection, so
+    /// the file is in place before the transfer's replies go out.
+    fn keep_partial(&mut self, partial: &Partial) -> Result<Option<u64>, StoreError> {
+        let name = self.temp.file_name().ok_or(StoreError::NotFound)?;
+        let file = partial.staging.open(name)?;
+        let size = file.metadata()?.len();
+        if size == 0 {
+            // Nothing arrived (no data connection, say): no empty file to resume.
+            return Ok(None);
+        }
+        file.sync_all()?;
+        let mut keep = |tx: &mut Tx<'_>| -> Result<Option<Dir>, StoreError> {
+            let target = write_target(&partial.home, &self.target)?;
+            if target.existing.is_some() {
+                log::warn!(
+                    "{}: another upload created {} meanwhile; the interrupted upload is dropped",
+                    self.user,
+                    self.target
+                );
+                return Ok(None);
+            }
+            if tx.fits(i128::from(size), 1).is_err() {
+                log::info!(
+                    "{}: the interrupted upload of {} does not fit the quota; dropped",
+                    self.user,
+                    self.target
+                );
+                return Ok(None);
+            }
+            tx.mark()?;
+            // NOREPLACE: a file that appeared since the check (an operator's, say) stays.
+            match rustix::fs::renameat_with(
+                &partial.staging,
+                name,
+                &target.dir,
+                target.name.as_os_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => {
+                    log::warn!(
+                        "{}: {} appeared meanwhile; the interrupted upload is dropped",
+                        self.user,
+                        self.target
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.committed = true;
+            tx.record(i128::from(size), 1);
+            Ok(Some(target.dir))
+        };
+        let kept = match &partial.ledger {
+            Some(ledger) => ledger.change(&self.user, keep)?,
+            None => keep(&mut Tx::untracked())?,
+        };
+        let Some(dir) = kept else {
+            return Ok(None);
+        };
+        if let Err(err) = dir.into_std_file().sync_all() {
+            log::warn!(
+                "partial upload renamed into place, but its directory was not synced: {err}"
+            );
+        }
+        Ok(Some(size))
+    }
 }
 
 impl Drop for StagedUpload {
     fn drop(&mut self) {
-        if !self.committed
-            && let Err(err) = fs::remove_file(&self.temp)
-        {
+        if self.committed {
+            return;
+        }
+        // Its reservations go before the kept bytes are charged as usage.
+        drop(self.charge.take());
+        if let Some(partial) = self.partial.take() {
+            match self.keep_partial(&partial) {
+                Ok(Some(bytes)) => {
+                    log::info!(
+                        "{}: kept {bytes} bytes of the interrupted upload of {} for a resume",
+                        self.user,
+                        self.target
+                    );
+                    return;
+                }
+                Ok(None) => {}
+                Err(err) => log::warn!(
+                    "{}: cannot keep the interrupted upload of {}: {err}",
+                    self.user,
+                    self.target
+                ),
+            }
+        }
+        if let Err(err) = fs::remove_file(&self.temp) {
             log::warn!("cannot remove temporary {}: {err}", self.temp.display());
         }
     }
@@ -687,6 +839,8 @@ pub struct LocalStorage {
     max_listing_entries: usize,
     /// How long one wildcard expansion may read and match ([`GLOB_TIME_LIMIT`]).
     glob_time_limit: Duration,
+    /// An interrupted STOR of a name that held no file keeps what arrived.
+    keep_partial: bool,
 }
 
 /// How long one wildcard expansion may take: far beyond a healthy disk's time for
@@ -990,7 +1144,15 @@ impl LocalStorage {
             limits: PathLimits::default(),
             max_listing_entries: usize::MAX,
             glob_time_limit: GLOB_TIME_LIMIT,
+            keep_partial: false,
         })
+    }
+
+    /// Keeps what an interrupted STOR of a name that held no file received, under that name,
+    /// so that the client can resume it (SIZE, then REST+STOR or APPE); off by default.
+    pub fn with_partial_uploads(mut self, keep: bool) -> LocalStorage {
+        self.keep_partial = keep;
+        self
     }
 
     /// Refuses to create paths past `limits`.
@@ -1448,7 +1610,8 @@ impl Storage for LocalStorage {
     }
 
     fn open_write(&self, user: &str, path: &VPath, mode: WriteMode) -> Result<Upload, StoreError> {
-        let target = write_target(&self.home(user)?, path)?;
+        let home = self.home(user)?;
+        let target = write_target(&home, path)?;
         if target.existing.is_none() {
             self.check_limits(user, path, (0, 0))?;
         }
@@ -1456,6 +1619,14 @@ impl Storage for LocalStorage {
             WriteMode::Replace => {
                 let charge =
                     self.charge(user, target.existing.is_none(), target.existing.as_ref())?;
+                let partial = match target.existing {
+                    None if self.keep_partial => Some(Box::new(Partial {
+                        staging: self.staging.try_clone()?,
+                        home,
+                        ledger: self.ledger(user).cloned(),
+                    })),
+                    _ => None,
+                };
                 let (temp, file) = self.create_temp()?;
                 let staged = StagedUpload {
                     temp,
@@ -1463,6 +1634,8 @@ impl Storage for LocalStorage {
                     target: path.clone(),
                     committed: false,
                     charge: None,
+                    partial,
+                    client: None,
                 };
                 Ok(Upload {
                     target: path.clone(),
@@ -1507,7 +1680,14 @@ impl Storage for LocalStorage {
     fn commit(&self, mut staged: StagedUpload) -> Result<(), StoreError> {
         // Synced before the user's lock is taken: a large file's fsync must not hold up the
         // user's other changes.
-        let size = self.sync_staged(&staged.temp)?;
+        let size = self
+            .sync_staged(&staged.temp)
+            .inspect_err(|_| staged.partial = None)?;
+        if staged.client.as_ref().is_some_and(ClientProbe::gone) {
+            return Err(StoreError::Interrupted);
+        }
+        // A complete upload that cannot be committed is dropped, not kept as interrupted.
+        staged.partial = None;
         // Outlives the change below: dropping a charge takes the user's lock.
         let mut charge = staged.charge.take().unwrap_or_default();
         let user = Arc::clone(&staged.user);
@@ -2469,6 +2649,118 @@ mod tests {
         drop(upload);
         assert_eq!(fx.temps(), 0);
         assert_eq!(fx.read("alice/f"), b"old");
+    }
+
+    /// An interrupted STOR (the upload dropped, as ABOR or a lost connection drops it) of a
+    /// name that held no file leaves what arrived there, charged; over an existing file, or
+    /// refused, or with the setting off, it leaves nothing, and a name taken meanwhile stays.
+    #[test]
+    fn interrupted_uploads_of_new_names_are_kept_and_nothing_else() {
+        use crate::actors::quota::Quota;
+
+        let fx = Fixture::new();
+        let ledger = Arc::new(
+            QuotaLedger::new(
+                fx.dir.path().join("usage"),
+                fx.dir.path().join("home"),
+                Arc::new(|_: &str| Quota {
+                    bytes: Some(100),
+                    files: None,
+                }),
+            )
+            .expect("ledger"),
+        );
+        let store = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
+            .expect("storage")
+            .with_quota(Arc::clone(&ledger))
+            .with_partial_uploads(true);
+        // As the session commits: the charge goes with the staged file.
+        let commit = |upload: Upload| {
+            let mut staged = staged(upload.finish);
+            staged.attach(upload.charge);
+            store.commit(staged)
+        };
+        let interrupt = |path: &str, bytes: &[u8]| {
+            let mut upload = store
+                .open_write("alice", &vp(path), WriteMode::Replace)
+                .expect("open_write");
+            upload.write(bytes).expect("write");
+            upload
+        };
+        drop(interrupt("/new", b"first part"));
+        assert_eq!(fx.read("alice/new"), b"first part");
+        assert_eq!(fx.temps(), 0);
+        let usage = ledger.usage("alice").expect("usage");
+        assert_eq!((usage.bytes, usage.files), (10, 1));
+
+        // Over an existing file (now /new): the old one stays, exactly.
+        drop(interrupt("/new", b"other bytes"));
+        assert_eq!(fx.read("alice/new"), b"first part");
+        // Nothing arrived: no empty file.
+        drop(interrupt("/empty", b""));
+        assert!(!fx.home("alice").join("empty").exists());
+        // A quota refusal or a local failure keeps nothing.
+        let mut refused = interrupt("/refused", b"12345");
+        refused.roll_back();
+        drop(refused);
+        let mut failed = interrupt("/failed", b"12345");
+        failed.discard_partial();
+        drop(failed);
+        assert!(!fx.home("alice").join("refused").exists());
+        assert!(!fx.home("alice").join("failed").exists());
+        // Another upload created the name meanwhile: its file stays, the partial goes.
+        let raced = interrupt("/raced", b"partial");
+        let mut winner = store
+            .open_write("alice", &vp("/raced"), WriteMode::Replace)
+            .expect("open_write");
+        winner.write(b"winner").expect("write");
+        commit(winner).expect("commit");
+        drop(raced);
+        assert_eq!(fx.read("alice/raced"), b"winner");
+        // A complete upload whose commit fails is not kept as interrupted either.
+        fs::create_dir(fx.home("alice").join("d")).expect("mkdir");
+        let vanished = interrupt("/d/f", b"x");
+        fs::remove_dir(fx.home("alice").join("d")).expect("rmdir");
+        fs::create_dir(fx.home("alice").join("d")).expect("mkdir again");
+        fs::create_dir(fx.home("alice").join("d/f")).expect("a directory at the name");
+        assert!(commit(vanished).is_err());
+        assert!(fx.home("alice").join("d/f").is_dir());
+        fs::remove_dir_all(fx.home("alice").join("d")).expect("rm d");
+        assert_eq!(fx.temps(), 0);
+        let usage = ledger.usage("alice").expect("usage");
+        assert_eq!(usage.bytes, 16);
+
+        // The client went away before the commit: interrupted, kept as such over a new name;
+        // an existing file stays.
+        for (path, want) in [("/gone", &b"cut"[..]), ("/new", &b"first part"[..])] {
+            let mut upload = interrupt(path, b"cut");
+            if let Finish::Staged { staged, .. } = &mut upload.finish {
+                staged.watch_client(ClientProbe::new(|| true));
+            }
+            assert!(matches!(commit(upload), Err(StoreError::Interrupted)));
+            assert_eq!(fx.read(&format!("alice{path}")), want);
+        }
+        assert_eq!(fx.temps(), 0);
+        assert_eq!(ledger.usage("alice").expect("usage").bytes, 19);
+
+        // Bytes past what the quota allows now are not kept.
+        let over = interrupt("/over", &[b'o'; 80]);
+        fx.write("alice/operator", &[b'p'; 50]);
+        ledger.recount("alice").expect("recount");
+        drop(over);
+        assert!(!fx.home("alice").join("over").exists());
+        assert_eq!(fx.temps(), 0);
+
+        // The setting off: nothing is kept.
+        drop(
+            fx.store
+                .open_write("alice", &vp("/off"), WriteMode::Replace)
+                .map(|mut u| u.write(b"x").map(|()| u))
+                .expect("open_write")
+                .expect("write"),
+        );
+        assert!(!fx.home("alice").join("off").exists());
+        assert_eq!(fx.temps(), 0);
     }
 
     #[test]

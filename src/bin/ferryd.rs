@@ -154,6 +154,10 @@ struct ServeArgs {
     /// Seconds to wait for a data connection or for transfer progress. Default 60.
     #[arg(long)]
     data_timeout_secs: Option<u64>,
+    /// Keep what an interrupted STOR of a new name received, to be resumed (true or false).
+    /// Default true.
+    #[arg(long, value_name = "BOOL")]
+    keep_partial_uploads: Option<bool>,
     /// Delay of the first 530 after a wrong password, doubling per failure. Default 1000.
     #[arg(long)]
     login_failure_delay_ms: Option<u64>,
@@ -354,6 +358,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(v) = args.data_timeout_secs {
         config.data_timeout_secs = v;
+    }
+    if let Some(v) = args.keep_partial_uploads {
+        config.keep_partial_uploads = v;
     }
     let set = |slot: &mut u64, value: Option<u64>| {
         if let Some(v) = value {

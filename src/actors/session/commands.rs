@@ -312,6 +312,10 @@ impl Session {
                 log::error!("session {} {}: file store: {io}", self.id, self.peer);
                 (ReplyCode::LocalError, "Local error in processing.")
             }
+            StoreError::Interrupted => (
+                ReplyCode::TransferAborted,
+                "Connection lost; transfer aborted.",
+            ),
         };
         Reply::new(code, msg)
     }
@@ -1447,15 +1451,28 @@ impl Session {
             protection,
             audit: self.env.services.audit.clone(),
         };
-        let task =
-            self.env
-                .transfers
-                .spawn(data_channel::run(channel, job, progress.clone(), permit));
+        let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
+        let run = data_channel::run(channel, job, progress.clone(), permit);
+        let task = self.env.transfers.spawn(async move {
+            // Moved in before the transfer's future, so dropped after it and what it holds:
+            // the channel closes only once an aborted task is gone.
+            let outcome_tx = outcome_tx;
+            // If the session has ended, the outcome comes back and is dropped here, so that
+            // keeping or removing its upload never blocks a session arbiter.
+            let _ = outcome_tx.send(run.await);
+        });
         let abort = task.abort_handle();
-        ctx.spawn(
-            task.into_actor(self)
-                .map(|joined, act, ctx| act.transfer_done(joined, ctx)),
-        );
+        ctx.spawn(task.into_actor(self).map(|joined, act: &mut Session, ctx| {
+            // The task has ended: its outcome, if it sent one, is in the channel.
+            let outcome = joined.map_err(|e| e.to_string()).and_then(|()| {
+                act.transfer
+                    .as_mut()
+                    .and_then(|running| running.outcome.as_mut())
+                    .and_then(|outcome| outcome.try_recv().ok())
+                    .ok_or_else(|| "the transfer task sent no outcome".to_owned())
+            });
+            act.transfer_done(outcome, ctx);
+        }));
         self.transfer = Some(Box::new(Running {
             task: abort,
             aborting: None,
@@ -1464,6 +1481,7 @@ impl Session {
             ascii: self.ascii,
             started: Instant::now(),
             progress,
+            outcome: Some(outcome),
         }));
     }
 

@@ -226,6 +226,34 @@ impl Control {
         ch.wake_writer();
     }
 
+    /// A test, usable on any thread, of whether the client has closed the connection: end of
+    /// stream with nothing unread before it, or a reset. Unread bytes (commands, a TLS alert)
+    /// count as open. It holds a second handle on the socket (none during a switch to TLS),
+    /// which shares tokio's non-blocking mode, so the test never waits.
+    pub fn gone_probe(&self) -> Option<impl Fn() -> bool + Send + 'static> {
+        use std::os::fd::AsFd;
+        let ch = self.0.borrow();
+        let tcp = match &ch.conn {
+            Conn::Plain(s) => &s.inner,
+            Conn::Tls(s) => &s.get_ref().0.inner,
+            Conn::Switching => return None,
+        };
+        let socket = match tcp.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpStream::from(fd),
+            Err(e) => {
+                log::warn!("cannot duplicate a control socket: {e}");
+                return None;
+            }
+        };
+        Some(move || match socket.peek(&mut [0u8; 1]) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        })
+    }
+
     /// Whether the connection is TLS now.
     pub fn is_tls(&self) -> bool {
         matches!(self.0.borrow().conn, Conn::Tls(_))

@@ -27,7 +27,7 @@ use crate::actors::Services;
 use crate::actors::acceptor::SessionPermit;
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::data_channel::DataPlan;
-use crate::actors::file_store::{CommitUpload, Finish, HashAlgo};
+use crate::actors::file_store::{ClientProbe, CommitUpload, Finish, HashAlgo};
 use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
@@ -121,11 +121,37 @@ struct Running {
     ascii: bool,
     started: Instant,
     progress: Arc<AtomicU64>,
+    /// The task's outcome; closed without one once an aborted task is gone, and with it what
+    /// the task held (an interrupted upload is kept or removed by then).
+    outcome: Option<tokio::sync::oneshot::Receiver<crate::actors::data_channel::Outcome>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The last events of a session that ended during a transfer, recorded once its task is gone,
+/// so that the transfer's bytes count everything it wrote (the task may read a last chunk
+/// before the abort reaches it). Sent when dropped, so they are recorded even if the wait
+/// itself is dropped.
+struct LastEvents {
+    transfer: Option<Event>,
+    close: Option<Event>,
+    progress: Arc<AtomicU64>,
+    audit: Recipient<Record>,
+}
+
+impl Drop for LastEvents {
+    fn drop(&mut self) {
+        let transfer = self.transfer.take().map(|mut event| {
+            event.bytes = Some(self.progress.load(Ordering::Relaxed));
+            event
+        });
+        for event in transfer.into_iter().chain(self.close.take()) {
+            self.audit.do_send(Record(event));
+        }
     }
 }
 
@@ -184,17 +210,36 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.writer.abort();
-        if let Some(running) = self.transfer.take() {
-            let bytes = running.progress.load(Ordering::Relaxed);
-            self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
-        }
         let mut event = Event::now(self.id, self.peer, EventKind::SessionClose);
         event.user = self.user_name();
         if let Some(why) = self.closed_for {
             event.command = Some(why.to_owned());
             event.code = Some(ReplyCode::ServiceNotAvailable.as_u16());
         }
-        self.record(event);
+        match self.transfer.take() {
+            Some(mut running) => {
+                let outcome = running.outcome.take();
+                let last = LastEvents {
+                    transfer: self.transfer_event(&running, 0, ReplyCode::TransferAborted),
+                    close: Some(event),
+                    progress: Arc::clone(&running.progress),
+                    audit: self.env.services.audit.clone(),
+                };
+                // Aborts the task; the arbiter outlives this actor and runs the wait.
+                drop(running);
+                actix::spawn(async move {
+                    // A task that completed first hands over its upload: dropping it keeps
+                    // or removes the file, which is blocking work.
+                    if let Some(outcome) = outcome
+                        && let Ok(outcome) = outcome.await
+                    {
+                        let _ = tokio::task::spawn_blocking(move || drop(outcome)).await;
+                    }
+                    drop(last);
+                });
+            }
+            None => self.record(event),
+        }
         log::debug!("session {} {}: closed", self.id, self.peer);
     }
 }
@@ -474,7 +519,7 @@ impl Session {
 
     fn transfer_done(
         &mut self,
-        joined: Result<crate::actors::data_channel::Outcome, tokio::task::JoinError>,
+        joined: Result<crate::actors::data_channel::Outcome, String>,
         ctx: &mut Context<Self>,
     ) {
         let Some(mut running) = self.transfer.take() else {
@@ -521,6 +566,14 @@ impl Session {
         });
         match (outcome.result, outcome.upload) {
             (Ok(bytes), Some(upload)) => {
+                // In stream mode a client killed mid-upload ends the data as one that finished
+                // does, but it has closed this connection too (a client with commands queued
+                // or a QUIT has not gone, even if it closed its side after them).
+                let gone = if self.deferred.is_empty() && self.after_transfer.is_none() {
+                    self.control.gone_probe()
+                } else {
+                    None
+                };
                 let mut staged = match upload.finish {
                     Finish::Staged { file, staged } => {
                         // Closed before it is renamed into place.
@@ -529,15 +582,26 @@ impl Session {
                     }
                     Finish::InPlace(place) => {
                         // Writes what the file grew by to the ledger, before the client can
-                        // ask SITE QUOTA; then closes the file and releases its lock.
+                        // ask SITE QUOTA; then closes the file and releases its lock. What
+                        // was written stays either way; only the reply and audit differ.
                         drop(upload.charge);
                         drop(place);
-                        let reply = Reply::new(ReplyCode::TransferComplete, "Transfer complete.");
+                        let reply = if gone.is_some_and(|gone| gone()) {
+                            Reply::new(
+                                ReplyCode::TransferAborted,
+                                "Connection lost; transfer aborted.",
+                            )
+                        } else {
+                            Reply::new(ReplyCode::TransferComplete, "Transfer complete.")
+                        };
                         self.transfer_finished(running, bytes, reply, ctx);
                         return;
                     }
                 };
                 staged.attach(upload.charge);
+                if let Some(gone) = gone {
+                    staged.watch_client(ClientProbe::new(gone));
+                }
                 let request = self
                     .env
                     .services
@@ -603,8 +667,15 @@ impl Session {
     }
 
     fn record_transfer(&self, running: &Running, bytes: u64, code: ReplyCode) {
+        if let Some(event) = self.transfer_event(running, bytes, code) {
+            self.record(event);
+        }
+    }
+
+    /// The audit event of a transfer that ended with `code`; none for a listing.
+    fn transfer_event(&self, running: &Running, bytes: u64, code: ReplyCode) -> Option<Event> {
         let (kind, path) = match &running.kind {
-            TransferKind::Listing => return,
+            TransferKind::Listing => return None,
             TransferKind::Download(p) => (EventKind::Download, p),
             TransferKind::Upload(p) => (EventKind::Upload, p),
         };
@@ -616,7 +687,8 @@ impl Session {
             Some(u64::try_from(running.started.elapsed().as_millis()).unwrap_or(u64::MAX));
         event.code = Some(code.as_u16());
         event.ascii = Some(running.ascii);
-        self.record(event);
+        event.complete = Some(code == ReplyCode::TransferComplete);
+        Some(event)
     }
 }
 
