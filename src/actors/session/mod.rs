@@ -185,8 +185,11 @@ impl Actor for Session {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.writer.abort();
         if let Some(running) = self.transfer.take() {
+            // The client left mid-transfer: no final reply goes out, but the command is
+            // audited as aborted, like the transfer itself.
             let bytes = running.progress.load(Ordering::Relaxed);
             self.record_transfer(&running, bytes, ReplyCode::TransferAborted);
+            self.record_command(&running.cmd, ReplyCode::TransferAborted);
         }
         let mut event = Event::now(self.id, self.peer, EventKind::SessionClose);
         event.user = self.user_name();
@@ -684,6 +687,16 @@ impl Session {
                 }
                 self.finish(&format!("<{err}>"), reply);
                 self.check_bad_commands(ctx);
+            }
+            // Most clients (curl, lftp, wget, FileZilla) close a TLS control connection
+            // without close_notify: for a control connection that is just its end.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                log::debug!(
+                    "session {} {}: closed without TLS close_notify",
+                    self.id,
+                    self.peer
+                );
+                ctx.stop();
             }
             Err(e) => {
                 log::info!(
