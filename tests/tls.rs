@@ -1082,3 +1082,131 @@ fn tls_clients_leave_no_rustls_or_close_notify_warnings_at_the_default_level() {
         "log noise at the default level:\n{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS before the transfer command (aioftp's order)
+// ---------------------------------------------------------------------------------------------
+
+/// Under PROT P, opens each passive data connection and completes its TLS handshake before
+/// the transfer command is sent (as aioftp does): upload, listing, download; a connection
+/// from another address (127.0.0.2) is refused; then the usual order (command first) in the
+/// same session. With `resume` the data connections resume the control connection's TLS
+/// session, and one that does not is answered 425.
+/// Arguments: port, user, password, cafile, "resume" or "plain".
+const FTPLIB_HANDSHAKE_FIRST_SCRIPT: &str = r#"
+import ftplib, io, socket, ssl, sys
+port, user, pw, cafile, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=cafile)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=15)
+ftp.connect('127.0.0.1', port)
+ftp.auth()
+assert ftp.sendcmd('SITE REGISTER %s %s' % (user, pw)).startswith('200')
+ftp.login(user, pw)
+ftp.prot_p()
+
+def handshake_first(cmd, resume=(mode == 'resume')):
+    host, data_port = ftp.makepasv()
+    raw = socket.create_connection((host, data_port), timeout=15)
+    session = ftp.sock.session if resume else None
+    conn = ctx.wrap_socket(raw, server_hostname='127.0.0.1', session=session)
+    if resume:
+        assert conn.session_reused, 'data connection did not resume'
+    resp = ftp.sendcmd(cmd)
+    assert resp[:3] in ('150', '125'), (cmd, resp)
+    return conn
+
+def read_all(conn):
+    chunks = []
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+
+payload = bytes(range(256)) * 4096 + b'tail'
+conn = handshake_first('STOR early.bin')
+conn.sendall(payload)
+conn.unwrap().close()
+assert ftp.voidresp().startswith('226')
+conn = handshake_first('LIST')
+listing = read_all(conn).decode()
+conn.close()
+assert ftp.voidresp().startswith('226')
+assert any(l.endswith(' early.bin') and (' %d ' % len(payload)) in l for l in listing.splitlines()), listing
+conn = handshake_first('RETR early.bin')
+got = read_all(conn)
+conn.close()
+assert ftp.voidresp().startswith('226')
+assert got == payload, 'download differs'
+
+# A stranger on the passive port is dropped before any handshake; the client's own
+# connection is still taken.
+host, data_port = ftp.makepasv()
+thief = socket.socket()
+thief.settimeout(15)
+thief.bind(('127.0.0.2', 0))
+thief.connect((host, data_port))
+try:
+    ctx.wrap_socket(thief, server_hostname='127.0.0.1')
+    raise SystemExit('the server did a TLS handshake with a stranger')
+except (ssl.SSLError, OSError):
+    pass
+raw = socket.create_connection((host, data_port), timeout=15)
+session = ftp.sock.session if mode == 'resume' else None
+conn = ctx.wrap_socket(raw, server_hostname='127.0.0.1', session=session)
+assert ftp.sendcmd('NLST')[:3] in ('150', '125')
+assert read_all(conn).split() == [b'early.bin']
+conn.close()
+assert ftp.voidresp().startswith('226')
+
+if mode == 'resume':
+    conn = handshake_first('LIST', resume=False)
+    try:
+        ftp.voidresp()
+        raise SystemExit('a data connection without resumption was accepted')
+    except ftplib.error_temp as e:
+        assert str(e).startswith('425'), str(e)
+    conn.close()
+else:
+    # The usual order still works: command first, handshake after the 150.
+    assert ftp.storbinary('STOR late.bin', io.BytesIO(payload)).startswith('226')
+    out = io.BytesIO()
+    assert ftp.retrbinary('RETR late.bin', out.write).startswith('226')
+    assert out.getvalue() == payload
+assert ftp.sendcmd('NOOP').startswith('200')
+ftp.quit()
+print('OK')
+"#;
+
+#[test]
+fn tls_handshake_before_the_transfer_command_works_and_keeps_the_checks() {
+    let certs = Certs::generate();
+    let work = tempfile::tempdir().expect("temp dir");
+    for (mode, extra) in [
+        ("plain", &[][..]),
+        ("resume", &["--require-tls-resumption"]),
+    ] {
+        let server = certs.server(extra);
+        let user = format!("early{mode}");
+        let pass = "early-pass-8";
+        let port = server.port().to_string();
+        python(
+            work.path(),
+            "early.py",
+            FTPLIB_HANDSHAKE_FIRST_SCRIPT,
+            &[&port, &user, pass, &certs.cert_str(), mode],
+        );
+        let len = 256 * 4096 + 4;
+        assert_eq!(read(&server.home(&user).join("early.bin")).len(), len);
+        let events = server.wait_sessions_closed(&user, 1);
+        assert_transfer(&events, &user, "upload", "/early.bin", len);
+        assert_transfer(&events, &user, "download", "/early.bin", len);
+        assert_command(&events, "LIST", 226);
+        assert_event(&events, &[("event", json!("data_refused"))]);
+        if mode == "plain" {
+            assert_transfer(&events, &user, "upload", "/late.bin", len);
+        } else {
+            assert_command(&events, "LIST", 425);
+        }
+    }
+}

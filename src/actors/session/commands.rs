@@ -1032,7 +1032,19 @@ impl Session {
                 return;
             }
         };
-        self.data = Some(DataPlan::Passive(listener));
+        // Under PROT P the connection is taken, and a TLS handshake the client starts before
+        // its transfer command is answered, as soon as the connection arrives.
+        self.data = Some(
+            match self.env.upload_tls.as_ref().filter(|_| self.prot_private) {
+                Some(tls) => DataPlan::Prepared(data_channel::prepare(
+                    &self.env.transfers,
+                    listener,
+                    self.channel(),
+                    self.protection(tls),
+                )),
+                None => DataPlan::Passive(listener),
+            },
+        );
         let reply = match announced {
             None => Reply::new(
                 ReplyCode::ExtendedPassiveMode,
@@ -1335,6 +1347,24 @@ impl Session {
         );
     }
 
+    /// Where this session's data connections belong.
+    fn channel(&self) -> data_channel::Channel {
+        data_channel::Channel {
+            peer: self.peer.ip(),
+            stall: self.env.config.data_timeout(),
+            session: self.id,
+            audit: self.env.services.audit.clone(),
+        }
+    }
+
+    /// TLS on a data connection with `tls`, resumption required as configured.
+    fn protection(&self, tls: &tokio_rustls::TlsAcceptor) -> data_channel::Protection {
+        data_channel::Protection {
+            tls: tls.clone(),
+            require_resumption: self.env.config.require_tls_resumption,
+        }
+    }
+
     /// Replies 150 and spawns the transfer task; its end is handled by `transfer_done`.
     fn start_transfer(
         &mut self,
@@ -1390,25 +1420,17 @@ impl Session {
             Job::Receive { .. } => &self.env.upload_tls,
             _ => &self.env.tls,
         };
-        let protection = match (acceptor, self.prot_private) {
-            (Some(tls), true) => Some(data_channel::Protection {
-                tls: tls.clone(),
-                require_resumption: self.env.config.require_tls_resumption,
-            }),
-            _ => None,
-        };
-        let channel = data_channel::Channel {
-            plan,
-            peer: self.peer.ip(),
-            stall: self.env.config.data_timeout(),
-            session: self.id,
+        let protection = acceptor
+            .as_ref()
+            .filter(|_| self.prot_private)
+            .map(|tls| self.protection(tls));
+        let start = data_channel::Start {
+            job,
             protection,
-            audit: self.env.services.audit.clone(),
+            progress: progress.clone(),
+            permit,
         };
-        let task =
-            self.env
-                .transfers
-                .spawn(data_channel::run(channel, job, progress.clone(), permit));
+        let task = data_channel::begin(&self.env.transfers, plan, self.channel(), start);
         let abort = task.abort_handle();
         ctx.spawn(
             task.into_actor(self)
