@@ -854,6 +854,8 @@ fn operator_commands_name_the_default_data_dir_and_reading_creates_nothing() {
         &["log"],
         &["invite", "list"],
         &["user", "quota", "nobody"],
+        // Nothing to delete where there is no data directory.
+        &["user", "del", "nobody"],
     ] {
         let run = ferryd_in(cwd.path(), args, "");
         let lines: Vec<&str> = run.stderr.lines().collect();
