@@ -35,6 +35,11 @@ pub enum AdminError {
     /// Standard input ended before a password line.
     #[error("no password on standard input")]
     NoPassword,
+    /// A password prompt without a terminal to show it on.
+    #[error(
+        "no terminal to ask for the password: use --password-stdin to read it from one line of standard input"
+    )]
+    NoTerminal,
     /// The home directory could not be created.
     #[error("home directory: {0}")]
     Store(#[from] StoreError),
@@ -56,6 +61,26 @@ pub enum AdminError {
 
 fn store(config: &Config) -> Result<JsonAccountStore, AdminError> {
     Ok(JsonAccountStore::new(config.accounts_dir())?)
+}
+
+/// The account store if its directory exists: commands that only read, or find nothing to
+/// change without it, must not create a data directory (a mistyped `--data-dir`, or a command
+/// run in the wrong directory, would leave an empty one behind).
+fn existing_store(config: &Config) -> Result<Option<JsonAccountStore>, AdminError> {
+    if config.accounts_dir().is_dir() {
+        Ok(Some(store(config)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether the data directory holds at least one account file.
+pub fn holds_accounts(config: &Config) -> bool {
+    fs::read_dir(config.accounts_dir()).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|ext| ext == "json"))
+    })
 }
 
 fn remains(config: &Config) -> Remains {
@@ -134,7 +159,10 @@ pub struct Deleted {
 pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, AdminError> {
     let user = UserName::parse(name)?;
     // The account first: from here on nobody can log in and write into the home.
-    let account = store(config)?.delete(&user)?;
+    let account = match existing_store(config)? {
+        Some(store) => store.delete(&user)?,
+        None => false,
+    };
     let left = remains(config).of(&user)?;
     let mut deleted = Deleted {
         account,
@@ -173,10 +201,9 @@ pub fn user_passwd(
 ) -> Result<(), AdminError> {
     let user = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
-    let store = store(config)?;
-    let mut record = store
-        .load(&user)?
-        .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))?;
+    let no_such_user = || AdminError::NoSuchUser(name.to_owned());
+    let store = existing_store(config)?.ok_or_else(no_such_user)?;
+    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
     record.hash = hash_password(password, iterations)?;
     store.update(&record)?;
     Ok(())
@@ -187,8 +214,11 @@ pub fn user_passwd(
 /// # Errors
 /// A corrupt account file or an I/O error.
 pub fn user_list(config: &Config) -> Result<String, AdminError> {
-    let rows: Vec<_> = store(config)?
-        .list()?
+    let records = match existing_store(config)? {
+        Some(store) => store.list()?,
+        None => Vec::new(),
+    };
+    let rows: Vec<_> = records
         .into_iter()
         .map(|r| {
             vec![
@@ -236,10 +266,9 @@ pub fn user_quota(
     recount: bool,
 ) -> Result<String, AdminError> {
     let user = UserName::parse(name)?;
-    let store = store(config)?;
-    let mut record = store
-        .load(&user)?
-        .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))?;
+    let no_such_user = || AdminError::NoSuchUser(name.to_owned());
+    let store = existing_store(config)?.ok_or_else(no_such_user)?;
+    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
     if change.bytes.is_some() || change.files.is_some() {
         record.quota = Quota {
             bytes: change.bytes.unwrap_or(record.quota.bytes),
@@ -278,8 +307,12 @@ pub fn invite_create(config: &Config, uses: u32) -> Result<Invite, AdminError> {
 /// # Errors
 /// The codes cannot be read.
 pub fn invite_list(config: &Config) -> Result<String, AdminError> {
-    let rows: Vec<_> = InviteStore::new(config.invites_dir())?
-        .list()?
+    let invites = if config.invites_dir().is_dir() {
+        InviteStore::new(config.invites_dir())?.list()?
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<_> = invites
         .into_iter()
         .map(|i| vec![i.code.cell(), i.uses_left.cell(), i.created.cell()])
         .collect();
@@ -408,8 +441,8 @@ pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminErr
 /// (for scripts, `from_stdin`) as one line of standard input without its line ending.
 ///
 /// # Errors
-/// [`AdminError::PasswordMismatch`], [`AdminError::NoPassword`] at end of input, or an I/O
-/// error (e.g. no terminal).
+/// [`AdminError::PasswordMismatch`], [`AdminError::NoPassword`] at end of input,
+/// [`AdminError::NoTerminal`] for a prompt without a terminal, or an I/O error.
 pub fn read_password(prompt: &str, from_stdin: bool) -> Result<Password, AdminError> {
     if from_stdin {
         let mut line = String::new();
@@ -419,6 +452,11 @@ pub fn read_password(prompt: &str, from_stdin: bool) -> Result<Password, AdminEr
         let secret = line.strip_suffix('\n').unwrap_or(&line);
         let secret = secret.strip_suffix('\r').unwrap_or(secret);
         return Ok(Password::new(secret));
+    }
+    // rpassword prompts on /dev/tty: without one (a script, cron, a pipe from a process
+    // without a terminal) its error would only say "No such device or address".
+    if fs::File::open("/dev/tty").is_err() {
+        return Err(AdminError::NoTerminal);
     }
     let first = Password::new(rpassword::prompt_password(prompt)?);
     let second = Password::new(rpassword::prompt_password("Retype password: ")?);

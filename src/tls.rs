@@ -10,18 +10,53 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-/// Why TLS material could not be loaded or made.
+/// Why TLS material could not be loaded or made. Each reads as a sentence for the operator,
+/// naming the setting and the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A PEM file could not be read or holds nothing usable.
-    #[error("{path}: {reason}")]
-    Pem {
+    /// A file could not be opened or read: "cannot read tls_cert /x: no such file".
+    #[error("cannot read {what} {path}: {reason}")]
+    Unreadable {
+        /// Which setting names the file (`tls_cert`, `tls_key`, `CA file`).
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why, without an OS error number.
+        reason: String,
+    },
+    /// A PEM section of the file is broken.
+    #[error("{what} {path}: not a valid PEM file ({reason})")]
+    BadPem {
+        /// Which setting names the file.
+        what: &'static str,
         /// The file.
         path: String,
         /// What is wrong.
         reason: String,
     },
-    /// rustls refused the configuration (e.g. the key does not match the certificate).
+    /// The certificate file has no `CERTIFICATE` section.
+    #[error("{what} {path}: the certificate file holds no certificate")]
+    NoCertificate {
+        /// Which setting names the file.
+        what: &'static str,
+        /// The file.
+        path: String,
+    },
+    /// The key file has no private key section.
+    #[error("tls_key {0}: the key file holds no private key")]
+    NoKey(String),
+    /// The private key is not the one of the certificate.
+    #[error("tls_key {key}: the key does not match the certificate in tls_cert {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+    },
+    /// The system has no usable root certificates.
+    #[error("no root certificates found in the system certificate store; use --ca-file")]
+    NoSystemRoots,
+    /// rustls refused the configuration (e.g. a key type it cannot use).
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     /// Certificate generation failed.
@@ -36,20 +71,50 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn pem_error(path: &Path, reason: impl ToString) -> TlsError {
-    TlsError::Pem {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
+/// An I/O error as words, without the OS error number.
+fn reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        kind => kind.to_string(),
     }
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// A PEM reading error of `what` (`path`); `None` for "no items found", which the caller
+/// words for the kind of item it wanted.
+fn pem_error(
+    what: &'static str,
+    path: &Path,
+    e: rustls::pki_types::pem::Error,
+) -> Option<TlsError> {
+    use rustls::pki_types::pem::Error;
+    let path = path.display().to_string();
+    match e {
+        Error::NoItemsFound => None,
+        Error::Io(e) => Some(TlsError::Unreadable {
+            what,
+            path,
+            reason: reason(&e),
+        }),
+        e => Some(TlsError::BadPem {
+            what,
+            path,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let none = || TlsError::NoCertificate {
+        what,
+        path: path.display().to_string(),
+    };
+    let failed = |e| pem_error(what, path, e).unwrap_or_else(none);
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
+        .map_err(failed)?
         .collect::<Result<_, _>>()
-        .map_err(|e| pem_error(path, e))?;
+        .map_err(failed)?;
     if certs.is_empty() {
-        return Err(pem_error(path, "no certificate in the file"));
+        return Err(none());
     }
     Ok(certs)
 }
@@ -57,14 +122,27 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// The server's TLS configuration from a certificate chain and a private key (PEM files).
 ///
 /// # Errors
-/// [`TlsError`] when a file is unreadable, empty, or the key does not fit the certificate.
+/// [`TlsError`] when a file is unreadable, holds no certificate or key, or the key does not
+/// match the certificate.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let certs = load_certs("tls_cert", cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        pem_error("tls_key", key, e).unwrap_or_else(|| TlsError::NoKey(key.display().to_string()))
+    })?;
+    // rustls checks that the key is the certificate's (`CertifiedKey::keys_match`).
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(certs, key_der)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::KeyMismatch {
+                    cert: cert.display().to_string(),
+                    key: key.display().to_string(),
+                }
+            }
+            e => TlsError::Rustls(e),
+        })?;
     // Stateless (encrypted) session tickets: a TLS 1.3 ticket from the session cache is
     // single-use, but clients such as lftp (GnuTLS) resume every data connection with the
     // control connection's one ticket, so the second transfer would fail under
@@ -89,8 +167,13 @@ pub fn upload_config(config: &ServerConfig) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
+/// How long a generated certificate is valid: the longest period browsers and most TLS
+/// clients accept for a server certificate (CA/Browser Forum, 2018).
+pub const GENERATED_VALIDITY_DAYS: i64 = 825;
+
 /// Writes a self-signed certificate for `localhost`, 127.0.0.1 and ::1 to `dir/cert.pem`, and
-/// its key to `dir/key.pem` (mode 0600). For trying FTPS out, not for production.
+/// its key to `dir/key.pem` (mode 0600): valid from now for [`GENERATED_VALIDITY_DAYS`], with a
+/// subject and serial number of its own. For trying FTPS out, not for production.
 ///
 /// # Errors
 /// [`TlsError`] when generating or writing fails.
@@ -102,7 +185,22 @@ pub fn generate_self_signed(dir: &Path) -> Result<(), TlsError> {
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(names)?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.not_before = time::OffsetDateTime::now_utc();
+    params.not_after = params.not_before + time::Duration::days(GENERATED_VALIDITY_DAYS);
+    // Clients that remember certificates (NSS in FileZilla and Firefox) refuse a second one
+    // with the same issuer and serial, so every generation gets its own of both.
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] = (serial[0] & 0x7f) | 0x40;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(
+        rcgen::DnType::CommonName,
+        format!("ferryd self-signed {:016x}", rand::random::<u64>()),
+    );
+    params.distinguished_name = subject;
+    let signing_key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&signing_key)?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("cert.pem"), cert.pem())?;
     std::fs::OpenOptions::new()
@@ -140,7 +238,7 @@ pub fn client_config(trust: &Trust<'_>) -> Result<Arc<ClientConfig>, TlsError> {
             .with_no_client_auth(),
         Trust::CaFile(path) => {
             let mut roots = RootCertStore::empty();
-            for cert in load_certs(path)? {
+            for cert in load_certs("CA file", path)? {
                 roots.add(cert)?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -150,10 +248,7 @@ pub fn client_config(trust: &Trust<'_>) -> Result<Arc<ClientConfig>, TlsError> {
             let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(pem_error(
-                    Path::new("system certificate store"),
-                    "no root certificates found; use --ca-file",
-                ));
+                return Err(TlsError::NoSystemRoots);
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -224,7 +319,24 @@ mod tests {
             .expect("server config");
         client_config(&Trust::CaFile(&dir.path().join("cert.pem"))).expect("client config");
         client_config(&Trust::Insecure).expect("insecure config");
-        let err = server_config(&dir.path().join("key.pem"), &dir.path().join("key.pem"));
-        assert!(err.is_err(), "a key is not a certificate");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let err = |cert: &Path, key: &Path| match server_config(cert, key) {
+            Ok(_) => panic!("{} and {} were accepted", cert.display(), key.display()),
+            Err(e) => e,
+        };
+        assert!(matches!(err(&key, &key), TlsError::NoCertificate { .. }));
+        assert!(matches!(err(&cert, &cert), TlsError::NoKey(_)));
+        let missing = dir.path().join("missing.pem");
+        let text = err(&missing, &key).to_string();
+        assert_eq!(
+            text,
+            format!("cannot read tls_cert {}: no such file", missing.display())
+        );
+        let other = tempfile::tempdir().expect("tempdir");
+        generate_self_signed(other.path()).expect("generate");
+        assert!(matches!(
+            err(&cert, &other.path().join("key.pem")),
+            TlsError::KeyMismatch { .. }
+        ));
     }
 }

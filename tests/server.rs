@@ -781,3 +781,123 @@ fn an_ipv6_listener_serves_a_whole_session() {
     assert_eq!(ctl.retr("v6.bin"), bytes);
     ctl.expect("QUIT", 221);
 }
+
+#[test]
+fn a_client_gone_mid_transfer_still_leaves_the_command_in_the_audit_log() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("otto", "otto-password");
+    // Larger than what loopback socket buffers hold, so the download cannot end on its own
+    // while the data connection is not read.
+    let big = pseudo_random(48 * 1024 * 1024, 31);
+    std::fs::write(server.home("otto").join("big.bin"), &big).expect("write big.bin");
+    let mut upload = ctl.data_connection();
+    ctl.expect("STOR part.bin", 150);
+    upload.write_all(b"some bytes").expect("send part");
+    // The upload waits for more; a download starts on a second session of the same user.
+    let mut other = Control::connect(server.addr());
+    assert_eq!(other.reply().code, 220);
+    other.login("otto", "otto-password");
+    let download = other.data_connection();
+    other.expect("RETR big.bin", 150);
+    // Both clients vanish, their data connections still open: the sessions end on the control
+    // connection's EOF while the transfers run.
+    for ctl in [ctl, other] {
+        ctl.stream()
+            .shutdown(Shutdown::Both)
+            .expect("shutdown control");
+    }
+    let events = server.wait_sessions_closed("otto", 2);
+    drop((upload, download));
+    for command in ["STOR part.bin", "RETR big.bin"] {
+        assert!(
+            has_event(
+                &events,
+                &[
+                    ("event", json!("command")),
+                    ("user", json!("otto")),
+                    ("command", json!(command)),
+                    ("code", json!(426)),
+                ]
+            ),
+            "no command event for {command}: {events:?}"
+        );
+    }
+}
+
+/// Runs `ferryd ARGS` in `cwd` (no `--data-dir`: the default `./var` is `cwd/var`), without a
+/// controlling terminal (`setsid`), feeding `stdin`.
+fn ferryd_in(cwd: &std::path::Path, args: &[&str], stdin: &str) -> common::Run {
+    let mut child = std::process::Command::new("setsid")
+        .arg("--wait")
+        .arg(common::FERRYD)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn setsid ferryd");
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    pipe.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(pipe);
+    common::Run::from(common::run_bounded(child, Duration::from_secs(30)))
+}
+
+#[test]
+fn operator_commands_name_the_default_data_dir_and_reading_creates_nothing() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let var = cwd.path().join("var");
+    let shown = var.display().to_string();
+    for args in [
+        &["user", "list"][..],
+        &["log"],
+        &["invite", "list"],
+        &["user", "quota", "nobody"],
+        // Nothing to delete where there is no data directory.
+        &["user", "del", "nobody"],
+    ] {
+        let run = ferryd_in(cwd.path(), args, "");
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert!(
+            lines.first().is_some_and(|l| l.contains(&shown)),
+            "ferryd {args:?} does not name {shown}:\n{}",
+            run.stderr
+        );
+        assert!(
+            !var.exists(),
+            "ferryd {args:?} created {shown}:\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        ferryd_in(cwd.path(), &["user", "list"], "").code == Some(0),
+        "user list of a missing data dir is an empty list"
+    );
+
+    // A write names the directory it creates; once it holds accounts, nothing more is said.
+    let add = [
+        "user",
+        "add",
+        "vera",
+        "--password-stdin",
+        "--iterations",
+        "1000",
+    ];
+    let run = ferryd_in(cwd.path(), &add, "vera-password\n");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains(&shown), "{}", run.stderr);
+    assert!(var.join("accounts").is_dir());
+    let run = ferryd_in(cwd.path(), &["user", "list"], "");
+    run.ok("user list with accounts in ./var").has("vera");
+
+    // Without a terminal a password can only come from standard input: say so.
+    let run = ferryd_in(cwd.path(), &["user", "add", "walt"], "walt-password\n");
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stderr.contains("--password-stdin"), "{}", run.stderr);
+    let run = ferryd_in(cwd.path(), &["user", "passwd", "vera"], "other-password\n");
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.stderr.contains("--password-stdin"), "{}", run.stderr);
+    let run = ferryd_in(cwd.path(), &["user", "list"], "");
+    run.ok("user list").lacks("walt");
+}

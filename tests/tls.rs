@@ -907,3 +907,306 @@ fn ferry_client_explicit_and_implicit_tls() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operator mistakes, generated certificates, log noise
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tls_file_mistakes_read_as_sentences() {
+    let certs = Certs::generate();
+    let other = Certs::generate();
+    let missing = certs.dir.path().join("missing.pem");
+    let shown = missing.display().to_string();
+    let cases = [
+        (
+            missing.clone(),
+            certs.key(),
+            format!("cannot read tls_cert {shown}: no such file"),
+        ),
+        (
+            certs.cert(),
+            missing.clone(),
+            format!("cannot read tls_key {shown}: no such file"),
+        ),
+        (
+            certs.key(),
+            certs.key(),
+            "the certificate file holds no certificate".to_owned(),
+        ),
+        (
+            certs.cert(),
+            certs.cert(),
+            "the key file holds no private key".to_owned(),
+        ),
+        (
+            certs.cert(),
+            other.key(),
+            "the key does not match the certificate".to_owned(),
+        ),
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    for (cert, key, needle) in cases {
+        let child = Command::new(FERRYD)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferryd");
+        let out = run_bounded(child, CLIENT_TIMEOUT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {needle:?}:\n{stderr}");
+        assert!(
+            stderr.contains(&needle) && !stderr.contains("os error"),
+            "wanted {needle:?}:\n{stderr}"
+        );
+    }
+}
+
+/// Prints subject, serial and validity (seconds since the epoch) of each certificate file
+/// given, and the current time, as JSON.
+const CERT_FACTS_SCRIPT: &str = r#"
+import json, ssl, sys, time
+facts = []
+for path in sys.argv[1:]:
+    cert = ssl._ssl._test_decode_cert(path)
+    facts.append({
+        'subject': repr(cert['subject']),
+        'serial': cert['serialNumber'],
+        'not_before': ssl.cert_time_to_seconds(cert['notBefore']),
+        'not_after': ssl.cert_time_to_seconds(cert['notAfter']),
+    })
+print(json.dumps({'now': time.time(), 'certs': facts}))
+print('OK')
+"#;
+
+#[test]
+fn cert_generate_is_valid_from_now_for_825_days_with_its_own_subject() {
+    let (a, b) = (Certs::generate(), Certs::generate());
+    let work = tempfile::tempdir().expect("temp dir");
+    let out = python(
+        work.path(),
+        "facts.py",
+        CERT_FACTS_SCRIPT,
+        &[&a.cert_str(), &b.cert_str()],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let facts: Value = serde_json::from_str(text.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    let now = facts["now"].as_f64().expect("now");
+    let certs = facts["certs"].as_array().expect("certs");
+    for cert in certs {
+        let from = cert["not_before"].as_f64().expect("not_before");
+        let until = cert["not_after"].as_f64().expect("not_after");
+        assert!(
+            from <= now + 60.0 && from >= now - 86_400.0,
+            "not valid from now: {cert} (now {now})"
+        );
+        assert_eq!(until - from, 825.0 * 86_400.0, "{cert}");
+    }
+    assert_ne!(certs[0]["subject"], certs[1]["subject"], "{facts}");
+    assert_ne!(certs[0]["serial"], certs[1]["serial"], "{facts}");
+}
+
+/// Logs in over TLS and lists under PROT P; an upload over `q.bin` whose data connection
+/// closes without TLS close_notify (cut short, as far as the server can tell) gets 426; then
+/// the control connection is dropped without close_notify (as wget and many others do).
+/// Arguments: port, user, password, cafile.
+const FTPLIB_ABRUPT_SCRIPT: &str = r#"
+import ftplib, ssl, sys
+port, user, pw, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ftp = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=cafile), timeout=15)
+ftp.connect('127.0.0.1', port)
+ftp.auth()
+ftp.login(user, pw)
+ftp.prot_p()
+ftp.retrlines('LIST', lambda line: None)
+conn = ftp.transfercmd('STOR q.bin')
+conn.sendall(b'cut short' * 1000)
+conn.close()  # no unwrap(): no close_notify
+try:
+    ftp.voidresp()
+    raise SystemExit('an upload without close_notify was stored')
+except ftplib.error_temp as e:
+    assert str(e).startswith('426'), str(e)
+ftp.sock.close()
+print('OK')
+"#;
+
+#[test]
+fn tls_clients_leave_no_rustls_or_close_notify_warnings_at_the_default_level() {
+    let certs = Certs::generate();
+    let server = certs.server(&[]);
+    let (user, pass) = ("quiet", "quiet-pass-7");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let payload = pseudo_random(200_000, 56);
+    std::fs::write(w.join("up.bin"), &payload).expect("write payload");
+    // lftp (GnuTLS) names the server by its IP address in SNI.
+    let out = lftp_tls(
+        &server,
+        &certs,
+        w,
+        user,
+        pass,
+        "put up.bin -o q.bin; cls -l; get q.bin -o q.back",
+    );
+    assert_success(&out, "lftp put, cls, get");
+    let explicit = format!("ftp://{user}:{pass}@127.0.0.1:{}/", server.port());
+    let out = curl(w, &["--ssl-reqd", "--cacert", &certs.cert_str(), &explicit]);
+    assert_success(&out, "curl --ssl-reqd LIST");
+    let port = server.port().to_string();
+    python(
+        w,
+        "abrupt.py",
+        FTPLIB_ABRUPT_SCRIPT,
+        &[&port, user, pass, &certs.cert_str()],
+    );
+    server.wait_sessions_closed(user, 3);
+    assert_same(&read(&server.home(user).join("q.bin")), &payload, "q.bin");
+    let stderr = server.stderr();
+    // The cut-short upload has its line (it failed); the ends of sessions have none.
+    let noise: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" rustls::") || l.contains("control read failed"))
+        .collect();
+    assert!(
+        noise.is_empty(),
+        "log noise at the default level:\n{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS before the transfer command (aioftp's order)
+// ---------------------------------------------------------------------------------------------
+
+/// Under PROT P, opens each passive data connection and completes its TLS handshake before
+/// the transfer command is sent (as aioftp does): upload, listing, download; a connection
+/// from another address (127.0.0.2) is refused; then the usual order (command first) in the
+/// same session. With `resume` the data connections resume the control connection's TLS
+/// session, and one that does not is answered 425.
+/// Arguments: port, user, password, cafile, "resume" or "plain".
+const FTPLIB_HANDSHAKE_FIRST_SCRIPT: &str = r#"
+import ftplib, io, socket, ssl, sys
+port, user, pw, cafile, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=cafile)
+ftp = ftplib.FTP_TLS(context=ctx, timeout=15)
+ftp.connect('127.0.0.1', port)
+ftp.auth()
+assert ftp.sendcmd('SITE REGISTER %s %s' % (user, pw)).startswith('200')
+ftp.login(user, pw)
+ftp.prot_p()
+
+def handshake_first(cmd, resume=(mode == 'resume')):
+    host, data_port = ftp.makepasv()
+    raw = socket.create_connection((host, data_port), timeout=15)
+    session = ftp.sock.session if resume else None
+    conn = ctx.wrap_socket(raw, server_hostname='127.0.0.1', session=session)
+    if resume:
+        assert conn.session_reused, 'data connection did not resume'
+    resp = ftp.sendcmd(cmd)
+    assert resp[:3] in ('150', '125'), (cmd, resp)
+    return conn
+
+def read_all(conn):
+    chunks = []
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+
+payload = bytes(range(256)) * 4096 + b'tail'
+conn = handshake_first('STOR early.bin')
+conn.sendall(payload)
+conn.unwrap().close()
+assert ftp.voidresp().startswith('226')
+conn = handshake_first('LIST')
+listing = read_all(conn).decode()
+conn.close()
+assert ftp.voidresp().startswith('226')
+assert any(l.endswith(' early.bin') and (' %d ' % len(payload)) in l for l in listing.splitlines()), listing
+conn = handshake_first('RETR early.bin')
+got = read_all(conn)
+conn.close()
+assert ftp.voidresp().startswith('226')
+assert got == payload, 'download differs'
+
+# A stranger on the passive port is dropped before any handshake; the client's own
+# connection is still taken.
+host, data_port = ftp.makepasv()
+thief = socket.socket()
+thief.settimeout(15)
+thief.bind(('127.0.0.2', 0))
+thief.connect((host, data_port))
+try:
+    ctx.wrap_socket(thief, server_hostname='127.0.0.1')
+    raise SystemExit('the server did a TLS handshake with a stranger')
+except (ssl.SSLError, OSError):
+    pass
+raw = socket.create_connection((host, data_port), timeout=15)
+session = ftp.sock.session if mode == 'resume' else None
+conn = ctx.wrap_socket(raw, server_hostname='127.0.0.1', session=session)
+assert ftp.sendcmd('NLST')[:3] in ('150', '125')
+assert read_all(conn).split() == [b'early.bin']
+conn.close()
+assert ftp.voidresp().startswith('226')
+
+if mode == 'resume':
+    conn = handshake_first('LIST', resume=False)
+    try:
+        ftp.voidresp()
+        raise SystemExit('a data connection without resumption was accepted')
+    except ftplib.error_temp as e:
+        assert str(e).startswith('425'), str(e)
+    conn.close()
+else:
+    # The usual order still works: command first, handshake after the 150.
+    assert ftp.storbinary('STOR late.bin', io.BytesIO(payload)).startswith('226')
+    out = io.BytesIO()
+    assert ftp.retrbinary('RETR late.bin', out.write).startswith('226')
+    assert out.getvalue() == payload
+assert ftp.sendcmd('NOOP').startswith('200')
+ftp.quit()
+print('OK')
+"#;
+
+#[test]
+fn tls_handshake_before_the_transfer_command_works_and_keeps_the_checks() {
+    let certs = Certs::generate();
+    let work = tempfile::tempdir().expect("temp dir");
+    for (mode, extra) in [
+        ("plain", &[][..]),
+        ("resume", &["--require-tls-resumption"]),
+    ] {
+        let server = certs.server(extra);
+        let user = format!("early{mode}");
+        let pass = "early-pass-8";
+        let port = server.port().to_string();
+        python(
+            work.path(),
+            "early.py",
+            FTPLIB_HANDSHAKE_FIRST_SCRIPT,
+            &[&port, &user, pass, &certs.cert_str(), mode],
+        );
+        let len = 256 * 4096 + 4;
+        assert_eq!(read(&server.home(&user).join("early.bin")).len(), len);
+        let events = server.wait_sessions_closed(&user, 1);
+        assert_transfer(&events, &user, "upload", "/early.bin", len);
+        assert_transfer(&events, &user, "download", "/early.bin", len);
+        assert_command(&events, "LIST", 226);
+        assert_event(&events, &[("event", json!("data_refused"))]);
+        if mode == "plain" {
+            assert_transfer(&events, &user, "upload", "/late.bin", len);
+        } else {
+            assert_command(&events, "LIST", 425);
+        }
+    }
+}

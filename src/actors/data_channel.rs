@@ -180,34 +180,48 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Accepts the data connection, only from `peer` (the control connection's address): a
 /// connection from anywhere else is dropped and reported to `refused` with its address, and
-/// the wait goes on (no port theft).
+/// the wait goes on (no port theft). The caller bounds the wait.
 ///
 /// # Errors
-/// [`DataError::NoConnection`] when nothing acceptable arrives within `wait`.
+/// [`DataError::NoConnection`] when accepting fails.
 pub async fn accept_from(
-    listener: TcpListener,
+    listener: &TcpListener,
+    peer: IpAddr,
+    session: u64,
+    refused: &impl Fn(SocketAddr),
+) -> Result<TcpStream, DataError> {
+    let peer = canonical(peer);
+    loop {
+        match listener.accept().await {
+            Err(e) => {
+                log::warn!("session {session}: passive accept failed: {e}");
+                return Err(DataError::NoConnection);
+            }
+            Ok((stream, from)) if canonical(from.ip()) == peer => {
+                stream.set_nodelay(true).ok();
+                return Ok(stream);
+            }
+            Ok((_, from)) => refused(from),
+        }
+    }
+}
+
+/// Registers `listener` on the current (transfer) thread and accepts the data connection
+/// from `peer` within `wait`.
+async fn accept_passive(
+    listener: std::net::TcpListener,
     peer: IpAddr,
     wait: Duration,
     session: u64,
     refused: impl Fn(SocketAddr),
 ) -> Result<TcpStream, DataError> {
-    let peer = canonical(peer);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let accepted = tokio::time::timeout_at(deadline, listener.accept()).await;
-        match accepted {
-            Err(_) => return Err(DataError::NoConnection),
-            Ok(Err(e)) => {
-                log::warn!("session {session}: passive accept failed: {e}");
-                return Err(DataError::NoConnection);
-            }
-            Ok(Ok((stream, from))) if canonical(from.ip()) == peer => {
-                stream.set_nodelay(true).ok();
-                return Ok(stream);
-            }
-            Ok(Ok((_, from))) => refused(from),
-        }
-    }
+    let listener = TcpListener::from_std(listener).map_err(|e| {
+        log::warn!("session {session}: passive listener unusable: {e}");
+        DataError::NoConnection
+    })?;
+    tokio::time::timeout(wait, accept_from(&listener, peer, session, &refused))
+        .await
+        .unwrap_or(Err(DataError::NoConnection))
 }
 
 /// How the data connection will be made.
@@ -223,6 +237,8 @@ pub enum DataPlan {
         /// The server's control-connection address.
         local: IpAddr,
     },
+    /// PASV/EPSV under PROT P: the connection's task already runs (see [`prepare`]).
+    Prepared(Prepared),
 }
 
 /// Connects to an active-mode client from `local` (port from the OS), within `wait`.
@@ -314,60 +330,213 @@ pub struct Outcome {
     pub upload: Option<Upload>,
 }
 
-/// Everything needed to open a data connection.
+/// Where a data connection belongs, beside its [`DataPlan`].
 pub struct Channel {
-    /// Passive or active.
-    pub plan: DataPlan,
     /// The control connection's peer: the only address a passive connection is taken from.
     pub peer: IpAddr,
     /// The data timeout: for the connection to arrive, and for each read or write.
     pub stall: Duration,
     /// The session, for log lines.
     pub session: u64,
-    /// TLS (PROT P), if any.
-    pub protection: Option<Protection>,
     /// Where a refused passive connection (port theft) is recorded; the audit log writes its
     /// stderr line within its noise budget.
     pub audit: Recipient<Record>,
 }
 
-/// Opens the data connection as planned and runs `job`, counting bytes into `progress` (for
-/// STAT) and drawing on `permit`'s bandwidth budgets. Every read and write must make progress
-/// within the data timeout.
-pub async fn run(
+/// What the transfer command hands to a transfer task.
+pub struct Start {
+    /// The transfer.
+    pub job: Job,
+    /// TLS (PROT P) for this job, if any.
+    pub protection: Option<Protection>,
+    /// Bytes moved, for STAT.
+    pub progress: Arc<AtomicU64>,
+    /// The user's transfer slot and bandwidth budgets.
+    pub permit: TransferPermit,
+}
+
+/// The task of a passive data connection under PROT P, started at PASV/EPSV (see
+/// [`prepare`]); the transfer command hands it its job with [`Prepared::start`]. Dropping it
+/// (a new PASV, REIN, the session's end) ends the task.
+pub struct Prepared {
+    start: tokio::sync::oneshot::Sender<Start>,
+    task: tokio::task::JoinHandle<Outcome>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("finished", &self.task.is_finished())
+            .finish()
+    }
+}
+
+impl Prepared {
+    /// Hands the transfer to the task and returns the task. A task that has already ended
+    /// (its connection or handshake failed) does not take it, and its outcome says why.
+    pub fn start(self, start: Start) -> tokio::task::JoinHandle<Outcome> {
+        // A refused job is dropped here, and with it any upload it carried.
+        let _ = self.start.send(start);
+        self.task
+    }
+}
+
+/// Starts the transfer task (on `pool`) for what `plan` describes: at once for a passive or
+/// active plan; for a prepared one, by handing it the job.
+pub fn begin(
+    pool: &TransferPool,
+    plan: DataPlan,
     channel: Channel,
-    job: Job,
-    progress: Arc<AtomicU64>,
-    permit: TransferPermit,
-) -> Outcome {
+    start: Start,
+) -> tokio::task::JoinHandle<Outcome> {
     let Channel {
-        plan,
         peer,
         stall,
         session,
-        protection,
-        audit,
+        ..
     } = channel;
-    let refused = |from: SocketAddr| {
-        let event = Event::now(session, from, EventKind::DataRefused)
-            .with_command(format!("expected {}", canonical(peer)));
-        audit.do_send(Record(event));
+    match plan {
+        DataPlan::Prepared(prepared) => prepared.start(start),
+        DataPlan::Passive(listener) => {
+            let refused = channel.refusal();
+            pool.spawn(run(
+                accept_passive(listener, peer, stall, session, refused),
+                stall,
+                start,
+            ))
+        }
+        DataPlan::Active { target, local } => {
+            pool.spawn(run(connect_from(local, target, stall), stall, start))
+        }
+    }
+}
+
+impl Channel {
+    /// Records a refused passive connection (port theft) in the audit log, which writes its
+    /// stderr line within its noise budget.
+    fn refusal(&self) -> impl Fn(SocketAddr) + use<> {
+        let (session, peer, audit) = (self.session, self.peer, self.audit.clone());
+        move |from| {
+            let event = Event::now(session, from, EventKind::DataRefused)
+                .with_command(format!("expected {}", canonical(peer)));
+            audit.do_send(Record(event));
+        }
+    }
+}
+
+/// Starts, on `pool`, the task of a passive data connection under PROT P. It takes the
+/// client's connection as soon as it arrives (from the control connection's address only),
+/// so that a client that starts TLS before it sends the transfer command (aioftp does; RFC
+/// 4217 leaves the order open) gets its handshake at once, with `early`: the upload
+/// configuration, which sends no session tickets, since the task cannot know yet whether an
+/// upload follows (see [`crate::tls::upload_config`]). A client that sends the command first
+/// gets its handshake after it, with the job's configuration, as on any other connection.
+/// Resumption is required of both alike when configured.
+pub fn prepare(
+    pool: &TransferPool,
+    listener: std::net::TcpListener,
+    channel: Channel,
+    early: Protection,
+) -> Prepared {
+    let (start, started) = tokio::sync::oneshot::channel();
+    let task = pool.spawn(prepared(listener, channel, early, started));
+    Prepared { start, task }
+}
+
+/// The task behind [`prepare`].
+async fn prepared(
+    listener: std::net::TcpListener,
+    channel: Channel,
+    early: Protection,
+    mut started: tokio::sync::oneshot::Receiver<Start>,
+) -> Outcome {
+    let Channel {
+        peer,
+        stall,
+        session,
+        ..
+    } = channel;
+    let refused = channel.refusal();
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            log::warn!("session {session}: passive listener unusable: {e}");
+            return failed(DataError::NoConnection);
+        }
     };
-    let connected = match plan {
-        DataPlan::Passive(listener) => match TcpListener::from_std(listener) {
-            Ok(listener) => accept_from(listener, peer, stall, session, refused).await,
-            Err(e) => {
-                log::warn!("session {session}: passive listener unusable: {e}");
-                Err(DataError::NoConnection)
-            }
+    // Before the command the wait has no bound of its own: the session ends this task when
+    // it drops the plan (it does on its idle timeout too). `biased`: once the command has
+    // come, whatever else is ready is handled in the command's order.
+    let stream = tokio::select! {
+        biased;
+        start = &mut started => {
+            let Ok(start) = start else { return failed(DataError::NoConnection) };
+            let connected = tokio::time::timeout(stall, accept_from(&listener, peer, session, &refused))
+                .await
+                .unwrap_or(Err(DataError::NoConnection));
+            return run(std::future::ready(connected), stall, start).await;
+        }
+        accepted = accept_from(&listener, peer, session, &refused) => match accepted {
+            Ok(stream) => stream,
+            Err(e) => return failed(e),
         },
-        DataPlan::Active { target, local } => connect_from(local, target, stall).await,
     };
-    let failed = |e| Outcome {
+    drop(listener);
+    tokio::select! {
+        biased;
+        start = &mut started => {
+            let Ok(start) = start else { return failed(DataError::NoConnection) };
+            return run(std::future::ready(Ok(stream)), stall, start).await;
+        }
+        readable = stream.readable() => {
+            if let Err(e) = readable {
+                return failed(DataError::Network(e));
+            }
+        }
+    }
+    // The client spoke first: its ClientHello, before the command.
+    let tls = match protect(stream, &early).await {
+        Ok(tls) => tls,
+        Err(e) => return failed(e),
+    };
+    let Ok(start) = started.await else {
+        return failed(DataError::NoConnection);
+    };
+    if start.protection.is_none() {
+        return failed(DataError::Tls(
+            "TLS was started on the data connection, but PROT C came after PASV".into(),
+        ));
+    }
+    let pace = Pace {
+        stall,
+        progress: &start.progress,
+        permit: &start.permit,
+    };
+    run_job(tls, start.job, &pace).await
+}
+
+fn failed(e: DataError) -> Outcome {
+    Outcome {
         result: Err(e),
         upload: None,
-    };
-    let stream = match connected {
+    }
+}
+
+/// Waits for the data connection (`connect`), then runs the job: TLS first under PROT P,
+/// counting bytes into `progress` (for STAT) and drawing on `permit`'s bandwidth budgets.
+/// Every read and write must make progress within the data timeout (`stall`).
+async fn run(
+    connect: impl Future<Output = Result<TcpStream, DataError>>,
+    stall: Duration,
+    start: Start,
+) -> Outcome {
+    let Start {
+        job,
+        protection,
+        progress,
+        permit,
+    } = start;
+    let stream = match connect.await {
         Ok(stream) => stream,
         Err(e) => return failed(e),
     };
@@ -819,18 +988,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let client = tokio::spawn(async move { TcpStream::connect(addr).await });
         let refused = AtomicUsize::new(0);
-        let res = accept_from(
-            listener,
-            "127.0.0.2".parse().expect("ip"),
-            Duration::from_millis(300),
-            0,
-            |from| {
-                assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 1]));
-                refused.fetch_add(1, Ordering::SeqCst);
-            },
-        )
-        .await;
-        assert!(matches!(res, Err(DataError::NoConnection)));
+        let count = |from: SocketAddr| {
+            assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 1]));
+            refused.fetch_add(1, Ordering::SeqCst);
+        };
+        let accepted = accept_from(&listener, "127.0.0.2".parse().expect("ip"), 0, &count);
+        let res = tokio::time::timeout(Duration::from_millis(300), accepted).await;
+        assert!(res.is_err(), "a stranger's connection was accepted");
         assert_eq!(refused.load(Ordering::SeqCst), 1);
         client.await.expect("join").expect("connected");
     }

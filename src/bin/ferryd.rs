@@ -305,6 +305,25 @@ fn load_config(common: &Common) -> Result<Config, String> {
     Ok(config)
 }
 
+/// The configuration of an operator command. When its data directory is the default `./var`
+/// and holds no accounts, one stderr line says which directory that is: run in the wrong
+/// directory, the command would otherwise show nothing, or start a new data directory,
+/// without a word.
+fn admin_config(common: &Common) -> Result<Config, String> {
+    let config = load_config(common)?;
+    if common.data_dir.is_none()
+        && config.data_dir == Config::default().data_dir
+        && !admin::holds_accounts(&config)
+    {
+        let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+        eprintln!(
+            "ferryd: data directory {} (the default ./var), which holds no accounts; --data-dir DIR names another",
+            dir.display()
+        );
+    }
+    Ok(config)
+}
+
 fn serve(args: ServeArgs) -> Result<(), String> {
     let mut config = load_config(&args.common)?;
     if !args.listen.is_empty() {
@@ -437,7 +456,7 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             adopt_home,
             common,
         } => {
-            let config = load_config(&common)?;
+            let config = admin_config(&common)?;
             let password = admin::read_password("Password: ", password_stdin).map_err(err)?;
             let iterations = iterations.unwrap_or(config.pbkdf2_iterations);
             admin::user_add(&config, &name, &password, iterations, read_only, adopt_home)
@@ -449,7 +468,7 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             purge,
             common,
         } => {
-            let deleted = admin::user_del(&load_config(&common)?, &name, purge).map_err(err)?;
+            let deleted = admin::user_del(&admin_config(&common)?, &name, purge).map_err(err)?;
             let what = if deleted.account {
                 format!("deleted {name}")
             } else {
@@ -471,13 +490,16 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             password_stdin,
             common,
         } => {
-            let config = load_config(&common)?;
+            let config = admin_config(&common)?;
             let password = admin::read_password("New password: ", password_stdin).map_err(err)?;
             admin::user_passwd(&config, &name, &password, config.pbkdf2_iterations).map_err(err)?;
             println!("password of {name} changed");
         }
         UserCmd::List { common } => {
-            println!("{}", admin::user_list(&load_config(&common)?).map_err(err)?);
+            println!(
+                "{}",
+                admin::user_list(&admin_config(&common)?).map_err(err)?
+            );
         }
         UserCmd::Quota {
             name,
@@ -491,7 +513,7 @@ fn user(cmd: UserCmd) -> Result<(), String> {
                 files: files.map(|l| l.0),
             };
             let report =
-                admin::user_quota(&load_config(&common)?, &name, change, recount).map_err(err)?;
+                admin::user_quota(&admin_config(&common)?, &name, change, recount).map_err(err)?;
             print!("{report}");
         }
     }
@@ -499,16 +521,21 @@ fn user(cmd: UserCmd) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rustls warns about what clients do all the time (lftp names the server by its IP
+    // address in SNI, TLS warning alerts): only its errors, unless RUST_LOG names rustls.
+    env_logger::Builder::new()
+        .parse_filters("info,rustls=error")
+        .parse_env(env_logger::Env::default())
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Cmd::Serve(args)) => serve(*args),
         Some(Cmd::User(cmd)) => user(cmd),
-        Some(Cmd::Invite(InviteCmd::Create { uses, common })) => load_config(&common)
+        Some(Cmd::Invite(InviteCmd::Create { uses, common })) => admin_config(&common)
             .and_then(|config| admin::invite_create(&config, uses).map_err(|e| e.to_string()))
             .map(|invite| println!("{}", invite.code)),
-        Some(Cmd::Invite(InviteCmd::List { common })) => load_config(&common)
+        Some(Cmd::Invite(InviteCmd::List { common })) => admin_config(&common)
             .and_then(|config| admin::invite_list(&config).map_err(|e| e.to_string()))
             .map(|table| println!("{table}")),
         Some(Cmd::Cert(CertCmd::Generate { out })) => ferry::tls::generate_self_signed(&out)
@@ -520,7 +547,7 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|e| e.to_string()),
-        Some(Cmd::Log(args)) => load_config(&args.common).and_then(|config| {
+        Some(Cmd::Log(args)) => admin_config(&args.common).and_then(|config| {
             let filter = LogFilter {
                 user: args.user,
                 event: args.event,

@@ -1076,7 +1076,19 @@ impl Session {
                 return;
             }
         };
-        self.data = Some(DataPlan::Passive(listener));
+        // Under PROT P the connection is taken, and a TLS handshake the client starts before
+        // its transfer command is answered, as soon as the connection arrives.
+        self.data = Some(
+            match self.env.upload_tls.as_ref().filter(|_| self.prot_private) {
+                Some(tls) => DataPlan::Prepared(data_channel::prepare(
+                    &self.env.transfers,
+                    listener,
+                    self.channel(),
+                    self.protection(tls),
+                )),
+                None => DataPlan::Passive(listener),
+            },
+        );
         let reply = match announced {
             None => Reply::new(
                 ReplyCode::ExtendedPassiveMode,
@@ -1381,6 +1393,24 @@ impl Session {
         );
     }
 
+    /// Where this session's data connections belong.
+    fn channel(&self) -> data_channel::Channel {
+        data_channel::Channel {
+            peer: self.peer.ip(),
+            stall: self.env.config.data_timeout(),
+            session: self.id,
+            audit: self.env.services.audit.clone(),
+        }
+    }
+
+    /// TLS on a data connection with `tls`, resumption required as configured.
+    fn protection(&self, tls: &tokio_rustls::TlsAcceptor) -> data_channel::Protection {
+        data_channel::Protection {
+            tls: tls.clone(),
+            require_resumption: self.env.config.require_tls_resumption,
+        }
+    }
+
     /// Replies 150 and spawns the transfer task; its end is handled by `transfer_done`.
     fn start_transfer(
         &mut self,
@@ -1436,32 +1466,29 @@ impl Session {
             Job::Receive { .. } => &self.env.upload_tls,
             _ => &self.env.tls,
         };
-        let protection = match (acceptor, self.prot_private) {
-            (Some(tls), true) => Some(data_channel::Protection {
-                tls: tls.clone(),
-                require_resumption: self.env.config.require_tls_resumption,
-            }),
-            _ => None,
-        };
-        let channel = data_channel::Channel {
-            plan,
-            peer: self.peer.ip(),
-            stall: self.env.config.data_timeout(),
-            session: self.id,
+        let protection = acceptor
+            .as_ref()
+            .filter(|_| self.prot_private)
+            .map(|tls| self.protection(tls));
+        let start = data_channel::Start {
+            job,
             protection,
-            audit: self.env.services.audit.clone(),
+            progress: progress.clone(),
+            permit,
         };
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
-        let run = data_channel::run(channel, job, progress.clone(), permit);
+        let run = data_channel::begin(&self.env.transfers, plan, self.channel(), start);
+        let abort = run.abort_handle();
         let task = self.env.transfers.spawn(async move {
-            // Moved in before the transfer's future, so dropped after it and what it holds:
-            // the channel closes only once an aborted task is gone.
+            // Moved in before the transfer's handle, so dropped after it: the channel closes
+            // only once an aborted transfer task is gone.
             let outcome_tx = outcome_tx;
             // If the session has ended, the outcome comes back and is dropped here, so that
             // keeping or removing its upload never blocks a session arbiter.
-            let _ = outcome_tx.send(run.await);
+            if let Ok(outcome) = run.await {
+                let _ = outcome_tx.send(outcome);
+            }
         });
-        let abort = task.abort_handle();
         ctx.spawn(task.into_actor(self).map(|joined, act: &mut Session, ctx| {
             // The task has ended: its outcome, if it sent one, is in the channel.
             let outcome = joined.map_err(|e| e.to_string()).and_then(|()| {

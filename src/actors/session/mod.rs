@@ -218,6 +218,9 @@ impl Actor for Session {
         }
         match self.transfer.take() {
             Some(mut running) => {
+                // The client left mid-transfer: no final reply goes out, but the command is
+                // audited as aborted, like the transfer itself.
+                self.record_command(&running.cmd, ReplyCode::TransferAborted);
                 let outcome = running.outcome.take();
                 let last = LastEvents {
                     transfer: self.transfer_event(&running, 0, ReplyCode::TransferAborted),
@@ -756,6 +759,16 @@ impl Session {
                 }
                 self.finish(&format!("<{err}>"), reply);
                 self.check_bad_commands(ctx);
+            }
+            // Most clients (curl, lftp, wget, FileZilla) close a TLS control connection
+            // without close_notify: for a control connection that is just its end.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                log::debug!(
+                    "session {} {}: closed without TLS close_notify",
+                    self.id,
+                    self.peer
+                );
+                ctx.stop();
             }
             Err(e) => {
                 log::info!(
