@@ -784,7 +784,7 @@ impl StagedUpload {
         let Some(dir) = kept else {
             return Ok(None);
         };
-        if let Err(err) = dir.into_std_file().sync_all() {
+        if let Err(err) = sync_dir(&dir) {
             log::warn!(
                 "partial upload renamed into place, but its directory was not synced: {err}"
             );
@@ -853,6 +853,19 @@ pub const ANONYMOUS: &str = "@anonymous";
 
 /// Linux `NAME_MAX`: the longest name of one directory entry, in bytes.
 const NAME_MAX: usize = 255;
+/// Makes a rename into `dir` durable. cap-std's directory handles are `O_PATH`, on which
+/// `fsync` fails with `EBADF`, so the directory is opened again for reading, by handle.
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(fd)?;
+    Ok(())
+}
+
 /// Linux `PATH_MAX`, with its terminating NUL: no path on disk may reach it, so every tree the
 /// server builds can also be walked by path (`ferryd user quota --recount`, backups).
 const PATH_MAX: usize = 4096;
@@ -1706,7 +1719,7 @@ impl Storage for LocalStorage {
             tx.record(bytes, files);
             Ok(dir)
         })?;
-        if let Err(err) = dir.into_std_file().sync_all() {
+        if let Err(err) = sync_dir(&dir) {
             log::warn!("upload renamed into place, but its directory was not synced: {err}");
         }
         Ok(())
@@ -2634,6 +2647,17 @@ mod tests {
                 .expect("lstat")
                 .is_symlink()
         );
+    }
+
+    /// The directory an upload is renamed into is synced by the handle the commit holds
+    /// (an `O_PATH` handle refused `fsync` with `EBADF`, so no rename was made durable).
+    #[test]
+    fn the_directory_of_a_commit_can_be_synced() {
+        let fx = Fixture::new();
+        fs::create_dir(fx.home("alice").join("sub")).expect("mkdir");
+        let home = fx.store.home("alice").expect("home");
+        let target = write_target(&home, &vp("/sub/f")).expect("target");
+        sync_dir(&target.dir).expect("fsync of the target's directory");
     }
 
     #[test]
