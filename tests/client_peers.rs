@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{pseudo_random, run_bounded};
+use common::{pseudo_random, require_python_module, run_bounded};
 use tempfile::TempDir;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
@@ -45,16 +45,7 @@ struct PyFtpd {
 
 impl PyFtpd {
     fn start() -> PyFtpd {
-        let check = Command::new("python3")
-            .args(["-c", "import pyftpdlib"])
-            .output()
-            .expect("python3 must be installed (.ci/run installs it)");
-        assert!(
-            check.status.success(),
-            "pyftpdlib cannot be imported; .ci/run installs it \
-             (python3 -m pip install pyftpdlib):\n{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        require_python_module("pyftpdlib");
         let dir = tempfile::Builder::new()
             .prefix("ferry-pyftpd-")
             .tempdir()
