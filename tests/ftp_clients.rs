@@ -240,7 +240,7 @@ fn curl(args: &[&str]) -> std::process::Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run curl (installed by .ci/run)");
+        .expect("run curl (installed by scripts/test)");
     run_bounded(child, Duration::from_secs(40))
 }
 

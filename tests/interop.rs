@@ -2,7 +2,7 @@
 //! wget) against `ferryd`. Every test compares the files byte for byte (whole trees where the
 //! client mirrors) and checks the audit-log entries the client's session caused.
 //!
-//! The client programs are installed by `.ci/run`. Each test starts its own server and runs
+//! The client programs are installed by `scripts/test`. Each test starts its own server and runs
 //! the clients with a UTF-8 locale (lftp and wget mangle non-ASCII names under the C locale)
 //! and `HOME` in a temporary directory, so no user configuration leaks in.
 

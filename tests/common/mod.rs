@@ -149,6 +149,7 @@ impl TestServer {
     pub fn send_sigterm(&self) {
         let child = self.child.as_ref().expect("server is running");
         let pid = child.id().to_string();
+        require_program("kill");
         let kill = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
