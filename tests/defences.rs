@@ -1,7 +1,8 @@
 //! End-to-end tests of the server's defences and limits over real sockets: the growing delay
 //! after failed logins, closing after `max_login_failures`, address bans, per-user session and
-//! transfer limits (off by default, so set here), bandwidth budgets (per user, shared by all of a user's sessions, and
-//! global), and the data, login and idle timeouts. Every wait is bounded.
+//! transfer limits (off by default, so set here), bandwidth budgets (per user, shared by all
+//! of a user's sessions, and global), and the data, login and idle timeouts. Every wait is
+//! bounded.
 
 mod common;
 

@@ -885,8 +885,8 @@ fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
     let w = work.path();
     let src = w.join("src");
     // 64 files of 128 KiB, each sent at 256 KiB/s with bursts of 32 KiB (lftp's limits per
-    // connection): every transfer lasts about half a second, so sixteen of them really run at once (the old
-    // per-user cap of 10 transfers answered the rest 425).
+    // connection): every transfer lasts about half a second, so sixteen of them really run at
+    // once (the old per-user cap of 10 transfers answered the rest 425).
     for i in 0..64u64 {
         let path = src.join(format!("d{}/f{i:02}.bin", i % 4));
         std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
