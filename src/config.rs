@@ -71,7 +71,7 @@ pub struct Config {
     /// `registration`: `open`, `closed` or `invite`. Default `open`.
     pub registration: Registration,
     /// `max_registrations_per_ip_per_hour`: accounts one client address may register within an
-    /// hour (`SITE REGISTER`); more are refused with 550. Default 5.
+    /// hour (`SITE REGISTER`); more are refused with 550. Default 30.
     pub max_registrations_per_ip_per_hour: u32,
     /// `default_quota_bytes`: byte limit given to new accounts. Default: none (unlimited).
     pub default_quota_bytes: Option<u64>,
@@ -110,7 +110,7 @@ pub struct Config {
     pub require_tls_resumption: bool,
     /// `max_sessions`: control connections in all. Default 2000.
     pub max_sessions: usize,
-    /// `max_sessions_per_ip`: control connections from one address. Default 50.
+    /// `max_sessions_per_ip`: control connections from one address. Default 200.
     pub max_sessions_per_ip: usize,
     /// `max_line_length`: longest command line in bytes. Default 4096.
     pub max_line_length: usize,
@@ -136,10 +136,10 @@ pub struct Config {
     /// changes) one client address may have running or queued at once; more wait their turn
     /// (0: no limit). Default 2.
     pub max_password_checks_per_ip: usize,
-    /// `max_sessions_per_user`: logged-in sessions of one user (0: no limit). Default 20.
+    /// `max_sessions_per_user`: logged-in sessions of one user (0: no limit). Default 0.
     pub max_sessions_per_user: usize,
-    /// `max_transfers_per_user`: concurrent transfers of one user over all of their sessions
-    /// (0: no limit). Default 10.
+    /// `max_transfers_per_user`: concurrent uploads and downloads of one user over all of
+    /// their sessions; listings do not count (0: no limit). Default 0.
     pub max_transfers_per_user: usize,
     /// `max_upload_rate_per_user`: bytes per second for all uploads of one user together
     /// (0: no limit). Default 0.
@@ -213,7 +213,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2121))],
             data_dir: PathBuf::from("./var"),
             registration: Registration::Open,
-            max_registrations_per_ip_per_hour: 5,
+            max_registrations_per_ip_per_hour: 30,
             default_quota_bytes: None,
             default_quota_files: Some(10_000),
             pbkdf2_iterations: 600_000,
@@ -228,7 +228,7 @@ impl Default for Config {
             require_tls_data: false,
             require_tls_resumption: false,
             max_sessions: 2000,
-            max_sessions_per_ip: 50,
+            max_sessions_per_ip: 200,
             max_line_length: 4096,
             max_path_depth: 64,
             max_path_length: 4096,
@@ -238,8 +238,8 @@ impl Default for Config {
             ban_window_secs: 600,
             ban_secs: 900,
             max_password_checks_per_ip: 2,
-            max_sessions_per_user: 20,
-            max_transfers_per_user: 10,
+            max_sessions_per_user: 0,
+            max_transfers_per_user: 0,
             max_upload_rate_per_user: 0,
             max_download_rate_per_user: 0,
             max_upload_rate: 0,
@@ -463,6 +463,16 @@ mod tests {
         let unlimited: Config = toml::from_str("default_quota_files = 0\n").expect("valid toml");
         assert_eq!(unlimited.default_quota().files, None);
         assert_eq!(cfg.max_registrations_per_ip_per_hour, 2);
+    }
+
+    #[test]
+    fn defaults_fit_parallel_clients() {
+        let cfg = Config::default();
+        assert_eq!(cfg.max_sessions_per_user, 0);
+        assert_eq!(cfg.max_transfers_per_user, 0);
+        assert_eq!(cfg.max_sessions_per_ip, 200);
+        assert_eq!(cfg.max_registrations_per_ip_per_hour, 30);
+        cfg.validate().expect("the defaults are valid");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Control, FERRYD, TestServer};
+use common::{Control, FERRYD, TestServer, require_program};
 
 /// The server's resident memory in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -296,6 +296,7 @@ impl LimitedServer {
     fn start(limit: u32) -> LimitedServer {
         let data_dir = tempfile::tempdir().expect("data dir");
         let nofile = format!("--nofile={limit}:{limit}");
+        require_program("prlimit");
         let mut child = Command::new("prlimit")
             .arg(nofile)
             .arg(FERRYD)
@@ -495,6 +496,7 @@ fn accept_out_of_descriptors_answers_421_and_recovers() {
         .count();
     // Room for a few more connections only.
     let low = format!("--nofile={}:4096", open + 8);
+    require_program("prlimit");
     let status = Command::new("prlimit")
         .args(["--pid", &pid, &low])
         .status()

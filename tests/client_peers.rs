@@ -1,5 +1,5 @@
 //! The `ferry` client against an FTP server nobody on this project wrote: pyftpdlib on
-//! loopback (installed by `.ci/run`), in passive and in active mode.
+//! loopback (installed by `scripts/test`), in passive and in active mode.
 
 mod common;
 

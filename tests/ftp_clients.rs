@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{IO_TIMEOUT, TestServer, has_event, pseudo_random, run_bounded};
+use common::{IO_TIMEOUT, TestServer, has_event, pseudo_random, require_program, run_bounded};
 use serde_json::{Value, json};
 use suppaftp::{FtpStream, Status};
 
@@ -232,6 +232,7 @@ fn suppaftp_full_session_is_byte_exact_and_audited() {
 
 /// Runs `curl ARGS` (bounded) and returns its output, asserting success unless told otherwise.
 fn curl(args: &[&str]) -> std::process::Output {
+    require_program("curl");
     let child = Command::new("curl")
         .args(["-sS", "--max-time", "30", "--connect-timeout", "10"])
         .args(args)
@@ -239,7 +240,7 @@ fn curl(args: &[&str]) -> std::process::Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run curl (installed by .ci/run)");
+        .expect("run curl (installed by scripts/test)");
     run_bounded(child, Duration::from_secs(40))
 }
 
@@ -416,6 +417,7 @@ fn python_ftplib_register_transfer_and_list() {
     let payload = pseudo_random(2 * 1024 * 1024 + 3, 3);
     std::fs::write(&src, &payload).expect("write payload");
 
+    require_program("python3");
     let child = Command::new("python3")
         .arg(&script)
         .arg(server.port().to_string())

@@ -2,7 +2,7 @@
 //! wget) against `ferryd`. Every test compares the files byte for byte (whole trees where the
 //! client mirrors) and checks the audit-log entries the client's session caused.
 //!
-//! The client programs are installed by `.ci/run`. Each test starts its own server and runs
+//! The client programs are installed by `scripts/test`. Each test starts its own server and runs
 //! the clients with a UTF-8 locale (lftp and wget mangle non-ASCII names under the C locale)
 //! and `HOME` in a temporary directory, so no user configuration leaks in.
 
@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use common::{
     TestServer, assert_event, assert_success, assert_transfer, has_event, pseudo_random, register,
-    run_client,
+    run_client, run_client_within,
 };
 use serde_json::{Value, json};
 
@@ -630,6 +630,18 @@ fn python_ftplib_passive_active_rest_mlsd_and_abort() {
 // rclone
 // ---------------------------------------------------------------------------------------------
 
+/// An on-the-fly rclone remote (no config file) for `user` on `server`, at `dir`.
+fn rclone_remote(server: &TestServer, w: &Path, user: &str, pass: &str, dir: &str) -> String {
+    let obscured = run_client("rclone", &["obscure", pass], w);
+    assert_success(&obscured, "rclone obscure");
+    let obscured = String::from_utf8(obscured.stdout).expect("utf-8");
+    format!(
+        ":ftp,host=127.0.0.1,port={},user={user},pass={}:{dir}",
+        server.port(),
+        obscured.trim()
+    )
+}
+
 #[test]
 fn rclone_copy_check_and_modification_times() {
     let server = TestServer::start(&[]);
@@ -654,14 +666,7 @@ fn rclone_copy_check_and_modification_times() {
         mtimes.insert(rel.to_owned(), t as i64);
     }
 
-    let obscured = run_client("rclone", &["obscure", pass], w);
-    assert_success(&obscured, "rclone obscure");
-    let obscured = String::from_utf8(obscured.stdout).expect("utf-8");
-    let remote = format!(
-        ":ftp,host=127.0.0.1,port={},user={user},pass={}:dst",
-        server.port(),
-        obscured.trim()
-    );
+    let remote = rclone_remote(&server, w, user, pass, "dst");
     let rclone = |args: &[&str]| -> Output {
         let mut all = vec![
             "--config",
@@ -808,6 +813,107 @@ fn rclone_copy_check_and_modification_times() {
             ],
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parallel clients on the default configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Bound on one run of a client moving the many-files tree.
+const PARALLEL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// 200 small files in four directories and three larger ones at the top, under `root`.
+fn make_many_files(root: &Path) {
+    for i in 0..200u64 {
+        let path = root.join(format!("d{}/f{i:03}.bin", i % 4));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+        std::fs::write(&path, pseudo_random(100 + 37 * i as usize, i)).expect("write file");
+    }
+    for i in 0..3u64 {
+        let bytes = pseudo_random((3 << 20) + i as usize, 1000 + i);
+        std::fs::write(root.join(format!("large{i}.bin")), bytes).expect("write file");
+    }
+}
+
+#[test]
+fn rclone_with_32_transfers_and_32_checkers_on_the_defaults() {
+    // Only the data dir, a free port and cheap hashes differ from the defaults. With per-user
+    // caps (the old 20 sessions, 10 transfers) rclone's connections beyond them failed, and
+    // with one retry pass and one low-level retry nothing hides such a failure.
+    let server = TestServer::start_on_defaults();
+    let (user, pass) = ("pia", "parallel-pass-1");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let src = w.join("src");
+    make_many_files(&src);
+    let remote = rclone_remote(&server, w, user, pass, "up");
+    let rclone = |from: &str, to: &str| -> Output {
+        let args = [
+            "--config",
+            "/dev/null",
+            "copy",
+            "--transfers",
+            "32",
+            "--checkers",
+            "32",
+            "--retries",
+            "1",
+            "--low-level-retries",
+            "1",
+            "--timeout",
+            "30s",
+            from,
+            to,
+        ];
+        run_client_within("rclone", &args, w, None, PARALLEL_TIMEOUT)
+    };
+    let out = rclone("src", &remote);
+    assert_success(&out, "rclone copy up");
+    assert_same_tree(&src, &server.home(user).join("up"), "after rclone copy up");
+    let out = rclone(&remote, "back");
+    assert_success(&out, "rclone copy down");
+    assert_same_tree(&src, &w.join("back"), "after rclone copy down");
+}
+
+#[test]
+fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
+    let server = TestServer::start_on_defaults();
+    let (user, pass) = ("lia", "parallel-pass-2");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let src = w.join("src");
+    // 64 files of 128 KiB, each sent at 256 KiB/s with bursts of 32 KiB (lftp's limits per
+    // connection): every transfer lasts about half a second, so sixteen of them really run at
+    // once (the old per-user cap of 10 transfers answered the rest 425).
+    for i in 0..64u64 {
+        let path = src.join(format!("d{}/f{i:02}.bin", i % 4));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+        std::fs::write(&path, pseudo_random(128 << 10, 500 + i)).expect("write file");
+    }
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 20; set ftp:ssl-allow no; \
+         set cmd:fail-exit yes; set net:limit-rate 262144; set net:limit-max 32768; \
+         open -u {user},{pass} -p {} 127.0.0.1; \
+         mirror -R --parallel=16 src up; mirror --parallel=16 up back",
+        server.port()
+    );
+    let out = run_client_within("lftp", &["-c", &script], w, None, PARALLEL_TIMEOUT);
+    assert_success(&out, "lftp mirror --parallel=16");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!printed.contains("425"), "lftp got a 425:\n{printed}");
+    assert_same_tree(&src, &server.home(user).join("up"), "after mirror -R");
+    assert_same_tree(&src, &w.join("back"), "after mirror back");
+    let events = server.audit_events();
+    assert!(
+        !events.iter().any(|e| e["code"] == 425),
+        "a 425 in the audit log"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

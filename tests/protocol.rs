@@ -312,7 +312,6 @@ fn epsv_all_refuses_pasv_port_and_eprt_and_epsv_still_works() {
     data.read_to_end(&mut got).expect("read");
     assert_eq!(got, b"epsv only");
     assert_eq!(ctl.reply().code, 226);
-    ctl.expect("EPSV 3", 504);
     ctl.expect("EPSV x", 501);
     // RFC 2428 §3: over IPv4 only network protocol 1 can be offered.
     ctl.expect("EPSV 2", 522);
@@ -322,6 +321,47 @@ fn epsv_all_refuses_pasv_port_and_eprt_and_epsv_still_works() {
     data.read_to_end(&mut got).expect("read");
     assert_eq!(got, b"epsv only");
     assert_eq!(ctl.reply().code, 226);
+}
+
+#[test]
+fn unknown_network_protocols_get_522_naming_the_ones_the_server_listens_on() {
+    // RFC 2428 §2, §3: 522 with the protocols the server supports, also after EPSV ALL.
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("cid", "cid-password");
+    for line in ["EPSV 3", "EPSV 99999", "EPRT |3|127.0.0.1|2000|"] {
+        let reply = ctl.expect(line, 522);
+        assert_eq!(
+            body(&reply),
+            "Network protocol not supported, use (1).",
+            "{line}"
+        );
+    }
+    // Listening only on IPv4, the server does not support IPv6 data connections at all.
+    let reply = ctl.expect("EPRT |2|::1|2000|", 522);
+    assert_eq!(body(&reply), "Network protocol not supported, use (1).");
+    ctl.expect("EPSV ALL", 200);
+    ctl.expect("EPSV 3", 522);
+    assert_eq!(
+        ctl.epsv().ip(),
+        ctl.stream().peer_addr().expect("peer").ip()
+    );
+
+    // Listening on both families, both are named.
+    let both = TestServer::start(&["--listen", "[::1]:0"]);
+    both.wait_stderr("listening on [::1]:");
+    let mut ctl = both.register_and_login("dee", "dee-password");
+    for line in ["EPSV 3", "EPRT |0|127.0.0.1|2000|"] {
+        let reply = ctl.expect(line, 522);
+        assert_eq!(
+            body(&reply),
+            "Network protocol not supported, use (1,2).",
+            "{line}"
+        );
+    }
+    // Over IPv4 a passive port can only be offered on IPv4 (the control address).
+    let reply = ctl.expect("EPSV 2", 522);
+    assert_eq!(body(&reply), "Network protocol not supported, use (1).");
+    ctl.expect("EPSV 1", 229);
 }
 
 // ---- REST, APPE, STOU ----

@@ -52,6 +52,7 @@ fn wait_staged(server: &TestServer, bytes: u64) {
 
 /// Starts a real client in `cwd` (environment as for [`run_client`]), output discarded.
 fn spawn_client(program: &str, args: &[&str], cwd: &Path) -> Child {
+    common::require_program(program);
     Command::new(program)
         .args(args)
         .current_dir(cwd)
@@ -62,7 +63,7 @@ fn spawn_client(program: &str, args: &[&str], cwd: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"))
+        .unwrap_or_else(|e| panic!("run {program}: {e}"))
 }
 
 /// Lets `client` upload until the server has staged 256 KiB, then kills it with SIGKILL.

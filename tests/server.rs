@@ -230,6 +230,7 @@ fn sigint_during_startup_is_not_lost_even_when_inherited_as_ignored() {
     );
     assert!(!stale.exists(), "the stale upload was not removed");
     let pid = child.id().to_string();
+    common::require_program("kill");
     let kill = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()

@@ -3,7 +3,7 @@
 //! and implicit TLS, and by a raw socket for the replies that come before any handshake.
 //! Transfers are compared byte for byte and the audit log is checked for the TLS sessions.
 //!
-//! The client programs are installed by `.ci/run`. Every test makes its own certificate and
+//! The client programs are installed by `scripts/test`. Every test makes its own certificate and
 //! server, and runs the clients with a UTF-8 locale and `HOME` in a temporary directory.
 
 mod common;

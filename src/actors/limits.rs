@@ -160,6 +160,8 @@ impl Drop for UserSession {
 pub struct TransferPermit {
     limits: Arc<Limits>,
     user: String,
+    /// Whether it holds a place under the transfer limit (listings do not).
+    counted: bool,
     budgets: Vec<Arc<RateLimiter>>,
 }
 
@@ -194,8 +196,10 @@ impl TransferPermit {
 
 impl Drop for TransferPermit {
     fn drop(&mut self) {
-        self.limits
-            .release(&self.user, |u| u.transfers = u.transfers.saturating_sub(1));
+        if self.counted {
+            self.limits
+                .release(&self.user, |u| u.transfers = u.transfers.saturating_sub(1));
+        }
     }
 }
 
@@ -204,8 +208,12 @@ impl Drop for TransferPermit {
 pub enum Direction {
     /// Client to server.
     Upload,
-    /// Server to client (also listings).
+    /// Server to client.
     Download,
+    /// A directory listing: server to client, drawing from the download budgets, but not a
+    /// transfer for the per-user transfer limit (a client that runs many parallel transfers
+    /// lists directories besides them).
+    Listing,
 }
 
 impl Limits {
@@ -328,18 +336,25 @@ impl Limits {
         })
     }
 
-    /// A transfer for `user`, unless the per-user transfer limit is reached; it draws from the
-    /// user's and the global budget of `direction`.
+    /// A transfer for `user`, unless the per-user transfer limit is reached (listings are
+    /// never refused); it draws from the user's and the global budget of `direction`.
     pub fn transfer(self: &Arc<Self>, user: &str, direction: Direction) -> Option<TransferPermit> {
         let mut state = self.lock();
+        // The user's entry lives while they are logged in (their session counts), so one a
+        // listing finds or makes does not outlive them.
+        let counted = direction != Direction::Listing;
         let entry = state.users.entry(user.to_owned()).or_default();
-        if self.transfers_per_user > 0 && entry.transfers >= self.transfers_per_user {
-            return None;
+        if counted {
+            if self.transfers_per_user > 0 && entry.transfers >= self.transfers_per_user {
+                return None;
+            }
+            entry.transfers += 1;
         }
-        entry.transfers += 1;
         let (rate, slot, global) = match direction {
             Direction::Upload => (self.user_up, &mut entry.up, &self.global_up),
-            Direction::Download => (self.user_down, &mut entry.down, &self.global_down),
+            Direction::Download | Direction::Listing => {
+                (self.user_down, &mut entry.down, &self.global_down)
+            }
         };
         let mut budgets = Vec::with_capacity(2);
         if rate > 0 {
@@ -351,6 +366,7 @@ impl Limits {
         Some(TransferPermit {
             limits: Arc::clone(self),
             user: user.to_owned(),
+            counted,
             budgets,
         })
     }
@@ -480,9 +496,14 @@ mod tests {
             .transfer("alice", Direction::Upload)
             .expect("first transfer");
         assert!(limits.transfer("alice", Direction::Download).is_none());
+        let listing = limits
+            .transfer("alice", Direction::Listing)
+            .expect("a listing is no transfer for the limit");
         drop(t);
-        assert!(limits.transfer("alice", Direction::Download).is_some());
-        drop(b);
+        let again = limits.transfer("alice", Direction::Download);
+        assert!(again.is_some(), "the listing holds no place");
+        drop((listing, again, b));
+        assert!(limits.lock().users.is_empty(), "nothing is left behind");
     }
 
     #[test]

@@ -127,7 +127,7 @@ struct ServeArgs {
     /// Whether SITE REGISTER is accepted (invite: only with a code from `ferryd invite`).
     #[arg(long, value_enum)]
     registration: Option<Registration>,
-    /// Accounts one client address may register per hour. Default 5.
+    /// Accounts one client address may register per hour. Default 30.
     #[arg(long)]
     max_registrations_per_ip_per_hour: Option<u32>,
     /// Byte limit for newly registered accounts. Default: none.
@@ -142,7 +142,7 @@ struct ServeArgs {
     /// Control connections in all. Default 2000.
     #[arg(long)]
     max_sessions: Option<usize>,
-    /// Control connections per client address. Default 50.
+    /// Control connections per client address. Default 200.
     #[arg(long)]
     max_sessions_per_ip: Option<usize>,
     /// Seconds to log in after connecting. Default 60.
@@ -178,10 +178,10 @@ struct ServeArgs {
     /// Default 2.
     #[arg(long)]
     max_password_checks_per_ip: Option<usize>,
-    /// Logged-in sessions per user (0: no limit). Default 20.
+    /// Logged-in sessions per user (0: no limit). Default 0.
     #[arg(long)]
     max_sessions_per_user: Option<usize>,
-    /// Concurrent transfers per user (0: no limit). Default 10.
+    /// Concurrent uploads and downloads per user, listings apart (0: no limit). Default 0.
     #[arg(long)]
     max_transfers_per_user: Option<usize>,
     /// Bytes per second for all of one user's uploads together (0: no limit).

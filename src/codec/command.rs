@@ -194,7 +194,8 @@ pub enum CommandError {
     /// An argument value is valid but not supported: 504.
     #[error("{0}")]
     Unsupported(String),
-    /// EPRT names a network protocol other than IPv4 (1) or IPv6 (2): 522 (RFC 2428 §2).
+    /// EPRT or EPSV names a network protocol other than IPv4 (1) or IPv6 (2): 522 (RFC 2428
+    /// §2, §3); the session names the protocols it listens on.
     #[error("Network protocol not supported, use (1,2).")]
     ProtocolNotSupported,
 }
@@ -614,9 +615,9 @@ fn parse_epsv(arg: &str) -> Result<Command, CommandError> {
         "1" => Ok(Command::Epsv(Some(1))),
         "2" => Ok(Command::Epsv(Some(2))),
         "ALL" => Ok(Command::EpsvAll),
-        other if other.chars().all(|c| c.is_ascii_digit()) => Err(CommandError::Unsupported(
-            "Network protocol not supported, use (1,2).".into(),
-        )),
+        other if other.chars().all(|c| c.is_ascii_digit()) => {
+            Err(CommandError::ProtocolNotSupported)
+        }
         _ => Err(CommandError::BadArgument("Bad EPSV argument.".into())),
     }
 }
@@ -897,7 +898,7 @@ mod tests {
             ("TYPE E", 504),
             ("MODE B", 504),
             ("STRU R", 504),
-            ("EPSV 3", 504),
+            ("EPSV 3", 522),
             ("EPSV x", 501),
             ("SYST now", 501),
             ("SITE REGISTER onlyname", 501),

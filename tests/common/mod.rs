@@ -40,24 +40,37 @@ pub struct TestServer {
     data_dir: TempDir,
     extra_args: Vec<String>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Whether the hourly registration cap is lifted (every test registers from 127.0.0.1).
+    lift_caps: bool,
 }
 
 impl TestServer {
     /// Starts `ferryd` on `127.0.0.1:0` with a fresh data dir and the given extra flags.
     pub fn start(extra_args: &[&str]) -> TestServer {
+        TestServer::spawn_new(extra_args, true)
+    }
+
+    /// Starts `ferryd` on the default configuration: only the listen address (a free port),
+    /// the data dir and the PBKDF2 rounds are set.
+    pub fn start_on_defaults() -> TestServer {
+        TestServer::spawn_new(&[], false)
+    }
+
+    fn spawn_new(extra_args: &[&str], lift_caps: bool) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("ferry-e2e-")
             .tempdir()
             .expect("create temp data dir");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (child, addr) = spawn(data_dir.path(), &extra_args, &stderr);
+        let (child, addr) = spawn(data_dir.path(), &extra_args, lift_caps, &stderr);
         TestServer {
             child: Some(child),
             addr,
             data_dir,
             extra_args,
             stderr,
+            lift_caps,
         }
     }
 
@@ -139,6 +152,7 @@ impl TestServer {
     pub fn send_sigterm(&self) {
         let child = self.child.as_ref().expect("server is running");
         let pid = child.id().to_string();
+        require_program("kill");
         let kill = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
@@ -165,7 +179,12 @@ impl TestServer {
     /// Stops the server, then starts it again on the same data dir and flags (new port).
     pub fn restart(&mut self) {
         self.stop();
-        let (child, addr) = spawn(self.data_dir.path(), &self.extra_args, &self.stderr);
+        let (child, addr) = spawn(
+            self.data_dir.path(),
+            &self.extra_args,
+            self.lift_caps,
+            &self.stderr,
+        );
         self.child = Some(child);
         self.addr = addr;
     }
@@ -176,7 +195,12 @@ impl TestServer {
         let mut child = self.child.take().expect("server is running");
         child.kill().expect("kill -9 ferryd");
         let _ = child.wait();
-        let (child, addr) = spawn(self.data_dir.path(), &self.extra_args, &self.stderr);
+        let (child, addr) = spawn(
+            self.data_dir.path(),
+            &self.extra_args,
+            self.lift_caps,
+            &self.stderr,
+        );
         self.child = Some(child);
         self.addr = addr;
     }
@@ -214,10 +238,15 @@ impl Drop for TestServer {
 
 /// Spawns ferryd and waits (bounded) for its `listening on` line; stderr keeps being drained
 /// into `log` by a thread so the pipe never fills.
-fn spawn(data_dir: &Path, extra: &[String], log: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+fn spawn(
+    data_dir: &Path,
+    extra: &[String],
+    lift_caps: bool,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, SocketAddr) {
     // Every test registers from 127.0.0.1: lift the hourly cap unless the test sets its own.
     const CAP: &str = "--max-registrations-per-ip-per-hour";
-    let cap: &[&str] = if extra.iter().any(|a| a == CAP) {
+    let cap: &[&str] = if !lift_caps || extra.iter().any(|a| a == CAP) {
         &[]
     } else {
         &[CAP, "100000"]
@@ -478,6 +507,18 @@ pub fn run_client_with_input(
     cwd: &Path,
     input: Option<&str>,
 ) -> Output {
+    run_client_within(program, args, cwd, input, CLIENT_TIMEOUT)
+}
+
+/// [`run_client_with_input`] bounded by `timeout` instead.
+pub fn run_client_within(
+    program: &str,
+    args: &[&str],
+    cwd: &Path,
+    input: Option<&str>,
+    timeout: Duration,
+) -> Output {
+    require_program(program);
     let mut child = Command::new(program)
         .args(args)
         .current_dir(cwd)
@@ -494,12 +535,43 @@ pub fn run_client_with_input(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("run {program} (installed by .ci/run): {e}"));
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         // Small scripts fit the pipe; a client that exits early only makes this write fail.
         let _ = stdin.write_all(input.as_bytes());
     }
-    run_bounded(child, CLIENT_TIMEOUT)
+    run_bounded(child, timeout)
+}
+
+/// Fails the test with one line unless `program` is on `PATH`: a fresh machine lacks the
+/// clients and tools the tests drive, and `scripts/test` installs them.
+pub fn require_program(program: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    assert!(
+        found,
+        "{program} is not installed: run scripts/test, which installs it"
+    );
+}
+
+/// Like [`require_program`] for a Python module (`python3 -c "import MODULE"`).
+pub fn require_python_module(module: &str) {
+    require_program("python3");
+    let imported = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        imported,
+        "the Python module {module} is not installed: run scripts/test, which installs it"
+    );
 }
 
 /// Panics with the client's output unless it exited 0.

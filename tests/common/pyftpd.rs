@@ -1,5 +1,5 @@
 //! pyftpdlib, an FTP server nobody on this project wrote, on loopback for the client tests
-//! (installed by `.ci/run`).
+//! (installed by `scripts/test`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -45,16 +45,7 @@ pub struct PyFtpd {
 impl PyFtpd {
     /// Starts pyftpdlib on an OS-chosen port, serving a fresh temporary home.
     pub fn start() -> PyFtpd {
-        let check = Command::new("python3")
-            .args(["-c", "import pyftpdlib"])
-            .output()
-            .expect("python3 must be installed (.ci/run installs it)");
-        assert!(
-            check.status.success(),
-            "pyftpdlib cannot be imported; .ci/run installs it \
-             (python3 -m pip install pyftpdlib):\n{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        super::require_python_module("pyftpdlib");
         let dir = tempfile::Builder::new()
             .prefix("ferry-pyftpd-")
             .tempdir()

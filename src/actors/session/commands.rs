@@ -119,6 +119,10 @@ impl Session {
             Command::Mode(_) => self.finish(&text, ok("Mode set to S.")),
             Command::Stru(_) => self.finish(&text, ok("Structure set to F.")),
             Command::Pasv => self.pasv(&text, false),
+            Command::Eprt(target) if !self.listens_on(target.ip()) => {
+                let reply = self.protocol_not_supported();
+                self.finish(&text, reply);
+            }
             Command::Port(target) | Command::Eprt(target) => self.port(&text, target),
             Command::Rest(offset) => {
                 self.restart = offset;
@@ -365,7 +369,7 @@ impl Session {
                     && RESERVED_NAMES.contains(&user.to_ascii_lowercase().as_str()) =>
             {
                 // RFC 1635: any password (customarily an e-mail address) is accepted.
-                self.enter(&text, "anonymous", |state| state.anonymous(ANONYMOUS));
+                self.enter(ctx, &text, "anonymous", |state| state.anonymous(ANONYMOUS));
             }
             PassAction::Authenticate { user, failures } => {
                 let request = Authenticate {
@@ -379,10 +383,10 @@ impl Session {
                     Ok(account) => {
                         let home: Arc<str> = Arc::from(account.name.as_str());
                         let request = act.env.services.create_home.send(CreateHome { user: home });
-                        act.ask(ctx, text, request, move |act, res, _, text| match res {
+                        act.ask(ctx, text, request, move |act, res, ctx, text| match res {
                             Ok(()) => {
                                 let name = account.name.to_string();
-                                act.enter(&text, &name, |state| state.succeeded(account));
+                                act.enter(ctx, &text, &name, |state| state.succeeded(account));
                             }
                             Err(e) => {
                                 let reply = act.store_error(&e);
@@ -465,24 +469,33 @@ impl Session {
     }
 
     /// Logs the user in (`log_in` sets the state), unless they already have as many sessions
-    /// as `max_sessions_per_user` allows.
-    fn enter(&mut self, text: &str, name: &str, log_in: impl FnOnce(&mut LoginState)) {
+    /// as `max_sessions_per_user` allows: then 421 and close, as for the other session caps
+    /// (clients such as rclone retry a 421, not a 530, which reads as a wrong password).
+    fn enter(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: &str,
+        name: &str,
+        log_in: impl FnOnce(&mut LoginState),
+    ) {
         let Some(slot) = self.env.limits.user_session(name) else {
             log::info!(
-                "session {} {}: {name} has too many sessions",
+                "session {} {}: refused: {name} has too many sessions",
                 self.id,
                 self.peer
             );
             let mut event = Event::now(self.id, self.peer, EventKind::Refused);
             event.user = Some(name.to_owned());
             event.command = Some("too many sessions for this user".to_owned());
+            event.code = Some(421);
             self.record(event);
-            self.finish(
-                text,
+            self.close(
+                Some(text),
                 Reply::new(
-                    ReplyCode::NotLoggedIn,
+                    ReplyCode::ServiceNotAvailable,
                     "Too many sessions for this user; try again later.",
                 ),
+                ctx,
             );
             return;
         };
@@ -1119,6 +1132,34 @@ impl Session {
         }
     }
 
+    /// Whether the server listens on `ip`'s network protocol: an IPv4 address, or an
+    /// unspecified IPv6 one (dual-stack), takes IPv4; any IPv6 address takes IPv6.
+    fn listens_on(&self, ip: std::net::IpAddr) -> bool {
+        let config = &self.env.config;
+        let mut listeners = config.listen.iter().chain(&config.implicit_tls_listen);
+        if ip.is_ipv4() {
+            listeners.any(|a| a.is_ipv4() || a.ip().is_unspecified())
+        } else {
+            listeners.any(std::net::SocketAddr::is_ipv6)
+        }
+    }
+
+    /// `522` for a network protocol the server does not support, naming the ones it does
+    /// (RFC 2428 §2, §3).
+    pub(super) fn protocol_not_supported(&self) -> Reply {
+        let v4 = std::net::Ipv4Addr::UNSPECIFIED.into();
+        let v6 = std::net::Ipv6Addr::UNSPECIFIED.into();
+        let families = match (self.listens_on(v4), self.listens_on(v6)) {
+            (true, false) => "1",
+            (false, true) => "2",
+            _ => "1,2",
+        };
+        Reply::new(
+            ReplyCode::ProtocolNotSupported,
+            format!("Network protocol not supported, use ({families})."),
+        )
+    }
+
     /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
     fn need_data(&mut self, text: &str) -> bool {
         if self.data.is_none() {
@@ -1433,7 +1474,8 @@ impl Session {
         }
         let direction = match kind {
             TransferKind::Upload(_) => Direction::Upload,
-            TransferKind::Listing | TransferKind::Download(_) => Direction::Download,
+            TransferKind::Download(_) => Direction::Download,
+            TransferKind::Listing => Direction::Listing,
         };
         let permit = self
             .state

@@ -748,7 +748,10 @@ impl Session {
                 self.check_bad_commands(ctx);
             }
             Ok(Inbound::Malformed(err)) => {
-                let reply = Reply::new(ReplyCode::from_u16(err.code()), err.to_string());
+                let reply = match err {
+                    CommandError::ProtocolNotSupported => self.protocol_not_supported(),
+                    _ => Reply::new(ReplyCode::from_u16(err.code()), err.to_string()),
+                };
                 // A known verb with a bad argument is a mistake; a line that is no command at
                 // all is garbage. The audit log writes the stderr line, within its budget.
                 if matches!(
