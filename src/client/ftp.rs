@@ -588,7 +588,11 @@ impl FtpClient {
         let prep = self.prepare_data()?;
         let data = self.start_transfer(&format!("LIST{arg}"), prep, abort)?;
         let text = self.read_listing(data, abort)?;
-        Ok(text.lines().filter_map(parse_list_line).collect())
+        let now = jiff::Timestamp::now();
+        Ok(text
+            .lines()
+            .filter_map(|l| parse_list_line(l, now))
+            .collect())
     }
 
     /// Names in a directory (NLST).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cli_table::Cell;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::client::entries::RemoteEntry;
+use crate::client::entries::{Modified, RemoteEntry};
 
 /// Renders entries as a table: name, type, size, modified.
 pub fn entries_table(entries: &[RemoteEntry]) -> String {
@@ -17,7 +17,7 @@ pub fn entries_table(entries: &[RemoteEntry]) -> String {
                 e.name.clone().cell(),
                 e.kind.as_str().cell(),
                 e.size.map_or_else(String::new, |s| s.to_string()).cell(),
-                e.modified.clone().unwrap_or_default().cell(),
+                e.modified.map(Modified::local).unwrap_or_default().cell(),
             ]
         })
         .collect();
@@ -124,7 +124,7 @@ mod tests {
                 name: "a.txt".into(),
                 kind: EntryKind::File,
                 size: Some(5),
-                modified: Some("2026-01-01 00:00:00".into()),
+                modified: Some(Modified::Day(jiff::civil::date(2026, 1, 1))),
             },
             RemoteEntry {
                 name: "sub".into(),
@@ -134,7 +134,7 @@ mod tests {
             },
         ];
         let table = entries_table(&entries);
-        for needle in ["name", "a.txt", "file", "5", "sub", "dir"] {
+        for needle in ["name", "a.txt", "file", "5", "sub", "dir", "2026-01-01"] {
             assert!(table.contains(needle), "{needle} missing in\n{table}");
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::client::entries::{EntryKind, RemoteEntry};
+use crate::client::entries::{EntryKind, Modified, RemoteEntry};
 use crate::client::ftp::{ClientError, FtpClient};
 use crate::client::render::{self, Progress};
 use crate::client::stream::Security;
@@ -961,18 +961,11 @@ fn local_entries(dir: &Path) -> Result<Vec<RemoteEntry>, ShellError> {
             name: dirent.file_name().to_string_lossy().into_owned(),
             kind,
             size: meta.is_file().then_some(meta.len()),
-            modified: meta.modified().ok().map(|t| {
-                let t = time::OffsetDateTime::from(t);
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                )
-            }),
+            modified: meta
+                .modified()
+                .ok()
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map(Modified::At),
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
