@@ -46,7 +46,10 @@ pub enum ClientError {
     #[error("not connected; use: open HOST [PORT]")]
     NotConnected,
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error(
+        "{path}: {}",
+        crate::client::render::io_reason(source, "no such file or directory")
+    )]
     Local {
         /// The local path.
         path: String,
