@@ -854,6 +854,11 @@ fn errors_name_the_file_and_read_as_sentences() {
         "cd nowhere: ",
         "cannot change to nowhere: 550",
     );
+    client.script(&server, "login alice; get nothere").fails(
+        "get",
+        "get nothere: ",
+        "cannot download nothere: 550",
+    );
     let out = client.script(&server, "login alice; put f.txt; get f.txt ./x/y");
     out.fails(
         "local",

@@ -826,7 +826,7 @@ impl Shell {
                     render::io_reason(&source, "no such directory")
                 )))
             }
-            result => self.report(progress, result),
+            result => self.report(progress, result, format!("cannot download {remote}")),
         }
     }
 
@@ -880,13 +880,15 @@ impl Shell {
             &mut |n| progress.advance(n),
             &abort,
         );
-        self.report(progress, result)
+        self.report(progress, result, format!("cannot upload to {remote}"))
     }
 
+    /// The summary line of a transfer, or its error; the server's refusal is named by `what`.
     fn report(
         &self,
         progress: Progress,
         result: Result<u64, ClientError>,
+        what: String,
     ) -> Result<(), ShellError> {
         match result {
             Ok(_) => {
@@ -895,7 +897,10 @@ impl Shell {
             }
             Err(e) => {
                 progress.abandon();
-                Err(e.into())
+                Err(match e {
+                    ClientError::Refused(_) => ShellError::about(what)(e),
+                    e => e.into(),
+                })
             }
         }
     }
