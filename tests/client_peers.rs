@@ -210,7 +210,8 @@ fn session(active: bool) {
     let out = ferry(cwd, &[&target, "-c", "login peer; get nothing.bin"]);
     assert_eq!(out.code, Some(1), "{mode}: {}", out.stderr);
     assert!(
-        out.stderr.starts_with("ferry: get nothing.bin: cannot download nothing.bin: 550"),
+        out.stderr
+            .starts_with("ferry: get nothing.bin: cannot download nothing.bin: 550"),
         "{mode}: {}",
         out.stderr
     );

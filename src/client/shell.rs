@@ -550,21 +550,25 @@ impl Shell {
                 .client()?
                 .command(&format!("MLST {path}"))
                 .map_err(about())?;
-            match reply.code {
-                250 => {
-                    let facts = reply
+            // 421 ends the session; any other refusal (no MLST, or a pattern that a listing
+            // may expand) is left to the listing, which says what is wrong if anything is.
+            if reply.code == 421 {
+                return Err(about()(ClientError::Refused(reply)));
+            }
+            let file = (reply.code == 250)
+                .then(|| {
+                    reply
                         .lines
                         .iter()
                         .skip(1)
-                        .find_map(|l| l.strip_prefix(' ').and_then(entries::parse_mlsx_line));
-                    if let Some(mut entry) = facts.filter(|e| e.kind != EntryKind::Dir) {
-                        entry.name = path.to_owned();
-                        println!("{}", render::entries_table(&[entry]));
-                        return Ok(());
-                    }
-                }
-                500 | 502 => {}
-                _ => return Err(about()(ClientError::Refused(reply))),
+                        .find_map(|l| l.strip_prefix(' ').and_then(entries::parse_mlsx_line))
+                })
+                .flatten()
+                .filter(|e| e.kind != EntryKind::Dir);
+            if let Some(mut entry) = file {
+                entry.name = path.to_owned();
+                println!("{}", render::entries_table(&[entry]));
+                return Ok(());
             }
         }
         let abort = self.reset_abort();
