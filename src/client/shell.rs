@@ -1202,4 +1202,17 @@ mod tests {
         assert_eq!(base_name("/x/y.txt"), "y.txt");
         assert_eq!(base_name("y.txt"), "y.txt");
     }
+
+    #[test]
+    fn options_and_home() {
+        assert_eq!(skip_options(&["-l", "-a", "dir"]), ["dir"]);
+        assert_eq!(skip_options(&["-la"]), [] as [&str; 0]);
+        // A lone `-` is a name, and so is what follows the first name.
+        assert_eq!(skip_options(&["-", "-x"]), ["-", "-x"]);
+        assert_eq!(skip_options(&["a", "-l"]), ["a", "-l"]);
+        // Only `~` and `~/...` are the home; `~user` and `a/~` are names.
+        for plain in ["~user", "a/~", "/x"] {
+            assert_eq!(expand_home(plain).expect("plain"), PathBuf::from(plain));
+        }
+    }
 }
