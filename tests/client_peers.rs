@@ -12,6 +12,8 @@ use common::{pseudo_random, run_bounded};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The client's time zone in these tests (UTC+9, no daylight saving time).
+const ZONE: &str = "Asia/Tokyo";
 
 struct Out {
     code: Option<i32>,
@@ -26,6 +28,8 @@ fn ferry(cwd: &Path, args: &[&str]) -> Out {
         .env("HOME", cwd)
         .env("FERRY_HISTORY", cwd.join(".history"))
         .env("FERRY_PASSWORD", PASS)
+        // Listing times are shown in the local zone: one fixed here, so tests can say which.
+        .env("TZ", ZONE)
         .env_remove("FERRY_NEW_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -104,7 +108,8 @@ fn session(active: bool) {
     let out = ferry(cwd, &[&target, "-c", "login peer; get nothing.bin"]);
     assert_eq!(out.code, Some(1), "{mode}: {}", out.stderr);
     assert!(
-        out.stderr.starts_with("ferry: get nothing.bin: 550"),
+        out.stderr
+            .starts_with("ferry: get nothing.bin: cannot download nothing.bin: 550"),
         "{mode}: {}",
         out.stderr
     );
@@ -143,4 +148,58 @@ fn pyftpdlib_resume_with_rest_and_appe() {
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert_eq!(std::fs::read(cwd.join("down.bin")).expect("down"), data);
     assert_eq!(std::fs::read(server.home.join("up.bin")).expect("up"), data);
+}
+
+#[test]
+fn pyftpdlib_without_mlsd_mlst_or_rein() {
+    let server = PyFtpd::start_with(&["plain"]);
+    let local = tempfile::Builder::new()
+        .prefix("ferry-peer-client-")
+        .tempdir()
+        .expect("temp dir");
+    let file = server.home.join("a.txt");
+    std::fs::write(&file, b"abc").expect("seed");
+    // Three days ago, on a whole minute: LIST shows the time of day (in UTC, pyftpdlib's
+    // default) and no seconds.
+    let now = jiff::Timestamp::now().as_second();
+    let when = jiff::Timestamp::from_second(now - now % 60 - 3 * 86_400).expect("time");
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(std::time::SystemTime::UNIX_EPOCH + secs(when)))
+        .expect("set mtime");
+    let shown = when
+        .to_zoned_datetime(jiff::tz::TimeZone::get(ZONE).expect("zone"))
+        .strftime("%Y-%m-%d %H:%M")
+        .to_string();
+    let target = format!("127.0.0.1:{}", server.port);
+    let out = ferry(
+        local.path(),
+        &[
+            &target,
+            "-c",
+            "login peer; login peer; login peer2; whoami; dir; ls -l a.txt",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    for needle in [
+        "Already logged in as peer.",
+        // No REIN: the new login went over a fresh connection.
+        &format!("peer2 on {target}"),
+        &format!("| a.txt | file | 3    | {shown} |"),
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "lacks {needle:?}:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(out.stdout.matches("220 ").count(), 2, "{}", out.stdout);
+    // `ls -l a.txt` lists the one file (LIST a.txt): its table has one row.
+    let last_table = out.stdout.rsplit("| name ").next().unwrap_or_default();
+    assert_eq!(last_table.matches("| a.txt ").count(), 1, "{}", out.stdout);
+}
+
+fn secs(t: jiff::Timestamp) -> Duration {
+    Duration::from_secs(u64::try_from(t.as_second()).expect("after 1970"))
 }

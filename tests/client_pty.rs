@@ -142,15 +142,86 @@ fn ctrl_c_aborts_a_download_and_returns_to_the_prompt() {
     pty.line("register");
     pty.expect("New user name: ");
     pty.line("bobby");
-    pty.expect("Password:");
+    pty.expect("New password:");
     pty.secret("bobby-password");
-    pty.expect("Password again:");
+    pty.expect("New password again:");
     pty.secret("bobby-password");
     let out = pty.prompt();
     assert!(
         out.contains("Account bobby created.") && out.contains("Logged in as bobby."),
         "{out}"
     );
+    pty.exit();
+}
+
+#[test]
+fn register_states_the_rule_and_asks_again_only_what_was_refused() {
+    let server = TestServer::start(&[]);
+    drop(server.register_and_login(USER, PASS));
+    let home = temp_home();
+    let mut pty = Pty::spawn(&home, &[&format!("127.0.0.1:{}", server.port())]);
+    pty.expect("220 ");
+    pty.prompt();
+    pty.line("register");
+    pty.expect("User names: 1-32 of a-z 0-9 . _ -, starting with a letter or digit.");
+    pty.expect("New user name: ");
+    // A bad name is refused at once, before any password is asked.
+    pty.line("Bad!");
+    let before = pty.expect("New user name: ");
+    assert!(
+        before.contains("bad user name") && !before.contains("assword"),
+        "{before}"
+    );
+    // A taken name: refused by the server, and then only the name is asked again.
+    pty.line(USER);
+    pty.expect("New password: ");
+    pty.secret("bobby-password");
+    pty.expect("New password again: ");
+    pty.secret("bobby-password");
+    pty.expect("That user name is taken. Please choose again.");
+    pty.expect("New user name: ");
+    pty.line("bobby");
+    let out = pty.prompt();
+    assert!(
+        !out.contains("assword"),
+        "the password was asked again:\n{out}"
+    );
+    assert!(
+        out.contains("Account bobby created.") && out.contains("Logged in as bobby."),
+        "{out}"
+    );
+    // passwd asks for the new password as such.
+    pty.line("passwd");
+    pty.expect("Current password: ");
+    pty.secret("bobby-password");
+    pty.expect("New password: ");
+    pty.secret("bobby-password-2");
+    pty.expect("New password again: ");
+    pty.secret("bobby-password-2");
+    let out = pty.prompt();
+    assert!(out.contains("Password changed."), "{out}");
+    pty.exit();
+
+    // A weak password: only the password is asked again.
+    let mut pty = Pty::spawn(&home, &[&format!("127.0.0.1:{}", server.port())]);
+    pty.expect("220 ");
+    pty.prompt();
+    pty.line("register carl");
+    pty.expect("New password: ");
+    pty.secret("short");
+    pty.expect("New password again: ");
+    pty.secret("short");
+    pty.expect("Password too weak");
+    let before = pty.expect("New password: ");
+    assert!(
+        !before.contains("user name"),
+        "the name was asked again:\n{before}"
+    );
+    pty.secret("carl-password");
+    pty.expect("New password again: ");
+    pty.secret("carl-password");
+    let out = pty.prompt();
+    assert!(out.contains("Account carl created."), "{out}");
     pty.exit();
 }
 

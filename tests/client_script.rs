@@ -391,9 +391,11 @@ fn mget_mput_globs_and_lcd() {
         "mput *.none: ",
         "no local file matches",
     );
-    client
-        .script(&server, "lcd no-such-dir")
-        .fails("lcd", "lcd no-such-dir: ", "No such file");
+    client.script(&server, "lcd no-such-dir").fails(
+        "lcd",
+        "lcd no-such-dir: ",
+        "cannot change to no-such-dir: no such directory",
+    );
 }
 
 #[test]
@@ -447,7 +449,7 @@ fn close_then_open_again_and_the_url_form() {
             None,
         )
         .fails("pwd after close", "pwd: ", "not connected")
-        .has("Logged in as alice.\n/pub/deep\n")
+        .has("Logged in as alice.\nNow in /pub/deep.\n/pub/deep\n")
         .has("not connected\n");
     let out = client.run(
         &[
@@ -469,7 +471,8 @@ fn close_then_open_again_and_the_url_form() {
     let out = client.run(&[&bad, "-c", "pwd"], None);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
-        out.stderr.contains("ferry: cd /nowhere: 550"),
+        out.stderr
+            .contains("ferry: cd /nowhere: cannot change to /nowhere: 550"),
         "{}",
         out.stderr
     );
@@ -593,7 +596,11 @@ fn errors_are_one_clear_line() {
     // No such local file.
     client
         .script(&server, "login alice; put nothere.txt")
-        .fails("no local", "put nothere.txt: ", "nothere.txt: No such file");
+        .fails(
+            "no local",
+            "put nothere.txt: ",
+            "cannot open nothere.txt: no such file",
+        );
     assert!(!server.home(USER).join("nothere.txt").exists());
     // An unterminated quote.
     client.script(&server, "login alice; get 'oops").fails(
@@ -733,4 +740,182 @@ fn active_mode_against_ferryd() {
         .has("| f.txt ");
     assert_eq!(read(&server.home(USER).join("f.txt")), data);
     assert_eq!(read(&client.local("x")), data);
+}
+
+#[test]
+fn login_again_as_the_same_or_another_user() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"carol's");
+    client
+        .script(
+            &server,
+            "register carol; login carol; put f.txt; login alice; whoami; put f.txt c.txt",
+        )
+        .ok("login again")
+        .has("Already logged in as carol.")
+        .has("Logged in as alice.")
+        .has(&format!("alice on {}", target(&server)));
+    assert_eq!(read(&server.home("carol").join("f.txt")), b"carol's");
+    assert_eq!(read(&server.home(USER).join("c.txt")), b"carol's");
+}
+
+#[test]
+fn register_checks_the_name_before_the_password() {
+    let server = TestServer::start(&[]);
+    // No password source at all: the bad name is refused before one is needed.
+    Client::new().script(&server, "register Bad!").fails(
+        "bad name",
+        "register Bad!: ",
+        "\"Bad!\": bad user name: use 1-32 of a-z 0-9 . _ -, starting with a letter or digit",
+    );
+    assert!(
+        !server.audit_text().contains("SITE REGISTER"),
+        "the name went to the server:\n{}",
+        server.audit_text()
+    );
+}
+
+#[test]
+fn ls_options_and_dir_of_one_file() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"12345");
+    let out = client.script(
+        &server,
+        "login alice; put f.txt; mkdir sub; put f.txt sub/g.txt; ls -l; ls -la sub; dir f.txt",
+    );
+    out.ok("ls -l");
+    let tables: Vec<&str> = out.stdout.split("| name ").skip(1).collect();
+    assert_eq!(tables.len(), 3, "{}", out.stdout);
+    assert!(tables[0].contains("| f.txt ") && tables[0].contains("| sub "));
+    assert!(tables[1].contains("| g.txt ") && !tables[1].contains("| f.txt "));
+    // The file alone: one row.
+    assert_eq!(tables[2].matches("| file ").count(), 1, "{}", tables[2]);
+    assert!(tables[2].contains("| f.txt | file | 5 "), "{}", tables[2]);
+    client
+        .script(&server, "login alice; dir missing.txt")
+        .fails(
+            "dir of nothing",
+            "dir missing.txt: ",
+            "cannot list missing.txt: 550",
+        );
+}
+
+#[test]
+fn changes_are_confirmed_unless_quiet() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"x");
+    let script = "login alice; mkdir d; cd d; cd ..; put f.txt; rename f.txt g.txt; rm g.txt; \
+                  rmdir d";
+    let out = client.script(&server, script);
+    out.ok("confirmed");
+    for line in [
+        "Created directory /d.",
+        "Now in /d.",
+        "Now in /.",
+        "Renamed f.txt to g.txt.",
+        "Deleted g.txt.",
+        "Removed directory d.",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "no line {line:?}:\n{}",
+            out.stdout
+        );
+    }
+    let quiet = client.run(&["-q", &target(&server), "-c", script], None);
+    quiet.ok("quiet");
+    assert_eq!(quiet.stdout, "", "-q printed");
+    // Asked-for output still comes with -q.
+    client
+        .run(&["-q", &target(&server), "-c", "login alice; pwd"], None)
+        .ok("quiet pwd");
+}
+
+#[test]
+fn errors_name_the_file_and_read_as_sentences() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"x");
+    client.script(&server, "login alice; rm nothere").fails(
+        "rm",
+        "rm nothere: ",
+        "cannot delete nothere: 550",
+    );
+    client.script(&server, "login alice; mkdir a/b/c").fails(
+        "mkdir",
+        "mkdir a/b/c: ",
+        "cannot create a/b/c: 550",
+    );
+    client.script(&server, "login alice; cd nowhere").fails(
+        "cd",
+        "cd nowhere: ",
+        "cannot change to nowhere: 550",
+    );
+    client.script(&server, "login alice; get nothere").fails(
+        "get",
+        "get nothere: ",
+        "cannot download nothere: 550",
+    );
+    let out = client.script(&server, "login alice; put f.txt; get f.txt ./x/y");
+    out.fails(
+        "local",
+        "get f.txt ./x/y: ",
+        "cannot create ./x/y: no such directory",
+    );
+    assert!(!out.stderr.contains("os error"), "{}", out.stderr);
+    let out = client.run(&["-c", "lcd /no/such/dir"], None);
+    out.fails(
+        "lcd",
+        "lcd /no/such/dir: ",
+        "cannot change to /no/such/dir: no such directory",
+    );
+    assert!(!out.stderr.contains("os error"), "{}", out.stderr);
+}
+
+#[test]
+fn times_are_local() {
+    let server = server_with_user();
+    let mut client = Client::with_password(PASS);
+    client.set("TZ", "Asia/Tokyo");
+    let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_768_480_496);
+    for file in [server.home(USER).join("r.txt"), client.local("l.txt")] {
+        std::fs::write(&file, b"r").expect("seed");
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(when))
+            .expect("set mtime");
+    }
+    // 2026-01-15 12:34:56 UTC is 21:34 in Tokyo.
+    let row = |name: &str| format!("| {name} | file | 1    | 2026-01-15 21:34 |");
+    client
+        .script(&server, "login alice; dir; lls")
+        .ok("dir in Tokyo")
+        .has(&row("r.txt"))
+        .has(&row("l.txt"));
+    client.set("TZ", "UTC");
+    client
+        .script(&server, "login alice; dir r.txt")
+        .ok("dir in UTC")
+        .has("| r.txt | file | 1    | 2026-01-15 12:34 |");
+}
+
+#[test]
+fn lcd_expands_the_home_directory() {
+    let client = Client::new();
+    let home = client.home.path().canonicalize().expect("home");
+    let out = client.run(&["-c", "lcd ~; lpwd; lcd ~/work; lpwd; lcd; lpwd"], None);
+    out.ok("lcd ~");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let home = home.display().to_string();
+    let work = format!("{home}/work");
+    assert_eq!(
+        lines,
+        [&home, &home, &work, &work, &home, &home],
+        "{}",
+        out.stdout
+    );
 }

@@ -262,7 +262,7 @@ proptest! {
         "[-dlbcps][rwx-]{9} {1,3}[0-9]{1,3} [a-z]{1,5} [a-z]{1,5} [0-9]{1,6} [A-Z][a-z]{2} {1,2}[0-9]{1,2} [0-9:]{4,5} .{0,12}",
         "([a-zA-Z]{1,6}=[^; ]{0,16};){0,4} ?.{0,12}",
     ]) {
-        if let Some(e) = parse_list_line(&line) {
+        if let Some(e) = parse_list_line(&line, jiff::Timestamp::now()) {
             prop_assert!(!e.name.is_empty() && e.name != "." && e.name != "..");
         }
         if let Some(e) = parse_mlsx_line(&line) {

@@ -42,6 +42,9 @@ const MAX_NAME_LEN: usize = 32;
 /// anonymous access on can never capture an account.
 pub const RESERVED_NAMES: [&str; 2] = ["anonymous", "ftp"];
 
+/// The name rule in words, for people choosing a name.
+pub const NAME_RULE: &str = "1-32 of a-z 0-9 . _ -, starting with a letter or digit";
+
 /// A validated account name: `[a-z0-9][a-z0-9._-]{0,31}`. Anything else is refused before it
 /// touches a path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -146,7 +149,7 @@ pub struct Account {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// 501: the name breaks the name rule.
-    #[error("bad user name: use 1-32 of a-z 0-9 . _ -, starting with a letter or digit")]
+    #[error("bad user name: use {NAME_RULE}")]
     BadName,
     /// 501: the password is shorter than the minimum or contains control characters.
     #[error("password too short or contains control characters")]

@@ -25,6 +25,10 @@ struct Cli {
     /// Active mode: the server connects back (PORT/EPRT) instead of passive EPSV/PASV.
     #[arg(long)]
     active: bool,
+    /// Quiet: print only what was asked for (listings, sizes, errors), no greeting,
+    /// confirmations or transfer summaries.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Seconds to wait for the server before giving up.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         commands: cli.commands,
         password_file: cli.password_file,
         active: cli.active,
+        quiet: cli.quiet,
         timeout: Duration::from_secs(cli.timeout_secs.max(1)),
     }))
 }

@@ -1,6 +1,10 @@
 //! Remote directory entries as the client shows them, parsed from MLSD fact lines (RFC 3659
 //! §7) or, for servers without MLSD, from `LIST` output in the usual Unix `ls -l` style.
 
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
 /// What kind of object an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -35,8 +39,35 @@ pub struct RemoteEntry {
     pub kind: EntryKind,
     /// Size in bytes, when the server says.
     pub size: Option<u64>,
-    /// Modification time as text: `YYYY-MM-DD HH:MM:SS` (UTC) from MLSD, as listed by LIST.
-    pub modified: Option<String>,
+    /// When it was last modified, when the listing says.
+    pub modified: Option<Modified>,
+}
+
+/// A modification time as a listing gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modified {
+    /// An instant: MLSD's UTC time, a local file's time, or a LIST line's time of day.
+    At(Timestamp),
+    /// A day only: LIST gives the year instead of the time of day for old entries.
+    Day(Date),
+}
+
+impl Modified {
+    /// `YYYY-MM-DD HH:MM` in the local time zone (`TZ`), or `YYYY-MM-DD` for a day only.
+    pub fn local(self) -> String {
+        self.local_in(&TimeZone::system())
+    }
+
+    /// As [`Modified::local`], in `zone`.
+    pub fn local_in(self, zone: &TimeZone) -> String {
+        match self {
+            Modified::At(t) => t
+                .to_zoned_datetime(zone.clone())
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string(),
+            Modified::Day(d) => d.strftime("%Y-%m-%d").to_string(),
+        }
+    }
 }
 
 /// Parses one MLSD line: `fact=value;fact=value; name`. The listed directory itself and its
@@ -68,34 +99,57 @@ pub fn parse_mlsx_line(line: &str) -> Option<RemoteEntry> {
                 }
             }
             "size" | "sizd" => entry.size = value.parse().ok(),
-            "modify" => entry.modified = format_timeval(value),
+            "modify" => entry.modified = parse_timeval(value),
             _ => {}
         }
     }
     Some(entry)
 }
 
-/// `YYYYMMDDHHMMSS[.sss]` as `YYYY-MM-DD HH:MM:SS`.
-fn format_timeval(v: &str) -> Option<String> {
+/// `YYYYMMDDHHMMSS[.sss]`, always UTC (RFC 3659 §2.3).
+fn parse_timeval(v: &str) -> Option<Modified> {
     let d = v.get(..14)?;
-    if !d.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(format!(
-        "{}-{}-{} {}:{}:{}",
-        &d[..4],
-        &d[4..6],
-        &d[6..8],
-        &d[8..10],
-        &d[10..12],
-        &d[12..14]
+    let t = DateTime::strptime("%Y%m%d%H%M%S", d).ok()?;
+    Some(Modified::At(
+        t.to_zoned_datetime(TimeZone::UTC).ok()?.timestamp(),
     ))
+}
+
+/// The date columns of an `ls -l` line: `Nov 25 20:31` (within six months, no year) or
+/// `Jan 1 2025`. The time of day is taken as UTC, as ferryd and vsftpd (by default) send it;
+/// a date without a year is in the last twelve months (`now` is the reference).
+fn parse_list_time(month: &str, day: &str, time_or_year: &str, now: Timestamp) -> Option<Modified> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))?;
+    let month = i8::try_from(month + 1).ok()?;
+    let day: i8 = day.parse().ok()?;
+    if let Some((hour, minute)) = time_or_year.split_once(':') {
+        let (hour, minute): (i8, i8) = (hour.parse().ok()?, minute.parse().ok()?);
+        let today = now.to_zoned_datetime(TimeZone::UTC).date();
+        let at = |year| -> Option<Timestamp> {
+            // `Date::at` would panic on a bad hour; `DateTime::new` checks.
+            let t = DateTime::new(year, month, day, hour, minute, 0, 0).ok()?;
+            Some(t.to_zoned_datetime(TimeZone::UTC).ok()?.timestamp())
+        };
+        // A listed time "in the future" by more than a day is last year's.
+        let this_year = at(today.year())?;
+        let t = if this_year > now.checked_add(SignedDuration::from_hours(24)).ok()? {
+            at(today.year() - 1)?
+        } else {
+            this_year
+        };
+        return Some(Modified::At(t));
+    }
+    let year: i16 = time_or_year.parse().ok()?;
+    Date::new(year, month, day).ok().map(Modified::Day)
 }
 
 /// Parses one Unix `ls -l` style LIST line:
 /// `drwxr-xr-x 2 owner group 4096 Nov 25 20:17 name` (a link's ` -> target` is dropped).
 /// `total N` lines and lines that do not look like that are skipped.
-pub fn parse_list_line(line: &str) -> Option<RemoteEntry> {
+pub fn parse_list_line(line: &str, now: Timestamp) -> Option<RemoteEntry> {
     let line = line.trim_end_matches('\r');
     let kind = match line.chars().next()? {
         '-' => EntryKind::File,
@@ -128,7 +182,7 @@ pub fn parse_list_line(line: &str) -> Option<RemoteEntry> {
         name: name.to_owned(),
         kind,
         size: fields[4].parse().ok(),
-        modified: Some(format!("{} {} {}", fields[5], fields[6], fields[7])),
+        modified: parse_list_time(fields[5], fields[6], fields[7], now),
     })
 }
 
@@ -143,7 +197,7 @@ mod tests {
         assert_eq!(e.name, "a b.txt");
         assert_eq!(e.kind, EntryKind::File);
         assert_eq!(e.size, Some(12));
-        assert_eq!(e.modified.as_deref(), Some("2026-11-25 20:31:04"));
+        assert_eq!(e.modified, Some(Modified::At(utc("2026-11-25 20:31:04"))));
         assert_eq!(parse_mlsx_line("type=cdir;modify=20261125203104; ."), None);
         assert_eq!(
             parse_mlsx_line("Type=DIR; sub").map(|e| e.kind),
@@ -154,16 +208,44 @@ mod tests {
 
     #[test]
     fn list_lines() {
-        let e = parse_list_line("-rw-r--r--   1 ftp      ftp    1234 Nov 25 20:31 my file.txt")
-            .expect("entry");
+        let now = utc("2026-12-02 10:00:00");
+        let list = |line| parse_list_line(line, now);
+        let e =
+            list("-rw-r--r--   1 ftp      ftp    1234 Nov 25 20:31 my file.txt").expect("entry");
         assert_eq!(e.name, "my file.txt");
         assert_eq!(e.size, Some(1234));
-        assert_eq!(e.modified.as_deref(), Some("Nov 25 20:31"));
-        let d = parse_list_line("drwxr-xr-x 2 u g 4096 Jan  1  2025 dir").expect("entry");
+        assert_eq!(e.modified, Some(Modified::At(utc("2026-11-25 20:31:00"))));
+        // Later in the year than now: last year's.
+        let e = list("-rw-r--r-- 1 u g 1 Dec 24 08:00 f").expect("entry");
+        assert_eq!(e.modified, Some(Modified::At(utc("2025-12-24 08:00:00"))));
+        let d = list("drwxr-xr-x 2 u g 4096 Jan  1  2025 dir").expect("entry");
         assert_eq!((d.kind, d.name.as_str()), (EntryKind::Dir, "dir"));
-        let l = parse_list_line("lrwxrwxrwx 1 u g 4 Jan 1 2025 ln -> target").expect("entry");
+        assert_eq!(
+            d.modified,
+            Some(Modified::Day(jiff::civil::date(2025, 1, 1)))
+        );
+        let l = list("lrwxrwxrwx 1 u g 4 Jan 1 2025 ln -> target").expect("entry");
         assert_eq!((l.kind, l.name.as_str()), (EntryKind::Link, "ln"));
-        assert_eq!(parse_list_line("total 12"), None);
-        assert_eq!(parse_list_line("drwxr-xr-x 2 u g 4096 Jan 1 2025 ."), None);
+        assert_eq!(
+            list("-rw-r--r-- 1 u g 1 Foo 1 2025 f").map(|e| e.modified),
+            Some(None)
+        );
+        assert_eq!(list("total 12"), None);
+        assert_eq!(list("drwxr-xr-x 2 u g 4096 Jan 1 2025 ."), None);
+    }
+
+    fn utc(text: &str) -> Timestamp {
+        let t: DateTime = text.parse().expect("date time");
+        t.to_zoned_datetime(TimeZone::UTC).expect("utc").timestamp()
+    }
+
+    #[test]
+    fn shown_in_the_given_zone() {
+        let t = Modified::At(utc("2026-11-25 20:31:04"));
+        assert_eq!(t.local_in(&TimeZone::UTC), "2026-11-25 20:31");
+        let tokyo = TimeZone::get("Asia/Tokyo").expect("tzdb");
+        assert_eq!(t.local_in(&tokyo), "2026-11-26 05:31");
+        let day = Modified::Day(jiff::civil::date(2025, 1, 1));
+        assert_eq!(day.local_in(&tokyo), "2025-01-01");
     }
 }

@@ -60,7 +60,10 @@ pub enum ClientError {
     #[error("not connected; use: open HOST [PORT]")]
     NotConnected,
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error(
+        "{path}: {}",
+        crate::client::render::io_reason(source, "no such file or directory")
+    )]
     Local {
         /// The local path.
         path: String,
@@ -706,7 +709,11 @@ impl FtpClient {
         let prep = self.prepare_data()?;
         let data = self.start_transfer(&format!("LIST{arg}"), prep, abort)?;
         let text = self.read_listing(data, abort)?;
-        Ok(text.lines().filter_map(parse_list_line).collect())
+        let now = jiff::Timestamp::now();
+        Ok(text
+            .lines()
+            .filter_map(|l| parse_list_line(l, now))
+            .collect())
     }
 
     /// Names in a directory (NLST).

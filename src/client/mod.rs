@@ -40,6 +40,8 @@ pub struct Launch {
     pub timeout: Duration,
     /// Plain FTP, or FTPS (explicit or implicit).
     pub security: stream::Security,
+    /// `-q`: no greeting, confirmations or transfer summaries; only what was asked for.
+    pub quiet: bool,
 }
 
 /// A parsed `ftp://` URL or `HOST[:PORT]`.
@@ -110,6 +112,7 @@ pub fn run(launch: Launch) -> u8 {
         interactive,
         progress: io::stderr().is_terminal(),
         security: launch.security.clone(),
+        quiet: launch.quiet,
     };
     let shell = Rc::new(RefCell::new(Shell::new(opts, abort)));
     let mut failed = false;

@@ -1,12 +1,42 @@
 //! What the client prints: listings as tables (cli-table), transfer progress bars (indicatif,
 //! only on a terminal) and the one-line summary after each transfer.
 
+use std::io;
 use std::time::{Duration, Instant};
 
 use cli_table::Cell;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::client::entries::RemoteEntry;
+use crate::client::entries::{Modified, RemoteEntry};
+
+/// Why a local file operation failed, as the end of a sentence: `permission denied`, not
+/// `Permission denied (os error 13)`. `missing` says what NotFound means where it happened
+/// (`no such directory` when creating a file).
+pub fn io_reason(e: &io::Error, missing: &str) -> String {
+    let reason = match e.kind() {
+        io::ErrorKind::NotFound => return missing.to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied",
+        io::ErrorKind::AlreadyExists => "it already exists",
+        io::ErrorKind::IsADirectory => "it is a directory",
+        io::ErrorKind::NotADirectory => "a part of the path is not a directory",
+        io::ErrorKind::StorageFull => "the disk is full",
+        io::ErrorKind::QuotaExceeded => "the disk quota is exceeded",
+        io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only",
+        _ => {
+            let text = e.to_string();
+            let text = match text.find(" (os error ") {
+                Some(at) => text[..at].to_owned(),
+                None => text,
+            };
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => text,
+            };
+        }
+    };
+    reason.to_owned()
+}
 
 /// Renders entries as a table: name, type, size, modified.
 pub fn entries_table(entries: &[RemoteEntry]) -> String {
@@ -17,7 +47,7 @@ pub fn entries_table(entries: &[RemoteEntry]) -> String {
                 e.name.clone().cell(),
                 e.kind.as_str().cell(),
                 e.size.map_or_else(String::new, |s| s.to_string()).cell(),
-                e.modified.clone().unwrap_or_default().cell(),
+                e.modified.map(Modified::local).unwrap_or_default().cell(),
             ]
         })
         .collect();
@@ -124,7 +154,7 @@ mod tests {
                 name: "a.txt".into(),
                 kind: EntryKind::File,
                 size: Some(5),
-                modified: Some("2026-01-01 00:00:00".into()),
+                modified: Some(Modified::Day(jiff::civil::date(2026, 1, 1))),
             },
             RemoteEntry {
                 name: "sub".into(),
@@ -134,9 +164,19 @@ mod tests {
             },
         ];
         let table = entries_table(&entries);
-        for needle in ["name", "a.txt", "file", "5", "sub", "dir"] {
+        for needle in ["name", "a.txt", "file", "5", "sub", "dir", "2026-01-01"] {
             assert!(table.contains(needle), "{needle} missing in\n{table}");
         }
+    }
+
+    #[test]
+    fn io_errors_read_as_sentences() {
+        let os = |n| io::Error::from_raw_os_error(n);
+        assert_eq!(io_reason(&os(2), "no such directory"), "no such directory");
+        assert_eq!(io_reason(&os(13), "-"), "permission denied");
+        assert_eq!(io_reason(&os(28), "-"), "the disk is full");
+        // EMLINK has no kind of its own: the OS text without its number.
+        assert_eq!(io_reason(&os(31), "-"), "too many links");
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::client::entries::{EntryKind, RemoteEntry};
+use crate::actors::account_registry::{NAME_RULE, UserName};
+use crate::client::entries::{self, EntryKind, Modified, RemoteEntry};
 use crate::client::ftp::{ClientError, FtpClient};
 use crate::client::render::{self, Progress};
 use crate::client::stream::Security;
 use crate::client::words::split_words;
+use crate::codec::reply_parser::unquote_path;
 
 /// What a command's arguments are, for help and tab completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +100,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "dir",
         &["ls"],
-        "dir [PATH]",
-        "list a remote directory as a table",
+        "dir [-OPTIONS] [PATH]",
+        "list a remote directory, or one file, as a table (ls options are ignored)",
         ArgKind::Remote,
     ),
     spec(
@@ -120,7 +122,7 @@ pub const COMMANDS: &[CommandSpec] = &[
         "lcd",
         &[],
         "lcd [DIR]",
-        "change the local directory (downloads go there)",
+        "change the local directory (downloads go there; ~ is your home)",
         ArgKind::Local,
     ),
     spec(
@@ -253,9 +255,32 @@ pub enum ShellError {
     /// The command was used wrongly.
     #[error("usage: {0}")]
     Usage(&'static str),
+    /// The FTP side failed doing `what` (e.g. "cannot delete f.txt").
+    #[error("{what}: {source}")]
+    About {
+        /// What was attempted, naming the file.
+        what: String,
+        /// The failure.
+        source: ClientError,
+    },
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Message(String),
+}
+
+impl ShellError {
+    /// Wraps an FTP failure with what was attempted; a local error is already phrased.
+    fn about(what: impl Into<String>) -> impl FnOnce(ClientError) -> ShellError {
+        let what = what.into();
+        move |source| ShellError::About { what, source }
+    }
+
+    fn client_error(&self) -> Option<&ClientError> {
+        match self {
+            ShellError::Client(e) | ShellError::About { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// Whether the shell goes on after a command.
@@ -282,12 +307,16 @@ pub struct Options {
     pub progress: bool,
     /// Plain FTP, or FTPS (explicit or implicit).
     pub security: Security,
+    /// Print only what was asked for (listings, sizes, errors), no confirmations.
+    pub quiet: bool,
 }
 
 /// The client's state between commands.
 pub struct Shell {
     client: Option<FtpClient>,
     server: Option<String>,
+    /// Host and port of the open connection, to connect again (a new login without REIN).
+    endpoint: Option<(String, u16)>,
     user: Option<String>,
     opts: Options,
     abort: Arc<AtomicBool>,
@@ -301,6 +330,7 @@ impl Shell {
         Shell {
             client: None,
             server: None,
+            endpoint: None,
             user: None,
             opts,
             abort,
@@ -325,12 +355,13 @@ impl Shell {
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = self.run(spec, &args);
-        if let Err(ShellError::Client(e)) = &result
+        if let Some(e) = result.as_ref().err().and_then(ShellError::client_error)
             && e.is_fatal()
         {
             // The control connection is gone: forget it so `open` works again.
             self.client = None;
             self.server = None;
+            self.endpoint = None;
             self.user = None;
         }
         result
@@ -352,29 +383,41 @@ impl Shell {
                 (None, Some(server)) => println!("not logged in (connected to {server})"),
                 _ => println!("not connected"),
             },
-            ("dir", [] | [_]) => {
-                let abort = self.reset_abort();
-                let entries = self.client()?.list(args.first().copied(), &abort)?;
-                println!("{}", render::entries_table(&entries));
+            ("dir", _) => {
+                // `ls -la` and the like: a person's habit; the table shows what they would show.
+                match skip_options(args) {
+                    [] => self.dir(None)?,
+                    [path] => self.dir(Some(path))?,
+                    _ => return Err(usage()),
+                }
             }
             ("cd", [path]) => {
-                self.client()?.ok(&format!("CWD {path}"))?;
+                let client = self.client()?;
+                client
+                    .ok(&format!("CWD {path}"))
+                    .map_err(ShellError::about(format!("cannot change to {path}")))?;
+                let now = client.pwd().unwrap_or_else(|_| (*path).to_owned());
+                self.say(format_args!("Now in {now}."));
             }
             ("pwd", []) => println!("{}", self.client()?.pwd()?),
             ("lcd", [] | [_]) => {
-                let dir = match args.first() {
-                    Some(dir) => PathBuf::from(dir),
-                    None => home_dir().ok_or_else(|| ShellError::Message("no HOME".into()))?,
-                };
-                std::env::set_current_dir(&dir)
-                    .map_err(|e| ShellError::Message(format!("{}: {e}", dir.display())))?;
-                println!("{}", current_dir()?.display());
+                let dir = expand_home(args.first().copied().unwrap_or("~"))?;
+                std::env::set_current_dir(&dir).map_err(|e| {
+                    ShellError::Message(format!(
+                        "cannot change to {}: {}",
+                        dir.display(),
+                        render::io_reason(&e, "no such directory")
+                    ))
+                })?;
+                self.say(current_dir()?.display());
             }
             ("lpwd", []) => println!("{}", current_dir()?.display()),
-            ("lls", [] | [_]) => {
-                let dir = args
-                    .first()
-                    .map_or_else(|| PathBuf::from("."), PathBuf::from);
+            ("lls", _) => {
+                let dir = match skip_options(args) {
+                    [] => PathBuf::from("."),
+                    [dir] => expand_home(dir)?,
+                    _ => return Err(usage()),
+                };
                 println!("{}", render::entries_table(&local_entries(&dir)?));
             }
             ("get", _) => self.get(args)?,
@@ -382,21 +425,34 @@ impl Shell {
             ("mget", [_, ..]) => self.mget(args)?,
             ("mput", [_, ..]) => self.mput(args)?,
             ("mkdir", [dir]) => {
-                self.client()?.ok(&format!("MKD {dir}"))?;
+                let reply = self
+                    .client()?
+                    .ok(&format!("MKD {dir}"))
+                    .map_err(ShellError::about(format!("cannot create {dir}")))?;
+                let made = unquote_path(reply.text()).unwrap_or_else(|| (*dir).to_owned());
+                self.say(format_args!("Created directory {made}."));
             }
             ("rmdir", [dir]) => {
-                self.client()?.ok(&format!("RMD {dir}"))?;
+                self.client()?
+                    .ok(&format!("RMD {dir}"))
+                    .map_err(ShellError::about(format!("cannot remove {dir}")))?;
+                self.say(format_args!("Removed directory {dir}."));
             }
             ("rm", [file]) => {
-                self.client()?.ok(&format!("DELE {file}"))?;
+                self.client()?
+                    .ok(&format!("DELE {file}"))
+                    .map_err(ShellError::about(format!("cannot delete {file}")))?;
+                self.say(format_args!("Deleted {file}."));
             }
             ("rename", [from, to]) => {
                 let client = self.client()?;
-                let reply = client.command(&format!("RNFR {from}"))?;
+                let about = || ShellError::about(format!("cannot rename {from} to {to}"));
+                let reply = client.command(&format!("RNFR {from}")).map_err(about())?;
                 if reply.code != 350 {
-                    return Err(ClientError::Refused(reply).into());
+                    return Err(about()(ClientError::Refused(reply)));
                 }
-                client.ok(&format!("RNTO {to}"))?;
+                client.ok(&format!("RNTO {to}")).map_err(about())?;
+                self.say(format_args!("Renamed {from} to {to}."));
             }
             ("size", [file]) => {
                 let reply = self.client()?.ok(&format!("SIZE {file}"))?;
@@ -458,12 +514,13 @@ impl Shell {
             self.opts.active,
             &self.opts.security,
         )?;
-        println!("{greeting}");
+        self.say(&greeting);
         self.server = Some(if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         });
+        self.endpoint = Some((host, port));
         self.client = Some(client);
         Ok(())
     }
@@ -473,7 +530,51 @@ impl Shell {
             client.quit();
         }
         self.server = None;
+        self.endpoint = None;
         self.user = None;
+    }
+
+    /// Prints a confirmation or progress line, unless `-q`.
+    fn say(&self, text: impl std::fmt::Display) {
+        if !self.opts.quiet {
+            println!("{text}");
+        }
+    }
+
+    /// `dir [PATH]`: a directory as a table, or a file as one row. MLST tells which (RFC 3659
+    /// §7); a server without it gets `LIST PATH`, which lists a file as itself.
+    fn dir(&mut self, path: Option<&str>) -> Result<(), ShellError> {
+        let about = || ShellError::about(format!("cannot list {}", path.unwrap_or(".")));
+        if let Some(path) = path {
+            let reply = self
+                .client()?
+                .command(&format!("MLST {path}"))
+                .map_err(about())?;
+            // 421 ends the session; any other refusal (no MLST, or a pattern that a listing
+            // may expand) is left to the listing, which says what is wrong if anything is.
+            if reply.code == 421 {
+                return Err(about()(ClientError::Refused(reply)));
+            }
+            let file = (reply.code == 250)
+                .then(|| {
+                    reply
+                        .lines
+                        .iter()
+                        .skip(1)
+                        .find_map(|l| l.strip_prefix(' ').and_then(entries::parse_mlsx_line))
+                })
+                .flatten()
+                .filter(|e| e.kind != EntryKind::Dir);
+            if let Some(mut entry) = file {
+                entry.name = path.to_owned();
+                println!("{}", render::entries_table(&[entry]));
+                return Ok(());
+            }
+        }
+        let abort = self.reset_abort();
+        let entries = self.client()?.list(path, &abort).map_err(about())?;
+        println!("{}", render::entries_table(&entries));
+        Ok(())
     }
 
     /// Logs in as `user` (asked when absent), the password from FERRY_PASSWORD, the password
@@ -487,10 +588,39 @@ impl Shell {
             Some(u) => u.to_owned(),
             None => self.ask_line("Name: ")?,
         };
+        if self.user.as_deref() == Some(user.as_str()) {
+            self.say(format_args!("Already logged in as {user}."));
+            return Ok(());
+        }
         let password = self.password("Password: ")?;
+        if self.user.is_some() {
+            self.log_out()?;
+        }
         self.client()?.login(&user, &password)?;
-        println!("Logged in as {user}.");
+        self.say(format_args!("Logged in as {user}."));
         self.user = Some(user);
+        Ok(())
+    }
+
+    /// Ends the current login so that another can follow: REIN (RFC 959 §4.1.1), or a fresh
+    /// connection to the same server when it does not implement REIN (a USER after a login
+    /// only earns a 530 from most servers).
+    fn log_out(&mut self) -> Result<(), ShellError> {
+        let client = self.client()?;
+        let mut reply = client.command("REIN")?;
+        // 120: ready in a moment; the 220 follows.
+        while reply.code == 120 {
+            reply = client.reply()?;
+        }
+        match reply.code {
+            220 => {}
+            500 | 502 | 504 => {
+                let (host, port) = self.endpoint.clone().ok_or(ClientError::NotConnected)?;
+                self.open(&host, Some(port))?;
+            }
+            _ => return Err(ClientError::Refused(reply).into()),
+        }
+        self.user = None;
         Ok(())
     }
 
@@ -502,27 +632,47 @@ impl Shell {
                 "logged in as {user}: register from a new connection (close, then open)"
             )));
         }
+        // The name rule is the server's own (ferryd's UserName), checked here so that a bad
+        // name is refused before any password is asked.
+        if self.opts.interactive && name.is_none() {
+            println!("User names: {NAME_RULE}.");
+        }
         let mut name = name.map(str::to_owned);
+        let mut password = None;
         loop {
             let user = match name.take() {
                 Some(n) => n,
                 None => self.ask_line("New user name: ")?,
             };
-            if user.is_empty() {
-                eprintln!("The name cannot be empty.");
-                self.retry_or(ShellError::Message("the name cannot be empty".into()))?;
+            if let Err(e) = UserName::parse(&user) {
+                let why = format!("{user:?}: {e}");
+                self.retry_or(ShellError::Message(why.clone()))?;
+                eprintln!("{why}. Please choose again.");
                 continue;
             }
-            let password = self.new_password()?;
-            match self.client()?.register(&user, &password) {
+            let secret = match password.take() {
+                Some(p) => p,
+                None => self.new_password()?,
+            };
+            match self.client()?.register(&user, &secret) {
                 Ok(_) => {
-                    println!("Account {user} created.");
-                    self.client()?.login(&user, &password)?;
-                    println!("Logged in as {user}.");
+                    self.say(format_args!("Account {user} created."));
+                    self.client()?.login(&user, &secret)?;
+                    self.say(format_args!("Logged in as {user}."));
                     self.user = Some(user);
                     return Ok(());
                 }
                 Err(ClientError::Refused(reply)) if matches!(reply.code, 501 | 550) => {
+                    // Ask again only for the part the server refused; anything else
+                    // (registration closed, an invitation needed) is final.
+                    let text = reply.text().to_ascii_lowercase();
+                    if text.contains("name") {
+                        password = Some(secret);
+                    } else if text.starts_with("password") {
+                        name = Some(user);
+                    } else {
+                        return Err(ClientError::Refused(reply).into());
+                    }
                     let why = reply.text().to_owned();
                     self.retry_or(ShellError::Client(ClientError::Refused(reply)))?;
                     eprintln!("{why} Please choose again.");
@@ -545,11 +695,11 @@ impl Shell {
     /// taken from FERRY_PASSWORD / the password file in a script.
     fn new_password(&self) -> Result<String, ShellError> {
         if !self.opts.interactive {
-            return self.password("Password: ");
+            return self.password("New password: ");
         }
         loop {
-            let first = prompt_secret("Password: ")?;
-            let second = prompt_secret("Password again: ")?;
+            let first = prompt_secret("New password: ")?;
+            let second = prompt_secret("New password again: ")?;
             if first == second {
                 return Ok(first);
             }
@@ -568,7 +718,7 @@ impl Shell {
             (self.password("Password: ")?, new)
         };
         self.client()?.ok(&format!("SITE PASSWD {old} {new}"))?;
-        println!("Password changed.");
+        self.say("Password changed.");
         Ok(())
     }
 
@@ -640,7 +790,9 @@ impl Shell {
             0
         };
         if resume && size == Some(offset) {
-            println!("{local_name} is already complete ({offset} bytes).");
+            self.say(format_args!(
+                "{local_name} is already complete ({offset} bytes)."
+            ));
             return Ok(());
         }
         let mut sink = LazyFile {
@@ -652,24 +804,34 @@ impl Shell {
         let mut progress = Progress::start(remote, size, self.opts.progress);
         progress.resume_at(offset);
         let client = self.client()?;
-        let result = client
-            .retrieve(
-                remote,
-                offset,
-                &mut sink,
-                &local_name,
-                &mut |n| progress.advance(n),
-                &abort,
-            )
-            .and_then(|n| {
-                sink.finish()
-                    .map(|()| n)
-                    .map_err(|source| ClientError::Local {
-                        path: local_name.clone(),
-                        source,
-                    })
-            });
-        self.report(progress, result)
+        let result = client.retrieve(
+            remote,
+            offset,
+            &mut sink,
+            &local_name,
+            &mut |n| progress.advance(n),
+            &abort,
+        );
+        let created = sink.file.is_some();
+        let result = result.and_then(|n| {
+            sink.finish()
+                .map(|()| n)
+                .map_err(|source| ClientError::Local {
+                    path: local_name.clone(),
+                    source,
+                })
+        });
+        match result {
+            // The local file could not even be made: say so as a sentence.
+            Err(ClientError::Local { path, source }) if !created => {
+                progress.abandon();
+                Err(ShellError::Message(format!(
+                    "cannot create {path}: {}",
+                    render::io_reason(&source, "no such directory")
+                )))
+            }
+            result => self.report(progress, result, format!("cannot download {remote}")),
+        }
     }
 
     fn put(&mut self, args: &[&str]) -> Result<(), ShellError> {
@@ -690,7 +852,12 @@ impl Shell {
                 source,
             })
         };
-        let mut file = File::open(local).map_err(local_err)?;
+        let mut file = File::open(local).map_err(|e| {
+            ShellError::Message(format!(
+                "cannot open {local_name}: {}",
+                render::io_reason(&e, "no such file")
+            ))
+        })?;
         let size = file.metadata().map_err(local_err)?.len();
         let offset = if resume {
             self.remote_size(remote)?.unwrap_or(0)
@@ -698,7 +865,9 @@ impl Shell {
             0
         };
         if resume && offset >= size {
-            println!("{remote} is already complete ({offset} bytes).");
+            self.say(format_args!(
+                "{remote} is already complete ({offset} bytes)."
+            ));
             return Ok(());
         }
         // Only a resume seeks, so that a pipe can be uploaded too.
@@ -718,22 +887,27 @@ impl Shell {
             &mut |n| progress.advance(n),
             &abort,
         );
-        self.report(progress, result)
+        self.report(progress, result, format!("cannot upload to {remote}"))
     }
 
+    /// The summary line of a transfer, or its error; the server's refusal is named by `what`.
     fn report(
         &self,
         progress: Progress,
         result: Result<u64, ClientError>,
+        what: String,
     ) -> Result<(), ShellError> {
         match result {
             Ok(_) => {
-                println!("{}", progress.finish());
+                self.say(progress.finish());
                 Ok(())
             }
             Err(e) => {
                 progress.abandon();
-                Err(e.into())
+                Err(match e {
+                    ClientError::Refused(_) => ShellError::about(what)(e),
+                    e => e.into(),
+                })
             }
         }
     }
@@ -917,8 +1091,25 @@ fn current_dir() -> Result<PathBuf, ShellError> {
     std::env::current_dir().map_err(|e| ShellError::Message(format!("local directory: {e}")))
 }
 
-fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from)
+/// `~` and `~/x` as the shell expands them: below `$HOME`.
+fn expand_home(path: &str) -> Result<PathBuf, ShellError> {
+    let rest = match path.strip_prefix('~') {
+        Some("") => "",
+        Some(rest) if rest.starts_with('/') => &rest[1..],
+        _ => return Ok(PathBuf::from(path)),
+    };
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| ShellError::Message("cannot expand ~: HOME is not set".into()))?;
+    Ok(PathBuf::from(home).join(rest))
+}
+
+/// The arguments after leading `-x` options (`ls -la`), which the table makes moot.
+fn skip_options<'a, 'b>(args: &'a [&'b str]) -> &'a [&'b str] {
+    let options = args
+        .iter()
+        .take_while(|a| a.starts_with('-') && a.len() > 1)
+        .count();
+    &args[options..]
 }
 
 /// Splits `host`, `host:port`, `[v6]:port` or a bare IPv6 address; port 21 by default.
@@ -946,7 +1137,13 @@ pub fn split_host_port(text: &str) -> Result<(String, u16), ShellError> {
 }
 
 fn local_entries(dir: &Path) -> Result<Vec<RemoteEntry>, ShellError> {
-    let err = |e: io::Error| ShellError::Message(format!("{}: {e}", dir.display()));
+    let err = |e: io::Error| {
+        ShellError::Message(format!(
+            "cannot list {}: {}",
+            dir.display(),
+            render::io_reason(&e, "no such directory")
+        ))
+    };
     let mut entries = Vec::new();
     for dirent in fs::read_dir(dir).map_err(err)? {
         let dirent = dirent.map_err(err)?;
@@ -964,18 +1161,11 @@ fn local_entries(dir: &Path) -> Result<Vec<RemoteEntry>, ShellError> {
             name: dirent.file_name().to_string_lossy().into_owned(),
             kind,
             size: meta.is_file().then_some(meta.len()),
-            modified: meta.modified().ok().map(|t| {
-                let t = time::OffsetDateTime::from(t);
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                )
-            }),
+            modified: meta
+                .modified()
+                .ok()
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                .map(Modified::At),
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1014,5 +1204,18 @@ mod tests {
         assert_eq!(take_flag(&["a"], "-c"), (false, vec!["a"]));
         assert_eq!(base_name("/x/y.txt"), "y.txt");
         assert_eq!(base_name("y.txt"), "y.txt");
+    }
+
+    #[test]
+    fn options_and_home() {
+        assert_eq!(skip_options(&["-l", "-a", "dir"]), ["dir"]);
+        assert_eq!(skip_options(&["-la"]), [] as [&str; 0]);
+        // A lone `-` is a name, and so is what follows the first name.
+        assert_eq!(skip_options(&["-", "-x"]), ["-", "-x"]);
+        assert_eq!(skip_options(&["a", "-l"]), ["a", "-l"]);
+        // Only `~` and `~/...` are the home; `~user` and `a/~` are names.
+        for plain in ["~user", "a/~", "/x"] {
+            assert_eq!(expand_home(plain).expect("plain"), PathBuf::from(plain));
+        }
     }
 }

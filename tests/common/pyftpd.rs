@@ -15,7 +15,8 @@ pub const USER: &str = "peer";
 pub const PASS: &str = "peer-password-9";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// pyftpdlib serving `home` for one user; printed its port on stdout.
+/// pyftpdlib serving `home` for one user (and USER2 with the same password); printed its port
+/// on stdout. With a fourth argument `plain` it knows no MLSD, MLST or REIN, as older servers.
 const SERVER_PY: &str = r#"
 import sys
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -25,7 +26,13 @@ from pyftpdlib.servers import FTPServer
 user, password, home = sys.argv[1], sys.argv[2], sys.argv[3]
 authorizer = DummyAuthorizer()
 authorizer.add_user(user, password, home, perm="elradfmwMT")
+authorizer.add_user(user + "2", password, home, perm="elradfmwMT")
 handler = FTPHandler
+if sys.argv[4:] == ["plain"]:
+    class Plain(FTPHandler):
+        proto_cmds = {k: v for k, v in FTPHandler.proto_cmds.items()
+                      if k not in ("MLSD", "MLST", "REIN")}
+    handler = Plain
 handler.authorizer = authorizer
 server = FTPServer(("127.0.0.1", 0), handler)
 print(server.socket.getsockname()[1], flush=True)
@@ -45,6 +52,11 @@ pub struct PyFtpd {
 impl PyFtpd {
     /// Starts pyftpdlib on an OS-chosen port, serving a fresh temporary home.
     pub fn start() -> PyFtpd {
+        PyFtpd::start_with(&[])
+    }
+
+    /// [`PyFtpd::start`] with extra arguments for the script (`plain`).
+    pub fn start_with(extra: &[&str]) -> PyFtpd {
         super::require_python_module("pyftpdlib");
         let dir = tempfile::Builder::new()
             .prefix("ferry-pyftpd-")
@@ -58,6 +70,7 @@ impl PyFtpd {
             .arg(&script)
             .args([USER, PASS])
             .arg(&home)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
