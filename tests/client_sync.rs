@@ -282,7 +282,8 @@ fn abort_a_put(server: &Server, feeder: Feeder, mut pty: Pty) {
 /// The FIFO a [`Feeder`] feeds, in ferry's local directory.
 const FIFO: &str = "endless.fifo";
 
-/// Feeds a FIFO that ferry uploads, and never ends it: the upload runs until it is aborted.
+/// Feeds a FIFO that ferry uploads, then stalls without ending it: the upload runs until it is
+/// aborted.
 struct Feeder {
     /// Says when the upload is under way (ferry has read more than the pipe holds).
     flowing: mpsc::Receiver<()>,
@@ -305,18 +306,10 @@ impl Feeder {
                 return;
             }
             let _ = flowing_tx.send(());
-            // A chunk now and then, so that ferry's read returns and sees the Ctrl-C; it ends
-            // when told to or when ferry closes the pipe.
-            let chunk = vec![0xa5; 64 * 1024];
-            for _ in 0..1000 {
-                match stop_rx.recv_timeout(Duration::from_millis(20)) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                if pipe.write_all(&chunk).is_err() {
-                    return;
-                }
-            }
+            // Then the source stalls, as a pipe or FIFO does: ferry must see the Ctrl-C while
+            // nothing comes to read. The pipe stays open until told (bounded) or ferry closes it.
+            let _ = stop_rx.recv_timeout(Duration::from_millis(4 * EXPECT_MS));
+            drop(pipe);
         });
         Feeder {
             flowing,

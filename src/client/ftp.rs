@@ -33,6 +33,27 @@ const MAX_PRELIMINARY: usize = 4;
 /// Telnet IAC IP (Interrupt Process), then the Synch: IAC DM (RFC 854, RFC 959 §4.1.3).
 const TELNET_IP_SYNCH: &[u8] = b"\xff\xf4\xff\xf2";
 
+/// A local source for an upload whose reads never block past [`ABORT_POLL`]: a pipe or FIFO
+/// that stalls answers `Interrupted`, so the upload loop sees Ctrl-C while it waits.
+pub struct Polled<R>(pub R);
+
+impl<R: Read + std::os::fd::AsFd> Read for Polled<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let wait = Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(ABORT_POLL.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        match poll(&mut fds, Some(&wait)) {
+            // A regular file is always ready; only a source with nothing to read times out.
+            Ok(0) => Err(io::ErrorKind::Interrupted.into()),
+            Ok(_) => self.0.read(buf),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Why a client operation failed; each displays as one line for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -662,6 +683,8 @@ impl FtpClient {
                 return Err(ClientError::Aborted);
             }
             let n = match source.read(&mut buf) {
+                // Ctrl-C as the source ended: still an abort, never a commit.
+                Ok(0) if abort.load(Ordering::Relaxed) => continue,
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::actors::account_registry::{NAME_RULE, UserName};
 use crate::client::entries::{self, EntryKind, Modified, RemoteEntry};
-use crate::client::ftp::{ClientError, FtpClient};
+use crate::client::ftp::{ClientError, FtpClient, Polled};
 use crate::client::render::{self, Progress};
 use crate::client::stream::Security;
 use crate::client::words::split_words;
@@ -858,13 +858,15 @@ impl Shell {
                 render::io_reason(&e, "no such file")
             ))
         })?;
-        let size = file.metadata().map_err(local_err)?.len();
+        let meta = file.metadata().map_err(local_err)?;
+        // A pipe or FIFO has no length to show progress against.
+        let size = meta.is_file().then_some(meta.len());
         let offset = if resume {
             self.remote_size(remote)?.unwrap_or(0)
         } else {
             0
         };
-        if resume && offset >= size {
+        if resume && size.is_some_and(|size| offset >= size) {
             self.say(format_args!(
                 "{remote} is already complete ({offset} bytes)."
             ));
@@ -875,14 +877,14 @@ impl Shell {
             file.seek(SeekFrom::Start(offset)).map_err(local_err)?;
         }
         let abort = self.reset_abort();
-        let mut progress = Progress::start(&local_name, Some(size), self.opts.progress);
+        let mut progress = Progress::start(&local_name, size, self.opts.progress);
         progress.resume_at(offset);
         let client = self.client()?;
         // Resuming appends the rest (APPE), as lftp and curl do.
         let result = client.store(
             remote,
             resume && offset > 0,
-            &mut file,
+            &mut Polled(file),
             &local_name,
             &mut |n| progress.advance(n),
             &abort,
