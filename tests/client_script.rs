@@ -859,6 +859,16 @@ fn errors_name_the_file_and_read_as_sentences() {
         "get nothere: ",
         "cannot download nothere: 550",
     );
+    client.script(&server, "login alice; size nothere").fails(
+        "size",
+        "size nothere: ",
+        "no size for nothere: 550",
+    );
+    client.script(&server, "login alice; stat nothere").fails(
+        "stat",
+        "stat nothere: ",
+        "cannot show the status of nothere: ",
+    );
     let out = client.script(&server, "login alice; put f.txt; get f.txt ./x/y");
     out.fails(
         "local",

@@ -455,7 +455,10 @@ impl Shell {
                 self.say(format_args!("Renamed {from} to {to}."));
             }
             ("size", [file]) => {
-                let reply = self.client()?.ok(&format!("SIZE {file}"))?;
+                let reply = self
+                    .client()?
+                    .ok(&format!("SIZE {file}"))
+                    .map_err(ShellError::about(format!("no size for {file}")))?;
                 println!("{}", reply.text().trim());
             }
             ("stat", [] | [_]) => {
@@ -463,7 +466,13 @@ impl Shell {
                     Some(path) => format!("STAT {path}"),
                     None => "STAT".to_owned(),
                 };
-                let reply = self.client()?.ok(&line)?;
+                let reply =
+                    self.client()?
+                        .ok(&line)
+                        .map_err(ShellError::about(match args.first() {
+                            Some(path) => format!("cannot show the status of {path}"),
+                            None => "cannot show the status".to_owned(),
+                        }))?;
                 for l in &reply.lines {
                     println!("{l}");
                 }
