@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: every setting and its default.
 //! - [`codec`]: bytes <-> protocol values; pure.
+//! - [`net`]: a connection before FTP: the client's address, the preamble (implicit TLS).
 //! - [`actors`]: the actors (accounts, audit log) and their messages.
 //! - [`server`]: start and stop a whole server.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, line editing).
@@ -11,6 +12,7 @@ pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod net;
 pub mod server;
 pub mod table;
 pub mod tls;

@@ -1,10 +1,7 @@
-//! The Acceptor: takes connections from the listeners, enforces the session caps (in all and
-//! per address; 421 and close when over), and starts one Session per connection on one of the
-//! per-core arbiters, round robin.
-//!
-//! The client address enters the server here, and only here is it normalised: an IPv4-mapped
-//! IPv6 address (`::ffff:a.b.c.d`, from a dual-stack listener) becomes `a.b.c.d`, so bans,
-//! per-address caps and registration counts see one address whichever listener it came by.
+//! The Acceptor: takes connections from the listeners and starts one Session per connection on
+//! one of the per-core arbiters, round robin. There each connection first goes through the
+//! preamble ([`crate::net::preamble`]: implicit TLS), then admission on the client address it
+//! yields: bans and the session caps (in all and per address; 421 and close when over).
 
 use std::collections::HashMap;
 use std::io;
@@ -20,8 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT, UrgentSafeTcp};
+use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT};
 use crate::actors::session::{Session, SessionEnv, Shutdown};
+use crate::net::ClientAddr;
+use crate::net::preamble::{self, Stream as Preambled};
+use crate::net::urgent::UrgentSafeTcp;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -301,23 +301,41 @@ impl Acceptor {
         }
         refused
     }
+}
 
-    fn refuse(&self, stream: TcpStream, id: u64, peer: std::net::SocketAddr, why: Refusal) {
-        let (text, reason) = why.reply();
-        // The audit log writes the stderr line too, within its noise budget per address.
-        let mut event = Event::now(id, peer, EventKind::Refused);
-        event.command = Some(reason.to_owned());
-        event.code = Some(421);
-        self.env.services.audit.do_send(Record(event));
-        actix::spawn(async move {
-            let mut stream = stream;
-            let _ = tokio::time::timeout(REFUSE_WRITE, async {
-                stream.write_all(text).await?;
-                stream.shutdown().await
-            })
-            .await;
-        });
+/// Refuses a connection that got through the preamble: 421 on its stream, then close.
+async fn refuse(stream: Preambled, env: &SessionEnv, id: u64, addr: ClientAddr, why: Refusal) {
+    let (text, reason) = why.reply();
+    // The audit log writes the stderr line too, within its noise budget per address.
+    let mut event = Event::now(id, addr, EventKind::Refused);
+    event.command = Some(reason.to_owned());
+    event.code = Some(421);
+    env.services.audit.do_send(Record(event));
+    let _ = tokio::time::timeout(REFUSE_WRITE, async {
+        match stream {
+            Preambled::Plain(mut s) => say_and_close(&mut s, text).await,
+            Preambled::Tls(mut s) => say_and_close(&mut *s, text).await,
+        }
+    })
+    .await;
+}
+
+async fn say_and_close(stream: &mut (impl AsyncWriteExt + Unpin), text: &[u8]) -> io::Result<()> {
+    stream.write_all(text).await?;
+    stream.shutdown().await
+}
+
+/// Admission, after the preamble: bans, then the session caps.
+fn admit(
+    env: &SessionEnv,
+    registry: &Arc<SessionRegistry>,
+    id: u64,
+    addr: &ClientAddr,
+) -> Result<SessionPermit, Refusal> {
+    if env.limits.banned(addr.ip()) {
+        return Err(Refusal::Banned);
     }
+    registry.admit(id, addr.ip())
 }
 
 impl Actor for Acceptor {
@@ -345,80 +363,71 @@ impl StreamHandler<Accepted> for Acceptor {
                 return;
             }
         };
-        let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-            (Ok(p), Ok(l)) => (
-                std::net::SocketAddr::new(p.ip().to_canonical(), p.port()),
-                l,
-            ),
-            _ => return, // the peer is already gone
+        let Ok(tcp_addr) = ClientAddr::of_stream(&stream) else {
+            return; // the peer is already gone
         };
         let id = self.next_id;
         self.next_id += 1;
-        if self.env.limits.banned(peer.ip()) {
-            self.refuse(stream, id, peer, Refusal::Banned);
-            return;
-        }
-        let permit = match self.registry.admit(id, peer.ip()) {
-            Ok(permit) => permit,
-            Err(why) => {
-                self.refuse(stream, id, peer, why);
-                return;
-            }
-        };
         stream.set_nodelay(true).ok();
         // Clients send ABOR (and the Telnet Synch before it) as TCP urgent data (ftplib sends
         // the whole line with MSG_OOB); kept inline, its last byte is not lost to the OOB slot.
         if let Err(e) = socket2::SockRef::from(&stream).set_out_of_band_inline(true) {
-            log::warn!("cannot keep urgent data inline for {peer}: {e}");
+            log::warn!("cannot keep urgent data inline for {tcp_addr}: {e}");
         }
         // Move the socket across as a std stream: it must register with the target arbiter's
         // reactor, so it is rebuilt there.
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("cannot hand over connection from {peer}: {e}");
+                log::warn!("cannot hand over connection from {tcp_addr}: {e}");
+                return;
+            }
+        };
+        let implicit_tls = match (implicit, &self.env.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                log::error!("implicit TLS listener without a certificate");
                 return;
             }
         };
         let env = Arc::clone(&self.env);
+        let registry = Arc::clone(&self.registry);
         let Some(arbiter) = self
             .arbiters
             .get(self.next_arbiter % self.arbiters.len().max(1))
         else {
-            log::error!("no session arbiter; dropping connection from {peer}");
+            log::error!("no session arbiter; dropping connection from {tcp_addr}");
             return;
         };
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         arbiter.spawn(async move {
-            let stream = match TcpStream::from_std(std_stream) {
+            let tcp = match TcpStream::from_std(std_stream) {
                 Ok(stream) => UrgentSafeTcp::new(stream),
                 Err(e) => {
-                    log::warn!("cannot register connection from {peer}: {e}");
+                    log::warn!("cannot register connection from {tcp_addr}: {e}");
                     return;
                 }
             };
-            let conn = match (implicit, &env.tls) {
-                (false, _) => Conn::Plain(stream),
-                (true, Some(tls)) => {
-                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(tls_stream)) => Conn::Tls(Box::new(tls_stream)),
-                        Ok(Err(e)) => {
-                            log::info!("implicit TLS handshake with {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            log::info!("implicit TLS handshake with {peer} timed out");
-                            return;
-                        }
-                    }
-                }
-                (true, None) => {
-                    log::error!("implicit TLS listener without a certificate");
+            // The preamble's share of the time to log in.
+            let limit = env.config.login_timeout().min(HANDSHAKE_TIMEOUT);
+            let ready = match preamble::run(tcp, tcp_addr, implicit_tls.as_ref(), limit).await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    log::info!("connection from {tcp_addr}: {e}");
                     return;
                 }
             };
-            Session::start(conn, id, peer, local, env, permit);
+            let addr = ready.addr;
+            let permit = match admit(&env, &registry, id, &addr) {
+                Ok(permit) => permit,
+                Err(why) => return refuse(ready.stream, &env, id, addr, why).await,
+            };
+            let conn = match ready.stream {
+                Preambled::Plain(s) => Conn::Plain(s),
+                Preambled::Tls(s) => Conn::Tls(s),
+            };
+            Session::start(conn, id, addr, env, permit);
         });
     }
 

@@ -208,12 +208,13 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event stamped now; every optional field `None`.
-    pub fn now(session: u64, peer: SocketAddr, event: EventKind) -> Event {
+    /// An event stamped now from `peer` (a [`crate::net::ClientAddr`] gives its client, not
+    /// the TCP peer); every optional field `None`.
+    pub fn now(session: u64, peer: impl Into<SocketAddr>, event: EventKind) -> Event {
         Event {
             time: format_event_time(OffsetDateTime::now_utc()),
             session,
-            peer: peer.to_string(),
+            peer: peer.into().to_string(),
             user: None,
             event,
             command: None,

@@ -23,6 +23,7 @@ use crate::actors::file_store::{Finish, Upload, UploadError};
 use crate::actors::limits::TransferPermit;
 use crate::actors::quota::{Charge, QuotaError};
 use crate::config::PortRange;
+use crate::net::ClientAddr;
 
 /// Read and write size of file transfers: large enough that system-call overhead stays small
 /// at loopback speeds, small enough for many concurrent transfers.
@@ -178,7 +179,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Accepts the data connection, only from `peer` (the control connection's address): a
+/// Accepts the data connection, only from `peer` (the control connection's client): a
 /// connection from anywhere else is dropped and reported to `refused` with its address, and
 /// the wait goes on (no port theft). The caller bounds the wait.
 ///
@@ -186,18 +187,17 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// [`DataError::NoConnection`] when accepting fails.
 pub async fn accept_from(
     listener: &TcpListener,
-    peer: IpAddr,
+    peer: ClientAddr,
     session: u64,
     refused: &impl Fn(SocketAddr),
 ) -> Result<TcpStream, DataError> {
-    let peer = canonical(peer);
     loop {
         match listener.accept().await {
             Err(e) => {
                 log::warn!("session {session}: passive accept failed: {e}");
                 return Err(DataError::NoConnection);
             }
-            Ok((stream, from)) if canonical(from.ip()) == peer => {
+            Ok((stream, from)) if peer.is_client(from.ip()) => {
                 stream.set_nodelay(true).ok();
                 return Ok(stream);
             }
@@ -210,7 +210,7 @@ pub async fn accept_from(
 /// from `peer` within `wait`.
 async fn accept_passive(
     listener: std::net::TcpListener,
-    peer: IpAddr,
+    peer: ClientAddr,
     wait: Duration,
     session: u64,
     refused: impl Fn(SocketAddr),
@@ -332,8 +332,8 @@ pub struct Outcome {
 
 /// Where a data connection belongs, beside its [`DataPlan`].
 pub struct Channel {
-    /// The control connection's peer: the only address a passive connection is taken from.
-    pub peer: IpAddr,
+    /// The control connection's client: the only address a passive connection is taken from.
+    pub peer: ClientAddr,
     /// The data timeout: for the connection to arrive, and for each read or write.
     pub stall: Duration,
     /// The session, for log lines.
@@ -418,7 +418,7 @@ impl Channel {
         let (session, peer, audit) = (self.session, self.peer, self.audit.clone());
         move |from| {
             let event = Event::now(session, from, EventKind::DataRefused)
-                .with_command(format!("expected {}", canonical(peer)));
+                .with_command(format!("expected {}", peer.ip()));
             audit.do_send(Record(event));
         }
     }
@@ -992,7 +992,8 @@ mod tests {
             assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 1]));
             refused.fetch_add(1, Ordering::SeqCst);
         };
-        let accepted = accept_from(&listener, "127.0.0.2".parse().expect("ip"), 0, &count);
+        let only = ClientAddr::direct("127.0.0.2:40000".parse().expect("client"), addr);
+        let accepted = accept_from(&listener, only, 0, &count);
         let res = tokio::time::timeout(Duration::from_millis(300), accepted).await;
         assert!(res.is_err(), "a stranger's connection was accepted");
         assert_eq!(refused.load(Ordering::SeqCst), 1);

@@ -1048,7 +1048,7 @@ impl Session {
             );
             return;
         }
-        let local_ip = self.local.ip();
+        let local_ip = self.peer.local().ip();
         let announced = match (extended, self.env.config.passive_address, local_ip) {
             (true, _, _) => None,
             (false, Some(std::net::IpAddr::V4(v4)), _) => Some(v4),
@@ -1125,7 +1125,7 @@ impl Session {
     /// The RFC 2428 network protocol of the control connection: 1 (IPv4, also when mapped
     /// into IPv6) or 2 (IPv6).
     fn network_protocol(&self) -> u8 {
-        if data_channel::canonical(self.local.ip()).is_ipv4() {
+        if data_channel::canonical(self.peer.local().ip()).is_ipv4() {
             1
         } else {
             2
@@ -1318,9 +1318,7 @@ impl Session {
             );
             return;
         }
-        if data_channel::canonical(target.ip()) != data_channel::canonical(self.peer.ip())
-            || target.port() < 1024
-        {
+        if !self.peer.allows_active_target(target) {
             log::warn!(
                 "session {} {}: refused active-mode target {target}",
                 self.id,
@@ -1337,7 +1335,7 @@ impl Session {
         }
         self.data = Some(DataPlan::Active {
             target,
-            local: self.local.ip(),
+            local: self.peer.local().ip(),
         });
         let verb = if target.is_ipv6() { "EPRT" } else { "PORT" };
         self.finish(
@@ -1437,7 +1435,7 @@ impl Session {
     /// Where this session's data connections belong.
     fn channel(&self) -> data_channel::Channel {
         data_channel::Channel {
-            peer: self.peer.ip(),
+            peer: self.peer,
             stall: self.env.config.data_timeout(),
             session: self.id,
             audit: self.env.services.audit.clone(),

@@ -9,7 +9,7 @@
 //! `FramedRead` polls. Single-threaded: all of it lives on the Session's arbiter.
 
 use std::cell::RefCell;
-use std::io::{self, Read};
+use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::codec::Reply;
+use crate::net::urgent::UrgentSafeTcp;
 
 /// Reading pauses while more than this many reply bytes wait for the client.
 const HIGH_WATER: usize = 64 * 1024;
@@ -32,76 +32,6 @@ const LOW_WATER: usize = 16 * 1024;
 const KEEP_OUT_CAPACITY: usize = 1024;
 /// The longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A TCP stream that does not stall at the TCP urgent mark.
-///
-/// Clients send ABOR as urgent data (ftplib sends the whole `ABOR\r\n` with `MSG_OOB`; RFC 959
-/// §4.1.3 asks for the Telnet Synch). The acceptor sets `SO_OOBINLINE`, so the urgent byte stays
-/// in the stream, but a read then stops at the mark: tokio sees a short read, clears the
-/// socket's readiness and waits for an edge that never comes, because the byte after the mark
-/// is already queued. After a short read this stream tries once more with a direct,
-/// non-blocking `recv`, which does not depend on tokio's readiness.
-pub struct UrgentSafeTcp {
-    inner: TcpStream,
-    short_read: bool,
-}
-
-impl UrgentSafeTcp {
-    /// Wraps an accepted control connection.
-    pub fn new(inner: TcpStream) -> UrgentSafeTcp {
-        UrgentSafeTcp {
-            inner,
-            short_read: false,
-        }
-    }
-}
-
-impl AsyncRead for UrgentSafeTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if std::mem::take(&mut self.short_read) {
-            let socket = socket2::SockRef::from(&self.inner);
-            match (&*socket).read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    self.short_read = n > 0;
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        let wanted = buf.remaining();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let got = buf.filled().len() - before;
-            self.short_read = got > 0 && got < wanted;
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for UrgentSafeTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// The connection in its current form.
 pub enum Conn {
@@ -234,8 +164,8 @@ impl Control {
         use std::os::fd::AsFd;
         let ch = self.0.borrow();
         let tcp = match &ch.conn {
-            Conn::Plain(s) => &s.inner,
-            Conn::Tls(s) => &s.get_ref().0.inner,
+            Conn::Plain(s) => s.tcp(),
+            Conn::Tls(s) => s.get_ref().0.tcp(),
             Conn::Switching => return None,
         };
         let socket = match tcp.as_fd().try_clone_to_owned() {

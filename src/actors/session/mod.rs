@@ -15,7 +15,6 @@ pub mod state;
 mod tests;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use crate::actors::vpath::VPath;
 use crate::codec::listing::Facts;
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
+use crate::net::ClientAddr;
 use control::{Conn, Control};
 
 use state::LoginState;
@@ -158,8 +158,7 @@ impl Drop for LastEvents {
 /// One control connection.
 pub struct Session {
     id: u64,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: ClientAddr,
     env: Arc<SessionEnv>,
     control: Control,
     /// The task that writes replies; aborted when the session stops.
@@ -252,8 +251,7 @@ impl Session {
     pub fn start(
         conn: Conn,
         id: u64,
-        peer: SocketAddr,
-        local: SocketAddr,
+        peer: ClientAddr,
         env: Arc<SessionEnv>,
         permit: SessionPermit,
     ) -> Addr<Session> {
@@ -280,7 +278,6 @@ impl Session {
             Session {
                 id,
                 peer,
-                local,
                 env,
                 control,
                 writer,

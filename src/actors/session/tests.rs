@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::control::{Conn, UrgentSafeTcp};
+use super::control::Conn;
 use super::{Session, SessionEnv, Shutdown};
 use crate::actors::Services;
 use crate::actors::acceptor::SessionRegistry;
@@ -25,6 +25,8 @@ use crate::actors::file_store::{
     Rename, Rmdir, Stat, StoreError,
 };
 use crate::config::{Config, Registration};
+use crate::net::ClientAddr;
+use crate::net::urgent::UrgentSafeTcp;
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(5);
@@ -244,13 +246,14 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
     let addr = listener.local_addr().expect("listener address");
     let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
     let client = client.expect("connect");
-    let (server, peer) = accepted.expect("accept");
-    let local = server.local_addr().expect("server address");
+    let (server, _) = accepted.expect("accept");
+    let peer = ClientAddr::of_stream(&server).expect("addresses");
+    let local = peer.local();
     let permit = SessionRegistry::new(10, 10)
         .admit(1, peer.ip())
         .expect("admitted");
     let conn = Conn::Plain(UrgentSafeTcp::new(server));
-    let session = Session::start(conn, 1, peer, local, env, permit);
+    let session = Session::start(conn, 1, peer, env, permit);
     let (read, write) = client.into_split();
     Client {
         read,
