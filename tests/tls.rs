@@ -288,6 +288,50 @@ fn raw_replies_without_and_before_tls() {
     ctl.expect("QUIT", 221);
 }
 
+/// A raw connection to the implicit-TLS listener, reads bounded by `IO_TIMEOUT`.
+fn connect_implicit(server: &TestServer) -> std::net::TcpStream {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], implicit_port(server)));
+    let tcp = std::net::TcpStream::connect_timeout(&addr, common::IO_TIMEOUT).expect("connect");
+    tcp.set_read_timeout(Some(common::IO_TIMEOUT))
+        .expect("read timeout");
+    tcp.set_write_timeout(Some(common::IO_TIMEOUT))
+        .expect("write timeout");
+    tcp
+}
+
+#[test]
+fn a_silent_client_on_the_implicit_tls_port_is_dropped_after_the_login_timeout() {
+    let certs = Certs::generate();
+    let server = certs.server(&["--login-timeout-secs", "1"]);
+    let mut tcp = connect_implicit(&server);
+    // The server closes the connection (end of stream or a reset), well before `IO_TIMEOUT`.
+    let mut buf = [0u8; 64];
+    match std::io::Read::read(&mut tcp, &mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("{n} bytes before any handshake: {:?}", &buf[..n]),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    server.wait_stderr("timed out before FTP began");
+}
+
+#[test]
+fn admission_on_the_implicit_tls_port_answers_421_over_tls() {
+    let certs = Certs::generate();
+    let server = certs.server(&["--max-sessions-per-ip", "1"]);
+    let (mut first, greeting) = server.connect();
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    // The cap is checked after the handshake, so the refusal is readable TLS.
+    let config = ferry::tls::client_config(&ferry::tls::Trust::CaFile(&certs.cert()))
+        .expect("client config");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = rustls::ClientConnection::new(config, name).expect("client connection");
+    let mut stream = rustls::StreamOwned::new(tls, connect_implicit(&server));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).expect("the refusal over TLS");
+    assert_eq!(text, "421 Too many connections from your address.\r\n");
+    first.expect("NOOP", 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python ftplib
 // ---------------------------------------------------------------------------------------------
