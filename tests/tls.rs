@@ -339,6 +339,19 @@ fn admission_on_the_implicit_tls_port_answers_421_over_tls() {
     first.expect("NOOP", 200);
 }
 
+#[test]
+fn handshakes_in_progress_count_under_the_address_cap() {
+    let certs = Certs::generate();
+    let server = certs.server(&["--max-sessions-per-ip", "1"]);
+    // A client that never starts its handshake holds the one place of its address...
+    let _silent = connect_implicit(&server);
+    // ...so the next connection from it is refused at once, in plain text (no TLS is up yet).
+    let mut next = connect_implicit(&server);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut next, &mut text).expect("the refusal");
+    assert_eq!(text, "421 Too many connections from your address.\r\n");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python ftplib
 // ---------------------------------------------------------------------------------------------

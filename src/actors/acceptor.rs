@@ -1,7 +1,9 @@
 //! The Acceptor: takes connections from the listeners and starts one Session per connection on
 //! one of the per-core arbiters, round robin. There each connection first goes through the
 //! preamble ([`crate::net::preamble`]: implicit TLS), then admission on the client address it
-//! yields: bans and the session caps (in all and per address; 421 and close when over).
+//! yields: bans and the session caps (in all and per address; 421 and close when over). While in
+//! the preamble a connection holds a place under bounds of the same sizes per TCP peer
+//! ([`crate::net::pending`]), so slow handshakes cannot escape the caps.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,6 +22,7 @@ use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT};
 use crate::actors::session::{Session, SessionEnv, Shutdown};
 use crate::net::ClientAddr;
+use crate::net::pending::{Full, Pending};
 use crate::net::preamble::{self, Stream as Preambled};
 use crate::net::urgent::UrgentSafeTcp;
 
@@ -191,6 +194,8 @@ pub struct StopAccepting;
 pub struct Acceptor {
     env: Arc<SessionEnv>,
     registry: Arc<SessionRegistry>,
+    /// Connections in the preamble, not yet under the session caps.
+    pending: Arc<Pending>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     next_id: u64,
@@ -262,9 +267,11 @@ impl Acceptor {
         registry: Arc<SessionRegistry>,
         arbiters: Vec<ArbiterHandle>,
     ) -> Addr<Acceptor> {
+        let pending = Pending::new(env.config.max_sessions, env.config.max_sessions_per_ip);
         Acceptor {
             env,
             registry,
+            pending,
             arbiters,
             next_arbiter: 0,
             next_id: 1,
@@ -368,6 +375,21 @@ impl StreamHandler<Accepted> for Acceptor {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let slot = match self.pending.enter(tcp_addr.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let why = match full {
+                    Full::Total => Refusal::ServerFull,
+                    Full::Peer => Refusal::AddressFull,
+                };
+                // No TLS is up yet: the refusal goes out in plain text.
+                let (stream, env) = (UrgentSafeTcp::new(stream), Arc::clone(&self.env));
+                actix::spawn(async move {
+                    refuse(Preambled::Plain(stream), &env, id, tcp_addr, why).await;
+                });
+                return;
+            }
+        };
         stream.set_nodelay(true).ok();
         // Clients send ABOR (and the Telnet Synch before it) as TCP urgent data (ftplib sends
         // the whole line with MSG_OOB); kept inline, its last byte is not lost to the OOB slot.
@@ -411,7 +433,9 @@ impl StreamHandler<Accepted> for Acceptor {
             };
             // The preamble's share of the time to log in.
             let limit = env.config.login_timeout().min(HANDSHAKE_TIMEOUT);
-            let ready = match preamble::run(tcp, tcp_addr, implicit_tls.as_ref(), limit).await {
+            let ready = preamble::run(tcp, tcp_addr, implicit_tls.as_ref(), limit).await;
+            drop(slot);
+            let ready = match ready {
                 Ok(ready) => ready,
                 Err(e) => {
                     log::info!("connection from {tcp_addr}: {e}");

@@ -1,7 +1,8 @@
 //! What happens to a connection before FTP: the client's address, the preamble (implicit
-//! TLS; one time limit), and reads that survive urgent data.
+//! TLS; one time limit) and its bounds, and reads that survive urgent data.
 
 pub mod addr;
+pub mod pending;
 pub mod preamble;
 pub mod urgent;
 

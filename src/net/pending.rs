@@ -1,0 +1,116 @@
+//! Connections in the preamble, bounded in all and per TCP peer.
+//!
+//! Admission waits for the preamble, since only the preamble can say who the client is; until
+//! then a connection (a slow implicit TLS handshake) would count under no cap. These bounds
+//! take the session caps' values, so one address cannot hold more handshakes open than it may
+//! hold sessions.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// The connections in the preamble now.
+pub struct Pending {
+    counts: Mutex<Counts>,
+    max_total: usize,
+    max_per_peer: usize,
+}
+
+/// Which bound a connection met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_total` connections are in the preamble.
+    Total,
+    /// `max_per_peer` connections from this TCP peer are.
+    Peer,
+}
+
+impl Pending {
+    /// Bounds of `max_total` connections, `max_per_peer` of them from one TCP peer.
+    pub fn new(max_total: usize, max_per_peer: usize) -> Arc<Pending> {
+        Arc::new(Pending {
+            counts: Mutex::new(Counts::default()),
+            max_total,
+            max_per_peer,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // A panic elsewhere while holding this lock leaves plain counters: still usable.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a connection from `peer` (canonical), held until the slot is dropped.
+    ///
+    /// # Errors
+    /// The bound that is reached.
+    pub fn enter(self: &Arc<Self>, peer: IpAddr) -> Result<PendingSlot, Full> {
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(Full::Total);
+        }
+        let from_peer = counts.per_peer.entry(peer).or_insert(0);
+        if *from_peer >= self.max_per_peer {
+            return Err(Full::Peer);
+        }
+        *from_peer += 1;
+        counts.total += 1;
+        Ok(PendingSlot {
+            pending: Arc::clone(self),
+            peer,
+        })
+    }
+}
+
+/// One connection's place in the preamble; dropping it frees the place.
+pub struct PendingSlot {
+    pending: Arc<Pending>,
+    peer: IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut counts = self.pending.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_hold_per_peer_and_in_all_and_free_on_drop() {
+        let (a, b, c) = (
+            IpAddr::from([192, 0, 2, 1]),
+            IpAddr::from([192, 0, 2, 2]),
+            IpAddr::from([192, 0, 2, 3]),
+        );
+        let pending = Pending::new(3, 2);
+        let a1 = pending.enter(a).expect("first from a");
+        let a2 = pending.enter(a).expect("second from a");
+        assert_eq!(pending.enter(a).err(), Some(Full::Peer));
+        let b1 = pending.enter(b).expect("first from b");
+        assert_eq!(pending.enter(c).err(), Some(Full::Total));
+        drop(a1);
+        let c1 = pending.enter(c).expect("a place was freed");
+        assert_eq!(pending.enter(a).err(), Some(Full::Total));
+        drop((a2, b1, c1));
+        assert!(pending.lock().per_peer.is_empty());
+        assert_eq!(pending.lock().total, 0);
+        let _again = pending.enter(a).expect("all free again");
+        let _and = pending.enter(a).expect("both places of a");
+    }
+}
