@@ -3,7 +3,8 @@
 //! Admission waits for the preamble, since only the preamble can say who the client is; until
 //! then a connection (a slow implicit TLS handshake) would count under no cap. These bounds
 //! take the session caps' values, so one address cannot hold more handshakes open than it may
-//! hold sessions.
+//! hold sessions. Apart from the acceptor's `SessionRegistry` on purpose: these counts are of
+//! one node's sockets and stay in-process, while session counts are state a cluster shares.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
