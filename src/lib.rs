@@ -3,6 +3,7 @@
 //! - [`config`]: every setting and its default.
 //! - [`codec`]: bytes <-> protocol values; pure.
 //! - [`actors`]: the actors (accounts, audit log) and their messages.
+//! - [`state`]: the state the nodes of a cluster share (bans, leases, locks), in process here.
 //! - [`server`]: start and stop a whole server.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, line editing).
 //! - [`admin`]: operator commands for `ferryd user`, `ferryd invite` and `ferryd log`.
@@ -12,5 +13,6 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod server;
+pub mod state;
 pub mod table;
 pub mod tls;
