@@ -146,7 +146,8 @@ impl Server {
             config.homes_dir(),
             Arc::new(AccountLimits(Arc::clone(&accounts) as Arc<dyn AccountStore>)),
         )
-        .map_err(data_dir(config.usage_dir()))?;
+        .map_err(data_dir(config.usage_dir()))?
+        .with_shared_state(Arc::clone(&state));
         // Before any session: a ledger a crash left dirty is recounted.
         ledger.recover().map_err(data_dir(config.usage_dir()))?;
         let invites = match config.registration {

@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::state::{
-    Direction, Failure, HashTurn, Lease, LeaseKey, RateLimiter, Release, SharedState, StateError,
-    StateFuture, TransferPermit,
+    Direction, Failure, HashTurn, Lease, LeaseKey, RateLimiter, Release, Reserved, Room,
+    SharedState, StateError, StateFuture, TransferPermit,
 };
 
 /// Past this many tracked addresses, expired entries are swept on the next update, so a flood
@@ -52,6 +52,10 @@ struct Inner {
     registrations: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     /// Files written in place now.
     write_locks: Mutex<HashSet<Vec<u8>>>,
+    /// What running uploads hold, per user with any (an entry goes when it is back to zero).
+    reserved: Mutex<HashMap<String, Reserved>>,
+    /// Files whose size a staged upload counts on reusing, per user: one upload each.
+    claims: Mutex<HashSet<(String, Vec<u8>)>>,
     ban_after: usize,
     ban_window: Duration,
     ban_for: Duration,
@@ -85,6 +89,8 @@ impl LocalState {
                 state: Mutex::default(),
                 registrations: Mutex::default(),
                 write_locks: Mutex::default(),
+                reserved: Mutex::default(),
+                claims: Mutex::default(),
                 ban_after: config.ban_after_failures,
                 ban_window: Duration::from_secs(config.ban_window_secs),
                 ban_for: Duration::from_secs(config.ban_secs),
@@ -146,6 +152,9 @@ impl Release for Inner {
             }
             LeaseKey::WriteLock(key) => {
                 lock(&self.write_locks).remove(key);
+            }
+            LeaseKey::QuotaClaim(user, file) => {
+                lock(&self.claims).remove(&(user.clone(), file.clone()));
             }
             LeaseKey::HashTurn(ip) => {
                 let mut state = self.lock();
@@ -337,6 +346,47 @@ impl SharedState for LocalState {
             return Ok(None);
         }
         Ok(Some(self.lease(LeaseKey::WriteLock(key.to_owned()))))
+    }
+
+    fn quota_reserved(&self, user: &str) -> Result<Reserved, StateError> {
+        Ok(lock(&self.inner.reserved)
+            .get(user)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    fn reserve_quota(&self, user: &str, more: Reserved, room: Room) -> Result<bool, StateError> {
+        let mut reserved = lock(&self.inner.reserved);
+        let held = reserved.get(user).copied().unwrap_or_default();
+        let over = |held: u64, more: u64, room: Option<u64>| {
+            more > 0 && room.is_some_and(|room| u128::from(held) + u128::from(more) > room.into())
+        };
+        if over(held.bytes, more.bytes, room.bytes) || over(held.files, more.files, room.files) {
+            return Ok(false);
+        }
+        let entry = reserved.entry(user.to_owned()).or_default();
+        entry.bytes = entry.bytes.saturating_add(more.bytes);
+        entry.files = entry.files.saturating_add(more.files);
+        Ok(true)
+    }
+
+    fn release_quota(&self, user: &str, less: Reserved) {
+        let mut reserved = lock(&self.inner.reserved);
+        if let Some(entry) = reserved.get_mut(user) {
+            entry.bytes = entry.bytes.saturating_sub(less.bytes);
+            entry.files = entry.files.saturating_sub(less.files);
+            if *entry == Reserved::default() {
+                reserved.remove(user);
+            }
+        }
+    }
+
+    fn quota_claim(&self, user: &str, file: &[u8]) -> Result<Option<Lease>, StateError> {
+        let key = (user.to_owned(), file.to_owned());
+        if !lock(&self.inner.claims).insert(key.clone()) {
+            return Ok(None);
+        }
+        Ok(Some(self.lease(LeaseKey::QuotaClaim(key.0, key.1))))
     }
 }
 
@@ -592,5 +642,91 @@ mod tests {
             .expect("down");
         assert!(down.unthrottled(), "no download budget configured");
         assert_eq!(down.chunk(4096), 4096);
+    }
+
+    #[test]
+    fn quota_reservations_fit_the_room_together() {
+        let local = LocalState::new(&config());
+        let state: &dyn SharedState = &local;
+        let bytes = |bytes| Reserved { bytes, files: 0 };
+        let room = Room {
+            bytes: Some(100),
+            files: Some(1),
+        };
+        assert!(
+            state
+                .reserve_quota("alice", bytes(60), room)
+                .expect("state")
+        );
+        assert!(
+            !state
+                .reserve_quota("alice", bytes(41), room)
+                .expect("state")
+        );
+        assert!(
+            state
+                .reserve_quota("alice", bytes(40), room)
+                .expect("state")
+        );
+        assert!(
+            state.reserve_quota("bob", bytes(100), room).expect("state"),
+            "each user has their own reservations"
+        );
+        let file = Reserved { bytes: 0, files: 1 };
+        assert!(state.reserve_quota("alice", file, room).expect("state"));
+        assert!(
+            !state.reserve_quota("alice", file, room).expect("state"),
+            "the file slot is taken"
+        );
+        let unlimited = Room::default();
+        assert!(
+            state
+                .reserve_quota("alice", file, unlimited)
+                .expect("state")
+        );
+        let held = state.quota_reserved("alice").expect("state");
+        assert_eq!(
+            held,
+            Reserved {
+                bytes: 100,
+                files: 2
+            }
+        );
+        state.release_quota("alice", held);
+        state.release_quota("bob", bytes(100));
+        assert_eq!(
+            state.quota_reserved("alice").expect("state"),
+            Reserved::default()
+        );
+        assert!(
+            lock(&local.inner.reserved).is_empty(),
+            "nothing is left behind"
+        );
+    }
+
+    #[test]
+    fn a_quota_claim_is_held_by_one_upload_until_dropped() {
+        let local = LocalState::new(&config());
+        let state: &dyn SharedState = &local;
+        let claim = state
+            .quota_claim("alice", b"file")
+            .expect("state")
+            .expect("free");
+        assert!(
+            state
+                .quota_claim("alice", b"file")
+                .expect("state")
+                .is_none()
+        );
+        let other = state.quota_claim("bob", b"file").expect("state");
+        assert!(other.is_some(), "claims are per user");
+        drop((claim, other));
+        assert!(lock(&local.inner.claims).is_empty());
+        assert!(
+            state
+                .quota_claim("alice", b"file")
+                .expect("state")
+                .is_some()
+        );
     }
 }

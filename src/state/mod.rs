@@ -1,13 +1,9 @@
 //! The state that every node of a cluster must share, behind one trait: failed logins and
 //! bans per address, registrations per address, session leases (per address and per user),
-//! transfer leases per user with their bandwidth buckets, and write locks. Admission, the
-//! session's limits and the file store reach it only through [`SharedState`], held as an
-//! `Arc<dyn SharedState>` built once in `server.rs`; [`local::LocalState`] is today's
-//! in-process implementation.
-//!
-//! Quota reservations are not behind the trait yet: they live with the usage ledger in
-//! `actors/quota.rs`, where they are held under the same per-user lock as the file-system
-//! change they account for.
+//! transfer leases per user with their bandwidth buckets, write locks, and the quota
+//! reservations of running uploads. Admission, the session's limits, the file store and the
+//! quota ledger reach it only through [`SharedState`], held as an `Arc<dyn SharedState>` built
+//! once in `server.rs`; [`local::LocalState`] is today's in-process implementation.
 
 pub mod bucket;
 pub mod local;
@@ -116,6 +112,48 @@ pub trait SharedState: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StateError`] when the lock cannot be taken.
     fn write_lock(&self, key: &[u8]) -> Result<Option<Lease>, StateError>;
+
+    /// What the running uploads of `user` hold reserved against the quota.
+    ///
+    /// # Errors
+    /// [`StateError`] when the reservations cannot be read.
+    fn quota_reserved(&self, user: &str) -> Result<Reserved, StateError>;
+
+    /// Reserves `more` for `user` if, together with what is reserved already, it fits in
+    /// `room` (each part is checked only when it is not zero): one check-and-add, as one
+    /// `UPDATE ... WHERE` would do it. `false` when it does not fit; nothing is reserved then.
+    ///
+    /// # Errors
+    /// [`StateError`] when the reservations cannot be changed.
+    fn reserve_quota(&self, user: &str, more: Reserved, room: Room) -> Result<bool, StateError>;
+
+    /// Gives back `less` of what `user`'s uploads reserved.
+    fn release_quota(&self, user: &str, less: Reserved);
+
+    /// The right of one upload of `user` to count on reusing the size of the file it replaces
+    /// (named by `file`, the storage's key for it), unless another upload holds it.
+    ///
+    /// # Errors
+    /// [`StateError`] when the claim cannot be taken.
+    fn quota_claim(&self, user: &str, file: &[u8]) -> Result<Option<Lease>, StateError>;
+}
+
+/// Bytes and files that the running uploads of a user hold reserved against the quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// Bytes staged uploads may still add.
+    pub bytes: u64,
+    /// New files uploads will create.
+    pub files: u64,
+}
+
+/// What a user's limits leave beyond their usage; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes left.
+    pub bytes: Option<u64>,
+    /// Files left.
+    pub files: Option<u64>,
 }
 
 /// Logs that `what` is refused because the state is unavailable: callers fail closed.
@@ -146,6 +184,8 @@ pub enum LeaseKey {
     WriteLock(Vec<u8>),
     /// A turn to hash a password for an address.
     HashTurn(IpAddr),
+    /// An upload's claim on the size of the file it replaces: the user, the file's key.
+    QuotaClaim(String, Vec<u8>),
 }
 
 /// Whoever gives a [`Lease`] back: the implementation's inner state.
