@@ -4,6 +4,7 @@
 //! - [`codec`]: bytes <-> protocol values; pure.
 //! - [`net`]: a connection before FTP: the client's address, the preamble (implicit TLS).
 //! - [`actors`]: the actors (accounts, audit log) and their messages.
+//! - [`state`]: the state the nodes of a cluster share (bans, leases, locks), in process here.
 //! - [`server`]: start and stop a whole server.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, line editing).
 //! - [`admin`]: operator commands for `ferryd user`, `ferryd invite` and `ferryd log`.
@@ -14,5 +15,6 @@ pub mod codec;
 pub mod config;
 pub mod net;
 pub mod server;
+pub mod state;
 pub mod table;
 pub mod tls;

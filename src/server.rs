@@ -17,10 +17,10 @@ use crate::actors::audit_log::{AuditLog, AuditPolicy, Flush};
 use crate::actors::data_channel::TransferPool;
 use crate::actors::file_store::{FileStore, LocalStorage, LongJobs, PathLimits};
 use crate::actors::invites::InviteStore;
-use crate::actors::limits::Limits;
 use crate::actors::quota::QuotaLedger;
 use crate::actors::session::SessionEnv;
 use crate::config::{Config, ConfigError, Registration};
+use crate::state::LocalState;
 
 /// How often shutdown checks whether every session has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -129,6 +129,8 @@ impl Server {
     /// [`StartError`] when the configuration, a directory or a bind fails.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
+        // The one place the shared state is chosen (in process; a cluster's in issue 14).
+        let state = LocalState::shared(&config);
         let data_dir = |path: std::path::PathBuf| {
             move |source| StartError::DataDir {
                 path: path.clone(),
@@ -144,7 +146,8 @@ impl Server {
             config.homes_dir(),
             Arc::new(AccountLimits(Arc::clone(&accounts) as Arc<dyn AccountStore>)),
         )
-        .map_err(data_dir(config.usage_dir()))?;
+        .map_err(data_dir(config.usage_dir()))?
+        .with_shared_state(Arc::clone(&state));
         // Before any session: a ledger a crash left dirty is recounted.
         ledger.recover().map_err(data_dir(config.usage_dir()))?;
         let invites = match config.registration {
@@ -156,6 +159,7 @@ impl Server {
         let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
             .map_err(data_dir(config.homes_dir()))?
             .with_quota(Arc::new(ledger))
+            .with_shared_state(Arc::clone(&state))
             .with_path_limits(PathLimits {
                 max_depth: config.max_path_depth,
                 max_length: config.max_path_length,
@@ -213,6 +217,7 @@ impl Server {
                 max_registrations_per_ip_per_hour: config.max_registrations_per_ip_per_hour,
                 invites,
                 remains: Remains::new(config.homes_dir(), config.usage_dir()),
+                state: Arc::clone(&state),
             },
             config.blocking_threads,
         );
@@ -225,7 +230,6 @@ impl Server {
         services.hash = long_jobs.recipient();
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let grace = config.shutdown_grace();
-        let limits = Limits::new(&config);
         let transfers =
             TransferPool::new(config.transfer_threads).map_err(|source| StartError::Threads {
                 what: "transfer",
@@ -233,12 +237,12 @@ impl Server {
             })?;
         // Counted once every thread and file of the server is open, so the reserve covers them.
         let max_sessions = sessions_within_descriptors(config.max_sessions);
-        let sessions = SessionRegistry::new(max_sessions, config.max_sessions_per_ip);
+        let sessions = SessionRegistry::new(max_sessions, Arc::clone(&state));
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),
             tls,
-            limits,
+            limits: state,
             upload_tls,
             transfers: Arc::new(transfers),
         });

@@ -25,6 +25,7 @@ use crate::net::ClientAddr;
 use crate::net::pending::{Full, Pending};
 use crate::net::preamble::{self, Stream as Preambled};
 use crate::net::urgent::UrgentSafeTcp;
+use crate::state::{self, Lease, SharedState};
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -51,16 +52,16 @@ struct Attached {
 #[derive(Default)]
 struct Counts {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
     sessions: HashMap<u64, Attached>,
 }
 
-/// Live sessions: the caps, and the recipients to tell at shutdown. Shared by the Acceptor and
-/// every [`SessionPermit`]; the lock is held only to update counters.
+/// Live sessions of this server: its cap, and the recipients to tell at shutdown. The cap per
+/// address is a lease of the [`SharedState`]. Shared by the Acceptor and every
+/// [`SessionPermit`]; the lock is held only to update counters.
 pub struct SessionRegistry {
     counts: Mutex<Counts>,
     max_total: usize,
-    max_per_ip: usize,
+    state: Arc<dyn SharedState>,
 }
 
 /// Why a connection was refused.
@@ -92,12 +93,12 @@ impl Refusal {
 }
 
 impl SessionRegistry {
-    /// A registry with the given caps.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<SessionRegistry> {
+    /// A registry for at most `max_total` sessions, with the per-address cap of `state`.
+    pub fn new(max_total: usize, state: Arc<dyn SharedState>) -> Arc<SessionRegistry> {
         Arc::new(SessionRegistry {
             counts: Mutex::new(Counts::default()),
             max_total,
-            max_per_ip,
+            state,
         })
     }
 
@@ -109,22 +110,27 @@ impl SessionRegistry {
     /// Admits a session from `ip` if both caps allow it.
     ///
     /// # Errors
-    /// The [`Refusal`] when a cap is reached.
+    /// The [`Refusal`] when a cap is reached (the server is full when the shared state is
+    /// unavailable).
     pub fn admit(self: &Arc<Self>, id: u64, ip: IpAddr) -> Result<SessionPermit, Refusal> {
         let mut counts = self.lock();
         if counts.total >= self.max_total {
             return Err(Refusal::ServerFull);
         }
-        let from_ip = counts.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.max_per_ip {
-            return Err(Refusal::AddressFull);
-        }
-        *from_ip += 1;
+        let address = match self.state.address_session(ip) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Err(Refusal::AddressFull),
+            Err(e) => {
+                state::unavailable("session", &e);
+                return Err(Refusal::ServerFull);
+            }
+        };
         counts.total += 1;
         Ok(SessionPermit {
             registry: Arc::clone(self),
             id,
             ip,
+            _address: address,
         })
     }
 
@@ -146,6 +152,8 @@ pub struct SessionPermit {
     registry: Arc<SessionRegistry>,
     id: u64,
     ip: IpAddr,
+    /// The place under the per-address cap.
+    _address: Lease,
 }
 
 impl SessionPermit {
@@ -176,12 +184,6 @@ impl Drop for SessionPermit {
         let mut counts = self.registry.lock();
         counts.sessions.remove(&self.id);
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -339,7 +341,10 @@ fn admit(
     id: u64,
     addr: &ClientAddr,
 ) -> Result<SessionPermit, Refusal> {
-    if env.limits.banned(addr.ip()) {
+    if env.limits.banned(addr.ip()).unwrap_or_else(|e| {
+        state::unavailable("connection", &e);
+        true
+    }) {
         return Err(Refusal::Banned);
     }
     registry.admit(id, addr.ip())

@@ -11,15 +11,14 @@
 //! stored with another count. A name stays taken while a deleted account's files remain
 //! ([`Remains`]), so registration never hands a home or a usage ledger to a stranger.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use password_hash::rand_core::OsRng;
@@ -34,6 +33,7 @@ use crate::actors::json_file::TempFile;
 use crate::actors::quota::Quota;
 use crate::codec::Password;
 use crate::config::Registration;
+use crate::state::SharedState;
 
 /// Longest account name, in bytes (all allowed characters are ASCII).
 const MAX_NAME_LEN: usize = 32;
@@ -490,67 +490,14 @@ pub struct RegistrySettings {
     pub invites: Option<Arc<InviteStore>>,
     /// Files of deleted accounts, which keep their names taken.
     pub remains: Remains,
-}
-
-/// How far back the per-address registration cap looks.
-const REGISTRATION_WINDOW: Duration = Duration::from_secs(3600);
-
-/// Recent registrations per client address, for the hourly cap. Entries older than the window
-/// are forgotten whenever the table is touched, so it holds at most an hour of registrations.
-#[derive(Debug, Default)]
-pub struct RegistrationLimiter {
-    recent: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-impl RegistrationLimiter {
-    /// Takes a registration slot for `ip` at `now` if fewer than `max` were taken within the
-    /// window; `false` when the cap is reached.
-    pub fn try_take(&self, ip: IpAddr, now: Instant, max: u32) -> bool {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.retain(|_, times| {
-            while times
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= REGISTRATION_WINDOW)
-            {
-                times.pop_front();
-            }
-            !times.is_empty()
-        });
-        let times = recent.entry(ip).or_default();
-        if times.len() >= max as usize {
-            if times.is_empty() {
-                recent.remove(&ip);
-            }
-            return false;
-        }
-        times.push_back(now);
-        true
-    }
-
-    /// Gives back the slot taken at `at` (the registration failed for another reason).
-    pub fn give_back(&self, ip: IpAddr, at: Instant) {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(times) = recent.get_mut(&ip) {
-            if let Some(pos) = times.iter().position(|t| *t == at) {
-                times.remove(pos);
-            }
-            if times.is_empty() {
-                recent.remove(&ip);
-            }
-        }
-    }
-
-    /// Addresses remembered now (for tests).
-    pub fn addresses(&self) -> usize {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
+    /// Where registrations per address are counted (shared by the nodes of a cluster).
+    pub state: Arc<dyn SharedState>,
 }
 
 /// State shared read-only by every registry thread.
 struct Shared {
     store: Arc<dyn AccountStore>,
     settings: RegistrySettings,
-    limiter: RegistrationLimiter,
     /// Rounds every failed check costs: the highest of the setting and of every account seen
     /// (at start and on each load since), so no failure reveals whether the name exists.
     rounds: AtomicU32,
@@ -589,7 +536,6 @@ impl AccountRegistry {
         let shared = Arc::new(Shared {
             store,
             settings,
-            limiter: RegistrationLimiter::default(),
             rounds,
         });
         SyncArbiter::start(threads.max(1), move || AccountRegistry {
@@ -682,16 +628,17 @@ impl Handler<Register> for AccountRegistry {
         let name = UserName::parse(&msg.name)?;
         check_password(&msg.password, settings.min_password_length)?;
         let now = Instant::now();
-        if !self
-            .shared
-            .limiter
-            .try_take(msg.peer, now, settings.max_registrations_per_ip_per_hour)
-        {
+        let max = settings.max_registrations_per_ip_per_hour;
+        let taken = settings
+            .state
+            .take_registration(msg.peer, now, max)
+            .map_err(|e| AuthError::Io(io::Error::other(e)))?;
+        if !taken {
             return Err(AuthError::TooManyRegistrations);
         }
         let created = self.create(name, &msg.password, invites);
         if created.is_err() {
-            self.shared.limiter.give_back(msg.peer, now);
+            settings.state.give_back_registration(msg.peer, now);
         }
         created
     }
@@ -810,6 +757,8 @@ impl Handler<ChangePassword> for AccountRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::state::LocalState;
     use std::sync::Barrier;
 
     const ITER: u32 = 1000;
@@ -997,6 +946,7 @@ mod tests {
             max_registrations_per_ip_per_hour: 100,
             invites: None,
             remains: Remains::new(dir.join("home"), dir.join("usage")),
+            state: LocalState::shared(&Config::default()),
         };
         AccountRegistry::start(store, settings, 2)
     }
@@ -1180,27 +1130,6 @@ mod tests {
         assert!(verify_password(&stored.hash, &pw("password1")));
     }
 
-    #[test]
-    fn limiter_caps_per_address_and_forgets_after_an_hour() {
-        let limiter = RegistrationLimiter::default();
-        let a = IpAddr::from([10, 0, 0, 1]);
-        let b = IpAddr::from([10, 0, 0, 2]);
-        let t0 = Instant::now();
-        assert!(limiter.try_take(a, t0, 2));
-        assert!(limiter.try_take(a, t0 + Duration::from_secs(1), 2));
-        assert!(!limiter.try_take(a, t0 + Duration::from_secs(2), 2));
-        assert!(limiter.try_take(b, t0 + Duration::from_secs(2), 2));
-        limiter.give_back(b, t0 + Duration::from_secs(2));
-        assert_eq!(limiter.addresses(), 1);
-        let later = t0 + REGISTRATION_WINDOW + Duration::from_secs(1);
-        assert!(limiter.try_take(a, later, 2));
-        assert!(limiter.try_take(a, later, 2));
-        assert!(!limiter.try_take(a, later, 2));
-        // Old entries are gone: only the two new ones are remembered.
-        assert_eq!(limiter.addresses(), 1);
-        assert!(!limiter.try_take(a, later, 0));
-    }
-
     #[actix::test]
     async fn invite_registration_spends_codes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1218,6 +1147,7 @@ mod tests {
             max_registrations_per_ip_per_hour: 100,
             invites: Some(invites),
             remains: Remains::new(dir.path().join("home"), dir.path().join("usage")),
+            state: LocalState::shared(&Config::default()),
         };
         let reg = AccountRegistry::start(store.clone(), settings, 1);
         let with = |name: &str, code: Option<&str>| Register {

@@ -14,10 +14,11 @@
 //! file), never on a path looked up again. Anything outside, dangling, or not a regular file or
 //! directory looks exactly like a missing entry. Absolute links lead out by definition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ use tokio::sync::Semaphore;
 use crate::actors::quota::{Charge, DIR_BYTES, FileId, QuotaError, QuotaLedger, QuotaReport, Tx};
 use crate::actors::vpath::VPath;
 use crate::codec::glob::NamePattern;
+use crate::config::Config;
+use crate::state::{Lease, LocalState, SharedState};
 
 /// What a directory entry is. Other kinds (devices, FIFOs, sockets) are never shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -647,17 +650,8 @@ fn truncate(charge: &mut Charge, file: &File, len: u64) -> io::Result<()> {
 /// file would interleave their bytes, so the second is refused ([`StoreError::Busy`]).
 #[derive(Debug)]
 pub struct WriteLock {
-    locks: Arc<Mutex<HashSet<LockKey>>>,
-    key: LockKey,
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
-    }
+    /// The shared state's lock on the file, held for its drop.
+    _lease: Lease,
 }
 
 /// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
@@ -832,7 +826,8 @@ pub struct LocalStorage {
     /// The staging dir, by handle: commits rename from it into a home by handle.
     staging: Dir,
     anonymous: Option<PathBuf>,
-    locks: Arc<Mutex<HashSet<LockKey>>>,
+    /// Where the in-place write locks are taken.
+    state: Arc<dyn SharedState>,
     quota: Option<Arc<QuotaLedger>>,
     limits: PathLimits,
     /// Entries a listing may have; a bigger directory is refused, so no listing holds more.
@@ -893,7 +888,7 @@ impl Default for PathLimits {
 
 /// What an in-place write lock is taken on: the directory (device, inode) and the name in it,
 /// so every path to one file, through links or not, meets the same lock.
-type LockKey = (u64, u64, OsString);
+type LockKey = Vec<u8>;
 
 /// A name in a directory, both reached from the home without leaving it.
 struct Located {
@@ -1080,7 +1075,11 @@ fn write_target(home: &Dir, path: &VPath) -> Result<Target, StoreError> {
 /// The lock key of `name` in `dir`.
 fn lock_key(dir: &Dir, name: &OsStr) -> Result<LockKey, StoreError> {
     let meta = dir.dir_metadata()?;
-    Ok((meta.dev(), meta.ino(), name.to_owned()))
+    let mut key = Vec::with_capacity(16 + name.len());
+    key.extend_from_slice(&meta.dev().to_le_bytes());
+    key.extend_from_slice(&meta.ino().to_le_bytes());
+    key.extend_from_slice(name.as_bytes());
+    Ok(key)
 }
 
 /// Open options that never block on a FIFO swapped in at the last moment, and never follow a
@@ -1152,7 +1151,7 @@ impl LocalStorage {
             staging: Dir::open_ambient_dir(&tmp, ambient_authority())?,
             tmp,
             anonymous: None,
-            locks: Arc::default(),
+            state: LocalState::shared(&Config::default()),
             quota: None,
             limits: PathLimits::default(),
             max_listing_entries: usize::MAX,
@@ -1165,6 +1164,13 @@ impl LocalStorage {
     /// so that the client can resume it (SIZE, then REST+STOR or APPE); off by default.
     pub fn with_partial_uploads(mut self, keep: bool) -> LocalStorage {
         self.keep_partial = keep;
+        self
+    }
+
+    /// Takes the in-place write locks in `state` (shared with the sessions; by default a
+    /// state of this storage's own).
+    pub fn with_shared_state(mut self, state: Arc<dyn SharedState>) -> LocalStorage {
+        self.state = state;
         self
     }
 
@@ -1404,14 +1410,11 @@ impl LocalStorage {
     }
 
     fn lock(&self, key: LockKey) -> Result<WriteLock, StoreError> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if !locks.insert(key.clone()) {
-            return Err(StoreError::Busy);
+        match self.state.write_lock(&key) {
+            Ok(Some(lease)) => Ok(WriteLock { _lease: lease }),
+            Ok(None) => Err(StoreError::Busy),
+            Err(e) => Err(StoreError::Io(io::Error::other(e))),
         }
-        Ok(WriteLock {
-            locks: Arc::clone(&self.locks),
-            key,
-        })
     }
 
     /// STOU: picks the first free name among `name`, `name.1`, ... `name.999` next to

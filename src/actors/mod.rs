@@ -28,7 +28,6 @@ pub mod data_channel;
 pub mod file_store;
 pub mod invites;
 pub mod json_file;
-pub mod limits;
 pub mod quota;
 pub mod session;
 pub mod vpath;

@@ -7,7 +7,7 @@
 //! change of a user's tree that the server makes runs under that user's lock, together with
 //! the measurement of what it changes ([`QuotaLedger::change`], [`Charge::grow`]), so two
 //! sessions of one user cannot slip a change between a measurement and its use. Bytes in
-//! flight are reserved in memory; a file written in place is charged by what its open
+//! flight are reserved in the [`SharedState`]; a file written in place is charged by what its open
 //! descriptor's size actually grew (fstat before and after each write, counted while the file
 //! is still linked), never by path, so renaming or replacing it meanwhile changes nothing.
 //!
@@ -20,7 +20,7 @@
 //! [`DIR_BYTES`], so directory floods meet the byte limit) count as one file each; symbolic
 //! links (which only the operator can create) count for nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::json_file::TempFile;
+use crate::config::Config;
+use crate::state::{Lease, LocalState, Reserved, Room, SharedState};
 
 /// What one directory costs against the byte limit: the block it takes on a common file
 /// system (ext4, xfs), so that creating directories is not free.
@@ -156,20 +158,15 @@ impl Stored {
     }
 }
 
-/// What one user's running operations hold, in memory, under the user's lock.
+/// What one user's running operations hold, in memory, under the user's lock (their
+/// reservations are in the [`SharedState`], changed under the same lock).
 #[derive(Debug, Default)]
 struct UserState {
-    /// Bytes staged uploads may still add (beyond the size of the file they replace).
-    reserved_bytes: u64,
-    /// New files uploads will create.
-    reserved_files: u64,
     /// What in-place writes changed that the ledger file does not show yet.
     pending_bytes: i128,
     pending_files: i128,
     /// In-place uploads that have changed their file (the ledger stays dirty while any runs).
     writers: u32,
-    /// Files (device, inode) whose size a staged upload counts on reusing: one upload each.
-    claims: HashSet<(u64, u64)>,
 }
 
 impl UserState {
@@ -183,16 +180,32 @@ impl UserState {
     }
 
     /// Whether `bytes` and `files` more (each only checked when positive) fit under `limits`
-    /// together with the usage and every reservation.
-    fn fits(&self, stored: Stored, limits: Quota, bytes: i128, files: i128) -> bool {
+    /// together with the usage and every reservation (`reserved`).
+    fn fits(
+        &self,
+        stored: Stored,
+        limits: Quota,
+        reserved: Reserved,
+        bytes: i128,
+        files: i128,
+    ) -> bool {
         let usage = self.usage(stored);
         let over = |limit: Option<u64>, used: u64, reserved: u64, more: i128| {
             more > 0
                 && limit
                     .is_some_and(|l| i128::from(used) + i128::from(reserved) + more > i128::from(l))
         };
-        !over(limits.bytes, usage.bytes, self.reserved_bytes, bytes)
-            && !over(limits.files, usage.files, self.reserved_files, files)
+        !over(limits.bytes, usage.bytes, reserved.bytes, bytes)
+            && !over(limits.files, usage.files, reserved.files, files)
+    }
+
+    /// What `limits` leave beyond the usage.
+    fn room(&self, stored: Stored, limits: Quota) -> Room {
+        let usage = self.usage(stored);
+        Room {
+            bytes: limits.bytes.map(|l| l.saturating_sub(usage.bytes)),
+            files: limits.files.map(|l| l.saturating_sub(usage.files)),
+        }
     }
 }
 
@@ -204,6 +217,8 @@ pub struct QuotaLedger {
     limits: Arc<dyn LimitSource>,
     /// One lock per user who has used the ledger since start (a few dozen bytes each).
     users: Mutex<HashMap<String, Arc<Mutex<UserState>>>>,
+    /// Where running uploads reserve.
+    state: Arc<dyn SharedState>,
 }
 
 impl std::fmt::Debug for QuotaLedger {
@@ -234,7 +249,38 @@ impl QuotaLedger {
             homes,
             limits,
             users: Mutex::default(),
+            state: LocalState::shared(&Config::default()),
         })
+    }
+
+    /// Reserves in `state` (shared with the rest of the server; by default a state of this
+    /// ledger's own).
+    pub fn with_shared_state(mut self, state: Arc<dyn SharedState>) -> QuotaLedger {
+        self.state = state;
+        self
+    }
+
+    /// What `user`'s uploads hold reserved.
+    fn reserved(&self, user: &str) -> Result<Reserved, QuotaError> {
+        self.state
+            .quota_reserved(user)
+            .map_err(|e| QuotaError::Unavailable(io::Error::other(e)))
+    }
+
+    /// Reserves `more` for `user` if it fits with what is `stored` and reserved.
+    fn reserve(
+        &self,
+        user: &str,
+        state: &UserState,
+        stored: Stored,
+        more: Reserved,
+    ) -> Result<(), QuotaError> {
+        let room = state.room(stored, self.limits(user));
+        match self.state.reserve_quota(user, more, room) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(QuotaError::Exceeded),
+            Err(e) => Err(QuotaError::Unavailable(io::Error::other(e))),
+        }
     }
 
     fn user(&self, user: &str) -> Arc<Mutex<UserState>> {
@@ -446,18 +492,21 @@ impl QuotaLedger {
     ) -> Result<Charge, QuotaError> {
         let limits = self.limits(user);
         let state = self.user(user);
-        let mut guard = lock(&state);
+        let guard = lock(&state);
         if new_file {
             let stored = self.load(user).map_err(QuotaError::Unavailable)?;
-            if !guard.fits(stored, limits, 0, 1) {
-                return Err(QuotaError::Exceeded);
-            }
-            guard.reserved_files += 1;
+            let file = Reserved { bytes: 0, files: 1 };
+            self.reserve(user, &guard, stored, file)?;
         }
-        let claim = replaces
-            .map(|f| (f.dev, f.ino))
-            .filter(|key| guard.claims.insert(*key));
-        let credit = match (claim, replaces) {
+        let claim = replaces.and_then(|f| {
+            let key = [f.dev.to_le_bytes(), f.ino.to_le_bytes()].concat();
+            // Without the claim the upload gets no credit: stricter, never looser.
+            self.state.quota_claim(user, &key).unwrap_or_else(|e| {
+                log::error!("no credit for the file {user} replaces: {e}");
+                None
+            })
+        });
+        let credit = match (&claim, replaces) {
             (Some(_), Some(file)) => file.len,
             _ => 0,
         };
@@ -514,8 +563,10 @@ impl Tx<'_> {
         let Some(tx) = &self.inner else {
             return Ok(());
         };
-        let bytes_fit = bytes <= 0 || tx.state.fits(tx.stored, tx.limits, tx.delta.0 + bytes, 0);
-        let files_fit = files <= 0 || tx.state.fits(tx.stored, tx.limits, 0, tx.delta.1 + files);
+        let reserved = tx.ledger.reserved(tx.user)?;
+        let fits = |bytes, files| tx.state.fits(tx.stored, tx.limits, reserved, bytes, files);
+        let bytes_fit = bytes <= 0 || fits(tx.delta.0 + bytes, 0);
+        let files_fit = files <= 0 || fits(0, tx.delta.1 + files);
         if bytes_fit && files_fit {
             Ok(())
         } else {
@@ -556,8 +607,8 @@ impl Tx<'_> {
     /// Gives `charge`'s reservations back inside this change (a staged upload's commit), so
     /// the check of what the commit adds does not count them twice.
     pub(crate) fn settle(&mut self, charge: &mut Charge) {
-        if let (Some(tx), Some(inner)) = (self.inner.as_mut(), charge.inner.as_mut()) {
-            inner.release(tx.state);
+        if let (Some(_), Some(inner)) = (&self.inner, charge.inner.as_mut()) {
+            inner.release();
         }
     }
 }
@@ -657,7 +708,8 @@ struct ChargeInner {
     limits: Quota,
     /// Bytes of the replaced file this staged upload may reuse while it runs.
     credit: u64,
-    claim: Option<(u64, u64)>,
+    /// The claim on that file, held for its drop.
+    claim: Option<Lease>,
     written: u64,
     reserved_bytes: u64,
     reserved_file: bool,
@@ -666,17 +718,16 @@ struct ChargeInner {
 }
 
 impl ChargeInner {
-    /// Gives back the reservations; with the user's lock held (`state`).
-    fn release(&mut self, state: &mut UserState) {
-        state.reserved_bytes = state.reserved_bytes.saturating_sub(self.reserved_bytes);
+    /// Gives back the reservations; call with the user's lock held.
+    fn release(&mut self) {
+        let less = Reserved {
+            bytes: self.reserved_bytes,
+            files: u64::from(self.reserved_file),
+        };
+        self.ledger.state.release_quota(&self.user, less);
         self.reserved_bytes = 0;
-        if self.reserved_file {
-            state.reserved_files = state.reserved_files.saturating_sub(1);
-            self.reserved_file = false;
-        }
-        if let Some(key) = self.claim.take() {
-            state.claims.remove(&key);
-        }
+        self.reserved_file = false;
+        self.claim = None;
         self.credit = 0;
     }
 
@@ -711,7 +762,14 @@ impl ChargeInner {
             .ledger
             .load(&self.user)
             .map_err(QuotaError::Unavailable)?;
-        if state.fits(stored, self.limits, i128::from(bytes), i128::from(files)) {
+        let reserved = self.ledger.reserved(&self.user)?;
+        if state.fits(
+            stored,
+            self.limits,
+            reserved,
+            i128::from(bytes),
+            i128::from(files),
+        ) {
             Ok(())
         } else {
             Err(QuotaError::Exceeded)
@@ -749,9 +807,16 @@ impl Charge {
         let more = need.saturating_sub(inner.reserved_bytes);
         if more > 0 {
             let state = Arc::clone(&inner.state);
-            let mut state = lock(&state);
-            inner.fits(&state, more, 0)?;
-            state.reserved_bytes += more;
+            let state = lock(&state);
+            let stored = inner
+                .ledger
+                .load(&inner.user)
+                .map_err(QuotaError::Unavailable)?;
+            let bytes = Reserved {
+                bytes: more,
+                files: 0,
+            };
+            inner.ledger.reserve(&inner.user, &state, stored, bytes)?;
             inner.reserved_bytes += more;
         }
         inner.written = written;
@@ -820,7 +885,8 @@ impl Charge {
         match open(may_create) {
             Ok(Some((file, created))) => {
                 if inner.reserved_file {
-                    state.reserved_files = state.reserved_files.saturating_sub(1);
+                    let file = Reserved { bytes: 0, files: 1 };
+                    inner.ledger.state.release_quota(&inner.user, file);
                     inner.reserved_file = false;
                 }
                 if created {
@@ -864,7 +930,7 @@ impl Drop for Charge {
         };
         let state = Arc::clone(&inner.state);
         let mut state = lock(&state);
-        inner.release(&mut state);
+        inner.release();
         if inner.writer {
             state.writers = state.writers.saturating_sub(1);
             inner.ledger.flush(&inner.user, &mut state, (0, 0));
@@ -935,9 +1001,8 @@ mod tests {
                 files: 1
             }
         );
-        let state = ledger.user("alice");
-        let state = lock(&state);
-        assert_eq!((state.reserved_bytes, state.reserved_files), (0, 0));
+        let reserved = ledger.state.quota_reserved("alice").expect("reserved");
+        assert_eq!((reserved.bytes, reserved.files), (0, 0));
     }
 
     #[test]

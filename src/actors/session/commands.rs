@@ -23,12 +23,12 @@ use crate::actors::file_store::{
     OpenRead, OpenWrite, QuotaStatus, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat,
     StoreError, Upload, WriteMode,
 };
-use crate::actors::limits::Direction;
 use crate::actors::vpath::{PathError, VPath};
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
 use crate::codec::listing::{self, Facts, Role};
 use crate::codec::{Command, Password, Reply, ReplyCode, reply};
 use crate::config::Registration;
+use crate::state::{self, Direction, Failure};
 
 /// What a command does once the file store has answered.
 enum Next {
@@ -446,9 +446,17 @@ impl Session {
         ctx.wait(fut);
     }
 
+    /// Is the address banned now? Yes when the bans cannot be read.
+    fn banned(&self) -> bool {
+        self.env.limits.banned(self.peer.ip()).unwrap_or_else(|e| {
+            state::unavailable("login", &e);
+            true
+        })
+    }
+
     /// If the address is banned now: audited, answered 421 and closed; returns true.
     fn refuse_banned(&mut self, text: &str, ctx: &mut Context<Self>) -> bool {
-        if !self.env.limits.banned(self.peer.ip()) {
+        if !self.banned() {
             return false;
         }
         log::info!("session {} {}: refused: address banned", self.id, self.peer);
@@ -478,7 +486,11 @@ impl Session {
         name: &str,
         log_in: impl FnOnce(&mut LoginState),
     ) {
-        let Some(slot) = self.env.limits.user_session(name) else {
+        let slot = self.env.limits.user_session(name).unwrap_or_else(|e| {
+            state::unavailable("login", &e);
+            None
+        });
+        let Some(slot) = slot else {
             log::info!(
                 "session {} {}: refused: {name} has too many sessions",
                 self.id,
@@ -529,7 +541,18 @@ impl Session {
             self.id,
             self.peer
         );
-        let failure = self.env.limits.login_failed(self.peer.ip());
+        let failure = self
+            .env
+            .limits
+            .login_failed(self.peer.ip())
+            .unwrap_or_else(|e| {
+                state::unavailable("login", &e);
+                // The longest delay, and the connection closes (the ban cannot be read).
+                Failure {
+                    recent: usize::MAX,
+                    ban: None,
+                }
+            });
         if let Some(length) = failure.ban {
             log::warn!(
                 "{}: banned for {}s after too many failed logins",
@@ -541,7 +564,7 @@ impl Session {
             self.record(event);
             self.permit.address_banned();
         }
-        let banned = failure.ban.is_some() || self.env.limits.banned(self.peer.ip());
+        let banned = failure.ban.is_some() || self.banned();
         let config = &self.env.config;
         let last = banned || failures >= config.max_login_failures;
         let doublings = u32::try_from(failure.recent.saturating_sub(1))
@@ -1475,10 +1498,15 @@ impl Session {
             TransferKind::Download(_) => Direction::Download,
             TransferKind::Listing => Direction::Listing,
         };
-        let permit = self
-            .state
-            .logged_in()
-            .and_then(|l| self.env.limits.transfer(&l.name, direction));
+        let permit = self.state.logged_in().and_then(|l| {
+            self.env
+                .limits
+                .transfer(&l.name, direction)
+                .unwrap_or_else(|e| {
+                    state::unavailable("transfer", &e);
+                    None
+                })
+        });
         let Some(permit) = permit else {
             self.data = None;
             self.finish(

@@ -52,8 +52,9 @@ pub struct SessionEnv {
     pub config: Arc<Config>,
     /// TLS for AUTH TLS and protected data connections; `None` when no certificate is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Bans, per-user limits and bandwidth budgets shared by all sessions.
-    pub limits: Arc<crate::actors::limits::Limits>,
+    /// Bans, per-user limits and bandwidth budgets shared by all sessions (and the nodes of
+    /// a cluster).
+    pub limits: Arc<dyn crate::state::SharedState>,
     /// TLS for protected data connections of uploads: no session tickets sent (see
     /// [`crate::tls::upload_config`]); set exactly when `tls` is.
     pub upload_tls: Option<tokio_rustls::TlsAcceptor>,
@@ -165,7 +166,7 @@ pub struct Session {
     writer: tokio::task::JoinHandle<()>,
     state: LoginState,
     /// The logged-in user's place under `max_sessions_per_user`.
-    user_slot: Option<crate::actors::limits::UserSession>,
+    user_slot: Option<crate::state::Lease>,
     cwd: VPath,
     ascii: bool,
     epsv_all: bool,

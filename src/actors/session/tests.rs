@@ -233,7 +233,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
     let events = Arc::new(Mutex::new(Vec::new()));
     let audit = RecordingAudit(events.clone()).start();
     let services = wire(&audit);
-    let limits = crate::actors::limits::Limits::new(&config);
+    let limits = crate::state::LocalState::shared(&config);
     let env = Arc::new(SessionEnv {
         services,
         config: Arc::new(config),
@@ -249,7 +249,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
     let (server, _) = accepted.expect("accept");
     let peer = ClientAddr::of_stream(&server).expect("addresses");
     let local = peer.local();
-    let permit = SessionRegistry::new(10, 10)
+    let permit = SessionRegistry::new(10, Arc::clone(&env.limits))
         .admit(1, peer.ip())
         .expect("admitted");
     let conn = Conn::Plain(UrgentSafeTcp::new(server));
