@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
+use super::replies::{self, Limit};
 use super::state::LoginState;
 use super::{AfterTransfer, Running, Session, TransferKind};
 use crate::actors::Services;
-use crate::actors::acceptor::AddressBanned;
+use crate::actors::acceptor::{AddressBanned, Refusal};
 use crate::actors::account_registry::{
     AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
 };
@@ -24,10 +25,10 @@ use crate::actors::file_store::{
     StoreError, Upload, WriteMode,
 };
 use crate::actors::limits::Direction;
-use crate::actors::vpath::{PathError, VPath};
+use crate::actors::vpath::VPath;
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
 use crate::codec::listing::{self, Facts, Role};
-use crate::codec::{Command, Password, Reply, ReplyCode, reply};
+use crate::codec::{Command, CommandError, Password, Reply, ReplyCode, reply};
 use crate::config::Registration;
 
 /// What a command does once the file store has answered.
@@ -120,7 +121,7 @@ impl Session {
             Command::Stru(_) => self.finish(&text, ok("Structure set to F.")),
             Command::Pasv => self.pasv(&text, false),
             Command::Eprt(target) if !self.listens_on(target.ip()) => {
-                let reply = self.protocol_not_supported();
+                let reply = replies::command(&CommandError::ProtocolNotSupported, self.protocols());
                 self.finish(&text, reply);
             }
             Command::Port(target) | Command::Eprt(target) => self.port(&text, target),
@@ -260,11 +261,7 @@ impl Session {
         match self.cwd.resolve(arg) {
             Ok(path) => Some(path),
             Err(e) => {
-                let msg = match e {
-                    PathError::InvalidName => "File name not allowed.",
-                    PathError::TooLong => "File name too long.",
-                };
-                self.finish(text, Reply::new(ReplyCode::NameNotAllowed, msg));
+                self.finish(text, replies::path(&e));
                 None
             }
         }
@@ -272,56 +269,22 @@ impl Session {
 
     /// The reply for a file-store error; local errors are logged with the session.
     pub(super) fn store_error(&self, e: &StoreError) -> Reply {
-        let (code, msg) = match e {
-            StoreError::NotFound => (ReplyCode::FileUnavailable, "No such file or directory."),
-            StoreError::NotADirectory => (ReplyCode::FileUnavailable, "Not a directory."),
-            StoreError::IsADirectory => (ReplyCode::FileUnavailable, "Is a directory."),
-            StoreError::AlreadyExists => (ReplyCode::FileUnavailable, "File exists."),
-            StoreError::NotEmpty => (ReplyCode::FileUnavailable, "Directory not empty."),
-            StoreError::PermissionDenied => (ReplyCode::FileUnavailable, "Permission denied."),
-            StoreError::InvalidName => (ReplyCode::NameNotAllowed, "File name not allowed."),
-            StoreError::TooLong => (ReplyCode::NameNotAllowed, "File name too long."),
-            StoreError::NoSpace => (
-                ReplyCode::InsufficientStorage,
-                "Insufficient storage space.",
-            ),
-            StoreError::Busy => (
-                ReplyCode::FileBusy,
-                "File busy: another upload is writing it.",
-            ),
-            StoreError::BadOffset => (
-                ReplyCode::InvalidRestart,
-                "Invalid REST parameter: beyond the end of the file.",
-            ),
-            StoreError::QuotaExceeded => (
-                ReplyCode::ExceededStorage,
-                "Quota exceeded: see SITE QUOTA.",
-            ),
+        match e {
             StoreError::TimedOut => {
-                log::warn!(
-                    "session {} {}: wildcard expansion stopped at its deadline",
-                    self.id,
-                    self.peer
-                );
-                (
-                    ReplyCode::LocalError,
-                    "Wildcard expansion took too long: name fewer files.",
-                )
+                session_log!(warn, self, "wildcard expansion stopped at its deadline");
             }
-            StoreError::TooManyEntries(max) => {
-                let msg = format!("Directory has more than {max} entries: too many to list.");
-                return Reply::new(ReplyCode::FileUnavailable, msg);
-            }
-            StoreError::Io(io) => {
-                log::error!("session {} {}: file store: {io}", self.id, self.peer);
-                (ReplyCode::LocalError, "Local error in processing.")
-            }
-            StoreError::Interrupted => (
-                ReplyCode::TransferAborted,
-                "Connection lost; transfer aborted.",
-            ),
-        };
-        Reply::new(code, msg)
+            StoreError::Io(io) => session_log!(error, self, "file store: {io}"),
+            _ => {}
+        }
+        replies::store(e)
+    }
+
+    /// The reply for an account error; local errors are logged with the session.
+    fn auth_error(&self, e: &AuthError) -> Reply {
+        if matches!(e, AuthError::Corrupt(_) | AuthError::Io(_)) {
+            session_log!(error, self, "account registry: {e}");
+        }
+        replies::auth(e, self.env.config.min_password_length)
     }
 
     fn audit_file_event(&self, kind: EventKind, path: &VPath, target: Option<&VPath>) {
@@ -389,18 +352,8 @@ impl Session {
                                 act.enter(ctx, &text, &name, |state| state.succeeded(account));
                             }
                             Err(e) => {
-                                let reply = act.store_error(&e);
-                                log::error!("session {}: home of {user} unavailable", act.id);
-                                act.finish(
-                                    &text,
-                                    Reply::new(
-                                        ReplyCode::NotLoggedIn,
-                                        format!(
-                                            "Home directory unavailable ({}).",
-                                            reply.code().as_u16()
-                                        ),
-                                    ),
-                                );
+                                session_log!(error, act, "home of {user} unavailable: {e}");
+                                act.finish(&text, replies::home_unavailable(&e));
                             }
                         });
                     }
@@ -409,7 +362,7 @@ impl Session {
                         act.login_failed(ctx, text, &user, failures);
                     }
                     Err(e) => {
-                        let reply = auth_error_reply(&e, act.env.config.min_password_length);
+                        let reply = act.auth_error(&e);
                         act.finish(&text, reply);
                     }
                 });
@@ -454,17 +407,11 @@ impl Session {
         log::info!("session {} {}: refused: address banned", self.id, self.peer);
         let mut event = Event::now(self.id, self.peer, EventKind::Refused);
         event.user = self.user_name();
+        let reply = replies::refusal(Refusal::Banned);
         event.command = Some("address banned".to_owned());
-        event.code = Some(421);
+        event.code = Some(reply.code().as_u16());
         self.record(event);
-        self.close(
-            Some(text),
-            Reply::new(
-                ReplyCode::ServiceNotAvailable,
-                "Too many failed logins from your address; try again later.",
-            ),
-            ctx,
-        );
+        self.close(Some(text), reply, ctx);
         true
     }
 
@@ -486,17 +433,11 @@ impl Session {
             );
             let mut event = Event::now(self.id, self.peer, EventKind::Refused);
             event.user = Some(name.to_owned());
+            let reply = replies::limit(Limit::UserSessions);
             event.command = Some("too many sessions for this user".to_owned());
-            event.code = Some(421);
+            event.code = Some(reply.code().as_u16());
             self.record(event);
-            self.close(
-                Some(text),
-                Reply::new(
-                    ReplyCode::ServiceNotAvailable,
-                    "Too many sessions for this user; try again later.",
-                ),
-                ctx,
-            );
+            self.close(Some(text), reply, ctx);
             return;
         };
         log_in(&mut self.state);
@@ -633,6 +574,7 @@ impl Session {
                         });
                     }
                     Err(e) => {
+                        let reply = act.auth_error(&e);
                         if matches!(
                             e,
                             AuthError::TooManyRegistrations
@@ -642,14 +584,11 @@ impl Session {
                             let mut event =
                                 Event::now(act.id, act.peer, EventKind::RegisterRefused);
                             event.user = Some(user);
-                            event.code = Some(e.reply_code());
+                            event.code = Some(reply.code().as_u16());
                             // The audit log writes the stderr line, within its noise budget.
                             act.record(event);
                         }
-                        act.finish(
-                            &text,
-                            auth_error_reply(&e, act.env.config.min_password_length),
-                        );
+                        act.finish(&text, reply);
                     }
                 });
             }
@@ -693,7 +632,7 @@ impl Session {
                         act.login_failed(ctx, text, name.as_str(), failures);
                     }
                     Err(e) => {
-                        let reply = auth_error_reply(&e, act.env.config.min_password_length);
+                        let reply = act.auth_error(&e);
                         act.finish(&text, reply);
                     }
                 });
@@ -1144,20 +1083,15 @@ impl Session {
         }
     }
 
-    /// `522` for a network protocol the server does not support, naming the ones it does
-    /// (RFC 2428 §2, §3).
-    pub(super) fn protocol_not_supported(&self) -> Reply {
+    /// The network protocols the server listens on, as a `522` names them (RFC 2428 §2, §3).
+    pub(super) fn protocols(&self) -> &'static str {
         let v4 = std::net::Ipv4Addr::UNSPECIFIED.into();
         let v6 = std::net::Ipv6Addr::UNSPECIFIED.into();
-        let families = match (self.listens_on(v4), self.listens_on(v6)) {
+        match (self.listens_on(v4), self.listens_on(v6)) {
             (true, false) => "1",
             (false, true) => "2",
             _ => "1,2",
-        };
-        Reply::new(
-            ReplyCode::ProtocolNotSupported,
-            format!("Network protocol not supported, use ({families})."),
-        )
+        }
     }
 
     /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
@@ -1483,13 +1417,7 @@ impl Session {
             .and_then(|l| self.env.limits.transfer(&l.name, direction));
         let Some(permit) = permit else {
             self.data = None;
-            self.finish(
-                &text,
-                Reply::new(
-                    ReplyCode::CantOpenData,
-                    "Too many transfers at once for this user.",
-                ),
-            );
+            self.finish(&text, replies::limit(Limit::Transfers));
             return;
         };
         let Some(plan) = self.data.take() else {
@@ -1590,32 +1518,6 @@ impl Handler<AddressBanned> for Session {
             ctx,
         );
     }
-}
-
-fn auth_error_reply(e: &AuthError, min_password_length: usize) -> Reply {
-    let msg = match e {
-        AuthError::BadName => {
-            "Bad user name: use 1-32 of a-z 0-9 . _ -, starting with a letter or digit.".to_owned()
-        }
-        AuthError::WeakPassword => format!(
-            "Password too weak: use at least {min_password_length} characters, no control characters."
-        ),
-        AuthError::NameTaken => "That user name is taken.".to_owned(),
-        AuthError::RegistrationClosed => "Registration is closed.".to_owned(),
-        AuthError::InviteRequired => {
-            "Registration needs an invitation: SITE REGISTER <user> <password> <code>.".to_owned()
-        }
-        AuthError::BadInvite => "Invalid or used-up invitation code.".to_owned(),
-        AuthError::TooManyRegistrations => {
-            "Too many registrations from your address in the last hour; try again later.".to_owned()
-        }
-        AuthError::WrongCredentials => "Login incorrect.".to_owned(),
-        AuthError::Corrupt(_) | AuthError::Io(_) => {
-            log::error!("account registry: {e}");
-            "Local error in processing.".to_owned()
-        }
-    };
-    Reply::new(ReplyCode::from_u16(e.reply_code()), msg)
 }
 
 fn site_help() -> Reply {

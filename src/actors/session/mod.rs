@@ -8,8 +8,22 @@
 //! wait until it ends. Every command ends in exactly one final reply, also when a service
 //! actor fails: a mailbox error becomes 451.
 
+/// Logs one line of a session, stamped with its id and client address:
+/// `session_log!(info, session, "format", args...)`.
+macro_rules! session_log {
+    ($level:ident, $session:expr, $($arg:tt)+) => {
+        log::$level!(
+            "session {} {}: {}",
+            $session.id,
+            $session.peer,
+            format_args!($($arg)+)
+        )
+    };
+}
+
 mod commands;
 pub mod control;
+pub(crate) mod replies;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -393,13 +407,7 @@ impl Session {
                 Ok(answer) => then(act, answer, ctx, cmd),
                 Err(e) => {
                     log::error!("session {} {}: service failed: {e}", act.id, act.peer);
-                    act.finish(
-                        &cmd,
-                        Reply::new(
-                            ReplyCode::LocalError,
-                            "Service temporarily unavailable; try again.",
-                        ),
-                    );
+                    act.finish(&cmd, replies::service_failed());
                 }
             });
         ctx.wait(fut);
@@ -615,8 +623,8 @@ impl Session {
                         Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),
                         Ok(Err(e)) => act.store_error(&e),
                         Err(e) => {
-                            log::error!("session {}: file store failed: {e}", act.id);
-                            Reply::new(ReplyCode::LocalError, "Could not store the file.")
+                            session_log!(error, act, "file store failed: {e}");
+                            replies::commit_failed()
                         }
                     };
                     act.transfer_finished(running, bytes, reply, ctx);
@@ -630,7 +638,7 @@ impl Session {
             (Err(e), _) => {
                 log::info!("session {} {}: transfer failed: {e:?}", self.id, self.peer);
                 let bytes = running.progress.load(Ordering::Relaxed);
-                let reply = Reply::new(ReplyCode::from_u16(e.code()), e.to_string());
+                let reply = replies::data(&e);
                 self.transfer_finished(running, bytes, reply, ctx);
             }
         }
@@ -748,10 +756,7 @@ impl Session {
                 self.check_bad_commands(ctx);
             }
             Ok(Inbound::Malformed(err)) => {
-                let reply = match err {
-                    CommandError::ProtocolNotSupported => self.protocol_not_supported(),
-                    _ => Reply::new(ReplyCode::from_u16(err.code()), err.to_string()),
-                };
+                let reply = replies::command(&err, self.protocols());
                 // A known verb with a bad argument is a mistake; a line that is no command at
                 // all is garbage. The audit log writes the stderr line, within its budget.
                 if matches!(
