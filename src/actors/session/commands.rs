@@ -10,7 +10,7 @@ use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
 use super::replies::{self, Limit};
-use super::state::LoginState;
+use super::state::{LoginState, Settings};
 use super::{AfterTransfer, Running, Session, TransferKind};
 use crate::actors::Services;
 use crate::actors::acceptor::{AddressBanned, Refusal};
@@ -92,7 +92,7 @@ impl Session {
         // REST holds until the next transfer command takes it: clients send PASV/EPSV (and
         // TYPE, SIZE) between REST and RETR.
         let restart = if cmd.is_transfer() {
-            std::mem::take(&mut self.restart)
+            std::mem::take(&mut self.settings.restart)
         } else {
             0
         };
@@ -113,8 +113,12 @@ impl Session {
 
             // RFC 959 §4.1.2: transfer parameters.
             Command::Type(t) => {
-                self.ascii = t == TransferType::Ascii;
-                let name = if self.ascii { "ASCII" } else { "BINARY" };
+                self.settings.ascii = t == TransferType::Ascii;
+                let name = if self.settings.ascii {
+                    "ASCII"
+                } else {
+                    "BINARY"
+                };
                 self.finish(&text, ok(&format!("Switching to {name} mode.")));
             }
             Command::Mode(_) => self.finish(&text, ok("Mode set to S.")),
@@ -126,7 +130,7 @@ impl Session {
             }
             Command::Port(target) | Command::Eprt(target) => self.port(&text, target),
             Command::Rest(offset) => {
-                self.restart = offset;
+                self.settings.restart = offset;
                 self.finish(
                     &text,
                     Reply::new(
@@ -150,13 +154,13 @@ impl Session {
             Command::Epsv(_) => self.pasv(&text, true),
             Command::EpsvAll => {
                 // RFC 2428 §4: after EPSV ALL only EPSV may set up data connections.
-                self.epsv_all = true;
+                self.settings.epsv_all = true;
                 self.finish(&text, ok("EPSV ALL ok."));
             }
 
             // RFC 959 §4.1.3: service commands.
             Command::Pwd => {
-                let reply = Reply::path(self.cwd.as_str(), "is the current directory.");
+                let reply = Reply::path(self.settings.cwd.as_str(), "is the current directory.");
                 self.finish(&text, reply);
             }
             Command::Cwd(arg) => self.cwd(text, &arg, ctx),
@@ -258,7 +262,7 @@ impl Session {
 
     /// Resolves a client path against the cwd; a refused name is answered here.
     fn resolve(&mut self, text: &str, arg: &str) -> Option<VPath> {
-        match self.cwd.resolve(arg) {
+        match self.settings.cwd.resolve(arg) {
             Ok(path) => Some(path),
             Err(e) => {
                 self.finish(text, replies::path(&e));
@@ -442,7 +446,7 @@ impl Session {
         };
         log_in(&mut self.state);
         self.user_slot = Some(slot);
-        self.cwd = VPath::root();
+        self.settings.cwd = VPath::root();
         let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
         event.user = self.user_name();
         self.record(event);
@@ -701,7 +705,7 @@ impl Session {
         let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
         self.on_path(ctx, text, arg, stat, |act, info: FileInfo, path| {
             Next::Reply(if info.kind == FileKind::Dir {
-                act.cwd = path;
+                act.settings.cwd = path;
                 Reply::new(ReplyCode::FileActionOk, "Directory successfully changed.")
             } else {
                 Reply::new(ReplyCode::FileUnavailable, "Not a directory.")
@@ -742,7 +746,7 @@ impl Session {
                     "Cannot rename the home directory.",
                 )
             } else {
-                act.rename_from = Some(path);
+                act.settings.rename_from = Some(path);
                 Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
             })
         });
@@ -767,7 +771,7 @@ impl Session {
     // ---- information (RFC 3659 §3, §4, §7; RFC 959 STAT) ----
 
     fn size(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        if self.ascii {
+        if self.settings.ascii {
             // RFC 3659 §4: in ASCII type the size must be that of the converted stream; a wrong
             // number is worse than none, so refuse (as ProFTPD does).
             self.finish(
@@ -810,7 +814,7 @@ impl Session {
         self.on_path(ctx, text, &arg, stat, |act, mut info: FileInfo, path| {
             // RFC 3659 §7.2: the fact line names the object by its full pathname.
             info.name = path.to_string();
-            let line = listing::mlsx_line(&info, act.facts, Role::Entry, act.writable());
+            let line = listing::mlsx_line(&info, act.settings.facts, Role::Entry, act.writable());
             Next::Reply(Reply::multi(
                 ReplyCode::FileActionOk,
                 vec![
@@ -879,14 +883,18 @@ impl Session {
         }
         lines.push(format!(
             "TYPE: {}, STRUcture: File, MODE: Stream",
-            if self.ascii { "ASCII" } else { "BINARY" }
+            if self.settings.ascii {
+                "ASCII"
+            } else {
+                "BINARY"
+            }
         ));
         match &self.transfer {
             Some(running) => lines.push(format!(
                 "Transfer in progress: {} bytes so far",
                 running.progress.load(std::sync::atomic::Ordering::Relaxed)
             )),
-            None if self.data.is_some() => {
+            None if self.settings.data.is_some() => {
                 lines.push("Data connection prepared".to_owned());
             }
             None => lines.push("No data connection".to_owned()),
@@ -900,7 +908,11 @@ impl Session {
         let hashes: Vec<String> = HashAlgo::ALL
             .iter()
             .map(|a| {
-                let star = if *a == self.hash_algo { "*" } else { "" };
+                let star = if *a == self.settings.hash_algo {
+                    "*"
+                } else {
+                    ""
+                };
                 format!("{}{star}", a.name())
             })
             .collect();
@@ -914,7 +926,7 @@ impl Session {
             format!(" HASH {}", hashes.join(";")),
             " MDTM".to_owned(),
             " MFMT".to_owned(),
-            format!(" MLST {}", self.facts.feat_line()),
+            format!(" MLST {}", self.settings.facts.feat_line()),
             " PASV".to_owned(),
         ]);
         if self.env.tls.is_some() {
@@ -934,14 +946,17 @@ impl Session {
             // RFC 2640: names are always UTF-8 here, so both settings are accepted.
             Opts::Utf8(_) => Reply::new(ReplyCode::Ok, "Always in UTF8 mode."),
             Opts::Mlst(names) => {
-                self.facts = Facts::select(&names);
-                Reply::new(ReplyCode::Ok, format!("MLST OPTS {}", self.facts.names()))
+                self.settings.facts = Facts::select(&names);
+                Reply::new(
+                    ReplyCode::Ok,
+                    format!("MLST OPTS {}", self.settings.facts.names()),
+                )
             }
             // draft-bryan-ftpext-hash §3.2: without an argument, name the selected algorithm.
-            Opts::Hash(None) => Reply::new(ReplyCode::Ok, self.hash_algo.name()),
+            Opts::Hash(None) => Reply::new(ReplyCode::Ok, self.settings.hash_algo.name()),
             Opts::Hash(Some(name)) => match HashAlgo::from_name(&name) {
                 Some(algo) => {
-                    self.hash_algo = algo;
+                    self.settings.hash_algo = algo;
                     Reply::new(ReplyCode::Ok, algo.name())
                 }
                 None => Reply::new(ReplyCode::BadArguments, "Unknown algorithm."),
@@ -977,7 +992,7 @@ impl Session {
     // ---- data connections and transfers (RFC 959 §3.2-3.3, RFC 2428) ----
 
     fn pasv(&mut self, text: &str, extended: bool) {
-        if self.epsv_all && !extended {
+        if self.settings.epsv_all && !extended {
             self.finish(
                 text,
                 Reply::new(
@@ -1030,7 +1045,7 @@ impl Session {
         };
         // Under PROT P the connection is taken, and a TLS handshake the client starts before
         // its transfer command is answered, as soon as the connection arrives.
-        self.data = Some(
+        self.settings.data = Some(
             match self.env.upload_tls.as_ref().filter(|_| self.prot_private) {
                 Some(tls) => DataPlan::Prepared(data_channel::prepare(
                     &self.env.transfers,
@@ -1096,7 +1111,7 @@ impl Session {
 
     /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
     fn need_data(&mut self, text: &str) -> bool {
-        if self.data.is_none() {
+        if self.settings.data.is_none() {
             self.finish(
                 text,
                 Reply::new(
@@ -1133,7 +1148,7 @@ impl Session {
                 ));
             }
             let now = SystemTime::now();
-            let facts = act.facts;
+            let facts = act.settings.facts;
             let writable = act.writable();
             let bytes = match style {
                 ListingStyle::Long => {
@@ -1188,7 +1203,11 @@ impl Session {
                     // RFC 3659 §5.4: a marker past the end is an invalid REST parameter.
                     return Next::Reply(act.store_error(&StoreError::BadOffset));
                 }
-                let mode = if act.ascii { "ASCII" } else { "BINARY" };
+                let mode = if act.settings.ascii {
+                    "ASCII"
+                } else {
+                    "BINARY"
+                };
                 Next::Transfer {
                     opening: format!(
                         "Opening {mode} mode data connection for {path} ({} bytes).",
@@ -1196,7 +1215,7 @@ impl Session {
                     ),
                     job: Job::SendFile {
                         file: handle.file,
-                        ascii: act.ascii,
+                        ascii: act.settings.ascii,
                     },
                     kind: TransferKind::Download(path),
                 }
@@ -1231,7 +1250,7 @@ impl Session {
                 opening,
                 job: Job::Receive {
                     upload,
-                    ascii: act.ascii,
+                    ascii: act.settings.ascii,
                 },
                 kind: TransferKind::Upload(target),
             }
@@ -1242,7 +1261,7 @@ impl Session {
     /// address and to an unprivileged port, so the server cannot be used to attack a third host
     /// ("FTP bounce", RFC 2577).
     fn port(&mut self, text: &str, target: std::net::SocketAddr) {
-        if self.epsv_all {
+        if self.settings.epsv_all {
             self.finish(
                 text,
                 Reply::new(
@@ -1269,7 +1288,7 @@ impl Session {
             );
             return;
         }
-        self.data = Some(DataPlan::Active {
+        self.settings.data = Some(DataPlan::Active {
             target,
             local: self.local.ip(),
         });
@@ -1294,7 +1313,7 @@ impl Session {
 
     /// HASH (draft-bryan-ftpext-hash §3.3): `213 <algo> <start>-<end> <hash> <path>`.
     fn hash(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let algo = self.hash_algo;
+        let algo = self.settings.hash_algo;
         let hash = move |s: &Services, user, path| s.hash.send(Hash { user, path, algo });
         self.on_path(
             ctx,
@@ -1354,14 +1373,9 @@ impl Session {
     fn rein(&mut self, text: &str) {
         self.state.rein();
         self.user_slot = None;
-        self.cwd = VPath::root();
-        self.ascii = false;
-        self.epsv_all = false;
-        self.facts = Facts::all();
-        self.hash_algo = HashAlgo::Sha256;
-        self.data = None;
-        self.restart = 0;
-        // The control connection stays as it is (RFC 4217 §11: REIN keeps TLS up).
+        self.settings = Settings::default();
+        // The control connection stays as it is (RFC 4217 §11: REIN keeps TLS up), and with
+        // it PBSZ and PROT.
         self.finish(
             text,
             Reply::new(ReplyCode::ServiceReady, "Ready for a new user."),
@@ -1396,7 +1410,7 @@ impl Session {
         opening: &str,
     ) {
         if self.env.config.require_tls_data && !self.prot_private {
-            self.data = None;
+            self.settings.data = None;
             self.finish(
                 &text,
                 Reply::new(
@@ -1416,11 +1430,11 @@ impl Session {
             .logged_in()
             .and_then(|l| self.env.limits.transfer(&l.name, direction));
         let Some(permit) = permit else {
-            self.data = None;
+            self.settings.data = None;
             self.finish(&text, replies::limit(Limit::Transfers));
             return;
         };
-        let Some(plan) = self.data.take() else {
+        let Some(plan) = self.settings.data.take() else {
             self.finish(
                 &text,
                 Reply::new(
@@ -1475,7 +1489,7 @@ impl Session {
             aborting: None,
             cmd: text,
             kind,
-            ascii: self.ascii,
+            ascii: self.settings.ascii,
             started: Instant::now(),
             progress,
             outcome: Some(outcome),
@@ -1484,7 +1498,7 @@ impl Session {
 
     fn abor(&mut self, text: &str) {
         let Some(running) = self.transfer.as_mut() else {
-            self.data = None;
+            self.settings.data = None;
             self.finish(
                 text,
                 Reply::new(ReplyCode::DataOpenNoTransfer, "No transfer to abort."),

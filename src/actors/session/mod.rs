@@ -40,15 +40,13 @@ use tokio_util::codec::FramedRead;
 use crate::actors::Services;
 use crate::actors::acceptor::SessionPermit;
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::data_channel::DataPlan;
-use crate::actors::file_store::{ClientProbe, CommitUpload, Finish, HashAlgo};
+use crate::actors::file_store::{ClientProbe, CommitUpload, Finish};
 use crate::actors::vpath::VPath;
-use crate::codec::listing::Facts;
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use control::{Conn, Control};
 
-use state::LoginState;
+use state::{LoginState, Settings};
 
 /// Initial read buffer of a session: small, because an idle session should cost little memory
 /// and command lines are short; it grows on demand.
@@ -181,18 +179,14 @@ pub struct Session {
     state: LoginState,
     /// The logged-in user's place under `max_sessions_per_user`.
     user_slot: Option<crate::actors::limits::UserSession>,
-    cwd: VPath,
-    ascii: bool,
-    epsv_all: bool,
-    facts: Facts,
-    rename_from: Option<VPath>,
-    restart: u64,
-    hash_algo: HashAlgo,
-    /// PBSZ was given after AUTH TLS (RFC 4217 §8), so PROT may follow.
+    /// What the client set; REIN puts it back to the default.
+    settings: Settings,
+    /// PBSZ was given after AUTH TLS (RFC 4217 §8), so PROT may follow. Kept by REIN, which
+    /// keeps the protected control connection.
     pbsz: bool,
-    /// PROT P: data connections are TLS (the default on an implicit-TLS connection).
+    /// PROT P: data connections are TLS (the default on an implicit-TLS connection). Kept by
+    /// REIN, as `pbsz`.
     prot_private: bool,
-    data: Option<DataPlan>,
     transfer: Option<Box<Running>>,
     deferred: VecDeque<Command>,
     connected: Instant,
@@ -300,16 +294,9 @@ impl Session {
                 writer,
                 state: LoginState::new(),
                 user_slot: None,
-                cwd: VPath::root(),
-                ascii: false,
-                epsv_all: false,
-                facts: Facts::all(),
-                rename_from: None,
-                restart: 0,
-                hash_algo: HashAlgo::Sha256,
+                settings: Settings::default(),
                 pbsz: implicit_tls,
                 prot_private: implicit_tls,
-                data: None,
                 transfer: None,
                 deferred: VecDeque::new(),
                 connected: now,
@@ -382,7 +369,7 @@ impl Session {
             None => self.send(reply),
         }
         self.closing = true;
-        self.data = None;
+        self.settings.data = None;
         self.control.close();
         ctx.run_later(CLOSE_FLUSH, |_, ctx| ctx.stop());
     }
@@ -524,7 +511,7 @@ impl Session {
             return;
         }
         // RNTO must come right after RNFR (RFC 959 §4.1.3): any other command forgets it.
-        let rename_from = self.rename_from.take();
+        let rename_from = self.settings.rename_from.take();
         self.run(cmd, text, rename_from, ctx);
     }
 
