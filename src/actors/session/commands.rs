@@ -408,7 +408,7 @@ impl Session {
         if !self.env.limits.banned(self.peer.ip()) {
             return false;
         }
-        log::info!("session {} {}: refused: address banned", self.id, self.peer);
+        session_log!(info, self, "refused: address banned");
         let mut event = Event::now(self.id, self.peer, EventKind::Refused);
         event.user = self.user_name();
         let reply = replies::refusal(Refusal::Banned);
@@ -430,11 +430,7 @@ impl Session {
         log_in: impl FnOnce(&mut LoginState),
     ) {
         let Some(slot) = self.env.limits.user_session(name) else {
-            log::info!(
-                "session {} {}: refused: {name} has too many sessions",
-                self.id,
-                self.peer
-            );
+            session_log!(info, self, "refused: {name} has too many sessions");
             let mut event = Event::now(self.id, self.peer, EventKind::Refused);
             event.user = Some(name.to_owned());
             let reply = replies::limit(Limit::UserSessions);
@@ -450,7 +446,7 @@ impl Session {
         let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
         event.user = self.user_name();
         self.record(event);
-        log::info!("session {} {}: {name} logged in", self.id, self.peer);
+        session_log!(info, self, "{name} logged in");
         let text_ok = if self.writable() {
             "Login successful."
         } else {
@@ -469,16 +465,13 @@ impl Session {
         let mut event = Event::now(self.id, self.peer, EventKind::LoginFailed);
         event.user = Some(user.to_owned());
         self.record(event);
-        log::info!(
-            "session {} {}: login failed for {user:?}",
-            self.id,
-            self.peer
-        );
+        session_log!(info, self, "login failed for {user:?}");
         let failure = self.env.limits.login_failed(self.peer.ip());
         if let Some(length) = failure.ban {
-            log::warn!(
-                "{}: banned for {}s after too many failed logins",
-                self.peer.ip(),
+            session_log!(
+                warn,
+                self,
+                "address banned for {}s after too many failed logins",
                 length.as_secs()
             );
             let mut event = Event::now(self.id, self.peer, EventKind::Banned);
@@ -564,7 +557,7 @@ impl Session {
                         let mut event = Event::now(act.id, act.peer, EventKind::Register);
                         event.user = Some(name.to_string());
                         act.record(event);
-                        log::info!("session {} {}: registered {name}", act.id, act.peer);
+                        session_log!(info, act, "registered {name}");
                         let request = act.env.services.create_home.send(CreateHome { user: name });
                         act.ask(ctx, text, request, |act, res, _, text| {
                             let reply = match res {
@@ -1024,7 +1017,7 @@ impl Session {
         let listener = match data_channel::bind_passive(local_ip, self.env.config.passive_ports) {
             Ok(l) => l,
             Err(e) => {
-                log::warn!("session {}: no passive port: {e}", self.id);
+                session_log!(warn, self, "no passive port: {e}");
                 self.finish(
                     text,
                     Reply::new(ReplyCode::CantOpenData, "No passive port available."),
@@ -1035,7 +1028,7 @@ impl Session {
         let port = match listener.local_addr() {
             Ok(addr) => addr.port(),
             Err(e) => {
-                log::warn!("session {}: passive listener: {e}", self.id);
+                session_log!(warn, self, "passive listener: {e}");
                 self.finish(
                     text,
                     Reply::new(ReplyCode::CantOpenData, "Cannot open data connection."),
@@ -1274,11 +1267,7 @@ impl Session {
         if data_channel::canonical(target.ip()) != data_channel::canonical(self.peer.ip())
             || target.port() < 1024
         {
-            log::warn!(
-                "session {} {}: refused active-mode target {target}",
-                self.id,
-                self.peer
-            );
+            session_log!(warn, self, "refused active-mode target {target}");
             self.finish(
                 text,
                 Reply::new(
@@ -1522,7 +1511,7 @@ impl Handler<AddressBanned> for Session {
         if self.closing || self.state.logged_in().is_some() {
             return;
         }
-        log::info!("session {} {}: address banned; closing", self.id, self.peer);
+        session_log!(info, self, "address banned; closing");
         self.close(
             None,
             Reply::new(

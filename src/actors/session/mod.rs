@@ -88,11 +88,7 @@ impl Handler<WriterEnded> for Session {
 
     fn handle(&mut self, WriterEnded(result): WriterEnded, ctx: &mut Context<Self>) {
         if let Err(e) = result {
-            log::info!(
-                "session {} {}: control write failed: {e}",
-                self.id,
-                self.peer
-            );
+            session_log!(info, self, "control write failed: {e}");
         }
         ctx.stop();
     }
@@ -205,7 +201,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        log::debug!("session {} {}: connected", self.id, self.peer);
+        session_log!(debug, self, "connected");
         let me = ctx.address();
         self.permit.attach(me.clone().recipient(), me.recipient());
         self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
@@ -251,7 +247,7 @@ impl Actor for Session {
             }
             None => self.record(event),
         }
-        log::debug!("session {} {}: closed", self.id, self.peer);
+        session_log!(debug, self, "closed");
     }
 }
 
@@ -393,7 +389,7 @@ impl Session {
             .map(move |res, act, ctx| match res {
                 Ok(answer) => then(act, answer, ctx, cmd),
                 Err(e) => {
-                    log::error!("session {} {}: service failed: {e}", act.id, act.peer);
+                    session_log!(error, act, "service failed: {e}");
                     act.finish(&cmd, replies::service_failed());
                 }
             });
@@ -437,7 +433,7 @@ impl Session {
         } else {
             "Idle timeout; closing control connection."
         };
-        log::info!("session {} {}: {why}", self.id, self.peer);
+        session_log!(info, self, "{why}");
         self.close(None, Reply::new(ReplyCode::ServiceNotAvailable, why), ctx);
     }
 
@@ -550,11 +546,7 @@ impl Session {
             (None, joined) => joined,
         };
         let outcome = joined.unwrap_or_else(|e| {
-            log::error!(
-                "session {} {}: transfer task failed: {e}",
-                self.id,
-                self.peer
-            );
+            session_log!(error, self, "transfer task failed: {e}");
             crate::actors::data_channel::Outcome {
                 result: Err(crate::actors::data_channel::DataError::Local(
                     std::io::Error::other("transfer task failed"),
@@ -568,7 +560,10 @@ impl Session {
                 // does, but it has closed this connection too (a client with commands queued
                 // or a QUIT has not gone, even if it closed its side after them).
                 let gone = if self.deferred.is_empty() && self.after_transfer.is_none() {
-                    self.control.gone_probe()
+                    self.control.gone_probe().unwrap_or_else(|e| {
+                        session_log!(warn, self, "cannot duplicate the control socket: {e}");
+                        None
+                    })
                 } else {
                     None
                 };
@@ -623,7 +618,7 @@ impl Session {
                 self.transfer_finished(running, bytes, reply, ctx);
             }
             (Err(e), _) => {
-                log::info!("session {} {}: transfer failed: {e:?}", self.id, self.peer);
+                session_log!(info, self, "transfer failed: {e:?}");
                 let bytes = running.progress.load(Ordering::Relaxed);
                 let reply = replies::data(&e);
                 self.transfer_finished(running, bytes, reply, ctx);
@@ -720,10 +715,10 @@ impl Session {
                     // The writer ended: nobody will read what the command would answer.
                     Ok(false) => ctx.stop(),
                     Err(_) => {
-                        log::info!(
-                            "session {} {}: replies not read within the idle timeout; closing",
-                            act.id,
-                            act.peer
+                        session_log!(
+                            info,
+                            act,
+                            "replies not read within the idle timeout; closing"
                         );
                         ctx.stop();
                     }
@@ -758,19 +753,11 @@ impl Session {
             // Most clients (curl, lftp, wget, FileZilla) close a TLS control connection
             // without close_notify: for a control connection that is just its end.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                log::debug!(
-                    "session {} {}: closed without TLS close_notify",
-                    self.id,
-                    self.peer
-                );
+                session_log!(debug, self, "closed without TLS close_notify");
                 ctx.stop();
             }
             Err(e) => {
-                log::info!(
-                    "session {} {}: control read failed: {e}",
-                    self.id,
-                    self.peer
-                );
+                session_log!(info, self, "control read failed: {e}");
                 ctx.stop();
             }
         }
