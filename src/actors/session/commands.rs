@@ -296,10 +296,11 @@ impl Session {
         event.user = self.user_name();
         event.path = Some(path.to_string());
         event.target = target.map(ToString::to_string);
-        event.code = Some(match kind {
-            EventKind::Mkdir => 257,
-            _ => 250,
-        });
+        let code = match kind {
+            EventKind::Mkdir => ReplyCode::PathCreated,
+            _ => ReplyCode::FileActionOk,
+        };
+        event.code = Some(code.as_u16());
         self.record(event);
     }
 

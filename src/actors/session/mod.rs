@@ -324,7 +324,7 @@ impl Session {
         let code = reply.code();
         // Garbage is what no client sends on the way to real work: lines that are not commands
         // (counted where they are read) and verbs we do not know. NOOP is no progress.
-        if code.as_u16() == 502 {
+        if code == ReplyCode::NotImplemented {
             self.bad_commands = self.bad_commands.saturating_add(1);
         } else if code.as_u16() < 400 && cmd != "NOOP" {
             self.bad_commands = 0;
