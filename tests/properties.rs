@@ -72,6 +72,20 @@ fn line_ends(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| **b == b'\n').count()
 }
 
+/// Codes of every class (1yz to 5yz) for the reply-encoding properties.
+const CODES: &[ReplyCode] = &[
+    ReplyCode::OpeningData,
+    ReplyCode::Ok,
+    ReplyCode::SystemStatus,
+    ReplyCode::PathCreated,
+    ReplyCode::PendingFurtherInfo,
+    ReplyCode::ServiceNotAvailable,
+    ReplyCode::LocalError,
+    ReplyCode::SyntaxError,
+    ReplyCode::FileUnavailable,
+    ReplyCode::InvalidRestart,
+];
+
 proptest! {
     #![proptest_config(config())]
 
@@ -133,13 +147,12 @@ proptest! {
     /// assembler reads back one reply with the same code and the same lines.
     #[test]
     fn reply_encoding_round_trips_through_the_assembler(
-        code in 100u16..600,
+        code in prop::sample::select(CODES),
         text in prop::collection::vec(
             prop_oneof![any::<String>(), "[0-9 \r\n-]{0,6}", "[\r\n\0a-z0-9 ]{0,20}"],
             1..6,
         ),
     ) {
-        let code = ReplyCode::from_u16(code);
         let mut wire = BytesMut::new();
         Reply::multi(code, text.clone()).encode(&mut wire);
         let wire = String::from_utf8(wire.to_vec()).expect("UTF-8");

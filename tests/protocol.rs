@@ -1093,29 +1093,51 @@ fn hash_with_every_algorithm_matches_a_local_digest() {
 
 // ---- REIN, SITE ----
 
+/// REIN logs out and puts every setting back to its default (RFC 959 §4.1.1), each checked
+/// by what it does: the working directory (which a login also resets), TYPE, OPTS HASH,
+/// OPTS MLST, EPSV ALL, RNFR, the prepared data connection and REST.
 #[test]
 fn rein_logs_out_and_resets_the_session() {
     let server = TestServer::start(&[]);
     let mut ctl = server.register_and_login("vic", "vic-password");
     assert_eq!(ctl.stor("f.txt", b"abc").code, 226);
+    assert_eq!(ctl.stor("n.txt", b"a\nb\n").code, 226);
     ctl.expect("MKD d", 257);
     ctl.expect("CWD d", 250);
     ctl.expect("TYPE A", 200);
     ctl.expect("OPTS HASH MD5", 200);
+    ctl.expect("OPTS MLST type;", 200);
     ctl.expect("REST 1", 350);
     ctl.pasv();
+    ctl.expect("EPSV ALL", 200);
+    // RNTO must follow RNFR directly, so RNFR comes last.
+    ctl.expect("RNFR /f.txt", 350);
 
     ctl.expect("REIN", 220);
     ctl.expect("RETR /f.txt", 530);
     ctl.expect("PWD", 530);
     ctl.expect("LIST", 530);
     ctl.login("vic", "vic-password");
-    // Back in the home, TYPE I, SHA-256, no REST, no data connection.
+    // Back in the home, TYPE I, SHA-256, all MLST facts, no RNFR, no data connection.
     assert!(ctl.expect("PWD", 257).text().contains("\"/\""));
+    ctl.expect("RNTO /g.txt", 503);
     ctl.expect("RETR f.txt", 425);
     assert_eq!(body(&ctl.expect("SIZE f.txt", 213)), "3");
     assert_eq!(body(&ctl.expect("OPTS HASH", 200)), "SHA-256");
+    let mlst = ctl.expect("MLST f.txt", 250);
+    assert!(
+        mlst.lines[1].contains("type=file;size=3;modify="),
+        "{mlst:?}"
+    );
+    // PASV is allowed again (no EPSV ALL), and TYPE I sends the bytes as stored.
     assert_eq!(ctl.retr("f.txt"), b"abc");
+    assert_eq!(ctl.retr("n.txt"), b"a\nb\n");
+    // The 425 above took the REST offset, so REST is checked on its own: the first transfer
+    // after REIN starts at byte 0.
+    ctl.expect("REST 2", 350);
+    ctl.expect("REIN", 220);
+    ctl.login("vic", "vic-password");
+    assert_eq!(ctl.retr("n.txt"), b"a\nb\n");
     // REIN before login is harmless; then any account may log in.
     ctl.expect("REIN", 220);
     ctl.expect("REIN", 220);

@@ -153,6 +153,28 @@ fn failed_logins_get_530_are_audited_and_the_third_closes() {
     ctl.login("alice", "alice-password");
 }
 
+/// Every log line of a session names it and its client address, as the audit log does, so
+/// the two can be matched; the ban line too, which is written by the session that banned.
+#[test]
+fn session_log_lines_carry_the_session_and_client_address() {
+    let server = TestServer::start(&["--ban-after-failures", "1", "--login-failure-delay-ms", "0"]);
+    let (mut ctl, _) = server.connect();
+    ctl.expect("USER nobody", 331);
+    assert_eq!(ctl.cmd("PASS wrong-password").code, 530);
+    let events = server.wait_audit("a login_failed event", |ev| {
+        ev.iter().any(|e| e["event"] == "login_failed")
+    });
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "login_failed")
+        .expect("login_failed");
+    let client = ctl.stream().local_addr().expect("local address");
+    assert_eq!(failed["peer"], json!(client.to_string()), "{failed}");
+    let stamp = format!("session {} {client}: ", failed["session"]);
+    server.wait_stderr(&format!("{stamp}login failed for \"nobody\""));
+    server.wait_stderr(&format!("{stamp}address banned for "));
+}
+
 #[test]
 fn restart_keeps_accounts_and_files() {
     let mut server = TestServer::start(&[]);

@@ -9,11 +9,25 @@ use ferry::codec::reply_parser::ReplyAssembler;
 use ferry::codec::{Reply, ReplyCode};
 use libfuzzer_sys::fuzz_target;
 
+/// Codes of every class (1yz to 5yz) for the encoder.
+const CODES: &[ReplyCode] = &[
+    ReplyCode::OpeningData,
+    ReplyCode::Ok,
+    ReplyCode::SystemStatus,
+    ReplyCode::PathCreated,
+    ReplyCode::PendingFurtherInfo,
+    ReplyCode::ServiceNotAvailable,
+    ReplyCode::LocalError,
+    ReplyCode::SyntaxError,
+    ReplyCode::FileUnavailable,
+    ReplyCode::InvalidRestart,
+];
+
 #[derive(Debug, Arbitrary)]
 struct Input {
     /// Lines as a server might send them.
     received: Vec<String>,
-    /// A reply for the encoder.
+    /// A reply for the encoder: an index into `CODES`, and the text lines.
     code: u16,
     text: Vec<String>,
 }
@@ -31,7 +45,7 @@ fuzz_target!(|input: Input| {
     if input.text.is_empty() {
         return;
     }
-    let code = ReplyCode::from_u16(input.code % 1000);
+    let code = CODES[usize::from(input.code) % CODES.len()];
     let reply = Reply::multi(code, input.text.clone());
     let mut wire = BytesMut::new();
     reply.encode(&mut wire);

@@ -76,18 +76,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The 421 line sent before closing, and the reason for the audit log.
-    fn reply(self) -> (&'static [u8], &'static str) {
+    /// The reason for the audit log (the reply is in the session's reply table).
+    fn reason(self) -> &'static str {
         match self {
-            Refusal::ServerFull => (b"421 Too many users; try again later.\r\n", "server full"),
-            Refusal::AddressFull => (
-                b"421 Too many connections from your address.\r\n",
-                "too many connections from this address",
-            ),
-            Refusal::Banned => (
-                b"421 Too many failed logins from your address; try again later.\r\n",
-                "address banned",
-            ),
+            Refusal::ServerFull => "server full",
+            Refusal::AddressFull => "too many connections from this address",
+            Refusal::Banned => "address banned",
         }
     }
 }
@@ -314,16 +308,18 @@ impl Acceptor {
 
 /// Refuses a connection that got through the preamble: 421 on its stream, then close.
 async fn refuse(stream: Preambled, env: &SessionEnv, id: u64, addr: ClientAddr, why: Refusal) {
-    let (text, reason) = why.reply();
+    let reply = crate::actors::session::replies::refusal(why);
+    let mut text = bytes::BytesMut::new();
+    reply.encode(&mut text);
     // The audit log writes the stderr line too, within its noise budget per address.
     let mut event = Event::now(id, addr, EventKind::Refused);
-    event.command = Some(reason.to_owned());
-    event.code = Some(421);
+    event.command = Some(why.reason().to_owned());
+    event.code = Some(reply.code().as_u16());
     env.services.audit.do_send(Record(event));
     let _ = tokio::time::timeout(REFUSE_WRITE, async {
         match stream {
-            Preambled::Plain(mut s) => say_and_close(&mut s, text).await,
-            Preambled::Tls(mut s) => say_and_close(&mut *s, text).await,
+            Preambled::Plain(mut s) => say_and_close(&mut s, &text).await,
+            Preambled::Tls(mut s) => say_and_close(&mut *s, &text).await,
         }
     })
     .await;

@@ -144,8 +144,8 @@ pub struct Account {
     pub read_only: bool,
 }
 
-/// Why an account request failed. Each variant names the FTP reply code it becomes
-/// ([`AuthError::reply_code`]).
+/// Why an account request failed. Each variant names the FTP reply code it becomes (the
+/// session's reply table sends it).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// 501: the name breaks the name rule.
@@ -179,21 +179,6 @@ pub enum AuthError {
     /// 451: the store failed.
     #[error("account store: {0}")]
     Io(#[from] io::Error),
-}
-
-impl AuthError {
-    /// The FTP reply code a session sends for this error.
-    pub fn reply_code(&self) -> u16 {
-        match self {
-            AuthError::BadName | AuthError::WeakPassword | AuthError::InviteRequired => 501,
-            AuthError::NameTaken
-            | AuthError::RegistrationClosed
-            | AuthError::BadInvite
-            | AuthError::TooManyRegistrations => 550,
-            AuthError::WrongCredentials => 530,
-            AuthError::Corrupt(_) | AuthError::Io(_) => 451,
-        }
-    }
 }
 
 /// Checks a new password: at least `min_length` characters and no control characters (they
@@ -900,7 +885,6 @@ mod tests {
         let eve = UserName::parse("eve").expect("valid");
         let err = store.load(&eve).expect_err("corrupt");
         assert!(matches!(err, AuthError::Corrupt(_)));
-        assert_eq!(err.reply_code(), 451);
     }
 
     #[test]
@@ -1007,7 +991,6 @@ mod tests {
                 .expect("mailbox")
                 .expect_err("must fail");
             assert!(matches!(err, AuthError::WrongCredentials), "{name}: {err}");
-            assert_eq!(err.reply_code(), 530);
         }
     }
 
@@ -1026,7 +1009,6 @@ mod tests {
             .expect("mailbox")
             .expect_err("closed");
         assert!(matches!(closed, AuthError::RegistrationClosed));
-        assert_eq!(closed.reply_code(), 550);
 
         let disabled = reg
             .send(authenticate("carol", "password1"))

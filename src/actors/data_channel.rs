@@ -29,7 +29,7 @@ use crate::state::TransferPermit;
 /// at loopback speeds, small enough for many concurrent transfers.
 const CHUNK: usize = 256 * 1024;
 
-/// Why a data transfer did not complete. [`DataError::code`] gives the reply.
+/// Why a data transfer did not complete. Its reply is in the session's reply table.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// No data connection arrived in time: 425.
@@ -47,19 +47,6 @@ pub enum DataError {
     /// The upload would pass the account's quota; nothing of it is kept: 552.
     #[error("Quota exceeded: upload aborted, nothing stored.")]
     QuotaExceeded,
-}
-
-impl DataError {
-    /// The FTP reply code for this failure.
-    pub fn code(&self) -> u16 {
-        match self {
-            DataError::NoConnection | DataError::Tls(_) => 425,
-            DataError::Network(_) => 426,
-            DataError::Local(e) if crate::actors::file_store::is_out_of_space(e) => 452,
-            DataError::Local(_) => 451,
-            DataError::QuotaExceeded => 552,
-        }
-    }
 }
 
 /// The threads data transfers run on. Each runs a single-threaded tokio runtime, like an

@@ -15,7 +15,7 @@ pub enum ReplyCode {
     Superfluous = 202,
     /// 211 System status, or system help reply (also FEAT, RFC 2389).
     SystemStatus = 211,
-    /// 213 File status (SIZE, MDTM, STAT <path>).
+    /// 213 File status (SIZE, MDTM, `STAT <path>`).
     FileStatus = 213,
     /// 214 Help message.
     Help = 214,
@@ -91,56 +91,6 @@ impl ReplyCode {
     /// The numeric code.
     pub fn as_u16(self) -> u16 {
         self as u16
-    }
-
-    /// Maps a numeric code from an error's `code()` to a variant; unknown codes become 451.
-    pub fn from_u16(code: u16) -> ReplyCode {
-        use ReplyCode::*;
-        const ALL: &[ReplyCode] = &[
-            OpeningData,
-            Ok,
-            Superfluous,
-            SystemStatus,
-            FileStatus,
-            Help,
-            SystemType,
-            ServiceReady,
-            Closing,
-            DataOpenNoTransfer,
-            TransferComplete,
-            PassiveMode,
-            ExtendedPassiveMode,
-            LoggedIn,
-            AuthOk,
-            FileActionOk,
-            PathCreated,
-            NeedPassword,
-            PendingFurtherInfo,
-            ServiceNotAvailable,
-            CantOpenData,
-            TransferAborted,
-            FileBusy,
-            LocalError,
-            InsufficientStorage,
-            SyntaxError,
-            BadArguments,
-            NotImplemented,
-            BadSequence,
-            NotImplementedForParameter,
-            DataProtectionRequired,
-            ProtocolNotSupported,
-            NotLoggedIn,
-            PolicyDenied,
-            ProtNotSupported,
-            FileUnavailable,
-            ExceededStorage,
-            NameNotAllowed,
-            InvalidRestart,
-        ];
-        ALL.iter()
-            .copied()
-            .find(|c| c.as_u16() == code)
-            .unwrap_or(LocalError)
     }
 
     /// 1yz: a preliminary reply; another reply follows for the same command.
@@ -310,9 +260,8 @@ mod tests {
     }
 
     #[test]
-    fn codes_round_trip() {
-        assert_eq!(ReplyCode::from_u16(552), ReplyCode::ExceededStorage);
-        assert_eq!(ReplyCode::from_u16(999), ReplyCode::LocalError);
+    fn preliminary_codes() {
         assert!(ReplyCode::OpeningData.is_preliminary());
+        assert!(!ReplyCode::Ok.is_preliminary());
     }
 }

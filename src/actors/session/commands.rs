@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::dev::RecipientRequest;
 use actix::prelude::*;
 
-use super::state::LoginState;
+use super::replies::{self, Limit};
+use super::state::{LoginState, Settings};
 use super::{AfterTransfer, Running, Session, TransferKind};
 use crate::actors::Services;
-use crate::actors::acceptor::AddressBanned;
+use crate::actors::acceptor::{AddressBanned, Refusal};
 use crate::actors::account_registry::{
     AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
 };
@@ -23,10 +24,10 @@ use crate::actors::file_store::{
     OpenRead, OpenWrite, QuotaStatus, ReadHandle, Remove, Rename, Rmdir, SetModified, Stat,
     StoreError, Upload, WriteMode,
 };
-use crate::actors::vpath::{PathError, VPath};
+use crate::actors::vpath::VPath;
 use crate::codec::command::{Opts, SITE_COMMANDS, SiteCommand, TransferType, VERBS};
 use crate::codec::listing::{self, Facts, Role};
-use crate::codec::{Command, Password, Reply, ReplyCode, reply};
+use crate::codec::{Command, CommandError, Password, Reply, ReplyCode, reply};
 use crate::config::Registration;
 use crate::state::{self, Direction, Failure};
 
@@ -91,7 +92,7 @@ impl Session {
         // REST holds until the next transfer command takes it: clients send PASV/EPSV (and
         // TYPE, SIZE) between REST and RETR.
         let restart = if cmd.is_transfer() {
-            std::mem::take(&mut self.restart)
+            std::mem::take(&mut self.settings.restart)
         } else {
             0
         };
@@ -112,20 +113,24 @@ impl Session {
 
             // RFC 959 §4.1.2: transfer parameters.
             Command::Type(t) => {
-                self.ascii = t == TransferType::Ascii;
-                let name = if self.ascii { "ASCII" } else { "BINARY" };
+                self.settings.ascii = t == TransferType::Ascii;
+                let name = if self.settings.ascii {
+                    "ASCII"
+                } else {
+                    "BINARY"
+                };
                 self.finish(&text, ok(&format!("Switching to {name} mode.")));
             }
             Command::Mode(_) => self.finish(&text, ok("Mode set to S.")),
             Command::Stru(_) => self.finish(&text, ok("Structure set to F.")),
             Command::Pasv => self.pasv(&text, false),
             Command::Eprt(target) if !self.listens_on(target.ip()) => {
-                let reply = self.protocol_not_supported();
+                let reply = replies::command(&CommandError::ProtocolNotSupported, self.protocols());
                 self.finish(&text, reply);
             }
             Command::Port(target) | Command::Eprt(target) => self.port(&text, target),
             Command::Rest(offset) => {
-                self.restart = offset;
+                self.settings.restart = offset;
                 self.finish(
                     &text,
                     Reply::new(
@@ -149,13 +154,13 @@ impl Session {
             Command::Epsv(_) => self.pasv(&text, true),
             Command::EpsvAll => {
                 // RFC 2428 §4: after EPSV ALL only EPSV may set up data connections.
-                self.epsv_all = true;
+                self.settings.epsv_all = true;
                 self.finish(&text, ok("EPSV ALL ok."));
             }
 
             // RFC 959 §4.1.3: service commands.
             Command::Pwd => {
-                let reply = Reply::path(self.cwd.as_str(), "is the current directory.");
+                let reply = Reply::path(self.settings.cwd.as_str(), "is the current directory.");
                 self.finish(&text, reply);
             }
             Command::Cwd(arg) => self.cwd(text, &arg, ctx),
@@ -257,14 +262,10 @@ impl Session {
 
     /// Resolves a client path against the cwd; a refused name is answered here.
     fn resolve(&mut self, text: &str, arg: &str) -> Option<VPath> {
-        match self.cwd.resolve(arg) {
+        match self.settings.cwd.resolve(arg) {
             Ok(path) => Some(path),
             Err(e) => {
-                let msg = match e {
-                    PathError::InvalidName => "File name not allowed.",
-                    PathError::TooLong => "File name too long.",
-                };
-                self.finish(text, Reply::new(ReplyCode::NameNotAllowed, msg));
+                self.finish(text, replies::path(&e));
                 None
             }
         }
@@ -272,56 +273,22 @@ impl Session {
 
     /// The reply for a file-store error; local errors are logged with the session.
     pub(super) fn store_error(&self, e: &StoreError) -> Reply {
-        let (code, msg) = match e {
-            StoreError::NotFound => (ReplyCode::FileUnavailable, "No such file or directory."),
-            StoreError::NotADirectory => (ReplyCode::FileUnavailable, "Not a directory."),
-            StoreError::IsADirectory => (ReplyCode::FileUnavailable, "Is a directory."),
-            StoreError::AlreadyExists => (ReplyCode::FileUnavailable, "File exists."),
-            StoreError::NotEmpty => (ReplyCode::FileUnavailable, "Directory not empty."),
-            StoreError::PermissionDenied => (ReplyCode::FileUnavailable, "Permission denied."),
-            StoreError::InvalidName => (ReplyCode::NameNotAllowed, "File name not allowed."),
-            StoreError::TooLong => (ReplyCode::NameNotAllowed, "File name too long."),
-            StoreError::NoSpace => (
-                ReplyCode::InsufficientStorage,
-                "Insufficient storage space.",
-            ),
-            StoreError::Busy => (
-                ReplyCode::FileBusy,
-                "File busy: another upload is writing it.",
-            ),
-            StoreError::BadOffset => (
-                ReplyCode::InvalidRestart,
-                "Invalid REST parameter: beyond the end of the file.",
-            ),
-            StoreError::QuotaExceeded => (
-                ReplyCode::ExceededStorage,
-                "Quota exceeded: see SITE QUOTA.",
-            ),
+        match e {
             StoreError::TimedOut => {
-                log::warn!(
-                    "session {} {}: wildcard expansion stopped at its deadline",
-                    self.id,
-                    self.peer
-                );
-                (
-                    ReplyCode::LocalError,
-                    "Wildcard expansion took too long: name fewer files.",
-                )
+                session_log!(warn, self, "wildcard expansion stopped at its deadline");
             }
-            StoreError::TooManyEntries(max) => {
-                let msg = format!("Directory has more than {max} entries: too many to list.");
-                return Reply::new(ReplyCode::FileUnavailable, msg);
-            }
-            StoreError::Io(io) => {
-                log::error!("session {} {}: file store: {io}", self.id, self.peer);
-                (ReplyCode::LocalError, "Local error in processing.")
-            }
-            StoreError::Interrupted => (
-                ReplyCode::TransferAborted,
-                "Connection lost; transfer aborted.",
-            ),
-        };
-        Reply::new(code, msg)
+            StoreError::Io(io) => session_log!(error, self, "file store: {io}"),
+            _ => {}
+        }
+        replies::store(e)
+    }
+
+    /// The reply for an account error; local errors are logged with the session.
+    fn auth_error(&self, e: &AuthError) -> Reply {
+        if matches!(e, AuthError::Corrupt(_) | AuthError::Io(_)) {
+            session_log!(error, self, "account registry: {e}");
+        }
+        replies::auth(e, self.env.config.min_password_length)
     }
 
     fn audit_file_event(&self, kind: EventKind, path: &VPath, target: Option<&VPath>) {
@@ -329,10 +296,11 @@ impl Session {
         event.user = self.user_name();
         event.path = Some(path.to_string());
         event.target = target.map(ToString::to_string);
-        event.code = Some(match kind {
-            EventKind::Mkdir => 257,
-            _ => 250,
-        });
+        let code = match kind {
+            EventKind::Mkdir => ReplyCode::PathCreated,
+            _ => ReplyCode::FileActionOk,
+        };
+        event.code = Some(code.as_u16());
         self.record(event);
     }
 
@@ -389,18 +357,8 @@ impl Session {
                                 act.enter(ctx, &text, &name, |state| state.succeeded(account));
                             }
                             Err(e) => {
-                                let reply = act.store_error(&e);
-                                log::error!("session {}: home of {user} unavailable", act.id);
-                                act.finish(
-                                    &text,
-                                    Reply::new(
-                                        ReplyCode::NotLoggedIn,
-                                        format!(
-                                            "Home directory unavailable ({}).",
-                                            reply.code().as_u16()
-                                        ),
-                                    ),
-                                );
+                                session_log!(error, act, "home of {user} unavailable: {e}");
+                                act.finish(&text, replies::home_unavailable(&e));
                             }
                         });
                     }
@@ -409,7 +367,7 @@ impl Session {
                         act.login_failed(ctx, text, &user, failures);
                     }
                     Err(e) => {
-                        let reply = auth_error_reply(&e, act.env.config.min_password_length);
+                        let reply = act.auth_error(&e);
                         act.finish(&text, reply);
                     }
                 });
@@ -459,20 +417,14 @@ impl Session {
         if !self.banned() {
             return false;
         }
-        log::info!("session {} {}: refused: address banned", self.id, self.peer);
+        session_log!(info, self, "refused: address banned");
         let mut event = Event::now(self.id, self.peer, EventKind::Refused);
         event.user = self.user_name();
+        let reply = replies::refusal(Refusal::Banned);
         event.command = Some("address banned".to_owned());
-        event.code = Some(421);
+        event.code = Some(reply.code().as_u16());
         self.record(event);
-        self.close(
-            Some(text),
-            Reply::new(
-                ReplyCode::ServiceNotAvailable,
-                "Too many failed logins from your address; try again later.",
-            ),
-            ctx,
-        );
+        self.close(Some(text), reply, ctx);
         true
     }
 
@@ -491,33 +443,23 @@ impl Session {
             None
         });
         let Some(slot) = slot else {
-            log::info!(
-                "session {} {}: refused: {name} has too many sessions",
-                self.id,
-                self.peer
-            );
+            session_log!(info, self, "refused: {name} has too many sessions");
             let mut event = Event::now(self.id, self.peer, EventKind::Refused);
             event.user = Some(name.to_owned());
+            let reply = replies::limit(Limit::UserSessions);
             event.command = Some("too many sessions for this user".to_owned());
-            event.code = Some(421);
+            event.code = Some(reply.code().as_u16());
             self.record(event);
-            self.close(
-                Some(text),
-                Reply::new(
-                    ReplyCode::ServiceNotAvailable,
-                    "Too many sessions for this user; try again later.",
-                ),
-                ctx,
-            );
+            self.close(Some(text), reply, ctx);
             return;
         };
         log_in(&mut self.state);
         self.user_slot = Some(slot);
-        self.cwd = VPath::root();
+        self.settings.cwd = VPath::root();
         let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
         event.user = self.user_name();
         self.record(event);
-        log::info!("session {} {}: {name} logged in", self.id, self.peer);
+        session_log!(info, self, "{name} logged in");
         let text_ok = if self.writable() {
             "Login successful."
         } else {
@@ -536,11 +478,7 @@ impl Session {
         let mut event = Event::now(self.id, self.peer, EventKind::LoginFailed);
         event.user = Some(user.to_owned());
         self.record(event);
-        log::info!(
-            "session {} {}: login failed for {user:?}",
-            self.id,
-            self.peer
-        );
+        session_log!(info, self, "login failed for {user:?}");
         let failure = self
             .env
             .limits
@@ -554,9 +492,10 @@ impl Session {
                 }
             });
         if let Some(length) = failure.ban {
-            log::warn!(
-                "{}: banned for {}s after too many failed logins",
-                self.peer.ip(),
+            session_log!(
+                warn,
+                self,
+                "address banned for {}s after too many failed logins",
                 length.as_secs()
             );
             let mut event = Event::now(self.id, self.peer, EventKind::Banned);
@@ -642,7 +581,7 @@ impl Session {
                         let mut event = Event::now(act.id, act.peer, EventKind::Register);
                         event.user = Some(name.to_string());
                         act.record(event);
-                        log::info!("session {} {}: registered {name}", act.id, act.peer);
+                        session_log!(info, act, "registered {name}");
                         let request = act.env.services.create_home.send(CreateHome { user: name });
                         act.ask(ctx, text, request, |act, res, _, text| {
                             let reply = match res {
@@ -656,6 +595,7 @@ impl Session {
                         });
                     }
                     Err(e) => {
+                        let reply = act.auth_error(&e);
                         if matches!(
                             e,
                             AuthError::TooManyRegistrations
@@ -665,14 +605,11 @@ impl Session {
                             let mut event =
                                 Event::now(act.id, act.peer, EventKind::RegisterRefused);
                             event.user = Some(user);
-                            event.code = Some(e.reply_code());
+                            event.code = Some(reply.code().as_u16());
                             // The audit log writes the stderr line, within its noise budget.
                             act.record(event);
                         }
-                        act.finish(
-                            &text,
-                            auth_error_reply(&e, act.env.config.min_password_length),
-                        );
+                        act.finish(&text, reply);
                     }
                 });
             }
@@ -716,7 +653,7 @@ impl Session {
                         act.login_failed(ctx, text, name.as_str(), failures);
                     }
                     Err(e) => {
-                        let reply = auth_error_reply(&e, act.env.config.min_password_length);
+                        let reply = act.auth_error(&e);
                         act.finish(&text, reply);
                     }
                 });
@@ -785,7 +722,7 @@ impl Session {
         let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
         self.on_path(ctx, text, arg, stat, |act, info: FileInfo, path| {
             Next::Reply(if info.kind == FileKind::Dir {
-                act.cwd = path;
+                act.settings.cwd = path;
                 Reply::new(ReplyCode::FileActionOk, "Directory successfully changed.")
             } else {
                 Reply::new(ReplyCode::FileUnavailable, "Not a directory.")
@@ -826,7 +763,7 @@ impl Session {
                     "Cannot rename the home directory.",
                 )
             } else {
-                act.rename_from = Some(path);
+                act.settings.rename_from = Some(path);
                 Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
             })
         });
@@ -851,7 +788,7 @@ impl Session {
     // ---- information (RFC 3659 §3, §4, §7; RFC 959 STAT) ----
 
     fn size(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        if self.ascii {
+        if self.settings.ascii {
             // RFC 3659 §4: in ASCII type the size must be that of the converted stream; a wrong
             // number is worse than none, so refuse (as ProFTPD does).
             self.finish(
@@ -894,7 +831,7 @@ impl Session {
         self.on_path(ctx, text, &arg, stat, |act, mut info: FileInfo, path| {
             // RFC 3659 §7.2: the fact line names the object by its full pathname.
             info.name = path.to_string();
-            let line = listing::mlsx_line(&info, act.facts, Role::Entry, act.writable());
+            let line = listing::mlsx_line(&info, act.settings.facts, Role::Entry, act.writable());
             Next::Reply(Reply::multi(
                 ReplyCode::FileActionOk,
                 vec![
@@ -963,14 +900,18 @@ impl Session {
         }
         lines.push(format!(
             "TYPE: {}, STRUcture: File, MODE: Stream",
-            if self.ascii { "ASCII" } else { "BINARY" }
+            if self.settings.ascii {
+                "ASCII"
+            } else {
+                "BINARY"
+            }
         ));
         match &self.transfer {
             Some(running) => lines.push(format!(
                 "Transfer in progress: {} bytes so far",
                 running.progress.load(std::sync::atomic::Ordering::Relaxed)
             )),
-            None if self.data.is_some() => {
+            None if self.settings.data.is_some() => {
                 lines.push("Data connection prepared".to_owned());
             }
             None => lines.push("No data connection".to_owned()),
@@ -984,7 +925,11 @@ impl Session {
         let hashes: Vec<String> = HashAlgo::ALL
             .iter()
             .map(|a| {
-                let star = if *a == self.hash_algo { "*" } else { "" };
+                let star = if *a == self.settings.hash_algo {
+                    "*"
+                } else {
+                    ""
+                };
                 format!("{}{star}", a.name())
             })
             .collect();
@@ -998,7 +943,7 @@ impl Session {
             format!(" HASH {}", hashes.join(";")),
             " MDTM".to_owned(),
             " MFMT".to_owned(),
-            format!(" MLST {}", self.facts.feat_line()),
+            format!(" MLST {}", self.settings.facts.feat_line()),
             " PASV".to_owned(),
         ]);
         if self.env.tls.is_some() {
@@ -1018,14 +963,17 @@ impl Session {
             // RFC 2640: names are always UTF-8 here, so both settings are accepted.
             Opts::Utf8(_) => Reply::new(ReplyCode::Ok, "Always in UTF8 mode."),
             Opts::Mlst(names) => {
-                self.facts = Facts::select(&names);
-                Reply::new(ReplyCode::Ok, format!("MLST OPTS {}", self.facts.names()))
+                self.settings.facts = Facts::select(&names);
+                Reply::new(
+                    ReplyCode::Ok,
+                    format!("MLST OPTS {}", self.settings.facts.names()),
+                )
             }
             // draft-bryan-ftpext-hash §3.2: without an argument, name the selected algorithm.
-            Opts::Hash(None) => Reply::new(ReplyCode::Ok, self.hash_algo.name()),
+            Opts::Hash(None) => Reply::new(ReplyCode::Ok, self.settings.hash_algo.name()),
             Opts::Hash(Some(name)) => match HashAlgo::from_name(&name) {
                 Some(algo) => {
-                    self.hash_algo = algo;
+                    self.settings.hash_algo = algo;
                     Reply::new(ReplyCode::Ok, algo.name())
                 }
                 None => Reply::new(ReplyCode::BadArguments, "Unknown algorithm."),
@@ -1061,7 +1009,7 @@ impl Session {
     // ---- data connections and transfers (RFC 959 §3.2-3.3, RFC 2428) ----
 
     fn pasv(&mut self, text: &str, extended: bool) {
-        if self.epsv_all && !extended {
+        if self.settings.epsv_all && !extended {
             self.finish(
                 text,
                 Reply::new(
@@ -1093,7 +1041,7 @@ impl Session {
         let listener = match data_channel::bind_passive(local_ip, self.env.config.passive_ports) {
             Ok(l) => l,
             Err(e) => {
-                log::warn!("session {}: no passive port: {e}", self.id);
+                session_log!(warn, self, "no passive port: {e}");
                 self.finish(
                     text,
                     Reply::new(ReplyCode::CantOpenData, "No passive port available."),
@@ -1104,7 +1052,7 @@ impl Session {
         let port = match listener.local_addr() {
             Ok(addr) => addr.port(),
             Err(e) => {
-                log::warn!("session {}: passive listener: {e}", self.id);
+                session_log!(warn, self, "passive listener: {e}");
                 self.finish(
                     text,
                     Reply::new(ReplyCode::CantOpenData, "Cannot open data connection."),
@@ -1114,7 +1062,7 @@ impl Session {
         };
         // Under PROT P the connection is taken, and a TLS handshake the client starts before
         // its transfer command is answered, as soon as the connection arrives.
-        self.data = Some(
+        self.settings.data = Some(
             match self.env.upload_tls.as_ref().filter(|_| self.prot_private) {
                 Some(tls) => DataPlan::Prepared(data_channel::prepare(
                     &self.env.transfers,
@@ -1167,25 +1115,20 @@ impl Session {
         }
     }
 
-    /// `522` for a network protocol the server does not support, naming the ones it does
-    /// (RFC 2428 §2, §3).
-    pub(super) fn protocol_not_supported(&self) -> Reply {
+    /// The network protocols the server listens on, as a `522` names them (RFC 2428 §2, §3).
+    pub(super) fn protocols(&self) -> &'static str {
         let v4 = std::net::Ipv4Addr::UNSPECIFIED.into();
         let v6 = std::net::Ipv6Addr::UNSPECIFIED.into();
-        let families = match (self.listens_on(v4), self.listens_on(v6)) {
+        match (self.listens_on(v4), self.listens_on(v6)) {
             (true, false) => "1",
             (false, true) => "2",
             _ => "1,2",
-        };
-        Reply::new(
-            ReplyCode::ProtocolNotSupported,
-            format!("Network protocol not supported, use ({families})."),
-        )
+        }
     }
 
     /// Checks that a data connection was prepared; 425 otherwise (RFC 959 §5.4).
     fn need_data(&mut self, text: &str) -> bool {
-        if self.data.is_none() {
+        if self.settings.data.is_none() {
             self.finish(
                 text,
                 Reply::new(
@@ -1222,7 +1165,7 @@ impl Session {
                 ));
             }
             let now = SystemTime::now();
-            let facts = act.facts;
+            let facts = act.settings.facts;
             let writable = act.writable();
             let bytes = match style {
                 ListingStyle::Long => {
@@ -1277,7 +1220,11 @@ impl Session {
                     // RFC 3659 §5.4: a marker past the end is an invalid REST parameter.
                     return Next::Reply(act.store_error(&StoreError::BadOffset));
                 }
-                let mode = if act.ascii { "ASCII" } else { "BINARY" };
+                let mode = if act.settings.ascii {
+                    "ASCII"
+                } else {
+                    "BINARY"
+                };
                 Next::Transfer {
                     opening: format!(
                         "Opening {mode} mode data connection for {path} ({} bytes).",
@@ -1285,7 +1232,7 @@ impl Session {
                     ),
                     job: Job::SendFile {
                         file: handle.file,
-                        ascii: act.ascii,
+                        ascii: act.settings.ascii,
                     },
                     kind: TransferKind::Download(path),
                 }
@@ -1320,7 +1267,7 @@ impl Session {
                 opening,
                 job: Job::Receive {
                     upload,
-                    ascii: act.ascii,
+                    ascii: act.settings.ascii,
                 },
                 kind: TransferKind::Upload(target),
             }
@@ -1331,7 +1278,7 @@ impl Session {
     /// address and to an unprivileged port, so the server cannot be used to attack a third host
     /// ("FTP bounce", RFC 2577).
     fn port(&mut self, text: &str, target: std::net::SocketAddr) {
-        if self.epsv_all {
+        if self.settings.epsv_all {
             self.finish(
                 text,
                 Reply::new(
@@ -1342,11 +1289,7 @@ impl Session {
             return;
         }
         if !self.peer.allows_active_target(target) {
-            log::warn!(
-                "session {} {}: refused active-mode target {target}",
-                self.id,
-                self.peer
-            );
+            session_log!(warn, self, "refused active-mode target {target}");
             self.finish(
                 text,
                 Reply::new(
@@ -1356,7 +1299,7 @@ impl Session {
             );
             return;
         }
-        self.data = Some(DataPlan::Active {
+        self.settings.data = Some(DataPlan::Active {
             target,
             local: self.peer.local().ip(),
         });
@@ -1381,7 +1324,7 @@ impl Session {
 
     /// HASH (draft-bryan-ftpext-hash §3.3): `213 <algo> <start>-<end> <hash> <path>`.
     fn hash(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
-        let algo = self.hash_algo;
+        let algo = self.settings.hash_algo;
         let hash = move |s: &Services, user, path| s.hash.send(Hash { user, path, algo });
         self.on_path(
             ctx,
@@ -1441,14 +1384,9 @@ impl Session {
     fn rein(&mut self, text: &str) {
         self.state.rein();
         self.user_slot = None;
-        self.cwd = VPath::root();
-        self.ascii = false;
-        self.epsv_all = false;
-        self.facts = Facts::all();
-        self.hash_algo = HashAlgo::Sha256;
-        self.data = None;
-        self.restart = 0;
-        // The control connection stays as it is (RFC 4217 §11: REIN keeps TLS up).
+        self.settings = Settings::default();
+        // The control connection stays as it is (RFC 4217 §11: REIN keeps TLS up), and with
+        // it PBSZ and PROT.
         self.finish(
             text,
             Reply::new(ReplyCode::ServiceReady, "Ready for a new user."),
@@ -1483,7 +1421,7 @@ impl Session {
         opening: &str,
     ) {
         if self.env.config.require_tls_data && !self.prot_private {
-            self.data = None;
+            self.settings.data = None;
             self.finish(
                 &text,
                 Reply::new(
@@ -1508,17 +1446,11 @@ impl Session {
                 })
         });
         let Some(permit) = permit else {
-            self.data = None;
-            self.finish(
-                &text,
-                Reply::new(
-                    ReplyCode::CantOpenData,
-                    "Too many transfers at once for this user.",
-                ),
-            );
+            self.settings.data = None;
+            self.finish(&text, replies::limit(Limit::Transfers));
             return;
         };
-        let Some(plan) = self.data.take() else {
+        let Some(plan) = self.settings.data.take() else {
             self.finish(
                 &text,
                 Reply::new(
@@ -1573,7 +1505,7 @@ impl Session {
             aborting: None,
             cmd: text,
             kind,
-            ascii: self.ascii,
+            ascii: self.settings.ascii,
             started: Instant::now(),
             progress,
             outcome: Some(outcome),
@@ -1582,7 +1514,7 @@ impl Session {
 
     fn abor(&mut self, text: &str) {
         let Some(running) = self.transfer.as_mut() else {
-            self.data = None;
+            self.settings.data = None;
             self.finish(
                 text,
                 Reply::new(ReplyCode::DataOpenNoTransfer, "No transfer to abort."),
@@ -1606,7 +1538,7 @@ impl Handler<AddressBanned> for Session {
         if self.closing || self.state.logged_in().is_some() {
             return;
         }
-        log::info!("session {} {}: address banned; closing", self.id, self.peer);
+        session_log!(info, self, "address banned; closing");
         self.close(
             None,
             Reply::new(
@@ -1616,32 +1548,6 @@ impl Handler<AddressBanned> for Session {
             ctx,
         );
     }
-}
-
-fn auth_error_reply(e: &AuthError, min_password_length: usize) -> Reply {
-    let msg = match e {
-        AuthError::BadName => {
-            "Bad user name: use 1-32 of a-z 0-9 . _ -, starting with a letter or digit.".to_owned()
-        }
-        AuthError::WeakPassword => format!(
-            "Password too weak: use at least {min_password_length} characters, no control characters."
-        ),
-        AuthError::NameTaken => "That user name is taken.".to_owned(),
-        AuthError::RegistrationClosed => "Registration is closed.".to_owned(),
-        AuthError::InviteRequired => {
-            "Registration needs an invitation: SITE REGISTER <user> <password> <code>.".to_owned()
-        }
-        AuthError::BadInvite => "Invalid or used-up invitation code.".to_owned(),
-        AuthError::TooManyRegistrations => {
-            "Too many registrations from your address in the last hour; try again later.".to_owned()
-        }
-        AuthError::WrongCredentials => "Login incorrect.".to_owned(),
-        AuthError::Corrupt(_) | AuthError::Io(_) => {
-            log::error!("account registry: {e}");
-            "Local error in processing.".to_owned()
-        }
-    };
-    Reply::new(ReplyCode::from_u16(e.reply_code()), msg)
 }
 
 fn site_help() -> Reply {

@@ -160,28 +160,25 @@ impl Control {
     /// stream with nothing unread before it, or a reset. Unread bytes (commands, a TLS alert)
     /// count as open. It holds a second handle on the socket (none during a switch to TLS),
     /// which shares tokio's non-blocking mode, so the test never waits.
-    pub fn gone_probe(&self) -> Option<impl Fn() -> bool + Send + 'static> {
+    ///
+    /// # Errors
+    /// The socket handle could not be duplicated (the caller logs it, with its session).
+    pub fn gone_probe(&self) -> io::Result<Option<impl Fn() -> bool + Send + 'static>> {
         use std::os::fd::AsFd;
         let ch = self.0.borrow();
         let tcp = match &ch.conn {
             Conn::Plain(s) => s.tcp(),
             Conn::Tls(s) => s.get_ref().0.tcp(),
-            Conn::Switching => return None,
+            Conn::Switching => return Ok(None),
         };
-        let socket = match tcp.as_fd().try_clone_to_owned() {
-            Ok(fd) => std::net::TcpStream::from(fd),
-            Err(e) => {
-                log::warn!("cannot duplicate a control socket: {e}");
-                return None;
-            }
-        };
-        Some(move || match socket.peek(&mut [0u8; 1]) {
+        let socket = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned()?);
+        Ok(Some(move || match socket.peek(&mut [0u8; 1]) {
             Ok(n) => n == 0,
             Err(e) => !matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
             ),
-        })
+        }))
     }
 
     /// Whether the connection is TLS now.

@@ -8,8 +8,22 @@
 //! wait until it ends. Every command ends in exactly one final reply, also when a service
 //! actor fails: a mailbox error becomes 451.
 
+/// Logs one line of a session, stamped with its id and client address:
+/// `session_log!(info, session, "format", args...)`.
+macro_rules! session_log {
+    ($level:ident, $session:expr, $($arg:tt)+) => {
+        log::$level!(
+            "session {} {}: {}",
+            $session.id,
+            $session.peer,
+            format_args!($($arg)+)
+        )
+    };
+}
+
 mod commands;
 pub mod control;
+pub(crate) mod replies;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -25,16 +39,14 @@ use tokio_util::codec::FramedRead;
 use crate::actors::Services;
 use crate::actors::acceptor::SessionPermit;
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::data_channel::DataPlan;
-use crate::actors::file_store::{ClientProbe, CommitUpload, Finish, HashAlgo};
+use crate::actors::file_store::{ClientProbe, CommitUpload, Finish};
 use crate::actors::vpath::VPath;
-use crate::codec::listing::Facts;
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use crate::net::ClientAddr;
 use control::{Conn, Control};
 
-use state::LoginState;
+use state::{LoginState, Settings};
 
 /// Initial read buffer of a session: small, because an idle session should cost little memory
 /// and command lines are short; it grows on demand.
@@ -77,11 +89,7 @@ impl Handler<WriterEnded> for Session {
 
     fn handle(&mut self, WriterEnded(result): WriterEnded, ctx: &mut Context<Self>) {
         if let Err(e) = result {
-            log::info!(
-                "session {} {}: control write failed: {e}",
-                self.id,
-                self.peer
-            );
+            session_log!(info, self, "control write failed: {e}");
         }
         ctx.stop();
     }
@@ -167,18 +175,14 @@ pub struct Session {
     state: LoginState,
     /// The logged-in user's place under `max_sessions_per_user`.
     user_slot: Option<crate::state::Lease>,
-    cwd: VPath,
-    ascii: bool,
-    epsv_all: bool,
-    facts: Facts,
-    rename_from: Option<VPath>,
-    restart: u64,
-    hash_algo: HashAlgo,
-    /// PBSZ was given after AUTH TLS (RFC 4217 §8), so PROT may follow.
+    /// What the client set; REIN puts it back to the default.
+    settings: Settings,
+    /// PBSZ was given after AUTH TLS (RFC 4217 §8), so PROT may follow. Kept by REIN, which
+    /// keeps the protected control connection.
     pbsz: bool,
-    /// PROT P: data connections are TLS (the default on an implicit-TLS connection).
+    /// PROT P: data connections are TLS (the default on an implicit-TLS connection). Kept by
+    /// REIN, as `pbsz`.
     prot_private: bool,
-    data: Option<DataPlan>,
     transfer: Option<Box<Running>>,
     deferred: VecDeque<Command>,
     connected: Instant,
@@ -197,7 +201,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        log::debug!("session {} {}: connected", self.id, self.peer);
+        session_log!(debug, self, "connected");
         let me = ctx.address();
         self.permit.attach(me.clone().recipient(), me.recipient());
         self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
@@ -243,7 +247,7 @@ impl Actor for Session {
             }
             None => self.record(event),
         }
-        log::debug!("session {} {}: closed", self.id, self.peer);
+        session_log!(debug, self, "closed");
     }
 }
 
@@ -284,16 +288,9 @@ impl Session {
                 writer,
                 state: LoginState::new(),
                 user_slot: None,
-                cwd: VPath::root(),
-                ascii: false,
-                epsv_all: false,
-                facts: Facts::all(),
-                rename_from: None,
-                restart: 0,
-                hash_algo: HashAlgo::Sha256,
+                settings: Settings::default(),
                 pbsz: implicit_tls,
                 prot_private: implicit_tls,
-                data: None,
                 transfer: None,
                 deferred: VecDeque::new(),
                 connected: now,
@@ -325,7 +322,7 @@ impl Session {
         let code = reply.code();
         // Garbage is what no client sends on the way to real work: lines that are not commands
         // (counted where they are read) and verbs we do not know. NOOP is no progress.
-        if code.as_u16() == 502 {
+        if code == ReplyCode::NotImplemented {
             self.bad_commands = self.bad_commands.saturating_add(1);
         } else if code.as_u16() < 400 && cmd != "NOOP" {
             self.bad_commands = 0;
@@ -366,7 +363,7 @@ impl Session {
             None => self.send(reply),
         }
         self.closing = true;
-        self.data = None;
+        self.settings.data = None;
         self.control.close();
         ctx.run_later(CLOSE_FLUSH, |_, ctx| ctx.stop());
     }
@@ -390,14 +387,8 @@ impl Session {
             .map(move |res, act, ctx| match res {
                 Ok(answer) => then(act, answer, ctx, cmd),
                 Err(e) => {
-                    log::error!("session {} {}: service failed: {e}", act.id, act.peer);
-                    act.finish(
-                        &cmd,
-                        Reply::new(
-                            ReplyCode::LocalError,
-                            "Service temporarily unavailable; try again.",
-                        ),
-                    );
+                    session_log!(error, act, "service failed: {e}");
+                    act.finish(&cmd, replies::service_failed());
                 }
             });
         ctx.wait(fut);
@@ -440,7 +431,7 @@ impl Session {
         } else {
             "Idle timeout; closing control connection."
         };
-        log::info!("session {} {}: {why}", self.id, self.peer);
+        session_log!(info, self, "{why}");
         self.close(None, Reply::new(ReplyCode::ServiceNotAvailable, why), ctx);
     }
 
@@ -514,7 +505,7 @@ impl Session {
             return;
         }
         // RNTO must come right after RNFR (RFC 959 §4.1.3): any other command forgets it.
-        let rename_from = self.rename_from.take();
+        let rename_from = self.settings.rename_from.take();
         self.run(cmd, text, rename_from, ctx);
     }
 
@@ -553,11 +544,7 @@ impl Session {
             (None, joined) => joined,
         };
         let outcome = joined.unwrap_or_else(|e| {
-            log::error!(
-                "session {} {}: transfer task failed: {e}",
-                self.id,
-                self.peer
-            );
+            session_log!(error, self, "transfer task failed: {e}");
             crate::actors::data_channel::Outcome {
                 result: Err(crate::actors::data_channel::DataError::Local(
                     std::io::Error::other("transfer task failed"),
@@ -571,7 +558,10 @@ impl Session {
                 // does, but it has closed this connection too (a client with commands queued
                 // or a QUIT has not gone, even if it closed its side after them).
                 let gone = if self.deferred.is_empty() && self.after_transfer.is_none() {
-                    self.control.gone_probe()
+                    self.control.gone_probe().unwrap_or_else(|e| {
+                        session_log!(warn, self, "cannot duplicate the control socket: {e}");
+                        None
+                    })
                 } else {
                     None
                 };
@@ -613,8 +603,8 @@ impl Session {
                         Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),
                         Ok(Err(e)) => act.store_error(&e),
                         Err(e) => {
-                            log::error!("session {}: file store failed: {e}", act.id);
-                            Reply::new(ReplyCode::LocalError, "Could not store the file.")
+                            session_log!(error, act, "file store failed: {e}");
+                            replies::commit_failed()
                         }
                     };
                     act.transfer_finished(running, bytes, reply, ctx);
@@ -626,9 +616,9 @@ impl Session {
                 self.transfer_finished(running, bytes, reply, ctx);
             }
             (Err(e), _) => {
-                log::info!("session {} {}: transfer failed: {e:?}", self.id, self.peer);
+                session_log!(info, self, "transfer failed: {e:?}");
                 let bytes = running.progress.load(Ordering::Relaxed);
-                let reply = Reply::new(ReplyCode::from_u16(e.code()), e.to_string());
+                let reply = replies::data(&e);
                 self.transfer_finished(running, bytes, reply, ctx);
             }
         }
@@ -723,10 +713,10 @@ impl Session {
                     // The writer ended: nobody will read what the command would answer.
                     Ok(false) => ctx.stop(),
                     Err(_) => {
-                        log::info!(
-                            "session {} {}: replies not read within the idle timeout; closing",
-                            act.id,
-                            act.peer
+                        session_log!(
+                            info,
+                            act,
+                            "replies not read within the idle timeout; closing"
                         );
                         ctx.stop();
                     }
@@ -746,10 +736,7 @@ impl Session {
                 self.check_bad_commands(ctx);
             }
             Ok(Inbound::Malformed(err)) => {
-                let reply = match err {
-                    CommandError::ProtocolNotSupported => self.protocol_not_supported(),
-                    _ => Reply::new(ReplyCode::from_u16(err.code()), err.to_string()),
-                };
+                let reply = replies::command(&err, self.protocols());
                 // A known verb with a bad argument is a mistake; a line that is no command at
                 // all is garbage. The audit log writes the stderr line, within its budget.
                 if matches!(
@@ -764,19 +751,11 @@ impl Session {
             // Most clients (curl, lftp, wget, FileZilla) close a TLS control connection
             // without close_notify: for a control connection that is just its end.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                log::debug!(
-                    "session {} {}: closed without TLS close_notify",
-                    self.id,
-                    self.peer
-                );
+                session_log!(debug, self, "closed without TLS close_notify");
                 ctx.stop();
             }
             Err(e) => {
-                log::info!(
-                    "session {} {}: control read failed: {e}",
-                    self.id,
-                    self.peer
-                );
+                session_log!(info, self, "control read failed: {e}");
                 ctx.stop();
             }
         }

@@ -1,9 +1,51 @@
-//! Plain session state: login state carried in the type, and its transitions. No actix types,
-//! so the transitions are tested without a runtime.
+//! Plain session state: login state carried in the type, and its transitions, and the settings
+//! a client makes during a session. No actix types, so the transitions are tested without a
+//! runtime.
 
 use std::sync::Arc;
 
 use crate::actors::account_registry::{Account, UserName};
+use crate::actors::data_channel::DataPlan;
+use crate::actors::file_store::HashAlgo;
+use crate::actors::vpath::VPath;
+use crate::codec::listing::Facts;
+
+/// What a client sets during a session, all of it back to the default after REIN
+/// (RFC 959 §4.1.1: "all I/O transfer parameters are reset to the default settings").
+#[derive(Debug)]
+pub struct Settings {
+    /// The working directory (CWD, CDUP).
+    pub cwd: VPath,
+    /// TYPE A; TYPE I (the default) when false.
+    pub ascii: bool,
+    /// EPSV ALL was given: PASV, PORT and EPRT are refused from then on (RFC 2428 §4).
+    pub epsv_all: bool,
+    /// The facts MLSD and MLST show (OPTS MLST).
+    pub facts: Facts,
+    /// RNFR's path, for the RNTO that must come next.
+    pub rename_from: Option<VPath>,
+    /// REST's offset, for the next RETR or STOR.
+    pub restart: u64,
+    /// The HASH algorithm (OPTS HASH).
+    pub hash_algo: HashAlgo,
+    /// The data connection PASV, EPSV, PORT or EPRT prepared.
+    pub data: Option<DataPlan>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cwd: VPath::root(),
+            ascii: false,
+            epsv_all: false,
+            facts: Facts::all(),
+            rename_from: None,
+            restart: 0,
+            hash_algo: HashAlgo::Sha256,
+            data: None,
+        }
+    }
+}
 
 /// Where a connection is in the login dialogue (RFC 959 §4.1.1, USER then PASS).
 #[derive(Debug, Clone, PartialEq, Eq)]
