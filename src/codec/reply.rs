@@ -15,7 +15,7 @@ pub enum ReplyCode {
     Superfluous = 202,
     /// 211 System status, or system help reply (also FEAT, RFC 2389).
     SystemStatus = 211,
-    /// 213 File status (SIZE, MDTM, STAT <path>).
+    /// 213 File status (SIZE, MDTM, `STAT <path>`).
     FileStatus = 213,
     /// 214 Help message.
     Help = 214,
