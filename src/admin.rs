@@ -71,7 +71,7 @@ pub fn holds_accounts(config: &Config) -> bool {
 }
 
 /// Paths for a message, comma-separated.
-pub fn paths_list(paths: &[PathBuf]) -> String {
+fn paths_list(paths: &[PathBuf]) -> String {
     paths
         .iter()
         .map(|p| p.display().to_string())
@@ -129,6 +129,27 @@ pub struct Deleted {
     pub removed: Vec<PathBuf>,
     /// Kept without `--purge`; they keep the name reserved.
     pub kept: Vec<PathBuf>,
+}
+
+impl Deleted {
+    /// What `ferryd user del` reports: what went, and what was kept and how to deal with it.
+    pub fn summary(&self, name: &str) -> String {
+        let what = if self.account {
+            format!("deleted {name}")
+        } else {
+            format!("no account {name}")
+        };
+        if !self.removed.is_empty() {
+            format!("{what}; removed {}", paths_list(&self.removed))
+        } else if self.kept.is_empty() {
+            what
+        } else {
+            format!(
+                "{what}; kept {} (the name stays reserved: `ferryd user del {name} --purge` removes them, `ferryd user add {name} --adopt-home` reuses them)",
+                paths_list(&self.kept)
+            )
+        }
+    }
 }
 
 /// Removes an account. Its home directory and usage ledger are kept unless `purge` is set, so
@@ -558,6 +579,32 @@ mod tests {
             .expect("home")
             .count();
         assert_eq!(fresh, 0, "an empty home");
+    }
+
+    #[test]
+    fn a_deletion_says_what_went_and_what_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        let pw = Password::new("password1");
+        user_add(&cfg, "erin", &pw, ITER, false, false).expect("add");
+        let home = cfg.homes_dir().join("erin");
+        let kept = user_del(&cfg, "erin", false).expect("del").summary("erin");
+        assert_eq!(
+            kept,
+            format!(
+                "deleted erin; kept {} (the name stays reserved: `ferryd user del erin --purge` removes them, `ferryd user add erin --adopt-home` reuses them)",
+                home.display()
+            )
+        );
+        let purged = user_del(&cfg, "erin", true).expect("purge").summary("erin");
+        assert_eq!(
+            purged,
+            format!("no account erin; removed {}", home.display())
+        );
+        user_add(&cfg, "erin", &pw, ITER, false, false).expect("add again");
+        std::fs::remove_dir(&home).expect("empty home");
+        let bare = user_del(&cfg, "erin", false).expect("del").summary("erin");
+        assert_eq!(bare, "deleted erin");
     }
 
     #[test]

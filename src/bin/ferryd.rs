@@ -236,21 +236,7 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             common,
         } => {
             let deleted = admin::user_del(&admin_config(&common)?, &name, purge).map_err(err)?;
-            let what = if deleted.account {
-                format!("deleted {name}")
-            } else {
-                format!("no account {name}")
-            };
-            if !deleted.removed.is_empty() {
-                println!("{what}; removed {}", admin::paths_list(&deleted.removed));
-            } else if deleted.kept.is_empty() {
-                println!("{what}");
-            } else {
-                println!(
-                    "{what}; kept {} (the name stays reserved: `ferryd user del {name} --purge` removes them, `ferryd user add {name} --adopt-home` reuses them)",
-                    admin::paths_list(&deleted.kept)
-                );
-            }
+            println!("{}", deleted.summary(&name));
         }
         UserCmd::Passwd {
             name,
