@@ -1,24 +1,26 @@
 //! Operator commands behind `ferryd user ...` and `ferryd log`: plain functions over the data
 //! directory that return text to print. No argument parsing here (that is `src/bin/ferryd.rs`),
-//! and no running server needed: they work on the same files the server reads.
+//! and no running server needed: they work on the same files the server reads, through the
+//! backends [`crate::wiring`] builds for both.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cli_table::Cell;
 
 use crate::actors::account_registry::{
-    AccountRecord, AccountStore, AuthError, JsonAccountStore, Remains, UserName, check_password,
-    hash_password,
+    AccountRecord, AccountStore, AuthError, UserName, check_password, hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::file_store::{LocalStorage, Storage, StoreError};
-use crate::actors::invites::{Invite, InviteStore};
+use crate::actors::file_store::{Storage, StoreError};
+use crate::actors::invites::Invite;
 use crate::actors::quota::{Quota, QuotaLedger, QuotaReport};
 use crate::codec::Password;
 use crate::config::Config;
+use crate::wiring;
 
 /// Why an operator command failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,21 +61,6 @@ pub enum AdminError {
     Io(#[from] io::Error),
 }
 
-fn store(config: &Config) -> Result<JsonAccountStore, AdminError> {
-    Ok(JsonAccountStore::new(config.accounts_dir())?)
-}
-
-/// The account store if its directory exists: commands that only read, or find nothing to
-/// change without it, must not create a data directory (a mistyped `--data-dir`, or a command
-/// run in the wrong directory, would leave an empty one behind).
-fn existing_store(config: &Config) -> Result<Option<JsonAccountStore>, AdminError> {
-    if config.accounts_dir().is_dir() {
-        Ok(Some(store(config)?))
-    } else {
-        Ok(None)
-    }
-}
-
 /// Whether the data directory holds at least one account file.
 pub fn holds_accounts(config: &Config) -> bool {
     fs::read_dir(config.accounts_dir()).is_ok_and(|entries| {
@@ -83,12 +70,8 @@ pub fn holds_accounts(config: &Config) -> bool {
     })
 }
 
-fn remains(config: &Config) -> Remains {
-    Remains::new(config.homes_dir(), config.usage_dir())
-}
-
 /// Paths for a message, comma-separated.
-pub fn paths_list(paths: &[PathBuf]) -> String {
+fn paths_list(paths: &[PathBuf]) -> String {
     paths
         .iter()
         .map(|p| p.display().to_string())
@@ -114,11 +97,11 @@ pub fn user_add(
 ) -> Result<(), AdminError> {
     let name = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
-    let store = store(config)?;
+    let store = wiring::account_store(config)?;
     if store.load(&name)?.is_some() {
         return Err(AuthError::NameTaken.into());
     }
-    let left = remains(config).of(&name)?;
+    let left = wiring::remains(config).of(&name)?;
     if !left.is_empty() && !adopt_home {
         return Err(AdminError::Remains {
             name: name.to_string(),
@@ -130,7 +113,7 @@ pub fn user_add(
     record.read_only = read_only;
     record.quota = config.default_quota();
     store.create(&record)?;
-    LocalStorage::new(config.homes_dir(), config.tmp_dir())?.create_home(name.as_str())?;
+    wiring::home_storage(config)?.create_home(name.as_str())?;
     if !left.is_empty() {
         ledger(config)?.recount(name.as_str())?;
     }
@@ -148,6 +131,27 @@ pub struct Deleted {
     pub kept: Vec<PathBuf>,
 }
 
+impl Deleted {
+    /// What `ferryd user del` reports: what went, and what was kept and how to deal with it.
+    pub fn summary(&self, name: &str) -> String {
+        let what = if self.account {
+            format!("deleted {name}")
+        } else {
+            format!("no account {name}")
+        };
+        if !self.removed.is_empty() {
+            format!("{what}; removed {}", paths_list(&self.removed))
+        } else if self.kept.is_empty() {
+            what
+        } else {
+            format!(
+                "{what}; kept {} (the name stays reserved: `ferryd user del {name} --purge` removes them, `ferryd user add {name} --adopt-home` reuses them)",
+                paths_list(&self.kept)
+            )
+        }
+    }
+}
+
 /// Removes an account. Its home directory and usage ledger are kept unless `purge` is set, so
 /// that nothing is lost by a mistyped command; while they remain, the name cannot be
 /// registered or added again without `--adopt-home`. With `purge`, also the remains of an
@@ -159,11 +163,11 @@ pub struct Deleted {
 pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, AdminError> {
     let user = UserName::parse(name)?;
     // The account first: from here on nobody can log in and write into the home.
-    let account = match existing_store(config)? {
+    let account = match wiring::existing_account_store(config)? {
         Some(store) => store.delete(&user)?,
         None => false,
     };
-    let left = remains(config).of(&user)?;
+    let left = wiring::remains(config).of(&user)?;
     let mut deleted = Deleted {
         account,
         removed: Vec::new(),
@@ -202,7 +206,7 @@ pub fn user_passwd(
     let user = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
-    let store = existing_store(config)?.ok_or_else(no_such_user)?;
+    let store = wiring::existing_account_store(config)?.ok_or_else(no_such_user)?;
     let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
     record.hash = hash_password(password, iterations)?;
     store.update(&record)?;
@@ -214,7 +218,7 @@ pub fn user_passwd(
 /// # Errors
 /// A corrupt account file or an I/O error.
 pub fn user_list(config: &Config) -> Result<String, AdminError> {
-    let records = match existing_store(config)? {
+    let records = match wiring::existing_account_store(config)? {
         Some(store) => store.list()?,
         None => Vec::new(),
     };
@@ -245,13 +249,10 @@ pub struct QuotaChange {
     pub files: Option<Option<u64>>,
 }
 
+/// The usage ledger, with limits from the account store.
 fn ledger(config: &Config) -> Result<QuotaLedger, AdminError> {
-    let accounts: std::sync::Arc<dyn AccountStore> = std::sync::Arc::new(store(config)?);
-    Ok(QuotaLedger::new(
-        config.usage_dir(),
-        config.homes_dir(),
-        std::sync::Arc::new(crate::actors::account_registry::AccountLimits(accounts)),
-    )?)
+    let accounts: Arc<dyn AccountStore> = Arc::new(wiring::account_store(config)?);
+    Ok(wiring::quota_ledger(config, accounts)?)
 }
 
 /// `ferryd user quota`: applies `change` to the account's limits, recounts its usage from the
@@ -267,7 +268,7 @@ pub fn user_quota(
 ) -> Result<String, AdminError> {
     let user = UserName::parse(name)?;
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
-    let store = existing_store(config)?.ok_or_else(no_such_user)?;
+    let store = wiring::existing_account_store(config)?.ok_or_else(no_such_user)?;
     let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
     if change.bytes.is_some() || change.files.is_some() {
         record.quota = Quota {
@@ -299,7 +300,7 @@ pub fn user_quota(
 /// # Errors
 /// The code cannot be written.
 pub fn invite_create(config: &Config, uses: u32) -> Result<Invite, AdminError> {
-    Ok(InviteStore::new(config.invites_dir())?.create(uses)?)
+    Ok(wiring::invite_store(config)?.create(uses)?)
 }
 
 /// `ferryd invite list`: every code with its uses left, as a table.
@@ -308,7 +309,7 @@ pub fn invite_create(config: &Config, uses: u32) -> Result<Invite, AdminError> {
 /// The codes cannot be read.
 pub fn invite_list(config: &Config) -> Result<String, AdminError> {
     let invites = if config.invites_dir().is_dir() {
-        InviteStore::new(config.invites_dir())?.list()?
+        wiring::invite_store(config)?.list()?
     } else {
         Vec::new()
     };
@@ -469,6 +470,7 @@ pub fn read_password(prompt: &str, from_stdin: bool) -> Result<Password, AdminEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::account_registry::JsonAccountStore;
     use std::io::Write;
     use std::net::SocketAddr;
 
@@ -577,6 +579,32 @@ mod tests {
             .expect("home")
             .count();
         assert_eq!(fresh, 0, "an empty home");
+    }
+
+    #[test]
+    fn a_deletion_says_what_went_and_what_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path());
+        let pw = Password::new("password1");
+        user_add(&cfg, "erin", &pw, ITER, false, false).expect("add");
+        let home = cfg.homes_dir().join("erin");
+        let kept = user_del(&cfg, "erin", false).expect("del").summary("erin");
+        assert_eq!(
+            kept,
+            format!(
+                "deleted erin; kept {} (the name stays reserved: `ferryd user del erin --purge` removes them, `ferryd user add erin --adopt-home` reuses them)",
+                home.display()
+            )
+        );
+        let purged = user_del(&cfg, "erin", true).expect("purge").summary("erin");
+        assert_eq!(
+            purged,
+            format!("no account erin; removed {}", home.display())
+        );
+        user_add(&cfg, "erin", &pw, ITER, false, false).expect("add again");
+        std::fs::remove_dir(&home).expect("empty home");
+        let bare = user_del(&cfg, "erin", false).expect("del").summary("erin");
+        assert_eq!(bare, "deleted erin");
     }
 
     #[test]

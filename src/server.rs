@@ -1,5 +1,6 @@
-//! Starting and stopping a whole server inside a running actix `System`: the data directories,
-//! the service actors, the listeners and the Acceptor. Used by `ferryd serve` and by tests.
+//! Starting and stopping a whole server inside a running actix `System`: the backends (built by
+//! [`crate::wiring`]), the service actors, the listeners and the Acceptor. Used by
+//! `ferryd serve` and by tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,17 +11,13 @@ use tokio::net::TcpListener;
 
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
-use crate::actors::account_registry::{
-    AccountLimits, AccountRegistry, AccountStore, JsonAccountStore, RegistrySettings, Remains,
-};
-use crate::actors::audit_log::{AuditLog, AuditPolicy, Flush};
+use crate::actors::account_registry::AccountRegistry;
+use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::data_channel::TransferPool;
-use crate::actors::file_store::{FileStore, LocalStorage, LongJobs, PathLimits};
-use crate::actors::invites::InviteStore;
-use crate::actors::quota::QuotaLedger;
+use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
-use crate::config::{Config, ConfigError, Registration};
-use crate::state::LocalState;
+use crate::config::{Config, ConfigError};
+use crate::wiring::{self, Backends, DataDirError};
 
 /// How often shutdown checks whether every session has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -32,13 +29,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A data directory could not be prepared.
-    #[error("cannot prepare data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -129,68 +121,14 @@ impl Server {
     /// [`StartError`] when the configuration, a directory or a bind fails.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        // The one place the shared state is chosen (in process; a cluster's in issue 14).
-        let state = LocalState::shared(&config);
-        let data_dir = |path: std::path::PathBuf| {
-            move |source| StartError::DataDir {
-                path: path.clone(),
-                source,
-            }
-        };
-        let accounts = Arc::new(
-            JsonAccountStore::new(config.accounts_dir())
-                .map_err(data_dir(config.accounts_dir()))?,
-        );
-        let ledger = QuotaLedger::new(
-            config.usage_dir(),
-            config.homes_dir(),
-            Arc::new(AccountLimits(Arc::clone(&accounts) as Arc<dyn AccountStore>)),
-        )
-        .map_err(data_dir(config.usage_dir()))?
-        .with_shared_state(Arc::clone(&state));
-        // Before any session: a ledger a crash left dirty is recounted.
-        ledger.recover().map_err(data_dir(config.usage_dir()))?;
-        let invites = match config.registration {
-            Registration::Invite => Some(Arc::new(
-                InviteStore::new(config.invites_dir()).map_err(data_dir(config.invites_dir()))?,
-            )),
-            _ => None,
-        };
-        let mut storage = LocalStorage::new(config.homes_dir(), config.tmp_dir())
-            .map_err(data_dir(config.homes_dir()))?
-            .with_quota(Arc::new(ledger))
-            .with_shared_state(Arc::clone(&state))
-            .with_path_limits(PathLimits {
-                max_depth: config.max_path_depth,
-                max_length: config.max_path_length,
-            })
-            .with_listing_limit(config.max_listing_entries)
-            .with_partial_uploads(config.keep_partial_uploads);
-        let stale = storage
-            .remove_stale_staged()
-            .map_err(data_dir(config.tmp_dir()))?;
-        if stale > 0 {
-            log::warn!("removed {stale} unfinished uploads left by the previous run");
-        }
-        if let Some(root) = &config.anonymous_root {
-            storage = storage
-                .with_anonymous_root(root)
-                .map_err(data_dir(root.clone()))?;
-        }
-        let audit = AuditLog::start(&config.log_dir(), AuditPolicy::from_config(&config))
-            .map_err(data_dir(config.log_dir()))?;
-
-        let (tls, upload_tls) = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                let server = crate::tls::server_config(cert, key)?;
-                let upload = crate::tls::upload_config(&server);
-                (
-                    Some(tokio_rustls::TlsAcceptor::from(server)),
-                    Some(tokio_rustls::TlsAcceptor::from(upload)),
-                )
-            }
-            _ => (None, None),
-        };
+        let Backends {
+            accounts,
+            invites,
+            storage,
+            audit,
+            state,
+        } = Backends::open(&config)?;
+        let (tls, upload_tls) = wiring::tls(&config)?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         let wanted = config
@@ -209,16 +147,7 @@ impl Server {
 
         let registry_actor = AccountRegistry::start(
             accounts,
-            RegistrySettings {
-                iterations: config.pbkdf2_iterations,
-                min_password_length: config.min_password_length,
-                registration: config.registration,
-                default_quota: config.default_quota(),
-                max_registrations_per_ip_per_hour: config.max_registrations_per_ip_per_hour,
-                invites,
-                remains: Remains::new(config.homes_dir(), config.usage_dir()),
-                state: Arc::clone(&state),
-            },
+            wiring::registry_settings(&config, invites, Arc::clone(&state)),
             config.blocking_threads,
         );
         let storage: Arc<dyn crate::actors::file_store::Storage> = Arc::new(storage);

@@ -839,7 +839,7 @@ impl Floor {
     }
 }
 
-/// Buffers [`Record`]s and writes them to every sink in batches: when [`BATCH`] are buffered,
+/// Buffers [`Record`]s and writes them to every sink in batches: when `BATCH` are buffered,
 /// every second, on [`Flush`] and when stopped. Runs on its own `Arbiter`.
 pub struct AuditLog {
     sinks: Vec<SinkState>,

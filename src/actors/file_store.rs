@@ -63,7 +63,7 @@ pub struct FileInfo {
     pub mode: u32,
     /// Number of hard links.
     pub nlink: u64,
-    /// A stable id, `<dev hex>g<ino hex>`, for the MLSD `unique` fact.
+    /// A stable id, `"<dev hex>g<ino hex>"`, for the MLSD `unique` fact.
     pub unique: String,
 }
 
@@ -2028,7 +2028,7 @@ pub struct OpenWrite {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct CommitUpload {
-    /// From [`Finish::Staged`], after every byte was written.
+    /// From the `staged` of [`Finish::Staged`], after every byte was written.
     pub staged: StagedUpload,
 }
 

@@ -5,7 +5,7 @@
 //! Usage is read from the ledger file on every check (a few dozen bytes), so a recount by the
 //! operator (`ferryd user quota --recount`) takes effect at once in a running server. Every
 //! change of a user's tree that the server makes runs under that user's lock, together with
-//! the measurement of what it changes ([`QuotaLedger::change`], [`Charge::grow`]), so two
+//! the measurement of what it changes (`QuotaLedger::change`, `Charge::grow`), so two
 //! sessions of one user cannot slip a change between a measurement and its use. Bytes in
 //! flight are reserved in the [`SharedState`]; a file written in place is charged by what its open
 //! descriptor's size actually grew (fstat before and after each write, counted while the file
@@ -779,7 +779,7 @@ impl ChargeInner {
 
 /// The accounting of one upload. A staged upload reserves its bytes as they arrive
 /// ([`Charge::add`]) and turns them into usage at the commit; an in-place upload is charged by
-/// what each write adds to its open file ([`Charge::grow`]). Dropping it gives back whatever is
+/// what each write adds to its open file (`Charge::grow`). Dropping it gives back whatever is
 /// still reserved and writes the in-place changes into the ledger.
 #[derive(Debug, Default)]
 pub struct Charge {

@@ -33,7 +33,7 @@ const MAX_PRELIMINARY: usize = 4;
 /// Telnet IAC IP (Interrupt Process), then the Synch: IAC DM (RFC 854, RFC 959 §4.1.3).
 const TELNET_IP_SYNCH: &[u8] = b"\xff\xf4\xff\xf2";
 
-/// A local source for an upload whose reads never block past [`ABORT_POLL`]: a pipe or FIFO
+/// A local source for an upload whose reads never block past `ABORT_POLL`: a pipe or FIFO
 /// that stalls answers `Interrupted`, so the upload loop sees Ctrl-C while it waits.
 pub struct Polled<R>(pub R);
 
