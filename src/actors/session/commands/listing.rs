@@ -1,0 +1,200 @@
+//! Listings: LIST, NLST, MLSD over a data connection; MLST and STAT on the control
+//! connection (RFC 959, RFC 3659 §7).
+
+use std::time::SystemTime;
+
+use actix::prelude::*;
+
+use super::{ListingStyle, Next};
+use crate::actors::Services;
+use crate::actors::data_channel::Job;
+use crate::actors::file_store::{FileInfo, List, Listing, Stat};
+use crate::actors::session::{Session, TransferKind};
+use crate::codec::listing::{self, Role};
+use crate::codec::{Reply, ReplyCode, reply};
+
+/// Lines of a `STAT <dir>` reply queued at a time (about 25 KiB).
+const STATUS_PIECE: usize = 256;
+
+/// NLST's names, each as the client can name it back: joined to the argument as given, so
+/// `NLST dir` yields `dir/a` and `NLST dir/*.dat` yields `dir/a.dat` (what vsftpd sends, and
+/// what `mget` and `for n in nlst("dir"): RETR n` rely on); bare names with no argument; the
+/// argument itself for a file.
+fn names_as_given(given: &str, found: &Listing) -> Vec<String> {
+    let prefix = if given.is_empty() {
+        String::new()
+    } else if found.is_dir {
+        format!("{}/", given.trim_end_matches('/'))
+    } else if found.matched {
+        given
+            .rsplit_once('/')
+            .map_or_else(String::new, |(dir, _)| format!("{dir}/"))
+    } else {
+        return vec![given.to_owned()];
+    };
+    found
+        .entries
+        .iter()
+        .map(|entry| format!("{prefix}{}", entry.name))
+        .collect()
+}
+
+impl Session {
+    pub(super) fn mlst(&mut self, text: String, arg: Option<String>, ctx: &mut Context<Self>) {
+        let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
+        let arg = arg.unwrap_or_default();
+        self.on_path(ctx, text, &arg, stat, |act, mut info: FileInfo, path| {
+            // RFC 3659 §7.2: the fact line names the object by its full pathname.
+            info.name = path.to_string();
+            let line = listing::mlsx_line(&info, act.settings.facts, Role::Entry, act.writable());
+            Next::Reply(Reply::multi(
+                ReplyCode::FileActionOk,
+                vec![
+                    format!("Listing {path}"),
+                    format!(" {line}"),
+                    "End".to_owned(),
+                ],
+            ))
+        });
+    }
+
+    pub(super) fn stat_path(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
+        let list = |s: &Services, user, path| {
+            s.list.send(List {
+                user,
+                path,
+                expand: false,
+            })
+        };
+        self.on_path(ctx, text, arg, list, |act, found: Listing, path| {
+            let first = format!("Status of {path}:");
+            act.control
+                .send_piece(|out| reply::encode_first(ReplyCode::FileStatus, &first, out));
+            Next::Status(found.entries)
+        });
+    }
+
+    /// Queues the STAT lines of `entries[from..]` a piece at a time, each piece once the
+    /// client has read the previous ones, so the pending replies stay under the writer's bound
+    /// however big the directory. Nothing else is sent meanwhile (`after_drain` holds the
+    /// context), so the multi-line reply stays whole.
+    pub(super) fn stream_status(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: String,
+        entries: Vec<FileInfo>,
+        from: usize,
+        now: SystemTime,
+    ) {
+        let end = entries.len().min(from.saturating_add(STATUS_PIECE));
+        let piece = entries.get(from..end).unwrap_or_default();
+        self.control.send_piece(|out| {
+            for entry in piece {
+                reply::encode_middle(&listing::list_line(entry, now), out);
+            }
+        });
+        if end < entries.len() {
+            self.after_drain(ctx, move |act, ctx| {
+                act.stream_status(ctx, text, entries, end, now);
+            });
+            return;
+        }
+        self.control
+            .send_piece(|out| reply::encode_last(ReplyCode::FileStatus, "End of status.", out));
+        self.record_command(&text, ReplyCode::FileStatus);
+    }
+
+    pub(super) fn server_status(&mut self, text: &str) {
+        let mut lines = vec![
+            "ferry FTP server status:".to_owned(),
+            format!("Connected from {}", self.peer),
+        ];
+        match self.state.logged_in() {
+            Some(l) => lines.push(format!("Logged in as {}", l.user)),
+            None => lines.push("Not logged in".to_owned()),
+        }
+        lines.push(format!(
+            "TYPE: {}, STRUcture: File, MODE: Stream",
+            if self.settings.ascii {
+                "ASCII"
+            } else {
+                "BINARY"
+            }
+        ));
+        match &self.transfer {
+            Some(running) => lines.push(format!(
+                "Transfer in progress: {} bytes so far",
+                running.progress.load(std::sync::atomic::Ordering::Relaxed)
+            )),
+            None if self.settings.data.is_some() => {
+                lines.push("Data connection prepared".to_owned());
+            }
+            None => lines.push("No data connection".to_owned()),
+        }
+        lines.push("End of status".to_owned());
+        self.finish(text, Reply::multi(ReplyCode::SystemStatus, lines));
+    }
+
+    pub(super) fn listing(
+        &mut self,
+        text: String,
+        arg: Option<String>,
+        style: ListingStyle,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.need_data(&text) {
+            return;
+        }
+        // MLSD names a directory (RFC 3659 §7.1); wildcard patterns are for LIST and NLST.
+        let expand = !matches!(style, ListingStyle::Facts);
+        let list = move |s: &Services, user, path| s.list.send(List { user, path, expand });
+        let arg = arg.unwrap_or_default();
+        let given = arg.clone();
+        self.on_path(ctx, text, &arg, list, move |act, found: Listing, path| {
+            if matches!(style, ListingStyle::Facts) && !found.is_dir {
+                // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
+                return Next::Reply(Reply::new(
+                    ReplyCode::BadArguments,
+                    format!("{path} is not a directory."),
+                ));
+            }
+            let now = SystemTime::now();
+            let facts = act.settings.facts;
+            let writable = act.writable();
+            let bytes = match style {
+                ListingStyle::Long => {
+                    listing::to_wire(found.entries.iter().map(|e| listing::list_line(e, now)))
+                }
+                ListingStyle::Names => listing::to_wire(
+                    names_as_given(&given, &found)
+                        .iter()
+                        .map(|name| listing::display_name(name).into_owned()),
+                ),
+                // RFC 3659 §7.5.1: the listed directory (cdir) and its parent (pdir) first.
+                ListingStyle::Facts => listing::to_wire(
+                    found
+                        .this
+                        .iter()
+                        .map(|d| listing::mlsx_line(d, facts, Role::Current, writable))
+                        .chain(
+                            found
+                                .parent
+                                .iter()
+                                .map(|p| listing::mlsx_line(p, facts, Role::Parent, writable)),
+                        )
+                        .chain(
+                            found
+                                .entries
+                                .iter()
+                                .map(|e| listing::mlsx_line(e, facts, Role::Entry, writable)),
+                        ),
+                ),
+            };
+            Next::Transfer {
+                job: Job::SendBytes(bytes),
+                kind: TransferKind::Listing,
+                opening: "Here comes the directory listing.".to_owned(),
+            }
+        });
+    }
+}
