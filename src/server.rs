@@ -10,8 +10,9 @@ use actix::prelude::*;
 use tokio::net::TcpListener;
 
 use crate::actors::Services;
-use crate::actors::acceptor::{Acceptor, SessionRegistry, StopAccepting};
+use crate::actors::acceptor::{Acceptor, StopAccepting};
 use crate::actors::account_registry::AccountRegistry;
+use crate::actors::admission::SessionRegistry;
 use crate::actors::audit_log::{AuditLog, Flush};
 use crate::actors::data_channel::TransferPool;
 use crate::actors::file_store::{FileStore, LongJobs};

@@ -1,15 +1,14 @@
 //! The Acceptor: takes connections from the listeners and starts one Session per connection on
 //! one of the per-core arbiters, round robin. There each connection first goes through the
 //! preamble ([`crate::net::preamble`]: implicit TLS), then admission on the client address it
-//! yields: bans and the session caps (in all and per address; 421 and close when over). While in
+//! yields ([`crate::actors::admission`]): bans and the session caps (in all and per address;
+//! 421 and close when over). While in
 //! the preamble a connection holds a place under bounds of the same sizes per TCP peer
 //! ([`crate::net::pending`]), so slow handshakes cannot escape the caps.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 
+use crate::actors::admission::{Refusal, SessionPermit, SessionRegistry};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT};
-use crate::actors::session::{Session, SessionEnv, Shutdown};
+use crate::actors::session::{Session, SessionEnv};
 use crate::net::ClientAddr;
 use crate::net::pending::{Full, Pending};
 use crate::net::preamble::{self, Stream as Preambled};
 use crate::net::urgent::UrgentSafeTcp;
-use crate::state::{self, Lease, SharedState};
+use crate::state;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -36,150 +36,6 @@ const REFUSE_WRITE: Duration = Duration::from_secs(2);
 const SHED_LOG_EVERY: Duration = Duration::from_secs(10);
 /// What a client refused for want of descriptors reads.
 const OUT_OF_DESCRIPTORS: &[u8] = b"421 Server out of resources; try again later.\r\n";
-
-/// Tells a session that its address was banned: one that is not logged in ends (421).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AddressBanned;
-
-/// How the registry reaches one live session.
-struct Attached {
-    ip: IpAddr,
-    shutdown: Recipient<Shutdown>,
-    banned: Recipient<AddressBanned>,
-}
-
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    sessions: HashMap<u64, Attached>,
-}
-
-/// Live sessions of this server: its cap, and the recipients to tell at shutdown. The cap per
-/// address is a lease of the [`SharedState`]. Shared by the Acceptor and every
-/// [`SessionPermit`]; the lock is held only to update counters.
-pub struct SessionRegistry {
-    counts: Mutex<Counts>,
-    max_total: usize,
-    state: Arc<dyn SharedState>,
-}
-
-/// Why a connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `max_sessions` reached.
-    ServerFull,
-    /// `max_sessions_per_ip` reached for this address.
-    AddressFull,
-    /// The address is banned after too many failed logins.
-    Banned,
-}
-
-impl Refusal {
-    /// The reason for the audit log (the reply is in the session's reply table).
-    fn reason(self) -> &'static str {
-        match self {
-            Refusal::ServerFull => "server full",
-            Refusal::AddressFull => "too many connections from this address",
-            Refusal::Banned => "address banned",
-        }
-    }
-}
-
-impl SessionRegistry {
-    /// A registry for at most `max_total` sessions, with the per-address cap of `state`.
-    pub fn new(max_total: usize, state: Arc<dyn SharedState>) -> Arc<SessionRegistry> {
-        Arc::new(SessionRegistry {
-            counts: Mutex::new(Counts::default()),
-            max_total,
-            state,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Counts> {
-        // A panic elsewhere while holding this lock leaves plain counters: still usable.
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Admits a session from `ip` if both caps allow it.
-    ///
-    /// # Errors
-    /// The [`Refusal`] when a cap is reached (the server is full when the shared state is
-    /// unavailable).
-    pub fn admit(self: &Arc<Self>, id: u64, ip: IpAddr) -> Result<SessionPermit, Refusal> {
-        let mut counts = self.lock();
-        if counts.total >= self.max_total {
-            return Err(Refusal::ServerFull);
-        }
-        let address = match self.state.address_session(ip) {
-            Ok(Some(lease)) => lease,
-            Ok(None) => return Err(Refusal::AddressFull),
-            Err(e) => {
-                state::unavailable("session", &e);
-                return Err(Refusal::ServerFull);
-            }
-        };
-        counts.total += 1;
-        Ok(SessionPermit {
-            registry: Arc::clone(self),
-            id,
-            ip,
-            _address: address,
-        })
-    }
-
-    /// Sessions alive now.
-    pub fn active(&self) -> usize {
-        self.lock().total
-    }
-
-    /// Tells every session to end (421 now, or after its transfer).
-    pub fn shutdown_all(&self) {
-        for session in self.lock().sessions.values() {
-            session.shutdown.do_send(Shutdown);
-        }
-    }
-}
-
-/// A session's place under the caps; dropping it (when the Session actor is dropped) frees it.
-pub struct SessionPermit {
-    registry: Arc<SessionRegistry>,
-    id: u64,
-    ip: IpAddr,
-    /// The place under the per-address cap.
-    _address: Lease,
-}
-
-impl SessionPermit {
-    /// Registers the session's recipients so shutdown and bans of its address can reach it.
-    pub fn attach(&self, shutdown: Recipient<Shutdown>, banned: Recipient<AddressBanned>) {
-        let attached = Attached {
-            ip: self.ip,
-            shutdown,
-            banned,
-        };
-        self.registry.lock().sessions.insert(self.id, attached);
-    }
-
-    /// This session's address was just banned: tells every other session from it (those not
-    /// logged in end at once, or as soon as their current command has answered).
-    pub fn address_banned(&self) {
-        let counts = self.registry.lock();
-        for (id, session) in &counts.sessions {
-            if *id != self.id && session.ip == self.ip {
-                session.banned.do_send(AddressBanned);
-            }
-        }
-    }
-}
-
-impl Drop for SessionPermit {
-    fn drop(&mut self) {
-        let mut counts = self.registry.lock();
-        counts.sessions.remove(&self.id);
-        counts.total = counts.total.saturating_sub(1);
-    }
-}
 
 /// Stop taking connections (shutdown); the listeners close.
 #[derive(Message)]

@@ -23,6 +23,7 @@ use actix::{Actor, Addr, Handler, Recipient};
 
 pub mod acceptor;
 pub mod account_registry;
+pub mod admission;
 pub mod audit_log;
 pub mod data_channel;
 pub mod file_store;

@@ -37,7 +37,7 @@ use actix::prelude::*;
 use tokio_util::codec::FramedRead;
 
 use crate::actors::Services;
-use crate::actors::acceptor::SessionPermit;
+use crate::actors::admission::{SessionPermit, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{ClientProbe, CommitUpload, Finish};
 use crate::actors::vpath::VPath;
@@ -73,11 +73,6 @@ pub struct SessionEnv {
     /// The threads data transfers run on.
     pub transfers: Arc<crate::actors::data_channel::TransferPool>,
 }
-
-/// Asks a session to end: 421 now when idle, or after its running transfer.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
 
 /// The writer task ended: after a requested close (`Ok`) or a failed connection.
 #[derive(Message)]

@@ -4,8 +4,8 @@
 //! Pure: no I/O and no logging. What must reach the operator (local errors) is logged by the
 //! session, stamped with its id and client address.
 
-use crate::actors::acceptor::Refusal;
 use crate::actors::account_registry::AuthError;
+use crate::actors::admission::Refusal;
 use crate::actors::data_channel::DataError;
 use crate::actors::file_store::{StoreError, is_out_of_space};
 use crate::actors::vpath::PathError;

@@ -13,12 +13,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::control::Conn;
-use super::{Session, SessionEnv, Shutdown};
+use super::{Session, SessionEnv};
 use crate::actors::Services;
-use crate::actors::acceptor::SessionRegistry;
 use crate::actors::account_registry::{
     Account, AuthError, Authenticate, ChangePassword, Register, UserName,
 };
+use crate::actors::admission::{SessionRegistry, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{
     CommitUpload, CreateHome, FileStore, List, LocalStorage, Mkdir, OpenRead, OpenWrite, Remove,

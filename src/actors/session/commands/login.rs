@@ -9,10 +9,10 @@ use actix::prelude::*;
 
 use super::Next;
 use crate::actors::Services;
-use crate::actors::acceptor::{AddressBanned, Refusal};
 use crate::actors::account_registry::{
     AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
 };
+use crate::actors::admission::{AddressBanned, Refusal};
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::file_store::{ANONYMOUS, Chmod, CreateHome, QuotaStatus};
 use crate::actors::session::Session;

@@ -1,0 +1,161 @@
+//! Admission: the live sessions of a server under its caps (in all, and per address through
+//! the shared state), and the messages the registry sends them (shutdown, a ban of their
+//! address). The Acceptor admits through it and each Session holds its permit, so neither
+//! needs the other.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use actix::prelude::*;
+
+use crate::state::{self, Lease, SharedState};
+
+/// Asks a session to end: 421 now when idle, or after its running transfer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Tells a session that its address was banned: one that is not logged in ends (421).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddressBanned;
+
+/// How the registry reaches one live session.
+struct Attached {
+    ip: IpAddr,
+    shutdown: Recipient<Shutdown>,
+    banned: Recipient<AddressBanned>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    sessions: HashMap<u64, Attached>,
+}
+
+/// Live sessions of this server: its cap, and the recipients to tell at shutdown. The cap per
+/// address is a lease of the [`SharedState`]. Shared by the Acceptor and every
+/// [`SessionPermit`]; the lock is held only to update counters.
+pub struct SessionRegistry {
+    counts: Mutex<Counts>,
+    max_total: usize,
+    state: Arc<dyn SharedState>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_sessions` reached.
+    ServerFull,
+    /// `max_sessions_per_ip` reached for this address.
+    AddressFull,
+    /// The address is banned after too many failed logins.
+    Banned,
+}
+
+impl Refusal {
+    /// The reason for the audit log (the reply is in the session's reply table).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "server full",
+            Refusal::AddressFull => "too many connections from this address",
+            Refusal::Banned => "address banned",
+        }
+    }
+}
+
+impl SessionRegistry {
+    /// A registry for at most `max_total` sessions, with the per-address cap of `state`.
+    pub fn new(max_total: usize, state: Arc<dyn SharedState>) -> Arc<SessionRegistry> {
+        Arc::new(SessionRegistry {
+            counts: Mutex::new(Counts::default()),
+            max_total,
+            state,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // A panic elsewhere while holding this lock leaves plain counters: still usable.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a session from `ip` if both caps allow it.
+    ///
+    /// # Errors
+    /// The [`Refusal`] when a cap is reached (the server is full when the shared state is
+    /// unavailable).
+    pub fn admit(self: &Arc<Self>, id: u64, ip: IpAddr) -> Result<SessionPermit, Refusal> {
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(Refusal::ServerFull);
+        }
+        let address = match self.state.address_session(ip) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Err(Refusal::AddressFull),
+            Err(e) => {
+                state::unavailable("session", &e);
+                return Err(Refusal::ServerFull);
+            }
+        };
+        counts.total += 1;
+        Ok(SessionPermit {
+            registry: Arc::clone(self),
+            id,
+            ip,
+            _address: address,
+        })
+    }
+
+    /// Sessions alive now.
+    pub fn active(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Tells every session to end (421 now, or after its transfer).
+    pub fn shutdown_all(&self) {
+        for session in self.lock().sessions.values() {
+            session.shutdown.do_send(Shutdown);
+        }
+    }
+}
+
+/// A session's place under the caps; dropping it (when the Session actor is dropped) frees it.
+pub struct SessionPermit {
+    registry: Arc<SessionRegistry>,
+    id: u64,
+    ip: IpAddr,
+    /// The place under the per-address cap.
+    _address: Lease,
+}
+
+impl SessionPermit {
+    /// Registers the session's recipients so shutdown and bans of its address can reach it.
+    pub fn attach(&self, shutdown: Recipient<Shutdown>, banned: Recipient<AddressBanned>) {
+        let attached = Attached {
+            ip: self.ip,
+            shutdown,
+            banned,
+        };
+        self.registry.lock().sessions.insert(self.id, attached);
+    }
+
+    /// This session's address was just banned: tells every other session from it (those not
+    /// logged in end at once, or as soon as their current command has answered).
+    pub fn address_banned(&self) {
+        let counts = self.registry.lock();
+        for (id, session) in &counts.sessions {
+            if *id != self.id && session.ip == self.ip {
+                session.banned.do_send(AddressBanned);
+            }
+        }
+    }
+}
+
+impl Drop for SessionPermit {
+    fn drop(&mut self) {
+        let mut counts = self.registry.lock();
+        counts.sessions.remove(&self.id);
+        counts.total = counts.total.saturating_sub(1);
+    }
+}
