@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ferry::actors::file_store::{FileInfo, FileKind};
+use ferry::codec::entry::{FileInfo, FileKind};
 use ferry::codec::listing::{self, Facts, Role};
 use ferry::codec::{Command, FtpCodec, Reply, ReplyCode};
 use tokio_util::codec::Decoder;

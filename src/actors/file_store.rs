@@ -35,37 +35,10 @@ use tokio::sync::Semaphore;
 
 use crate::actors::quota::{Charge, DIR_BYTES, FileId, QuotaError, QuotaLedger, QuotaReport, Tx};
 use crate::actors::vpath::VPath;
+use crate::codec::entry::{FileInfo, FileKind};
 use crate::codec::glob::NamePattern;
 use crate::config::Config;
 use crate::state::{Lease, LocalState, SharedState};
-
-/// What a directory entry is. Other kinds (devices, FIFOs, sockets) are never shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Dir,
-}
-
-/// What a listing needs to know about one entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileInfo {
-    /// The final component; "/" for the home itself.
-    pub name: String,
-    /// File or directory (after following a symlink that stays inside the home).
-    pub kind: FileKind,
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modification time.
-    pub modified: SystemTime,
-    /// Permission bits (`st_mode & 0o7777`).
-    pub mode: u32,
-    /// Number of hard links.
-    pub nlink: u64,
-    /// A stable id, `"<dev hex>g<ino hex>"`, for the MLSD `unique` fact.
-    pub unique: String,
-}
 
 /// What a listing request found: a directory's entries, one file, or the names a wildcard
 /// pattern matched.

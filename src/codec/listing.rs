@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::actors::file_store::{FileInfo, FileKind};
+use crate::codec::entry::{FileInfo, FileKind};
 
 /// Facts that `MLSD`/`MLST` can show (RFC 3659 §7.5), as a bit set selected by `OPTS MLST`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

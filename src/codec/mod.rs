@@ -1,5 +1,6 @@
 //! Bytes <-> protocol values for the control channel. Pure: no sockets, no actors, no clocks.
 pub mod command;
+pub mod entry;
 pub mod ftp_codec;
 pub mod glob;
 pub mod listing;

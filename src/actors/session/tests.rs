@@ -170,7 +170,7 @@ macro_rules! burning {
 }
 
 burning! {
-    Stat => crate::actors::file_store::FileInfo,
+    Stat => crate::codec::entry::FileInfo,
     List => crate::actors::file_store::Listing,
     OpenRead => crate::actors::file_store::ReadHandle,
     OpenWrite => crate::actors::file_store::Upload,

@@ -8,11 +8,10 @@ use actix::prelude::*;
 use super::Next;
 use crate::actors::Services;
 use crate::actors::audit_log::EventKind;
-use crate::actors::file_store::{
-    FileInfo, FileKind, Hash, Mkdir, Remove, Rename, Rmdir, SetModified, Stat,
-};
+use crate::actors::file_store::{Hash, Mkdir, Remove, Rename, Rmdir, SetModified, Stat};
 use crate::actors::session::Session;
 use crate::actors::vpath::VPath;
+use crate::codec::entry::{FileInfo, FileKind};
 use crate::codec::listing;
 use crate::codec::{Reply, ReplyCode};
 

@@ -8,8 +8,9 @@ use actix::prelude::*;
 use super::{ListingStyle, Next};
 use crate::actors::Services;
 use crate::actors::data_channel::Job;
-use crate::actors::file_store::{FileInfo, List, Listing, Stat};
+use crate::actors::file_store::{List, Listing, Stat};
 use crate::actors::session::{Session, TransferKind};
+use crate::codec::entry::FileInfo;
 use crate::codec::listing::{self, Role};
 use crate::codec::{Reply, ReplyCode, reply};
 
