@@ -17,9 +17,9 @@ use crate::actors::account_registry::{
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::file_store::{Storage, StoreError};
 use crate::actors::invites::Invite;
-use crate::actors::quota::{Quota, QuotaLedger, QuotaReport};
+use crate::actors::quota::{QuotaLedger, QuotaReport};
 use crate::codec::Password;
-use crate::config::Config;
+use crate::config::{Config, Quota};
 use crate::wiring;
 
 /// Why an operator command failed.

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -166,6 +167,9 @@ pub fn upload_config(config: &ServerConfig) -> Arc<ServerConfig> {
     config.send_tls13_tickets = 0;
     Arc::new(config)
 }
+
+/// The longest a TLS handshake may take (control and data connections alike).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a generated certificate is valid: the longest period browsers and most TLS
 /// clients accept for a server certificate (CA/Browser Forum, 2018).

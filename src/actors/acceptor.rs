@@ -19,13 +19,14 @@ use tokio_stream::Stream;
 
 use crate::actors::admission::{Refusal, SessionPermit, SessionRegistry};
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::session::control::{Conn, HANDSHAKE_TIMEOUT};
+use crate::actors::session::control::Conn;
 use crate::actors::session::{Session, SessionEnv};
 use crate::net::ClientAddr;
 use crate::net::pending::{Full, Pending};
 use crate::net::preamble::{self, Stream as Preambled};
 use crate::net::urgent::UrgentSafeTcp;
 use crate::state;
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -30,9 +30,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::actors::invites::{InviteError, InviteStore};
 use crate::actors::json_file::TempFile;
-use crate::actors::quota::Quota;
 use crate::codec::Password;
-use crate::config::Registration;
+use crate::config::{Quota, Registration};
 use crate::state::SharedState;
 
 /// Longest account name, in bytes (all allowed characters are ASCII).

@@ -273,13 +273,10 @@ async fn protect(
     stream: TcpStream,
     protection: &Protection,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, DataError> {
-    let tls = tokio::time::timeout(
-        crate::actors::session::control::HANDSHAKE_TIMEOUT,
-        protection.tls.accept(stream),
-    )
-    .await
-    .map_err(|_| DataError::Tls("TLS handshake timed out".into()))?
-    .map_err(|e| DataError::Tls(e.to_string()))?;
+    let tls = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, protection.tls.accept(stream))
+        .await
+        .map_err(|_| DataError::Tls("TLS handshake timed out".into()))?
+        .map_err(|e| DataError::Tls(e.to_string()))?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     if protection.require_resumption && !resumed {
         return Err(DataError::Tls(

@@ -2656,7 +2656,7 @@ mod tests {
     /// refused, or with the setting off, it leaves nothing, and a name taken meanwhile stays.
     #[test]
     fn interrupted_uploads_of_new_names_are_kept_and_nothing_else() {
-        use crate::actors::quota::Quota;
+        use crate::config::Quota;
 
         let fx = Fixture::new();
         let ledger = Arc::new(
@@ -3183,7 +3183,8 @@ mod tests {
     /// is created, written, truncated or removed, and the ledger agrees with a recount.
     #[test]
     fn in_place_uploads_through_a_swapped_directory_stay_inside() {
-        use crate::actors::quota::{Quota, count_tree};
+        use crate::actors::quota::count_tree;
+        use crate::config::Quota;
         use rustix::fs::{CWD, RenameFlags, renameat_with};
 
         let fx = Fixture::new();

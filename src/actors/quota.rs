@@ -31,30 +31,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::json_file::TempFile;
-use crate::config::Config;
+use crate::config::{Config, Quota};
 use crate::state::{Lease, LocalState, Reserved, Room, SharedState};
 
 /// What one directory costs against the byte limit: the block it takes on a common file
 /// system (ext4, xfs), so that creating directories is not free.
 pub const DIR_BYTES: u64 = 4096;
-
-/// Limits of one account; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quota {
-    /// Most bytes the account's files may hold together.
-    #[serde(default)]
-    pub bytes: Option<u64>,
-    /// Most files and directories the account may have.
-    #[serde(default)]
-    pub files: Option<u64>,
-}
-
-impl Quota {
-    /// True when neither limit is set.
-    pub fn is_unlimited(&self) -> bool {
-        self.bytes.is_none() && self.files.is_none()
-    }
-}
 
 /// What an account's home holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

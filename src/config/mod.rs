@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub mod flags;
 
@@ -291,6 +291,24 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Limits of one account; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Most bytes the account's files may hold together.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Most files and directories the account may have.
+    #[serde(default)]
+    pub files: Option<u64>,
+}
+
+impl Quota {
+    /// True when neither limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.bytes.is_none() && self.files.is_none()
+    }
+}
+
 impl Config {
     /// Reads a TOML configuration file; keys it leaves out keep their defaults.
     ///
@@ -407,8 +425,8 @@ impl Config {
     }
 
     /// The limits given to new accounts.
-    pub fn default_quota(&self) -> crate::actors::quota::Quota {
-        crate::actors::quota::Quota {
+    pub fn default_quota(&self) -> Quota {
+        Quota {
             bytes: self.default_quota_bytes,
             files: self.default_quota_files.filter(|&n| n > 0),
         }

@@ -13,7 +13,6 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,6 +21,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::codec::Reply;
 use crate::net::urgent::UrgentSafeTcp;
+use crate::tls::HANDSHAKE_TIMEOUT;
 
 /// Reading pauses while more than this many reply bytes wait for the client.
 const HIGH_WATER: usize = 64 * 1024;
@@ -30,8 +30,6 @@ const LOW_WATER: usize = 16 * 1024;
 /// An emptied output buffer bigger than this is freed once sent, so one large reply (FEAT,
 /// HELP, STAT) does not pin memory for the rest of an idle session.
 const KEEP_OUT_CAPACITY: usize = 1024;
-/// The longest a TLS handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The connection in its current form.
 pub enum Conn {
