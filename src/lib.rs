@@ -1,15 +1,26 @@
-//! ferry: a multi-user FTP server (`ferryd`) on actix actors.
+//! ferry: a multi-user FTP server (`ferryd`) and a line-oriented FTP client (`ferry`) on actix
+//! actors. One line per module, in dependency order: each imports only modules above it.
 //!
-//! - [`config`]: every setting and its default; the command-line flags over the TOML file.
-//! - [`codec`]: bytes <-> protocol values; pure.
-//! - [`net`]: a connection before FTP: the client's address, the preamble (implicit TLS).
-//! - [`actors`]: the actors (accounts, audit log) and their messages.
-//! - [`state`]: the state the nodes of a cluster share (bans, leases, locks), in process here.
-//! - [`server`]: start and stop a whole server.
+//! - [`config`]: every setting, limit and timeout with its default (and the account [`Quota`]
+//!   limits); the command-line flags over the TOML file.
+//! - [`codec`]: bytes <-> protocol values (commands, replies, framing, listing lines and the
+//!   entries they show, glob patterns, passwords); pure, imports no actor.
+//! - [`tls`]: TLS configs for server and client, self-signed certificates, the handshake limit.
+//! - [`net`]: a connection before FTP: the client's address, the preamble (PROXY header,
+//!   implicit TLS) and its bounds, urgent-data reads.
+//! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
+//!   reservations) behind one trait, in process here.
+//! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
+//!   permits), session (control channel; commands/ by group), data_channel (transfers),
+//!   account_registry, invites, file_store (with vpath), quota, audit_log.
+//! - [`table`]: plain-text tables for the operator commands and the client.
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.
-//! - [`client`]: the `ferry` FTP client (protocol, commands, line editing).
-//! - [`admin`]: operator commands for `ferryd user`, `ferryd invite` and `ferryd log`.
+//! - [`server`]: start and stop a whole server.
+//! - [`admin`]: operator commands for `ferryd user`, `ferryd invite`, `ferryd log` and quotas.
+//! - [`client`]: the `ferry` FTP client (protocol, commands, rendering, line editing).
+//!
+//! [`Quota`]: config::Quota
 pub mod actors;
 pub mod admin;
 pub mod client;
