@@ -188,6 +188,14 @@ pub fn service_failed() -> Reply {
     )
 }
 
+/// PASV, PORT or EPRT after `EPSV ALL` (RFC 2428 §4).
+pub fn only_epsv() -> Reply {
+    Reply::new(
+        ReplyCode::BadSequence,
+        "Only EPSV is allowed after EPSV ALL.",
+    )
+}
+
 /// The reply when the file store did not answer the commit of an upload.
 pub fn commit_failed() -> Reply {
     Reply::new(ReplyCode::LocalError, "Could not store the file.")

@@ -19,13 +19,7 @@ use crate::state::{self, Direction};
 impl Session {
     pub(super) fn pasv(&mut self, text: &str, extended: bool) {
         if self.settings.epsv_all && !extended {
-            self.finish(
-                text,
-                Reply::new(
-                    ReplyCode::BadSequence,
-                    "Only EPSV is allowed after EPSV ALL.",
-                ),
-            );
+            self.finish(text, replies::only_epsv());
             return;
         }
         let local_ip = self.peer.local().ip();
@@ -231,13 +225,7 @@ impl Session {
     /// ("FTP bounce", RFC 2577).
     pub(super) fn port(&mut self, text: &str, target: std::net::SocketAddr) {
         if self.settings.epsv_all {
-            self.finish(
-                text,
-                Reply::new(
-                    ReplyCode::BadSequence,
-                    "Only EPSV is allowed after EPSV ALL.",
-                ),
-            );
+            self.finish(text, replies::only_epsv());
             return;
         }
         if !self.peer.allows_active_target(target) {
