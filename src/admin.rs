@@ -15,11 +15,12 @@ use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, UserName, check_password, hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::file_store::{Storage, StoreError};
+use crate::actors::file_store::Storage;
 use crate::actors::invites::Invite;
-use crate::actors::quota::{QuotaLedger, QuotaReport};
 use crate::codec::Password;
 use crate::config::{Config, Quota};
+use crate::quota::{QuotaLedger, QuotaReport};
+use crate::storage::StoreError;
 use crate::wiring;
 
 /// Why an operator command failed.

@@ -17,8 +17,8 @@ use crate::actors::account_registry::{
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
 use crate::actors::file_store::{LocalStorage, PathLimits};
 use crate::actors::invites::InviteStore;
-use crate::actors::quota::QuotaLedger;
 use crate::config::{Config, Registration};
+use crate::quota::QuotaLedger;
 use crate::state::{LocalState, SharedState};
 
 /// A part of the data directory could not be prepared.

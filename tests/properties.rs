@@ -3,12 +3,12 @@
 //! splitter. The same invariants are fuzzed without a case limit by the targets in `fuzz/`.
 
 use bytes::BytesMut;
-use ferry::actors::vpath::{PathError, VPath};
 use ferry::client::entries::{parse_list_line, parse_mlsx_line};
 use ferry::client::words::{quote_word, split_commands, split_words};
 use ferry::codec::command::{SiteCommand, VERBS};
 use ferry::codec::reply_parser::ReplyAssembler;
 use ferry::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
+use ferry::storage::vpath::{PathError, VPath};
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 

@@ -2,7 +2,7 @@
 //! normalised (no empty, "." or ".." components, no trailing slash) and stays inside the home.
 #![no_main]
 
-use ferry::actors::vpath::{PathError, VPath};
+use ferry::storage::vpath::{PathError, VPath};
 use libfuzzer_sys::fuzz_target;
 
 fn check(path: &VPath) {

@@ -29,9 +29,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::actors::invites::{InviteError, InviteStore};
-use crate::actors::json_file::TempFile;
 use crate::codec::Password;
 use crate::config::{Quota, Registration};
+use crate::json_file::TempFile;
 use crate::state::SharedState;
 
 /// Longest account name, in bytes (all allowed characters are ASCII).
@@ -308,7 +308,7 @@ pub trait AccountStore: Send + Sync + 'static {
 /// unreadable records.
 pub struct AccountLimits(pub Arc<dyn AccountStore>);
 
-impl crate::actors::quota::LimitSource for AccountLimits {
+impl crate::quota::LimitSource for AccountLimits {
     fn limits(&self, user: &str) -> Quota {
         UserName::parse(user)
             .ok()

@@ -20,9 +20,9 @@ use actix::Recipient;
 
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{Finish, Upload, UploadError};
-use crate::actors::quota::{Charge, QuotaError};
 use crate::config::PortRange;
 use crate::net::ClientAddr;
+use crate::quota::{Charge, QuotaError};
 use crate::state::TransferPermit;
 
 /// Read and write size of file transfers: large enough that system-call overhead stays small

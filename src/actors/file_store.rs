@@ -33,132 +33,15 @@ use rustix::path::DecInt;
 use rustix_linux_procfs::proc_self_fd;
 use tokio::sync::Semaphore;
 
-use crate::actors::quota::{Charge, DIR_BYTES, FileId, QuotaError, QuotaLedger, QuotaReport, Tx};
-use crate::actors::vpath::VPath;
 use crate::codec::entry::{FileInfo, FileKind};
 use crate::codec::glob::NamePattern;
 use crate::config::Config;
+use crate::quota::{Charge, DIR_BYTES, FileId, QuotaError, QuotaLedger, QuotaReport, Tx};
 use crate::state::{Lease, LocalState, SharedState};
-
-/// What a listing request found: a directory's entries, one file, or the names a wildcard
-/// pattern matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listing {
-    /// Whether the listed path is a directory (else `entries` is that one file, or the matches).
-    pub is_dir: bool,
-    /// Whether `entries` are the matches of a wildcard pattern in the path's last component.
-    pub matched: bool,
-    /// The listed directory itself (MLSD's `cdir`), named `.`.
-    pub this: Option<FileInfo>,
-    /// Its parent, unless it is the home (MLSD's `pdir`), named `..`.
-    pub parent: Option<FileInfo>,
-    /// The entries, sorted by name.
-    pub entries: Vec<FileInfo>,
-}
-
-/// Why a file operation failed. Each variant's doc names the FTP reply the session sends.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// 550: no such file or directory. Also used for anything outside the jail (escaping or
-    /// dangling symlinks, special files), so nothing outside is ever revealed.
-    #[error("no such file or directory")]
-    NotFound,
-    /// 550: a directory was needed.
-    #[error("not a directory")]
-    NotADirectory,
-    /// 550: a file was needed.
-    #[error("is a directory")]
-    IsADirectory,
-    /// 550: the target already exists.
-    #[error("already exists")]
-    AlreadyExists,
-    /// 550: the directory is not empty.
-    #[error("directory not empty")]
-    NotEmpty,
-    /// 550: not allowed (also: removing or renaming the home itself).
-    #[error("permission denied")]
-    PermissionDenied,
-    /// 450: another upload is writing this file in place.
-    #[error("file busy")]
-    Busy,
-    /// 554: REST points beyond the end of the file.
-    #[error("restart offset beyond the end of the file")]
-    BadOffset,
-    /// 553: file name not allowed (bad user name, renaming a directory into itself).
-    #[error("file name not allowed")]
-    InvalidName,
-    /// 553: a name longer than `NAME_MAX`, or a path past the [`PathLimits`].
-    #[error("file name too long")]
-    TooLong,
-    /// 452: the file system is full (`ENOSPC`, `EDQUOT`).
-    #[error("insufficient storage space")]
-    NoSpace,
-    /// 552: the account's byte or file quota would be passed.
-    #[error("quota exceeded")]
-    QuotaExceeded,
-    /// 550: the directory has more entries than a listing may hold (`max_listing_entries`).
-    #[error("more than {0} entries")]
-    TooManyEntries(usize),
-    /// 451: a wildcard expansion ran past its deadline ([`GLOB_TIME_LIMIT`]).
-    #[error("wildcard expansion took too long")]
-    TimedOut,
-    /// 451: local error in processing.
-    #[error("local error: {0}")]
-    Io(#[source] io::Error),
-    /// 426: the client went away before its upload was committed (see [`ClientProbe`]); the
-    /// upload is interrupted, not complete.
-    #[error("the client went away during the upload")]
-    Interrupted,
-}
-
-impl From<QuotaError> for StoreError {
-    fn from(err: QuotaError) -> Self {
-        match err {
-            QuotaError::Exceeded => StoreError::QuotaExceeded,
-            // No limit can be checked: refuse the write (451) rather than let it through.
-            QuotaError::Unavailable(e) => StoreError::Io(e),
-        }
-    }
-}
-
-/// Whether `err` says the disk (or the server account's disk quota) is full: 452 for the client.
-pub fn is_out_of_space(err: &io::Error) -> bool {
-    err.raw_os_error()
-        .is_some_and(|n| n == Errno::NOSPC.raw_os_error() || n == Errno::DQUOT.raw_os_error())
-}
-
-impl From<Errno> for StoreError {
-    fn from(errno: Errno) -> Self {
-        io::Error::from(errno).into()
-    }
-}
-
-impl From<io::Error> for StoreError {
-    fn from(err: io::Error) -> Self {
-        if is_out_of_space(&err) {
-            return StoreError::NoSpace;
-        }
-        match err.raw_os_error().map(Errno::from_raw_os_error) {
-            Some(Errno::NAMETOOLONG) => return StoreError::TooLong,
-            // A loop, a link where O_NOFOLLOW forbids one, a special file: nothing to show.
-            Some(Errno::LOOP | Errno::NXIO) => return StoreError::NotFound,
-            // cap-std's word for a path that would leave the home: it looks missing.
-            None if err.kind() == io::ErrorKind::PermissionDenied => {
-                return StoreError::NotFound;
-            }
-            _ => {}
-        }
-        match err.kind() {
-            io::ErrorKind::NotFound => StoreError::NotFound,
-            io::ErrorKind::AlreadyExists => StoreError::AlreadyExists,
-            io::ErrorKind::PermissionDenied => StoreError::PermissionDenied,
-            io::ErrorKind::DirectoryNotEmpty => StoreError::NotEmpty,
-            io::ErrorKind::NotADirectory => StoreError::NotADirectory,
-            io::ErrorKind::IsADirectory => StoreError::IsADirectory,
-            _ => StoreError::Io(err),
-        }
-    }
-}
+use crate::storage::vpath::VPath;
+use crate::storage::{
+    ANONYMOUS, ClientProbe, GLOB_TIME_LIMIT, HashAlgo, Listing, StoreError, WriteMode,
+};
 
 /// A storage backend: every file operation, already confined to one user's home.
 ///
@@ -289,99 +172,6 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// [`StoreError::Io`] when the usage cannot be read or counted.
     fn quota(&self, user: &str) -> Result<QuotaReport, StoreError>;
-}
-
-/// How an upload writes its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    /// STOR: a temporary file renamed over the target at the end; readers never see half a
-    /// file, and a failed upload leaves the old one.
-    Replace,
-    /// APPE: append to the file in place (created when missing).
-    Append,
-    /// REST + STOR: keep the first `n` bytes, write from there in place (resume).
-    At(u64),
-    /// STOU: a new file under a name not yet taken, derived from the target's name.
-    Unique,
-}
-
-/// Digest algorithms for HASH (draft-bryan-ftpext-hash §3.1 names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HashAlgo {
-    /// SHA-256, the default.
-    Sha256,
-    /// SHA-512.
-    Sha512,
-    /// SHA-1.
-    Sha1,
-    /// MD5.
-    Md5,
-    /// CRC-32 (IEEE).
-    Crc32,
-}
-
-impl HashAlgo {
-    /// Every algorithm, in the order FEAT lists them.
-    pub const ALL: [HashAlgo; 5] = [
-        HashAlgo::Sha256,
-        HashAlgo::Sha512,
-        HashAlgo::Sha1,
-        HashAlgo::Md5,
-        HashAlgo::Crc32,
-    ];
-
-    /// The name on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            HashAlgo::Sha256 => "SHA-256",
-            HashAlgo::Sha512 => "SHA-512",
-            HashAlgo::Sha1 => "SHA-1",
-            HashAlgo::Md5 => "MD5",
-            HashAlgo::Crc32 => "CRC32",
-        }
-    }
-
-    /// Looks an algorithm up by its wire name, case-insensitively.
-    pub fn from_name(name: &str) -> Option<HashAlgo> {
-        HashAlgo::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(name))
-    }
-
-    /// Digests everything `reader` yields.
-    ///
-    /// # Errors
-    /// A read error.
-    pub fn digest(self, reader: &mut dyn io::Read) -> io::Result<String> {
-        use sha2::Digest;
-        fn run<D: sha2::Digest>(mut d: D, reader: &mut dyn io::Read) -> io::Result<String> {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    return Ok(hex::encode(d.finalize()));
-                }
-                d.update(&buf[..n]);
-            }
-        }
-        match self {
-            HashAlgo::Sha256 => run(sha2::Sha256::new(), reader),
-            HashAlgo::Sha512 => run(sha2::Sha512::new(), reader),
-            HashAlgo::Sha1 => run(sha1::Sha1::new(), reader),
-            HashAlgo::Md5 => run(md5::Md5::new(), reader),
-            HashAlgo::Crc32 => {
-                let mut crc = crc32fast::Hasher::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = reader.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(format!("{:08x}", crc.finalize()));
-                    }
-                    crc.update(&buf[..n]);
-                }
-            }
-        }
-    }
 }
 
 /// A regular file opened for reading.
@@ -643,29 +433,6 @@ pub struct StagedUpload {
     client: Option<ClientProbe>,
 }
 
-/// Tells whether the client has gone away (closed its control connection). In stream mode the
-/// end of an upload's data is the close of its connection, so a client killed mid-upload looks
-/// like one that finished; but it has closed its control connection too, and the commit
-/// checks that after its fsync, which gives the dying client's kernel time to close both.
-pub struct ClientProbe(Box<dyn Fn() -> bool + Send>);
-
-impl ClientProbe {
-    /// A probe that calls `gone`.
-    pub fn new(gone: impl Fn() -> bool + Send + 'static) -> ClientProbe {
-        ClientProbe(Box::new(gone))
-    }
-
-    fn gone(&self) -> bool {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for ClientProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientProbe")
-    }
-}
-
 /// What keeping an interrupted upload needs, taken when it starts.
 #[derive(Debug)]
 struct Partial {
@@ -810,14 +577,6 @@ pub struct LocalStorage {
     /// An interrupted STOR of a name that held no file keeps what arrived.
     keep_partial: bool,
 }
-
-/// How long one wildcard expansion may take: far beyond a healthy disk's time for
-/// `max_listing_entries` names, so it stops only a stalled disk or a pathological pattern.
-pub const GLOB_TIME_LIMIT: Duration = Duration::from_secs(10);
-
-/// The user key under which the anonymous area is reached: it can never be an account name
-/// (those cannot contain `@`), so no account can reach it.
-pub const ANONYMOUS: &str = "@anonymous";
 
 /// Linux `NAME_MAX`: the longest name of one directory entry, in bytes.
 const NAME_MAX: usize = 255;
@@ -3183,8 +2942,8 @@ mod tests {
     /// is created, written, truncated or removed, and the ledger agrees with a recount.
     #[test]
     fn in_place_uploads_through_a_swapped_directory_stay_inside() {
-        use crate::actors::quota::count_tree;
         use crate::config::Quota;
+        use crate::quota::count_tree;
         use rustix::fs::{CWD, RenameFlags, renameat_with};
 
         let fx = Fixture::new();

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::actors::json_file::TempFile;
+use crate::json_file::TempFile;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

@@ -28,10 +28,7 @@ pub mod audit_log;
 pub mod data_channel;
 pub mod file_store;
 pub mod invites;
-pub mod json_file;
-pub mod quota;
 pub mod session;
-pub mod vpath;
 
 use account_registry::{Authenticate, ChangePassword, Register};
 use audit_log::Record;

@@ -39,11 +39,12 @@ use tokio_util::codec::FramedRead;
 use crate::actors::Services;
 use crate::actors::admission::{SessionPermit, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::file_store::{ClientProbe, CommitUpload, Finish};
-use crate::actors::vpath::VPath;
+use crate::actors::file_store::{CommitUpload, Finish};
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use crate::net::ClientAddr;
+use crate::storage::ClientProbe;
+use crate::storage::vpath::VPath;
 use control::{Conn, Control};
 
 use state::{LoginState, Settings};

@@ -7,9 +7,9 @@
 use crate::actors::account_registry::AuthError;
 use crate::actors::admission::Refusal;
 use crate::actors::data_channel::DataError;
-use crate::actors::file_store::{StoreError, is_out_of_space};
-use crate::actors::vpath::PathError;
 use crate::codec::{CommandError, Reply, ReplyCode};
+use crate::storage::vpath::PathError;
+use crate::storage::{StoreError, is_out_of_space};
 
 /// A per-user limit that refused a logged-in session something (DESIGN §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

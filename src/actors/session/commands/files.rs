@@ -10,10 +10,10 @@ use crate::actors::Services;
 use crate::actors::audit_log::EventKind;
 use crate::actors::file_store::{Hash, Mkdir, Remove, Rename, Rmdir, SetModified, Stat};
 use crate::actors::session::Session;
-use crate::actors::vpath::VPath;
 use crate::codec::entry::{FileInfo, FileKind};
 use crate::codec::listing;
 use crate::codec::{Reply, ReplyCode};
+use crate::storage::vpath::VPath;
 
 impl Session {
     pub(super) fn cwd(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {

@@ -14,15 +14,16 @@ use crate::actors::account_registry::{
 };
 use crate::actors::admission::{AddressBanned, Refusal};
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::file_store::{ANONYMOUS, Chmod, CreateHome, QuotaStatus};
+use crate::actors::file_store::{Chmod, CreateHome, QuotaStatus};
 use crate::actors::session::Session;
 use crate::actors::session::replies::{self, Limit};
 use crate::actors::session::state::{LoginState, Settings};
-use crate::actors::vpath::VPath;
 use crate::codec::command::{SITE_COMMANDS, SiteCommand};
 use crate::codec::{Password, Reply, ReplyCode};
 use crate::config::Registration;
 use crate::state::{self, Failure};
+use crate::storage::ANONYMOUS;
+use crate::storage::vpath::VPath;
 
 impl Session {
     pub(super) fn user(&mut self, text: &str, name: String) {

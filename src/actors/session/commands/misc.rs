@@ -1,10 +1,10 @@
 //! Information about the server: FEAT, OPTS, HELP (RFC 2389, RFC 959 §4.1.3).
 
-use crate::actors::file_store::HashAlgo;
 use crate::actors::session::Session;
 use crate::codec::command::{Opts, VERBS};
 use crate::codec::listing::Facts;
 use crate::codec::{Reply, ReplyCode};
+use crate::storage::HashAlgo;
 
 impl Session {
     pub(super) fn feat(&mut self, text: &str) {

@@ -22,11 +22,11 @@ use crate::actors::Services;
 use crate::actors::account_registry::AuthError;
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::data_channel::Job;
-use crate::actors::file_store::{StoreError, WriteMode};
-use crate::actors::vpath::VPath;
 use crate::codec::command::TransferType;
 use crate::codec::entry::FileInfo;
 use crate::codec::{Command, CommandError, Reply, ReplyCode};
+use crate::storage::vpath::VPath;
+use crate::storage::{StoreError, WriteMode};
 
 /// What a command does once the file store has answered.
 enum Next {

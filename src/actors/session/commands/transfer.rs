@@ -10,11 +10,12 @@ use actix::prelude::*;
 use super::Next;
 use crate::actors::Services;
 use crate::actors::data_channel::{self, DataPlan, Job};
-use crate::actors::file_store::{OpenRead, OpenWrite, ReadHandle, StoreError, Upload, WriteMode};
+use crate::actors::file_store::{OpenRead, OpenWrite, ReadHandle, Upload};
 use crate::actors::session::replies::{self, Limit};
 use crate::actors::session::{Running, Session, TransferKind};
 use crate::codec::{Reply, ReplyCode};
 use crate::state::{self, Direction};
+use crate::storage::{StoreError, WriteMode};
 
 impl Session {
     pub(super) fn pasv(&mut self, text: &str, extended: bool) {

@@ -25,11 +25,12 @@ use crate::actors::admission::{SessionRegistry, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{
     CommitUpload, CreateHome, FileStore, List, LocalStorage, Mkdir, OpenRead, OpenWrite, Remove,
-    Rename, Rmdir, Stat, StoreError,
+    Rename, Rmdir, Stat,
 };
 use crate::config::{Config, Registration};
 use crate::net::ClientAddr;
 use crate::net::urgent::UrgentSafeTcp;
+use crate::storage::StoreError;
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(5);
@@ -174,7 +175,7 @@ macro_rules! burning {
 
 burning! {
     Stat => crate::codec::entry::FileInfo,
-    List => crate::actors::file_store::Listing,
+    List => crate::storage::Listing,
     OpenRead => crate::actors::file_store::ReadHandle,
     OpenWrite => crate::actors::file_store::Upload,
     CommitUpload => (),
@@ -183,7 +184,7 @@ burning! {
     Remove => (),
     Rename => (),
     crate::actors::file_store::SetModified => (),
-    crate::actors::file_store::QuotaStatus => crate::actors::quota::QuotaReport,
+    crate::actors::file_store::QuotaStatus => crate::quota::QuotaReport,
     crate::actors::file_store::Chmod => (),
     crate::actors::file_store::Hash => (String, u64),
 }

@@ -30,8 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::json_file::TempFile;
 use crate::config::{Config, Quota};
+use crate::json_file::TempFile;
 use crate::state::{Lease, LocalState, Reserved, Room, SharedState};
 
 /// What one directory costs against the byte limit: the block it takes on a common file
