@@ -138,14 +138,13 @@ pub trait ByteSource: AsyncRead + Send + Unpin {
 /// An upload in progress (STOR, APPE, REST+STOR, STOU). Every byte is charged to the quota
 /// before it reaches storage, so storage never holds a byte beyond the limit.
 ///
-/// It ends in one of four ways: [`ByteSink::commit`] once every byte has arrived (the target
+/// It ends in one of three ways: [`ByteSink::commit`] once every byte has arrived (the target
 /// then holds the upload, atomically for [`WriteMode::Replace`]); [`ByteSink::abort`] after a
-/// failure on the server's side or a quota refusal (nothing of it is kept: a staged upload is
-/// dropped, an in-place one goes back to the length it had); or dropped, which is an
+/// quota refusal or a failure on the server's side (see [`Abort`]); or dropped, which is an
 /// interruption (ABOR, a failed data connection, a client that went away): an in-place upload
-/// keeps what it wrote, and an upload of a name that held no file is kept under that name for a
-/// resume when the backend keeps interrupted uploads; anything else is dropped and the old file
-/// stays.
+/// keeps what it wrote, and a staged upload of a name that held no file is kept under that
+/// name for a resume when the backend keeps interrupted uploads; anything else is dropped and
+/// the old file stays.
 #[async_trait::async_trait]
 pub trait ByteSink: Send {
     /// The path the client sees (for STOU, the name chosen).
@@ -173,8 +172,20 @@ pub trait ByteSink: Send {
     /// measured against the file it replaces now, does not fit.
     async fn commit(self: Box<Self>, client: ClientProbe) -> Result<(), StoreError>;
 
-    /// Ends the upload without keeping anything of it (see the trait's doc).
-    async fn abort(self: Box<Self>);
+    /// Ends the upload without a commit, for the reason given.
+    async fn abort(self: Box<Self>, why: Abort);
+}
+
+/// Why an upload ends without a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// The quota refused a chunk: nothing of the upload is kept; an in-place target goes back
+    /// to the length it had when the upload opened it (removed, if the upload created it).
+    Refused,
+    /// A failure on the server's side (disk full, an I/O error): a staged upload keeps
+    /// nothing, since what it holds may not be what the client sent; an in-place one keeps what
+    /// it wrote, as after any other interruption.
+    Failed,
 }
 
 /// A local file an upload writes to directly, with its quota charge.
