@@ -7,6 +7,7 @@
 # Overrides (defaults are the issue's): SIZE_MB=1024 RUNS=3 SESSIONS=500 PACE=32 IDLE=10000
 # IDLE_FORKING=5000 STORM=200 DOWNLOADERS=50 NOOP_SECS=5 SERVERS="ferryd vsftpd pure-ftpd
 # pyftpdlib" BASE_PORT=24120 PASV_LO=10000 PASV_HI=30999 KEEP=1 (keep the temp dir).
+# BASE_REV=REV adds "ferryd-base", ferryd built from that git revision (bench/compare.sh).
 set -euo pipefail
 
 SIZE_MB=${SIZE_MB:-1024}
@@ -40,6 +41,17 @@ if [[ -z ${NO_BUILD:-} ]]; then
 fi
 FERRYD=$ROOT/target/$PROFILE/ferryd
 LOAD=$ROOT/target/$PROFILE/examples/ferry_load
+if [[ -n ${BASE_REV:-} ]]; then
+    # The baseline in a worktree of its own, built into a target dir of its own.
+    BASE_TREE=$ROOT/target/bench-base/tree
+    rm -rf "$BASE_TREE"; git worktree prune
+    git worktree add -q --detach "$BASE_TREE" "$BASE_REV"
+    log "building ferryd at $BASE_REV ($(git -C "$BASE_TREE" log -1 --format=%h))"
+    cargo build --manifest-path "$BASE_TREE/Cargo.toml" --target-dir "$ROOT/target/bench-base" \
+        --profile "${PROFILE/debug/dev}" --quiet --bin ferryd
+    git worktree remove --force "$BASE_TREE"
+    FERRYD_BASE=$ROOT/target/bench-base/$PROFILE/ferryd
+fi
 
 ulimit -n "$(ulimit -Hn)"
 log "open-file limit $(ulimit -n)"
@@ -127,6 +139,20 @@ start_ferryd() {
     "$FERRYD" serve --data-dir "$d" --listen "127.0.0.1:${PORT[ferryd]}" "${common[@]}" \
         --pbkdf2-iterations 1000 >"$d/stdout.log" 2>&1 &
     PID[ferryd]=$!
+}
+
+# The baseline ferryd, as the measured one (1 000 rounds), for the side-by-side comparison.
+start_ferryd_base() {
+    local d=$WORK/ferryd-base
+    mkdir -p "$d"
+    echo "$USER_PASS" | "$FERRYD_BASE" user add bench1k --password-stdin --iterations 1000 --data-dir "$d" >/dev/null
+    fill_home "$d/home/bench1k"
+    "$FERRYD_BASE" serve --data-dir "$d" --listen "127.0.0.1:${PORT[ferryd-base]}" \
+        --passive-ports "$PASV_LO-$PASV_HI" --registration closed --max-sessions 30000 \
+        --max-sessions-per-ip 30000 --max-sessions-per-user 0 --max-transfers-per-user 0 \
+        --ban-after-failures 0 --idle-timeout-secs 3600 --login-timeout-secs 600 \
+        --pbkdf2-iterations 1000 >"$d/stdout.log" 2>&1 &
+    PID[ferryd-base]=$!
 }
 
 start_vsftpd() {
@@ -218,7 +244,7 @@ EOF
 for s in $SERVERS; do
     log "starting $s on 127.0.0.1:${PORT[$s]}"
     case $s in
-        ferryd) start_ferryd ;; vsftpd) start_vsftpd ;;
+        ferryd) start_ferryd ;; ferryd-base) start_ferryd_base ;; vsftpd) start_vsftpd ;;
         pure-ftpd) start_pure ;; pyftpdlib) start_pyftpdlib ;;
         *) log "unknown server $s"; exit 1 ;;
     esac
@@ -233,7 +259,7 @@ median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END {if (NR) print
 field() { sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p; s/^RESULT $1=\([^ ]*\).*/\1/p" | head -1; }
 url() { echo "ftp://$(login_user "$1" "${2:-}"):$USER_PASS@127.0.0.1:${PORT[$1]}"; } # url SERVER [1k]
 login_user() { # login_user SERVER [1k]: vsftpd logs in the system account ferrybench
-    if [[ $1 == ferryd && ${2:-} == 1k ]]; then echo bench1k
+    if [[ $1 == ferryd-base || ($1 == ferryd && ${2:-} == 1k) ]]; then echo bench1k
     elif [[ $1 == vsftpd ]]; then echo ferrybench
     else echo "$USER_NAME"; fi
 }
@@ -290,7 +316,7 @@ for rep in $(seq "$RUNS"); do
         add retr "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
         add retr_cpu "$s" "$cpu"
         # Equal writeback state for every STOR: no earlier upload's dirty pages pending.
-        rm -f "$WORK"/*/home/up.bin "$WORK"/ferryd/home/*/up.bin; sync
+        rm -f "$WORK"/*/home/up.bin "$WORK"/ferryd*/home/*/up.bin; sync
         read -r sp cpu < <(curl_timed -o /dev/null -T "$WORK/files/big.bin" -w '%{speed_upload}' "$(url "$s" 1k)/up.bin") || { sp=0; cpu=0; }
         add stor "$s" "$(awk -v b="$sp" 'BEGIN {printf "%.0f", b / 1048576}')"
         add stor_cpu "$s" "$cpu"
@@ -393,7 +419,7 @@ echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(awk '/MemTotal/ {prin
 echo
 header="| scenario |"; sep="|---|"
 for s in $SERVERS; do header+=" $s |"; sep+="---:|"; done
-echo "$header ferryd vs best peer |"
+if [[ $PEERS == ferryd-base ]]; then echo "$header ferryd vs ferryd-base |"; else echo "$header ferryd vs best peer |"; fi
 echo "$sep---:|"
 row "1. RETR ${SIZE_MB} MiB, curl (MiB/s, median of $RUNS; ferryd: 1 000 it.)" retr high
 frac "1. RETR / sendfile-over-loopback reference" retr "$raw_sf"
