@@ -329,7 +329,7 @@ done
 
 # ---------------------------------------------------------------- once per server
 for s in $SERVERS; do
-    if [[ $s == ferryd ]]; then
+    if [[ $s == ferryd && -z ${BASE_REV:-} ]]; then
         log "ferryd: $SESSIONS sessions with the default 600 000 PBKDF2 iterations"
         out=$(load ferryd600k "$USER_NAME" sessions --clients "$SESSIONS" --pace "$PACE" --file 64k.bin --timeout-secs 600 2>&1)
         echo "$out" | grep -v RESULT | sed "s/^/  $s: /" >&2
@@ -368,7 +368,7 @@ for s in $SERVERS; do
     out=$(load "$s" "$(login_user "$s" 1k)" noop-latency --during login-storm --clients "$STORM" --secs "$NOOP_SECS" 2>&1)
     echo "$out" | grep -v RESULT | sed "s/^/  $s: /" >&2
     add noop_storm "$s" "$(echo "$out" | field p99_ms)"
-    if [[ $s == ferryd ]]; then
+    if [[ $s == ferryd && -z ${BASE_REV:-} ]]; then
         out=$(load ferryd600k "$USER_NAME" noop-latency --during login-storm --clients "$STORM" --secs "$NOOP_SECS" --timeout-secs 600 2>&1)
         echo "$out" | grep -v RESULT | sed "s/^/  $s (600k): /" >&2
         add noop_storm600k ferryd "$(echo "$out" | field p99_ms)"
@@ -429,7 +429,7 @@ frac "2. STOR / raw loopback TCP reference" stor "$raw_mem"
 plain "2. curl's own CPU during STOR (% of its wall time)" stor_cpu
 row "4. $SESSIONS sessions, pace $PACE (sessions/s; ferryd: 1 000 iterations)" s4_sessions_per_s high
 row "4. total time of the $SESSIONS sessions (s)" s4_total_s low
-row "4. ferryd with 600 000 iterations (sessions/s)" s4_sessions_per_s high s4x_sessions_per_s
+[[ -z ${BASE_REV:-} ]] && row "4. ferryd with 600 000 iterations (sessions/s)" s4_sessions_per_s high s4x_sessions_per_s
 row "4. p50 session time (ms)" s4_p50_ms low
 row "4. p99 session time (ms)" s4_p99_ms low
 row "4. failed sessions (paced)" s4_errors low
@@ -441,7 +441,7 @@ row "5. server processes while holding them" idle_procs low
 row "5. RSS growth per idle session, summed over processes (KiB)" idle_kib low
 row "5. PSS growth per idle session (KiB; shared pages split)" idle_pss low
 row "6. p99 NOOP RTT during login storms of $STORM, ${NOOP_SECS} s (ms; ferryd: 1 000 it.)" noop_storm low
-row "6. ferryd: the same with 600 000 iterations (ms)" noop_storm low noop_storm600k
+[[ -z ${BASE_REV:-} ]] && row "6. ferryd: the same with 600 000 iterations (ms)" noop_storm low noop_storm600k
 row "6. p99 NOOP RTT during $DOWNLOADERS downloads (ms)" noop_dl low
 row "6. throughput of those $DOWNLOADERS downloads (MiB/s)" noop_dl_mib high
 echo
