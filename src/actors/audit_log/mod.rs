@@ -14,8 +14,8 @@
 //! floor only forensic events are written. Forensic events (sessions, logins, registrations,
 //! transfers, file operations, bans) are never throttled.
 //!
-//! Files: [`event`] (the record), [`sink`] (the sink trait, rotation, `audit.jsonl`),
-//! [`xferlog`], [`policy`] (noise budgets and the free-space floor); the actor is here.
+//! Files: `event.rs` (the record), `sink.rs` (the sink trait, rotation, `audit.jsonl`),
+//! `xferlog.rs`, `policy.rs` (noise budgets and the free-space floor); the actor is here.
 
 mod event;
 mod policy;
