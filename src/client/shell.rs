@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::actors::account_registry::{NAME_RULE, UserName};
+use crate::accounts::{NAME_RULE, UserName};
 use crate::client::entries::{self, EntryKind, Modified, RemoteEntry};
 use crate::client::ftp::{ClientError, FtpClient, Polled};
 use crate::client::render::{self, Progress};
