@@ -253,7 +253,7 @@ impl Event {
     }
 
     /// What an operator needs to reconstruct who did what: written even below the free-space
-    /// floor (but for the ends of sessions without a login, see [`AuditLog`]). Commands are,
+    /// floor (but for the ends of sessions without a login, see [`AuditLog`](super::AuditLog)). Commands are,
     /// when they change something that has no event of its own.
     pub fn is_forensic(&self) -> bool {
         match self.event {

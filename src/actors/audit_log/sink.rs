@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::Event;
 
-/// Where audit events go. Called only from the [`AuditLog`] actor, in order.
+/// Where audit events go. Called only from the [`AuditLog`](super::AuditLog) actor, in order.
 pub trait AuditSink: Send + 'static {
     /// Writes a batch. On error the whole batch is offered again later, so a sink should write
     /// it in one piece where it can.
