@@ -5,14 +5,22 @@
 //!   limits); the command-line flags over the TOML file.
 //! - [`codec`]: bytes <-> protocol values (commands, replies, framing, listing lines and the
 //!   entries they show, glob patterns, passwords); pure, imports no actor.
+//! - [`accounts`]: account values the server and the client share: the name rule
+//!   ([`UserName`](accounts::UserName)) and [`AuthError`](accounts::AuthError); pure.
 //! - [`tls`]: TLS configs for server and client, self-signed certificates, the handshake limit.
 //! - [`net`]: a connection before FTP: the client's address, the preamble (PROXY header,
 //!   implicit TLS) and its bounds, urgent-data reads.
 //! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
 //!   reservations) behind one trait, in process here.
+//! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
+//! - [`quota`]: per-user quotas: the usage ledger, changes under the user's lock, the charge of
+//!   a running upload, recounts.
+//! - [`storage`]: the async, object-safe storage trait with its byte sources and sinks, errors,
+//!   digests and confined paths.
 //! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
 //!   permits), session (control channel; commands/ by group), data_channel (transfers),
-//!   account_registry, invites, file_store (with vpath), quota, audit_log.
+//!   account_registry (store, passwords), invites, file_store, audit_log (events, sinks,
+//!   xferlog, noise policy).
 //! - [`table`]: plain-text tables for the operator commands and the client.
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.
@@ -21,6 +29,7 @@
 //! - [`client`]: the `ferry` FTP client (protocol, commands, rendering, line editing).
 //!
 //! [`Quota`]: config::Quota
+pub mod accounts;
 pub mod actors;
 pub mod admin;
 pub mod client;
