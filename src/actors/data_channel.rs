@@ -19,11 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 use actix::Recipient;
 
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::file_store::{Finish, Upload, UploadError};
 use crate::config::PortRange;
 use crate::net::ClientAddr;
-use crate::quota::{Charge, QuotaError};
+use crate::quota::Charge;
 use crate::state::TransferPermit;
+use crate::storage::{Abort, ByteSink, ByteSource, StoreError};
 
 /// Read and write size of file transfers: large enough that system-call overhead stays small
 /// at loopback speeds, small enough for many concurrent transfers.
@@ -293,14 +293,14 @@ pub enum Job {
     /// Send a file from its current position; `ascii` turns bare LF into CRLF.
     SendFile {
         /// The open file.
-        file: std::fs::File,
+        source: Box<dyn ByteSource>,
         /// TYPE A conversion.
         ascii: bool,
     },
-    /// Receive into an upload's temporary file; `ascii` turns CRLF into LF.
+    /// Receive into an upload; `ascii` turns CRLF into LF.
     Receive {
-        /// The staged upload; handed back in [`Outcome`] to be committed.
-        upload: Upload,
+        /// The upload; handed back in [`Outcome`] to be committed.
+        sink: Box<dyn ByteSink>,
         /// TYPE A conversion.
         ascii: bool,
     },
@@ -311,7 +311,7 @@ pub struct Outcome {
     /// Bytes moved over the data connection, or why it failed.
     pub result: Result<u64, DataError>,
     /// For a successful receive: the upload, ready to commit.
-    pub upload: Option<Upload>,
+    pub upload: Option<Box<dyn ByteSink>>,
 }
 
 /// Where a data connection belongs, beside its [`DataPlan`].
@@ -533,17 +533,25 @@ async fn run(
         None => match job {
             // The common case, a binary download without TLS or a bandwidth budget, goes
             // from the page cache to the socket without a copy through user space.
-            Job::SendFile { file, ascii: false } if permit.unthrottled() => Outcome {
-                result: send_file_zero_copy(stream, file, &pace).await,
+            Job::SendFile {
+                source,
+                ascii: false,
+            } if permit.unthrottled() && source.local_file().is_some() => Outcome {
+                result: send_file_zero_copy(stream, source, &pace).await,
                 upload: None,
             },
-            // A binary upload to a staged temporary file moves from the socket to the file
-            // through a pipe (splice(2)), without a copy through user space.
+            // A binary upload to a local file (a staged one) moves from the socket to the
+            // file through a pipe (splice(2)), without a copy through user space.
             Job::Receive {
-                upload,
+                mut sink,
                 ascii: false,
-            } if permit.unthrottled() && matches!(upload.finish, Finish::Staged { .. }) => {
-                receive_zero_copy(stream, upload, &pace).await
+            } if permit.unthrottled() => {
+                if sink.local_target().is_some() {
+                    receive_zero_copy(stream, sink, &pace).await
+                } else {
+                    let job = Job::Receive { sink, ascii: false };
+                    run_job(stream, job, &pace).await
+                }
             }
             job => run_job(stream, job, &pace).await,
         },
@@ -585,11 +593,11 @@ async fn run_job<S: AsyncRead + AsyncWrite + Unpin>(
             result: send_bytes(stream, &bytes, pace).await,
             upload: None,
         },
-        Job::SendFile { file, ascii } => Outcome {
-            result: send_file(stream, file, ascii, pace).await,
+        Job::SendFile { source, ascii } => Outcome {
+            result: send_file(stream, source, ascii, pace).await,
             upload: None,
         },
-        Job::Receive { upload, ascii } => receive(stream, upload, ascii, pace).await,
+        Job::Receive { sink, ascii } => receive(stream, sink, ascii, pace).await,
     }
 }
 
@@ -646,13 +654,17 @@ const PIPE_SIZE: usize = 1024 * 1024;
 /// its host, and the first touch of those made uploads 2-4x slower in the benchmark.
 const FILE_SPLICE: usize = 64 * 1024;
 
-/// STOR of a binary file with `splice(2)`: socket to pipe, pipe to the staged temporary file.
+/// STOR of a binary file with `splice(2)`: socket to pipe, pipe to the sink's local file.
 /// The quota is charged before each chunk reaches the file.
-async fn receive_zero_copy(stream: TcpStream, mut upload: Upload, pace: &Pace<'_>) -> Outcome {
-    let result = match &upload.finish {
-        Finish::Staged { file, .. } => splice_into(&stream, file, &mut upload.charge, pace).await,
-        Finish::InPlace(_) => Err(DataError::Local(io::Error::other(
-            "splice writes only to a staged upload",
+async fn receive_zero_copy(
+    stream: TcpStream,
+    mut sink: Box<dyn ByteSink>,
+    pace: &Pace<'_>,
+) -> Outcome {
+    let result = match sink.local_target() {
+        Some(target) => splice_into(&stream, target.file, target.charge, pace).await,
+        None => Err(DataError::Local(io::Error::other(
+            "splice writes only to a local file",
         ))),
     };
     if result.is_ok() {
@@ -661,7 +673,7 @@ async fn receive_zero_copy(stream: TcpStream, mut upload: Upload, pace: &Pace<'_
             log::debug!("data connection closed before our FIN: {e}");
         }
     }
-    settle(result, upload)
+    settle(result, sink).await
 }
 
 async fn splice_into(
@@ -688,7 +700,7 @@ async fn splice_into(
             Some(n) => n,
             None => continue,
         };
-        charge.add(n as u64).map_err(quota_error)?;
+        charge.add(n as u64).map_err(|e| store_error(e.into()))?;
         let mut left = n;
         while left > 0 {
             let written = splice(
@@ -718,13 +730,18 @@ const SENDFILE_CHUNK: usize = 512 * 1024;
 /// already positioned (REST). A client that stops reading is ended by the stall timeout.
 async fn send_file_zero_copy(
     stream: TcpStream,
-    file: std::fs::File,
+    source: Box<dyn ByteSource>,
     pace: &Pace<'_>,
 ) -> Result<u64, DataError> {
+    let Some(file) = source.local_file() else {
+        return Err(DataError::Local(io::Error::other(
+            "sendfile needs a local file",
+        )));
+    };
     let mut sent = 0u64;
     loop {
         let moved = when_ready(&stream, Interest::WRITABLE, pace.stall, || {
-            nix::sys::sendfile::sendfile(&stream, &file, None, SENDFILE_CHUNK)
+            nix::sys::sendfile::sendfile(&stream, file, None, SENDFILE_CHUNK)
                 .map_err(io::Error::from)
         });
         match moved.await? {
@@ -745,12 +762,11 @@ async fn send_file_zero_copy(
 
 async fn send_file<S: AsyncWrite + Unpin>(
     mut stream: S,
-    file: std::fs::File,
+    mut file: Box<dyn ByteSource>,
     ascii: bool,
     pace: &Pace<'_>,
 ) -> Result<u64, DataError> {
     let stall = pace.stall;
-    let mut file = tokio::fs::File::from_std(file);
     let mut buf = vec![0u8; pace.chunk()];
     let mut converted = Vec::new();
     let mut last_was_cr = false;
@@ -781,14 +797,14 @@ async fn send_file<S: AsyncWrite + Unpin>(
 
 async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    mut upload: Upload,
+    mut sink: Box<dyn ByteSink>,
     ascii: bool,
     pace: &Pace<'_>,
 ) -> Outcome {
     let stall = pace.stall;
-    // Plain blocking writes on the transfer thread (page-cache writes are short): unlike
-    // tokio::fs, no write is left running in the background when ABOR drops this task, so
-    // the file is complete as judged once the task is gone (rolled back, measured, unlocked).
+    // A local sink writes on this thread (see its doc): no write is left running in the
+    // background when ABOR drops this task, so the file is complete as judged once the task
+    // is gone (rolled back, measured, unlocked).
     let mut buf = vec![0u8; pace.chunk()];
     let mut converted = Vec::new();
     let mut pending_cr = false;
@@ -810,14 +826,12 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
                 &buf[..n]
             };
             // Charged before it is written: the file never holds a byte beyond the quota.
-            upload.write(data).map_err(upload_error)?;
+            sink.write(data).await.map_err(store_error)?;
             pace.moved(n).await;
         }
         if pending_cr {
-            upload.write(b"\r").map_err(upload_error)?;
+            sink.write(b"\r").await.map_err(store_error)?;
         }
-        // An empty upload still creates or truncates its target, now that it has succeeded.
-        upload.complete().map_err(upload_error)?;
         // Over TLS this answers the client's close_notify with ours (clients such as Python's
         // ftplib wait for it, RFC 4217 §10); over TCP it is a plain FIN. Every byte has
         // arrived by now, so a client that has already gone (lftp closes at once) is no error.
@@ -827,20 +841,16 @@ async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(received)
     }
     .await;
-    settle(result, upload)
+    settle(result, sink).await
 }
 
-fn quota_error(e: QuotaError) -> DataError {
+/// A sink's failure as a transfer's: over the quota (552), else local (451, 452 when full).
+fn store_error(e: StoreError) -> DataError {
     match e {
-        QuotaError::Exceeded => DataError::QuotaExceeded,
-        QuotaError::Unavailable(e) => DataError::Local(e),
-    }
-}
-
-fn upload_error(e: UploadError) -> DataError {
-    match e {
-        UploadError::Quota(e) => quota_error(e),
-        UploadError::Io(e) => DataError::Local(e),
+        StoreError::QuotaExceeded => DataError::QuotaExceeded,
+        StoreError::Io(e) => DataError::Local(e),
+        StoreError::NoSpace => DataError::Local(rustix::io::Errno::NOSPC.into()),
+        e => DataError::Local(io::Error::other(e)),
     }
 }
 
@@ -851,28 +861,22 @@ fn upload_error(e: UploadError) -> DataError {
 /// in-place writer's file as written, a staged file of a new name moved to that name; a
 /// staged file over an existing one is removed, which leaves the previous file as it was. A
 /// failure on our side (451, 452) keeps no staged file.
-fn settle(result: Result<u64, DataError>, mut upload: Upload) -> Outcome {
+async fn settle(result: Result<u64, DataError>, sink: Box<dyn ByteSink>) -> Outcome {
     match result {
-        Ok(n) => Outcome {
-            result: Ok(n),
-            upload: Some(upload),
-        },
-        Err(DataError::QuotaExceeded) => {
-            upload.roll_back();
-            Outcome {
-                result: Err(DataError::QuotaExceeded),
-                upload: None,
-            }
+        Ok(n) => {
+            return Outcome {
+                result: Ok(n),
+                upload: Some(sink),
+            };
         }
-        Err(e) => {
-            if matches!(e, DataError::Local(_)) {
-                upload.discard_partial();
-            }
-            Outcome {
-                result: Err(e),
-                upload: None,
-            }
-        }
+        Err(DataError::QuotaExceeded) => sink.abort(Abort::Refused).await,
+        Err(DataError::Local(_)) => sink.abort(Abort::Failed).await,
+        // Interrupted: dropped.
+        Err(_) => drop(sink),
+    }
+    Outcome {
+        result,
+        upload: None,
     }
 }
 
