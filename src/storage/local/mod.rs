@@ -175,6 +175,12 @@ impl LocalStorage {
         Ok(self.set(|fs| fs.anonymous = Some(root)))
     }
 
+    /// Gives each wildcard expansion `limit` instead of [`crate::storage::GLOB_TIME_LIMIT`].
+    #[cfg(test)]
+    pub(crate) fn with_glob_time_limit(self, limit: std::time::Duration) -> LocalStorage {
+        self.set(|fs| fs.glob_time_limit = limit)
+    }
+
     /// See [`LocalFs::remove_stale_staged`].
     ///
     /// # Errors
