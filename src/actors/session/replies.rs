@@ -294,6 +294,35 @@ mod tests {
     }
 
     #[test]
+    fn every_unsupported_command_is_550() {
+        let cases = [
+            (
+                Unsupported::Append,
+                "550 APPE: the storage does not support appending to files.\r\n",
+            ),
+            (
+                Unsupported::WriteAt,
+                "550 REST+STOR: the storage does not support writing from an offset.\r\n",
+            ),
+            (
+                Unsupported::RenameDir,
+                "550 RNFR: the storage does not support renaming directories.\r\n",
+            ),
+            (
+                Unsupported::SetMtime,
+                "550 MFMT: the storage does not support setting modification times.\r\n",
+            ),
+            (
+                Unsupported::Chmod,
+                "550 SITE CHMOD: the storage does not support permission bits.\r\n",
+            ),
+        ];
+        for (what, want) in cases {
+            assert_eq!(wire(&unsupported(what)), want, "{what:?}");
+        }
+    }
+
+    #[test]
     fn every_auth_error() {
         let cases: Vec<(AuthError, &str)> = vec![
             (
