@@ -15,7 +15,6 @@ use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, UserName, check_password, hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::file_store::Storage;
 use crate::actors::invites::Invite;
 use crate::codec::Password;
 use crate::config::{Config, Quota};
@@ -114,7 +113,9 @@ pub fn user_add(
     record.read_only = read_only;
     record.quota = config.default_quota();
     store.create(&record)?;
-    wiring::home_storage(config)?.create_home(name.as_str())?;
+    wiring::home_storage(config)?
+        .blocking()
+        .create_home(name.as_str())?;
     if !left.is_empty() {
         ledger(config)?.recount(name.as_str())?;
     }

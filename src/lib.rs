@@ -15,12 +15,13 @@
 //! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
 //! - [`quota`]: per-user quotas: the usage ledger, changes under the user's lock, the charge of
 //!   a running upload, recounts.
-//! - [`storage`]: the async, object-safe storage trait with its byte sources and sinks, errors,
-//!   digests and confined paths.
+//! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
+//!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
+//!   in-place uploads).
 //! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
 //!   permits), session (control channel; commands/ by group), data_channel (transfers),
-//!   account_registry (store, passwords), invites, file_store, audit_log (events, sinks,
-//!   xferlog, noise policy).
+//!   account_registry (store, passwords), invites, file_store (the actor in front of the
+//!   storage), audit_log (events, sinks, xferlog, noise policy).
 //! - [`table`]: plain-text tables for the operator commands and the client.
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.

@@ -18,6 +18,7 @@ use crate::actors::data_channel::TransferPool;
 use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
 use crate::config::{Config, ConfigError};
+use crate::storage::Storage;
 use crate::wiring::{self, Backends, DataDirError};
 
 /// How often shutdown checks whether every session has ended.
@@ -151,11 +152,11 @@ impl Server {
             wiring::registry_settings(&config, invites, Arc::clone(&state)),
             config.blocking_threads,
         );
-        let storage: Arc<dyn crate::actors::file_store::Storage> = Arc::new(storage);
-        let files = FileStore::start(Arc::clone(&storage), config.blocking_threads);
+        let storage: Arc<dyn Storage> = Arc::new(storage);
+        let capabilities = storage.capabilities();
+        let files = FileStore::start(Arc::clone(&storage));
         let mut services = Services::new(&registry_actor, &files, &audit);
-        let long_jobs =
-            LongJobs::start(storage, config.long_job_threads, config.long_jobs_per_user);
+        let long_jobs = LongJobs::start(storage, config.long_jobs_per_user);
         services.list = long_jobs.clone().recipient();
         services.hash = long_jobs.recipient();
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
@@ -175,6 +176,7 @@ impl Server {
             limits: state,
             upload_tls,
             transfers: Arc::new(transfers),
+            capabilities,
         });
         let acceptor = Acceptor::start(
             listeners,

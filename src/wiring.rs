@@ -15,11 +15,12 @@ use crate::actors::account_registry::{
     AccountLimits, AccountStore, JsonAccountStore, RegistrySettings, Remains,
 };
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
-use crate::actors::file_store::{LocalStorage, PathLimits};
 use crate::actors::invites::InviteStore;
 use crate::config::{Config, Registration};
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, SharedState};
+use crate::storage::PathLimits;
+use crate::storage::local::LocalStorage;
 
 /// A part of the data directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +114,8 @@ pub fn storage(
             max_length: config.max_path_length,
         })
         .with_listing_limit(config.max_listing_entries)
-        .with_partial_uploads(config.keep_partial_uploads);
+        .with_partial_uploads(config.keep_partial_uploads)
+        .with_threads(config.blocking_threads, config.long_job_threads);
     let stale = storage
         .remove_stale_staged()
         .map_err(in_dir(config.tmp_dir()))?;

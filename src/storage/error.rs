@@ -38,7 +38,7 @@ pub enum StoreError {
     /// 553: file name not allowed (bad user name, renaming a directory into itself).
     #[error("file name not allowed")]
     InvalidName,
-    /// 553: a name longer than `NAME_MAX`, or a path past the [`crate::actors::file_store::PathLimits`].
+    /// 553: a name longer than `NAME_MAX`, or a path past the [`super::PathLimits`].
     #[error("file name too long")]
     TooLong,
     /// 452: the file system is full (`ENOSPC`, `EDQUOT`).

@@ -11,9 +11,11 @@
 //! - [`error`]: [`StoreError`], each variant with the reply it maps to.
 //! - [`digest`]: the HASH algorithms, whole or streamed.
 //! - [`vpath`]: the client's view of a path inside its home.
+//! - [`local`]: the backend on the local file system.
 
 pub mod digest;
 pub mod error;
+pub mod local;
 pub mod vpath;
 
 use std::fs::File;
@@ -35,6 +37,25 @@ pub const GLOB_TIME_LIMIT: Duration = Duration::from_secs(10);
 
 /// The home of anonymous sessions, an account name no user can register.
 pub const ANONYMOUS: &str = "@anonymous";
+
+/// How deep and how long a path the store lets a client create (MKD, STOR, STOU, APPE, RNTO,
+/// including everything below a renamed directory). Past either: [`StoreError::TooLong`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathLimits {
+    /// Names below the home: "/a/b" is 2 deep.
+    pub max_depth: usize,
+    /// Bytes of the path as the client sees it: "/a/b" is 4 long.
+    pub max_length: usize,
+}
+
+impl Default for PathLimits {
+    fn default() -> PathLimits {
+        PathLimits {
+            max_depth: 64,
+            max_length: 4096,
+        }
+    }
+}
 
 /// What a listing request found: a directory's entries, one file, or the names a wildcard
 /// pattern matched.

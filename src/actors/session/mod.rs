@@ -39,12 +39,12 @@ use tokio_util::codec::FramedRead;
 use crate::actors::Services;
 use crate::actors::admission::{SessionPermit, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
-use crate::actors::file_store::{CommitUpload, Finish};
+use crate::actors::file_store::CommitUpload;
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use crate::net::ClientAddr;
-use crate::storage::ClientProbe;
 use crate::storage::vpath::VPath;
+use crate::storage::{Capabilities, ClientProbe};
 use control::{Conn, Control};
 
 use state::{LoginState, Settings};
@@ -73,6 +73,8 @@ pub struct SessionEnv {
     pub upload_tls: Option<tokio_rustls::TlsAcceptor>,
     /// The threads data transfers run on.
     pub transfers: Arc<crate::actors::data_channel::TransferPool>,
+    /// What the storage backend can do: FEAT, HELP SITE and the refusals follow it.
+    pub capabilities: Capabilities,
 }
 
 /// The writer task ended: after a requested close (`Ok`) or a failed connection.
@@ -561,39 +563,11 @@ impl Session {
                 } else {
                     None
                 };
-                let mut staged = match upload.finish {
-                    Finish::Staged { file, staged } => {
-                        // Closed before it is renamed into place.
-                        drop(file);
-                        staged
-                    }
-                    Finish::InPlace(place) => {
-                        // Writes what the file grew by to the ledger, before the client can
-                        // ask SITE QUOTA; then closes the file and releases its lock. What
-                        // was written stays either way; only the reply and audit differ.
-                        drop(upload.charge);
-                        drop(place);
-                        let reply = if gone.is_some_and(|gone| gone()) {
-                            Reply::new(
-                                ReplyCode::TransferAborted,
-                                "Connection lost; transfer aborted.",
-                            )
-                        } else {
-                            Reply::new(ReplyCode::TransferComplete, "Transfer complete.")
-                        };
-                        self.transfer_finished(running, bytes, reply, ctx);
-                        return;
-                    }
-                };
-                staged.attach(upload.charge);
-                if let Some(gone) = gone {
-                    staged.watch_client(ClientProbe::new(gone));
-                }
-                let request = self
-                    .env
-                    .services
-                    .commit_upload
-                    .send(CommitUpload { staged });
+                let client = ClientProbe::new(move || gone.as_ref().is_some_and(|gone| gone()));
+                let request = self.env.services.commit_upload.send(CommitUpload {
+                    sink: upload,
+                    client,
+                });
                 let fut = request.into_actor(self).map(move |res, act, ctx| {
                     let reply = match res {
                         Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),

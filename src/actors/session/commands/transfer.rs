@@ -10,12 +10,12 @@ use actix::prelude::*;
 use super::Next;
 use crate::actors::Services;
 use crate::actors::data_channel::{self, DataPlan, Job};
-use crate::actors::file_store::{OpenRead, OpenWrite, ReadHandle, Upload};
-use crate::actors::session::replies::{self, Limit};
+use crate::actors::file_store::{OpenRead, OpenWrite};
+use crate::actors::session::replies::{self, Limit, Unsupported};
 use crate::actors::session::{Running, Session, TransferKind};
 use crate::codec::{Reply, ReplyCode};
 use crate::state::{self, Direction};
-use crate::storage::{StoreError, WriteMode};
+use crate::storage::{ByteSink, ByteSource, StoreError, WriteMode};
 
 impl Session {
     pub(super) fn pasv(&mut self, text: &str, extended: bool) {
@@ -156,8 +156,9 @@ impl Session {
             text,
             arg,
             open,
-            move |act, handle: ReadHandle, path| {
-                if offset > handle.size {
+            move |act, source: Box<dyn ByteSource>, path| {
+                let size = source.size();
+                if offset > size {
                     // RFC 3659 §5.4: a marker past the end is an invalid REST parameter.
                     return Next::Reply(act.store_error(&StoreError::BadOffset));
                 }
@@ -169,10 +170,10 @@ impl Session {
                 Next::Transfer {
                     opening: format!(
                         "Opening {mode} mode data connection for {path} ({} bytes).",
-                        handle.size
+                        size
                     ),
                     job: Job::SendFile {
-                        file: handle.file,
+                        source,
                         ascii: act.settings.ascii,
                     },
                     kind: TransferKind::Download(path),
@@ -189,6 +190,16 @@ impl Session {
         mode: WriteMode,
         ctx: &mut Context<Self>,
     ) {
+        let capabilities = self.env.capabilities;
+        let unsupported = match mode {
+            WriteMode::Append if !capabilities.append => Some(Unsupported::Append),
+            WriteMode::At(_) if !capabilities.write_at => Some(Unsupported::WriteAt),
+            _ => None,
+        };
+        if let Some(what) = unsupported {
+            self.finish(&text, replies::unsupported(what));
+            return;
+        }
         if !self.need_data(&text) {
             return;
         }
@@ -202,23 +213,29 @@ impl Session {
         }
         let open =
             move |s: &Services, user, path| s.open_write.send(OpenWrite { user, path, mode });
-        self.on_path(ctx, text, arg, open, move |act, upload: Upload, _| {
-            let target = upload.target.clone();
-            // RFC 1123 §4.1.2.9: STOU's 150 reply names the file as "FILE: name".
-            let opening = if mode == WriteMode::Unique {
-                format!("FILE: {}", target.file_name().unwrap_or_default())
-            } else {
-                format!("Ok to send data for {target}.")
-            };
-            Next::Transfer {
-                opening,
-                job: Job::Receive {
-                    upload,
-                    ascii: act.settings.ascii,
-                },
-                kind: TransferKind::Upload(target),
-            }
-        });
+        self.on_path(
+            ctx,
+            text,
+            arg,
+            open,
+            move |act, sink: Box<dyn ByteSink>, _| {
+                let target = sink.target().clone();
+                // RFC 1123 §4.1.2.9: STOU's 150 reply names the file as "FILE: name".
+                let opening = if mode == WriteMode::Unique {
+                    format!("FILE: {}", target.file_name().unwrap_or_default())
+                } else {
+                    format!("Ok to send data for {target}.")
+                };
+                Next::Transfer {
+                    opening,
+                    job: Job::Receive {
+                        sink,
+                        ascii: act.settings.ascii,
+                    },
+                    kind: TransferKind::Upload(target),
+                }
+            },
+        );
     }
 
     /// PORT and EPRT (RFC 959 §4.1.2, RFC 2428 §2): active mode, only back to the client's own

@@ -2,6 +2,7 @@
 //! [`Services`] (STYLE §5, second seam) and, for transfers, the real [`FileStore`] over a
 //! temporary directory. Every wait is bounded by a timeout.
 
+mod capabilities;
 mod login;
 mod transfers;
 
@@ -24,13 +25,14 @@ use crate::actors::account_registry::{
 use crate::actors::admission::{SessionRegistry, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{
-    CommitUpload, CreateHome, FileStore, List, LocalStorage, Mkdir, OpenRead, OpenWrite, Remove,
-    Rename, Rmdir, Stat,
+    CommitUpload, CreateHome, FileStore, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir,
+    Stat,
 };
 use crate::config::{Config, Registration};
 use crate::net::ClientAddr;
 use crate::net::urgent::UrgentSafeTcp;
-use crate::storage::StoreError;
+use crate::storage::local::LocalStorage;
+use crate::storage::{Capabilities, StoreError};
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(5);
@@ -176,8 +178,8 @@ macro_rules! burning {
 burning! {
     Stat => crate::codec::entry::FileInfo,
     List => crate::storage::Listing,
-    OpenRead => crate::actors::file_store::ReadHandle,
-    OpenWrite => crate::actors::file_store::Upload,
+    OpenRead => Box<dyn crate::storage::ByteSource>,
+    OpenWrite => Box<dyn crate::storage::ByteSink>,
     CommitUpload => (),
     Mkdir => (),
     Rmdir => (),
@@ -193,7 +195,7 @@ burning! {
 fn real_files(tmp: &tempfile::TempDir) -> Addr<FileStore> {
     let storage =
         LocalStorage::new(tmp.path().join("home"), tmp.path().join("tmp")).expect("temp storage");
-    FileStore::start(Arc::new(storage), 1)
+    FileStore::start(Arc::new(storage))
 }
 
 // ---- harness ----
@@ -234,6 +236,15 @@ struct Client {
 
 /// Starts a session on a loopback pair, wired by `wire` to the recording audit stub.
 async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Services) -> Client {
+    connect_to(config, Capabilities::ALL, wire).await
+}
+
+/// As [`connect`], to a storage that can do only what `capabilities` say.
+async fn connect_to(
+    config: Config,
+    capabilities: Capabilities,
+    wire: impl FnOnce(&Addr<RecordingAudit>) -> Services,
+) -> Client {
     let events = Arc::new(Mutex::new(Vec::new()));
     let audit = RecordingAudit(events.clone()).start();
     let services = wire(&audit);
@@ -245,6 +256,7 @@ async fn connect(config: Config, wire: impl FnOnce(&Addr<RecordingAudit>) -> Ser
         limits,
         upload_tls: None,
         transfers: Arc::new(crate::actors::data_channel::TransferPool::new(1).expect("pool")),
+        capabilities,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("listener address");

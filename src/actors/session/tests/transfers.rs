@@ -29,7 +29,7 @@ async fn a_wildcard_expansion_past_its_deadline_is_451_and_the_session_goes_on()
     let storage = LocalStorage::new(tmp.path().join("home"), tmp.path().join("tmp"))
         .expect("temp storage")
         .with_glob_time_limit(Duration::ZERO);
-    let files = FileStore::start(Arc::new(storage), 1);
+    let files = FileStore::start(Arc::new(storage));
     let mut c = connect(config(), |audit| {
         Services::new(&StubAccounts::start(), &files, audit)
     })
