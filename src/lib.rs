@@ -10,9 +10,11 @@
 //!   implicit TLS) and its bounds, urgent-data reads.
 //! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
 //!   reservations) behind one trait, in process here.
+//! - [`storage`]: the async `Storage` trait, its errors, capabilities, digests and paths, and
+//!   the local backend (jail, staging, in-place uploads).
 //! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
 //!   permits), session (control channel; commands/ by group), data_channel (transfers),
-//!   account_registry, invites, file_store (with vpath), quota, audit_log.
+//!   account_registry, invites, file_store (the actor in front of the storage), audit_log.
 //! - [`table`]: plain-text tables for the operator commands and the client.
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.

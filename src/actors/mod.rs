@@ -9,14 +9,15 @@
 //!                                      └──────────────────────────────────────────┘     the TransferPool
 //!                     Services (Recipients) │ Register/Authenticate  │ Stat/List/Open*  │ Record
 //!                                           ▼                        ▼                  ▼
-//!                            AccountRegistry (SyncArbiter)  FileStore (SyncArbiter)  AuditLog (own Arbiter)
+//!                            AccountRegistry (SyncArbiter)  FileStore (async)        AuditLog (own Arbiter)
 //!                                           │                        │                  │
-//!                                    AccountStore trait        Storage trait       audit.jsonl, xferlog
+//!                                    AccountStore trait   Arc<dyn Storage>        audit.jsonl, xferlog
+//!                                                          (blocking pools of its own)
 //! ```
 //!
 //! A Session knows the services only through [`Services`], so tests hand it stub actors.
-//! `Services::list` and `Services::hash` go to [`file_store::LongJobs`] in the server: long
-//! jobs run on a FileStore pool of their own, with a per-user share.
+//! `Services::list` and `Services::hash` go to [`file_store::LongJobs`] in the server: a
+//! per-user share in front of the backend, which runs long jobs on a pool of their own.
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};

@@ -196,6 +196,33 @@ pub fn only_epsv() -> Reply {
     )
 }
 
+/// What a storage backend may be unable to do (see [`crate::storage::Capabilities`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// APPE.
+    Append,
+    /// REST before STOR.
+    WriteAt,
+    /// RNFR/RNTO of a directory.
+    RenameDir,
+    /// MFMT.
+    SetMtime,
+    /// SITE CHMOD.
+    Chmod,
+}
+
+/// The refusal of a command the storage backend cannot carry out: 550.
+pub fn unsupported(what: Unsupported) -> Reply {
+    let text = match what {
+        Unsupported::Append => "APPE: the storage does not support appending to files.",
+        Unsupported::WriteAt => "REST+STOR: the storage does not support writing from an offset.",
+        Unsupported::RenameDir => "RNFR: the storage does not support renaming directories.",
+        Unsupported::SetMtime => "MFMT: the storage does not support setting modification times.",
+        Unsupported::Chmod => "SITE CHMOD: the storage does not support permission bits.",
+    };
+    Reply::new(ReplyCode::FileUnavailable, text)
+}
+
 /// The reply when the file store did not answer the commit of an upload.
 pub fn commit_failed() -> Reply {
     Reply::new(ReplyCode::LocalError, "Could not store the file.")
@@ -264,6 +291,35 @@ mod tests {
             wire(&home_unavailable(&StoreError::NoSpace)),
             "530 Home directory unavailable (452).\r\n"
         );
+    }
+
+    #[test]
+    fn every_unsupported_command_is_550() {
+        let cases = [
+            (
+                Unsupported::Append,
+                "550 APPE: the storage does not support appending to files.\r\n",
+            ),
+            (
+                Unsupported::WriteAt,
+                "550 REST+STOR: the storage does not support writing from an offset.\r\n",
+            ),
+            (
+                Unsupported::RenameDir,
+                "550 RNFR: the storage does not support renaming directories.\r\n",
+            ),
+            (
+                Unsupported::SetMtime,
+                "550 MFMT: the storage does not support setting modification times.\r\n",
+            ),
+            (
+                Unsupported::Chmod,
+                "550 SITE CHMOD: the storage does not support permission bits.\r\n",
+            ),
+        ];
+        for (what, want) in cases {
+            assert_eq!(wire(&unsupported(what)), want, "{what:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::fs::*;
 use super::jail::*;
 use super::upload::*;
 
+/// How an in-place upload opens its target when the first byte arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Opening {
     /// APPE: append to the file, created if it is missing (when a file slot fits then).
@@ -160,8 +161,6 @@ pub struct WriteLock {
     /// The shared state's lock on the file, held for its drop.
     pub(super) _lease: Lease,
 }
-
-/// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
 
 impl LocalFs {
     /// An in-place upload of `target` (`name` in `dir`), opened as `opening` says when its

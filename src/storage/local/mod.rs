@@ -13,12 +13,12 @@
 //! for the long jobs (listings, wildcard expansions, HASH), so those never starve the short
 //! ones (CWD, SIZE, opening files).
 //!
-//! - [`fs`]: [`LocalFs`], its settings and the operations.
-//! - [`jail`]: resolution beneath a home.
-//! - [`staging`]: staged uploads (STOR).
-//! - [`inplace`]: in-place uploads (APPE, REST+STOR, STOU) and their write locks.
-//! - [`upload`]: an upload as the blocking core sees it.
-//! - [`stream`]: the [`ByteSource`] and [`ByteSink`] the backend hands out.
+//! - `fs`: [`LocalFs`], its settings and the operations.
+//! - `jail`: resolution beneath a home.
+//! - `staging`: staged uploads (STOR).
+//! - `inplace`: in-place uploads (APPE, REST+STOR, STOU) and their write locks.
+//! - `upload`: an upload as the blocking core sees it.
+//! - `stream`: the [`ByteSource`] and [`ByteSink`] the backend hands out.
 
 mod fs;
 mod inplace;

@@ -16,6 +16,7 @@ use crate::storage::{ClientProbe, StoreError};
 use super::fs::*;
 use super::jail::*;
 
+/// Temp file path + target. Its `Drop` removes the temp file unless committed, so a failed or
 /// aborted upload leaves no temporary behind and the previous file intact; except that an
 /// interrupted upload of a name that held no file is kept under that name, to be resumed
 /// (when interrupted uploads are kept: [`LocalFs::with_partial_uploads`]).

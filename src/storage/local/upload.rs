@@ -35,7 +35,7 @@ pub struct Upload {
 /// Where an upload's bytes go, and how it is completed.
 #[derive(Debug)]
 pub enum Finish {
-    /// STOR: a temporary file; pass `staged` to [`Storage::commit`] (or [`CommitUpload`]) once
+    /// STOR: a temporary file; pass `staged` to [`super::LocalFs::commit`] (a sink does, at its commit) once
     /// every byte is written. Reserve with [`Charge::add`] before writing to `file` directly.
     Staged {
         /// The temporary file.

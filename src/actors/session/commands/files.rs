@@ -10,6 +10,7 @@ use crate::actors::Services;
 use crate::actors::audit_log::EventKind;
 use crate::actors::file_store::{Hash, Mkdir, Remove, Rename, Rmdir, SetModified, Stat};
 use crate::actors::session::Session;
+use crate::actors::session::replies::{self, Unsupported};
 use crate::codec::entry::{FileInfo, FileKind};
 use crate::codec::listing;
 use crate::codec::{Reply, ReplyCode};
@@ -54,12 +55,14 @@ impl Session {
 
     pub(super) fn rnfr(&mut self, text: String, arg: &str, ctx: &mut Context<Self>) {
         let stat = |s: &Services, user, path| s.stat.send(Stat { user, path });
-        self.on_path(ctx, text, arg, stat, |act, _: FileInfo, path| {
+        self.on_path(ctx, text, arg, stat, |act, info: FileInfo, path| {
             Next::Reply(if path.is_root() {
                 Reply::new(
                     ReplyCode::FileUnavailable,
                     "Cannot rename the home directory.",
                 )
+            } else if info.kind == FileKind::Dir && !act.env.capabilities.rename_dirs {
+                replies::unsupported(Unsupported::RenameDir)
             } else {
                 act.settings.rename_from = Some(path);
                 Reply::new(ReplyCode::PendingFurtherInfo, "Ready for RNTO.")
@@ -135,6 +138,10 @@ impl Session {
         time: SystemTime,
         ctx: &mut Context<Self>,
     ) {
+        if !self.env.capabilities.set_mtime {
+            self.finish(&text, replies::unsupported(Unsupported::SetMtime));
+            return;
+        }
         let set =
             move |s: &Services, user, path| s.set_modified.send(SetModified { user, path, time });
         self.on_path(ctx, text, arg, set, move |_, (), path| {

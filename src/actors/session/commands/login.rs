@@ -16,14 +16,14 @@ use crate::actors::admission::{AddressBanned, Refusal};
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::file_store::{Chmod, CreateHome, QuotaStatus};
 use crate::actors::session::Session;
-use crate::actors::session::replies::{self, Limit};
+use crate::actors::session::replies::{self, Limit, Unsupported};
 use crate::actors::session::state::{LoginState, Settings};
 use crate::codec::command::{SITE_COMMANDS, SiteCommand};
 use crate::codec::{Password, Reply, ReplyCode};
 use crate::config::Registration;
 use crate::state::{self, Failure};
-use crate::storage::ANONYMOUS;
 use crate::storage::vpath::VPath;
+use crate::storage::{ANONYMOUS, Capabilities};
 
 impl Session {
     pub(super) fn user(&mut self, text: &str, name: String) {
@@ -384,6 +384,9 @@ impl Session {
                     }
                 });
             }
+            SiteCommand::Chmod { .. } if !self.env.capabilities.chmod => {
+                self.finish(&text, replies::unsupported(Unsupported::Chmod));
+            }
             SiteCommand::Chmod { mode, path } => {
                 let chmod =
                     move |s: &Services, user, path| s.chmod.send(Chmod { user, path, mode });
@@ -392,7 +395,7 @@ impl Session {
                 });
             }
             SiteCommand::Help => {
-                let reply = site_help();
+                let reply = site_help(self.env.capabilities);
                 self.finish(&text, reply);
             }
             SiteCommand::Unknown(sub) => self.finish(
@@ -440,9 +443,15 @@ impl Handler<AddressBanned> for Session {
     }
 }
 
-pub(super) fn site_help() -> Reply {
+/// SITE HELP: the SITE commands, without those the storage cannot carry out.
+pub(super) fn site_help(capabilities: Capabilities) -> Reply {
     let mut lines = vec!["SITE commands:".to_owned()];
-    lines.extend(SITE_COMMANDS.iter().map(|(_, syntax)| format!(" {syntax}")));
+    lines.extend(
+        SITE_COMMANDS
+            .iter()
+            .filter(|(name, _)| capabilities.chmod || *name != "CHMOD")
+            .map(|(_, syntax)| format!(" {syntax}")),
+    );
     lines.push("End of SITE help.".to_owned());
     Reply::multi(ReplyCode::Help, lines)
 }

@@ -1,4 +1,5 @@
-//! Information about the server: FEAT, OPTS, HELP (RFC 2389, RFC 959 §4.1.3).
+//! Information about the server: FEAT, OPTS, HELP (RFC 2389, RFC 959 §4.1.3). What they list
+//! follows the storage backend's capabilities.
 
 use crate::actors::session::Session;
 use crate::codec::command::{Opts, VERBS};
@@ -29,7 +30,11 @@ impl Session {
             " EPSV".to_owned(),
             format!(" HASH {}", hashes.join(";")),
             " MDTM".to_owned(),
-            " MFMT".to_owned(),
+        ]);
+        if self.env.capabilities.set_mtime {
+            lines.push(" MFMT".to_owned());
+        }
+        lines.extend([
             format!(" MLST {}", self.settings.facts.feat_line()),
             " PASV".to_owned(),
         ]);
@@ -84,7 +89,7 @@ impl Session {
                 lines.push("Use HELP <verb> for its syntax, HELP SITE for SITE commands.".into());
                 Reply::multi(ReplyCode::Help, lines)
             }
-            Some("SITE") => super::login::site_help(),
+            Some("SITE") => super::login::site_help(self.env.capabilities),
             Some(verb) => match VERBS.iter().find(|(v, _)| *v == verb) {
                 Some((_, syntax)) => Reply::new(ReplyCode::Help, format!("Syntax: {syntax}")),
                 None => Reply::new(ReplyCode::BadArguments, format!("Unknown command {verb}.")),

@@ -11,7 +11,7 @@ use super::Next;
 use crate::actors::Services;
 use crate::actors::data_channel::{self, DataPlan, Job};
 use crate::actors::file_store::{OpenRead, OpenWrite};
-use crate::actors::session::replies::{self, Limit};
+use crate::actors::session::replies::{self, Limit, Unsupported};
 use crate::actors::session::{Running, Session, TransferKind};
 use crate::codec::{Reply, ReplyCode};
 use crate::state::{self, Direction};
@@ -190,6 +190,16 @@ impl Session {
         mode: WriteMode,
         ctx: &mut Context<Self>,
     ) {
+        let capabilities = self.env.capabilities;
+        let unsupported = match mode {
+            WriteMode::Append if !capabilities.append => Some(Unsupported::Append),
+            WriteMode::At(_) if !capabilities.write_at => Some(Unsupported::WriteAt),
+            _ => None,
+        };
+        if let Some(what) = unsupported {
+            self.finish(&text, replies::unsupported(what));
+            return;
+        }
         if !self.need_data(&text) {
             return;
         }

@@ -2,6 +2,7 @@
 //! [`Services`] (STYLE §5, second seam) and, for transfers, the real [`FileStore`] over a
 //! temporary directory. Every wait is bounded by a timeout.
 
+mod capabilities;
 mod login;
 mod transfers;
 

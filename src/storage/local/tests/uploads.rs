@@ -1,13 +1,7 @@
 //! Uploads: staged and in place, committed, dropped or interrupted; and the path limits.
 
-use tokio::io::AsyncReadExt as _;
-
 use super::*;
-use crate::actors::file_store::{
-    CommitUpload, CreateHome, FileStore, List, Mkdir, OpenRead, OpenWrite, Stat,
-};
 use crate::storage::ClientProbe;
-use crate::storage::local::LocalStorage;
 use crate::storage::local::jail::write_target;
 use crate::storage::local::upload::Upload;
 
@@ -325,105 +319,6 @@ fn directories() {
         store.remove("alice", &vp("/d")),
         Err(StoreError::NotFound)
     ));
-}
-
-#[actix::test]
-async fn actor_round_trip() {
-    let fx = Fixture::new();
-    let fx_home = fx.dir.path().join("home");
-    let storage = LocalStorage::new(fx.dir.path().join("home"), fx.dir.path().join("tmp"))
-        .expect("storage")
-        .with_threads(2, 1);
-    let addr = FileStore::start(Arc::new(storage));
-    let user: Arc<str> = Arc::from("carol");
-    addr.send(CreateHome { user: user.clone() })
-        .await
-        .expect("mailbox")
-        .expect("home");
-    let path = vp("/docs");
-    addr.send(Mkdir {
-        user: user.clone(),
-        path: path.clone(),
-    })
-    .await
-    .expect("mailbox")
-    .expect("mkdir");
-    let file = path.resolve("f").expect("path");
-    let mut upload = addr
-        .send(OpenWrite {
-            user: user.clone(),
-            path: file.clone(),
-            mode: WriteMode::Replace,
-        })
-        .await
-        .expect("mailbox")
-        .expect("open_write");
-    upload.write(b"via actor").await.expect("write");
-    addr.send(CommitUpload {
-        sink: upload,
-        client: ClientProbe::new(|| false),
-    })
-    .await
-    .expect("mailbox")
-    .expect("commit");
-    let listing = addr
-        .send(List {
-            user: user.clone(),
-            path,
-            expand: false,
-        })
-        .await
-        .expect("mailbox")
-        .expect("list")
-        .entries;
-    assert_eq!(names(&listing), ["f"]);
-    let list = |path: &str, expand| {
-        addr.send(List {
-            user: user.clone(),
-            path: vp(path),
-            expand,
-        })
-    };
-    let expanded = list("/docs/[e-g]", true)
-        .await
-        .expect("mailbox")
-        .expect("expanded");
-    assert!(expanded.matched);
-    assert_eq!(names(&expanded.entries), ["f"]);
-    assert!(matches!(
-        list("/docs/[e-g]", false).await.expect("mailbox"),
-        Err(StoreError::NotFound)
-    ));
-    // A name that exists is listed as itself, wildcard characters and all.
-    fs::write(fx_home.join("carol/docs/[e-g]"), b"literal").expect("write");
-    let literal = list("/docs/[e-g]", true)
-        .await
-        .expect("mailbox")
-        .expect("literal");
-    assert!(!literal.matched && !literal.is_dir);
-    assert_eq!(names(&literal.entries), ["[e-g]"]);
-    let handle = addr
-        .send(OpenRead {
-            user: user.clone(),
-            path: file.clone(),
-            offset: 4,
-        })
-        .await
-        .expect("mailbox")
-        .expect("open_read");
-    assert_eq!(handle.size(), 9);
-    let mut read = Vec::new();
-    let mut handle = handle;
-    handle.read_to_end(&mut read).await.expect("read");
-    assert_eq!(read, b"actor");
-    let missing = addr
-        .send(Stat {
-            user,
-            path: vp("/../nope"),
-        })
-        .await
-        .expect("mailbox");
-    assert!(matches!(missing, Err(StoreError::NotFound)));
 }
 
 /// Exchanges `/d` in alice's home with a link to a directory outside while the store works
