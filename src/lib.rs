@@ -10,8 +10,8 @@
 //!   implicit TLS) and its bounds, urgent-data reads.
 //! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
 //!   reservations) behind one trait, in process here.
-//! - [`storage`]: the async `Storage` trait, its errors, capabilities, digests and paths, and
-//!   the local backend (jail, staging, in-place uploads).
+//! - [`storage`]: the async `Storage` trait, its errors, capabilities, digests and paths, the
+//!   local backend (jail, staging, in-place uploads) and the memory backend for tests.
 //! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
 //!   permits), session (control channel; commands/ by group), data_channel (transfers),
 //!   account_registry, invites, file_store (the actor in front of the storage), audit_log.

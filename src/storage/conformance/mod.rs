@@ -635,4 +635,5 @@ conformance! {
     unique_names,
     quota_refusals_leave_nothing,
     the_file_limit_refuses_new_names,
+    in_place_writes_are_charged_while_their_file_is_in_the_tree,
 }

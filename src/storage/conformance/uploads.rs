@@ -505,3 +505,31 @@ pub(super) async fn the_file_limit_refuses_new_names(make: Make) {
         Usage { bytes: 3, files: 1 }
     );
 }
+
+pub(super) async fn in_place_writes_are_charged_while_their_file_is_in_the_tree(make: Make) {
+    let setup = Setup {
+        quota: Some(Quota {
+            bytes: Some(100),
+            files: None,
+        }),
+        ..Setup::default()
+    };
+    let sub = subject(make, setup).await;
+    let s = &*sub.storage;
+    put(s, "/f", b"ab").await;
+    // Renamed away meanwhile: the upload follows its file, which still counts.
+    let mut sink = started(s, "/f", WriteMode::Append, b"cd").await;
+    s.rename(ALICE, &vp("/f"), &vp("/g")).await.expect("rename");
+    sink.write(b"ef").await.expect("write");
+    sink.commit(present()).await.expect("commit");
+    assert_eq!(get(s, "/g").await, b"abcdef");
+    assert!(!exists(s, "/f").await);
+    assert_eq!(usage(s).await, Usage { bytes: 6, files: 1 });
+    // Removed meanwhile: what it holds and gains no longer counts.
+    let mut sink = started(s, "/g", WriteMode::Append, b"x").await;
+    s.remove(ALICE, &vp("/g")).await.expect("remove");
+    sink.write(b"yz").await.expect("write");
+    sink.commit(present()).await.expect("commit");
+    assert!(!exists(s, "/g").await);
+    assert_eq!(usage(s).await, Usage::default());
+}

@@ -19,10 +19,12 @@
 //! updates the ledger's small file on the calling thread, as the ledger has no other mode:
 //! fine for tests, which is all this backend is for.
 //!
-//! - [`tree`]: the homes, directories and inodes, and path resolution in them.
-//! - [`stream`]: the byte source and sink it hands out.
+//! - `tree`: the homes, directories and inodes, and path resolution in them.
+//! - `stream`: the byte source and sink it hands out.
 
 mod stream;
+#[cfg(test)]
+mod tests;
 mod tree;
 
 use std::sync::atomic::{AtomicU64, Ordering};
