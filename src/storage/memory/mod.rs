@@ -9,6 +9,10 @@
 //! removal, and a replacement is a new inode. An in-place upload holds its directory by path
 //! and number, where the local one holds a handle: it ends with [`StoreError::NotFound`] if
 //! its directory was moved before its first byte. There are no links and no special files.
+//! The anonymous area ([`ANONYMOUS`]) is one more home, made by `create_home` and never
+//! charged; a wildcard expansion reads memory, so it cannot run into [`GLOB_TIME_LIMIT`].
+//!
+//! [`GLOB_TIME_LIMIT`]: crate::storage::GLOB_TIME_LIMIT
 //!
 //! The capabilities are whatever [`MemoryStorage::with_capabilities`] says, so tests can take
 //! one away: a method that needs a missing one answers [`StoreError::PermissionDenied`].
@@ -262,8 +266,7 @@ impl MemoryStorage {
     }
 }
 
-/// Where an upload of a path lands: its directory (by path and number), and the file there
-/// now, if any.
+/// Where an upload of a path lands: its directory's number, and the file there now, if any.
 struct Target {
     dir: u64,
     existing: Option<Arc<Inode>>,
