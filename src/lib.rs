@@ -17,7 +17,7 @@
 //!   a running upload, recounts.
 //! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
 //!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
-//!   in-place uploads).
+//!   in-place uploads); the memory backend the tests run beside it.
 //! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
 //!   permits), session (control channel; commands/ by group), data_channel (transfers),
 //!   account_registry (store, passwords), invites, file_store (the actor in front of the

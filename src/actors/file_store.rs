@@ -308,12 +308,11 @@ handle!(QuotaStatus => QuotaReport, |s, m| s.quota(&m.user).await);
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-
     use tokio::io::AsyncReadExt as _;
 
     use super::*;
     use crate::storage::local::LocalStorage;
+    use crate::storage::memory::MemoryStorage;
 
     fn vp(path: &str) -> VPath {
         VPath::root().resolve(path).expect("valid test path")
@@ -324,13 +323,21 @@ mod tests {
     }
 
     #[actix::test]
-    async fn actor_round_trip() {
+    async fn actor_round_trip_on_local_storage() {
         let dir = tempfile::TempDir::new().expect("temp dir");
-        let fx_home = dir.path().join("home");
         let storage = LocalStorage::new(dir.path().join("home"), dir.path().join("tmp"))
             .expect("storage")
             .with_threads(2, 1);
-        let addr = FileStore::start(Arc::new(storage));
+        actor_round_trip(Arc::new(storage)).await;
+    }
+
+    #[actix::test]
+    async fn actor_round_trip_on_memory_storage() {
+        actor_round_trip(Arc::new(MemoryStorage::new())).await;
+    }
+
+    async fn actor_round_trip(storage: Arc<dyn Storage>) {
+        let addr = FileStore::start(storage);
         let user: Arc<str> = Arc::from("carol");
         addr.send(CreateHome { user: user.clone() })
             .await
@@ -345,23 +352,29 @@ mod tests {
         .expect("mailbox")
         .expect("mkdir");
         let file = path.resolve("f").expect("path");
-        let mut upload = addr
-            .send(OpenWrite {
-                user: user.clone(),
-                path: file.clone(),
-                mode: WriteMode::Replace,
-            })
-            .await
-            .expect("mailbox")
-            .expect("open_write");
-        upload.write(b"via actor").await.expect("write");
-        addr.send(CommitUpload {
-            sink: upload,
-            client: ClientProbe::new(|| false),
-        })
-        .await
-        .expect("mailbox")
-        .expect("commit");
+        let upload = |path: VPath, bytes: &'static [u8]| {
+            let (addr, user) = (addr.clone(), user.clone());
+            async move {
+                let mut upload = addr
+                    .send(OpenWrite {
+                        user,
+                        path,
+                        mode: WriteMode::Replace,
+                    })
+                    .await
+                    .expect("mailbox")
+                    .expect("open_write");
+                upload.write(bytes).await.expect("write");
+                addr.send(CommitUpload {
+                    sink: upload,
+                    client: ClientProbe::new(|| false),
+                })
+                .await
+                .expect("mailbox")
+                .expect("commit");
+            }
+        };
+        upload(file.clone(), b"via actor").await;
         let listing = addr
             .send(List {
                 user: user.clone(),
@@ -391,7 +404,7 @@ mod tests {
             Err(StoreError::NotFound)
         ));
         // A name that exists is listed as itself, wildcard characters and all.
-        fs::write(fx_home.join("carol/docs/[e-g]"), b"literal").expect("write");
+        upload(vp("/docs/[e-g]"), b"literal").await;
         let literal = list("/docs/[e-g]", true)
             .await
             .expect("mailbox")

@@ -12,11 +12,16 @@
 //! - [`digest`]: the HASH algorithms, whole or streamed.
 //! - [`vpath`]: the client's view of a path inside its home.
 //! - [`local`]: the backend on the local file system.
+//! - [`memory`]: a backend in memory, for tests.
 
 pub mod digest;
 pub mod error;
 pub mod local;
+pub mod memory;
 pub mod vpath;
+
+#[cfg(test)]
+mod conformance;
 
 use std::fs::File;
 use std::time::{Duration, SystemTime};

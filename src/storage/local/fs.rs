@@ -398,6 +398,9 @@ impl LocalFs {
         if !meta.is_file() {
             return Err(StoreError::NotFound);
         }
+        if offset > meta.len() {
+            return Err(StoreError::BadOffset);
+        }
         file.seek(SeekFrom::Start(offset))?;
         Ok(ReadHandle {
             file,

@@ -1,7 +1,9 @@
 //! Actor tests: a real [`Session`] on a loopback TCP pair, with stub actors behind
-//! [`Services`] (STYLE §5, second seam) and, for transfers, the real [`FileStore`] over a
-//! temporary directory. Every wait is bounded by a timeout.
+//! [`Services`] (STYLE §5, second seam) and, for transfers, the real [`FileStore`] over each
+//! storage backend (local in a temporary directory, and memory). Every wait is bounded by a
+//! timeout.
 
+mod backends;
 mod capabilities;
 mod login;
 mod transfers;
@@ -285,15 +287,6 @@ async fn connect_to(
 async fn connect_stubs(config: Config) -> Client {
     connect(config, |audit| {
         Services::new(&StubAccounts::start(), &BurningFiles.start(), audit)
-    })
-    .await
-}
-
-/// Wiring with the real file store over `tmp`.
-async fn connect_real(config: Config, tmp: &tempfile::TempDir) -> Client {
-    let files = real_files(tmp);
-    connect(config, |audit| {
-        Services::new(&StubAccounts::start(), &files, audit)
     })
     .await
 }

@@ -1,15 +1,25 @@
-//! Data transfers with the real file store.
+//! Data transfers with the real file store, on each storage backend.
 
+use super::backends::{Backend, on_both_backends};
 use super::*;
 
-// ---- data transfers with the real file store ----
+on_both_backends! {
+    pasv_then_list,
+    stor_then_retr_round_trip,
+    appe_rest_and_stou,
+    abor_during_a_slow_retr,
+    rnfr_is_forgotten_after_another_command,
+    idle_timeout_does_not_fire_during_a_transfer,
+    commands_pipelined_during_a_transfer_are_answered_in_order,
+    shutdown_during_a_transfer_closes_after_abor,
+    quit_during_a_transfer_closes_after_abor,
+    no_data_connection_is_425,
+}
 
-#[actix::test]
-async fn pasv_then_list() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
+async fn pasv_then_list(b: Backend) {
+    let mut c = b.connect(config()).await;
     c.login().await;
-    std::fs::write(tmp.path().join("home/alice/hello.txt"), b"hi\n").expect("write file");
+    b.put("/hello.txt", b"hi\n").await;
     let addr = c.pasv().await;
     c.expect("LIST", 150).await;
     let listing = read_all(data_connect(addr).await).await;
@@ -48,10 +58,8 @@ async fn a_wildcard_expansion_past_its_deadline_is_451_and_the_session_goes_on()
     c.expect("NOOP", 200).await;
 }
 
-#[actix::test]
-async fn stor_then_retr_round_trip() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
+async fn stor_then_retr_round_trip(b: Backend) {
+    let mut c = b.connect(config()).await;
     c.login().await;
     c.expect("TYPE I", 200).await;
     // Every byte value, CR and LF included, over several chunks.
@@ -69,7 +77,7 @@ async fn stor_then_retr_round_trip() {
     .expect("upload");
     drop(data);
     assert_eq!(c.reply().await.code, 226);
-    let stored = std::fs::read(tmp.path().join("home/alice/blob.bin")).expect("stored file");
+    let stored = b.read("/blob.bin").await;
     assert!(stored == content, "stored file differs");
     let size = c.expect("SIZE blob.bin", 213).await;
     assert_eq!(size.text(), content.len().to_string());
@@ -97,11 +105,62 @@ async fn stor_then_retr_round_trip() {
     assert_eq!(download.path.as_deref(), Some("/blob.bin"));
 }
 
-#[actix::test]
-async fn abor_during_a_slow_retr() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
-    let data = stalled_retr(&mut c, &tmp).await;
+/// Sends `bytes` over a fresh data connection for the transfer command `line`.
+async fn upload(c: &mut Client, line: &str, bytes: &[u8]) -> Reply {
+    let addr = c.pasv().await;
+    let opening = c.expect(line, 150).await;
+    let mut data = data_connect(addr).await;
+    tokio::time::timeout(WAIT, async {
+        data.write_all(bytes).await?;
+        data.shutdown().await
+    })
+    .await
+    .expect("timed out uploading")
+    .expect("upload");
+    drop(data);
+    assert_eq!(c.reply().await.code, 226, "{line}");
+    opening
+}
+
+async fn appe_rest_and_stou(b: Backend) {
+    let mut c = b.connect(config()).await;
+    c.login().await;
+    c.expect("TYPE I", 200).await;
+    b.put("/f", b"0123456789").await;
+    // REST before RETR: from the marker on.
+    c.expect("REST 4", 350).await;
+    let addr = c.pasv().await;
+    c.expect("RETR f", 150).await;
+    assert_eq!(read_all(data_connect(addr).await).await, b"456789");
+    assert_eq!(c.reply().await.code, 226);
+    c.expect("REST 11", 350).await;
+    c.pasv().await;
+    c.expect("RETR f", 554).await;
+
+    upload(&mut c, "APPE f", b"AB").await;
+    assert_eq!(b.read("/f").await, b"0123456789AB");
+    upload(&mut c, "APPE new", b"fresh").await;
+    assert_eq!(b.read("/new").await, b"fresh");
+    // REST before STOR: keep the first bytes, rewrite the rest.
+    c.expect("REST 3", 350).await;
+    upload(&mut c, "STOR f", b"xy").await;
+    assert_eq!(b.read("/f").await, b"012xy");
+    c.expect("REST 9", 350).await;
+    c.pasv().await;
+    c.expect("STOR f", 554).await;
+    assert_eq!(b.read("/f").await, b"012xy");
+
+    let opening = upload(&mut c, "STOU f", b"unique").await;
+    assert!(opening.text().contains("FILE: f.1"), "{opening:?}");
+    assert_eq!(b.read("/f.1").await, b"unique");
+    assert_eq!(b.read("/f").await, b"012xy");
+    let size = c.expect("SIZE f.1", 213).await;
+    assert_eq!(size.text(), "6");
+}
+
+async fn abor_during_a_slow_retr(b: Backend) {
+    let mut c = b.connect(config()).await;
+    let data = stalled_retr(&mut c, &b).await;
     // STAT and NOOP are answered while the transfer runs.
     let status = c.expect("STAT", 211).await;
     assert!(
@@ -128,37 +187,29 @@ async fn abor_during_a_slow_retr() {
     assert!(commands.contains(&("ABOR".to_owned(), 226)), "{commands:?}");
 }
 
-#[actix::test]
-async fn rnfr_is_forgotten_after_another_command() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
+async fn rnfr_is_forgotten_after_another_command(b: Backend) {
+    let mut c = b.connect(config()).await;
     c.login().await;
-    std::fs::write(tmp.path().join("home/alice/x"), b"x").expect("write file");
+    b.put("/x", b"x").await;
     c.expect("RNFR x", 350).await;
     c.expect("NOOP", 200).await;
     c.expect("RNTO y", 503).await;
-    assert!(tmp.path().join("home/alice/x").exists());
+    assert!(b.exists("/x").await);
     // Right after RNFR, RNTO works.
     c.expect("RNFR x", 350).await;
     c.expect("RNTO y", 250).await;
-    assert!(tmp.path().join("home/alice/y").exists());
+    assert!(b.exists("/y").await && !b.exists("/x").await);
 }
 
-#[actix::test]
-async fn idle_timeout_does_not_fire_during_a_transfer() {
+async fn idle_timeout_does_not_fire_during_a_transfer(b: Backend) {
     // libunftp#281: an idle timeout that fired mid-transfer.
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(
-        Config {
+    let mut c = b
+        .connect(Config {
             idle_timeout_secs: 1,
             ..config()
-        },
-        &tmp,
-    )
-    .await
-    .greeted()
-    .await;
-    let data = stalled_retr(&mut c, &tmp).await;
+        })
+        .await;
+    let data = stalled_retr(&mut c, &b).await;
     tokio::time::sleep(Duration::from_millis(1800)).await;
     c.expect("ABOR", 426).await;
     assert_eq!(c.reply().await.code, 226);
@@ -166,10 +217,8 @@ async fn idle_timeout_does_not_fire_during_a_transfer() {
     drop(data);
 }
 
-#[actix::test]
-async fn commands_pipelined_during_a_transfer_are_answered_in_order() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
+async fn commands_pipelined_during_a_transfer_are_answered_in_order(b: Backend) {
+    let mut c = b.connect(config()).await;
     c.login().await;
     let addr = c.pasv().await;
     c.expect("LIST", 150).await;
@@ -188,11 +237,9 @@ async fn commands_pipelined_during_a_transfer_are_answered_in_order() {
 
 /// Logs in and starts a RETR of a large file whose data connection is open but never read,
 /// so the transfer stalls until ABOR. Returns the data connection.
-async fn stalled_retr(c: &mut Client, tmp: &tempfile::TempDir) -> TcpStream {
+async fn stalled_retr(c: &mut Client, b: &Backend) -> TcpStream {
     c.login().await;
-    let big = std::fs::File::create(tmp.path().join("home/alice/big")).expect("create");
-    big.set_len(256 << 20).expect("set_len");
-    drop(big);
+    b.big("/big").await;
     let addr = c.pasv().await;
     c.expect("RETR big", 150).await;
     let data = data_connect(addr).await;
@@ -200,11 +247,9 @@ async fn stalled_retr(c: &mut Client, tmp: &tempfile::TempDir) -> TcpStream {
     data
 }
 
-#[actix::test]
-async fn shutdown_during_a_transfer_closes_after_abor() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
-    let _data = stalled_retr(&mut c, &tmp).await;
+async fn shutdown_during_a_transfer_closes_after_abor(b: Backend) {
+    let mut c = b.connect(config()).await;
+    let _data = stalled_retr(&mut c, &b).await;
     c.session.do_send(Shutdown);
     // The transfer may go on; the session closes once it ends, here by ABOR.
     c.expect("ABOR", 426).await;
@@ -213,11 +258,9 @@ async fn shutdown_during_a_transfer_closes_after_abor() {
     c.expect_closed().await;
 }
 
-#[actix::test]
-async fn quit_during_a_transfer_closes_after_abor() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(config(), &tmp).await.greeted().await;
-    let _data = stalled_retr(&mut c, &tmp).await;
+async fn quit_during_a_transfer_closes_after_abor(b: Backend) {
+    let mut c = b.connect(config()).await;
+    let _data = stalled_retr(&mut c, &b).await;
     c.send_raw(b"QUIT\r\n").await;
     c.expect("ABOR", 426).await;
     assert_eq!(c.reply().await.code, 226);
@@ -237,19 +280,13 @@ async fn multi_line_replies() {
     c.expect("NOOP", 200).await;
 }
 
-#[actix::test]
-async fn no_data_connection_is_425() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut c = connect_real(
-        Config {
+async fn no_data_connection_is_425(b: Backend) {
+    let mut c = b
+        .connect(Config {
             data_timeout_secs: 1,
             ..config()
-        },
-        &tmp,
-    )
-    .await
-    .greeted()
-    .await;
+        })
+        .await;
     c.login().await;
     c.expect("LIST", 425).await;
     c.pasv().await;

@@ -1,0 +1,118 @@
+//! The storage backends the transfer tests run on: the real [`FileStore`] over the local
+//! backend in a temporary directory, or over the memory backend. Files are put in place and
+//! read back through the backend itself, so a test says the same on either; the macro makes
+//! one test per backend of each case.
+
+use super::*;
+use crate::storage::memory::MemoryStorage;
+use crate::storage::vpath::VPath;
+use crate::storage::{ClientProbe, Storage, WriteMode};
+
+/// A backend for one test, with the temporary directory the local one lives in.
+pub(super) struct Backend {
+    pub(super) storage: Arc<dyn Storage>,
+    /// The local backend's data dir; `None` for memory.
+    dir: Option<tempfile::TempDir>,
+}
+
+fn vp(path: &str) -> VPath {
+    VPath::root().resolve(path).expect("valid test path")
+}
+
+impl Backend {
+    pub(super) fn local() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = LocalStorage::new(dir.path().join("home"), dir.path().join("tmp"))
+            .expect("temp storage");
+        Backend {
+            storage: Arc::new(storage),
+            dir: Some(dir),
+        }
+    }
+
+    pub(super) fn memory() -> Backend {
+        Backend {
+            storage: Arc::new(MemoryStorage::new()),
+            dir: None,
+        }
+    }
+
+    /// A session on the real file store over this backend, logged out, its greeting read.
+    pub(super) async fn connect(&self, config: Config) -> Client {
+        let files = FileStore::start(Arc::clone(&self.storage));
+        connect_to(config, self.storage.capabilities(), |audit| {
+            Services::new(&StubAccounts::start(), &files, audit)
+        })
+        .await
+        .greeted()
+        .await
+    }
+
+    /// Puts `bytes` at alice's `path`, behind the session's back.
+    pub(super) async fn put(&self, path: &str, bytes: &[u8]) {
+        self.storage.create_home("alice").await.expect("home");
+        let mut sink = self
+            .storage
+            .open_write("alice", &vp(path), WriteMode::Replace)
+            .await
+            .expect("open_write");
+        sink.write(bytes).await.expect("write");
+        sink.commit(ClientProbe::new(|| false))
+            .await
+            .expect("commit");
+    }
+
+    /// Alice's `path` in full.
+    pub(super) async fn read(&self, path: &str) -> Vec<u8> {
+        let mut source = self
+            .storage
+            .open_read("alice", &vp(path), 0)
+            .await
+            .expect("open_read");
+        let mut bytes = Vec::new();
+        source.read_to_end(&mut bytes).await.expect("read");
+        bytes
+    }
+
+    pub(super) async fn exists(&self, path: &str) -> bool {
+        match self.storage.stat("alice", &vp(path)).await {
+            Ok(_) => true,
+            Err(StoreError::NotFound) => false,
+            Err(e) => panic!("stat {path}: {e:?}"),
+        }
+    }
+
+    /// Puts a file at alice's `path` far larger than the socket buffers, so that a download
+    /// nobody reads stalls: sparse on disk; in memory, only as large as stalling needs.
+    pub(super) async fn big(&self, path: &str) {
+        match &self.dir {
+            Some(dir) => {
+                self.storage.create_home("alice").await.expect("home");
+                let name = path.trim_start_matches('/');
+                let big = std::fs::File::create(dir.path().join("home/alice").join(name))
+                    .expect("create");
+                big.set_len(256 << 20).expect("set_len");
+            }
+            None => self.put(path, &vec![0; 32 << 20]).await,
+        }
+    }
+}
+
+/// One test per backend of each case (an `async fn` taking a [`Backend`]).
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod on_local {
+            $(#[actix::test]
+            async fn $case() {
+                super::$case(super::Backend::local()).await;
+            })*
+        }
+        mod on_memory {
+            $(#[actix::test]
+            async fn $case() {
+                super::$case(super::Backend::memory()).await;
+            })*
+        }
+    };
+}
+pub(super) use on_both_backends;
