@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use cli_table::Cell;
 
+use crate::accounts::invites::Invite;
 use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, UserName, check_password, hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::invites::Invite;
 use crate::codec::Password;
 use crate::config::{Config, Quota};
 use crate::quota::{QuotaLedger, QuotaReport};

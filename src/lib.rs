@@ -5,8 +5,6 @@
 //!   limits); the command-line flags over the TOML file.
 //! - [`codec`]: bytes <-> protocol values (commands, replies, framing, listing lines and the
 //!   entries they show, glob patterns, passwords); pure, imports no actor.
-//! - [`accounts`]: account values the server and the client share: the name rule
-//!   ([`UserName`](accounts::UserName)) and [`AuthError`](accounts::AuthError); pure.
 //! - [`tls`]: TLS configs for server and client, self-signed certificates, the handshake limit.
 //! - [`net`]: a connection before FTP: the client's address, the preamble (PROXY header,
 //!   implicit TLS) and its bounds, urgent-data reads.
@@ -15,13 +13,21 @@
 //! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
 //! - [`quota`]: per-user quotas: the usage ledger, changes under the user's lock, the charge of
 //!   a running upload, recounts.
+//! - [`accounts`]: accounts below the actor: the name rule ([`UserName`](accounts::UserName))
+//!   and [`AuthError`](accounts::AuthError) the client shares, the `AccountStore` trait and its
+//!   JSON store, password hashing, invitations.
+//! - [`admission`]: the live sessions under their caps (in all, per address through the
+//!   shared state) and the messages sent to them (shutdown, a ban of their address).
+//! - [`audit`]: audit events, their sinks (`audit.jsonl`, xferlog) with rotation, and the
+//!   noise policy.
 //! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
 //!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
 //!   in-place uploads); the memory backend the tests run beside it.
-//! - [`actors`]: the actor graph and its messages: acceptor, admission (session caps and
-//!   permits), session (control channel; commands/ by group), data_channel (transfers),
-//!   account_registry (store, passwords), invites, file_store (the actor in front of the
-//!   storage), audit_log (events, sinks, xferlog, noise policy).
+//! - [`transfer`]: data connections (passive, active, the peer check, TLS) and the transfer
+//!   tasks on their own thread pool: streaming, zero-copy, ASCII conversion.
+//! - [`actors`]: the actor graph and its messages: acceptor, session (control channel;
+//!   commands/ by group), account_registry, file_store (the actor in front of the storage),
+//!   audit_log (batching events into the sinks).
 //! - [`table`]: plain-text tables for the operator commands and the client.
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.
@@ -33,6 +39,8 @@
 pub mod accounts;
 pub mod actors;
 pub mod admin;
+pub mod admission;
+pub mod audit;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -44,4 +52,5 @@ pub mod state;
 pub mod storage;
 pub mod table;
 pub mod tls;
+pub mod transfer;
 pub mod wiring;

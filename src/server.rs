@@ -12,13 +12,13 @@ use tokio::net::TcpListener;
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, StopAccepting};
 use crate::actors::account_registry::AccountRegistry;
-use crate::actors::admission::SessionRegistry;
 use crate::actors::audit_log::{AuditLog, Flush};
-use crate::actors::data_channel::TransferPool;
 use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
+use crate::admission::SessionRegistry;
 use crate::config::{Config, ConfigError};
 use crate::storage::Storage;
+use crate::transfer::TransferPool;
 use crate::wiring::{self, Backends, DataDirError};
 
 /// How often shutdown checks whether every session has ended.

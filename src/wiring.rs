@@ -11,11 +11,11 @@ use std::sync::Arc;
 use actix::Addr;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accounts::invites::InviteStore;
 use crate::actors::account_registry::{
     AccountLimits, AccountStore, JsonAccountStore, RegistrySettings, Remains,
 };
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
-use crate::actors::invites::InviteStore;
 use crate::config::{Config, Registration};
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, SharedState};

@@ -1,8 +1,20 @@
-//! Account values shared by the server and the client: the name rule ([`UserName`]) and
-//! [`AuthError`]. Pure; imports no actor, so the client can use the rule without the registry.
+//! Accounts below the actors: the name rule ([`UserName`]) and [`AuthError`], which the client
+//! shares; the [`AccountStore`] backend trait with its JSON-file store; password hashing; and
+//! invitations ([`InviteStore`](invites::InviteStore)). Imports no actor: the
+//! [`AccountRegistry`](crate::actors::account_registry::AccountRegistry) actor runs on these.
+//!
+//! - `name.rs`: the name rule. `error.rs`: why an account operation failed.
+//! - `store.rs`: records, the store trait, the JSON store.
+//! - `password.rs`: PBKDF2.
+//! - [`invites`]: single-use invitation codes.
 
 mod error;
+pub mod invites;
 mod name;
+mod password;
+mod store;
 
 pub use error::AuthError;
 pub use name::{NAME_RULE, RESERVED_NAMES, UserName};
+pub use password::{check_password, hash_password, hash_rounds, verify_password};
+pub use store::{AccountLimits, AccountRecord, AccountStore, JsonAccountStore, Remains};

@@ -1,7 +1,7 @@
 //! The Acceptor: takes connections from the listeners and starts one Session per connection on
 //! one of the per-core arbiters, round robin. There each connection first goes through the
 //! preamble ([`crate::net::preamble`]: implicit TLS), then admission on the client address it
-//! yields ([`crate::actors::admission`]): bans and the session caps (in all and per address;
+//! yields ([`crate::admission`]): bans and the session caps (in all and per address;
 //! 421 and close when over). While in
 //! the preamble a connection holds a place under bounds of the same sizes per TCP peer
 //! ([`crate::net::pending`]), so slow handshakes cannot escape the caps.
@@ -17,10 +17,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 
-use crate::actors::admission::{Refusal, SessionPermit, SessionRegistry};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::session::control::Conn;
 use crate::actors::session::{Session, SessionEnv};
+use crate::admission::{Refusal, SessionPermit, SessionRegistry};
 use crate::net::ClientAddr;
 use crate::net::pending::{Full, Pending};
 use crate::net::preamble::{self, Stream as Preambled};

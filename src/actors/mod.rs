@@ -24,11 +24,8 @@ use actix::{Actor, Addr, Handler, Recipient};
 
 pub mod acceptor;
 pub mod account_registry;
-pub mod admission;
 pub mod audit_log;
-pub mod data_channel;
 pub mod file_store;
-pub mod invites;
 pub mod session;
 
 use account_registry::{Authenticate, ChangePassword, Register};

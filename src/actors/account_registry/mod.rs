@@ -11,15 +11,13 @@
 //! stored with another count. A name stays taken while a deleted account's files remain
 //! ([`Remains`]), so registration never hands a home or a usage ledger to a stranger.
 //!
-//! Files: `store.rs` (records, the store trait, the JSON store), `password.rs` (PBKDF2); the
-//! name rule and [`AuthError`] are in [`crate::accounts`], shared with the client.
+//! The store, password hashing, the name rule and [`AuthError`] are in [`crate::accounts`]
+//! (the rule shared with the client); the actor is here.
 
-mod password;
-mod store;
-
-pub use crate::accounts::{AuthError, NAME_RULE, RESERVED_NAMES, UserName};
-pub use password::{check_password, hash_password, hash_rounds, verify_password};
-pub use store::{AccountLimits, AccountRecord, AccountStore, JsonAccountStore, Remains};
+pub use crate::accounts::{
+    AccountLimits, AccountRecord, AccountStore, AuthError, JsonAccountStore, NAME_RULE,
+    RESERVED_NAMES, Remains, UserName, check_password, hash_password, hash_rounds, verify_password,
+};
 
 use std::io;
 use std::net::IpAddr;
@@ -29,7 +27,7 @@ use std::time::Instant;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
-use crate::actors::invites::{InviteError, InviteStore};
+use crate::accounts::invites::{InviteError, InviteStore};
 use crate::codec::Password;
 use crate::config::{Quota, Registration};
 use crate::state::SharedState;

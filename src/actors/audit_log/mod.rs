@@ -14,18 +14,12 @@
 //! floor only forensic events are written. Forensic events (sessions, logins, registrations,
 //! transfers, file operations, bans) are never throttled.
 //!
-//! Files: `event.rs` (the record), `sink.rs` (the sink trait, rotation, `audit.jsonl`),
-//! `xferlog.rs`, `policy.rs` (noise budgets and the free-space floor); the actor is here.
+//! The events, sinks and policy are in [`crate::audit`]; the actor is here.
 
-mod event;
-mod policy;
-mod sink;
-mod xferlog;
-
-pub use event::{Event, EventKind};
-pub use policy::{AuditPolicy, WINDOW};
-pub use sink::{AuditSink, JsonLinesSink, Rotation};
-pub use xferlog::{XferlogSink, xferlog_line};
+pub use crate::audit::{
+    AuditPolicy, AuditSink, Event, EventKind, JsonLinesSink, Rotation, WINDOW, XferlogSink,
+    xferlog_line,
+};
 
 use std::collections::VecDeque;
 use std::fs;
@@ -35,7 +29,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message};
 
-use policy::{Floor, SUMMARY_LINES, Throttle};
+use crate::audit::{Floor, SUMMARY_LINES, Throttle};
 
 /// Events buffered before a write is forced ahead of the next tick.
 const BATCH: usize = 256;

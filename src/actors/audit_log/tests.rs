@@ -1,9 +1,9 @@
 //! Tests of the audit log: the event format, both sinks, the pending bound, the noise budgets,
 //! the free-space floor and rotation.
 
-use super::policy::MAX_TRACKED;
-use super::sink::RotatingFile;
 use super::*;
+use crate::audit::MAX_TRACKED;
+use crate::audit::RotatingFile;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -37,9 +37,9 @@ use actix::prelude::*;
 use tokio_util::codec::FramedRead;
 
 use crate::actors::Services;
-use crate::actors::admission::{SessionPermit, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::CommitUpload;
+use crate::admission::{SessionPermit, Shutdown};
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::Config;
 use crate::net::ClientAddr;
@@ -72,7 +72,7 @@ pub struct SessionEnv {
     /// [`crate::tls::upload_config`]); set exactly when `tls` is.
     pub upload_tls: Option<tokio_rustls::TlsAcceptor>,
     /// The threads data transfers run on.
-    pub transfers: Arc<crate::actors::data_channel::TransferPool>,
+    pub transfers: Arc<crate::transfer::TransferPool>,
     /// What the storage backend can do: FEAT, HELP SITE and the refusals follow it.
     pub capabilities: Capabilities,
 }
@@ -130,7 +130,7 @@ struct Running {
     progress: Arc<AtomicU64>,
     /// The task's outcome; closed without one once an aborted task is gone, and with it what
     /// the task held (an interrupted upload is kept or removed by then).
-    outcome: Option<tokio::sync::oneshot::Receiver<crate::actors::data_channel::Outcome>>,
+    outcome: Option<tokio::sync::oneshot::Receiver<crate::transfer::Outcome>>,
 }
 
 impl Drop for Running {
@@ -509,7 +509,7 @@ impl Session {
 
     fn transfer_done(
         &mut self,
-        joined: Result<crate::actors::data_channel::Outcome, String>,
+        joined: Result<crate::transfer::Outcome, String>,
         ctx: &mut Context<Self>,
     ) {
         let Some(mut running) = self.transfer.take() else {
@@ -543,10 +543,10 @@ impl Session {
         };
         let outcome = joined.unwrap_or_else(|e| {
             session_log!(error, self, "transfer task failed: {e}");
-            crate::actors::data_channel::Outcome {
-                result: Err(crate::actors::data_channel::DataError::Local(
-                    std::io::Error::other("transfer task failed"),
-                )),
+            crate::transfer::Outcome {
+                result: Err(crate::transfer::DataError::Local(std::io::Error::other(
+                    "transfer task failed",
+                ))),
                 upload: None,
             }
         });

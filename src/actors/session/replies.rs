@@ -5,11 +5,11 @@
 //! session, stamped with its id and client address.
 
 use crate::actors::account_registry::AuthError;
-use crate::actors::admission::Refusal;
-use crate::actors::data_channel::DataError;
+use crate::admission::Refusal;
 use crate::codec::{CommandError, Reply, ReplyCode};
 use crate::storage::vpath::PathError;
 use crate::storage::{StoreError, is_out_of_space};
+use crate::transfer::DataError;
 
 /// A per-user limit that refused a logged-in session something (DESIGN §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

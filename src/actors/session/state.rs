@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use crate::actors::account_registry::{Account, UserName};
-use crate::actors::data_channel::DataPlan;
 use crate::codec::listing::Facts;
 use crate::storage::HashAlgo;
 use crate::storage::vpath::VPath;
+use crate::transfer::DataPlan;
 
 /// What a client sets during a session, all of it back to the default after REIN
 /// (RFC 959 §4.1.1: "all I/O transfer parameters are reset to the default settings").

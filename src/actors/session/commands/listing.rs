@@ -7,13 +7,13 @@ use actix::prelude::*;
 
 use super::{ListingStyle, Next};
 use crate::actors::Services;
-use crate::actors::data_channel::Job;
 use crate::actors::file_store::{List, Stat};
 use crate::actors::session::{Session, TransferKind};
 use crate::codec::entry::FileInfo;
 use crate::codec::listing::{self, Role};
 use crate::codec::{Reply, ReplyCode, reply};
 use crate::storage::Listing;
+use crate::transfer::Job;
 
 /// Lines of a `STAT <dir>` reply queued at a time (about 25 KiB).
 const STATUS_PIECE: usize = 256;

@@ -12,12 +12,12 @@ use crate::actors::Services;
 use crate::actors::account_registry::{
     AuthError, Authenticate, ChangePassword, RESERVED_NAMES, Register,
 };
-use crate::actors::admission::{AddressBanned, Refusal};
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::file_store::{Chmod, CreateHome, QuotaStatus};
 use crate::actors::session::Session;
 use crate::actors::session::replies::{self, Limit, Unsupported};
 use crate::actors::session::state::{LoginState, Settings};
+use crate::admission::{AddressBanned, Refusal};
 use crate::codec::command::{SITE_COMMANDS, SiteCommand};
 use crate::codec::{Password, Reply, ReplyCode};
 use crate::config::Registration;

@@ -21,12 +21,12 @@ use super::{AfterTransfer, Session, TransferKind};
 use crate::actors::Services;
 use crate::actors::account_registry::AuthError;
 use crate::actors::audit_log::{Event, EventKind};
-use crate::actors::data_channel::Job;
 use crate::codec::command::TransferType;
 use crate::codec::entry::FileInfo;
 use crate::codec::{Command, CommandError, Reply, ReplyCode};
 use crate::storage::vpath::VPath;
 use crate::storage::{StoreError, WriteMode};
+use crate::transfer::Job;
 
 /// What a command does once the file store has answered.
 enum Next {

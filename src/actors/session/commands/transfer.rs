@@ -9,13 +9,14 @@ use actix::prelude::*;
 
 use super::Next;
 use crate::actors::Services;
-use crate::actors::data_channel::{self, DataPlan, Job};
+use crate::actors::audit_log::Record;
 use crate::actors::file_store::{OpenRead, OpenWrite};
 use crate::actors::session::replies::{self, Limit, Unsupported};
 use crate::actors::session::{Running, Session, TransferKind};
 use crate::codec::{Reply, ReplyCode};
 use crate::state::{self, Direction};
 use crate::storage::{ByteSink, ByteSource, StoreError, WriteMode};
+use crate::transfer::{self, DataPlan, Job};
 
 impl Session {
     pub(super) fn pasv(&mut self, text: &str, extended: bool) {
@@ -42,7 +43,7 @@ impl Session {
                 }
             },
         };
-        let listener = match data_channel::bind_passive(local_ip, self.env.config.passive_ports) {
+        let listener = match transfer::bind_passive(local_ip, self.env.config.passive_ports) {
             Ok(l) => l,
             Err(e) => {
                 session_log!(warn, self, "no passive port: {e}");
@@ -68,7 +69,7 @@ impl Session {
         // its transfer command is answered, as soon as the connection arrives.
         self.settings.data = Some(
             match self.env.upload_tls.as_ref().filter(|_| self.prot_private) {
-                Some(tls) => DataPlan::Prepared(data_channel::prepare(
+                Some(tls) => DataPlan::Prepared(transfer::prepare(
                     &self.env.transfers,
                     listener,
                     self.channel(),
@@ -100,7 +101,7 @@ impl Session {
     /// The RFC 2428 network protocol of the control connection: 1 (IPv4, also when mapped
     /// into IPv6) or 2 (IPv6).
     pub(super) fn network_protocol(&self) -> u8 {
-        if data_channel::canonical(self.peer.local().ip()).is_ipv4() {
+        if transfer::canonical(self.peer.local().ip()).is_ipv4() {
             1
         } else {
             2
@@ -269,18 +270,21 @@ impl Session {
     }
 
     /// Where this session's data connections belong.
-    pub(super) fn channel(&self) -> data_channel::Channel {
-        data_channel::Channel {
+    pub(super) fn channel(&self) -> transfer::Channel {
+        transfer::Channel {
             peer: self.peer,
             stall: self.env.config.data_timeout(),
             session: self.id,
-            audit: self.env.services.audit.clone(),
+            audit: {
+                let audit = self.env.services.audit.clone();
+                Arc::new(move |event| audit.do_send(Record(event)))
+            },
         }
     }
 
     /// TLS on a data connection with `tls`, resumption required as configured.
-    pub(super) fn protection(&self, tls: &tokio_rustls::TlsAcceptor) -> data_channel::Protection {
-        data_channel::Protection {
+    pub(super) fn protection(&self, tls: &tokio_rustls::TlsAcceptor) -> transfer::Protection {
+        transfer::Protection {
             tls: tls.clone(),
             require_resumption: self.env.config.require_tls_resumption,
         }
@@ -345,14 +349,14 @@ impl Session {
             .as_ref()
             .filter(|_| self.prot_private)
             .map(|tls| self.protection(tls));
-        let start = data_channel::Start {
+        let start = transfer::Start {
             job,
             protection,
             progress: progress.clone(),
             permit,
         };
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
-        let run = data_channel::begin(&self.env.transfers, plan, self.channel(), start);
+        let run = transfer::begin(&self.env.transfers, plan, self.channel(), start);
         let abort = run.abort_handle();
         let task = self.env.transfers.spawn(async move {
             // Moved in before the transfer's handle, so dropped after it: the channel closes

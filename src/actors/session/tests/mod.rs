@@ -24,12 +24,12 @@ use crate::actors::Services;
 use crate::actors::account_registry::{
     Account, AuthError, Authenticate, ChangePassword, Register, UserName,
 };
-use crate::actors::admission::{SessionRegistry, Shutdown};
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::{
     CommitUpload, CreateHome, FileStore, List, Mkdir, OpenRead, OpenWrite, Remove, Rename, Rmdir,
     Stat,
 };
+use crate::admission::{SessionRegistry, Shutdown};
 use crate::config::{Config, Registration};
 use crate::net::ClientAddr;
 use crate::net::urgent::UrgentSafeTcp;
@@ -257,7 +257,7 @@ async fn connect_to(
         tls: None,
         limits,
         upload_tls: None,
-        transfers: Arc::new(crate::actors::data_channel::TransferPool::new(1).expect("pool")),
+        transfers: Arc::new(crate::transfer::TransferPool::new(1).expect("pool")),
         capabilities,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

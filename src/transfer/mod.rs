@@ -9,7 +9,7 @@
 //! This module owns no session state: it gets everything as arguments and returns a result.
 //!
 //! - `connect`: the passive listener, the active connect, TLS (PROT P).
-//! - `transfer`: the bytes: sendfile and splice where they apply, the end of an upload.
+//! - `stream`: the bytes: sendfile and splice where they apply, the end of an upload.
 //! - `ascii`: TYPE A line-end conversion.
 
 use std::io;
@@ -21,9 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
-use actix::Recipient;
-
-use crate::actors::audit_log::{Event, EventKind, Record};
+use crate::audit::{Event, EventKind};
 use crate::config::PortRange;
 use crate::net::ClientAddr;
 use crate::quota::Charge;
@@ -32,11 +30,11 @@ use crate::storage::{ByteSink, ByteSource};
 
 mod ascii;
 mod connect;
-mod transfer;
+mod stream;
 
 pub use connect::{Protection, accept_from, bind_passive, canonical};
 use connect::{accept_passive, connect_from, protect};
-use transfer::{receive_zero_copy, run_job, send_file_zero_copy};
+use stream::{receive_zero_copy, run_job, send_file_zero_copy};
 
 /// Read and write size of file transfers: large enough that system-call overhead stays small
 /// at loopback speeds, small enough for many concurrent transfers.
@@ -195,7 +193,7 @@ pub struct Channel {
     pub session: u64,
     /// Where a refused passive connection (port theft) is recorded; the audit log writes its
     /// stderr line within its noise budget.
-    pub audit: Recipient<Record>,
+    pub audit: Arc<dyn Fn(Event) + Send + Sync>,
 }
 
 /// What the transfer command hands to a transfer task.
@@ -270,11 +268,11 @@ impl Channel {
     /// Records a refused passive connection (port theft) in the audit log, which writes its
     /// stderr line within its noise budget.
     fn refusal(&self) -> impl Fn(SocketAddr) + use<> {
-        let (session, peer, audit) = (self.session, self.peer, self.audit.clone());
+        let (session, peer, audit) = (self.session, self.peer, Arc::clone(&self.audit));
         move |from| {
             let event = Event::now(session, from, EventKind::DataRefused)
                 .with_command(format!("expected {}", peer.ip()));
-            audit.do_send(Record(event));
+            audit(event);
         }
     }
 }

@@ -14,9 +14,9 @@ use super::{Event, EventKind};
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Addresses tracked one by one per window; noise from further addresses shares one tally
 /// (peer `*`), so a flood from many addresses cannot grow the table without bound.
-pub(super) const MAX_TRACKED: usize = 1024;
+pub(crate) const MAX_TRACKED: usize = 1024;
 /// Summaries per window that also get a stderr line; the rest get one line together.
-pub(super) const SUMMARY_LINES: usize = 20;
+pub(crate) const SUMMARY_LINES: usize = 20;
 
 /// How much the audit log writes: rotation, the free-space floor and the noise budgets. Built
 /// from the `audit_*` and `log_burst_*` keys of [`crate::config::Config`].
@@ -58,7 +58,7 @@ impl AuditPolicy {
 
 /// Noise of one kind from one address in the current window.
 #[derive(Debug, Default)]
-pub(super) struct Tally {
+pub(crate) struct Tally {
     written: u32,
     held: u64,
     /// Held events per reply code (0: none).
@@ -67,16 +67,16 @@ pub(super) struct Tally {
 
 /// The noise budgets of the current window.
 #[derive(Debug)]
-pub(super) struct Throttle {
+pub(crate) struct Throttle {
     per_address: u32,
     total: u32,
-    pub(super) started: Instant,
+    pub(crate) started: Instant,
     written: u32,
-    pub(super) tallies: HashMap<(Option<IpAddr>, EventKind), Tally>,
+    pub(crate) tallies: HashMap<(Option<IpAddr>, EventKind), Tally>,
 }
 
 impl Throttle {
-    pub(super) fn new(per_address: u32, total: u32) -> Throttle {
+    pub(crate) fn new(per_address: u32, total: u32) -> Throttle {
         Throttle {
             per_address,
             total,
@@ -96,7 +96,7 @@ impl Throttle {
     }
 
     /// Whether a noise event is written one by one; if not, it is counted.
-    pub(super) fn admit(&mut self, event: &Event) -> bool {
+    pub(crate) fn admit(&mut self, event: &Event) -> bool {
         let (per_address, room) = (self.per_address, self.written < self.total);
         let tally = self.tally(event);
         if tally.written < per_address && room {
@@ -109,14 +109,14 @@ impl Throttle {
     }
 
     /// Counts an event for the summary without writing it.
-    pub(super) fn hold(&mut self, event: &Event) {
+    pub(crate) fn hold(&mut self, event: &Event) {
         let tally = self.tally(event);
         tally.held += 1;
         *tally.codes.entry(event.code.unwrap_or(0)).or_default() += 1;
     }
 
     /// Ends the window: one `suppressed` event per tally that held something back.
-    pub(super) fn close_window(&mut self) -> Vec<Event> {
+    pub(crate) fn close_window(&mut self) -> Vec<Event> {
         let elapsed = self.started.elapsed();
         let summaries = self
             .tallies
@@ -151,17 +151,17 @@ impl Throttle {
 
 /// The free-space floor, checked once a tick.
 #[derive(Debug)]
-pub(super) struct Floor {
-    pub(super) dir: PathBuf,
-    pub(super) min_free: u64,
-    pub(super) low: bool,
+pub(crate) struct Floor {
+    pub(crate) dir: PathBuf,
+    pub(crate) min_free: u64,
+    pub(crate) low: bool,
     /// Non-forensic events not written while low, since the last summary.
-    pub(super) held: u64,
+    pub(crate) held: u64,
 }
 
 impl Floor {
     /// Re-reads the free space; logs each crossing of the floor once.
-    pub(super) fn check(&mut self) {
+    pub(crate) fn check(&mut self) {
         let free = match nix::sys::statvfs::statvfs(&self.dir) {
             Ok(st) => st.blocks_available().saturating_mul(st.fragment_size()),
             Err(e) => {
@@ -189,7 +189,7 @@ impl Floor {
     }
 
     /// The summary of what the floor held back, if anything.
-    pub(super) fn summary(&mut self) -> Option<Event> {
+    pub(crate) fn summary(&mut self) -> Option<Event> {
         if self.held == 0 {
             return None;
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::Event;
 
-/// Where audit events go. Called only from the [`AuditLog`](super::AuditLog) actor, in order.
+/// Where audit events go. Called only from the [`AuditLog`](crate::actors::audit_log::AuditLog) actor, in order.
 pub trait AuditSink: Send + 'static {
     /// Writes a batch. On error the whole batch is offered again later, so a sink should write
     /// it in one piece where it can.
@@ -58,17 +58,17 @@ impl Rotation {
 
 /// An append-only log file that rotates by size.
 #[derive(Debug)]
-pub(super) struct RotatingFile {
-    pub(super) path: PathBuf,
-    pub(super) file: File,
-    pub(super) size: u64,
+pub(crate) struct RotatingFile {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) size: u64,
     rotation: Rotation,
     /// The last rotation failed: logged once, not per batch.
     rotation_failed: bool,
 }
 
 impl RotatingFile {
-    pub(super) fn open(path: &Path, rotation: Rotation) -> io::Result<RotatingFile> {
+    pub(crate) fn open(path: &Path, rotation: Rotation) -> io::Result<RotatingFile> {
         let file = open_append(path)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
@@ -88,7 +88,7 @@ impl RotatingFile {
 
     /// Appends `buf` in one write, rotating first if it would carry the file past the cap (a
     /// batch larger than the cap goes alone into a fresh file).
-    pub(super) fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+    pub(crate) fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         let len = buf.len() as u64;
         if self.rotation.max_bytes > 0
             && self.size > 0

@@ -253,7 +253,7 @@ impl Event {
     }
 
     /// What an operator needs to reconstruct who did what: written even below the free-space
-    /// floor (but for the ends of sessions without a login, see [`AuditLog`](super::AuditLog)). Commands are,
+    /// floor (but for the ends of sessions without a login, see [`AuditLog`](crate::actors::audit_log::AuditLog)). Commands are,
     /// when they change something that has no event of its own.
     pub fn is_forensic(&self) -> bool {
         match self.event {
@@ -273,18 +273,18 @@ impl Event {
 
     /// The opening or end of a session without a logged-in user: a reconnect loop makes these
     /// at will, so below the free-space floor they are only counted.
-    pub(super) fn is_anonymous_session(&self) -> bool {
+    pub(crate) fn is_anonymous_session(&self) -> bool {
         matches!(self.event, EventKind::SessionOpen | EventKind::SessionClose)
             && self.user.is_none()
     }
 
     /// A command line that did not parse: the session records its error as `<error>`.
-    pub(super) fn is_malformed(&self) -> bool {
+    pub(crate) fn is_malformed(&self) -> bool {
         self.command.as_deref().is_some_and(|c| c.starts_with('<'))
     }
 
     /// The client's address, IPv4-mapped IPv6 as IPv4; `None` if `peer` is not `ip:port`.
-    pub(super) fn ip(&self) -> Option<IpAddr> {
+    pub(crate) fn ip(&self) -> Option<IpAddr> {
         let ip = self.peer.parse::<SocketAddr>().ok()?.ip();
         Some(match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -293,7 +293,7 @@ impl Event {
     }
 
     /// The stderr line that goes with a noise event, if it has one.
-    pub(super) fn log_line(&self) {
+    pub(crate) fn log_line(&self) {
         match self.event {
             EventKind::Refused => log::warn!(
                 "refused connection from {}: {}",
