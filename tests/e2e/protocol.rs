@@ -6,7 +6,7 @@
 //!
 //! Login, jails, caps, timeouts, codec errors and shutdown are in `server.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

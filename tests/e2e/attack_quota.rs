@@ -7,7 +7,7 @@
 //! After every round the server's ledger (`SITE QUOTA`) must equal a recount of the home made
 //! here, and the home must never hold more than the limit plus one chunk in flight.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};

@@ -1,7 +1,7 @@
 //! Attacks on the path limits (issue 10, item 10): trees deeper or longer than the server can
 //! walk, names past `NAME_MAX`, SITE CHMOD of the home itself, and a full disk.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! The `ferry` client against an FTP server nobody on this project wrote: pyftpdlib on
 //! loopback (installed by `scripts/test`), in passive and in active mode.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

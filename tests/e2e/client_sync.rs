@@ -6,7 +6,7 @@
 //! onto a full disk (/dev/full), `get` of a missing remote file and `put` of a missing local
 //! file.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

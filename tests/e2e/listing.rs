@@ -3,7 +3,7 @@
 //! (`for n in nlst("dir"): RETR n`), `ls -la`-style options and single files. Each test starts
 //! its own `ferryd`; the real clients run with their commands on standard input.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

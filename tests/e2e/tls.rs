@@ -6,7 +6,7 @@
 //! The client programs are installed by `scripts/test`. Every test makes its own certificate and
 //! server, and runs the clients with a UTF-8 locale and `HOME` in a temporary directory.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! that slows everybody's logins, and recycled accounts that hand a deleted user's files to a
 //! stranger.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};

@@ -2,7 +2,7 @@
 //! `common`: concurrency, jails, login failures, restart, graceful shutdown, session caps,
 //! timeouts, the codec on the wire, the operator commands and aborted uploads.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;

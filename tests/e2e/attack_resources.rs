@@ -4,7 +4,7 @@
 //! many idle connections. Each test performs the attack over real sockets on loopback, every
 //! loop bounded in count and time.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -4,7 +4,7 @@
 //! delete, create, rename, chmod and set times through the swapped name. Nothing outside her home
 //! may be read or changed, whatever the timing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;

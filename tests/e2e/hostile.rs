@@ -3,7 +3,7 @@
 //! attack correctly; and once the attacking connections are closed, the server's resident
 //! memory and open file descriptors come back close to where they were. Every wait is bounded.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -4,7 +4,7 @@
 //! of a user's sessions, and global), and the data, login and idle timeouts. Every wait is
 //! bounded.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::sync::Arc;

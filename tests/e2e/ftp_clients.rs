@@ -1,7 +1,7 @@
 //! End-to-end tests with FTP clients we did not write: suppaftp (Rust), the system `curl`
 //! binary and Python's ftplib. Each test starts its own `ferryd` on an OS-chosen port.
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! `ferryd` on an OS-chosen port: every command at least once, checked on stdout, stderr, the
 //! exit status and the files on both sides, plus the ways a session fails.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

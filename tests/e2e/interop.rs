@@ -6,7 +6,7 @@
 //! the clients with a UTF-8 locale (lftp and wget mangle non-ASCII names under the C locale)
 //! and `HOME` in a temporary directory, so no user configuration leaks in.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,10 +1,6 @@
 //! Shared harness for the end-to-end tests: a `ferryd` child process on a fresh temporary data
 //! directory and an OS-chosen port, a raw control-channel client that reads multi-line replies,
 //! and helpers to wait (always bounded) for the audit log.
-//!
-//! Each `tests/*.rs` file is its own crate and uses only part of this module, hence the
-//! `dead_code` allowance below.
-#![allow(dead_code)]
 
 pub mod pty;
 pub mod pyftpd;

@@ -2,7 +2,7 @@
 //! against `ferryd`: the `ferry> ` prompt, a password typed without echo, a progress bar during
 //! a 20 MB upload, tab completion of a remote name, and Ctrl-C aborting a download.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

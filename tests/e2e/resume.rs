@@ -7,7 +7,7 @@
 //! Clients are killed with SIGKILL in the middle of a rate-limited upload, once the server's
 //! staged file shows that bytes arrived (every wait bounded).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::Shutdown;

@@ -7,7 +7,7 @@
 //! Every flood is bounded in count and in time; everything runs on 127.0.0.1 (the thief on
 //! 127.0.0.2) against a server on an OS-chosen port.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -3,7 +3,7 @@
 //! sharing one budget, `SITE QUOTA`, `ferryd user quota` (set, show, recount), usage across a
 //! restart, invitation-only registration and the per-address hourly registration cap.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::Shutdown;
