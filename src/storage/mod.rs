@@ -198,7 +198,10 @@ pub trait ByteSink: Send {
     /// measured against the file it replaces now, does not fit.
     async fn commit(self: Box<Self>, client: ClientProbe) -> Result<(), StoreError>;
 
-    /// Ends the upload without a commit, for the reason given.
+    /// Ends the upload without a commit, for the reason given. A backend does the part that
+    /// decides what is kept before its first await: the transfer task that calls this may be
+    /// cancelled at any await (ABOR, the session's end), and the upload must not then end as
+    /// an interrupted one.
     async fn abort(self: Box<Self>, why: Abort);
 }
 

@@ -136,6 +136,16 @@ impl TransferPool {
             task.await
         })
     }
+
+    /// Runs `task`, which only waits on another (the session's wrapper around a transfer), on
+    /// the pool without counting it as load: counted, it would steer the next transfer away
+    /// from an idle thread, and every transfer would land on the same threads.
+    pub fn spawn_waiter<T: Send + 'static>(
+        &self,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.first.runtime.spawn(task)
+    }
 }
 
 /// How the data connection will be made.
@@ -480,5 +490,26 @@ mod tests {
             matches!(ended, Ok(Err(ref e)) if e.is_cancelled()),
             "a running transfer outlived its pool"
         );
+    }
+
+    #[tokio::test]
+    async fn transfers_spread_over_the_threads_beside_their_waiters() {
+        let pool = TransferPool::new(2).expect("pool");
+        let (hold, held) = tokio::sync::watch::channel(());
+        let on_thread = |mut held: tokio::sync::watch::Receiver<()>| async move {
+            let name = std::thread::current().name().map(str::to_owned);
+            let _ = held.changed().await;
+            name
+        };
+        // As the session starts each transfer: the transfer, then a task awaiting it.
+        let run1 = pool.spawn(on_thread(held.clone()));
+        let wait1 = pool.spawn_waiter(on_thread(held.clone()));
+        let run2 = pool.spawn(on_thread(held.clone()));
+        let wait2 = pool.spawn_waiter(on_thread(held.clone()));
+        drop(hold);
+        let (r1, r2) = (run1.await.expect("run1"), run2.await.expect("run2"));
+        let _ = (wait1.await, wait2.await);
+        assert!(r1.is_some() && r2.is_some(), "pool threads are named");
+        assert_ne!(r1, r2, "both transfers ran on {r1:?}");
     }
 }

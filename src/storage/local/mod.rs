@@ -83,15 +83,20 @@ impl Pools {
         pool: &Arc<Semaphore>,
         op: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let Ok(_permit) = Arc::clone(pool).acquire_owned().await else {
+        let Ok(permit) = Arc::clone(pool).acquire_owned().await else {
             // Never closed; answered like a failed store all the same.
             return Err(StoreError::Io(io::Error::other(
                 "the storage pool is closed",
             )));
         };
-        tokio::task::spawn_blocking(op)
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(io::Error::other(e))))
+        // The permit goes with the call, so a caller that stops waiting cannot free its place
+        // while the call still runs.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            op()
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Io(io::Error::other(e))))
     }
 
     pub(crate) async fn short<T: Send + 'static>(

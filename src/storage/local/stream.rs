@@ -141,23 +141,15 @@ impl ByteSink for LocalSink {
     }
 
     async fn abort(self: Box<Self>, why: Abort) {
-        let LocalSink {
-            mut upload,
-            storage,
-        } = *self;
-        let ended = storage
-            .short(move |_| {
-                match why {
-                    Abort::Refused => upload.roll_back(),
-                    Abort::Failed => upload.discard_partial(),
-                }
-                // What is left of a staged upload is removed here, off the caller's thread.
-                drop(upload);
-                Ok(())
-            })
-            .await;
-        if let Err(e) = ended {
-            log::error!("cannot end an aborted upload: {e}");
+        // At once, on the caller's thread (a transfer thread, where the writes ran too), with no
+        // await before it: the transfer task may be cancelled at any await (ABOR, the session's
+        // end), and an abort cut short there would let the upload end as an interrupted one
+        // (a failed upload kept, a refused APPE not rolled back) or finish after the reply.
+        let LocalSink { mut upload, .. } = *self;
+        match why {
+            Abort::Refused => upload.roll_back(),
+            Abort::Failed => upload.discard_partial(),
         }
+        drop(upload);
     }
 }

@@ -358,7 +358,7 @@ impl Session {
         let (outcome_tx, outcome) = tokio::sync::oneshot::channel();
         let run = transfer::begin(&self.env.transfers, plan, self.channel(), start);
         let abort = run.abort_handle();
-        let task = self.env.transfers.spawn(async move {
+        let task = self.env.transfers.spawn_waiter(async move {
             // Moved in before the transfer's handle, so dropped after it: the channel closes
             // only once an aborted transfer task is gone.
             let outcome_tx = outcome_tx;

@@ -398,3 +398,102 @@ fn stale_staged_uploads_are_removed_and_nothing_else() {
         .collect();
     assert_eq!(left, ["notes.txt"]);
 }
+
+/// A server-side failure (Abort::Failed) keeps nothing of a staged upload, even when the abort
+/// is cancelled at once (ABOR or the session's end drop the transfer task that awaits it) while
+/// every pool thread is busy.
+#[tokio::test]
+async fn a_cancelled_abort_of_a_failed_upload_keeps_nothing() {
+    use crate::storage::{Abort, Storage};
+    let dir = TempDir::new().expect("temp dir");
+    let storage =
+        crate::storage::local::LocalStorage::new(dir.path().join("home"), dir.path().join("tmp"))
+            .expect("storage")
+            .with_partial_uploads(true)
+            .with_threads(1, 1);
+    storage.create_home("alice").await.expect("home");
+    let mut sink = storage
+        .open_write("alice", &vp("/new"), WriteMode::Replace)
+        .await
+        .expect("open_write");
+    sink.write(b"maybe garbage").await.expect("write");
+    // Another session's short call holds the only short permit (a commit's fsync, say).
+    let busy = storage.clone();
+    let hold = tokio::spawn(async move {
+        busy.short(|_| {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Polled once, then dropped: as a cancelled transfer task leaves it.
+    let _ = futures_poll_once(sink.abort(Abort::Failed)).await;
+    let kept = dir.path().join("home/alice/new");
+    assert!(
+        !kept.exists(),
+        "a failed upload was kept as an interrupted one: {:?}",
+        fs::read(&kept)
+    );
+    hold.await.expect("join").expect("hold");
+    assert!(!kept.exists(), "nothing kept later either");
+}
+
+/// A quota refusal of an in-place upload rolls it back even when the abort is cancelled at once
+/// while every pool thread is busy.
+#[tokio::test]
+async fn a_cancelled_abort_of_a_refused_append_rolls_it_back() {
+    use crate::config::Quota;
+    use crate::storage::{Abort, Storage};
+    let dir = TempDir::new().expect("temp dir");
+    let ledger = Arc::new(
+        QuotaLedger::new(
+            dir.path().join("usage"),
+            dir.path().join("home"),
+            Arc::new(|_: &str| Quota {
+                bytes: Some(10),
+                files: None,
+            }),
+        )
+        .expect("ledger"),
+    );
+    let storage =
+        crate::storage::local::LocalStorage::new(dir.path().join("home"), dir.path().join("tmp"))
+            .expect("storage")
+            .with_quota(ledger)
+            .with_threads(1, 1);
+    storage.create_home("alice").await.expect("home");
+    let mut sink = storage
+        .open_write("alice", &vp("/appended"), WriteMode::Append)
+        .await
+        .expect("open_write");
+    sink.write(b"12345678").await.expect("write");
+    assert!(matches!(
+        sink.write(b"over the limit").await,
+        Err(StoreError::QuotaExceeded)
+    ));
+    let busy = storage.clone();
+    let hold = tokio::spawn(async move {
+        busy.short(|_| {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = futures_poll_once(sink.abort(Abort::Refused)).await;
+    let kept = dir.path().join("home/alice/appended");
+    assert!(
+        !kept.exists(),
+        "a refused APPE was not rolled back: {:?}",
+        fs::read(&kept)
+    );
+    hold.await.expect("join").expect("hold");
+    assert!(!kept.exists(), "nothing appears later either");
+}
+
+/// Polls `fut` once and drops it: what a cancelled task does to the future it awaited.
+async fn futures_poll_once<F: std::future::Future>(fut: F) -> std::task::Poll<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await
+}
