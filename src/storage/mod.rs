@@ -62,6 +62,27 @@ impl Default for PathLimits {
     }
 }
 
+/// STOU's candidates for `path`, in the order a backend tries them: its name, then `name.1` ..
+/// `name.999`, in the same directory (each with its path); the name is `file` for the home.
+///
+/// # Errors
+/// Each item: [`StoreError::InvalidName`] when the name cannot be a path there.
+pub fn unique_candidates(
+    path: &VPath,
+) -> impl Iterator<Item = Result<(String, VPath), StoreError>> + '_ {
+    let base = path.file_name().unwrap_or("file");
+    let parent = path.parent().unwrap_or_else(VPath::root);
+    (0..1000).map(move |n| {
+        let name = if n == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}.{n}")
+        };
+        let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
+        Ok((name, candidate))
+    })
+}
+
 /// What a listing request found: a directory's entries, one file, or the names a wildcard
 /// pattern matched.
 #[derive(Debug, Clone, PartialEq, Eq)]

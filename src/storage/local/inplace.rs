@@ -9,8 +9,8 @@ use cap_std::fs::{Dir, MetadataExt as _, OpenOptions};
 
 use crate::quota::Charge;
 use crate::state::Lease;
-use crate::storage::StoreError;
 use crate::storage::vpath::VPath;
+use crate::storage::{StoreError, unique_candidates};
 
 use super::fs::*;
 use super::jail::*;
@@ -202,16 +202,10 @@ impl LocalFs {
     /// the directory's handle) when the first byte arrives.
     pub(super) fn create_unique(&self, user: &str, path: &VPath) -> Result<Upload, StoreError> {
         let home = self.home(user)?;
-        let base = path.file_name().unwrap_or("file");
         let parent = path.parent().unwrap_or_else(VPath::root);
         let dir = open_dir(&home, &relative(&parent)?)?;
-        for n in 0..1000 {
-            let name = if n == 0 {
-                base.to_owned()
-            } else {
-                format!("{base}.{n}")
-            };
-            let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
+        for found in unique_candidates(path) {
+            let (name, candidate) = found?;
             if name.len() > NAME_MAX {
                 return Err(StoreError::TooLong);
             }

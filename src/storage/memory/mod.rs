@@ -43,7 +43,7 @@ use crate::state::{LocalState, SharedState};
 use crate::storage::vpath::VPath;
 use crate::storage::{
     ANONYMOUS, ByteSink, ByteSource, Capabilities, HashAlgo, Listing, PathLimits, Storage,
-    StoreError, WriteMode,
+    StoreError, WriteMode, unique_candidates,
 };
 use stream::{InPlace, MemorySink, MemorySource, Opening};
 use tree::{DIR_MODE, DirNode, Found, HOME_MODE, Inode, Node, Tree, check_names, lock, split};
@@ -235,15 +235,9 @@ impl MemoryStorage {
     /// STOU: the first free name among `name`, `name.1`, ... `name.999` next to `path`,
     /// locked and with its file slot reserved; created when the first byte arrives.
     fn create_unique(&self, user: &str, path: &VPath) -> Result<Box<dyn ByteSink>, StoreError> {
-        let base = path.file_name().unwrap_or("file");
         let parent = path.parent().unwrap_or_else(VPath::root);
-        for n in 0..1000 {
-            let name = if n == 0 {
-                base.to_owned()
-            } else {
-                format!("{base}.{n}")
-            };
-            let candidate = parent.resolve(&name).map_err(|_| StoreError::InvalidName)?;
+        for found in unique_candidates(path) {
+            let (name, candidate) = found?;
             check_names(&candidate)?;
             self.check_limits(&candidate, (0, 0))?;
             let dir = {
