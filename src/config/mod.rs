@@ -24,6 +24,28 @@ pub enum Registration {
     Invite,
 }
 
+/// Where the files are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// The home directories under the data dir.
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`s3_bucket`, keys `<s3_prefix>/<user>/<path>`).
+    S3,
+}
+
+/// A secret from the configuration file, never shown by `Debug` (configurations get logged).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// An inclusive range of TCP ports for passive data connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -206,6 +228,31 @@ pub struct Config {
     /// `log_burst_total`: noise events logged one by one per 10 s from all addresses together.
     /// Default 1000.
     pub log_burst_total: u32,
+    /// `storage`: `local` (the home directories under the data dir) or `s3` (a bucket).
+    /// Default `local`.
+    pub storage: StorageKind,
+    /// `s3_bucket`: the bucket, with `storage = "s3"`. Default: none (required for S3).
+    pub s3_bucket: Option<String>,
+    /// `s3_prefix`: keys are `<s3_prefix>/<user>/<path>`. Default: none (keys start at the
+    /// user).
+    pub s3_prefix: Option<String>,
+    /// `s3_endpoint`: the S3 server's URL (MinIO, Ceph RGW, Garage, R2). Default: AWS.
+    pub s3_endpoint: Option<String>,
+    /// `s3_region`: the bucket's region. Default `us-east-1`.
+    pub s3_region: Option<String>,
+    /// `s3_allow_http`: allow an `http://` endpoint (unencrypted). Default false.
+    pub s3_allow_http: bool,
+    /// `s3_access_key_id`: the access key, when not in `AWS_ACCESS_KEY_ID`. Default: none.
+    pub s3_access_key_id: Option<String>,
+    /// `s3_secret_access_key`: its secret, when not in `AWS_SECRET_ACCESS_KEY` (file only,
+    /// never a flag). Default: none.
+    pub s3_secret_access_key: Option<Secret>,
+    /// `s3_max_rename_objects`: objects a directory rename may copy; a bigger directory is
+    /// refused with 550. Default 1000.
+    pub s3_max_rename_objects: usize,
+    /// `s3_rewrite_max_bytes`: largest object APPE or REST+STOR rewrite on S3 (which cannot
+    /// append); a bigger one is refused with 550. Default 512 MiB.
+    pub s3_rewrite_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -263,6 +310,16 @@ impl Default for Config {
             audit_min_free_bytes: 256 << 20,
             log_burst_per_address: 100,
             log_burst_total: 1000,
+            storage: StorageKind::Local,
+            s3_bucket: None,
+            s3_prefix: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_allow_http: false,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_max_rename_objects: 1000,
+            s3_rewrite_max_bytes: 512 << 20,
         }
     }
 }

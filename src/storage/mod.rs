@@ -13,11 +13,13 @@
 //! - [`vpath`]: the client's view of a path inside its home.
 //! - [`local`]: the backend on the local file system.
 //! - [`memory`]: a backend in memory, for tests.
+//! - [`s3`]: the backend on an S3-compatible bucket.
 
 pub mod digest;
 pub mod error;
 pub mod local;
 pub mod memory;
+pub mod s3;
 pub mod vpath;
 
 #[cfg(test)]
