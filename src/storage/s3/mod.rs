@@ -28,6 +28,8 @@ mod keys;
 mod read;
 mod storage;
 pub mod testing;
+#[cfg(test)]
+mod tests;
 mod tree;
 mod write;
 
