@@ -255,6 +255,13 @@ async fn stou_never_overwrites_a_name_that_appeared_meanwhile() {
         other => panic!("{other:?}"),
     }
     assert_eq!(b.get("/u").await, b"theirs");
+    // The create-only PUT itself: s3s-fs honours If-None-Match.
+    let key = b.store.key(ALICE, &vp("/u")).expect("key");
+    match b.store.put_new(&key).await {
+        Err(StoreError::AlreadyExists) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.get("/u").await, b"theirs");
     let next = b.open("/u", WriteMode::Unique).await;
     assert_eq!(next.target(), &vp("/u.1"));
 }
