@@ -233,6 +233,21 @@ async fn rewrites_keep_their_bytes_within_the_limit_and_are_refused_beyond_it() 
     let resumed = [&appended[..=PART], b"tail"].concat();
     assert!(b.get("/f").await == resumed, "REST+STOR differs");
 
+    // The old object went before the first byte: its kept bytes cannot be read, and the
+    // rewrite fails without putting anything in place.
+    let mut sink = b.open("/f", WriteMode::Append).await;
+    b.store.remove(ALICE, &vp("/f")).await.expect("remove");
+    match sink.write(b"x").await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+    drop(sink);
+    match b.store.stat(ALICE, &vp("/f")).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+
     b.put("/big", &pattern(limit as usize + 1, 7)).await;
     for mode in [WriteMode::Append, WriteMode::At(1)] {
         match b.store.open_write(ALICE, &vp("/big"), mode).await {
