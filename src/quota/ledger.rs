@@ -15,7 +15,9 @@ use crate::json_file::TempFile;
 use crate::state::{LocalState, Reserved, Room, SharedState};
 
 use super::charge::ChargeInner;
-use super::{Charge, FileId, LimitSource, QuotaError, QuotaReport, Usage, count_tree};
+use super::{
+    Charge, FileId, LimitSource, QuotaError, QuotaReport, TreeCounter, Usage, UsageCounter,
+};
 
 /// The ledger file: usage, and whether a change may have been cut short.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -92,7 +94,8 @@ impl UserState {
 /// One per server, shared by the file-store threads.
 pub struct QuotaLedger {
     pub(super) dir: PathBuf,
-    pub(super) homes: PathBuf,
+    /// What recounts a home.
+    pub(super) counter: Arc<dyn UsageCounter>,
     pub(super) limits: Arc<dyn LimitSource>,
     /// One lock per user who has used the ledger since start (a few dozen bytes each).
     pub(super) users: Mutex<HashMap<String, Arc<Mutex<UserState>>>>,
@@ -113,7 +116,9 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl QuotaLedger {
-    /// A ledger in `dir` (created) for the homes under `homes`, with limits from `limits`.
+    /// A ledger in `dir` (created) for the homes under `homes` (counted there by a
+    /// [`TreeCounter`] unless [`QuotaLedger::with_counter`] says otherwise), with limits from
+    /// `limits`.
     ///
     /// # Errors
     /// The directory cannot be created.
@@ -125,11 +130,18 @@ impl QuotaLedger {
         fs::create_dir_all(&dir)?;
         Ok(QuotaLedger {
             dir,
-            homes,
+            counter: Arc::new(TreeCounter::new(homes)),
             limits,
             users: Mutex::default(),
             state: LocalState::shared(&Config::default()),
         })
+    }
+
+    /// Recounts homes with `counter` (an object store's listing, say) instead of walking the
+    /// homes directory.
+    pub fn with_counter(mut self, counter: Arc<dyn UsageCounter>) -> QuotaLedger {
+        self.counter = counter;
+        self
     }
 
     /// Reserves in `state` (shared with the rest of the server; by default a state of this
@@ -209,7 +221,7 @@ impl QuotaLedger {
             }
             Err(e) => return Err(e),
         }
-        let usage = count_tree(&self.homes.join(user))?;
+        let usage = self.counter.count(user)?;
         let stored = Stored {
             bytes: usage.bytes,
             files: usage.files,

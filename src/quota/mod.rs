@@ -21,7 +21,8 @@
 //! links (which only the operator can create) count for nothing.
 //!
 //! Files: `ledger.rs` (the ledger and per-user state), `tx.rs` (one change under the lock),
-//! `charge.rs` (a running upload), `recount.rs` (walking a tree, recovery at start); the shared
+//! `charge.rs` (a running upload), `recount.rs` (counting a home: [`UsageCounter`], by default
+//! a walk of its directory; recovery at start); the shared
 //! values are here.
 
 use std::fs;
@@ -39,7 +40,7 @@ mod tx;
 
 pub use charge::Charge;
 pub use ledger::QuotaLedger;
-pub use recount::count_tree;
+pub use recount::{TreeCounter, UsageCounter, count_tree};
 pub(crate) use tx::Tx;
 
 /// What one directory costs against the byte limit: the block it takes on a common file

@@ -1,24 +1,25 @@
-//! Recounting usage from the tree: [`count_tree`] walks a home by directory handles,
-//! [`QuotaLedger::recount`] stores the result and [`QuotaLedger::recover`] recounts the ledgers
-//! a crashed run left dirty.
+//! Recounting usage: a [`UsageCounter`] counts a home ([`TreeCounter`]: [`count_tree`] walks
+//! it by directory handles), [`QuotaLedger::recount`] stores the result and
+//! [`QuotaLedger::recover`] recounts the ledgers a crashed run left dirty.
 
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::ledger::{Stored, lock};
 use super::{DIR_BYTES, QuotaLedger, Usage};
 
 impl QuotaLedger {
-    /// Recomputes `user`'s usage from the home directory and stores it.
+    /// Recomputes `user`'s usage from the home (with the ledger's [`UsageCounter`]) and
+    /// stores it.
     ///
     /// # Errors
     /// The home cannot be walked or the ledger written.
     pub fn recount(&self, user: &str) -> io::Result<Usage> {
         let state = self.user(user);
         let mut state = lock(&state);
-        let usage = count_tree(&self.homes.join(user))?;
+        let usage = self.counter.count(user)?;
         state.pending_bytes = 0;
         state.pending_files = 0;
         self.store(
@@ -73,6 +74,35 @@ impl QuotaLedger {
             }
         }
         Ok(recounted)
+    }
+}
+
+/// Counts a home for a recount: the directory walk of the local backend, or an object
+/// store's listing. Called on a thread that may block (never a runtime's worker).
+pub trait UsageCounter: Send + Sync + 'static {
+    /// What `user`'s home holds now.
+    ///
+    /// # Errors
+    /// The home cannot be read.
+    fn count(&self, user: &str) -> io::Result<Usage>;
+}
+
+/// Counts homes that are directories under one directory, with [`count_tree`].
+#[derive(Debug, Clone)]
+pub struct TreeCounter {
+    homes: PathBuf,
+}
+
+impl TreeCounter {
+    /// Counts `homes/<user>`.
+    pub fn new(homes: PathBuf) -> TreeCounter {
+        TreeCounter { homes }
+    }
+}
+
+impl UsageCounter for TreeCounter {
+    fn count(&self, user: &str) -> io::Result<Usage> {
+        count_tree(&self.homes.join(user))
     }
 }
 

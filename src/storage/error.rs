@@ -50,6 +50,13 @@ pub enum StoreError {
     /// 550: the directory has more entries than a listing may hold (`max_listing_entries`).
     #[error("more than {0} entries")]
     TooManyEntries(usize),
+    /// 550: APPE or REST+STOR would rewrite an object larger than the backend rewrites
+    /// (object storage cannot append: it copies the kept bytes into a new object).
+    #[error("file larger than {0} bytes cannot be rewritten")]
+    TooBigToRewrite(u64),
+    /// 550: a directory rename would copy more objects than the backend moves one by one.
+    #[error("directory of more than {0} objects cannot be renamed")]
+    TooManyToRename(usize),
     /// 451: a wildcard expansion ran past its deadline ([`super::GLOB_TIME_LIMIT`]).
     #[error("wildcard expansion took too long")]
     TimedOut,

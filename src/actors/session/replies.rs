@@ -55,6 +55,18 @@ pub fn store(e: &StoreError) -> Reply {
             let text = format!("Directory has more than {max} entries: too many to list.");
             return Reply::new(ReplyCode::FileUnavailable, text);
         }
+        StoreError::TooBigToRewrite(max) => {
+            let text = format!(
+                "File too large to append or resume on object storage (limit {max} bytes)."
+            );
+            return Reply::new(ReplyCode::FileUnavailable, text);
+        }
+        StoreError::TooManyToRename(max) => {
+            let text = format!(
+                "Directory holds more than {max} objects: too many to rename on object storage."
+            );
+            return Reply::new(ReplyCode::FileUnavailable, text);
+        }
         StoreError::Io(_) => (ReplyCode::LocalError, "Local error in processing."),
         StoreError::Interrupted => (
             ReplyCode::TransferAborted,
@@ -277,6 +289,14 @@ mod tests {
             (
                 StoreError::TimedOut,
                 "451 Wildcard expansion took too long: name fewer files.",
+            ),
+            (
+                StoreError::TooBigToRewrite(512),
+                "550 File too large to append or resume on object storage (limit 512 bytes).",
+            ),
+            (
+                StoreError::TooManyToRename(9),
+                "550 Directory holds more than 9 objects: too many to rename on object storage.",
             ),
             (StoreError::Io(io_error()), "451 Local error in processing."),
             (

@@ -2,7 +2,12 @@
 //! a function of a way to build a backend, and run against every backend (the macro at the
 //! end makes one test per case and backend). Everything goes through `Arc<dyn Storage>`, as
 //! the sessions use it; each case gets fresh homes ("alice", "bob") in a temporary directory
-//! of its own (the local one's files, and the quota ledgers of both).
+//! of its own (the local one's files, the S3 one's s3s-fs, and the quota ledgers).
+//!
+//! Two cases are about files written in place, which object storage cannot do (an APPE there
+//! rewrites the object, seen at the commit, under the name it had at the open): they run on
+//! the local and memory backends only. A case that needs a capability a backend lacks checks
+//! the refusal instead.
 //!
 //! - this file: the backends, the helpers, and the cases of the tree (homes, listings,
 //!   directories, renames, attributes, digests);
@@ -18,12 +23,14 @@ use tokio::io::AsyncReadExt as _;
 
 use super::local::LocalStorage;
 use super::memory::MemoryStorage;
+use super::s3::testing::S3TestServer;
+use super::s3::{S3Settings, S3Storage};
 use super::vpath::VPath;
 use super::{ByteSink, ByteSource, ClientProbe, HashAlgo, Listing, PathLimits, Storage};
 use super::{StoreError, WriteMode};
 use crate::codec::entry::{FileInfo, FileKind};
 use crate::codec::glob::NamePattern;
-use crate::config::Quota;
+use crate::config::{Config, Quota};
 use crate::quota::{QuotaLedger, Usage};
 
 const ALICE: &str = "alice";
@@ -41,20 +48,20 @@ struct Setup {
 /// A backend built for one case, with the temporary directory that must outlive it.
 struct Subject {
     storage: Arc<dyn Storage>,
+    _server: Option<S3TestServer>,
     _dir: TempDir,
 }
 
 /// Builds a backend for a case.
 type Make = fn(Setup) -> Subject;
 
-fn ledger(dir: &TempDir, homes: &str, quota: Quota) -> Arc<QuotaLedger> {
-    let ledger = QuotaLedger::new(
+fn ledger(dir: &TempDir, homes: &str, quota: Quota) -> QuotaLedger {
+    QuotaLedger::new(
         dir.path().join("usage"),
         dir.path().join(homes),
         Arc::new(move |_: &str| quota),
     )
-    .expect("ledger");
-    Arc::new(ledger)
+    .expect("ledger")
 }
 
 fn memory(setup: Setup) -> Subject {
@@ -68,10 +75,11 @@ fn memory(setup: Setup) -> Subject {
     }
     if let Some(quota) = setup.quota {
         // An empty homes directory: the ledger counts nothing there, as memory starts empty.
-        store = store.with_quota(ledger(&dir, "none", quota));
+        store = store.with_quota(Arc::new(ledger(&dir, "none", quota)));
     }
     Subject {
         storage: Arc::new(store),
+        _server: None,
         _dir: dir,
     }
 }
@@ -88,10 +96,41 @@ fn local(setup: Setup) -> Subject {
         store = store.with_path_limits(limits);
     }
     if let Some(quota) = setup.quota {
-        store = store.with_quota(ledger(&dir, "home", quota));
+        store = store.with_quota(Arc::new(ledger(&dir, "home", quota)));
     }
     Subject {
         storage: Arc::new(store),
+        _server: None,
+        _dir: dir,
+    }
+}
+
+/// The S3 backend on an s3s-fs of the case's own (it starts in about 100 ms), keys under a
+/// prefix, the ledger counting the bucket.
+fn s3(setup: Setup) -> Subject {
+    let dir = TempDir::new().expect("temp dir");
+    let server = S3TestServer::start(&dir.path().join("s3")).expect("s3s-fs");
+    server.create_bucket("ferry").expect("bucket");
+    let mut config = Config::default();
+    server.configure(&mut config, "ferry");
+    config.s3_prefix = Some("homes".to_owned());
+    let settings = S3Settings::from_config(&config, |_| None).expect("settings");
+    let mut store = S3Storage::new(settings)
+        .expect("client")
+        .with_partial_uploads(setup.keep_partial);
+    if let Some(max) = setup.listing_limit {
+        store = store.with_listing_limit(max);
+    }
+    if let Some(limits) = setup.path_limits {
+        store = store.with_path_limits(limits);
+    }
+    if let Some(quota) = setup.quota {
+        let ledger = ledger(&dir, "none", quota).with_counter(store.usage_counter());
+        store = store.with_quota(Arc::new(ledger));
+    }
+    Subject {
+        storage: Arc::new(store),
+        _server: Some(server),
         _dir: dir,
     }
 }
@@ -501,23 +540,38 @@ async fn times_and_modes(make: Make) {
     put(s, "/f", b"x").await;
     s.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
     let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-    for path in ["/f", "/d", "/"] {
-        s.set_modified(ALICE, &vp(path), when)
-            .await
-            .expect("set_modified");
-        assert_eq!(
-            s.stat(ALICE, &vp(path)).await.expect("stat").modified,
-            when,
-            "{path}"
+    let caps = s.capabilities();
+    if caps.set_mtime {
+        for path in ["/f", "/d", "/"] {
+            s.set_modified(ALICE, &vp(path), when)
+                .await
+                .expect("set_modified");
+            assert_eq!(
+                s.stat(ALICE, &vp(path)).await.expect("stat").modified,
+                when,
+                "{path}"
+            );
+        }
+        let listed = list(s, "/").await;
+        assert_eq!(listed.this.expect("home").modified, when);
+        refused!(
+            s.set_modified(ALICE, &vp("/nope"), when).await,
+            StoreError::NotFound
+        );
+    } else {
+        refused!(
+            s.set_modified(ALICE, &vp("/f"), when).await,
+            StoreError::PermissionDenied
         );
     }
-    let listed = list(s, "/").await;
-    assert_eq!(listed.this.expect("home").modified, when);
-    refused!(
-        s.set_modified(ALICE, &vp("/nope"), when).await,
-        StoreError::NotFound
-    );
-
+    if !caps.chmod {
+        refused!(
+            s.chmod(ALICE, &vp("/f"), 0o600).await,
+            StoreError::PermissionDenied
+        );
+        assert_eq!(get(s, "/f").await, b"x");
+        return;
+    }
     s.chmod(ALICE, &vp("/f"), 0o600).await.expect("chmod");
     assert_eq!(s.stat(ALICE, &vp("/f")).await.expect("stat").mode, 0o600);
     s.chmod(ALICE, &vp("/d"), 0o7751).await.expect("chmod");
@@ -594,19 +648,34 @@ async fn digests_are_the_known_ones(make: Make) {
     );
 }
 
-/// Makes one test per case for each backend, in a module per backend.
+/// Makes one test per case for each backend, in a module per backend; the cases after `;`
+/// are about files written in place, which S3 does not have.
 macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
+    ($($case:ident),* $(,)?; $($in_place:ident),* $(,)?) => {
         mod memory_backend {
             $(#[tokio::test]
             async fn $case() {
                 super::$case(super::memory).await;
+            })*
+            $(#[tokio::test]
+            async fn $in_place() {
+                super::$in_place(super::memory).await;
             })*
         }
         mod local_backend {
             $(#[tokio::test]
             async fn $case() {
                 super::$case(super::local).await;
+            })*
+            $(#[tokio::test]
+            async fn $in_place() {
+                super::$in_place(super::local).await;
+            })*
+        }
+        mod s3_backend {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::s3).await;
             })*
         }
     };
@@ -634,6 +703,7 @@ conformance! {
     restart_offsets,
     unique_names,
     quota_refusals_leave_nothing,
-    the_file_limit_refuses_new_names,
+    the_file_limit_refuses_new_names;
+    in_place_writes_are_seen_as_they_land,
     in_place_writes_are_charged_while_their_file_is_in_the_tree,
 }

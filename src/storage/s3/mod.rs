@@ -5,19 +5,46 @@
 //! session arbiters and transfer threads, each a single-threaded runtime, and a connection
 //! pool must live on one runtime that outlives every request.
 //!
+//! Object storage has no directories, no appends and no renames; what ferryd does instead:
+//! a directory is a marker object (`<dir>/.ferry-dir`, a name clients may neither see nor use)
+//! or any key below it; APPE and REST+STOR rewrite the object (the kept bytes streamed from
+//! the old one into a new multipart upload, up to `rewrite_max_bytes`); a rename copies, then
+//! deletes (a directory object by object, up to `max_rename_objects`); MFMT and SITE CHMOD
+//! are not offered. Quotas, the usage ledger and write locks work as on the local backend:
+//! the ledger's calls (sync, under the user's lock) run on the runtime's blocking threads and
+//! wait there for the requests they make.
+//!
+//! - `keys`: homes and paths as keys, and the names a client may use.
+//! - `errors`: object-store errors as [`StoreError`]s.
+//! - `read`: stat, listings, downloads and digests.
+//! - `write`: uploads (the sink).
+//! - `tree`: directories, removal and renames.
+//! - `storage`: the [`Storage`](crate::storage::Storage) methods over these, and the usage
+//!   counter.
 //! - [`testing`]: a local S3 server (s3s-fs) for tests and benchmarks.
 
+mod errors;
+mod keys;
+mod read;
+mod storage;
 pub mod testing;
+mod tree;
+mod write;
 
 use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, RetryConfig};
+use object_store::{ClientOptions, ObjectStore as _, ObjectStoreExt as _, PutPayload, RetryConfig};
 
 use crate::config::{Config, StorageKind};
+use crate::quota::{QuotaLedger, UsageCounter};
+use crate::state::{LocalState, SharedState};
+use crate::storage::{ANONYMOUS, PathLimits, StoreError};
 
 /// The key every start-up probe writes and removes under the prefix.
 const PROBE_KEY: &str = ".ferry-probe";
@@ -178,11 +205,49 @@ async fn on_io<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static
     }
 }
 
+/// Runs `work` on the S3 runtime and blocks this thread until it ends: for the sync code that
+/// runs under the quota ledger's locks, on a blocking thread (never on a runtime's worker).
+fn wait<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    io_runtime().spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    match rx.recv() {
+        Ok(value) => value,
+        // The task panicked (and dropped the sender): a bug, surfaced as one.
+        Err(_) => panic!("an S3 request task panicked"),
+    }
+}
+
+/// Runs `work`, sync code that may [`wait`], on the S3 runtime's blocking threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match io_runtime().spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// How long one request may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take in all (a 5 MiB part at 100 KB/s fits).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Numbers each store, as a device number: the `unique` facts and lock keys of two stores
+/// never meet.
+static NEXT_DEV: AtomicU64 = AtomicU64::new(1);
+
 /// The S3 [`Storage`](crate::storage::Storage). Cheap to clone; clones share the client.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
     store: Arc<AmazonS3>,
     settings: Arc<S3Settings>,
+    dev: u64,
+    limits: PathLimits,
+    max_listing_entries: usize,
+    keep_partial: bool,
+    quota: Option<Arc<QuotaLedger>>,
+    /// Where the rewrite and STOU write locks are taken.
+    state: Arc<dyn SharedState>,
 }
 
 impl S3Storage {
@@ -204,7 +269,13 @@ impl S3Storage {
                 max_retries: 4,
                 retry_timeout: Duration::from_secs(30),
                 ..RetryConfig::default()
-            });
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout(REQUEST_TIMEOUT)
+                    .with_allow_http(settings.allow_http),
+            );
         if let Some(endpoint) = &settings.endpoint {
             // Path-style requests: local and self-hosted servers rarely have bucket DNS names.
             builder = builder
@@ -220,7 +291,65 @@ impl S3Storage {
         Ok(S3Storage {
             store: Arc::new(store),
             settings: Arc::new(settings),
+            dev: NEXT_DEV.fetch_add(1, Ordering::Relaxed),
+            limits: PathLimits::default(),
+            max_listing_entries: usize::MAX,
+            keep_partial: false,
+            quota: None,
+            state: LocalState::shared(&Config::default()),
         })
+    }
+
+    /// Refuses to create paths past `limits` ([`StoreError::TooLong`]).
+    pub fn with_path_limits(mut self, limits: PathLimits) -> S3Storage {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuses listings of directories with more than `max` entries
+    /// ([`StoreError::TooManyEntries`]); a listing stops reading pages once past it.
+    pub fn with_listing_limit(mut self, max: usize) -> S3Storage {
+        self.max_listing_entries = max;
+        self
+    }
+
+    /// Keeps what an interrupted STOR of a name that held no object received, under that name.
+    pub fn with_partial_uploads(mut self, keep: bool) -> S3Storage {
+        self.keep_partial = keep;
+        self
+    }
+
+    /// Keeps every account's usage in `ledger` and enforces its limits. Give the ledger this
+    /// store's [`S3Storage::usage_counter`], so a recount lists the bucket.
+    pub fn with_quota(mut self, ledger: Arc<QuotaLedger>) -> S3Storage {
+        self.quota = Some(ledger);
+        self
+    }
+
+    /// Takes the write locks in `state` (by default a state of this store's own).
+    pub fn with_shared_state(mut self, state: Arc<dyn SharedState>) -> S3Storage {
+        self.state = state;
+        self
+    }
+
+    /// What counts a home for the quota ledger: a listing of the user's keys.
+    pub fn usage_counter(&self) -> Arc<dyn UsageCounter> {
+        Arc::new(self.clone())
+    }
+
+    /// The ledger that accounts for `user`, if any (never for the anonymous area).
+    fn ledger(&self, user: &str) -> Option<&Arc<QuotaLedger>> {
+        self.quota.as_ref().filter(|_| user != ANONYMOUS)
+    }
+
+    /// The exclusive right to rewrite (or create as STOU) the object `key`.
+    fn write_lock(&self, key: &str) -> Result<crate::state::Lease, StoreError> {
+        let lock = format!("s3/{:x}/{key}", self.dev);
+        match self.state.write_lock(lock.as_bytes()) {
+            Ok(Some(lease)) => Ok(lease),
+            Ok(None) => Err(StoreError::Busy),
+            Err(e) => Err(StoreError::Io(io::Error::other(e))),
+        }
     }
 
     /// Checks the bucket is reachable and writable: writes, reads back and removes a probe
@@ -248,7 +377,7 @@ impl S3Storage {
         })
     }
 
-    /// The key of `rest` below the prefix.
+    /// The key of `rest` below the prefix (the probe's).
     fn key_of(&self, rest: &str) -> ObjectPath {
         if self.settings.prefix.is_empty() {
             ObjectPath::from(rest)
@@ -292,7 +421,7 @@ const CREDENTIALS: &str = "the credentials were refused (check the access key an
 const DENIED: &str = "access denied (the credentials may not write this bucket)";
 
 #[cfg(test)]
-mod tests {
+mod probe_tests {
     use super::testing::S3TestServer;
     use super::*;
 

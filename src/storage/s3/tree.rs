@@ -1,0 +1,325 @@
+//! Changes to the tree: directories (marker objects), removal and renames (copy, then delete),
+//! each under the user's quota lock as on the local backend, on a blocking thread that waits
+//! for its requests.
+
+use std::sync::Arc;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+
+use super::errors::store_error;
+use super::keys::{MARKER, check_names, marker, object, split};
+use super::read::Kind;
+use super::{S3Storage, blocking, on_io, wait};
+use crate::quota::{DIR_BYTES, Tx};
+use crate::storage::StoreError;
+use crate::storage::vpath::VPath;
+
+/// Linux `PATH_MAX` with its NUL, the local backend's bound on a path on disk.
+const PATH_MAX: usize = 4096;
+
+impl S3Storage {
+    /// Runs `op`, a change to `user`'s tree, under the user's quota lock (see
+    /// [`crate::quota::QuotaLedger::change`]), on a blocking thread.
+    pub(super) async fn change<T: Send + 'static>(
+        &self,
+        user: &str,
+        op: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let ledger = self.ledger(user).cloned();
+        let user = user.to_owned();
+        blocking(move || match ledger {
+            Some(ledger) => ledger.change(&user, op),
+            None => op(&mut Tx::untracked()),
+        })
+        .await
+    }
+
+    /// Refuses a new entry at `path` (with a tree `below` it, in names and bytes) past the
+    /// limits.
+    pub(super) fn check_limits(
+        &self,
+        path: &VPath,
+        below: (usize, usize),
+    ) -> Result<(), StoreError> {
+        let depth = path.components().count() + below.0;
+        let length = path.as_str().len() + below.1;
+        let limits = self.limits;
+        if depth > limits.max_depth || length > limits.max_length || length >= PATH_MAX {
+            return Err(StoreError::TooLong);
+        }
+        Ok(())
+    }
+
+    /// Writes the object at `key` (empty), create-only.
+    async fn put_new(&self, key: &str) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.store);
+        let path = object(key)?;
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        on_io(async move { store.put_opts(&path, PutPayload::new(), options).await })
+            .await
+            .map(drop)
+            .map_err(|e| store_error("PUT", key, e))
+    }
+
+    /// Creates `user`'s home marker (the home exists without it too, while keys lie in it).
+    pub(super) async fn make_home(&self, user: &str) -> Result<(), StoreError> {
+        let home = self.home_key(user)?;
+        match self.put_new(&marker(&home)).await {
+            Ok(()) | Err(StoreError::AlreadyExists) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn make_dir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
+        let Ok((parent, _)) = split(path) else {
+            return Err(StoreError::AlreadyExists);
+        };
+        check_names(path)?;
+        self.need_dir(user, &parent).await?;
+        if !matches!(self.kind(user, path).await?, Kind::Missing) {
+            return Err(StoreError::AlreadyExists);
+        }
+        self.check_limits(path, (0, 0))?;
+        let key = marker(&self.key(user, path)?);
+        let s3 = self.clone();
+        self.change(user, move |tx| {
+            tx.fits(i128::from(DIR_BYTES), 1)?;
+            tx.mark()?;
+            wait(async move { s3.put_new(&key).await })?;
+            tx.record(i128::from(DIR_BYTES), 1);
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn remove_dir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
+        if split(path).is_err() {
+            return Err(StoreError::PermissionDenied);
+        }
+        let key = self.key(user, path)?;
+        match self.kind(user, path).await? {
+            Kind::Missing => return Err(self.missing(user, path).await),
+            Kind::File(_) => return Err(StoreError::NotADirectory),
+            Kind::Dir(_) => {}
+        }
+        let page = self.page(&key, false, 2, None).await?;
+        let marker_key = marker(&key);
+        let others = page
+            .result
+            .objects
+            .iter()
+            .any(|meta| meta.location.as_ref() != marker_key);
+        if others || !page.result.common_prefixes.is_empty() {
+            return Err(StoreError::NotEmpty);
+        }
+        let s3 = self.clone();
+        self.change(user, move |tx| {
+            tx.mark()?;
+            wait(async move { s3.delete(&marker_key).await })?;
+            tx.record(-i128::from(DIR_BYTES), -1);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes the object at `key`.
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.store);
+        let path = object(key)?;
+        on_io(async move { store.delete(&path).await })
+            .await
+            .map_err(|e| store_error("DELETE", key, e))
+    }
+
+    /// Copies the object at `from` to `to`, replacing what is there.
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.store);
+        let (source, dest) = (object(from)?, object(to)?);
+        on_io(async move { store.copy(&source, &dest).await })
+            .await
+            .map_err(|e| store_error("COPY", from, e))
+    }
+
+    pub(super) async fn remove_file(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
+        split(path)?;
+        let key = self.key(user, path)?;
+        match self.kind(user, path).await? {
+            Kind::Missing => return Err(self.missing(user, path).await),
+            Kind::Dir(_) => return Err(StoreError::IsADirectory),
+            Kind::File(_) => {}
+        }
+        let s3 = self.clone();
+        self.change(user, move |tx| {
+            // Measured again under the lock: it may have been replaced meanwhile.
+            let gone = wait(async move {
+                let meta = s3.head(&key).await?.ok_or(StoreError::NotFound)?;
+                s3.delete(&key).await.map(|()| meta.size)
+            });
+            tx.mark()?;
+            tx.record(-i128::from(gone?), -1);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every key below the directory `dir`, refused past the rename limit.
+    async fn keys_below(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let max = self.settings.max_rename_objects;
+        let store = Arc::clone(&self.store);
+        let prefix = object(dir)?;
+        let found = on_io(async move {
+            store
+                .list(Some(&prefix))
+                .map_ok(|meta| meta.location.to_string())
+                .take(max + 1)
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await
+        .map_err(|e| store_error("LIST", dir, e))?;
+        if found.len() > max {
+            return Err(StoreError::TooManyToRename(max));
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn move_path(
+        &self,
+        user: &str,
+        from: &VPath,
+        to: &VPath,
+    ) -> Result<(), StoreError> {
+        let (Ok((_, _)), Ok((to_dir, _))) = (split(from), split(to)) else {
+            return Err(StoreError::PermissionDenied);
+        };
+        let (from_key, to_key) = (self.key(user, from)?, self.key(user, to)?);
+        let moved = match self.kind(user, from).await? {
+            Kind::Missing => return Err(self.missing(user, from).await),
+            Kind::File(_) => None,
+            Kind::Dir(_) => Some(self.keys_below(&from_key).await?),
+        };
+        self.need_dir(user, &to_dir).await?;
+        let extent = moved
+            .as_deref()
+            .map_or((0, 0), |keys| extent(&from_key, keys));
+        let deeper = to.components().count() > from.components().count()
+            || to.as_str().len() > from.as_str().len();
+        self.check_limits(to, if deeper { extent } else { (0, 0) })?;
+        if from == to {
+            return Ok(());
+        }
+        if moved.is_some() && is_below(to, from) {
+            return Err(StoreError::InvalidName);
+        }
+        let dest = self.kind(user, to).await?;
+        let s3 = self.clone();
+        match (moved, dest) {
+            (Some(_), Kind::File(_)) => Err(StoreError::NotADirectory),
+            (None, Kind::Dir(_)) => Err(StoreError::IsADirectory),
+            (None, dest) => {
+                let replaced = match dest {
+                    Kind::File(meta) => Some(meta.size),
+                    _ => None,
+                };
+                self.change(user, move |tx| {
+                    tx.mark()?;
+                    wait(async move {
+                        s3.copy(&from_key, &to_key).await?;
+                        s3.delete(&from_key).await
+                    })?;
+                    if let Some(size) = replaced {
+                        tx.record(-i128::from(size), -1);
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            (Some(keys), dest) => {
+                let replaces_dir = matches!(dest, Kind::Dir(_));
+                if replaces_dir {
+                    let page = self.page(&to_key, false, 2, None).await?;
+                    let only_marker = page.result.common_prefixes.is_empty()
+                        && page
+                            .result
+                            .objects
+                            .iter()
+                            .all(|meta| meta.location.as_ref() == marker(&to_key));
+                    if !only_marker {
+                        return Err(StoreError::NotEmpty);
+                    }
+                }
+                self.change(user, move |tx| {
+                    tx.mark()?;
+                    if replaces_dir {
+                        let dest_marker = marker(&to_key);
+                        let s3 = s3.clone();
+                        wait(async move { s3.delete(&dest_marker).await })?;
+                        tx.record(-i128::from(DIR_BYTES), -1);
+                    }
+                    wait(async move { s3.move_keys(&from_key, &to_key, keys).await })
+                })
+                .await
+            }
+        }
+    }
+
+    /// Moves every key of `keys` (below `from`) to the same place below `to`: all copied
+    /// first, then the sources deleted, so a failure midway leaves every object in at least
+    /// one of the two places (a failed copy removes the copies made).
+    async fn move_keys(&self, from: &str, to: &str, keys: Vec<String>) -> Result<(), StoreError> {
+        let mut copied: Vec<String> = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let Some(rest) = key.strip_prefix(from) else {
+                continue;
+            };
+            let dest = format!("{to}{rest}");
+            if let Err(e) = self.copy(key, &dest).await {
+                for made in &copied {
+                    if let Err(undo) = self.delete(made).await {
+                        log::warn!("rename of {from}: cannot remove the copy {made}: {undo}");
+                    }
+                }
+                return Err(e);
+            }
+            copied.push(dest);
+        }
+        let mut failed = None;
+        for key in &keys {
+            if let Err(e) = self.delete(key).await {
+                log::warn!("rename of {from}: {key} stays in both places: {e}");
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// How deep and how long (in the client's bytes) the tree of `keys` below `dir` reaches.
+fn extent(dir: &str, keys: &[String]) -> (usize, usize) {
+    let mut most = (0, 0);
+    for key in keys {
+        let Some(rest) = key.strip_prefix(dir) else {
+            continue;
+        };
+        let rest = rest
+            .strip_suffix(MARKER)
+            .unwrap_or(rest)
+            .trim_end_matches('/');
+        if rest.is_empty() {
+            continue;
+        }
+        let depth = rest.matches('/').count();
+        most = (most.0.max(depth), most.1.max(rest.len()));
+    }
+    most
+}
+
+/// Whether `path` lies strictly below `dir`.
+fn is_below(path: &VPath, dir: &VPath) -> bool {
+    let mut path = path.components();
+    dir.components().all(|name| path.next() == Some(name)) && path.next().is_some()
+}
