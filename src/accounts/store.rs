@@ -54,19 +54,42 @@ impl AccountRecord {
     }
 }
 
-/// Where a deleted account's files may remain: its home (`homes/<name>`) and its usage ledger
-/// (`usage/<name>.json`). While either exists the name is not free: `ferryd user del --purge`
-/// removes them, `ferryd user add --adopt-home` gives them to a new account explicitly.
+/// Where a deleted account's files may remain: its home (`homes/<name>`, or a bucket's prefix:
+/// [`HomeElsewhere`]) and its usage ledger (`usage/<name>.json`). While either exists the name
+/// is not free: `ferryd user del --purge` removes them, `ferryd user add --adopt-home` gives
+/// them to a new account explicitly.
 #[derive(Debug, Clone)]
 pub struct Remains {
     homes: PathBuf,
     usage: PathBuf,
+    elsewhere: Option<Arc<dyn HomeElsewhere>>,
+}
+
+/// A home kept outside the data directory (in an S3 bucket): where it is, and whether a
+/// deleted account left anything there.
+pub trait HomeElsewhere: std::fmt::Debug + Send + Sync {
+    /// The place of `name`'s home, for messages (`s3://bucket/prefix/name/`), when it holds
+    /// something; `None` when it is empty or missing.
+    ///
+    /// # Errors
+    /// The place cannot be checked.
+    fn remains_of(&self, name: &UserName) -> io::Result<Option<PathBuf>>;
 }
 
 impl Remains {
     /// Remains under the given home and usage-ledger directories.
     pub fn new(homes: PathBuf, usage: PathBuf) -> Remains {
-        Remains { homes, usage }
+        Remains {
+            homes,
+            usage,
+            elsewhere: None,
+        }
+    }
+
+    /// Homes are kept in `elsewhere` rather than under the home directory.
+    pub fn with_homes_elsewhere(mut self, elsewhere: Arc<dyn HomeElsewhere>) -> Remains {
+        self.elsewhere = Some(elsewhere);
+        self
     }
 
     /// The remaining paths of `name` (empty when there are none). A symbolic link counts as
@@ -86,6 +109,9 @@ impl Remains {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(elsewhere) = &self.elsewhere {
+            found.extend(elsewhere.remains_of(name)?);
         }
         Ok(found)
     }
