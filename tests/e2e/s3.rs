@@ -10,7 +10,7 @@
 use crate::common;
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -77,6 +77,11 @@ fn a_200_mib_stor_goes_through_multipart_byte_exact_and_comes_back() {
     let out = curl(work.path(), &["-T", utf8(&big), &format!("{base}/big.bin")]);
     assert_success(&out, "curl -T 200 MiB");
     assert_same_file(&big, &server.home(user).join("big.bin"));
+    let parts = server.s3().multipart_part_counts();
+    assert!(
+        parts.iter().any(|&n| n >= 2),
+        "the upload was completed from several parts: {parts:?}"
+    );
     server.s3().wait_no_uploads();
     let out = curl(work.path(), &["-o", "back.bin", &format!("{base}/big.bin")]);
     assert_success(&out, "curl download of 200 MiB");
@@ -86,14 +91,24 @@ fn a_200_mib_stor_goes_through_multipart_byte_exact_and_comes_back() {
     assert_transfer(&events, user, "download", "/big.bin", 200 << 20);
 }
 
-/// Waits (bounded) until the S3 server holds a part of an unfinished multipart upload.
-fn wait_for_a_part(bucket: &S3Bucket) {
+/// Sends bytes on an upload's data connection until (bounded) the S3 server holds a part of
+/// its unfinished multipart upload.
+fn send_until_a_part(data: &mut TcpStream, bucket: &S3Bucket) {
+    let has_part = || {
+        bucket
+            .upload_leftovers()
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".part-"))
+    };
+    let chunk = pseudo_random(1 << 20, 6);
+    for _ in 0..40 {
+        data.write_all(&chunk).expect("send the new bytes");
+        if has_part() {
+            return;
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !bucket
-        .upload_leftovers()
-        .iter()
-        .any(|p| p.to_string_lossy().contains(".part-"))
-    {
+    while !has_part() {
         assert!(
             Instant::now() < deadline,
             "no multipart part reached the S3 server"
@@ -114,21 +129,7 @@ fn an_aborted_replace_keeps_the_old_object_and_leaves_no_parts() {
     // ABOR in the middle of a replace that has sent parts to the S3 server.
     let mut data = ctl.data_connection();
     ctl.expect("STOR keep.bin", 150);
-    let chunk = pseudo_random(1 << 20, 6);
-    let mut sent = 0;
-    while sent < 40 {
-        data.write_all(&chunk).expect("send the new bytes");
-        sent += 1;
-        if server
-            .s3()
-            .upload_leftovers()
-            .iter()
-            .any(|p| p.to_string_lossy().contains(".part-"))
-        {
-            break;
-        }
-    }
-    wait_for_a_part(server.s3());
+    send_until_a_part(&mut data, server.s3());
     ctl.send("ABOR");
     assert_eq!(ctl.reply().code, 426, "the transfer is aborted");
     assert_eq!(ctl.reply().code, 226, "ABOR is answered");
@@ -143,18 +144,7 @@ fn an_aborted_replace_keeps_the_old_object_and_leaves_no_parts() {
     // A replace whose data connection is reset: the same.
     let mut data = ctl.data_connection();
     ctl.expect("STOR keep.bin", 150);
-    for _ in 0..40 {
-        data.write_all(&chunk).expect("send the new bytes");
-        if server
-            .s3()
-            .upload_leftovers()
-            .iter()
-            .any(|p| p.to_string_lossy().contains(".part-"))
-        {
-            break;
-        }
-    }
-    wait_for_a_part(server.s3());
+    send_until_a_part(&mut data, server.s3());
     socket2::SockRef::from(&data)
         .set_linger(Some(Duration::ZERO))
         .expect("linger 0");

@@ -114,6 +114,37 @@ impl S3Bucket {
         }
     }
 
+    /// The part counts of the objects completed from multipart uploads, read from the ETags
+    /// s3s-fs keeps (`<md5 of the parts' md5s>-<parts>`).
+    pub fn multipart_part_counts(&self) -> Vec<u32> {
+        fn parts_of(etag: &str) -> Option<u32> {
+            let (md5, parts) = etag.trim_matches('"').split_once('-')?;
+            let hex = md5.len() == 32 && md5.chars().all(|c| c.is_ascii_hexdigit());
+            hex.then(|| parts.parse().ok()).flatten()
+        }
+        fn strings(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+                serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(self.root.path()).expect("read the s3s-fs root") {
+            let path = entry.expect("dir entry").path();
+            if !path.to_string_lossy().ends_with(".internal.json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read an object's info");
+            let value: serde_json::Value = serde_json::from_str(&text).expect("JSON info");
+            let mut all = Vec::new();
+            strings(&value, &mut all);
+            found.extend(all.iter().filter_map(|s| parts_of(s)));
+        }
+        found
+    }
+
     /// Stops the S3 server at once: the bucket goes away under a running ferryd.
     pub fn kill(&mut self) {
         self.server.kill();
