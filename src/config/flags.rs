@@ -53,7 +53,8 @@ pub struct ServeFlags {
     /// IPv4 address announced in PASV replies (behind NAT).
     #[arg(long)]
     pub passive_address: Option<IpAddr>,
-    /// Serve this directory read-only to `anonymous` / `ftp` (any password). Default: off.
+    /// Serve this directory read-only to `anonymous` / `ftp` (any password; local storage
+    /// only). Default: off.
     #[arg(long)]
     pub anonymous_root: Option<PathBuf>,
     /// PEM certificate chain for FTPS (AUTH TLS and implicit TLS).

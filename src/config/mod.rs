@@ -112,8 +112,8 @@ pub struct Config {
     /// `passive_address`: IPv4 address announced in 227 replies (NAT). Default: the control
     /// connection's local address.
     pub passive_address: Option<IpAddr>,
-    /// `anonymous_root`: serve this directory read-only to `anonymous`/`ftp` with any password.
-    /// Default: none (anonymous access off).
+    /// `anonymous_root`: serve this directory read-only to `anonymous`/`ftp` with any password
+    /// (local storage only). Default: none (anonymous access off).
     pub anonymous_root: Option<PathBuf>,
     /// `tls_cert`: PEM certificate chain for FTPS (`AUTH TLS`, implicit TLS). Default: none
     /// (no TLS).
