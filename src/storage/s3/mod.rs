@@ -28,6 +28,8 @@ mod keys;
 mod read;
 mod storage;
 pub mod testing;
+#[cfg(test)]
+mod tests;
 mod tree;
 mod write;
 
@@ -229,8 +231,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 
 /// How long one request may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one request may take in all (a 5 MiB part at 100 KB/s fits).
+/// How long one request may take in all (a 5 MiB part at 100 KB/s fits); downloads are
+/// bounded by [`READ_TIMEOUT`] instead.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a download's body may send nothing (or its reader read nothing).
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Numbers each store, as a device number: the `unique` facts and lock keys of two stores
 /// never meet.
@@ -239,7 +244,10 @@ static NEXT_DEV: AtomicU64 = AtomicU64::new(1);
 /// The S3 [`Storage`](crate::storage::Storage). Cheap to clone; clones share the client.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
+    /// Every request but the downloads.
     store: Arc<AmazonS3>,
+    /// Downloads (GET bodies streamed to a client, a rewrite's kept bytes).
+    reader: Arc<AmazonS3>,
     settings: Arc<S3Settings>,
     dev: u64,
     limits: PathLimits,
@@ -259,37 +267,21 @@ impl S3Storage {
         // reqwest's TLS needs a process-wide provider: ring, the one the FTP side uses. An
         // error means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&settings.bucket)
-            .with_region(&settings.region)
-            .with_access_key_id(&settings.access_key_id)
-            .with_secret_access_key(&settings.secret_access_key)
-            .with_allow_http(settings.allow_http)
-            .with_retry(RetryConfig {
-                max_retries: 4,
-                retry_timeout: Duration::from_secs(30),
-                ..RetryConfig::default()
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_timeout(REQUEST_TIMEOUT)
-                    .with_allow_http(settings.allow_http),
-            );
-        if let Some(endpoint) = &settings.endpoint {
-            // Path-style requests: local and self-hosted servers rarely have bucket DNS names.
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-        }
-        if let Some(token) = &settings.session_token {
-            builder = builder.with_token(token);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| S3SetupError::Config(e.to_string()))?;
+        let options = ClientOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_allow_http(settings.allow_http);
+        let store = client(&settings, options.clone().with_timeout(REQUEST_TIMEOUT))?;
+        // A download streams as fast as its FTP client reads, for as long as that takes: no
+        // bound on the whole request, only on each read.
+        let reader = client(
+            &settings,
+            options
+                .with_timeout_disabled()
+                .with_read_timeout(READ_TIMEOUT),
+        )?;
         Ok(S3Storage {
             store: Arc::new(store),
+            reader: Arc::new(reader),
             settings: Arc::new(settings),
             dev: NEXT_DEV.fetch_add(1, Ordering::Relaxed),
             limits: PathLimits::default(),
@@ -385,6 +377,34 @@ impl S3Storage {
             ObjectPath::from(format!("{}/{rest}", self.settings.prefix))
         }
     }
+}
+
+/// A client for the bucket in `settings` with `options`.
+fn client(settings: &S3Settings, options: ClientOptions) -> Result<AmazonS3, S3SetupError> {
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&settings.bucket)
+        .with_region(&settings.region)
+        .with_access_key_id(&settings.access_key_id)
+        .with_secret_access_key(&settings.secret_access_key)
+        .with_allow_http(settings.allow_http)
+        .with_retry(RetryConfig {
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(30),
+            ..RetryConfig::default()
+        })
+        .with_client_options(options);
+    if let Some(endpoint) = &settings.endpoint {
+        // Path-style requests: local and self-hosted servers rarely have bucket DNS names.
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false);
+    }
+    if let Some(token) = &settings.session_token {
+        builder = builder.with_token(token);
+    }
+    builder
+        .build()
+        .map_err(|e| S3SetupError::Config(e.to_string()))
 }
 
 /// An object-store error in words an operator acts on, then the error itself. object_store

@@ -240,7 +240,7 @@ impl S3Storage {
             if_match: meta.e_tag.clone(),
             ..GetOptions::default()
         };
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.reader);
         let location = meta.location.clone();
         let key = location.to_string();
         let stream = on_io(async move { store.get_opts(&location, options).await })

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt as _;
 
 use super::keys::{MARKER, object};
 use super::read::Kind;
-use super::{S3Storage, on_io, wait};
+use super::{S3Storage, wait};
 use crate::codec::entry::FileInfo;
 use crate::codec::glob::NamePattern;
 use crate::quota::{DIR_BYTES, QuotaReport, Usage, UsageCounter};
@@ -215,24 +215,21 @@ impl UsageCounter for S3Storage {
         let home_marker = format!("{home}/{MARKER}");
         let store = Arc::clone(&self.store);
         let listed = wait(async move {
-            on_io(async move {
-                store
-                    .list(Some(&prefix))
-                    .try_fold(Usage::default(), |mut usage, meta| {
-                        let key = meta.location.as_ref();
-                        if key != home_marker {
-                            usage.files += 1;
-                            usage.bytes += if meta.location.filename() == Some(MARKER) {
-                                DIR_BYTES
-                            } else {
-                                meta.size
-                            };
-                        }
-                        futures::future::ready(Ok(usage))
-                    })
-                    .await
-            })
-            .await
+            store
+                .list(Some(&prefix))
+                .try_fold(Usage::default(), |mut usage, meta| {
+                    let key = meta.location.as_ref();
+                    if key != home_marker {
+                        usage.files += 1;
+                        usage.bytes += if meta.location.filename() == Some(MARKER) {
+                            DIR_BYTES
+                        } else {
+                            meta.size
+                        };
+                    }
+                    futures::future::ready(Ok(usage))
+                })
+                .await
         });
         listed.map_err(io::Error::other)
     }

@@ -52,7 +52,7 @@ impl S3Storage {
     }
 
     /// Writes the object at `key` (empty), create-only.
-    async fn put_new(&self, key: &str) -> Result<(), StoreError> {
+    pub(super) async fn put_new(&self, key: &str) -> Result<(), StoreError> {
         let store = Arc::clone(&self.store);
         let path = object(key)?;
         let options = PutOptions {

@@ -74,6 +74,8 @@ enum End {
 /// aborts it: no orphan parts whatever path led here.
 struct Parts {
     store: Arc<AmazonS3>,
+    /// Where the kept bytes of a rewrite are read.
+    reader: Arc<AmazonS3>,
     path: ObjectPath,
     buf: BytesMut,
     upload: Option<WriteMultipart>,
@@ -118,7 +120,7 @@ impl Parts {
             ..GetOptions::default()
         };
         let mut body = self
-            .store
+            .reader
             .get_opts(&old.location, options)
             .await?
             .into_stream();
@@ -246,12 +248,15 @@ impl Upload {
         if *started {
             return Ok(());
         }
-        *started = true;
         let (old, keep) = (old.clone(), *keep);
         if let Some(old) = old {
             self.charge(keep).await?;
             self.written = keep;
             self.step("GET", move |parts| parts.fill(old, keep)).await?;
+        }
+        // Only now: an upload whose kept bytes did not all arrive must never be completed.
+        if let Mode::Rewrite { started, .. } = &mut self.mode {
+            *started = true;
         }
         Ok(())
     }
@@ -492,6 +497,7 @@ impl S3Storage {
     ) -> Result<Box<dyn ByteSink>, StoreError> {
         let parts = Parts {
             store: Arc::clone(&self.store),
+            reader: Arc::clone(&self.reader),
             path: object(&key)?,
             buf: BytesMut::new(),
             upload: None,

@@ -1,18 +1,24 @@
 //! The storage backends the transfer tests run on: the real [`FileStore`] over the local
-//! backend in a temporary directory, or over the memory backend. Files are put in place and
-//! read back through the backend itself, so a test says the same on either; the macro makes
-//! one test per backend of each case.
+//! backend in a temporary directory, over the memory backend, or over the S3 backend on an
+//! s3s-fs of the test's own. Files are put in place and read back through the backend
+//! itself, so a test says the same on each; the macro makes one test per backend of each
+//! case.
 
 use super::*;
 use crate::storage::memory::MemoryStorage;
+use crate::storage::s3::testing::S3TestServer;
+use crate::storage::s3::{S3Settings, S3Storage};
 use crate::storage::vpath::VPath;
 use crate::storage::{ClientProbe, Storage, WriteMode};
 
 /// A backend for one test, with the temporary directory the local one lives in.
 pub(super) struct Backend {
     pub(super) storage: Arc<dyn Storage>,
-    /// The local backend's data dir; `None` for memory.
-    dir: Option<tempfile::TempDir>,
+    /// Where the homes lie on disk (the local backend's, or the S3 server's bucket, whose
+    /// files are its objects); `None` for memory.
+    homes: Option<std::path::PathBuf>,
+    _server: Option<S3TestServer>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 fn vp(path: &str) -> VPath {
@@ -26,14 +32,33 @@ impl Backend {
             .expect("temp storage");
         Backend {
             storage: Arc::new(storage),
-            dir: Some(dir),
+            homes: Some(dir.path().join("home")),
+            _server: None,
+            _dir: Some(dir),
         }
     }
 
     pub(super) fn memory() -> Backend {
         Backend {
             storage: Arc::new(MemoryStorage::new()),
-            dir: None,
+            homes: None,
+            _server: None,
+            _dir: None,
+        }
+    }
+
+    pub(super) fn s3() -> Backend {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = S3TestServer::start(&dir.path().join("s3")).expect("s3s-fs");
+        server.create_bucket("ferry").expect("bucket");
+        let mut config = Config::default();
+        server.configure(&mut config, "ferry");
+        let settings = S3Settings::from_config(&config, |_| None).expect("settings");
+        Backend {
+            storage: Arc::new(S3Storage::new(settings).expect("client")),
+            homes: Some(server.bucket_dir("ferry")),
+            _server: Some(server),
+            _dir: Some(dir),
         }
     }
 
@@ -83,14 +108,14 @@ impl Backend {
     }
 
     /// Puts a file at alice's `path` far larger than the socket buffers, so that a download
-    /// nobody reads stalls: sparse on disk; in memory, only as large as stalling needs.
+    /// nobody reads stalls: sparse on disk (the S3 server serves its file as the object); in
+    /// memory, only as large as stalling needs.
     pub(super) async fn big(&self, path: &str) {
-        match &self.dir {
-            Some(dir) => {
+        match &self.homes {
+            Some(homes) => {
                 self.storage.create_home("alice").await.expect("home");
                 let name = path.trim_start_matches('/');
-                let big = std::fs::File::create(dir.path().join("home/alice").join(name))
-                    .expect("create");
+                let big = std::fs::File::create(homes.join("alice").join(name)).expect("create");
                 big.set_len(256 << 20).expect("set_len");
             }
             None => self.put(path, &vec![0; 32 << 20]).await,
@@ -99,7 +124,7 @@ impl Backend {
 }
 
 /// One test per backend of each case (an `async fn` taking a [`Backend`]).
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
         mod on_local {
             $(#[actix::test]
@@ -113,6 +138,12 @@ macro_rules! on_both_backends {
                 super::$case(super::Backend::memory()).await;
             })*
         }
+        mod on_s3 {
+            $(#[actix::test]
+            async fn $case() {
+                super::$case(super::Backend::s3()).await;
+            })*
+        }
     };
 }
-pub(super) use on_both_backends;
+pub(super) use on_every_backend;

@@ -1,9 +1,9 @@
 //! Data transfers with the real file store, on each storage backend.
 
-use super::backends::{Backend, on_both_backends};
+use super::backends::{Backend, on_every_backend};
 use super::*;
 
-on_both_backends! {
+on_every_backend! {
     pasv_then_list,
     stor_then_retr_round_trip,
     appe_rest_and_stou,

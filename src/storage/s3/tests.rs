@@ -1,0 +1,449 @@
+//! The S3 backend's own behaviour against a real S3 server (s3s-fs on loopback): multipart
+//! uploads and what an abort or an interruption leaves, rewrites, STOU, directories written
+//! by other tools, renames that fail midway, paginated listings, a server that goes away,
+//! and usage recounted from the bucket. The Storage contract itself is in the conformance
+//! suite.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::io::AsyncReadExt as _;
+
+use super::testing::S3TestServer;
+use super::write::PART;
+use super::{S3Settings, S3Storage};
+use crate::config::{Config, Quota};
+use crate::quota::{QuotaLedger, Usage};
+use crate::storage::vpath::VPath;
+use crate::storage::{Abort, ByteSink, ClientProbe, Storage, StoreError, WriteMode};
+
+const ALICE: &str = "alice";
+const BUCKET: &str = "ferry";
+
+/// A bucket on an s3s-fs of its own, and a store on it (keys under `homes/`).
+struct Bucket {
+    server: S3TestServer,
+    dir: TempDir,
+    store: S3Storage,
+}
+
+impl Bucket {
+    fn new(tweak: impl FnOnce(&mut S3Settings)) -> Bucket {
+        let dir = TempDir::new().expect("temp dir");
+        let server = S3TestServer::start(&dir.path().join("s3")).expect("s3s-fs");
+        server.create_bucket(BUCKET).expect("bucket");
+        let mut config = Config::default();
+        server.configure(&mut config, BUCKET);
+        config.s3_prefix = Some("homes".to_owned());
+        let mut settings = S3Settings::from_config(&config, |_| None).expect("settings");
+        tweak(&mut settings);
+        let store = S3Storage::new(settings).expect("client");
+        Bucket { server, dir, store }
+    }
+
+    async fn ready(self) -> Bucket {
+        self.store.create_home(ALICE).await.expect("home");
+        self
+    }
+
+    /// Where an object of alice's lies on the server's disk.
+    fn disk(&self, path: &str) -> PathBuf {
+        self.server
+            .bucket_dir(BUCKET)
+            .join("homes")
+            .join(ALICE)
+            .join(path.trim_start_matches('/'))
+    }
+
+    /// The server's files of multipart uploads in progress (parts and upload records).
+    fn upload_files(&self) -> Vec<String> {
+        let root = self.dir.path().join("s3");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(root).expect("server root") {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with(".upload") {
+                found.push(name);
+            }
+        }
+        found
+    }
+
+    async fn open(&self, path: &str, mode: WriteMode) -> Box<dyn ByteSink> {
+        self.store
+            .open_write(ALICE, &vp(path), mode)
+            .await
+            .unwrap_or_else(|e| panic!("open_write {path}: {e:?}"))
+    }
+
+    async fn put(&self, path: &str, bytes: &[u8]) {
+        let mut sink = self.open(path, WriteMode::Replace).await;
+        sink.write(bytes).await.expect("write");
+        sink.commit(present()).await.expect("commit");
+    }
+
+    async fn get_from(&self, path: &str, offset: u64) -> Vec<u8> {
+        let mut source = self
+            .store
+            .open_read(ALICE, &vp(path), offset)
+            .await
+            .unwrap_or_else(|e| panic!("open_read {path}: {e:?}"));
+        let mut bytes = Vec::new();
+        source.read_to_end(&mut bytes).await.expect("read");
+        bytes
+    }
+
+    async fn get(&self, path: &str) -> Vec<u8> {
+        self.get_from(path, 0).await
+    }
+
+    async fn names(&self, path: &str) -> Vec<String> {
+        let listing = self.store.list(ALICE, &vp(path)).await.expect("list");
+        listing.entries.into_iter().map(|e| e.name).collect()
+    }
+}
+
+fn vp(path: &str) -> VPath {
+    VPath::root().resolve(path).expect("valid test path")
+}
+
+fn present() -> ClientProbe {
+    ClientProbe::new(|| false)
+}
+
+/// `n` bytes that differ from part to part and within each.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i % 251) as u8 ^ seed ^ (i / PART) as u8)
+        .collect()
+}
+
+/// Writes `bytes` in chunks of 64 KiB, as a data connection delivers them.
+async fn write_all(sink: &mut Box<dyn ByteSink>, bytes: &[u8]) {
+    for chunk in bytes.chunks(64 * 1024) {
+        sink.write(chunk).await.expect("write");
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[tokio::test]
+async fn a_multipart_upload_is_byte_exact_and_unseen_until_its_commit() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/f", b"old").await;
+    let bytes = pattern(2 * PART + PART / 2, 7);
+    let mut sink = b.open("/f", WriteMode::Replace).await;
+    write_all(&mut sink, &bytes).await;
+    // Two parts are on the server, the rest in the sink's buffer; readers see the old file.
+    assert!(
+        b.upload_files().iter().any(|f| f.contains(".part-")),
+        "{:?}",
+        b.upload_files()
+    );
+    assert_eq!(b.get("/f").await, b"old");
+    sink.commit(present()).await.expect("commit");
+    assert!(
+        b.get("/f").await == bytes,
+        "the object differs from the upload"
+    );
+    let info = b.store.stat(ALICE, &vp("/f")).await.expect("stat");
+    assert_eq!(info.size, bytes.len() as u64);
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+    // A ranged read across part boundaries.
+    let from = PART as u64 - 10;
+    assert!(b.get_from("/f", from).await == bytes[PART - 10..]);
+}
+
+#[tokio::test]
+async fn an_aborted_or_dropped_upload_leaves_no_parts_and_the_old_object() {
+    let b = Bucket::new(|s| s.rewrite_max_bytes = 64 << 20)
+        .ready()
+        .await;
+    b.put("/f", b"old").await;
+    for why in [Some(Abort::Refused), Some(Abort::Failed), None] {
+        let mut sink = b.open("/f", WriteMode::Replace).await;
+        write_all(&mut sink, &pattern(2 * PART + 1, 1)).await;
+        assert!(!b.upload_files().is_empty(), "parts were sent");
+        match why {
+            Some(why) => sink.abort(why).await,
+            None => drop(sink),
+        }
+        assert!(
+            b.upload_files().is_empty(),
+            "{why:?}: {:?}",
+            b.upload_files()
+        );
+        assert_eq!(b.get("/f").await, b"old", "{why:?}");
+    }
+    // A refused rewrite leaves the object as it was too.
+    let mut sink = b.open("/f", WriteMode::Append).await;
+    write_all(&mut sink, &pattern(PART + 1, 2)).await;
+    sink.abort(Abort::Refused).await;
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+    assert_eq!(b.get("/f").await, b"old");
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_of_a_new_name_keeps_what_arrived() {
+    let b = Bucket::new(|_| {});
+    let b = Bucket {
+        store: b.store.clone().with_partial_uploads(true),
+        ..b
+    }
+    .ready()
+    .await;
+    let bytes = pattern(PART + 1000, 3);
+    let mut sink = b.open("/new", WriteMode::Replace).await;
+    write_all(&mut sink, &bytes).await;
+    drop(sink);
+    assert!(b.get("/new").await == bytes, "the kept bytes differ");
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+    // Resumed with REST+STOR from where it stopped.
+    let rest = pattern(1000, 4);
+    let mut sink = b.open("/new", WriteMode::At(bytes.len() as u64)).await;
+    write_all(&mut sink, &rest).await;
+    sink.commit(present()).await.expect("commit");
+    let whole = [bytes, rest].concat();
+    assert!(b.get("/new").await == whole, "the resumed file differs");
+}
+
+#[tokio::test]
+async fn rewrites_keep_their_bytes_within_the_limit_and_are_refused_beyond_it() {
+    let limit = (PART + PART / 2) as u64;
+    let b = Bucket::new(|s| s.rewrite_max_bytes = limit).ready().await;
+    let first = pattern(PART + 100, 5);
+    b.put("/f", &first).await;
+    let more = pattern(3000, 6);
+    let mut sink = b.open("/f", WriteMode::Append).await;
+    write_all(&mut sink, &more).await;
+    sink.commit(present()).await.expect("appe");
+    let appended = [first.clone(), more].concat();
+    assert!(b.get("/f").await == appended, "APPE differs");
+    let mut sink = b.open("/f", WriteMode::At(PART as u64 + 1)).await;
+    sink.write(b"tail").await.expect("write");
+    sink.commit(present()).await.expect("rest+stor");
+    let resumed = [&appended[..=PART], b"tail"].concat();
+    assert!(b.get("/f").await == resumed, "REST+STOR differs");
+
+    // The old object went before the first byte: its kept bytes cannot be read, and the
+    // rewrite fails without putting anything in place.
+    let mut sink = b.open("/f", WriteMode::Append).await;
+    b.store.remove(ALICE, &vp("/f")).await.expect("remove");
+    match sink.write(b"x").await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+    drop(sink);
+    match b.store.stat(ALICE, &vp("/f")).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+
+    b.put("/big", &pattern(limit as usize + 1, 7)).await;
+    for mode in [WriteMode::Append, WriteMode::At(1)] {
+        match b.store.open_write(ALICE, &vp("/big"), mode).await {
+            Err(StoreError::TooBigToRewrite(max)) => assert_eq!(max, limit),
+            other => panic!("{mode:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stou_never_overwrites_a_name_that_appeared_meanwhile() {
+    let b = Bucket::new(|_| {}).ready().await;
+    let mut sink = b.open("/u", WriteMode::Unique).await;
+    assert_eq!(sink.target(), &vp("/u"));
+    sink.write(b"mine").await.expect("write");
+    // Another server (or tool) writes the name before the commit.
+    write_file(&b.disk("/u"), b"theirs");
+    match sink.commit(present()).await {
+        Err(StoreError::AlreadyExists) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.get("/u").await, b"theirs");
+    // The create-only PUT itself: s3s-fs honours If-None-Match.
+    let key = b.store.key(ALICE, &vp("/u")).expect("key");
+    match b.store.put_new(&key).await {
+        Err(StoreError::AlreadyExists) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.get("/u").await, b"theirs");
+    let next = b.open("/u", WriteMode::Unique).await;
+    assert_eq!(next.target(), &vp("/u.1"));
+}
+
+#[tokio::test]
+async fn directories_of_other_tools_and_the_marker_name() {
+    let b = Bucket::new(|_| {}).ready().await;
+    // A key written by another tool makes its directories.
+    write_file(&b.disk("/ext/deep/file"), b"x");
+    assert_eq!(b.names("/").await, ["ext"]);
+    assert_eq!(b.names("/ext").await, ["deep"]);
+    assert_eq!(b.get("/ext/deep/file").await, b"x");
+    match b.store.rmdir(ALICE, &vp("/ext")).await {
+        Err(StoreError::NotEmpty) => {}
+        other => panic!("{other:?}"),
+    }
+    // Without a marker, the directory goes with its last key (no empty directories).
+    b.store
+        .remove(ALICE, &vp("/ext/deep/file"))
+        .await
+        .expect("remove");
+    assert!(b.names("/").await.is_empty());
+    // The marker's name is not a client's to see or use.
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    assert!(b.disk("/d/.ferry-dir").is_file());
+    assert!(b.names("/d").await.is_empty());
+    for path in ["/d/.ferry-dir", "/.ferry-dir"] {
+        match b.store.stat(ALICE, &vp(path)).await {
+            Err(StoreError::InvalidName) => {}
+            other => panic!("{path}: {other:?}"),
+        }
+        match b
+            .store
+            .open_write(ALICE, &vp(path), WriteMode::Replace)
+            .await
+        {
+            Err(StoreError::InvalidName) => {}
+            other => panic!("{path}: {:?}", other.map(|_| ())),
+        }
+    }
+    match b.store.list(ALICE, &vp("/nope")).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_directory_rename_that_fails_midway_leaves_every_object_in_place() {
+    let b = Bucket::new(|s| s.max_rename_objects = 5).ready().await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.put("/d/a", b"a").await;
+    b.put("/d/z", b"z").await;
+    // The copy of d/z cannot land: a directory lies at its key on the server's disk.
+    std::fs::create_dir_all(b.disk("/e/z")).expect("mkdir on disk");
+    match b.store.rename(ALICE, &vp("/d"), &vp("/e")).await {
+        Err(StoreError::Io(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.get("/d/a").await, b"a");
+    assert_eq!(b.get("/d/z").await, b"z");
+    assert!(!b.disk("/e/a").exists(), "the copies made are removed");
+    std::fs::remove_dir_all(b.disk("/e")).expect("clean up");
+    b.store
+        .rename(ALICE, &vp("/d"), &vp("/e"))
+        .await
+        .expect("rename");
+    assert_eq!(b.names("/e").await, ["a", "z"]);
+    assert_eq!(b.names("/").await, ["e"]);
+    // Past the rename limit: refused before anything moves.
+    for n in 0..5 {
+        b.put(&format!("/e/{n}"), b"n").await;
+    }
+    match b.store.rename(ALICE, &vp("/e"), &vp("/f")).await {
+        Err(StoreError::TooManyToRename(5)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.names("/").await, ["e"]);
+}
+
+#[tokio::test]
+async fn listings_read_every_page_and_stop_past_the_limit() {
+    let b = Bucket::new(|_| {});
+    let b = Bucket {
+        store: b.store.clone().with_listing_limit(1500),
+        ..b
+    }
+    .ready()
+    .await;
+    // More than one page (1000 keys) of names.
+    for n in 0..1200 {
+        write_file(&b.disk(&format!("/big/f{n:04}")), b"x");
+    }
+    let names = b.names("/big").await;
+    assert_eq!(names.len(), 1200);
+    assert_eq!(
+        (names[0].as_str(), names[1199].as_str()),
+        ("f0000", "f1199")
+    );
+    let limited = Bucket {
+        store: b.store.clone().with_listing_limit(1100),
+        ..b
+    };
+    match limited.store.list(ALICE, &vp("/big")).await {
+        Err(StoreError::TooManyEntries(1100)) => {}
+        other => panic!("{:?}", other.map(|l| l.entries.len())),
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_is_a_local_error_in_bounded_time() {
+    let mut b = Bucket::new(|_| {}).ready().await;
+    b.put("/f", b"old").await;
+    let mut sink = b.open("/g", WriteMode::Replace).await;
+    sink.write(b"before").await.expect("write");
+    b.server.kill();
+    let started = Instant::now();
+    match sink.commit(present()).await {
+        Err(StoreError::Io(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    match b.store.stat(ALICE, &vp("/f")).await {
+        Err(StoreError::Io(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn usage_is_recounted_from_the_bucket() {
+    let b = Bucket::new(|_| {});
+    let usage_dir = b.dir.path().join("usage");
+    let limits = Arc::new(|_: &str| Quota {
+        bytes: Some(1 << 20),
+        files: None,
+    });
+    let ledger = QuotaLedger::new(usage_dir.clone(), b.dir.path().join("none"), limits)
+        .expect("ledger")
+        .with_counter(b.store.usage_counter());
+    let ledger = Arc::new(ledger);
+    let b = Bucket {
+        store: b.store.clone().with_quota(Arc::clone(&ledger)),
+        ..b
+    }
+    .ready()
+    .await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.put("/d/f", b"12345").await;
+    let counted = Usage {
+        bytes: 4096 + 5,
+        files: 2,
+    };
+    assert_eq!(b.store.quota(ALICE).await.expect("quota").usage, counted);
+    // Lost ledger: counted again from the bucket, with what another tool wrote.
+    std::fs::remove_file(usage_dir.join("alice.json")).expect("ledger file");
+    write_file(&b.disk("/other"), b"abc");
+    let recounted = Usage {
+        bytes: 4096 + 8,
+        files: 3,
+    };
+    assert_eq!(b.store.quota(ALICE).await.expect("quota").usage, recounted);
+    let from_admin = tokio::task::spawn_blocking(move || ledger.recount(ALICE))
+        .await
+        .expect("join")
+        .expect("recount");
+    assert_eq!(from_admin, recounted);
+}
