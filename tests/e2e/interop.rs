@@ -873,12 +873,11 @@ fn make_many_files(root: &Path) {
     }
 }
 
-#[test]
-fn rclone_with_32_transfers_and_32_checkers_on_the_defaults() {
+fn rclone_with_32_transfers_and_32_checkers_on_the_defaults_on(backend: Backend) {
     // Only the data dir, a free port and cheap hashes differ from the defaults. With per-user
     // caps (the old 20 sessions, 10 transfers) rclone's connections beyond them failed, and
     // with one retry pass and one low-level retry nothing hides such a failure.
-    let server = TestServer::start_on_defaults();
+    let server = TestServer::start_on_defaults_on(backend);
     let (user, pass) = ("pia", "parallel-pass-1");
     register(&server, user, pass);
     let work = tempfile::tempdir().expect("temp dir");
@@ -908,15 +907,20 @@ fn rclone_with_32_transfers_and_32_checkers_on_the_defaults() {
     };
     let out = rclone("src", &remote);
     assert_success(&out, "rclone copy up");
-    assert_same_tree(&src, &server.home(user).join("up"), "after rclone copy up");
+    assert_same_tree(
+        &src,
+        &server.home_view(user).join("up"),
+        "after rclone copy up",
+    );
     let out = rclone(&remote, "back");
     assert_success(&out, "rclone copy down");
     assert_same_tree(&src, &w.join("back"), "after rclone copy down");
 }
 
-#[test]
-fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
-    let server = TestServer::start_on_defaults();
+on_both_backends!(rclone_with_32_transfers_and_32_checkers_on_the_defaults_on: rclone_with_32_transfers_and_32_checkers_on_the_defaults, rclone_with_32_transfers_and_32_checkers_on_the_defaults_on_s3);
+
+fn lftp_parallel_mirror_on_the_defaults_gets_no_425_on(backend: Backend) {
+    let server = TestServer::start_on_defaults_on(backend);
     let (user, pass) = ("lia", "parallel-pass-2");
     register(&server, user, pass);
     let work = tempfile::tempdir().expect("temp dir");
@@ -945,7 +949,7 @@ fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!printed.contains("425"), "lftp got a 425:\n{printed}");
-    assert_same_tree(&src, &server.home(user).join("up"), "after mirror -R");
+    assert_same_tree(&src, &server.home_view(user).join("up"), "after mirror -R");
     assert_same_tree(&src, &w.join("back"), "after mirror back");
     let events = server.audit_events();
     assert!(
@@ -953,6 +957,8 @@ fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
         "a 425 in the audit log"
     );
 }
+
+on_both_backends!(lftp_parallel_mirror_on_the_defaults_gets_no_425_on: lftp_parallel_mirror_on_the_defaults_gets_no_425, lftp_parallel_mirror_on_the_defaults_gets_no_425_on_s3);
 
 // ---------------------------------------------------------------------------------------------
 // wget

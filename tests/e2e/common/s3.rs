@@ -176,30 +176,41 @@ impl TestServer {
     pub fn start_on(backend: Backend, extra_args: &[&str]) -> TestServer {
         match backend {
             Backend::Local => TestServer::start(extra_args),
-            Backend::S3 => {
-                let bucket = S3Bucket::start();
-                let data_dir = tempfile::Builder::new()
-                    .prefix("ferry-e2e-")
-                    .tempdir()
-                    .expect("create temp data dir");
-                let mut args = bucket.args();
-                args.extend(extra_args.iter().map(|s| s.to_string()));
-                let env = S3Bucket::env();
-                std::fs::write(data_dir.path().join(CONFIG), bucket.config_file())
-                    .expect("write the operator commands' config file");
-                let stderr = Arc::new(Mutex::new(Vec::new()));
-                let (child, addr) = spawn(data_dir.path(), &args, &env, true, &stderr);
-                TestServer {
-                    child: Some(child),
-                    addr,
-                    data_dir,
-                    extra_args: args,
-                    env,
-                    stderr,
-                    lift_caps: true,
-                    s3: Some(bucket),
-                }
-            }
+            Backend::S3 => TestServer::spawn_s3(extra_args, true),
+        }
+    }
+
+    /// [`TestServer::start_on_defaults`] on `backend`: on S3 only the storage flags are added.
+    pub fn start_on_defaults_on(backend: Backend) -> TestServer {
+        match backend {
+            Backend::Local => TestServer::start_on_defaults(),
+            Backend::S3 => TestServer::spawn_s3(&[], false),
+        }
+    }
+
+    /// `ferryd` on a fresh bucket of its own s3s-fs; `lift_caps` as for a local server.
+    fn spawn_s3(extra_args: &[&str], lift_caps: bool) -> TestServer {
+        let bucket = S3Bucket::start();
+        let data_dir = tempfile::Builder::new()
+            .prefix("ferry-e2e-")
+            .tempdir()
+            .expect("create temp data dir");
+        let mut args = bucket.args();
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let env = S3Bucket::env();
+        std::fs::write(data_dir.path().join(CONFIG), bucket.config_file())
+            .expect("write the operator commands' config file");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (child, addr) = spawn(data_dir.path(), &args, &env, lift_caps, &stderr);
+        TestServer {
+            child: Some(child),
+            addr,
+            data_dir,
+            extra_args: args,
+            env,
+            stderr,
+            lift_caps,
+            s3: Some(bucket),
         }
     }
 
