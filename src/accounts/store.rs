@@ -304,3 +304,43 @@ impl AccountStore for JsonAccountStore {
         Ok(records)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Homes elsewhere where only `bob` left something.
+    #[derive(Debug)]
+    struct OnlyBob;
+
+    impl HomeElsewhere for OnlyBob {
+        fn remains_of(&self, name: &UserName) -> io::Result<Option<PathBuf>> {
+            Ok((name.as_str() == "bob").then(|| PathBuf::from("s3://b/p/bob/")))
+        }
+    }
+
+    #[test]
+    fn remains_elsewhere_join_the_local_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (homes, usage) = (dir.path().join("home"), dir.path().join("usage"));
+        fs::create_dir_all(homes.join("alice")).expect("alice's home");
+        fs::create_dir_all(&usage).expect("usage dir");
+        fs::write(usage.join("bob.json"), b"{}").expect("bob's ledger");
+        let name = |n: &str| UserName::parse(n).expect("name");
+        let local = Remains::new(homes.clone(), usage.clone());
+        assert_eq!(
+            local.of(&name("bob")).expect("bob"),
+            [usage.join("bob.json")]
+        );
+        let remains = local.with_homes_elsewhere(Arc::new(OnlyBob));
+        assert_eq!(
+            remains.of(&name("bob")).expect("bob"),
+            [usage.join("bob.json"), PathBuf::from("s3://b/p/bob/")]
+        );
+        assert_eq!(
+            remains.of(&name("alice")).expect("alice"),
+            [homes.join("alice")]
+        );
+        assert!(remains.of(&name("carol")).expect("carol").is_empty());
+    }
+}
