@@ -12,7 +12,7 @@
 //!   reservations) behind one trait, in process here.
 //! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
 //! - [`quota`]: per-user quotas: the usage ledger, changes under the user's lock, the charge of
-//!   a running upload, recounts.
+//!   a running upload, recounts (by a `UsageCounter`: a directory walk, or a bucket listing).
 //! - [`accounts`]: accounts below the actor: the name rule ([`UserName`](accounts::UserName))
 //!   and [`AuthError`](accounts::AuthError) the client shares, the `AccountStore` trait and its
 //!   JSON store, password hashing, invitations.
@@ -22,7 +22,8 @@
 //!   noise policy.
 //! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
 //!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
-//!   in-place uploads); the memory backend the tests run beside it.
+//!   in-place uploads); the memory backend the tests run beside it; the S3 backend (marker
+//!   directories, multipart uploads, rewrites for APPE and REST, copy-then-delete renames).
 //! - [`transfer`]: data connections (passive, active, the peer check, TLS) and the transfer
 //!   tasks on their own thread pool: streaming, zero-copy, ASCII conversion.
 //! - [`actors`]: the actor graph and its messages: acceptor, session (control channel;

@@ -69,8 +69,8 @@ enum End {
     Failed,
 }
 
-/// The bytes not yet sent and the multipart upload they go to, moved onto the S3 runtime
-/// for each step (the upload's part tasks live there). Dropped with an upload still open, it
+/// The bytes not yet sent and the multipart upload they go to, worked on by steps on the S3
+/// runtime (the upload's part tasks live there). Dropped with an upload still open, it
 /// aborts it: no orphan parts whatever path led here.
 struct Parts {
     store: Arc<AmazonS3>,
@@ -81,13 +81,29 @@ struct Parts {
     upload: Option<WriteMultipart>,
 }
 
+/// A step of an upload that runs on the S3 runtime.
+enum Step {
+    /// Send every full part in the buffer.
+    Ship,
+    /// Stream the first `keep` bytes of `old` in (a rewrite's kept bytes).
+    Fill { old: ObjectMeta, keep: u64 },
+    /// Wait for the parts in flight.
+    Settle,
+}
+
 impl Parts {
-    /// Sends every full part in the buffer, starting the multipart upload at the first.
-    async fn ship(mut self) -> (Parts, object_store::Result<()>) {
-        let result = self.ship_full().await;
-        (self, result)
+    async fn run(&mut self, step: Step) -> object_store::Result<()> {
+        match step {
+            Step::Ship => self.ship_full().await,
+            Step::Fill { old, keep } => self.fill_from(old, keep).await,
+            Step::Settle => match &mut self.upload {
+                Some(upload) => upload.wait_for_capacity(0).await,
+                None => Ok(()),
+            },
+        }
     }
 
+    /// Sends every full part in the buffer, starting the multipart upload at the first.
     async fn ship_full(&mut self) -> object_store::Result<()> {
         while self.buf.len() >= PART {
             let upload = match &mut self.upload {
@@ -98,16 +114,11 @@ impl Parts {
                         .insert(WriteMultipart::new_with_chunk_size(started, PART))
                 }
             };
-            upload.wait_for_capacity(IN_FLIGHT - 1).await?;
+            // Fewer than IN_FLIGHT before this one goes.
+            upload.wait_for_capacity(IN_FLIGHT).await?;
             upload.put(self.buf.split_to(PART).freeze());
         }
         Ok(())
-    }
-
-    /// Streams the first `keep` bytes of `old` into the upload (a rewrite's kept bytes).
-    async fn fill(mut self, old: ObjectMeta, keep: u64) -> (Parts, object_store::Result<()>) {
-        let result = self.fill_from(old, keep).await;
-        (self, result)
     }
 
     async fn fill_from(&mut self, old: ObjectMeta, keep: u64) -> object_store::Result<()> {
@@ -138,15 +149,6 @@ impl Parts {
             });
         }
         Ok(())
-    }
-
-    /// Waits for the parts in flight.
-    async fn settle(mut self) -> (Parts, object_store::Result<()>) {
-        let result = match &mut self.upload {
-            Some(upload) => upload.wait_for_capacity(0).await,
-            None => Ok(()),
-        };
-        (self, result)
     }
 
     /// Puts the object in place: the last part and the completion, or one PUT.
@@ -207,8 +209,10 @@ struct Upload {
     mode: Mode,
     /// Shared with the blocking threads that charge it.
     charge: Arc<Mutex<Charge>>,
-    /// `None` only while a step runs on the S3 runtime.
-    parts: Option<Parts>,
+    /// Shared with the step running on the S3 runtime, which goes on if its caller is
+    /// cancelled (ABOR mid-part): the end waits for it and finds every byte there. `None`
+    /// once the upload has ended.
+    parts: Arc<tokio::sync::Mutex<Option<Parts>>>,
     /// Bytes of the new object so far (kept ones included).
     written: u64,
     _lease: Option<Lease>,
@@ -229,15 +233,20 @@ impl Upload {
     }
 
     /// Runs `step` on the parts, on the S3 runtime.
-    async fn step<F, Fut>(&mut self, what: &str, step: F) -> Result<(), StoreError>
-    where
-        F: FnOnce(Parts) -> Fut + Send + 'static,
-        Fut: Future<Output = (Parts, object_store::Result<()>)> + Send + 'static,
-    {
-        let parts = self.parts.take().ok_or_else(ended)?;
-        let (parts, result) = on_io(step(parts)).await;
-        self.parts = Some(parts);
-        result.map_err(|e| store_error(what, &self.key, e))
+    async fn step(&mut self, what: &str, step: Step) -> Result<(), StoreError> {
+        let parts = Arc::clone(&self.parts);
+        let result = on_io(async move {
+            match parts.lock_owned().await.as_mut() {
+                Some(parts) => parts.run(step).await.map_err(Some),
+                None => Err(None),
+            }
+        })
+        .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(store_error(what, &self.key, e)),
+            Err(None) => Err(ended()),
+        }
     }
 
     /// A rewrite's kept bytes, once: at the first byte or an empty commit.
@@ -252,7 +261,7 @@ impl Upload {
         if let Some(old) = old {
             self.charge(keep).await?;
             self.written = keep;
-            self.step("GET", move |parts| parts.fill(old, keep)).await?;
+            self.step("GET", Step::Fill { old, keep }).await?;
         }
         // Only now: an upload whose kept bytes did not all arrive must never be completed.
         if let Mode::Rewrite { started, .. } = &mut self.mode {
@@ -264,11 +273,15 @@ impl Upload {
     async fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         self.start().await?;
         self.charge(data.len() as u64).await?;
-        let parts = self.parts.as_mut().ok_or_else(ended)?;
-        parts.buf.extend_from_slice(data);
+        let full = {
+            let mut parts = self.parts.lock().await;
+            let parts = parts.as_mut().ok_or_else(ended)?;
+            parts.buf.extend_from_slice(data);
+            parts.buf.len() >= PART
+        };
         self.written += data.len() as u64;
-        if parts.buf.len() >= PART {
-            self.step("upload part", Parts::ship).await?;
+        if full {
+            self.step("upload part", Step::Ship).await?;
         }
         Ok(())
     }
@@ -286,8 +299,9 @@ impl Upload {
     }
 
     /// Ends the upload (see the module's doc). Sync: runs on a blocking thread.
-    fn end(mut self, end: End) -> Result<(), StoreError> {
-        let Some(parts) = self.parts.take() else {
+    fn end(self, end: End) -> Result<(), StoreError> {
+        // Waits for a step still running (its caller cancelled).
+        let Some(parts) = self.parts.blocking_lock().take() else {
             return Err(ended());
         };
         if !self.keeps(end) {
@@ -428,7 +442,7 @@ impl ByteSink for S3Sink {
     async fn commit(mut self: Box<Self>, client: ClientProbe) -> Result<(), StoreError> {
         let upload = self.upload.as_mut().ok_or_else(ended)?;
         upload.start().await?;
-        upload.step("upload part", Parts::settle).await?;
+        upload.step("upload part", Step::Settle).await?;
         if client.gone() {
             self.end(End::Interrupted).await?;
             return Err(StoreError::Interrupted);
@@ -511,7 +525,7 @@ impl S3Storage {
                 key,
                 mode,
                 charge: Arc::new(Mutex::new(charge)),
-                parts: Some(parts),
+                parts: Arc::new(tokio::sync::Mutex::new(Some(parts))),
                 written: 0,
                 _lease: lease,
             }),
