@@ -40,8 +40,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::list::{PaginatedListOptions, PaginatedListStore as _};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore as _, ObjectStoreExt as _, PutPayload, RetryConfig};
+use object_store::{ClientOptions, ObjectStoreExt as _, PutPayload, RetryConfig};
 
 use crate::config::{Config, StorageKind};
 use crate::quota::{QuotaLedger, UsageCounter};
@@ -353,10 +354,15 @@ impl S3Storage {
     pub async fn probe(&self) -> Result<(), S3SetupError> {
         let store = Arc::clone(&self.store);
         let key = self.key_of(PROBE_KEY);
-        let prefix = self.key_of("");
+        let prefix = self.key_of("").to_string();
         let outcome = on_io(async move {
-            // A listing first: some servers create a missing bucket on a put.
-            store.list_with_delimiter(Some(&prefix)).await?;
+            // A listing first: some servers create a missing bucket on a put. One key is
+            // enough (the whole prefix would be every home).
+            let one = PaginatedListOptions {
+                max_keys: Some(1),
+                ..PaginatedListOptions::default()
+            };
+            store.list_paginated(Some(&prefix), one).await?;
             store.put(&key, PutPayload::from_static(b"ferryd")).await?;
             store.get(&key).await?.bytes().await?;
             store.delete(&key).await

@@ -162,8 +162,8 @@ impl S3Storage {
 
     /// The entries of the directory `dir` whose names pass `keep`, sorted by name. Every
     /// name read counts against the listing limit, kept or not; pages stop once past it, so
-    /// no more than the limit is ever held. Keys no client could have made (empty names, a
-    /// `dir/` key of another tool) are left out.
+    /// no more than the limit is ever held. Keys no client could have made (empty names,
+    /// control characters, a `dir/` key of another tool) are left out.
     pub(super) async fn entries(
         &self,
         dir: &str,
@@ -185,7 +185,7 @@ impl S3Storage {
                 let Some(name) = location.as_ref().strip_prefix(&base) else {
                     continue;
                 };
-                if name.is_empty() || name.contains('/') {
+                if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
                     continue;
                 }
                 if name == MARKER && meta.is_some() {
