@@ -20,6 +20,7 @@ use crate::codec::Password;
 use crate::config::{Config, Quota};
 use crate::quota::{QuotaLedger, QuotaReport};
 use crate::storage::StoreError;
+use crate::storage::s3::S3SetupError;
 use crate::wiring;
 
 /// Why an operator command failed.
@@ -56,6 +57,9 @@ pub enum AdminError {
         /// What remains.
         paths: Vec<PathBuf>,
     },
+    /// The S3 settings are incomplete.
+    #[error(transparent)]
+    S3(#[from] S3SetupError),
     /// A file, the terminal or the table output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -101,7 +105,7 @@ pub fn user_add(
     if store.load(&name)?.is_some() {
         return Err(AuthError::NameTaken.into());
     }
-    let left = wiring::remains(config).of(&name)?;
+    let left = wiring::remains(config)?.of(&name)?;
     if !left.is_empty() && !adopt_home {
         return Err(AdminError::Remains {
             name: name.to_string(),
@@ -113,9 +117,7 @@ pub fn user_add(
     record.read_only = read_only;
     record.quota = config.default_quota();
     store.create(&record)?;
-    wiring::home_storage(config)?
-        .blocking()
-        .create_home(name.as_str())?;
+    wiring::create_home(config, name.as_str())?;
     if !left.is_empty() {
         ledger(config)?.recount(name.as_str())?;
     }
@@ -169,12 +171,17 @@ pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, Adm
         Some(store) => store.delete(&user)?,
         None => false,
     };
-    let left = wiring::remains(config).of(&user)?;
     let mut deleted = Deleted {
         account,
         removed: Vec::new(),
         kept: Vec::new(),
     };
+    if purge {
+        deleted
+            .removed
+            .extend(wiring::purge_bucket_home(config, &user)?);
+    }
+    let left = wiring::remains(config)?.of(&user)?;
     if !purge {
         deleted.kept = left;
     } else {

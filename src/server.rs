@@ -17,9 +17,8 @@ use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
 use crate::admission::SessionRegistry;
 use crate::config::{Config, ConfigError};
-use crate::storage::Storage;
 use crate::transfer::TransferPool;
-use crate::wiring::{self, Backends, DataDirError};
+use crate::wiring::{self, Backends, OpenError};
 
 /// How often shutdown checks whether every session has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -30,9 +29,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A data directory could not be prepared.
+    /// A data directory could not be prepared, or the S3 bucket cannot be used.
     #[error(transparent)]
-    DataDir(#[from] DataDirError),
+    Backends(#[from] OpenError),
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -129,7 +128,8 @@ impl Server {
             storage,
             audit,
             state,
-        } = Backends::open(&config)?;
+            remains,
+        } = Backends::open(&config).await?;
         let (tls, upload_tls) = wiring::tls(&config)?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -149,10 +149,9 @@ impl Server {
 
         let registry_actor = AccountRegistry::start(
             accounts,
-            wiring::registry_settings(&config, invites, Arc::clone(&state)),
+            wiring::registry_settings(&config, invites, remains, Arc::clone(&state)),
             config.blocking_threads,
         );
-        let storage: Arc<dyn Storage> = Arc::new(storage);
         let capabilities = storage.capabilities();
         let files = FileStore::start(Arc::clone(&storage));
         let mut services = Services::new(&registry_actor, &files, &audit);

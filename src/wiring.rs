@@ -4,6 +4,7 @@
 //! them here, so both read and write the same files in the same way, and a second backend
 //! (another account store, another storage) is chosen here and nowhere else.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,16 +12,20 @@ use std::sync::Arc;
 use actix::Addr;
 use tokio_rustls::TlsAcceptor;
 
+use crate::accounts::HomeElsewhere;
 use crate::accounts::invites::InviteStore;
 use crate::actors::account_registry::{
-    AccountLimits, AccountStore, JsonAccountStore, RegistrySettings, Remains,
+    AccountLimits, AccountStore, JsonAccountStore, RegistrySettings, Remains, UserName,
 };
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
-use crate::config::{Config, Registration};
+use crate::codec::entry::FileKind;
+use crate::config::{Config, Registration, StorageKind};
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, SharedState};
-use crate::storage::PathLimits;
 use crate::storage::local::LocalStorage;
+use crate::storage::s3::{S3Settings, S3SetupError, S3Storage};
+use crate::storage::vpath::VPath;
+use crate::storage::{PathLimits, Storage, StoreError};
 
 /// A part of the data directory could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,17 @@ pub struct DataDirError {
     pub path: PathBuf,
     /// The cause.
     pub source: io::Error,
+}
+
+/// Why the backends could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A part of the data directory could not be prepared.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// The S3 settings are incomplete, or the bucket cannot be used (the probe's reason).
+    #[error(transparent)]
+    S3(#[from] S3SetupError),
 }
 
 /// Names the directory an I/O error is about.
@@ -60,16 +76,25 @@ pub fn existing_account_store(config: &Config) -> io::Result<Option<JsonAccountS
 }
 
 /// The usage ledger (`DATA/usage/`, created when missing), with each user's limits read from
-/// `accounts`.
+/// `accounts`, counting homes where the storage keeps them.
 ///
 /// # Errors
 /// The directory cannot be created.
 pub fn quota_ledger(config: &Config, accounts: Arc<dyn AccountStore>) -> io::Result<QuotaLedger> {
-    QuotaLedger::new(
+    let ledger = QuotaLedger::new(
         config.usage_dir(),
         config.homes_dir(),
         Arc::new(AccountLimits(accounts)),
-    )
+    )?;
+    Ok(match config.storage {
+        StorageKind::Local => ledger,
+        // Recounts (after a crash, `--recount`, `--adopt-home`) list the bucket.
+        StorageKind::S3 => ledger.with_counter(
+            s3_home_storage(config)
+                .map_err(io::Error::other)?
+                .usage_counter(),
+        ),
+    })
 }
 
 /// The invitation codes (`DATA/invites/`, created when missing).
@@ -80,9 +105,122 @@ pub fn invite_store(config: &Config) -> io::Result<InviteStore> {
     InviteStore::new(config.invites_dir())
 }
 
-/// What a deleted account leaves behind (its home, its usage ledger).
-pub fn remains(config: &Config) -> Remains {
-    Remains::new(config.homes_dir(), config.usage_dir())
+/// What a deleted account leaves behind (its home, in the bucket with S3 storage; its usage
+/// ledger).
+///
+/// # Errors
+/// The S3 settings are incomplete.
+pub fn remains(config: &Config) -> Result<Remains, S3SetupError> {
+    let local = Remains::new(config.homes_dir(), config.usage_dir());
+    Ok(match config.storage {
+        StorageKind::Local => local,
+        StorageKind::S3 => local.with_homes_elsewhere(Arc::new(BucketHomes::new(config)?)),
+    })
+}
+
+/// The homes in an S3 bucket, as [`Remains`] and the operator commands see them.
+#[derive(Debug)]
+struct BucketHomes {
+    storage: S3Storage,
+    /// `s3://bucket/prefix/`, for messages.
+    place: String,
+}
+
+impl BucketHomes {
+    fn new(config: &Config) -> Result<BucketHomes, S3SetupError> {
+        let settings = s3_settings(config)?;
+        let place = if settings.prefix.is_empty() {
+            format!("s3://{}/", settings.bucket)
+        } else {
+            format!("s3://{}/{}/", settings.bucket, settings.prefix)
+        };
+        Ok(BucketHomes {
+            storage: S3Storage::new(settings)?,
+            place,
+        })
+    }
+
+    /// Where `user`'s home is, for messages.
+    fn place_of(&self, user: &str) -> PathBuf {
+        PathBuf::from(format!("{}{user}/", self.place))
+    }
+}
+
+impl HomeElsewhere for BucketHomes {
+    fn remains_of(&self, name: &UserName) -> io::Result<Option<PathBuf>> {
+        match wait_for(self.storage.list(name.as_str(), &VPath::root()))? {
+            Ok(listing) if listing.entries.is_empty() => Ok(None),
+            Ok(_) => Ok(Some(self.place_of(name.as_str()))),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(io::Error::other(format!(
+                "cannot check {}: {e}",
+                self.place_of(name.as_str()).display()
+            ))),
+        }
+    }
+}
+
+/// Runs a storage call to its end on a thread that has no runtime of its own: the operator
+/// commands and the account registry's threads, which block by design.
+fn wait_for<T>(work: impl Future<Output = T>) -> io::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(work))
+}
+
+/// Creates `user`'s home (a directory under the data dir, or a marker in the bucket).
+///
+/// # Errors
+/// The home cannot be created; for S3, the settings are incomplete or the bucket refuses.
+pub fn create_home(config: &Config, user: &str) -> Result<(), StoreError> {
+    match config.storage {
+        StorageKind::Local => home_storage(config)?.blocking().create_home(user),
+        StorageKind::S3 => {
+            let storage =
+                s3_home_storage(config).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+            wait_for(storage.create_home(user))?
+        }
+    }
+}
+
+/// Removes every file and directory of `user`'s home in the bucket (`ferryd user del
+/// --purge` with S3 storage) and returns where it was, or `None` when nothing was there. The
+/// local remains (usage ledger) are [`remains`]' to remove.
+///
+/// # Errors
+/// The settings are incomplete, or the bucket refuses a listing or a removal.
+pub fn purge_bucket_home(config: &Config, user: &UserName) -> Result<Option<PathBuf>, StoreError> {
+    if config.storage != StorageKind::S3 {
+        return Ok(None);
+    }
+    let homes = BucketHomes::new(config).map_err(|e| StoreError::Io(io::Error::other(e)))?;
+    let removed = wait_for(remove_tree(&homes.storage, user.as_str(), VPath::root()))??;
+    Ok((removed > 0).then(|| homes.place_of(user.as_str())))
+}
+
+/// Removes what lies below `dir` through the storage, deepest first; returns how many entries
+/// went. A missing directory holds nothing.
+async fn remove_tree(storage: &dyn Storage, user: &str, dir: VPath) -> Result<usize, StoreError> {
+    let listing = match storage.list(user, &dir).await {
+        Ok(listing) => listing,
+        Err(StoreError::NotFound) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in listing.entries {
+        let path = dir
+            .resolve(&entry.name)
+            .map_err(|_| StoreError::InvalidName)?;
+        if entry.kind == FileKind::Dir {
+            removed += Box::pin(remove_tree(storage, user, path.clone())).await?;
+            storage.rmdir(user, &path).await?;
+        } else {
+            storage.remove(user, &path).await?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// The homes and the upload staging directory, without quota or limits: enough to create a
@@ -94,13 +232,29 @@ pub fn home_storage(config: &Config) -> io::Result<LocalStorage> {
     LocalStorage::new(config.homes_dir(), config.tmp_dir())
 }
 
-/// The file storage a server runs with: quota charged to `ledger`, the path, listing and
-/// partial-upload settings, the anonymous area when one is configured, and no unfinished
-/// upload of a previous run left in staging.
+/// The file storage a server runs with: [`local_storage`] or [`s3_storage`], as
+/// `config.storage` says; this is the only place the backend is chosen.
+///
+/// # Errors
+/// [`OpenError`] from the chosen backend.
+pub async fn storage(
+    config: &Config,
+    ledger: Arc<QuotaLedger>,
+    state: Arc<dyn SharedState>,
+) -> Result<Arc<dyn Storage>, OpenError> {
+    Ok(match config.storage {
+        StorageKind::Local => Arc::new(local_storage(config, ledger, state)?),
+        StorageKind::S3 => Arc::new(s3_storage(config, ledger, state).await?),
+    })
+}
+
+/// The local file storage: quota charged to `ledger`, the path, listing and partial-upload
+/// settings, the anonymous area when one is configured, and no unfinished upload of a
+/// previous run left in staging.
 ///
 /// # Errors
 /// [`DataDirError`] for the homes, the staging directory or the anonymous root.
-pub fn storage(
+pub fn local_storage(
     config: &Config,
     ledger: Arc<QuotaLedger>,
     state: Arc<dyn SharedState>,
@@ -109,10 +263,7 @@ pub fn storage(
         .map_err(in_dir(config.homes_dir()))?
         .with_quota(ledger)
         .with_shared_state(state)
-        .with_path_limits(PathLimits {
-            max_depth: config.max_path_depth,
-            max_length: config.max_path_length,
-        })
+        .with_path_limits(path_limits(config))
         .with_listing_limit(config.max_listing_entries)
         .with_partial_uploads(config.keep_partial_uploads)
         .with_threads(config.blocking_threads, config.long_job_threads);
@@ -130,28 +281,91 @@ pub fn storage(
     Ok(storage)
 }
 
+/// How deep and how long a path clients may create.
+fn path_limits(config: &Config) -> PathLimits {
+    PathLimits {
+        max_depth: config.max_path_depth,
+        max_length: config.max_path_length,
+    }
+}
+
+/// The S3 settings of `config`, credentials from the file or the process's AWS environment.
+///
+/// # Errors
+/// [`S3SetupError::Config`] for a missing bucket or credentials, or a bad endpoint.
+pub fn s3_settings(config: &Config) -> Result<S3Settings, S3SetupError> {
+    S3Settings::from_config(config, |name| std::env::var(name).ok())
+}
+
+/// The S3 client of `config`, without quota or limits: enough to create a home.
+///
+/// # Errors
+/// As for [`s3_settings`] and [`S3Storage::new`].
+pub fn s3_home_storage(config: &Config) -> Result<S3Storage, S3SetupError> {
+    S3Storage::new(s3_settings(config)?)
+}
+
+/// The S3 storage with the same quota ledger, shared state, limits and partial-upload setting
+/// as the local one, once its probe has written, read and removed an object in the bucket: a
+/// server that cannot use its bucket does not start.
+///
+/// # Errors
+/// [`S3SetupError`]: the settings, or the probe's reason in words.
+pub async fn s3_storage(
+    config: &Config,
+    ledger: Arc<QuotaLedger>,
+    state: Arc<dyn SharedState>,
+) -> Result<S3Storage, S3SetupError> {
+    let settings = s3_settings(config)?;
+    let keys = if settings.prefix.is_empty() {
+        "<user>/".to_owned()
+    } else {
+        format!("{}/<user>/", settings.prefix)
+    };
+    let shown = format!(
+        "S3 bucket {} at {}, keys {keys}",
+        settings.bucket,
+        settings.endpoint.as_deref().unwrap_or("AWS")
+    );
+    let storage = S3Storage::new(settings)?
+        .with_quota(ledger)
+        .with_shared_state(state)
+        .with_path_limits(path_limits(config))
+        .with_listing_limit(config.max_listing_entries)
+        .with_partial_uploads(config.keep_partial_uploads);
+    storage.probe().await?;
+    log::info!("storage: {shown}");
+    Ok(storage)
+}
+
 /// The backends of a running server, built in the order the server needs them.
 pub struct Backends {
     /// The account store.
     pub accounts: Arc<JsonAccountStore>,
     /// The invitation codes, when `registration = "invite"`.
     pub invites: Option<Arc<InviteStore>>,
-    /// The file storage, charging the quota ledger.
-    pub storage: LocalStorage,
+    /// The file storage (local or S3), charging the quota ledger.
+    pub storage: Arc<dyn Storage>,
     /// The audit log actor over its sinks (`audit.jsonl`, `xferlog`).
     pub audit: Addr<AuditLog>,
     /// The state the nodes of a cluster share (in process today; a cluster's in issue 14).
     pub state: Arc<dyn SharedState>,
+    /// What deleted accounts left (registration refuses their names).
+    pub remains: Remains,
 }
 
 impl Backends {
     /// Opens (and creates where missing) every backend of `config`; a usage ledger a crash left
-    /// dirty is recounted before any session can start. Call inside a running `System` (the
-    /// audit log is an actor).
+    /// dirty is recounted before any session can start, and an S3 bucket is probed. Call
+    /// inside a running `System` (the audit log is an actor).
     ///
     /// # Errors
-    /// [`DataDirError`] naming the directory that failed.
-    pub fn open(config: &Config) -> Result<Backends, DataDirError> {
+    /// [`OpenError`] naming the directory that failed, or why the bucket cannot be used.
+    pub async fn open(config: &Config) -> Result<Backends, OpenError> {
+        if config.storage == StorageKind::S3 {
+            // Incomplete settings are named as such, before the ledger needs them.
+            s3_settings(config)?;
+        }
         let state = LocalState::shared(config);
         let accounts = Arc::new(account_store(config).map_err(in_dir(config.accounts_dir()))?);
         let ledger = quota_ledger(config, Arc::clone(&accounts) as Arc<dyn AccountStore>)
@@ -164,7 +378,8 @@ impl Backends {
             )),
             _ => None,
         };
-        let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
+        let storage = storage(config, Arc::new(ledger), Arc::clone(&state)).await?;
+        let remains = remains(config)?;
         let audit = AuditLog::start(&config.log_dir(), AuditPolicy::from_config(config))
             .map_err(in_dir(config.log_dir()))?;
         Ok(Backends {
@@ -173,6 +388,7 @@ impl Backends {
             storage,
             audit,
             state,
+            remains,
         })
     }
 }
@@ -181,6 +397,7 @@ impl Backends {
 pub fn registry_settings(
     config: &Config,
     invites: Option<Arc<InviteStore>>,
+    remains: Remains,
     state: Arc<dyn SharedState>,
 ) -> RegistrySettings {
     RegistrySettings {
@@ -190,7 +407,7 @@ pub fn registry_settings(
         default_quota: config.default_quota(),
         max_registrations_per_ip_per_hour: config.max_registrations_per_ip_per_hour,
         invites,
-        remains: remains(config),
+        remains,
         state,
     }
 }

@@ -17,4 +17,6 @@ mod store;
 pub use error::AuthError;
 pub use name::{NAME_RULE, RESERVED_NAMES, UserName};
 pub use password::{check_password, hash_password, hash_rounds, verify_password};
-pub use store::{AccountLimits, AccountRecord, AccountStore, JsonAccountStore, Remains};
+pub use store::{
+    AccountLimits, AccountRecord, AccountStore, HomeElsewhere, JsonAccountStore, Remains,
+};

@@ -54,19 +54,42 @@ impl AccountRecord {
     }
 }
 
-/// Where a deleted account's files may remain: its home (`homes/<name>`) and its usage ledger
-/// (`usage/<name>.json`). While either exists the name is not free: `ferryd user del --purge`
-/// removes them, `ferryd user add --adopt-home` gives them to a new account explicitly.
+/// Where a deleted account's files may remain: its home (`homes/<name>`, or a bucket's prefix:
+/// [`HomeElsewhere`]) and its usage ledger (`usage/<name>.json`). While either exists the name
+/// is not free: `ferryd user del --purge` removes them, `ferryd user add --adopt-home` gives
+/// them to a new account explicitly.
 #[derive(Debug, Clone)]
 pub struct Remains {
     homes: PathBuf,
     usage: PathBuf,
+    elsewhere: Option<Arc<dyn HomeElsewhere>>,
+}
+
+/// A home kept outside the data directory (in an S3 bucket): where it is, and whether a
+/// deleted account left anything there.
+pub trait HomeElsewhere: std::fmt::Debug + Send + Sync {
+    /// The place of `name`'s home, for messages (`s3://bucket/prefix/name/`), when it holds
+    /// something; `None` when it is empty or missing.
+    ///
+    /// # Errors
+    /// The place cannot be checked.
+    fn remains_of(&self, name: &UserName) -> io::Result<Option<PathBuf>>;
 }
 
 impl Remains {
     /// Remains under the given home and usage-ledger directories.
     pub fn new(homes: PathBuf, usage: PathBuf) -> Remains {
-        Remains { homes, usage }
+        Remains {
+            homes,
+            usage,
+            elsewhere: None,
+        }
+    }
+
+    /// Homes are kept in `elsewhere` rather than under the home directory.
+    pub fn with_homes_elsewhere(mut self, elsewhere: Arc<dyn HomeElsewhere>) -> Remains {
+        self.elsewhere = Some(elsewhere);
+        self
     }
 
     /// The remaining paths of `name` (empty when there are none). A symbolic link counts as
@@ -86,6 +109,9 @@ impl Remains {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(elsewhere) = &self.elsewhere {
+            found.extend(elsewhere.remains_of(name)?);
         }
         Ok(found)
     }
@@ -276,5 +302,45 @@ impl AccountStore for JsonAccountStore {
         }
         records.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Homes elsewhere where only `bob` left something.
+    #[derive(Debug)]
+    struct OnlyBob;
+
+    impl HomeElsewhere for OnlyBob {
+        fn remains_of(&self, name: &UserName) -> io::Result<Option<PathBuf>> {
+            Ok((name.as_str() == "bob").then(|| PathBuf::from("s3://b/p/bob/")))
+        }
+    }
+
+    #[test]
+    fn remains_elsewhere_join_the_local_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (homes, usage) = (dir.path().join("home"), dir.path().join("usage"));
+        fs::create_dir_all(homes.join("alice")).expect("alice's home");
+        fs::create_dir_all(&usage).expect("usage dir");
+        fs::write(usage.join("bob.json"), b"{}").expect("bob's ledger");
+        let name = |n: &str| UserName::parse(n).expect("name");
+        let local = Remains::new(homes.clone(), usage.clone());
+        assert_eq!(
+            local.of(&name("bob")).expect("bob"),
+            [usage.join("bob.json")]
+        );
+        let remains = local.with_homes_elsewhere(Arc::new(OnlyBob));
+        assert_eq!(
+            remains.of(&name("bob")).expect("bob"),
+            [usage.join("bob.json"), PathBuf::from("s3://b/p/bob/")]
+        );
+        assert_eq!(
+            remains.of(&name("alice")).expect("alice"),
+            [homes.join("alice")]
+        );
+        assert!(remains.of(&name("carol")).expect("carol").is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Config, ConfigError, PortRange, Registration};
+use super::{Config, ConfigError, PortRange, Registration, StorageKind};
 
 /// Where the configuration comes from: a TOML file, then flags. Every `ferryd` command has
 /// these.
@@ -53,7 +53,8 @@ pub struct ServeFlags {
     /// IPv4 address announced in PASV replies (behind NAT).
     #[arg(long)]
     pub passive_address: Option<IpAddr>,
-    /// Serve this directory read-only to `anonymous` / `ftp` (any password). Default: off.
+    /// Serve this directory read-only to `anonymous` / `ftp` (any password; local storage
+    /// only). Default: off.
     #[arg(long)]
     pub anonymous_root: Option<PathBuf>,
     /// PEM certificate chain for FTPS (AUTH TLS and implicit TLS).
@@ -159,6 +160,32 @@ pub struct ServeFlags {
     /// Default 256 MiB.
     #[arg(long)]
     pub audit_min_free_bytes: Option<u64>,
+    /// Where the files are kept: the home directories under the data dir, or an S3 bucket.
+    /// Default local.
+    #[arg(long, value_enum)]
+    pub storage: Option<StorageKind>,
+    /// The S3 bucket (required with --storage s3). Credentials come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (or the file), never from a flag.
+    #[arg(long, value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix in the bucket: keys are PREFIX/USER/PATH. Default: none.
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// The S3 server's URL (MinIO, Ceph RGW, Garage, R2). Default: AWS.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region. Default us-east-1.
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Allow a plain http:// S3 endpoint (unencrypted).
+    #[arg(long)]
+    pub s3_allow_http: bool,
+    /// Objects a directory rename may copy on S3; a bigger directory is refused. Default 1000.
+    #[arg(long, value_name = "N")]
+    pub s3_max_rename_objects: Option<usize>,
+    /// Largest object APPE or REST+STOR may rewrite on S3. Default 512 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub s3_rewrite_max_bytes: Option<u64>,
 }
 
 /// Puts `value` into `slot` when the flag was given.
@@ -196,8 +223,8 @@ impl ServeFlags {
         Ok(config)
     }
 
-    /// Writes every given flag over `config`. The `require_tls_*` switches can only turn a
-    /// requirement on: the file's `true` stands without them.
+    /// Writes every given flag over `config`. The `require_tls_*` and `--s3-allow-http`
+    /// switches can only turn a setting on: the file's `true` stands without them.
     pub fn apply(self, config: &mut Config) {
         if let Some(dir) = self.common.data_dir {
             config.data_dir = dir;
@@ -260,6 +287,17 @@ impl ServeFlags {
         set(&mut config.audit_max_bytes, self.audit_max_bytes);
         set(&mut config.audit_keep, self.audit_keep);
         set(&mut config.audit_min_free_bytes, self.audit_min_free_bytes);
+        set(&mut config.storage, self.storage);
+        set_opt(&mut config.s3_bucket, self.s3_bucket);
+        set_opt(&mut config.s3_prefix, self.s3_prefix);
+        set_opt(&mut config.s3_endpoint, self.s3_endpoint);
+        set_opt(&mut config.s3_region, self.s3_region);
+        config.s3_allow_http |= self.s3_allow_http;
+        set(
+            &mut config.s3_max_rename_objects,
+            self.s3_max_rename_objects,
+        );
+        set(&mut config.s3_rewrite_max_bytes, self.s3_rewrite_max_bytes);
     }
 }
 
@@ -454,6 +492,158 @@ mod tests {
                 ..Config::default()
             },
         );
+    }
+
+    /// Every S3 key, in a file that chooses S3.
+    const S3_FILE: &str = r#"
+        storage = "s3"
+        s3_bucket = "file-bucket"
+        s3_prefix = "file/prefix"
+        s3_endpoint = "http://127.0.0.1:9000"
+        s3_region = "eu-north-1"
+        s3_allow_http = true
+        s3_access_key_id = "file-key"
+        s3_secret_access_key = "file-secret"
+        s3_max_rename_objects = 5
+        s3_rewrite_max_bytes = 6
+    "#;
+
+    #[test]
+    fn s3_flags_override_the_file_and_no_secret_is_a_flag() {
+        let (_dir, path) = file(S3_FILE);
+        let from_file = Config::from_file(path.as_ref()).expect("valid file");
+        assert_eq!(from_file.storage, StorageKind::S3);
+        assert_eq!(from_file.s3_access_key_id.as_deref(), Some("file-key"));
+        assert_eq!(
+            from_file
+                .s3_secret_access_key
+                .as_ref()
+                .map(|s| s.0.as_str()),
+            Some("file-secret")
+        );
+        assert!(
+            !format!("{from_file:?}").contains("file-secret"),
+            "Debug hides the secret"
+        );
+        same(
+            &flags(&["--config", &path]).config().expect("valid"),
+            &from_file,
+        );
+        let args = format!(
+            "--config {path} --storage s3 --s3-bucket flag-bucket --s3-prefix flag/prefix \
+             --s3-endpoint https://s3.example --s3-region us-west-2 --s3-allow-http \
+             --s3-max-rename-objects 105 --s3-rewrite-max-bytes 106"
+        );
+        let merged = flags_str(&args).config().expect("valid merge");
+        let expected = Config {
+            s3_bucket: Some("flag-bucket".into()),
+            s3_prefix: Some("flag/prefix".into()),
+            s3_endpoint: Some("https://s3.example".into()),
+            s3_region: Some("us-west-2".into()),
+            s3_max_rename_objects: 105,
+            s3_rewrite_max_bytes: 106,
+            ..from_file
+        };
+        same(&merged, &expected);
+        // From flags alone, over the defaults.
+        let config = flags(&["--storage", "s3", "--s3-bucket", "b"])
+            .config()
+            .expect("valid");
+        same(
+            &config,
+            &Config {
+                storage: StorageKind::S3,
+                s3_bucket: Some("b".into()),
+                ..Config::default()
+            },
+        );
+        for args in [
+            &[
+                "--storage",
+                "s3",
+                "--s3-bucket",
+                "b",
+                "--s3-secret-access-key",
+                "x",
+            ][..],
+            &[
+                "--storage",
+                "s3",
+                "--s3-bucket",
+                "b",
+                "--s3-access-key-id",
+                "x",
+            ],
+            &["--storage", "nfs"],
+        ] {
+            let argv = std::iter::once("ferryd").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn s3_keys_must_fit_the_storage() {
+        let invalid = |args: &[&str]| match flags(args).config() {
+            Err(ConfigError::Invalid(why)) => why,
+            other => panic!("{args:?} gave {other:?}"),
+        };
+        assert!(invalid(&["--storage", "s3"]).contains("s3_bucket"));
+        assert!(invalid(&["--storage", "s3", "--s3-bucket", ""]).contains("s3_bucket"));
+        let why = invalid(&[
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "b",
+            "--anonymous-root",
+            "/a",
+        ]);
+        assert!(why.contains("anonymous_root"), "{why}");
+        let why = invalid(&[
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            "b",
+            "--s3-max-rename-objects",
+            "0",
+        ]);
+        assert!(why.contains("s3_max_rename_objects"), "{why}");
+        // S3 keys without storage = "s3": each named, so a typo does not serve local files.
+        let why = invalid(&["--s3-bucket", "b", "--s3-region", "r", "--s3-allow-http"]);
+        assert!(
+            why.starts_with("s3_bucket, s3_region, s3_allow_http given, but storage is local"),
+            "{why}"
+        );
+        let (_dir, path) = file(&S3_FILE.replace("storage = \"s3\"", "storage = \"local\""));
+        let why = match flags(&["--config", &path]).config() {
+            Err(ConfigError::Invalid(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        for key in [
+            "s3_bucket",
+            "s3_prefix",
+            "s3_endpoint",
+            "s3_region",
+            "s3_allow_http",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "s3_max_rename_objects",
+            "s3_rewrite_max_bytes",
+        ] {
+            assert!(why.contains(key), "{key} in {why}");
+        }
+        // The flag mends the file's storage.
+        assert_eq!(
+            flags(&["--config", &path, "--storage", "s3"])
+                .config()
+                .expect("mended")
+                .storage,
+            StorageKind::S3
+        );
+        let (_dir, typo) = file("storage = \"s4\"\n");
+        assert!(matches!(
+            flags(&["--config", &typo]).config(),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -112,8 +112,8 @@ pub struct Config {
     /// `passive_address`: IPv4 address announced in 227 replies (NAT). Default: the control
     /// connection's local address.
     pub passive_address: Option<IpAddr>,
-    /// `anonymous_root`: serve this directory read-only to `anonymous`/`ftp` with any password.
-    /// Default: none (anonymous access off).
+    /// `anonymous_root`: serve this directory read-only to `anonymous`/`ftp` with any password
+    /// (local storage only). Default: none (anonymous access off).
     pub anonymous_root: Option<PathBuf>,
     /// `tls_cert`: PEM certificate chain for FTPS (`AUTH TLS`, implicit TLS). Default: none
     /// (no TLS).
@@ -447,7 +447,67 @@ impl Config {
                 "audit_keep must be at least 1 when audit_max_bytes is set".into(),
             ));
         }
-        Ok(())
+        self.validate_storage()
+    }
+
+    /// The storage keys fit the storage: S3 needs a bucket and cannot serve the anonymous area
+    /// (a local directory); S3 keys given with local storage are refused by name, so that a
+    /// mistyped `storage` does not silently serve the data dir instead of the bucket.
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        match self.storage {
+            StorageKind::S3 => {
+                if self.s3_bucket.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConfigError::Invalid(
+                        "storage = \"s3\" needs s3_bucket (--s3-bucket)".into(),
+                    ));
+                }
+                if self.anonymous_root.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "anonymous_root is a local directory and cannot be served with \
+                         storage = \"s3\"; leave it out or use local storage"
+                            .into(),
+                    ));
+                }
+                if self.s3_max_rename_objects == 0 {
+                    return Err(ConfigError::Invalid(
+                        "s3_max_rename_objects must be at least 1".into(),
+                    ));
+                }
+                Ok(())
+            }
+            StorageKind::Local => {
+                let defaults = Config::default();
+                let given: Vec<&str> = [
+                    ("s3_bucket", self.s3_bucket.is_some()),
+                    ("s3_prefix", self.s3_prefix.is_some()),
+                    ("s3_endpoint", self.s3_endpoint.is_some()),
+                    ("s3_region", self.s3_region.is_some()),
+                    ("s3_allow_http", self.s3_allow_http),
+                    ("s3_access_key_id", self.s3_access_key_id.is_some()),
+                    ("s3_secret_access_key", self.s3_secret_access_key.is_some()),
+                    (
+                        "s3_max_rename_objects",
+                        self.s3_max_rename_objects != defaults.s3_max_rename_objects,
+                    ),
+                    (
+                        "s3_rewrite_max_bytes",
+                        self.s3_rewrite_max_bytes != defaults.s3_rewrite_max_bytes,
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(key, set)| set.then_some(key))
+                .collect();
+                if given.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ConfigError::Invalid(format!(
+                        "{} given, but storage is local: add storage = \"s3\" (--storage s3) \
+                         or leave them out",
+                        given.join(", ")
+                    )))
+                }
+            }
+        }
     }
 
     /// Directory of the account files.

@@ -3,6 +3,7 @@
 //! exit status and the files on both sides, plus the ways a session fails.
 
 use crate::common;
+use crate::common::s3::{Backend, on_both_backends};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -109,7 +110,12 @@ fn target(server: &TestServer) -> String {
 
 /// A server with `alice` registered.
 fn server_with_user() -> TestServer {
-    let server = TestServer::start(&[]);
+    server_with_user_on(Backend::Local)
+}
+
+/// A server on `backend` with `alice` registered.
+fn server_with_user_on(backend: Backend) -> TestServer {
+    let server = TestServer::start_on(backend, &[]);
     drop(server.register_and_login(USER, PASS));
     server
 }
@@ -190,9 +196,8 @@ fn register_whoami_help_and_exit() {
     assert!(!server.home("dora").exists(), "dora was registered");
 }
 
-#[test]
-fn put_and_get_are_byte_exact() {
-    let server = server_with_user();
+fn put_and_get_are_byte_exact_on(backend: Backend) {
+    let server = server_with_user_on(backend);
     let client = Client::with_password(PASS);
     let big = pseudo_random(3 * 1024 * 1024 + 17, 1);
     client.write("big.bin", &big);
@@ -229,10 +234,11 @@ fn put_and_get_are_byte_exact() {
     );
 }
 
-#[test]
-fn resume_against_ferryd_finishes_partial_files() {
+on_both_backends!(put_and_get_are_byte_exact_on: put_and_get_are_byte_exact, put_and_get_are_byte_exact_on_s3);
+
+fn resume_against_ferryd_finishes_partial_files_on(backend: Backend) {
     // get -c continues with REST + RETR, put -c with APPE: both end byte-exact.
-    let server = server_with_user();
+    let server = server_with_user_on(backend);
     let client = Client::with_password(PASS);
     let data = pseudo_random(100_000, 2);
     std::fs::write(server.home(USER).join("data.bin"), &data).expect("seed");
@@ -265,9 +271,10 @@ fn resume_against_ferryd_finishes_partial_files() {
     assert_eq!(read(&server.home(USER).join("fresh.bin")), data);
 }
 
-#[test]
-fn directories_rename_rm_size_stat_quote() {
-    let server = server_with_user();
+on_both_backends!(resume_against_ferryd_finishes_partial_files_on: resume_against_ferryd_finishes_partial_files, resume_against_ferryd_finishes_partial_files_on_s3);
+
+fn directories_rename_rm_size_stat_quote_on(backend: Backend) {
+    let server = server_with_user_on(backend);
     let client = Client::with_password(PASS);
     client.write("f.txt", b"0123456789");
     let out = client.script(
@@ -293,12 +300,13 @@ fn directories_rename_rm_size_stat_quote() {
         "stat of a path:\n{}",
         out.stdout
     );
+    let view = server.home_view(USER);
+    assert!(view.join("sub").is_dir());
+    assert!(!view.join("sub/f.txt").exists());
+    assert!(!view.join("g.txt").exists());
+    assert!(!view.join("h h.txt").exists(), "rm removed it");
+    assert!(!view.join("gone").exists(), "rmdir removed it");
     let home = server.home(USER);
-    assert!(home.join("sub").is_dir());
-    assert!(!home.join("sub/f.txt").exists());
-    assert!(!home.join("g.txt").exists());
-    assert!(!home.join("h h.txt").exists(), "rm removed it");
-    assert!(!home.join("gone").exists(), "rmdir removed it");
 
     // A refused raw command fails the script with the server's code.
     client.script(&server, "login alice; quote XYZZY").fails(
@@ -323,9 +331,10 @@ fn directories_rename_rm_size_stat_quote() {
         .fails("size of a dir", "size sub: ", "550");
 }
 
-#[test]
-fn mget_mput_globs_and_lcd() {
-    let server = server_with_user();
+on_both_backends!(directories_rename_rm_size_stat_quote_on: directories_rename_rm_size_stat_quote, directories_rename_rm_size_stat_quote_on_s3);
+
+fn mget_mput_globs_and_lcd_on(backend: Backend) {
+    let server = server_with_user_on(backend);
     let client = Client::with_password(PASS);
     for (name, seed) in [("a1.dat", 11), ("a2.dat", 12), ("b.txt", 13)] {
         client.write(name, &pseudo_random(5000 + seed as usize, seed));
@@ -397,6 +406,8 @@ fn mget_mput_globs_and_lcd() {
         "cannot change to no-such-dir: no such directory",
     );
 }
+
+on_both_backends!(mget_mput_globs_and_lcd_on: mget_mput_globs_and_lcd, mget_mput_globs_and_lcd_on_s3);
 
 #[test]
 fn stdin_scripts_skip_comments_and_stop_at_the_first_failure() {

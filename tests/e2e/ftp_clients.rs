@@ -2,6 +2,7 @@
 //! binary and Python's ftplib. Each test starts its own `ferryd` on an OS-chosen port.
 
 use crate::common;
+use crate::common::s3::{Backend, on_both_backends};
 
 use std::io::Cursor;
 use std::net::TcpStream;
@@ -40,9 +41,8 @@ fn commands(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn suppaftp_full_session_is_byte_exact_and_audited() {
-    let server = TestServer::start(&[]);
+fn suppaftp_full_session_is_byte_exact_and_audited_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let password = "Sup3r-secret-pw";
     let mut ftp = suppaftp_client(&server);
 
@@ -115,7 +115,7 @@ fn suppaftp_full_session_is_byte_exact_and_audited() {
         ftp.rm(name).unwrap_or_else(|e| panic!("DELE {name}: {e}"));
     }
     ftp.rmdir("docs").expect("RMD");
-    assert!(!server.home("alice").join("docs").exists());
+    assert!(!server.home_view("alice").join("docs").exists());
     ftp.quit().expect("QUIT");
 
     let events = server.wait_audit("alice's session_close", |ev| {
@@ -230,6 +230,8 @@ fn suppaftp_full_session_is_byte_exact_and_audited() {
     );
 }
 
+on_both_backends!(suppaftp_full_session_is_byte_exact_and_audited_on: suppaftp_full_session_is_byte_exact_and_audited, suppaftp_full_session_is_byte_exact_and_audited_on_s3);
+
 /// Runs `curl ARGS` (bounded) and returns its output, asserting success unless told otherwise.
 fn curl(args: &[&str]) -> std::process::Output {
     require_program("curl");
@@ -253,9 +255,8 @@ fn assert_ok(out: &std::process::Output, what: &str) {
     );
 }
 
-#[test]
-fn curl_upload_download_list_and_quote() {
-    let server = TestServer::start(&[]);
+fn curl_upload_download_list_and_quote_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let (mut ctl, _) = server.connect();
     ctl.expect("SITE REGISTER carol carol-pass-1", 200);
     ctl.expect("QUIT", 221);
@@ -366,6 +367,8 @@ fn curl_upload_download_list_and_quote() {
     );
 }
 
+on_both_backends!(curl_upload_download_list_and_quote_on: curl_upload_download_list_and_quote, curl_upload_download_list_and_quote_on_s3);
+
 const FTPLIB_SCRIPT: &str = r#"
 import ftplib, io, sys
 port, user, password, src = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -407,9 +410,8 @@ ftp.quit()
 print('OK')
 "#;
 
-#[test]
-fn python_ftplib_register_transfer_and_list() {
-    let server = TestServer::start(&[]);
+fn python_ftplib_register_transfer_and_list_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let work = tempfile::tempdir().expect("temp dir");
     let script = work.path().join("client.py");
     std::fs::write(&script, FTPLIB_SCRIPT).expect("write script");
@@ -458,3 +460,5 @@ fn python_ftplib_register_transfer_and_list() {
         )
     });
 }
+
+on_both_backends!(python_ftplib_register_transfer_and_list_on: python_ftplib_register_transfer_and_list, python_ftplib_register_transfer_and_list_on_s3);

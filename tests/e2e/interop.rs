@@ -7,6 +7,7 @@
 //! and `HOME` in a temporary directory, so no user configuration leaks in.
 
 use crate::common;
+use crate::common::s3::{Backend, on_both_backends};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -129,9 +130,8 @@ fn curl(cwd: &Path, args: &[&str]) -> Output {
     run_client("curl", &all, cwd)
 }
 
-#[test]
-fn curl_transfers_resume_active_mode_quote_and_create_dirs() {
-    let server = TestServer::start(&[]);
+fn curl_transfers_resume_active_mode_quote_and_create_dirs_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let (user, pass) = ("cory", "curl-pass-7");
     register(&server, user, pass);
     let home = server.home(user);
@@ -321,6 +321,8 @@ fn curl_transfers_resume_active_mode_quote_and_create_dirs() {
     assert!(!server.audit_text().contains(pass), "password in clear");
 }
 
+on_both_backends!(curl_transfers_resume_active_mode_quote_and_create_dirs_on: curl_transfers_resume_active_mode_quote_and_create_dirs, curl_transfers_resume_active_mode_quote_and_create_dirs_on_s3);
+
 // ---------------------------------------------------------------------------------------------
 // lftp
 // ---------------------------------------------------------------------------------------------
@@ -335,9 +337,8 @@ fn lftp(server: &TestServer, cwd: &Path, user: &str, pass: &str, commands: &str)
     run_client("lftp", &["-c", &script], cwd)
 }
 
-#[test]
-fn lftp_mirror_round_trip_list_move_and_remove() {
-    let server = TestServer::start(&[]);
+fn lftp_mirror_round_trip_list_move_and_remove_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let (user, pass) = ("lena", "lftp-pass-3");
     register(&server, user, pass);
     let home = server.home(user);
@@ -350,7 +351,8 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
     for _ in 0..2 {
         let out = lftp(&server, w, user, pass, "mirror -R src up");
         assert_success(&out, "lftp mirror -R");
-        assert_same_tree(&w.join("src"), &home.join("up"), "after mirror -R");
+        let view = server.home_view(user);
+        assert_same_tree(&w.join("src"), &view.join("up"), "after mirror -R");
     }
     for _ in 0..2 {
         let out = lftp(&server, w, user, pass, "mirror up down");
@@ -407,6 +409,7 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
         "mv up/grüße.txt 'up/sub dir/moved ü.txt'; rm -r 'up/sub dir/deep'",
     );
     assert_success(&out, "lftp mv, rm -r");
+    let home = server.home_view(user);
     assert!(!home.join("up/grüße.txt").exists());
     assert_eq!(
         std::fs::read(home.join("up/sub dir/moved ü.txt")).expect("moved file"),
@@ -417,6 +420,7 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
 
     let out = lftp(&server, w, user, pass, "rm -r up");
     assert_success(&out, "lftp rm -r up");
+    let home = server.home_view(user);
     assert!(!home.join("up").exists());
     assert!(home.is_dir());
 
@@ -512,6 +516,8 @@ fn lftp_mirror_round_trip_list_move_and_remove() {
     );
 }
 
+on_both_backends!(lftp_mirror_round_trip_list_move_and_remove_on: lftp_mirror_round_trip_list_move_and_remove, lftp_mirror_round_trip_list_move_and_remove_on_s3);
+
 // ---------------------------------------------------------------------------------------------
 // Python ftplib
 // ---------------------------------------------------------------------------------------------
@@ -557,9 +563,8 @@ ftp.quit()
 print('OK')
 "#;
 
-#[test]
-fn python_ftplib_passive_active_rest_mlsd_and_abort() {
-    let server = TestServer::start(&[]);
+fn python_ftplib_passive_active_rest_mlsd_and_abort_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let (user, pass) = ("pyth", "ftplib-pass-5");
     register(&server, user, pass);
     let work = tempfile::tempdir().expect("temp dir");
@@ -626,6 +631,8 @@ fn python_ftplib_passive_active_rest_mlsd_and_abort() {
     );
 }
 
+on_both_backends!(python_ftplib_passive_active_rest_mlsd_and_abort_on: python_ftplib_passive_active_rest_mlsd_and_abort, python_ftplib_passive_active_rest_mlsd_and_abort_on_s3);
+
 // ---------------------------------------------------------------------------------------------
 // rclone
 // ---------------------------------------------------------------------------------------------
@@ -642,9 +649,17 @@ fn rclone_remote(server: &TestServer, w: &Path, user: &str, pass: &str, dir: &st
     )
 }
 
-#[test]
-fn rclone_copy_check_and_modification_times() {
-    let server = TestServer::start(&[]);
+/// The time of a `213 YYYYMMDDHHMMSS` reply to MDTM, in seconds since the epoch.
+fn parse_mdtm(line: &str) -> i64 {
+    let format = time::macros::format_description!("[year][month][day][hour][minute][second]");
+    time::PrimitiveDateTime::parse(line.trim_start_matches("213 ").trim(), format)
+        .unwrap_or_else(|e| panic!("MDTM reply {line:?}: {e}"))
+        .assume_utc()
+        .unix_timestamp()
+}
+
+fn rclone_copy_check_and_modification_times_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let (user, pass) = ("rita", "rclone-pass-8");
     register(&server, user, pass);
     let home = server.home(user);
@@ -666,6 +681,10 @@ fn rclone_copy_check_and_modification_times() {
         mtimes.insert(rel.to_owned(), t as i64);
     }
 
+    // Object storage cannot set a modification time (no MFMT on S3): there rclone's files
+    // carry the time of their upload instead.
+    let times_kept = backend == Backend::Local;
+    let started = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
     let remote = rclone_remote(&server, w, user, pass, "dst");
     let rclone = |args: &[&str]| -> Output {
         let mut all = vec![
@@ -682,7 +701,11 @@ fn rclone_copy_check_and_modification_times() {
 
     let out = rclone(&["copy", "--create-empty-src-dirs", "src", &remote]);
     assert_success(&out, "rclone copy");
-    assert_same_tree(&src, &home.join("dst"), "after rclone copy");
+    assert_same_tree(
+        &src,
+        &server.home_view(user).join("dst"),
+        "after rclone copy",
+    );
 
     let out = rclone(&["check", "src", &remote]);
     assert_success(&out, "rclone check");
@@ -704,6 +727,13 @@ fn rclone_copy_check_and_modification_times() {
         let parsed =
             time::OffsetDateTime::parse(modtime, &time::format_description::well_known::Rfc3339)
                 .unwrap_or_else(|e| panic!("ModTime {modtime:?}: {e}"));
+        if !times_kept {
+            assert!(
+                parsed.unix_timestamp() >= started,
+                "{rel}: ModTime {modtime} is the upload's"
+            );
+            continue;
+        }
         assert_eq!(
             parsed.unix_timestamp(),
             mtimes[rel],
@@ -752,7 +782,13 @@ fn rclone_copy_check_and_modification_times() {
     let mut ctl = server.connect().0;
     ctl.login(user, pass);
     let reply = ctl.expect("MDTM dst/sub dir/with space.bin", 213);
-    let expected = time::OffsetDateTime::from_unix_timestamp(mtimes["sub dir/with space.bin"])
+    let shown = if times_kept {
+        mtimes["sub dir/with space.bin"]
+    } else {
+        parse_mdtm(&reply.lines[0])
+    };
+    assert!(times_kept || shown >= started, "{reply:?}");
+    let expected = time::OffsetDateTime::from_unix_timestamp(shown)
         .expect("timestamp")
         .format(time::macros::format_description!(
             "[year][month][day][hour][minute][second]"
@@ -793,14 +829,14 @@ fn rclone_copy_check_and_modification_times() {
                 "[year][month][day][hour][minute][second]"
             ))
             .expect("format");
-        assert!(
-            events.iter().any(|e| e["event"] == "command"
+        let mfmt = events.iter().any(|e| {
+            e["event"] == "command"
                 && e["code"] == 213
                 && e["command"]
                     .as_str()
-                    .is_some_and(|c| c.starts_with(&format!("MFMT {stamp}")) && c.ends_with(rel))),
-            "no MFMT {stamp} .. {rel} answered 213"
-        );
+                    .is_some_and(|c| c.starts_with(&format!("MFMT {stamp}")) && c.ends_with(rel))
+        });
+        assert_eq!(mfmt, times_kept, "MFMT {stamp} .. {rel} answered 213");
     }
     assert_command(&events, user, "REST 1000", 350);
     for dir in ["/dst", "/dst/sub dir", "/dst/empty-dir", "/dst/ü"] {
@@ -814,6 +850,8 @@ fn rclone_copy_check_and_modification_times() {
         );
     }
 }
+
+on_both_backends!(rclone_copy_check_and_modification_times_on: rclone_copy_check_and_modification_times, rclone_copy_check_and_modification_times_on_s3);
 
 // ---------------------------------------------------------------------------------------------
 // Parallel clients on the default configuration
@@ -835,12 +873,11 @@ fn make_many_files(root: &Path) {
     }
 }
 
-#[test]
-fn rclone_with_32_transfers_and_32_checkers_on_the_defaults() {
+fn rclone_with_32_transfers_and_32_checkers_on_the_defaults_on(backend: Backend) {
     // Only the data dir, a free port and cheap hashes differ from the defaults. With per-user
     // caps (the old 20 sessions, 10 transfers) rclone's connections beyond them failed, and
     // with one retry pass and one low-level retry nothing hides such a failure.
-    let server = TestServer::start_on_defaults();
+    let server = TestServer::start_on_defaults_on(backend);
     let (user, pass) = ("pia", "parallel-pass-1");
     register(&server, user, pass);
     let work = tempfile::tempdir().expect("temp dir");
@@ -870,15 +907,20 @@ fn rclone_with_32_transfers_and_32_checkers_on_the_defaults() {
     };
     let out = rclone("src", &remote);
     assert_success(&out, "rclone copy up");
-    assert_same_tree(&src, &server.home(user).join("up"), "after rclone copy up");
+    assert_same_tree(
+        &src,
+        &server.home_view(user).join("up"),
+        "after rclone copy up",
+    );
     let out = rclone(&remote, "back");
     assert_success(&out, "rclone copy down");
     assert_same_tree(&src, &w.join("back"), "after rclone copy down");
 }
 
-#[test]
-fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
-    let server = TestServer::start_on_defaults();
+on_both_backends!(rclone_with_32_transfers_and_32_checkers_on_the_defaults_on: rclone_with_32_transfers_and_32_checkers_on_the_defaults, rclone_with_32_transfers_and_32_checkers_on_the_defaults_on_s3);
+
+fn lftp_parallel_mirror_on_the_defaults_gets_no_425_on(backend: Backend) {
+    let server = TestServer::start_on_defaults_on(backend);
     let (user, pass) = ("lia", "parallel-pass-2");
     register(&server, user, pass);
     let work = tempfile::tempdir().expect("temp dir");
@@ -907,7 +949,7 @@ fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!printed.contains("425"), "lftp got a 425:\n{printed}");
-    assert_same_tree(&src, &server.home(user).join("up"), "after mirror -R");
+    assert_same_tree(&src, &server.home_view(user).join("up"), "after mirror -R");
     assert_same_tree(&src, &w.join("back"), "after mirror back");
     let events = server.audit_events();
     assert!(
@@ -916,17 +958,19 @@ fn lftp_parallel_mirror_on_the_defaults_gets_no_425() {
     );
 }
 
+on_both_backends!(lftp_parallel_mirror_on_the_defaults_gets_no_425_on: lftp_parallel_mirror_on_the_defaults_gets_no_425, lftp_parallel_mirror_on_the_defaults_gets_no_425_on_s3);
+
 // ---------------------------------------------------------------------------------------------
 // wget
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn wget_recursive_download_of_a_nested_tree() {
-    let server = TestServer::start(&[]);
+fn wget_recursive_download_of_a_nested_tree_on(backend: Backend) {
+    let server = TestServer::start_on(backend, &[]);
     let (user, pass) = ("walt", "wget-pass-4");
     register(&server, user, pass);
     let home = server.home(user);
     make_tree(&home.join("pub"));
+    server.seeded(user);
     let work = tempfile::tempdir().expect("temp dir");
     let w = work.path();
 
@@ -947,7 +991,11 @@ fn wget_recursive_download_of_a_nested_tree() {
     assert_success(&out, "wget -r");
     // wget fetches files and the directories it lists (no .listing left behind); an empty
     // directory comes along as an empty directory.
-    assert_same_tree(&home.join("pub"), &w.join("pub"), "after wget -r");
+    assert_same_tree(
+        &server.home_view(user).join("pub"),
+        &w.join("pub"),
+        "after wget -r",
+    );
 
     let events = server.wait_sessions_closed(user, 2);
     for (rel, bytes) in tree_files() {
@@ -973,3 +1021,5 @@ fn wget_recursive_download_of_a_nested_tree() {
         "a download-only client changed something"
     );
 }
+
+on_both_backends!(wget_recursive_download_of_a_nested_tree_on: wget_recursive_download_of_a_nested_tree, wget_recursive_download_of_a_nested_tree_on_s3);

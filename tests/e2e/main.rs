@@ -23,5 +23,6 @@ mod listing;
 mod protocol;
 mod quota;
 mod resume;
+mod s3;
 mod server;
 mod tls;

@@ -4,6 +4,7 @@
 
 pub mod pty;
 pub mod pyftpd;
+pub mod s3;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -35,9 +36,13 @@ pub struct TestServer {
     addr: SocketAddr,
     data_dir: TempDir,
     extra_args: Vec<String>,
+    /// Environment the server and the operator commands get (the S3 credentials).
+    env: Vec<(String, String)>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// Whether the hourly registration cap is lifted (every test registers from 127.0.0.1).
     lift_caps: bool,
+    /// The S3 server, for a server on S3 storage.
+    s3: Option<s3::S3Bucket>,
 }
 
 impl TestServer {
@@ -59,14 +64,16 @@ impl TestServer {
             .expect("create temp data dir");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (child, addr) = spawn(data_dir.path(), &extra_args, lift_caps, &stderr);
+        let (child, addr) = spawn(data_dir.path(), &extra_args, &[], lift_caps, &stderr);
         TestServer {
             child: Some(child),
             addr,
             data_dir,
             extra_args,
+            env: Vec::new(),
             stderr,
             lift_caps,
+            s3: None,
         }
     }
 
@@ -90,9 +97,13 @@ impl TestServer {
         self.data_dir.path()
     }
 
-    /// A user's home directory.
+    /// A user's home directory: under the data dir, or where the S3 server keeps the user's
+    /// objects.
     pub fn home(&self, user: &str) -> PathBuf {
-        self.data_dir().join("home").join(user)
+        match &self.s3 {
+            Some(bucket) => bucket.home(user),
+            None => self.data_dir().join("home").join(user),
+        }
     }
 
     /// Everything the server wrote to stderr so far.
@@ -178,6 +189,7 @@ impl TestServer {
         let (child, addr) = spawn(
             self.data_dir.path(),
             &self.extra_args,
+            &self.env,
             self.lift_caps,
             &self.stderr,
         );
@@ -194,6 +206,7 @@ impl TestServer {
         let (child, addr) = spawn(
             self.data_dir.path(),
             &self.extra_args,
+            &self.env,
             self.lift_caps,
             &self.stderr,
         );
@@ -217,9 +230,16 @@ impl TestServer {
         ctl
     }
 
-    /// Runs an operator command (`ferryd user ...`, `ferryd log ...`) on this data dir.
+    /// Runs an operator command (`ferryd user ...`, `ferryd log ...`) on this data dir (and,
+    /// on S3, with the bucket's configuration file and credentials).
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        admin(self.data_dir(), args, stdin)
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if self.s3.is_some() {
+            let config = self.data_dir().join(s3::CONFIG);
+            all.extend(["--config".to_owned(), config.display().to_string()]);
+        }
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        admin(self.data_dir(), &all, stdin, &self.env)
     }
 }
 
@@ -237,6 +257,7 @@ impl Drop for TestServer {
 fn spawn(
     data_dir: &Path,
     extra: &[String],
+    env: &[(String, String)],
     lift_caps: bool,
     log: &Arc<Mutex<Vec<String>>>,
 ) -> (Child, SocketAddr) {
@@ -262,6 +283,7 @@ fn spawn(
         .args(rounds)
         .args(cap)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -311,12 +333,19 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
-/// Runs `ferryd ARGS --data-dir DIR`, feeding `stdin` if given, bounded in time.
-pub fn admin(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+/// Runs `ferryd ARGS --data-dir DIR` with `env` added to the environment, feeding `stdin` if
+/// given, bounded in time.
+pub fn admin(
+    data_dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(String, String)],
+) -> Output {
     let mut child = Command::new(FERRYD)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
