@@ -1,7 +1,7 @@
 //! The S3 backend: every home a key prefix `<prefix>/<user>/` in one bucket of an
 //! S3-compatible object store (AWS S3, MinIO, Ceph RGW, Garage, R2), through `object_store`.
 //!
-//! All HTTP work runs on one runtime of this module's own ([`io_runtime`]): the callers are
+//! All HTTP work runs on one runtime of this module's own (`io_runtime`): the callers are
 //! session arbiters and transfer threads, each a single-threaded runtime, and a connection
 //! pool must live on one runtime that outlives every request.
 //!
@@ -101,7 +101,7 @@ pub enum S3SetupError {
     Unreachable {
         /// The bucket.
         bucket: String,
-        /// " at <endpoint>", or nothing for AWS.
+        /// " at ENDPOINT", or nothing for AWS.
         at: String,
         /// What went wrong, in words.
         why: String,
