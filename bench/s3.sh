@@ -76,7 +76,7 @@ export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
 rclone_put() { # prints MiB/s
     local t0 t1
     t0=$(date +%s.%N)
-    rclone copyto --s3-chunk-size 5M --s3-upload-concurrency 2 --s3-upload-cutoff 5M \
+    rclone copyto --ignore-times --s3-chunk-size 5M --s3-upload-concurrency 2 --s3-upload-cutoff 5M \
         "$WORK/big.bin" "bench:$BUCKET/$USER_NAME/up-rclone.bin" || { echo 0; return; }
     t1=$(date +%s.%N)
     awk -v s="$SIZE_MB" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", s / (b - a)}'
