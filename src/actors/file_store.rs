@@ -422,6 +422,41 @@ mod tests {
         actor_round_trip(Arc::new(MemoryStorage::new())).await;
     }
 
+    #[actix::test]
+    async fn a_streamed_listing_holds_its_users_share_until_its_pages_are_dropped() {
+        let storage = MemoryStorage::new();
+        for user in ["alice", "bob"] {
+            storage.create_home(user).await.expect("home");
+        }
+        let jobs = LongJobs::start(Arc::new(storage), 1);
+        let list = |user: &str| {
+            jobs.send(ListPages {
+                user: Arc::from(user),
+                path: VPath::root(),
+                expand: false,
+            })
+        };
+        let wait = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, list("alice"))
+            .await
+            .expect("first listing in time")
+            .expect("mailbox")
+            .expect("list");
+        // Alice's one share is held by the pages not yet read: her next listing waits.
+        let mut second = Box::pin(list("alice"));
+        let early = std::time::Duration::from_millis(300);
+        assert!(tokio::time::timeout(early, &mut second).await.is_err());
+        // Another user's is not held up.
+        let other = tokio::time::timeout(wait, list("bob")).await;
+        assert!(matches!(other, Ok(Ok(Ok(_)))));
+        drop(first);
+        let second = tokio::time::timeout(wait, second).await;
+        assert!(
+            matches!(second, Ok(Ok(Ok(_)))),
+            "the share was not given back"
+        );
+    }
+
     async fn actor_round_trip(storage: Arc<dyn Storage>) {
         let addr = FileStore::start(storage);
         let user: Arc<str> = Arc::from("carol");

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! A Session knows the services only through [`Services`], so tests hand it stub actors.
-//! `Services::list`, `Services::list_pages` and `Services::hash` go to [`file_store::LongJobs`] in the server: a
-//! per-user share in front of the backend, which runs long jobs on a pool of their own.
+//! `Services::list`, `Services::list_pages` and `Services::hash` go to
+//! [`file_store::LongJobs`] in the server: a per-user share in front of the backend, which runs
+//! long jobs on a pool of their own.
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
