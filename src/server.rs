@@ -157,6 +157,7 @@ impl Server {
         let mut services = Services::new(&registry_actor, &files, &audit);
         let long_jobs = LongJobs::start(storage, config.long_jobs_per_user);
         services.list = long_jobs.clone().recipient();
+        services.list_pages = long_jobs.clone().recipient();
         services.hash = long_jobs.recipient();
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
         let grace = config.shutdown_grace();

@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
-use tokio::sync::Semaphore;
+use futures::StreamExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::entry::FileInfo;
 use crate::codec::glob::NamePattern;
 use crate::quota::QuotaReport;
 use crate::storage::vpath::VPath;
 use crate::storage::{
-    ByteSink, ByteSource, ClientProbe, HashAlgo, Listing, Storage, StoreError, WriteMode,
+    ByteSink, ByteSource, ClientProbe, HashAlgo, Listing, ListingPages, Storage, StoreError,
+    WriteMode,
 };
 
 /// The file-store actor: each message is answered by a future awaiting `storage`, so calls run
@@ -43,14 +45,32 @@ async fn list(storage: Arc<dyn Storage>, msg: List) -> Result<Listing, StoreErro
     if !msg.expand || !matches!(listed, Err(StoreError::NotFound)) {
         return listed;
     }
-    // Only a name that exists nowhere is a pattern, so a file called `a[1]` stays listable.
-    let (Some(dir), Some(pattern)) = (
-        msg.path.parent(),
-        msg.path.file_name().and_then(NamePattern::parse),
-    ) else {
+    glob(&storage, &msg.user, &msg.path).await.unwrap_or(listed)
+}
+
+/// As [`list`], the entries a page at a time; an expansion is one page.
+async fn list_pages(storage: Arc<dyn Storage>, msg: ListPages) -> Result<ListingPages, StoreError> {
+    let listed = storage.list_pages(&msg.user, &msg.path).await;
+    if !msg.expand || !matches!(listed, Err(StoreError::NotFound)) {
         return listed;
-    };
-    storage.glob(&msg.user, &dir, &pattern).await
+    }
+    match glob(&storage, &msg.user, &msg.path).await {
+        Some(expanded) => expanded.map(ListingPages::from),
+        None => listed,
+    }
+}
+
+/// The expansion of the wildcards in the last component of `path`, a name that exists
+/// nowhere; `None` when that component is no pattern.
+async fn glob(
+    storage: &Arc<dyn Storage>,
+    user: &str,
+    path: &VPath,
+) -> Option<Result<Listing, StoreError>> {
+    // Only a name that exists nowhere is a pattern, so a file called `a[1]` stays listable.
+    let dir = path.parent()?;
+    let pattern = path.file_name().and_then(NamePattern::parse)?;
+    Some(storage.glob(user, &dir, &pattern).await)
 }
 
 /// Long file-store jobs (HASH, listings), at most `per_user` of one user's running at a time
@@ -78,12 +98,8 @@ impl LongJobs {
         .start()
     }
 
-    /// Runs `job` once `user` has a free share.
-    fn run<T: Send + 'static>(
-        &self,
-        user: Arc<str>,
-        job: impl Future<Output = Result<T, StoreError>> + 'static,
-    ) -> ResponseFuture<Result<T, StoreError>> {
+    /// Waits until `user` has a free share, and takes it.
+    fn turn(&self, user: Arc<str>) -> impl Future<Output = Result<Turn, StoreError>> + 'static {
         let shares = Arc::clone(&self.shares);
         let share = {
             let mut map = shares.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,19 +108,56 @@ impl LongJobs {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)));
             Arc::clone(share)
         };
-        Box::pin(async move {
-            let result = match Arc::clone(&share).acquire_owned().await {
-                Ok(_running) => job.await,
+        async move {
+            // Made before the wait, so a wait given up (the session gone) also cleans up.
+            let mut turn = Turn {
+                running: None,
+                share,
+                user,
+                shares,
+            };
+            match Arc::clone(&turn.share).acquire_owned().await {
+                Ok(running) => {
+                    turn.running = Some(running);
+                    Ok(turn)
+                }
                 // Never closed; answered like a failed store all the same.
                 Err(e) => Err(StoreError::Io(std::io::Error::other(e))),
-            };
-            let mut map = shares.lock().unwrap_or_else(|e| e.into_inner());
-            // Only the map and this job still hold it: nobody runs or waits; forget the user.
-            if Arc::strong_count(&share) == 2 {
-                map.remove(&user);
             }
-            result
+        }
+    }
+
+    /// Runs `job` once `user` has a free share.
+    fn run<T: Send + 'static>(
+        &self,
+        user: Arc<str>,
+        job: impl Future<Output = Result<T, StoreError>> + 'static,
+    ) -> ResponseFuture<Result<T, StoreError>> {
+        let turn = self.turn(user);
+        Box::pin(async move {
+            let _turn = turn.await?;
+            job.await
         })
+    }
+}
+
+/// One of a user's shares, taken while it lives (or waited for); the last of a user's turns
+/// forgets the user.
+struct Turn {
+    running: Option<OwnedSemaphorePermit>,
+    share: Arc<Semaphore>,
+    user: Arc<str>,
+    shares: Arc<Mutex<HashMap<Arc<str>, Arc<Semaphore>>>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.running.take());
+        let mut map = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map and this turn still hold it: nobody runs or waits; forget the user.
+        if Arc::strong_count(&self.share) == 2 {
+            map.remove(&self.user);
+        }
     }
 }
 
@@ -113,6 +166,25 @@ impl Handler<List> for LongJobs {
     fn handle(&mut self, msg: List, _: &mut Self::Context) -> Self::Result {
         let user = Arc::clone(&msg.user);
         self.run(user, list(Arc::clone(&self.storage), msg))
+    }
+}
+
+impl Handler<ListPages> for LongJobs {
+    type Result = ResponseFuture<Result<ListingPages, StoreError>>;
+    fn handle(&mut self, msg: ListPages, _: &mut Self::Context) -> Self::Result {
+        let turn = self.turn(Arc::clone(&msg.user));
+        let storage = Arc::clone(&self.storage);
+        Box::pin(async move {
+            let turn = turn.await?;
+            let mut found = list_pages(storage, msg).await?;
+            // The share is held while the pages are read (as the data connection takes
+            // them), so one user's streamed listings stay within their share too.
+            found.pages = Box::pin(found.pages.map(move |page| {
+                let _held = &turn;
+                page
+            }));
+            Ok(found)
+        })
     }
 }
 
@@ -155,6 +227,19 @@ pub struct List {
     pub path: VPath,
     /// Whether wildcards in the last component of a `path` that does not exist are expanded
     /// in its directory (LIST and NLST; not MLSD or STAT).
+    pub expand: bool,
+}
+
+/// List a directory as [`List`] does, its entries a page at a time while a data connection
+/// sends them (LIST, NLST, MLSD).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ListingPages, StoreError>")]
+pub struct ListPages {
+    /// Whose home.
+    pub user: Arc<str>,
+    /// What to list.
+    pub path: VPath,
+    /// As [`List::expand`]; an expansion is one page.
     pub expand: bool,
 }
 
@@ -294,6 +379,7 @@ macro_rules! handle {
 handle!(CreateHome => (), |s, m| s.create_home(&m.user).await);
 handle!(Stat => FileInfo, |s, m| s.stat(&m.user, &m.path).await);
 handle!(List => Listing, |s, m| list(s, m).await);
+handle!(ListPages => ListingPages, |s, m| list_pages(s, m).await);
 handle!(OpenRead => Box<dyn ByteSource>, |s, m| s.open_read(&m.user, &m.path, m.offset).await);
 handle!(OpenWrite => Box<dyn ByteSink>, |s, m| s.open_write(&m.user, &m.path, m.mode).await);
 handle!(CommitUpload => (), |_s, m| m.sink.commit(m.client).await);
@@ -334,6 +420,41 @@ mod tests {
     #[actix::test]
     async fn actor_round_trip_on_memory_storage() {
         actor_round_trip(Arc::new(MemoryStorage::new())).await;
+    }
+
+    #[actix::test]
+    async fn a_streamed_listing_holds_its_users_share_until_its_pages_are_dropped() {
+        let storage = MemoryStorage::new();
+        for user in ["alice", "bob"] {
+            storage.create_home(user).await.expect("home");
+        }
+        let jobs = LongJobs::start(Arc::new(storage), 1);
+        let list = |user: &str| {
+            jobs.send(ListPages {
+                user: Arc::from(user),
+                path: VPath::root(),
+                expand: false,
+            })
+        };
+        let wait = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, list("alice"))
+            .await
+            .expect("first listing in time")
+            .expect("mailbox")
+            .expect("list");
+        // Alice's one share is held by the pages not yet read: her next listing waits.
+        let mut second = Box::pin(list("alice"));
+        let early = std::time::Duration::from_millis(300);
+        assert!(tokio::time::timeout(early, &mut second).await.is_err());
+        // Another user's is not held up.
+        let other = tokio::time::timeout(wait, list("bob")).await;
+        assert!(matches!(other, Ok(Ok(Ok(_)))));
+        drop(first);
+        let second = tokio::time::timeout(wait, second).await;
+        assert!(
+            matches!(second, Ok(Ok(Ok(_)))),
+            "the share was not given back"
+        );
     }
 
     async fn actor_round_trip(storage: Arc<dyn Storage>) {

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! A Session knows the services only through [`Services`], so tests hand it stub actors.
-//! `Services::list` and `Services::hash` go to [`file_store::LongJobs`] in the server: a
-//! per-user share in front of the backend, which runs long jobs on a pool of their own.
+//! `Services::list`, `Services::list_pages` and `Services::hash` go to
+//! [`file_store::LongJobs`] in the server: a per-user share in front of the backend, which runs
+//! long jobs on a pool of their own.
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
@@ -31,8 +32,8 @@ pub mod session;
 use account_registry::{Authenticate, ChangePassword, Register};
 use audit_log::Record;
 use file_store::{
-    Chmod, CommitUpload, CreateHome, Hash, List, Mkdir, OpenRead, OpenWrite, QuotaStatus, Remove,
-    Rename, Rmdir, SetModified, Stat,
+    Chmod, CommitUpload, CreateHome, Hash, List, ListPages, Mkdir, OpenRead, OpenWrite,
+    QuotaStatus, Remove, Rename, Rmdir, SetModified, Stat,
 };
 
 /// Everything a Session may ask of the rest of the server: one recipient per message.
@@ -48,8 +49,10 @@ pub struct Services {
     pub create_home: Recipient<CreateHome>,
     /// Metadata of one path.
     pub stat: Recipient<Stat>,
-    /// Entries of a directory.
+    /// Entries of a directory, whole (STAT).
     pub list: Recipient<List>,
+    /// Entries of a directory, a page at a time (LIST, NLST, MLSD).
+    pub list_pages: Recipient<ListPages>,
     /// Open a file for a download.
     pub open_read: Recipient<OpenRead>,
     /// Stage an upload.
@@ -93,6 +96,7 @@ impl Services {
             + Handler<CreateHome>
             + Handler<Stat>
             + Handler<List>
+            + Handler<ListPages>
             + Handler<OpenRead>
             + Handler<OpenWrite>
             + Handler<CommitUpload>
@@ -107,6 +111,7 @@ impl Services {
         Files::Context: ToEnvelope<Files, CreateHome>
             + ToEnvelope<Files, Stat>
             + ToEnvelope<Files, List>
+            + ToEnvelope<Files, ListPages>
             + ToEnvelope<Files, OpenRead>
             + ToEnvelope<Files, OpenWrite>
             + ToEnvelope<Files, CommitUpload>
@@ -128,6 +133,7 @@ impl Services {
             create_home: files.clone().recipient(),
             stat: files.clone().recipient(),
             list: files.clone().recipient(),
+            list_pages: files.clone().recipient(),
             open_read: files.clone().recipient(),
             open_write: files.clone().recipient(),
             commit_upload: files.clone().recipient(),

@@ -195,9 +195,11 @@ pub struct Config {
     /// `blocking_threads`: threads for password hashing and for file-system calls, each.
     /// Default: one per core.
     pub blocking_threads: usize,
-    /// `max_listing_entries`: entries a directory may have to be listed (LIST, NLST, MLSD,
-    /// STAT); a bigger one is refused with 550, so one listing never holds more. Default
-    /// 100 000.
+    /// `max_listing_entries`: entries a directory may have to be listed whole (STAT, wildcard
+    /// expansions, and LIST, NLST, MLSD on the local backend, which reads a directory whole
+    /// to sort it); a bigger one is refused with 550, so one listing never holds more. On S3,
+    /// LIST, NLST and MLSD stream a page of keys at a time, hold one page whatever the
+    /// directory's size, and are not limited. Default 100 000.
     pub max_listing_entries: usize,
     /// `long_job_threads`: threads for long file-store jobs (HASH, listings), apart from the
     /// `blocking_threads` that serve short calls (CWD, SIZE, opening files). Default 4.

@@ -101,6 +101,49 @@ pub struct Listing {
     pub entries: Vec<FileInfo>,
 }
 
+/// A listing's entries a page at a time, each page sorted by name; the next page is read
+/// only when the stream is polled, so a reader holds one page, not the directory.
+pub type Pages = futures::stream::BoxStream<'static, Result<Vec<FileInfo>, StoreError>>;
+
+/// A listing as it streams (LIST, NLST, MLSD): what [`Listing`] says of the listed path, now,
+/// and its entries as [`Pages`], read while the data connection sends them.
+pub struct ListingPages {
+    /// As [`Listing::is_dir`].
+    pub is_dir: bool,
+    /// As [`Listing::matched`].
+    pub matched: bool,
+    /// As [`Listing::this`].
+    pub this: Option<FileInfo>,
+    /// As [`Listing::parent`].
+    pub parent: Option<FileInfo>,
+    /// The entries. A page that fails ends the listing (the transfer's 451).
+    pub pages: Pages,
+}
+
+impl From<Listing> for ListingPages {
+    /// A whole listing as one page.
+    fn from(listing: Listing) -> ListingPages {
+        ListingPages {
+            is_dir: listing.is_dir,
+            matched: listing.matched,
+            this: listing.this,
+            parent: listing.parent,
+            pages: Box::pin(futures::stream::once(std::future::ready(Ok(
+                listing.entries
+            )))),
+        }
+    }
+}
+
+impl std::fmt::Debug for ListingPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListingPages")
+            .field("is_dir", &self.is_dir)
+            .field("matched", &self.matched)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How an upload writes its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -276,6 +319,19 @@ pub trait Storage: Send + Sync + 'static {
     /// [`StoreError::NotFound`] if `path` does not exist or lies outside the home;
     /// [`StoreError::TooManyEntries`] past the listing limit.
     async fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError>;
+
+    /// As `list`, with the entries read a page at a time while they are sent. The default is
+    /// `list` as one page (sorted by name, under the listing limit); a backend that reads its
+    /// directories in pages (S3) streams them instead, each page sorted by name and the pages
+    /// in the backend's own order, without the listing limit, which bounds what one listing
+    /// holds and a stream holds one page.
+    ///
+    /// # Errors
+    /// As for `list`, for what is known before the first page (a missing path); a page that
+    /// fails is an error item of the stream.
+    async fn list_pages(&self, user: &str, path: &VPath) -> Result<ListingPages, StoreError> {
+        self.list(user, path).await.map(ListingPages::from)
+    }
 
     /// The entries of directory `dir` whose names match `pattern`, sorted by name, left out as
     /// for `list`; the directory is read under the same entry limit, and within

@@ -26,7 +26,7 @@ use crate::config::PortRange;
 use crate::net::ClientAddr;
 use crate::quota::Charge;
 use crate::state::TransferPermit;
-use crate::storage::{ByteSink, ByteSource};
+use crate::storage::{ByteSink, ByteSource, StoreError};
 
 mod ascii;
 mod connect;
@@ -167,8 +167,10 @@ pub enum DataPlan {
 
 /// What a transfer task does once its data connection is open.
 pub enum Job {
-    /// Send these bytes (a listing) and close.
-    SendBytes(Vec<u8>),
+    /// Send each piece as it comes (a listing read a page at a time), then close; a piece
+    /// is asked for only once the previous one is written. A failed piece ends the transfer
+    /// as a local error (451).
+    SendPieces(Pieces),
     /// Send a file from its current position; `ascii` turns bare LF into CRLF.
     SendFile {
         /// The open file.
@@ -184,6 +186,9 @@ pub enum Job {
         ascii: bool,
     },
 }
+
+/// The pieces of a [`Job::SendPieces`].
+pub type Pieces = futures::stream::BoxStream<'static, Result<Vec<u8>, StoreError>>;
 
 /// The end of a transfer task.
 pub struct Outcome {

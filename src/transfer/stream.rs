@@ -3,7 +3,7 @@
 
 use super::ascii::{crlf_to_lf, lf_to_crlf};
 use super::*;
-use crate::storage::{Abort, StoreError};
+use crate::storage::Abort;
 
 /// Runs `job` over an open data connection, plain or TLS.
 pub(super) async fn run_job<S: AsyncRead + AsyncWrite + Unpin>(
@@ -12,8 +12,8 @@ pub(super) async fn run_job<S: AsyncRead + AsyncWrite + Unpin>(
     pace: &Pace<'_>,
 ) -> Outcome {
     match job {
-        Job::SendBytes(bytes) => Outcome {
-            result: send_bytes(stream, &bytes, pace).await,
+        Job::SendPieces(pieces) => Outcome {
+            result: send_pieces(stream, pieces, pace).await,
             upload: None,
         },
         Job::SendFile { source, ascii } => Outcome {
@@ -36,22 +36,38 @@ pub(super) async fn with_stall<T>(
     })
 }
 
-pub(super) async fn send_bytes<S: AsyncWrite + Unpin>(
-    mut stream: S,
+/// Writes `bytes` a chunk at a time, each within the stall timeout and the budgets.
+async fn write_paced<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     bytes: &[u8],
     pace: &Pace<'_>,
-) -> Result<u64, DataError> {
-    let stall = pace.stall;
+) -> Result<(), DataError> {
     for chunk in bytes.chunks(pace.chunk()) {
-        with_stall(stall, stream.write_all(chunk))
+        with_stall(pace.stall, stream.write_all(chunk))
             .await
             .map_err(DataError::Network)?;
         pace.moved(chunk.len()).await;
     }
-    with_stall(stall, stream.shutdown())
+    Ok(())
+}
+
+/// Writes each piece before it asks for the next, so no more than one is held.
+pub(super) async fn send_pieces<S: AsyncWrite + Unpin>(
+    mut stream: S,
+    mut pieces: Pieces,
+    pace: &Pace<'_>,
+) -> Result<u64, DataError> {
+    use futures::StreamExt as _;
+    let mut sent = 0u64;
+    while let Some(piece) = pieces.next().await {
+        let piece = piece.map_err(store_error)?;
+        write_paced(&mut stream, &piece, pace).await?;
+        sent += piece.len() as u64;
+    }
+    with_stall(pace.stall, stream.shutdown())
         .await
         .map_err(DataError::Network)?;
-    Ok(bytes.len() as u64)
+    Ok(sent)
 }
 
 /// Waits (within the stall timeout) until `stream` is ready for `interest`, then runs the

@@ -253,6 +253,8 @@ pub struct S3Storage {
     dev: u64,
     limits: PathLimits,
     max_listing_entries: usize,
+    /// Keys asked for per listing request.
+    listing_page: usize,
     keep_partial: bool,
     quota: Option<Arc<QuotaLedger>>,
     /// Where the rewrite and STOU write locks are taken.
@@ -287,6 +289,7 @@ impl S3Storage {
             dev: NEXT_DEV.fetch_add(1, Ordering::Relaxed),
             limits: PathLimits::default(),
             max_listing_entries: usize::MAX,
+            listing_page: read::PAGE,
             keep_partial: false,
             quota: None,
             state: LocalState::shared(&Config::default()),
@@ -299,10 +302,18 @@ impl S3Storage {
         self
     }
 
-    /// Refuses listings of directories with more than `max` entries
-    /// ([`StoreError::TooManyEntries`]); a listing stops reading pages once past it.
+    /// Refuses whole listings (STAT, wildcard expansions) of directories with more than
+    /// `max` entries ([`StoreError::TooManyEntries`]); a listing stops reading pages once past
+    /// it. Streamed listings (`list_pages`: LIST, NLST, MLSD) hold one page and are not limited.
     pub fn with_listing_limit(mut self, max: usize) -> S3Storage {
         self.max_listing_entries = max;
+        self
+    }
+
+    /// Asks for `keys` keys per listing request (at least 1), so tests see many pages.
+    #[cfg(test)]
+    pub(crate) fn with_listing_page(mut self, keys: usize) -> S3Storage {
+        self.listing_page = keys.max(1);
         self
     }
 

@@ -1,5 +1,6 @@
 //! What reads the bucket: what a path is (object, directory, nothing), listings page by page
-//! (stopping once past the listing limit), and downloads as a stream fed from the S3 runtime
+//! (whole ones stopping once past the listing limit, streamed ones a page at a time), and
+//! downloads as a stream fed from the S3 runtime
 //! through a small channel (backpressure: at most [`READ_AHEAD`] chunks wait).
 
 use std::io;
@@ -11,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore as _};
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore as _};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ListResult, ObjectMeta, ObjectStore as _};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -21,10 +23,10 @@ use super::{S3Storage, io_runtime, on_io};
 use crate::codec::entry::{FileInfo, FileKind};
 use crate::quota::DIR_BYTES;
 use crate::storage::vpath::VPath;
-use crate::storage::{ByteSource, StoreError};
+use crate::storage::{ByteSource, Pages, StoreError};
 
 /// Keys asked for per listing request (the S3 maximum).
-const PAGE: usize = 1000;
+pub(super) const PAGE: usize = 1000;
 /// Chunks of a download read ahead of the client.
 const READ_AHEAD: usize = 4;
 
@@ -162,8 +164,7 @@ impl S3Storage {
 
     /// The entries of the directory `dir` whose names pass `keep`, sorted by name. Every
     /// name read counts against the listing limit, kept or not; pages stop once past it, so
-    /// no more than the limit is ever held. Keys no client could have made (empty names,
-    /// control characters, a `dir/` key of another tool) are left out.
+    /// no more than the limit is ever held.
     pub(super) async fn entries(
         &self,
         dir: &str,
@@ -178,16 +179,10 @@ impl S3Storage {
         let mut seen = 0usize;
         let mut token = None;
         loop {
-            let page = self.page(dir, true, PAGE, token.take()).await?;
-            let dirs = page.result.common_prefixes.iter().map(|p| (p, None));
-            let objects = page.result.objects.iter().map(|m| (&m.location, Some(m)));
-            for (location, meta) in dirs.chain(objects) {
-                let Some(name) = location.as_ref().strip_prefix(&base) else {
-                    continue;
-                };
-                if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
-                    continue;
-                }
+            let page = self
+                .page(dir, true, self.listing_page, token.take())
+                .await?;
+            for (name, location, meta) in names(&base, &page.result) {
                 if name == MARKER && meta.is_some() {
                     found.marker = meta.map(|m| m.last_modified.into());
                     continue;
@@ -197,10 +192,7 @@ impl S3Storage {
                     return Err(StoreError::TooManyEntries(max));
                 }
                 if keep(name) {
-                    found.entries.push(match meta {
-                        Some(meta) => self.file_info(name.to_owned(), meta),
-                        None => self.dir_info(name.to_owned(), location.as_ref(), UNIX_EPOCH),
-                    });
+                    found.entries.push(self.entry(name, location, meta));
                 }
             }
             token = page.page_token;
@@ -208,10 +200,43 @@ impl S3Storage {
                 break;
             }
         }
-        // A name both an object and a directory (written by another tool): shown once.
-        found.entries.sort_by(|a, b| a.name.cmp(&b.name));
-        found.entries.dedup_by(|a, b| a.name == b.name);
+        found.entries = sorted(found.entries);
         Ok(found)
+    }
+
+    /// The entries of the directory `dir` a page of keys at a time, each page sorted by name
+    /// (its marker left out); the pages in the bucket's key order, so a directory `a` (the
+    /// prefix `a/`) may come after `a.txt` of the next page. Not under the listing limit: the
+    /// stream holds one page. A name both an object and a directory shows once within a page
+    /// and twice when the two fall in different pages.
+    pub(super) fn entry_pages(&self, dir: String) -> Pages {
+        let base = format!("{dir}/");
+        // `None` once the last page is read; else the token of the next.
+        let start: Option<Option<String>> = Some(None);
+        let pages = futures::stream::try_unfold(
+            (self.clone(), dir, base, start),
+            |(store, dir, base, token)| async move {
+                let Some(token) = token else {
+                    return Ok(None);
+                };
+                let page = store.page(&dir, true, store.listing_page, token).await?;
+                let entries = names(&base, &page.result)
+                    .filter(|(name, _, meta)| !(*name == MARKER && meta.is_some()))
+                    .map(|(name, location, meta)| store.entry(name, location, meta))
+                    .collect();
+                let next = page.page_token.map(Some);
+                Ok(Some((sorted(entries), (store, dir, base, next))))
+            },
+        );
+        Box::pin(pages)
+    }
+
+    /// The entry `name` of a listing: the object `meta`, else the directory at `location`.
+    fn entry(&self, name: &str, location: &Path, meta: Option<&ObjectMeta>) -> FileInfo {
+        match meta {
+            Some(meta) => self.file_info(name.to_owned(), meta),
+            None => self.dir_info(name.to_owned(), location.as_ref(), UNIX_EPOCH),
+        }
     }
 
     /// A download of the object `meta` from `offset` (checked against its size).
@@ -250,6 +275,30 @@ impl S3Storage {
         io_runtime().spawn(pump(stream, tx, key));
         Ok(Box::new(source))
     }
+}
+
+/// The names one page of a listing below `base` holds, with each key and its object (`None`
+/// for a directory), the marker included. Keys no client could have made (empty names, control
+/// characters, a `dir/` key of another tool) are left out.
+fn names<'a>(
+    base: &'a str,
+    page: &'a ListResult,
+) -> impl Iterator<Item = (&'a str, &'a Path, Option<&'a ObjectMeta>)> + 'a {
+    let dirs = page.common_prefixes.iter().map(|p| (p, None));
+    let objects = page.objects.iter().map(|m| (&m.location, Some(m)));
+    dirs.chain(objects).filter_map(move |(location, meta)| {
+        let name = location.as_ref().strip_prefix(base)?;
+        let bad = name.is_empty() || name.contains('/') || name.chars().any(char::is_control);
+        (!bad).then_some((name, location, meta))
+    })
+}
+
+/// `entries` sorted by name; a name both an object and a directory (written by another tool)
+/// shown once.
+fn sorted(mut entries: Vec<FileInfo>) -> Vec<FileInfo> {
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries.dedup_by(|a, b| a.name == b.name);
+    entries
 }
 
 /// Feeds a download's chunks to its reader until the body ends or the reader goes.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt as _;
-use object_store::ObjectStore as _;
+use object_store::{ObjectMeta, ObjectStore as _};
 use tokio::io::AsyncReadExt as _;
 
 use super::keys::{MARKER, object};
@@ -18,8 +18,8 @@ use crate::quota::{DIR_BYTES, QuotaReport, Usage, UsageCounter};
 use crate::storage::digest::CHUNK;
 use crate::storage::vpath::VPath;
 use crate::storage::{
-    ByteSink, ByteSource, Capabilities, GLOB_TIME_LIMIT, HashAlgo, Listing, Storage, StoreError,
-    WriteMode,
+    ByteSink, ByteSource, Capabilities, GLOB_TIME_LIMIT, HashAlgo, Listing, ListingPages, Storage,
+    StoreError, WriteMode,
 };
 
 /// What object storage can do: appends and resumes by rewriting, directory renames object
@@ -45,21 +45,35 @@ impl S3Storage {
         let key = self.key(user, path)?;
         let found = self.entries(&key, keep).await?;
         let modified = found.marker.or(seen).unwrap_or(UNIX_EPOCH);
-        let parent = match path.parent() {
-            Some(parent) => {
-                let parent_key = self.key(user, &parent)?;
-                let time = self.probe_dir(&parent_key).await?.unwrap_or(UNIX_EPOCH);
-                Some(self.dir_info("..".to_owned(), &parent_key, time))
-            }
-            None => None,
-        };
         Ok(Listing {
             is_dir: true,
             matched: false,
             this: Some(self.dir_info(".".to_owned(), &key, modified)),
-            parent,
+            parent: self.parent_info(user, path).await?,
             entries: found.entries,
         })
+    }
+
+    /// The parent of `path` as a listing names it (MLSD's `pdir`); `None` for the home.
+    async fn parent_info(&self, user: &str, path: &VPath) -> Result<Option<FileInfo>, StoreError> {
+        let Some(parent) = path.parent() else {
+            return Ok(None);
+        };
+        let parent_key = self.key(user, &parent)?;
+        let time = self.probe_dir(&parent_key).await?.unwrap_or(UNIX_EPOCH);
+        Ok(Some(self.dir_info("..".to_owned(), &parent_key, time)))
+    }
+
+    /// The one-entry listing of the object `meta` at `path`.
+    fn file_listing(&self, path: &VPath, meta: &ObjectMeta) -> Listing {
+        let name = path.file_name().unwrap_or("/").to_owned();
+        Listing {
+            is_dir: false,
+            matched: false,
+            this: None,
+            parent: None,
+            entries: vec![self.file_info(name, meta)],
+        }
     }
 }
 
@@ -87,19 +101,30 @@ impl Storage for S3Storage {
 
     async fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError> {
         match self.kind(user, path).await? {
-            Kind::File(meta) => {
-                let name = path.file_name().unwrap_or("/").to_owned();
-                Ok(Listing {
-                    is_dir: false,
-                    matched: false,
-                    this: None,
-                    parent: None,
-                    entries: vec![self.file_info(name, &meta)],
-                })
-            }
+            Kind::File(meta) => Ok(self.file_listing(path, &meta)),
             // A home nothing was ever written to (not even its marker) does not exist.
             Kind::Dir(None) | Kind::Missing => Err(StoreError::NotFound),
             Kind::Dir(seen) => self.listing(user, path, seen, |_| true).await,
+        }
+    }
+
+    /// The directory's time is that of the first key below it, read before the first page:
+    /// its marker's, unless a name sorts before the marker's `.` (`-a`, `!a`), where the whole
+    /// listing would find the marker further on.
+    async fn list_pages(&self, user: &str, path: &VPath) -> Result<ListingPages, StoreError> {
+        match self.kind(user, path).await? {
+            Kind::File(meta) => Ok(self.file_listing(path, &meta).into()),
+            Kind::Dir(None) | Kind::Missing => Err(StoreError::NotFound),
+            Kind::Dir(Some(seen)) => {
+                let key = self.key(user, path)?;
+                Ok(ListingPages {
+                    is_dir: true,
+                    matched: false,
+                    this: Some(self.dir_info(".".to_owned(), &key, seen)),
+                    parent: self.parent_info(user, path).await?,
+                    pages: self.entry_pages(key),
+                })
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt as _;
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt as _;
 
@@ -415,6 +416,48 @@ async fn listings_read_every_page_and_stop_past_the_limit() {
         Err(StoreError::TooManyEntries(1100)) => {}
         other => panic!("{:?}", other.map(|l| l.entries.len())),
     }
+}
+
+#[tokio::test]
+async fn streamed_listings_come_a_page_at_a_time_in_key_order_past_the_limit() {
+    let b = Bucket::new(|_| {});
+    let b = Bucket {
+        store: b.store.clone().with_listing_page(2).with_listing_limit(1),
+        ..b
+    }
+    .ready()
+    .await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    // Keys in byte order: `.ferry-dir` (the marker), `a.txt`, `a/` (a directory), `b`, `c`.
+    for path in ["/d/a.txt", "/d/a/x", "/d/b", "/d/c"] {
+        write_file(&b.disk(path), b"x");
+    }
+    let found = b
+        .store
+        .list_pages(ALICE, &vp("/d"))
+        .await
+        .expect("list_pages");
+    assert!(found.is_dir && !found.matched);
+    assert_eq!(found.this.map(|d| d.name).as_deref(), Some("."));
+    assert_eq!(found.parent.map(|p| p.name).as_deref(), Some(".."));
+    let pages: Vec<Vec<String>> = found
+        .pages
+        .map_ok(|page| page.into_iter().map(|e| e.name).collect())
+        .try_collect()
+        .await
+        .expect("pages");
+    // Each page sorted by name, the marker left out; `a` after `a.txt`, across pages.
+    assert_eq!(pages, [vec!["a.txt"], vec!["a", "b"], vec!["c"]]);
+    // The whole listing, under the same limit, is refused.
+    assert!(matches!(
+        b.store.list(ALICE, &vp("/d")).await,
+        Err(StoreError::TooManyEntries(1))
+    ));
+    // A file is a one-entry listing, a missing path an error before any page.
+    let file = b.store.list_pages(ALICE, &vp("/d/b")).await.expect("file");
+    assert!(!file.is_dir);
+    let missing = b.store.list_pages(ALICE, &vp("/nowhere")).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
 }
 
 #[tokio::test]

@@ -1,44 +1,67 @@
-//! Listings: LIST, NLST, MLSD over a data connection; MLST and STAT on the control
+//! Listings: LIST, NLST, MLSD over a data connection, streamed a page of entries at a time
+//! (a page is formatted once the previous one is written); MLST and STAT on the control
 //! connection (RFC 959, RFC 3659 §7).
 
 use std::time::SystemTime;
 
 use actix::prelude::*;
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::{ListingStyle, Next};
 use crate::actors::Services;
-use crate::actors::file_store::{List, Stat};
+use crate::actors::file_store::{List, ListPages, Stat};
 use crate::actors::session::{Session, TransferKind};
 use crate::codec::entry::FileInfo;
 use crate::codec::listing::{self, Role};
 use crate::codec::{Reply, ReplyCode, reply};
-use crate::storage::Listing;
-use crate::transfer::Job;
+use crate::storage::{Listing, ListingPages, Pages};
+use crate::transfer::{Job, Pieces};
 
 /// Lines of a `STAT <dir>` reply queued at a time (about 25 KiB).
 const STATUS_PIECE: usize = 256;
 
-/// NLST's names, each as the client can name it back: joined to the argument as given, so
-/// `NLST dir` yields `dir/a` and `NLST dir/*.dat` yields `dir/a.dat` (what vsftpd sends, and
-/// what `mget` and `for n in nlst("dir"): RETR n` rely on); bare names with no argument; the
-/// argument itself for a file.
-fn names_as_given(given: &str, found: &Listing) -> Vec<String> {
+/// NLST's name of each entry, as the client can name it back: joined to the argument as
+/// given, so `NLST dir` yields `dir/a` and `NLST dir/*.dat` yields `dir/a.dat` (what vsftpd
+/// sends, and what `mget` and `for n in nlst("dir"): RETR n` rely on); bare names with no
+/// argument; the argument itself for a file.
+fn name_as_given(
+    given: &str,
+    is_dir: bool,
+    matched: bool,
+) -> impl Fn(&FileInfo) -> String + Send + 'static {
     let prefix = if given.is_empty() {
-        String::new()
-    } else if found.is_dir {
-        format!("{}/", given.trim_end_matches('/'))
-    } else if found.matched {
-        given
-            .rsplit_once('/')
-            .map_or_else(String::new, |(dir, _)| format!("{dir}/"))
+        Some(String::new())
+    } else if is_dir {
+        Some(format!("{}/", given.trim_end_matches('/')))
+    } else if matched {
+        Some(
+            given
+                .rsplit_once('/')
+                .map_or_else(String::new, |(dir, _)| format!("{dir}/")),
+        )
     } else {
-        return vec![given.to_owned()];
+        None
     };
-    found
-        .entries
-        .iter()
-        .map(|entry| format!("{prefix}{}", entry.name))
-        .collect()
+    let given = given.to_owned();
+    move |entry| {
+        let name = match &prefix {
+            Some(prefix) => format!("{prefix}{}", entry.name),
+            None => given.clone(),
+        };
+        listing::display_name(&name).into_owned()
+    }
+}
+
+/// A listing's text as the data connection sends it: `head`, then the lines of each page,
+/// formatted only when the transfer asks for that page.
+fn pieces(
+    head: Vec<u8>,
+    pages: Pages,
+    line: impl Fn(&FileInfo) -> String + Send + 'static,
+) -> Pieces {
+    let head = futures::stream::once(std::future::ready(Ok(head)));
+    let lines = pages.map_ok(move |page| listing::to_wire(page.iter().map(&line)));
+    Box::pin(head.chain(lines))
 }
 
 impl Session {
@@ -149,54 +172,60 @@ impl Session {
         }
         // MLSD names a directory (RFC 3659 §7.1); wildcard patterns are for LIST and NLST.
         let expand = !matches!(style, ListingStyle::Facts);
-        let list = move |s: &Services, user, path| s.list.send(List { user, path, expand });
+        let list =
+            move |s: &Services, user, path| s.list_pages.send(ListPages { user, path, expand });
         let arg = arg.unwrap_or_default();
         let given = arg.clone();
-        self.on_path(ctx, text, &arg, list, move |act, found: Listing, path| {
-            if matches!(style, ListingStyle::Facts) && !found.is_dir {
-                // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
-                return Next::Reply(Reply::new(
-                    ReplyCode::BadArguments,
-                    format!("{path} is not a directory."),
-                ));
-            }
-            let now = SystemTime::now();
-            let facts = act.settings.facts;
-            let writable = act.writable();
-            let bytes = match style {
-                ListingStyle::Long => {
-                    listing::to_wire(found.entries.iter().map(|e| listing::list_line(e, now)))
+        self.on_path(
+            ctx,
+            text,
+            &arg,
+            list,
+            move |act, found: ListingPages, path| {
+                if matches!(style, ListingStyle::Facts) && !found.is_dir {
+                    // RFC 3659 §7.2.2: MLSD of something that is not a directory is an error.
+                    return Next::Reply(Reply::new(
+                        ReplyCode::BadArguments,
+                        format!("{path} is not a directory."),
+                    ));
                 }
-                ListingStyle::Names => listing::to_wire(
-                    names_as_given(&given, &found)
-                        .iter()
-                        .map(|name| listing::display_name(name).into_owned()),
-                ),
-                // RFC 3659 §7.5.1: the listed directory (cdir) and its parent (pdir) first.
-                ListingStyle::Facts => listing::to_wire(
-                    found
-                        .this
-                        .iter()
-                        .map(|d| listing::mlsx_line(d, facts, Role::Current, writable))
-                        .chain(
-                            found
-                                .parent
-                                .iter()
-                                .map(|p| listing::mlsx_line(p, facts, Role::Parent, writable)),
-                        )
-                        .chain(
-                            found
-                                .entries
-                                .iter()
-                                .map(|e| listing::mlsx_line(e, facts, Role::Entry, writable)),
-                        ),
-                ),
-            };
-            Next::Transfer {
-                job: Job::SendBytes(bytes),
-                kind: TransferKind::Listing,
-                opening: "Here comes the directory listing.".to_owned(),
-            }
-        });
+                let now = SystemTime::now();
+                let facts = act.settings.facts;
+                let writable = act.writable();
+                let ListingPages {
+                    is_dir,
+                    matched,
+                    this,
+                    parent,
+                    pages,
+                } = found;
+                let pieces =
+                    match style {
+                        ListingStyle::Long => {
+                            pieces(Vec::new(), pages, move |e| listing::list_line(e, now))
+                        }
+                        ListingStyle::Names => {
+                            pieces(Vec::new(), pages, name_as_given(&given, is_dir, matched))
+                        }
+                        // RFC 3659 §7.5.1: the listed directory (cdir) and its parent (pdir) first.
+                        ListingStyle::Facts => {
+                            let this = this.iter();
+                            let head =
+                                this.map(|d| listing::mlsx_line(d, facts, Role::Current, writable))
+                                    .chain(parent.iter().map(|p| {
+                                        listing::mlsx_line(p, facts, Role::Parent, writable)
+                                    }));
+                            pieces(listing::to_wire(head), pages, move |e| {
+                                listing::mlsx_line(e, facts, Role::Entry, writable)
+                            })
+                        }
+                    };
+                Next::Transfer {
+                    job: Job::SendPieces(pieces),
+                    kind: TransferKind::Listing,
+                    opening: "Here comes the directory listing.".to_owned(),
+                }
+            },
+        );
     }
 }

@@ -17,7 +17,7 @@ pub(super) struct Backend {
     /// Where the homes lie on disk (the local backend's, or the S3 server's bucket, whose
     /// files are its objects); `None` for memory.
     homes: Option<std::path::PathBuf>,
-    _server: Option<S3TestServer>,
+    server: Option<S3TestServer>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -33,7 +33,7 @@ impl Backend {
         Backend {
             storage: Arc::new(storage),
             homes: Some(dir.path().join("home")),
-            _server: None,
+            server: None,
             _dir: Some(dir),
         }
     }
@@ -42,12 +42,17 @@ impl Backend {
         Backend {
             storage: Arc::new(MemoryStorage::new()),
             homes: None,
-            _server: None,
+            server: None,
             _dir: None,
         }
     }
 
     pub(super) fn s3() -> Backend {
+        Backend::s3_with(|store| store)
+    }
+
+    /// The S3 backend, its store set up by `tweak`.
+    pub(super) fn s3_with(tweak: impl FnOnce(S3Storage) -> S3Storage) -> Backend {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = S3TestServer::start(&dir.path().join("s3")).expect("s3s-fs");
         server.create_bucket("ferry").expect("bucket");
@@ -55,9 +60,9 @@ impl Backend {
         server.configure(&mut config, "ferry");
         let settings = S3Settings::from_config(&config, |_| None).expect("settings");
         Backend {
-            storage: Arc::new(S3Storage::new(settings).expect("client")),
+            storage: Arc::new(tweak(S3Storage::new(settings).expect("client"))),
             homes: Some(server.bucket_dir("ferry")),
-            _server: Some(server),
+            server: Some(server),
             _dir: Some(dir),
         }
     }
@@ -105,6 +110,34 @@ impl Backend {
             Err(StoreError::NotFound) => false,
             Err(e) => panic!("stat {path}: {e:?}"),
         }
+    }
+
+    /// Puts `n` one-byte files `f0000`, `f0001`, ... in alice's directory `dir` (made here):
+    /// on disk where the backend has one (the S3 server's files are its objects), else
+    /// through the backend.
+    pub(super) async fn many(&self, dir: &str, n: usize) {
+        self.storage.create_home("alice").await.expect("home");
+        let names = (0..n).map(|i| format!("{dir}/f{i:04}"));
+        match &self.homes {
+            Some(homes) => {
+                let on_disk = homes.join("alice").join(dir.trim_start_matches('/'));
+                std::fs::create_dir_all(&on_disk).expect("mkdir");
+                for i in 0..n {
+                    std::fs::write(on_disk.join(format!("f{i:04}")), b"x").expect("write");
+                }
+            }
+            None => {
+                self.storage.mkdir("alice", &vp(dir)).await.expect("mkdir");
+                for name in names {
+                    self.put(&name, b"x").await;
+                }
+            }
+        }
+    }
+
+    /// Stops the S3 server at once (a bucket that goes away mid-session).
+    pub(super) fn kill_s3(&mut self) {
+        self.server.as_mut().expect("an S3 backend").kill();
     }
 
     /// Puts a file at alice's `path` far larger than the socket buffers, so that a download

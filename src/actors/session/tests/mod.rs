@@ -5,6 +5,7 @@
 
 mod backends;
 mod capabilities;
+mod listing;
 mod login;
 mod transfers;
 
@@ -180,6 +181,7 @@ macro_rules! burning {
 burning! {
     Stat => crate::codec::entry::FileInfo,
     List => crate::storage::Listing,
+    crate::actors::file_store::ListPages => crate::storage::ListingPages,
     OpenRead => Box<dyn crate::storage::ByteSource>,
     OpenWrite => Box<dyn crate::storage::ByteSink>,
     CommitUpload => (),
