@@ -479,3 +479,36 @@ async fn usage_is_recounted_from_the_bucket() {
         .expect("recount");
     assert_eq!(from_admin, recounted);
 }
+
+#[tokio::test]
+async fn an_append_fails_rather_than_undo_a_stor_committed_meanwhile() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/f", b"old").await;
+    let mut appe = b.open("/f", WriteMode::Append).await;
+    appe.write(b"+more").await.expect("write");
+    // Another session of the same user replaces the file and gets its 226.
+    b.put("/f", b"new from another session").await;
+    let result = appe.commit(present()).await;
+    assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+    assert_eq!(b.get("/f").await, b"new from another session");
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+}
+
+#[tokio::test]
+async fn an_append_fails_rather_than_resurrect_a_file_removed_meanwhile() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/f", b"old").await;
+    let mut appe = b.open("/f", WriteMode::Append).await;
+    appe.write(b"+more").await.expect("write");
+    b.store
+        .remove(ALICE, &vp("/f"))
+        .await
+        .expect("DELE from another session");
+    let result = appe.commit(present()).await;
+    assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+    let after = b.store.stat(ALICE, &vp("/f")).await.map(|i| i.size);
+    assert!(
+        matches!(after, Err(StoreError::NotFound)),
+        "DELE undone: f is back ({after:?})"
+    );
+}

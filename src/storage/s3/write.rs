@@ -356,7 +356,8 @@ impl Upload {
         let create_only = matches!(self.mode, Mode::Unique) || (!commit && self.is_replace());
         let checked = match checked {
             Ok(Some(_)) if create_only => Err(StoreError::AlreadyExists),
-            other => other,
+            Ok(now) => self.unchanged(now),
+            Err(e) => Err(e),
         };
         let replaced = match checked {
             Ok(existing) => existing.map(|meta| meta.size),
@@ -392,6 +393,37 @@ impl Upload {
         wait(parts.complete(create_only)).map_err(|e| store_error("complete", &self.key, e))?;
         tx.record(bytes, files);
         Ok(true)
+    }
+
+    /// Refuses to complete a rewrite whose kept bytes no longer are the object's: another
+    /// session replaced or removed it since (or created it, when there was none). Completing
+    /// would undo that change; the local backend's in-place writer loses its bytes to it the
+    /// same way, so the rewrite is the one dropped. [`StoreError::Io`] (451, transient: the
+    /// client may send it again against the new object), with a log line.
+    fn unchanged(&self, now: Option<ObjectMeta>) -> Result<Option<ObjectMeta>, StoreError> {
+        let Mode::Rewrite { old, .. } = &self.mode else {
+            return Ok(now);
+        };
+        let same = match (old, &now) {
+            (None, None) => true,
+            (Some(old), Some(now)) => {
+                old.e_tag == now.e_tag
+                    && old.size == now.size
+                    && old.last_modified == now.last_modified
+            }
+            _ => false,
+        };
+        if same {
+            return Ok(now);
+        }
+        log::warn!(
+            "{}: {} changed since the rewrite opened it; the rewrite is dropped",
+            self.user,
+            self.target
+        );
+        Err(StoreError::Io(std::io::Error::other(
+            "the file changed since the upload opened it",
+        )))
     }
 
     fn is_replace(&self) -> bool {
