@@ -181,10 +181,18 @@ impl Parts {
     /// Aborts the multipart upload, if one started.
     async fn abort(mut self) -> object_store::Result<()> {
         match self.upload.take() {
-            Some(upload) => upload.abort().await,
+            Some(upload) => settle_and_abort(upload).await,
             None => Ok(()),
         }
     }
+}
+
+/// Aborts `upload` once its parts in flight have ended: a part the server is still receiving
+/// when the abort lands would stay behind it, an orphan no one lists or removes.
+async fn settle_and_abort(mut upload: WriteMultipart) -> object_store::Result<()> {
+    // A failed part changes nothing: the upload goes anyway.
+    let _ = upload.wait_for_capacity(0).await;
+    upload.abort().await
 }
 
 impl Drop for Parts {
@@ -192,7 +200,7 @@ impl Drop for Parts {
         if let Some(upload) = self.upload.take() {
             let key = self.path.to_string();
             io_runtime().spawn(async move {
-                if let Err(e) = upload.abort().await {
+                if let Err(e) = settle_and_abort(upload).await {
                     log::warn!("cannot abort the multipart upload of {key}: {e}");
                 }
             });
