@@ -33,10 +33,11 @@ mod tests;
 mod tree;
 mod write;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -230,6 +231,73 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
+/// How long a request waits for the ends of its user's dropped uploads.
+const SETTLE_WAIT: Duration = Duration::from_secs(60);
+
+/// The ends of dropped (interrupted) uploads still running in the background, per user: a
+/// drop must not block the thread it happens on (a transfer thread, an arbiter), yet the
+/// user's next request must find what the interruption kept or removed.
+#[derive(Debug, Default)]
+struct Ends {
+    running: Mutex<HashMap<String, usize>>,
+    done: tokio::sync::Notify,
+}
+
+/// One end running for `user`; counted off when dropped (a panic included).
+pub(super) struct Ending {
+    ends: Arc<Ends>,
+    user: String,
+}
+
+impl Ends {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let mut running = self.ends.running();
+        if let Some(n) = running.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.user);
+            }
+        }
+        drop(running);
+        self.ends.done.notify_waiters();
+    }
+}
+
+impl S3Storage {
+    /// Counts an end of `user`'s upload as running until the returned guard drops.
+    pub(super) fn ending(&self, user: &str) -> Ending {
+        *self.ends.running().entry(user.to_owned()).or_insert(0) += 1;
+        Ending {
+            ends: Arc::clone(&self.ends),
+            user: user.to_owned(),
+        }
+    }
+
+    /// Waits (without blocking the thread) until no end of `user`'s dropped uploads runs,
+    /// at most [`SETTLE_WAIT`].
+    pub(super) async fn settled(&self, user: &str) {
+        let wait = async {
+            loop {
+                // Registered before the check, so a notification in between is not lost.
+                let done = self.ends.done.notified();
+                if !self.ends.running().contains_key(user) {
+                    return;
+                }
+                done.await;
+            }
+        };
+        if tokio::time::timeout(SETTLE_WAIT, wait).await.is_err() {
+            log::warn!("{user}: an interrupted upload is still ending; going on without it");
+        }
+    }
+}
+
 /// How long one request may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request may take in all (a 5 MiB part at 100 KB/s fits); downloads are
@@ -257,6 +325,7 @@ pub struct S3Storage {
     quota: Option<Arc<QuotaLedger>>,
     /// Where the rewrite and STOU write locks are taken.
     state: Arc<dyn SharedState>,
+    ends: Arc<Ends>,
 }
 
 impl S3Storage {
@@ -290,6 +359,7 @@ impl S3Storage {
             keep_partial: false,
             quota: None,
             state: LocalState::shared(&Config::default()),
+            ends: Arc::default(),
         })
     }
 

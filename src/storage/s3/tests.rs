@@ -171,7 +171,10 @@ async fn an_aborted_or_dropped_upload_leaves_no_parts_and_the_old_object() {
         assert!(!b.upload_files().is_empty(), "parts were sent");
         match why {
             Some(why) => sink.abort(why).await,
-            None => drop(sink),
+            None => {
+                drop(sink);
+                b.store.settled(ALICE).await;
+            }
         }
         assert!(
             b.upload_files().is_empty(),
@@ -510,5 +513,33 @@ async fn an_append_fails_rather_than_resurrect_a_file_removed_meanwhile() {
     assert!(
         matches!(after, Err(StoreError::NotFound)),
         "DELE undone: f is back ({after:?})"
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_sink_does_not_block_its_thread() {
+    let mut b = Bucket::new(|_| {}).ready().await;
+    let store = b.store.clone().with_partial_uploads(true);
+    let mut sink = store
+        .open_write(ALICE, &vp("/new"), WriteMode::Replace)
+        .await
+        .expect("open");
+    sink.write(b"some bytes").await.expect("write");
+    // The server hangs instead of refusing: a listener on its port that never answers.
+    let addr = b.server.endpoint().trim_start_matches("http://").to_owned();
+    b.server.kill();
+    let hole = std::net::TcpListener::bind(&addr).expect("bind the server's port");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming().take(64) {
+            held.push(conn);
+        }
+    });
+    let started = Instant::now();
+    drop(sink);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "drop blocked the (shared, current-thread) runtime thread for {took:?}"
     );
 }

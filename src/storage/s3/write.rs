@@ -12,11 +12,12 @@
 //! How an upload ends is decided in [`Upload::end`], sync code on a blocking thread under the
 //! user's quota lock (as the local backend's rename into place is): it checks the target
 //! again, charges what the object adds against what it replaces, and completes or aborts the
-//! multipart upload. An interrupted upload (the sink dropped) ends the same way from `Drop`,
-//! which waits for it (bounded), so the outcome is in place before the transfer's reply.
+//! multipart upload. An interrupted upload (the sink dropped) ends the same way, in the
+//! background: `Drop` decides the end and returns at once, never blocking the transfer thread
+//! or arbiter it runs on; every later request of the user waits for that end first (bounded,
+//! [`S3Storage::settled`]), so the next command finds what the interruption kept.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
@@ -41,8 +42,6 @@ use crate::storage::{
 pub(super) const PART: usize = 5 * 1024 * 1024;
 /// Parts uploading at once, per upload.
 const IN_FLIGHT: usize = 2;
-/// How long dropping a sink waits for the upload to be completed or aborted.
-const DROP_WAIT: Duration = Duration::from_secs(120);
 
 /// What the upload writes.
 enum Mode {
@@ -481,8 +480,20 @@ impl ByteSink for S3Sink {
 
     async fn commit(mut self: Box<Self>, client: ClientProbe) -> Result<(), StoreError> {
         let upload = self.upload.as_mut().ok_or_else(ended)?;
-        upload.start().await?;
-        upload.step("upload part", Step::Settle).await?;
+        let sent = match upload.start().await {
+            Ok(()) => upload.step("upload part", Step::Settle).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // Bytes are missing: never kept, whatever an interruption would keep.
+            if let Err(end) = self.end(End::Refused).await {
+                log::warn!(
+                    "a failed upload of {} did not end cleanly: {end}",
+                    self.target
+                );
+            }
+            return Err(e);
+        }
         if client.gone() {
             self.end(End::Interrupted).await?;
             return Err(StoreError::Interrupted);
@@ -505,19 +516,21 @@ impl ByteSink for S3Sink {
 }
 
 impl Drop for S3Sink {
+    /// Decides the end here (an interruption), runs it in the background: the thread dropping
+    /// the sink goes on at once; the user's next request waits for it (see
+    /// [`S3Storage::settled`]).
     fn drop(&mut self) {
         let Some(upload) = self.upload.take() else {
             return;
         };
-        let (tx, rx) = std::sync::mpsc::channel();
+        let ending = upload.s3.ending(&upload.user);
         io_runtime().spawn_blocking(move || {
             let target = upload.target.clone();
             if let Err(e) = upload.end(End::Interrupted) {
                 log::warn!("an interrupted upload of {target} did not end cleanly: {e}");
             }
-            let _ = tx.send(());
+            drop(ending);
         });
-        let _ = rx.recv_timeout(DROP_WAIT);
     }
 }
 
