@@ -388,6 +388,10 @@ async fn a_directory_rename_that_fails_midway_leaves_every_object_in_place() {
         Err(StoreError::TooManyToRename(5)) => {}
         other => panic!("{other:?}"),
     }
+    b.store
+        .rename(ALICE, &vp("/e"), &vp("/e"))
+        .await
+        .expect("renaming a directory past the limit onto itself changes nothing");
     assert_eq!(b.names("/").await, ["e"]);
 }
 
@@ -542,4 +546,32 @@ async fn dropping_a_sink_does_not_block_its_thread() {
         took < Duration::from_secs(5),
         "drop blocked the (shared, current-thread) runtime thread for {took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_failed_rename_into_an_empty_directory_keeps_that_directory() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.put("/d/a", b"a").await;
+    b.put("/d/z", b"z").await;
+    b.store.mkdir(ALICE, &vp("/e")).await.expect("mkdir");
+    std::fs::create_dir_all(b.disk("/e/z")).expect("mkdir on disk");
+    match b.store.rename(ALICE, &vp("/d"), &vp("/e")).await {
+        Err(StoreError::Io(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.get("/d/a").await, b"a");
+    b.store
+        .stat(ALICE, &vp("/e"))
+        .await
+        .expect("the empty destination directory survives a failed rename");
+    assert!(b.names("/e").await.is_empty(), "nothing copied stays");
+    // Once it can succeed, the rename moves everything and the directory counts once.
+    std::fs::remove_dir(b.disk("/e/z")).expect("rmdir on disk");
+    b.store
+        .rename(ALICE, &vp("/d"), &vp("/e"))
+        .await
+        .expect("rename");
+    assert_eq!(b.names("/e").await, ["a", "z"]);
+    assert_eq!(b.get("/e/z").await, b"z");
 }

@@ -154,13 +154,14 @@ impl S3Storage {
         }
         let s3 = self.clone();
         self.change(user, move |tx| {
+            // Dirty before the change, as every other change: a crash in between recounts.
+            tx.mark()?;
             // Measured again under the lock: it may have been replaced meanwhile.
             let gone = wait(async move {
                 let meta = s3.head(&key).await?.ok_or(StoreError::NotFound)?;
                 s3.delete(&key).await.map(|()| meta.size)
-            });
-            tx.mark()?;
-            tx.record(-i128::from(gone?), -1);
+            })?;
+            tx.record(-i128::from(gone), -1);
             Ok(())
         })
         .await
@@ -197,10 +198,18 @@ impl S3Storage {
             return Err(StoreError::PermissionDenied);
         };
         let (from_key, to_key) = (self.key(user, from)?, self.key(user, to)?);
-        let moved = match self.kind(user, from).await? {
+        let is_dir = match self.kind(user, from).await? {
             Kind::Missing => return Err(self.missing(user, from).await),
-            Kind::File(_) => None,
-            Kind::Dir(_) => Some(self.keys_below(&from_key).await?),
+            Kind::File(_) => false,
+            Kind::Dir(_) => true,
+        };
+        // Before the listing: renaming a directory too big to move onto itself changes nothing.
+        if from == to {
+            return Ok(());
+        }
+        let moved = match is_dir {
+            true => Some(self.keys_below(&from_key).await?),
+            false => None,
         };
         self.need_dir(user, &to_dir).await?;
         let extent = moved
@@ -209,9 +218,6 @@ impl S3Storage {
         let deeper = to.components().count() > from.components().count()
             || to.as_str().len() > from.as_str().len();
         self.check_limits(to, if deeper { extent } else { (0, 0) })?;
-        if from == to {
-            return Ok(());
-        }
         if moved.is_some() && is_below(to, from) {
             return Err(StoreError::InvalidName);
         }
@@ -252,15 +258,22 @@ impl S3Storage {
                         return Err(StoreError::NotEmpty);
                     }
                 }
+                // Into an empty directory: its marker stays the marker and the source's is not
+                // copied over it, so a failure midway (whose undo removes the copies made)
+                // leaves that directory as it was.
+                let from_marker = marker(&from_key);
+                let (keys, skipped): (Vec<_>, Vec<_>) = keys
+                    .into_iter()
+                    .partition(|key| !replaces_dir || *key != from_marker);
+                // Two markers became one (a source of other tools may have none).
+                let merged = !skipped.is_empty();
                 self.change(user, move |tx| {
                     tx.mark()?;
-                    if replaces_dir {
-                        let dest_marker = marker(&to_key);
-                        let s3 = s3.clone();
-                        wait(async move { s3.delete(&dest_marker).await })?;
+                    wait(async move { s3.move_keys(&from_key, &to_key, keys, skipped).await })?;
+                    if merged {
                         tx.record(-i128::from(DIR_BYTES), -1);
                     }
-                    wait(async move { s3.move_keys(&from_key, &to_key, keys).await })
+                    Ok(())
                 })
                 .await
             }
@@ -268,9 +281,16 @@ impl S3Storage {
     }
 
     /// Moves every key of `keys` (below `from`) to the same place below `to`: all copied
-    /// first, then the sources deleted, so a failure midway leaves every object in at least
-    /// one of the two places (a failed copy removes the copies made).
-    async fn move_keys(&self, from: &str, to: &str, keys: Vec<String>) -> Result<(), StoreError> {
+    /// first, then the sources deleted (and the keys of `drop`, which are not copied), so a
+    /// failure midway leaves every object in at least one of the two places (a failed copy
+    /// removes the copies made).
+    async fn move_keys(
+        &self,
+        from: &str,
+        to: &str,
+        keys: Vec<String>,
+        drop: Vec<String>,
+    ) -> Result<(), StoreError> {
         let mut copied: Vec<String> = Vec::with_capacity(keys.len());
         for key in &keys {
             let Some(rest) = key.strip_prefix(from) else {
@@ -288,7 +308,7 @@ impl S3Storage {
             copied.push(dest);
         }
         let mut failed = None;
-        for key in &keys {
+        for key in keys.iter().chain(&drop) {
             if let Err(e) = self.delete(key).await {
                 log::warn!("rename of {from}: {key} stays in both places: {e}");
                 failed = Some(e);
