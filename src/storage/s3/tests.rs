@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use tokio::io::AsyncReadExt as _;
 
 use super::testing::S3TestServer;
-use super::write::PART;
+use super::write::{PART, part_size};
 use super::{S3Settings, S3Storage};
 use crate::config::{Config, Quota};
 use crate::quota::{QuotaLedger, Usage};
@@ -574,4 +574,21 @@ async fn a_failed_rename_into_an_empty_directory_keeps_that_directory() {
         .expect("rename");
     assert_eq!(b.names("/e").await, ["a", "z"]);
     assert_eq!(b.get("/e/z").await, b"z");
+}
+
+#[test]
+fn parts_grow_so_that_ten_thousand_reach_five_tib() {
+    const GIB: usize = 1 << 30;
+    let sizes: Vec<usize> = (0..10_000).map(part_size).collect();
+    assert_eq!(sizes[0], PART);
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "never shrink");
+    assert!(
+        sizes.iter().all(|&size| size <= 5 * GIB),
+        "S3's largest part"
+    );
+    let total: u128 = sizes.iter().map(|&size| size as u128).sum();
+    assert!(total >= 5u128 << 40, "{total} bytes in 10 000 parts");
+    // Small files keep small parts: 1 GiB fits in parts of 5 MiB.
+    assert!(sizes[..205].iter().all(|&size| size == PART));
+    assert_eq!(part_size(usize::MAX), 5 * GIB);
 }

@@ -1,6 +1,7 @@
 //! Uploads: one sink for every mode. The bytes gather in a buffer of one part (5 MiB, the S3
-//! minimum but for the last); a full part goes to a multipart upload, at most [`IN_FLIGHT`]
-//! parts at a time, so an upload holds a few parts, never the file. A file smaller than a
+//! minimum but for the last, growing with the upload: [`part_size`]); a full part goes to a
+//! multipart upload, at most [`IN_FLIGHT`] parts at a time, so an upload holds a few parts,
+//! never the file. A file smaller than a
 //! part is one PUT at the commit. Nothing is visible before the commit completes the upload.
 //!
 //! STOR replaces at the commit. APPE and REST+STOR cannot write in place: at the first byte
@@ -24,9 +25,10 @@ use futures::StreamExt as _;
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    GetOptions, GetRange, ObjectMeta, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
-    PutPayload, WriteMultipart,
+    GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore as _, ObjectStoreExt as _,
+    PutMode, PutOptions, PutPayload,
 };
+use tokio::task::JoinSet;
 
 use super::errors::store_error;
 use super::keys::{check_names, key_hash, object, split};
@@ -38,8 +40,23 @@ use crate::storage::{
     Abort, ByteSink, ClientProbe, LocalTarget, StoreError, WriteMode, unique_candidates,
 };
 
-/// The size of every part but the last.
+/// The size of the first parts (the S3 minimum for every part but the last).
 pub(super) const PART: usize = 5 * 1024 * 1024;
+/// The largest part S3 takes.
+const MAX_PART: usize = 5 * 1024 * 1024 * 1024;
+/// Parts of one size before the size doubles.
+const PARTS_PER_SIZE: usize = 900;
+
+/// The size of part `n` (from 0): [`PART`], doubling every [`PARTS_PER_SIZE`] parts up to
+/// [`MAX_PART`]. S3 takes at most 10 000 parts; at this pace they reach 5 TiB (the largest
+/// object) while a file's parts stay within about a thousandth of its size. (Doubling every
+/// 1000 would stop short, at 4.9 TiB.)
+pub(super) fn part_size(n: usize) -> usize {
+    let doublings = u32::try_from(n / PARTS_PER_SIZE).unwrap_or(u32::MAX);
+    PART.checked_shl(doublings)
+        .filter(|&size| size <= MAX_PART)
+        .unwrap_or(MAX_PART)
+}
 /// Parts uploading at once, per upload.
 const IN_FLIGHT: usize = 2;
 
@@ -68,6 +85,73 @@ enum End {
     Failed,
 }
 
+/// A multipart upload and its parts in flight (object_store's `WriteMultipart` has one part
+/// size for the whole upload: 10 000 of 5 MiB stop at 48.8 GiB).
+struct Multipart {
+    upload: Box<dyn MultipartUpload>,
+    tasks: JoinSet<object_store::Result<()>>,
+    /// Parts sent so far.
+    sent: usize,
+}
+
+impl Multipart {
+    /// The size of the next part.
+    fn next_size(&self) -> usize {
+        part_size(self.sent)
+    }
+
+    /// Sends `part` (on the S3 runtime, the caller's).
+    fn put(&mut self, part: Bytes) {
+        self.tasks
+            .spawn(self.upload.put_part(PutPayload::from_bytes(part)));
+        self.sent += 1;
+    }
+
+    /// Waits until fewer than `max` parts are in flight (none for 0).
+    async fn wait_for_capacity(&mut self, max: usize) -> object_store::Result<()> {
+        while !self.tasks.is_empty() && self.tasks.len() >= max {
+            match self.tasks.join_next().await {
+                Some(Ok(sent)) => sent?,
+                Some(Err(e)) => {
+                    return Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `rest` as the last part, waits for every part and completes the upload; aborts
+    /// it on a failure.
+    async fn finish(mut self, rest: Bytes) -> object_store::Result<()> {
+        if !rest.is_empty() {
+            self.put(rest);
+        }
+        if let Err(e) = self.wait_for_capacity(0).await {
+            self.abort().await?;
+            return Err(e);
+        }
+        match self.upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.abort().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts the upload once its parts in flight have ended: a part the server is still
+    /// receiving when the abort lands would stay behind it, an orphan no one lists or removes.
+    async fn abort(mut self) -> object_store::Result<()> {
+        // A failed part changes nothing: the upload goes anyway.
+        let _ = self.wait_for_capacity(0).await;
+        self.upload.abort().await
+    }
+}
+
 /// The bytes not yet sent and the multipart upload they go to, worked on by steps on the S3
 /// runtime (the upload's part tasks live there). Dropped with an upload still open, it
 /// aborts it: no orphan parts whatever path led here.
@@ -77,7 +161,7 @@ struct Parts {
     reader: Arc<AmazonS3>,
     path: ObjectPath,
     buf: BytesMut,
-    upload: Option<WriteMultipart>,
+    upload: Option<Multipart>,
 }
 
 /// A step of an upload that runs on the S3 runtime.
@@ -102,20 +186,31 @@ impl Parts {
         }
     }
 
+    /// The size the next part needs.
+    fn next_size(&self) -> usize {
+        self.upload.as_ref().map_or(PART, Multipart::next_size)
+    }
+
+    /// Whether the buffer holds a full part.
+    fn full(&self) -> bool {
+        self.buf.len() >= self.next_size()
+    }
+
     /// Sends every full part in the buffer, starting the multipart upload at the first.
     async fn ship_full(&mut self) -> object_store::Result<()> {
-        while self.buf.len() >= PART {
+        while self.full() {
+            let size = self.next_size();
             let upload = match &mut self.upload {
                 Some(upload) => upload,
-                None => {
-                    let started = self.store.put_multipart(&self.path).await?;
-                    self.upload
-                        .insert(WriteMultipart::new_with_chunk_size(started, PART))
-                }
+                None => self.upload.insert(Multipart {
+                    upload: self.store.put_multipart(&self.path).await?,
+                    tasks: JoinSet::new(),
+                    sent: 0,
+                }),
             };
             // Fewer than IN_FLIGHT before this one goes.
             upload.wait_for_capacity(IN_FLIGHT).await?;
-            upload.put(self.buf.split_to(PART).freeze());
+            upload.put(self.buf.split_to(size).freeze());
         }
         Ok(())
     }
@@ -154,10 +249,7 @@ impl Parts {
     async fn complete(mut self, create_only: bool) -> object_store::Result<()> {
         let rest = std::mem::take(&mut self.buf).freeze();
         match self.upload.take() {
-            Some(mut upload) => {
-                upload.put(rest);
-                upload.finish().await.map(drop)
-            }
+            Some(upload) => upload.finish(rest).await,
             None => {
                 let mode = if create_only {
                     PutMode::Create
@@ -180,18 +272,10 @@ impl Parts {
     /// Aborts the multipart upload, if one started.
     async fn abort(mut self) -> object_store::Result<()> {
         match self.upload.take() {
-            Some(upload) => settle_and_abort(upload).await,
+            Some(upload) => upload.abort().await,
             None => Ok(()),
         }
     }
-}
-
-/// Aborts `upload` once its parts in flight have ended: a part the server is still receiving
-/// when the abort lands would stay behind it, an orphan no one lists or removes.
-async fn settle_and_abort(mut upload: WriteMultipart) -> object_store::Result<()> {
-    // A failed part changes nothing: the upload goes anyway.
-    let _ = upload.wait_for_capacity(0).await;
-    upload.abort().await
 }
 
 impl Drop for Parts {
@@ -199,7 +283,7 @@ impl Drop for Parts {
         if let Some(upload) = self.upload.take() {
             let key = self.path.to_string();
             io_runtime().spawn(async move {
-                if let Err(e) = settle_and_abort(upload).await {
+                if let Err(e) = upload.abort().await {
                     log::warn!("cannot abort the multipart upload of {key}: {e}");
                 }
             });
@@ -284,7 +368,7 @@ impl Upload {
             let mut parts = self.parts.lock().await;
             let parts = parts.as_mut().ok_or_else(ended)?;
             parts.buf.extend_from_slice(data);
-            parts.buf.len() >= PART
+            parts.full()
         };
         self.written += data.len() as u64;
         if full {
