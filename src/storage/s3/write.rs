@@ -7,8 +7,15 @@
 //! STOR replaces at the commit. APPE and REST+STOR cannot write in place: at the first byte
 //! (or an empty commit) the upload streams the kept bytes from the old object (ranged, tied
 //! to its ETag), then the client's, and the commit replaces the object; they hold the write
-//! lock, as on the local backend. STOU writes create-only (If-None-Match), so a name that
-//! appeared meanwhile is never overwritten.
+//! lock, as on the local backend. STOU writes create-only, so a name that appeared meanwhile
+//! is never overwritten: a single PUT with If-None-Match; a multipart upload cannot be
+//! completed create-only through object_store 0.14 (its `MultipartUpload::complete` always
+//! overwrites; If-None-Match on the completion is used only inside its own copies), so the
+//! name is checked again at the end, under the user's quota lock and the STOU's write lock
+//! on the name. What remains is the time between that check and the completion request, and
+//! only against writers those locks do not order: a STOR of the same name by the same user
+//! when no quota ledger is kept, or another program writing the bucket. An interrupted STOR
+//! kept under a new name is checked the same way.
 //!
 //! How an upload ends is decided in [`Upload::end`], sync code on a blocking thread under the
 //! user's quota lock (as the local backend's rename into place is): it checks the target
