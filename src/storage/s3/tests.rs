@@ -592,3 +592,42 @@ fn parts_grow_so_that_ten_thousand_reach_five_tib() {
     assert!(sizes[..205].iter().all(|&size| size == PART));
     assert_eq!(part_size(usize::MAX), 5 * GIB);
 }
+
+#[tokio::test]
+async fn a_path_past_the_s3_key_limit_is_too_long() {
+    let b = Bucket::new(|_| {}).ready().await;
+    // Names of 230 bytes, within NAME_MAX and the path limits (4096): four make a key of
+    // 946 bytes with the marker ("homes/alice" + 4 * 231 + "/.ferry-dir"), five pass the
+    // 1024 bytes an S3 key may have (AWS, MinIO). The tree is written on the server's disk:
+    // s3s-fs keeps each object's metadata in a file named after its whole key in base64,
+    // which no file system takes for keys this long.
+    let name = "n".repeat(230);
+    let path = format!("/{name}").repeat(4);
+    let fits = format!("{path}/{}", "f".repeat(79));
+    write_file(&b.disk(&fits), b"x");
+    let deep = format!("{path}/{name}");
+    let too_long = |what: &str, got: Result<(), StoreError>| match got {
+        Err(StoreError::TooLong) => {}
+        other => panic!("{what} of a {}-byte path: {other:?}", deep.len()),
+    };
+    let opened = b
+        .store
+        .open_write(ALICE, &vp(&deep), WriteMode::Replace)
+        .await;
+    too_long("STOR", opened.map(drop));
+    let unique = b
+        .store
+        .open_write(ALICE, &vp(&deep), WriteMode::Unique)
+        .await;
+    too_long("STOU", unique.map(drop));
+    too_long("MKD", b.store.mkdir(ALICE, &vp(&deep)).await);
+    // A file whose key fits (1015 bytes), renamed to one that does not.
+    too_long("RNTO", b.store.rename(ALICE, &vp(&fits), &vp(&deep)).await);
+    // A directory whose objects would pass the limit below its new name.
+    let (top, renamed) = (format!("/{name}"), format!("/{}", "r".repeat(250)));
+    too_long(
+        "RNTO of a directory",
+        b.store.rename(ALICE, &vp(&top), &vp(&renamed)).await,
+    );
+    assert_eq!(b.get(&fits).await, b"x", "nothing moved");
+}

@@ -8,7 +8,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
 use super::errors::store_error;
-use super::keys::{MARKER, check_names, marker, object, split};
+use super::keys::{MARKER, check_key, check_names, marker, object, split};
 use super::read::Kind;
 use super::{S3Storage, blocking, on_io, wait};
 use crate::quota::{DIR_BYTES, Tx};
@@ -85,6 +85,7 @@ impl S3Storage {
         }
         self.check_limits(path, (0, 0))?;
         let key = marker(&self.key(user, path)?);
+        check_key(&key)?;
         let s3 = self.clone();
         self.change(user, move |tx| {
             tx.fits(i128::from(DIR_BYTES), 1)?;
@@ -211,6 +212,14 @@ impl S3Storage {
             true => Some(self.keys_below(&from_key).await?),
             false => None,
         };
+        match &moved {
+            Some(keys) => {
+                for rest in keys.iter().filter_map(|key| key.strip_prefix(&from_key)) {
+                    check_key(&format!("{to_key}{rest}"))?;
+                }
+            }
+            None => check_key(&to_key)?,
+        }
         self.need_dir(user, &to_dir).await?;
         let extent = moved
             .as_deref()

@@ -38,7 +38,7 @@ use object_store::{
 use tokio::task::JoinSet;
 
 use super::errors::store_error;
-use super::keys::{check_names, key_hash, object, split};
+use super::keys::{check_key, check_names, key_hash, object, split};
 use super::{S3Storage, blocking, io_runtime, on_io, wait};
 use crate::quota::{Charge, FileId, Tx};
 use crate::state::Lease;
@@ -685,6 +685,7 @@ impl S3Storage {
     ) -> Result<Box<dyn ByteSink>, StoreError> {
         let (parent, _) = split(path)?;
         let key = self.key(user, path)?;
+        check_key(&key)?;
         self.need_dir(user, &parent).await?;
         if self.probe_dir(&key).await?.is_some() {
             return Err(StoreError::IsADirectory);
@@ -755,6 +756,7 @@ impl S3Storage {
             check_names(&candidate)?;
             self.check_limits(&candidate, (0, 0))?;
             let key = self.key(user, &candidate)?;
+            check_key(&key)?;
             if self.probe_dir(&key).await?.is_some() || self.head(&key).await?.is_some() {
                 continue;
             }
