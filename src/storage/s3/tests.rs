@@ -631,3 +631,22 @@ async fn a_path_past_the_s3_key_limit_is_too_long() {
     );
     assert_eq!(b.get(&fits).await, b"x", "nothing moved");
 }
+
+#[tokio::test]
+async fn a_retried_mkdir_whose_first_put_landed_succeeds() {
+    let b = Bucket::new(|_| {}).ready().await;
+    // s3s-fs writes the marker of a 150-byte name, then fails (500) to write its metadata
+    // file (named after the whole key in base64, past NAME_MAX); the client's retry then
+    // meets the marker the first attempt left (412).
+    let dir = format!("/{}", "m".repeat(150));
+    b.store.mkdir(ALICE, &vp(&dir)).await.expect("mkdir");
+    assert!(b.store.stat(ALICE, &vp(&dir)).await.is_ok());
+    // A marker another writer made is still AlreadyExists.
+    let theirs = format!("/{}", "t".repeat(150));
+    write_file(&b.disk(&format!("{theirs}/.ferry-dir")), b"");
+    let key = b.store.key(ALICE, &vp(&theirs)).expect("key");
+    match b.store.put_new(&format!("{key}/.ferry-dir")).await {
+        Err(StoreError::AlreadyExists) => {}
+        other => panic!("{other:?}"),
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
@@ -51,7 +52,10 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Writes the object at `key` (empty), create-only.
+    /// Writes a marker object at `key`, create-only. Its content is a token of this call's
+    /// own: when the client retries a PUT whose first attempt landed but whose answer was
+    /// lost (a 5xx, a cut connection), the retry meets that object (412); the token tells
+    /// our own success from another writer's object.
     pub(super) async fn put_new(&self, key: &str) -> Result<(), StoreError> {
         let store = Arc::clone(&self.store);
         let path = object(key)?;
@@ -59,10 +63,22 @@ impl S3Storage {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        on_io(async move { store.put_opts(&path, PutPayload::new(), options).await })
-            .await
-            .map(drop)
-            .map_err(|e| store_error("PUT", key, e))
+        let token = Bytes::from(format!("ferry {:032x}\n", rand::random::<u128>()));
+        let payload = PutPayload::from_bytes(token.clone());
+        on_io(async move {
+            match store.put_opts(&path, payload, options).await {
+                Ok(_) => Ok(()),
+                Err(object_store::Error::AlreadyExists { path: at, source }) => {
+                    match store.get(&path).await?.bytes().await {
+                        Ok(found) if found == token => Ok(()),
+                        _ => Err(object_store::Error::AlreadyExists { path: at, source }),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| store_error("PUT", key, e))
     }
 
     /// Creates `user`'s home marker (the home exists without it too, while keys lie in it).
