@@ -9,7 +9,8 @@
 //! a directory is a marker object (`<dir>/.ferry-dir`, a name clients may neither see nor use)
 //! or any key below it; APPE and REST+STOR rewrite the object (the kept bytes streamed from
 //! the old one into a new multipart upload, up to `rewrite_max_bytes`); a rename copies, then
-//! deletes (a directory object by object, up to `max_rename_objects`); MFMT and SITE CHMOD
+//! deletes (a directory object by object, up to `max_rename_objects`; objects up to
+//! [`MAX_COPY_BYTES`], what one CopyObject takes); MFMT and SITE CHMOD
 //! are not offered. Quotas, the usage ledger and write locks work as on the local backend:
 //! the ledger's calls (sync, under the user's lock) run on the runtime's blocking threads and
 //! wait there for the requests they make.
@@ -76,7 +77,13 @@ pub struct S3Settings {
     pub max_rename_objects: usize,
     /// Largest object APPE or REST+STOR may rewrite.
     pub rewrite_max_bytes: u64,
+    /// Largest object a rename copies: [`MAX_COPY_BYTES`] (tests lower it).
+    pub max_copy_bytes: u64,
 }
+
+/// The largest object S3 copies in one request (CopyObject); a larger one would need a
+/// multipart copy, which object_store does not offer, so a rename of one is refused.
+pub const MAX_COPY_BYTES: u64 = 5 << 30;
 
 impl std::fmt::Debug for S3Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +183,7 @@ impl S3Settings {
             session_token: from_env("AWS_SESSION_TOKEN"),
             max_rename_objects: config.s3_max_rename_objects,
             rewrite_max_bytes: config.s3_rewrite_max_bytes,
+            max_copy_bytes: MAX_COPY_BYTES,
         })
     }
 

@@ -633,6 +633,28 @@ async fn a_path_past_the_s3_key_limit_is_too_long() {
 }
 
 #[tokio::test]
+async fn a_rename_of_an_object_past_the_copy_limit_is_refused() {
+    let b = Bucket::new(|s| s.max_copy_bytes = 4).ready().await;
+    b.put("/small", b"1234").await;
+    b.put("/big", b"12345").await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.put("/d/big", b"12345").await;
+    for (from, to) in [("/big", "/moved"), ("/d", "/e")] {
+        match b.store.rename(ALICE, &vp(from), &vp(to)).await {
+            Err(StoreError::TooBigToRename(4)) => {}
+            other => panic!("{from}: {other:?}"),
+        }
+    }
+    assert_eq!(b.get("/big").await, b"12345");
+    assert_eq!(b.get("/d/big").await, b"12345");
+    b.store
+        .rename(ALICE, &vp("/small"), &vp("/moved"))
+        .await
+        .expect("within the limit");
+    assert_eq!(b.names("/").await, ["big", "d", "moved"]);
+}
+
+#[tokio::test]
 async fn a_retried_mkdir_whose_first_put_landed_succeeds() {
     let b = Bucket::new(|_| {}).ready().await;
     // s3s-fs writes the marker of a 150-byte name, then fails (500) to write its metadata

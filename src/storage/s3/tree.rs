@@ -184,15 +184,17 @@ impl S3Storage {
         .await
     }
 
-    /// Every key below the directory `dir`, refused past the rename limit.
+    /// Every key below the directory `dir`, refused past the rename limit or with an object
+    /// too large to copy.
     async fn keys_below(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let max = self.settings.max_rename_objects;
+        let max_copy = self.settings.max_copy_bytes;
         let store = Arc::clone(&self.store);
         let prefix = object(dir)?;
         let found = on_io(async move {
             store
                 .list(Some(&prefix))
-                .map_ok(|meta| meta.location.to_string())
+                .map_ok(|meta| (meta.location.to_string(), meta.size))
                 .take(max + 1)
                 .try_collect::<Vec<_>>()
                 .await
@@ -202,7 +204,10 @@ impl S3Storage {
         if found.len() > max {
             return Err(StoreError::TooManyToRename(max));
         }
-        Ok(found)
+        if found.iter().any(|(_, size)| *size > max_copy) {
+            return Err(StoreError::TooBigToRename(max_copy));
+        }
+        Ok(found.into_iter().map(|(key, _)| key).collect())
     }
 
     pub(super) async fn move_path(
@@ -217,6 +222,9 @@ impl S3Storage {
         let (from_key, to_key) = (self.key(user, from)?, self.key(user, to)?);
         let is_dir = match self.kind(user, from).await? {
             Kind::Missing => return Err(self.missing(user, from).await),
+            Kind::File(meta) if from != to && meta.size > self.settings.max_copy_bytes => {
+                return Err(StoreError::TooBigToRename(self.settings.max_copy_bytes));
+            }
             Kind::File(_) => false,
             Kind::Dir(_) => true,
         };
