@@ -672,3 +672,49 @@ async fn a_retried_mkdir_whose_first_put_landed_succeeds() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_directory_rename_copies_many_objects_and_counts_them_once() {
+    let b = Bucket::new(|_| {});
+    let limits = Arc::new(|_: &str| Quota {
+        bytes: Some(1 << 20),
+        files: None,
+    });
+    let ledger = QuotaLedger::new(
+        b.dir.path().join("usage"),
+        b.dir.path().join("none"),
+        limits,
+    )
+    .expect("ledger")
+    .with_counter(b.store.usage_counter());
+    let ledger = Arc::new(ledger);
+    let b = Bucket {
+        store: b.store.clone().with_quota(Arc::clone(&ledger)),
+        ..b
+    }
+    .ready()
+    .await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.store.mkdir(ALICE, &vp("/d/sub")).await.expect("mkdir");
+    let mut want = Vec::new();
+    for n in 0..30 {
+        b.put(&format!("/d/sub/f{n:02}"), format!("{n}").as_bytes())
+            .await;
+        want.push(format!("f{n:02}"));
+    }
+    // Into an empty directory: its marker and the source's become one.
+    b.store.mkdir(ALICE, &vp("/e")).await.expect("mkdir");
+    b.store
+        .rename(ALICE, &vp("/d"), &vp("/e"))
+        .await
+        .expect("rename");
+    assert_eq!(b.names("/").await, ["e"]);
+    assert_eq!(b.names("/e/sub").await, want);
+    assert_eq!(b.get("/e/sub/f29").await, b"29");
+    let kept = b.store.quota(ALICE).await.expect("quota").usage;
+    let recounted = tokio::task::spawn_blocking(move || ledger.recount(ALICE))
+        .await
+        .expect("join")
+        .expect("recount");
+    assert_eq!(kept, recounted);
+}

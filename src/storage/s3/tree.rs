@@ -1,8 +1,12 @@
 //! Changes to the tree: directories (marker objects), removal and renames (copy, then delete),
 //! each under the user's quota lock as on the local backend, on a blocking thread that waits
-//! for its requests.
+//! for its requests. A directory rename copies before it takes the lock (8 objects at a
+//! time), so a big one does not hold the user's other changes for the whole copy; a crash
+//! between its copies and its deletes leaves objects in both places, uncounted until a
+//! recount.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -18,6 +22,8 @@ use crate::storage::vpath::VPath;
 
 /// Linux `PATH_MAX` with its NUL, the local backend's bound on a path on disk.
 const PATH_MAX: usize = 4096;
+/// Copies (and deletes) a directory rename runs at once.
+const COPIES: usize = 8;
 
 impl S3Storage {
     /// Runs `op`, a change to `user`'s tree, under the user's quota lock (see
@@ -300,9 +306,12 @@ impl S3Storage {
                     .partition(|key| !replaces_dir || *key != from_marker);
                 // Two markers became one (a source of other tools may have none).
                 let merged = !skipped.is_empty();
+                // The copies, the long part, run outside the user's lock (other changes of the
+                // user go on meanwhile); the lock covers the deletes and the accounting.
+                self.copy_keys(&from_key, &to_key, &keys).await?;
                 self.change(user, move |tx| {
                     tx.mark()?;
-                    wait(async move { s3.move_keys(&from_key, &to_key, keys, skipped).await })?;
+                    wait(async move { s3.delete_keys(&from_key, keys, skipped).await })?;
                     if merged {
                         tx.record(-i128::from(DIR_BYTES), -1);
                     }
@@ -313,36 +322,74 @@ impl S3Storage {
         }
     }
 
-    /// Moves every key of `keys` (below `from`) to the same place below `to`: all copied
-    /// first, then the sources deleted (and the keys of `drop`, which are not copied), so a
-    /// failure midway leaves every object in at least one of the two places (a failed copy
-    /// removes the copies made).
-    async fn move_keys(
+    /// Copies every key of `keys` (below `from`) to the same place below `to`, [`COPIES`] at
+    /// a time; after a failure, no further copy starts and the copies made are removed.
+    async fn copy_keys(&self, from: &str, to: &str, keys: &[String]) -> Result<(), StoreError> {
+        let failed = AtomicBool::new(false);
+        let pairs: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|key| {
+                let rest = key.strip_prefix(from)?;
+                Some((key.clone(), format!("{to}{rest}")))
+            })
+            .collect();
+        let copies = futures::stream::iter(pairs)
+            .map(|(key, dest)| {
+                let failed = &failed;
+                async move {
+                    if failed.load(Ordering::Relaxed) {
+                        return (dest, None);
+                    }
+                    let copied = self.copy(&key, &dest).await;
+                    if copied.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    (dest, Some(copied))
+                }
+            })
+            .buffer_unordered(COPIES)
+            .collect::<Vec<_>>()
+            .await;
+        let mut error = None;
+        let mut made = Vec::new();
+        for (dest, copied) in copies {
+            match copied {
+                Some(Ok(())) => made.push(dest),
+                Some(Err(e)) => error = error.or(Some(e)),
+                None => {}
+            }
+        }
+        let Some(error) = error else {
+            return Ok(());
+        };
+        for made in &made {
+            if let Err(undo) = self.delete(made).await {
+                log::warn!("rename of {from}: cannot remove the copy {made}: {undo}");
+            }
+        }
+        Err(error)
+    }
+
+    /// Deletes the sources of a rename whose copies all landed (`keys`, and the keys of
+    /// `drop`, which were not copied), [`COPIES`] at a time; a failure leaves that object in
+    /// both places.
+    async fn delete_keys(
         &self,
         from: &str,
-        to: &str,
         keys: Vec<String>,
         drop: Vec<String>,
     ) -> Result<(), StoreError> {
-        let mut copied: Vec<String> = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let Some(rest) = key.strip_prefix(from) else {
-                continue;
-            };
-            let dest = format!("{to}{rest}");
-            if let Err(e) = self.copy(key, &dest).await {
-                for made in &copied {
-                    if let Err(undo) = self.delete(made).await {
-                        log::warn!("rename of {from}: cannot remove the copy {made}: {undo}");
-                    }
-                }
-                return Err(e);
-            }
-            copied.push(dest);
-        }
+        let deletes = futures::stream::iter(keys.into_iter().chain(drop))
+            .map(|key| async move {
+                let deleted = self.delete(&key).await;
+                (key, deleted)
+            })
+            .buffer_unordered(COPIES)
+            .collect::<Vec<_>>()
+            .await;
         let mut failed = None;
-        for key in keys.iter().chain(&drop) {
-            if let Err(e) = self.delete(key).await {
+        for (key, deleted) in deletes {
+            if let Err(e) = deleted {
                 log::warn!("rename of {from}: {key} stays in both places: {e}");
                 failed = Some(e);
             }
