@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::aws::AmazonS3;
+use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
 use super::errors::store_error;
@@ -59,32 +61,14 @@ impl S3Storage {
     }
 
     /// Writes a marker object at `key`, create-only. Its content is a token of this call's
-    /// own: when the client retries a PUT whose first attempt landed but whose answer was
-    /// lost (a 5xx, a cut connection), the retry meets that object (412); the token tells
-    /// our own success from another writer's object.
+    /// own, so [`put_create`] tells a retry's own success from another writer's marker.
     pub(super) async fn put_new(&self, key: &str) -> Result<(), StoreError> {
         let store = Arc::clone(&self.store);
         let path = object(key)?;
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
         let token = Bytes::from(format!("ferry {:032x}\n", rand::random::<u128>()));
-        let payload = PutPayload::from_bytes(token.clone());
-        on_io(async move {
-            match store.put_opts(&path, payload, options).await {
-                Ok(_) => Ok(()),
-                Err(object_store::Error::AlreadyExists { path: at, source }) => {
-                    match store.get(&path).await?.bytes().await {
-                        Ok(found) if found == token => Ok(()),
-                        _ => Err(object_store::Error::AlreadyExists { path: at, source }),
-                    }
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await
-        .map_err(|e| store_error("PUT", key, e))
+        on_io(async move { put_create(&store, &path, token).await })
+            .await
+            .map_err(|e| store_error("PUT", key, e))
     }
 
     /// Creates `user`'s home marker (the home exists without it too, while keys lie in it).
@@ -395,6 +379,38 @@ impl S3Storage {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Writes `bytes` at `path`, create-only. When the client retries a PUT whose first attempt
+/// landed but whose answer was lost (a 5xx, a cut connection), the retry meets that object
+/// (412): an object there with exactly these bytes is that success, anything else
+/// [`object_store::Error::AlreadyExists`].
+pub(super) async fn put_create(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    bytes: Bytes,
+) -> object_store::Result<()> {
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store
+        .put_opts(path, PutPayload::from_bytes(bytes.clone()), options)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(refused @ object_store::Error::AlreadyExists { .. }) => {
+            let found = match store.get(path).await {
+                Ok(found) => found.bytes().await.ok(),
+                Err(_) => None,
+            };
+            match found {
+                Some(found) if found == bytes => Ok(()),
+                _ => Err(refused),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -33,12 +33,13 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore as _, ObjectStoreExt as _,
-    PutMode, PutOptions, PutPayload,
+    PutPayload,
 };
 use tokio::task::JoinSet;
 
 use super::errors::store_error;
 use super::keys::{check_key, check_names, key_hash, object, split};
+use super::tree::put_create;
 use super::{S3Storage, blocking, io_runtime, on_io, wait};
 use crate::quota::{Charge, FileId, Tx};
 use crate::state::Lease;
@@ -257,22 +258,12 @@ impl Parts {
         let rest = std::mem::take(&mut self.buf).freeze();
         match self.upload.take() {
             Some(upload) => upload.finish(rest).await,
-            None => {
-                let mode = if create_only {
-                    PutMode::Create
-                } else {
-                    PutMode::Overwrite
-                };
-                let options = PutOptions {
-                    mode,
-                    ..PutOptions::default()
-                };
-                let payload = PutPayload::from_bytes(rest);
-                self.store
-                    .put_opts(&self.path, payload, options)
-                    .await
-                    .map(drop)
-            }
+            None if create_only => put_create(&self.store, &self.path, rest).await,
+            None => self
+                .store
+                .put(&self.path, PutPayload::from_bytes(rest))
+                .await
+                .map(drop),
         }
     }
 
