@@ -731,3 +731,19 @@ async fn a_retried_stou_whose_first_put_landed_succeeds() {
     sink.commit(present()).await.expect("STOU");
     assert_eq!(b.get(&name).await, b"mine");
 }
+
+#[tokio::test]
+async fn a_path_below_a_file_is_not_a_directory_at_any_depth() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/file", b"x").await;
+    for path in ["/file/x", "/file/x/y", "/file/x/y/z"] {
+        match b.store.stat(ALICE, &vp(path)).await {
+            Err(StoreError::NotADirectory) => {}
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    match b.store.stat(ALICE, &vp("/none/x/y")).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
+}
