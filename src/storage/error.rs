@@ -57,6 +57,10 @@ pub enum StoreError {
     /// 550: a directory rename would copy more objects than the backend moves one by one.
     #[error("directory of more than {0} objects cannot be renamed")]
     TooManyToRename(usize),
+    /// 550: a rename would copy an object larger than the backend copies in one request
+    /// (object storage renames by copying; S3's CopyObject takes at most 5 GiB).
+    #[error("object too large to rename on object storage (limit {0} bytes)")]
+    TooBigToRename(u64),
     /// 451: a wildcard expansion ran past its deadline ([`super::GLOB_TIME_LIMIT`]).
     #[error("wildcard expansion took too long")]
     TimedOut,

@@ -404,7 +404,9 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::PermissionDenied`] if either path is "/" (or for a directory, without
     /// [`Capabilities::rename_dirs`]); [`StoreError::InvalidName`] when moving a directory into
-    /// its own subtree; [`StoreError::TooLong`] when the moved tree would pass the path limits.
+    /// its own subtree; [`StoreError::TooLong`] when the moved tree would pass the path limits;
+    /// on object storage, [`StoreError::TooManyToRename`] and [`StoreError::TooBigToRename`]
+    /// past what it copies.
     async fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError>;
 
     /// Set the modification time of a file or directory (MFMT).

@@ -67,6 +67,10 @@ pub fn store(e: &StoreError) -> Reply {
             );
             return Reply::new(ReplyCode::FileUnavailable, text);
         }
+        StoreError::TooBigToRename(max) => {
+            let text = format!("File too large to rename on object storage (limit {max} bytes).");
+            return Reply::new(ReplyCode::FileUnavailable, text);
+        }
         StoreError::Io(_) => (ReplyCode::LocalError, "Local error in processing."),
         StoreError::Interrupted => (
             ReplyCode::TransferAborted,
@@ -297,6 +301,10 @@ mod tests {
             (
                 StoreError::TooManyToRename(9),
                 "550 Directory holds more than 9 objects: too many to rename on object storage.",
+            ),
+            (
+                StoreError::TooBigToRename(5),
+                "550 File too large to rename on object storage (limit 5 bytes).",
             ),
             (StoreError::Io(io_error()), "451 Local error in processing."),
             (

@@ -15,6 +15,8 @@ pub(super) const MARKER: &str = ".ferry-dir";
 
 /// The longest name, as on the local file system (`NAME_MAX`).
 const NAME_MAX: usize = 255;
+/// The longest key S3 stores (AWS, MinIO), in bytes.
+const KEY_MAX: usize = 1024;
 
 impl S3Storage {
     /// The key of `user`'s home: `<prefix>/<user>`.
@@ -74,6 +76,15 @@ pub(super) fn check_names(path: &VPath) -> Result<(), StoreError> {
         if name == MARKER || name.chars().any(|c| c.is_control()) {
             return Err(StoreError::InvalidName);
         }
+    }
+    Ok(())
+}
+
+/// Refuses a key S3 cannot store, past [`KEY_MAX`] bytes: [`StoreError::TooLong`], as a
+/// path past the path limits is (the prefix and the home count, unseen by the client).
+pub(super) fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() > KEY_MAX {
+        return Err(StoreError::TooLong);
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! a directory is a marker object (`<dir>/.ferry-dir`, a name clients may neither see nor use)
 //! or any key below it; APPE and REST+STOR rewrite the object (the kept bytes streamed from
 //! the old one into a new multipart upload, up to `rewrite_max_bytes`); a rename copies, then
-//! deletes (a directory object by object, up to `max_rename_objects`); MFMT and SITE CHMOD
+//! deletes (a directory object by object, up to `max_rename_objects`; objects up to
+//! [`MAX_COPY_BYTES`], what one CopyObject takes); MFMT and SITE CHMOD
 //! are not offered. Quotas, the usage ledger and write locks work as on the local backend:
 //! the ledger's calls (sync, under the user's lock) run on the runtime's blocking threads and
 //! wait there for the requests they make.
@@ -33,10 +34,11 @@ mod tests;
 mod tree;
 mod write;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -75,7 +77,13 @@ pub struct S3Settings {
     pub max_rename_objects: usize,
     /// Largest object APPE or REST+STOR may rewrite.
     pub rewrite_max_bytes: u64,
+    /// Largest object a rename copies: [`MAX_COPY_BYTES`] (tests lower it).
+    pub max_copy_bytes: u64,
 }
+
+/// The largest object S3 copies in one request (CopyObject); a larger one would need a
+/// multipart copy, which object_store does not offer, so a rename of one is refused.
+pub const MAX_COPY_BYTES: u64 = 5 << 30;
 
 impl std::fmt::Debug for S3Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +183,7 @@ impl S3Settings {
             session_token: from_env("AWS_SESSION_TOKEN"),
             max_rename_objects: config.s3_max_rename_objects,
             rewrite_max_bytes: config.s3_rewrite_max_bytes,
+            max_copy_bytes: MAX_COPY_BYTES,
         })
     }
 
@@ -230,6 +239,73 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
+/// How long a request waits for the ends of its user's dropped uploads.
+const SETTLE_WAIT: Duration = Duration::from_secs(60);
+
+/// The ends of dropped (interrupted) uploads still running in the background, per user: a
+/// drop must not block the thread it happens on (a transfer thread, an arbiter), yet the
+/// user's next request must find what the interruption kept or removed.
+#[derive(Debug, Default)]
+struct Ends {
+    running: Mutex<HashMap<String, usize>>,
+    done: tokio::sync::Notify,
+}
+
+/// One end running for `user`; counted off when dropped (a panic included).
+pub(super) struct Ending {
+    ends: Arc<Ends>,
+    user: String,
+}
+
+impl Ends {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        let mut running = self.ends.running();
+        if let Some(n) = running.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.user);
+            }
+        }
+        drop(running);
+        self.ends.done.notify_waiters();
+    }
+}
+
+impl S3Storage {
+    /// Counts an end of `user`'s upload as running until the returned guard drops.
+    pub(super) fn ending(&self, user: &str) -> Ending {
+        *self.ends.running().entry(user.to_owned()).or_insert(0) += 1;
+        Ending {
+            ends: Arc::clone(&self.ends),
+            user: user.to_owned(),
+        }
+    }
+
+    /// Waits (without blocking the thread) until no end of `user`'s dropped uploads runs,
+    /// at most [`SETTLE_WAIT`].
+    pub(super) async fn settled(&self, user: &str) {
+        let wait = async {
+            loop {
+                // Registered before the check, so a notification in between is not lost.
+                let done = self.ends.done.notified();
+                if !self.ends.running().contains_key(user) {
+                    return;
+                }
+                done.await;
+            }
+        };
+        if tokio::time::timeout(SETTLE_WAIT, wait).await.is_err() {
+            log::warn!("{user}: an interrupted upload is still ending; going on without it");
+        }
+    }
+}
+
 /// How long one request may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request may take in all (a 5 MiB part at 100 KB/s fits); downloads are
@@ -259,6 +335,7 @@ pub struct S3Storage {
     quota: Option<Arc<QuotaLedger>>,
     /// Where the rewrite and STOU write locks are taken.
     state: Arc<dyn SharedState>,
+    ends: Arc<Ends>,
 }
 
 impl S3Storage {
@@ -293,6 +370,7 @@ impl S3Storage {
             keep_partial: false,
             quota: None,
             state: LocalState::shared(&Config::default()),
+            ends: Arc::default(),
         })
     }
 

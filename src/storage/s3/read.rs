@@ -124,16 +124,20 @@ impl S3Storage {
         }
     }
 
-    /// Why `path` is missing: [`StoreError::NotADirectory`] when its parent is an object.
+    /// Why `path` is missing: [`StoreError::NotADirectory`] when the nearest of its parents
+    /// that exists is an object (`/file/x/y` as `/file/x`), as on a file system.
     pub(super) async fn missing(&self, user: &str, path: &VPath) -> StoreError {
-        match path.parent() {
-            Some(parent) if !parent.is_root() => match self.kind(user, &parent).await {
-                Ok(Kind::File(_)) => StoreError::NotADirectory,
-                Ok(_) => StoreError::NotFound,
-                Err(e) => e,
-            },
-            _ => StoreError::NotFound,
+        let mut at = path.parent();
+        // At most one request per name of the path.
+        while let Some(parent) = at.filter(|parent| !parent.is_root()) {
+            match self.kind(user, &parent).await {
+                Ok(Kind::File(_)) => return StoreError::NotADirectory,
+                Ok(Kind::Missing) => at = parent.parent(),
+                Ok(Kind::Dir(_)) => return StoreError::NotFound,
+                Err(e) => return e,
+            }
         }
+        StoreError::NotFound
     }
 
     /// The facts of the object `meta`, named `name`.

@@ -77,6 +77,9 @@ impl S3Storage {
     }
 }
 
+/// Every request of a user first waits for that user's interrupted uploads to end
+/// ([`S3Storage::settled`]), so it sees what they kept; the ends themselves use the pieces
+/// below these methods, which do not wait.
 #[async_trait::async_trait]
 impl Storage for S3Storage {
     fn capabilities(&self) -> Capabilities {
@@ -88,6 +91,7 @@ impl Storage for S3Storage {
     }
 
     async fn stat(&self, user: &str, path: &VPath) -> Result<FileInfo, StoreError> {
+        self.settled(user).await;
         let name = path.file_name().unwrap_or("/").to_owned();
         match self.kind(user, path).await? {
             Kind::File(meta) => Ok(self.file_info(name, &meta)),
@@ -100,6 +104,7 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, user: &str, path: &VPath) -> Result<Listing, StoreError> {
+        self.settled(user).await;
         match self.kind(user, path).await? {
             Kind::File(meta) => Ok(self.file_listing(path, &meta)),
             // A home nothing was ever written to (not even its marker) does not exist.
@@ -134,6 +139,7 @@ impl Storage for S3Storage {
         dir: &VPath,
         pattern: &NamePattern,
     ) -> Result<Listing, StoreError> {
+        self.settled(user).await;
         let expand = async {
             match self.kind(user, dir).await? {
                 Kind::File(_) => Err(StoreError::NotADirectory),
@@ -162,6 +168,7 @@ impl Storage for S3Storage {
         path: &VPath,
         offset: u64,
     ) -> Result<Box<dyn ByteSource>, StoreError> {
+        self.settled(user).await;
         match self.kind(user, path).await? {
             Kind::File(meta) => self.download(&meta, offset).await,
             Kind::Dir(_) => Err(StoreError::IsADirectory),
@@ -175,22 +182,27 @@ impl Storage for S3Storage {
         path: &VPath,
         mode: WriteMode,
     ) -> Result<Box<dyn ByteSink>, StoreError> {
+        self.settled(user).await;
         self.open_upload(user, path, mode).await
     }
 
     async fn mkdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
+        self.settled(user).await;
         self.make_dir(user, path).await
     }
 
     async fn rmdir(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
+        self.settled(user).await;
         self.remove_dir(user, path).await
     }
 
     async fn remove(&self, user: &str, path: &VPath) -> Result<(), StoreError> {
+        self.settled(user).await;
         self.remove_file(user, path).await
     }
 
     async fn rename(&self, user: &str, from: &VPath, to: &VPath) -> Result<(), StoreError> {
+        self.settled(user).await;
         self.move_path(user, from, to).await
     }
 
@@ -223,6 +235,7 @@ impl Storage for S3Storage {
     }
 
     async fn quota(&self, user: &str) -> Result<QuotaReport, StoreError> {
+        self.settled(user).await;
         let Some(ledger) = self.ledger(user).cloned() else {
             return Ok(QuotaReport::default());
         };

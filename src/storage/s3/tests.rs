@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::io::AsyncReadExt as _;
 
 use super::testing::S3TestServer;
-use super::write::PART;
+use super::write::{PART, part_size};
 use super::{S3Settings, S3Storage};
 use crate::config::{Config, Quota};
 use crate::quota::{QuotaLedger, Usage};
@@ -172,7 +172,10 @@ async fn an_aborted_or_dropped_upload_leaves_no_parts_and_the_old_object() {
         assert!(!b.upload_files().is_empty(), "parts were sent");
         match why {
             Some(why) => sink.abort(why).await,
-            None => drop(sink),
+            None => {
+                drop(sink);
+                b.store.settled(ALICE).await;
+            }
         }
         assert!(
             b.upload_files().is_empty(),
@@ -386,6 +389,10 @@ async fn a_directory_rename_that_fails_midway_leaves_every_object_in_place() {
         Err(StoreError::TooManyToRename(5)) => {}
         other => panic!("{other:?}"),
     }
+    b.store
+        .rename(ALICE, &vp("/e"), &vp("/e"))
+        .await
+        .expect("renaming a directory past the limit onto itself changes nothing");
     assert_eq!(b.names("/").await, ["e"]);
 }
 
@@ -521,4 +528,265 @@ async fn usage_is_recounted_from_the_bucket() {
         .expect("join")
         .expect("recount");
     assert_eq!(from_admin, recounted);
+}
+
+#[tokio::test]
+async fn an_append_fails_rather_than_undo_a_stor_committed_meanwhile() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/f", b"old").await;
+    let mut appe = b.open("/f", WriteMode::Append).await;
+    appe.write(b"+more").await.expect("write");
+    // Another session of the same user replaces the file and gets its 226.
+    b.put("/f", b"new from another session").await;
+    let result = appe.commit(present()).await;
+    assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+    assert_eq!(b.get("/f").await, b"new from another session");
+    assert!(b.upload_files().is_empty(), "{:?}", b.upload_files());
+}
+
+#[tokio::test]
+async fn an_append_fails_rather_than_resurrect_a_file_removed_meanwhile() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/f", b"old").await;
+    let mut appe = b.open("/f", WriteMode::Append).await;
+    appe.write(b"+more").await.expect("write");
+    b.store
+        .remove(ALICE, &vp("/f"))
+        .await
+        .expect("DELE from another session");
+    let result = appe.commit(present()).await;
+    assert!(matches!(result, Err(StoreError::Io(_))), "{result:?}");
+    let after = b.store.stat(ALICE, &vp("/f")).await.map(|i| i.size);
+    assert!(
+        matches!(after, Err(StoreError::NotFound)),
+        "DELE undone: f is back ({after:?})"
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_sink_does_not_block_its_thread() {
+    let mut b = Bucket::new(|_| {}).ready().await;
+    let store = b.store.clone().with_partial_uploads(true);
+    let mut sink = store
+        .open_write(ALICE, &vp("/new"), WriteMode::Replace)
+        .await
+        .expect("open");
+    sink.write(b"some bytes").await.expect("write");
+    // The server hangs instead of refusing: a listener on its port that never answers.
+    let addr = b.server.endpoint().trim_start_matches("http://").to_owned();
+    b.server.kill();
+    let hole = std::net::TcpListener::bind(&addr).expect("bind the server's port");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming().take(64) {
+            held.push(conn);
+        }
+    });
+    let started = Instant::now();
+    drop(sink);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "drop blocked the (shared, current-thread) runtime thread for {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_rename_into_an_empty_directory_keeps_that_directory() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.put("/d/a", b"a").await;
+    b.put("/d/z", b"z").await;
+    b.store.mkdir(ALICE, &vp("/e")).await.expect("mkdir");
+    std::fs::create_dir_all(b.disk("/e/z")).expect("mkdir on disk");
+    match b.store.rename(ALICE, &vp("/d"), &vp("/e")).await {
+        Err(StoreError::Io(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.get("/d/a").await, b"a");
+    b.store
+        .stat(ALICE, &vp("/e"))
+        .await
+        .expect("the empty destination directory survives a failed rename");
+    assert!(b.names("/e").await.is_empty(), "nothing copied stays");
+    // Once it can succeed, the rename moves everything and the directory counts once.
+    std::fs::remove_dir(b.disk("/e/z")).expect("rmdir on disk");
+    b.store
+        .rename(ALICE, &vp("/d"), &vp("/e"))
+        .await
+        .expect("rename");
+    assert_eq!(b.names("/e").await, ["a", "z"]);
+    assert_eq!(b.get("/e/z").await, b"z");
+}
+
+#[test]
+fn parts_grow_so_that_ten_thousand_reach_five_tib() {
+    const GIB: usize = 1 << 30;
+    let sizes: Vec<usize> = (0..10_000).map(part_size).collect();
+    assert_eq!(sizes[0], PART);
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "never shrink");
+    assert!(
+        sizes.iter().all(|&size| size <= 5 * GIB),
+        "S3's largest part"
+    );
+    let total: u128 = sizes.iter().map(|&size| size as u128).sum();
+    assert!(total >= 5u128 << 40, "{total} bytes in 10 000 parts");
+    // Small files keep small parts: 1 GiB fits in parts of 5 MiB.
+    assert!(sizes[..205].iter().all(|&size| size == PART));
+    assert_eq!(part_size(usize::MAX), 5 * GIB);
+}
+
+#[tokio::test]
+async fn a_path_past_the_s3_key_limit_is_too_long() {
+    let b = Bucket::new(|_| {}).ready().await;
+    // Names of 230 bytes, within NAME_MAX and the path limits (4096): four make a key of
+    // 946 bytes with the marker ("homes/alice" + 4 * 231 + "/.ferry-dir"), five pass the
+    // 1024 bytes an S3 key may have (AWS, MinIO). The tree is written on the server's disk:
+    // s3s-fs keeps each object's metadata in a file named after its whole key in base64,
+    // which no file system takes for keys this long.
+    let name = "n".repeat(230);
+    let path = format!("/{name}").repeat(4);
+    let fits = format!("{path}/{}", "f".repeat(79));
+    write_file(&b.disk(&fits), b"x");
+    let deep = format!("{path}/{name}");
+    let too_long = |what: &str, got: Result<(), StoreError>| match got {
+        Err(StoreError::TooLong) => {}
+        other => panic!("{what} of a {}-byte path: {other:?}", deep.len()),
+    };
+    let opened = b
+        .store
+        .open_write(ALICE, &vp(&deep), WriteMode::Replace)
+        .await;
+    too_long("STOR", opened.map(drop));
+    let unique = b
+        .store
+        .open_write(ALICE, &vp(&deep), WriteMode::Unique)
+        .await;
+    too_long("STOU", unique.map(drop));
+    too_long("MKD", b.store.mkdir(ALICE, &vp(&deep)).await);
+    // A file whose key fits (1015 bytes), renamed to one that does not.
+    too_long("RNTO", b.store.rename(ALICE, &vp(&fits), &vp(&deep)).await);
+    // A directory whose objects would pass the limit below its new name.
+    let (top, renamed) = (format!("/{name}"), format!("/{}", "r".repeat(250)));
+    too_long(
+        "RNTO of a directory",
+        b.store.rename(ALICE, &vp(&top), &vp(&renamed)).await,
+    );
+    assert_eq!(b.get(&fits).await, b"x", "nothing moved");
+}
+
+#[tokio::test]
+async fn a_rename_of_an_object_past_the_copy_limit_is_refused() {
+    let b = Bucket::new(|s| s.max_copy_bytes = 4).ready().await;
+    b.put("/small", b"1234").await;
+    b.put("/big", b"12345").await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.put("/d/big", b"12345").await;
+    for (from, to) in [("/big", "/moved"), ("/d", "/e")] {
+        match b.store.rename(ALICE, &vp(from), &vp(to)).await {
+            Err(StoreError::TooBigToRename(4)) => {}
+            other => panic!("{from}: {other:?}"),
+        }
+    }
+    assert_eq!(b.get("/big").await, b"12345");
+    assert_eq!(b.get("/d/big").await, b"12345");
+    b.store
+        .rename(ALICE, &vp("/small"), &vp("/moved"))
+        .await
+        .expect("within the limit");
+    assert_eq!(b.names("/").await, ["big", "d", "moved"]);
+}
+
+#[tokio::test]
+async fn a_retried_mkdir_whose_first_put_landed_succeeds() {
+    let b = Bucket::new(|_| {}).ready().await;
+    // s3s-fs writes the marker of a 150-byte name, then fails (500) to write its metadata
+    // file (named after the whole key in base64, past NAME_MAX); the client's retry then
+    // meets the marker the first attempt left (412).
+    let dir = format!("/{}", "m".repeat(150));
+    b.store.mkdir(ALICE, &vp(&dir)).await.expect("mkdir");
+    assert!(b.store.stat(ALICE, &vp(&dir)).await.is_ok());
+    // A marker another writer made is still AlreadyExists.
+    let theirs = format!("/{}", "t".repeat(150));
+    write_file(&b.disk(&format!("{theirs}/.ferry-dir")), b"");
+    let key = b.store.key(ALICE, &vp(&theirs)).expect("key");
+    match b.store.put_new(&format!("{key}/.ferry-dir")).await {
+        Err(StoreError::AlreadyExists) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_directory_rename_copies_many_objects_and_counts_them_once() {
+    let b = Bucket::new(|_| {});
+    let limits = Arc::new(|_: &str| Quota {
+        bytes: Some(1 << 20),
+        files: None,
+    });
+    let ledger = QuotaLedger::new(
+        b.dir.path().join("usage"),
+        b.dir.path().join("none"),
+        limits,
+    )
+    .expect("ledger")
+    .with_counter(b.store.usage_counter());
+    let ledger = Arc::new(ledger);
+    let b = Bucket {
+        store: b.store.clone().with_quota(Arc::clone(&ledger)),
+        ..b
+    }
+    .ready()
+    .await;
+    b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
+    b.store.mkdir(ALICE, &vp("/d/sub")).await.expect("mkdir");
+    let mut want = Vec::new();
+    for n in 0..30 {
+        b.put(&format!("/d/sub/f{n:02}"), format!("{n}").as_bytes())
+            .await;
+        want.push(format!("f{n:02}"));
+    }
+    // Into an empty directory: its marker and the source's become one.
+    b.store.mkdir(ALICE, &vp("/e")).await.expect("mkdir");
+    b.store
+        .rename(ALICE, &vp("/d"), &vp("/e"))
+        .await
+        .expect("rename");
+    assert_eq!(b.names("/").await, ["e"]);
+    assert_eq!(b.names("/e/sub").await, want);
+    assert_eq!(b.get("/e/sub/f29").await, b"29");
+    let kept = b.store.quota(ALICE).await.expect("quota").usage;
+    let recounted = tokio::task::spawn_blocking(move || ledger.recount(ALICE))
+        .await
+        .expect("join")
+        .expect("recount");
+    assert_eq!(kept, recounted);
+}
+
+#[tokio::test]
+async fn a_retried_stou_whose_first_put_landed_succeeds() {
+    let b = Bucket::new(|_| {}).ready().await;
+    // As for the marker above: s3s-fs stores the object of this 170-byte name, then fails
+    // (500) on its metadata file; the retry of the create-only PUT meets it (412).
+    let name = format!("/{}", "u".repeat(170));
+    let mut sink = b.open(&name, WriteMode::Unique).await;
+    assert_eq!(sink.target(), &vp(&name));
+    sink.write(b"mine").await.expect("write");
+    sink.commit(present()).await.expect("STOU");
+    assert_eq!(b.get(&name).await, b"mine");
+}
+
+#[tokio::test]
+async fn a_path_below_a_file_is_not_a_directory_at_any_depth() {
+    let b = Bucket::new(|_| {}).ready().await;
+    b.put("/file", b"x").await;
+    for path in ["/file/x", "/file/x/y", "/file/x/y/z"] {
+        match b.store.stat(ALICE, &vp(path)).await {
+            Err(StoreError::NotADirectory) => {}
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    match b.store.stat(ALICE, &vp("/none/x/y")).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,14 +1,21 @@
 //! Changes to the tree: directories (marker objects), removal and renames (copy, then delete),
 //! each under the user's quota lock as on the local backend, on a blocking thread that waits
-//! for its requests.
+//! for its requests. A directory rename copies before it takes the lock (8 objects at a
+//! time), so a big one does not hold the user's other changes for the whole copy; a crash
+//! between its copies and its deletes leaves objects in both places, uncounted until a
+//! recount.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::aws::AmazonS3;
+use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 
 use super::errors::store_error;
-use super::keys::{MARKER, check_names, marker, object, split};
+use super::keys::{MARKER, check_key, check_names, marker, object, split};
 use super::read::Kind;
 use super::{S3Storage, blocking, on_io, wait};
 use crate::quota::{DIR_BYTES, Tx};
@@ -17,6 +24,8 @@ use crate::storage::vpath::VPath;
 
 /// Linux `PATH_MAX` with its NUL, the local backend's bound on a path on disk.
 const PATH_MAX: usize = 4096;
+/// Copies (and deletes) a directory rename runs at once.
+const COPIES: usize = 8;
 
 impl S3Storage {
     /// Runs `op`, a change to `user`'s tree, under the user's quota lock (see
@@ -51,17 +60,14 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Writes the object at `key` (empty), create-only.
+    /// Writes a marker object at `key`, create-only. Its content is a token of this call's
+    /// own, so [`put_create`] tells a retry's own success from another writer's marker.
     pub(super) async fn put_new(&self, key: &str) -> Result<(), StoreError> {
         let store = Arc::clone(&self.store);
         let path = object(key)?;
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        on_io(async move { store.put_opts(&path, PutPayload::new(), options).await })
+        let token = Bytes::from(format!("ferry {:032x}\n", rand::random::<u128>()));
+        on_io(async move { put_create(&store, &path, token).await })
             .await
-            .map(drop)
             .map_err(|e| store_error("PUT", key, e))
     }
 
@@ -85,6 +91,7 @@ impl S3Storage {
         }
         self.check_limits(path, (0, 0))?;
         let key = marker(&self.key(user, path)?);
+        check_key(&key)?;
         let s3 = self.clone();
         self.change(user, move |tx| {
             tx.fits(i128::from(DIR_BYTES), 1)?;
@@ -154,27 +161,30 @@ impl S3Storage {
         }
         let s3 = self.clone();
         self.change(user, move |tx| {
+            // Dirty before the change, as every other change: a crash in between recounts.
+            tx.mark()?;
             // Measured again under the lock: it may have been replaced meanwhile.
             let gone = wait(async move {
                 let meta = s3.head(&key).await?.ok_or(StoreError::NotFound)?;
                 s3.delete(&key).await.map(|()| meta.size)
-            });
-            tx.mark()?;
-            tx.record(-i128::from(gone?), -1);
+            })?;
+            tx.record(-i128::from(gone), -1);
             Ok(())
         })
         .await
     }
 
-    /// Every key below the directory `dir`, refused past the rename limit.
+    /// Every key below the directory `dir`, refused past the rename limit or with an object
+    /// too large to copy.
     async fn keys_below(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let max = self.settings.max_rename_objects;
+        let max_copy = self.settings.max_copy_bytes;
         let store = Arc::clone(&self.store);
         let prefix = object(dir)?;
         let found = on_io(async move {
             store
                 .list(Some(&prefix))
-                .map_ok(|meta| meta.location.to_string())
+                .map_ok(|meta| (meta.location.to_string(), meta.size))
                 .take(max + 1)
                 .try_collect::<Vec<_>>()
                 .await
@@ -184,7 +194,10 @@ impl S3Storage {
         if found.len() > max {
             return Err(StoreError::TooManyToRename(max));
         }
-        Ok(found)
+        if found.iter().any(|(_, size)| *size > max_copy) {
+            return Err(StoreError::TooBigToRename(max_copy));
+        }
+        Ok(found.into_iter().map(|(key, _)| key).collect())
     }
 
     pub(super) async fn move_path(
@@ -197,11 +210,30 @@ impl S3Storage {
             return Err(StoreError::PermissionDenied);
         };
         let (from_key, to_key) = (self.key(user, from)?, self.key(user, to)?);
-        let moved = match self.kind(user, from).await? {
+        let is_dir = match self.kind(user, from).await? {
             Kind::Missing => return Err(self.missing(user, from).await),
-            Kind::File(_) => None,
-            Kind::Dir(_) => Some(self.keys_below(&from_key).await?),
+            Kind::File(meta) if from != to && meta.size > self.settings.max_copy_bytes => {
+                return Err(StoreError::TooBigToRename(self.settings.max_copy_bytes));
+            }
+            Kind::File(_) => false,
+            Kind::Dir(_) => true,
         };
+        // Before the listing: renaming a directory too big to move onto itself changes nothing.
+        if from == to {
+            return Ok(());
+        }
+        let moved = match is_dir {
+            true => Some(self.keys_below(&from_key).await?),
+            false => None,
+        };
+        match &moved {
+            Some(keys) => {
+                for rest in keys.iter().filter_map(|key| key.strip_prefix(&from_key)) {
+                    check_key(&format!("{to_key}{rest}"))?;
+                }
+            }
+            None => check_key(&to_key)?,
+        }
         self.need_dir(user, &to_dir).await?;
         let extent = moved
             .as_deref()
@@ -209,9 +241,6 @@ impl S3Storage {
         let deeper = to.components().count() > from.components().count()
             || to.as_str().len() > from.as_str().len();
         self.check_limits(to, if deeper { extent } else { (0, 0) })?;
-        if from == to {
-            return Ok(());
-        }
         if moved.is_some() && is_below(to, from) {
             return Err(StoreError::InvalidName);
         }
@@ -252,49 +281,136 @@ impl S3Storage {
                         return Err(StoreError::NotEmpty);
                     }
                 }
+                // Into an empty directory: its marker stays the marker and the source's is not
+                // copied over it, so a failure midway (whose undo removes the copies made)
+                // leaves that directory as it was.
+                let from_marker = marker(&from_key);
+                let (keys, skipped): (Vec<_>, Vec<_>) = keys
+                    .into_iter()
+                    .partition(|key| !replaces_dir || *key != from_marker);
+                // Two markers became one (a source of other tools may have none).
+                let merged = !skipped.is_empty();
+                // The copies, the long part, run outside the user's lock (other changes of the
+                // user go on meanwhile); the lock covers the deletes and the accounting.
+                self.copy_keys(&from_key, &to_key, &keys).await?;
                 self.change(user, move |tx| {
                     tx.mark()?;
-                    if replaces_dir {
-                        let dest_marker = marker(&to_key);
-                        let s3 = s3.clone();
-                        wait(async move { s3.delete(&dest_marker).await })?;
+                    wait(async move { s3.delete_keys(&from_key, keys, skipped).await })?;
+                    if merged {
                         tx.record(-i128::from(DIR_BYTES), -1);
                     }
-                    wait(async move { s3.move_keys(&from_key, &to_key, keys).await })
+                    Ok(())
                 })
                 .await
             }
         }
     }
 
-    /// Moves every key of `keys` (below `from`) to the same place below `to`: all copied
-    /// first, then the sources deleted, so a failure midway leaves every object in at least
-    /// one of the two places (a failed copy removes the copies made).
-    async fn move_keys(&self, from: &str, to: &str, keys: Vec<String>) -> Result<(), StoreError> {
-        let mut copied: Vec<String> = Vec::with_capacity(keys.len());
-        for key in &keys {
-            let Some(rest) = key.strip_prefix(from) else {
-                continue;
-            };
-            let dest = format!("{to}{rest}");
-            if let Err(e) = self.copy(key, &dest).await {
-                for made in &copied {
-                    if let Err(undo) = self.delete(made).await {
-                        log::warn!("rename of {from}: cannot remove the copy {made}: {undo}");
+    /// Copies every key of `keys` (below `from`) to the same place below `to`, [`COPIES`] at
+    /// a time; after a failure, no further copy starts and the copies made are removed.
+    async fn copy_keys(&self, from: &str, to: &str, keys: &[String]) -> Result<(), StoreError> {
+        let failed = AtomicBool::new(false);
+        let pairs: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|key| {
+                let rest = key.strip_prefix(from)?;
+                Some((key.clone(), format!("{to}{rest}")))
+            })
+            .collect();
+        let copies = futures::stream::iter(pairs)
+            .map(|(key, dest)| {
+                let failed = &failed;
+                async move {
+                    if failed.load(Ordering::Relaxed) {
+                        return (dest, None);
                     }
+                    let copied = self.copy(&key, &dest).await;
+                    if copied.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    (dest, Some(copied))
                 }
-                return Err(e);
+            })
+            .buffer_unordered(COPIES)
+            .collect::<Vec<_>>()
+            .await;
+        let mut error = None;
+        let mut made = Vec::new();
+        for (dest, copied) in copies {
+            match copied {
+                Some(Ok(())) => made.push(dest),
+                Some(Err(e)) => error = error.or(Some(e)),
+                None => {}
             }
-            copied.push(dest);
         }
+        let Some(error) = error else {
+            return Ok(());
+        };
+        for made in &made {
+            if let Err(undo) = self.delete(made).await {
+                log::warn!("rename of {from}: cannot remove the copy {made}: {undo}");
+            }
+        }
+        Err(error)
+    }
+
+    /// Deletes the sources of a rename whose copies all landed (`keys`, and the keys of
+    /// `drop`, which were not copied), [`COPIES`] at a time; a failure leaves that object in
+    /// both places.
+    async fn delete_keys(
+        &self,
+        from: &str,
+        keys: Vec<String>,
+        drop: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let deletes = futures::stream::iter(keys.into_iter().chain(drop))
+            .map(|key| async move {
+                let deleted = self.delete(&key).await;
+                (key, deleted)
+            })
+            .buffer_unordered(COPIES)
+            .collect::<Vec<_>>()
+            .await;
         let mut failed = None;
-        for key in &keys {
-            if let Err(e) = self.delete(key).await {
+        for (key, deleted) in deletes {
+            if let Err(e) = deleted {
                 log::warn!("rename of {from}: {key} stays in both places: {e}");
                 failed = Some(e);
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Writes `bytes` at `path`, create-only. When the client retries a PUT whose first attempt
+/// landed but whose answer was lost (a 5xx, a cut connection), the retry meets that object
+/// (412): an object there with exactly these bytes is that success, anything else
+/// [`object_store::Error::AlreadyExists`].
+pub(super) async fn put_create(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    bytes: Bytes,
+) -> object_store::Result<()> {
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store
+        .put_opts(path, PutPayload::from_bytes(bytes.clone()), options)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(refused @ object_store::Error::AlreadyExists { .. }) => {
+            let found = match store.get(path).await {
+                Ok(found) => found.bytes().await.ok(),
+                Err(_) => None,
+            };
+            match found {
+                Some(found) if found == bytes => Ok(()),
+                _ => Err(refused),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -1,34 +1,45 @@
 //! Uploads: one sink for every mode. The bytes gather in a buffer of one part (5 MiB, the S3
-//! minimum but for the last); a full part goes to a multipart upload, at most [`IN_FLIGHT`]
-//! parts at a time, so an upload holds a few parts, never the file. A file smaller than a
+//! minimum but for the last, growing with the upload: [`part_size`]); a full part goes to a
+//! multipart upload, at most [`IN_FLIGHT`] parts at a time, so an upload holds a few parts,
+//! never the file. A file smaller than a
 //! part is one PUT at the commit. Nothing is visible before the commit completes the upload.
 //!
 //! STOR replaces at the commit. APPE and REST+STOR cannot write in place: at the first byte
 //! (or an empty commit) the upload streams the kept bytes from the old object (ranged, tied
 //! to its ETag), then the client's, and the commit replaces the object; they hold the write
-//! lock, as on the local backend. STOU writes create-only (If-None-Match), so a name that
-//! appeared meanwhile is never overwritten.
+//! lock, as on the local backend. STOU writes create-only, so a name that appeared meanwhile
+//! is never overwritten: a single PUT with If-None-Match; a multipart upload cannot be
+//! completed create-only through object_store 0.14 (its `MultipartUpload::complete` always
+//! overwrites; If-None-Match on the completion is used only inside its own copies), so the
+//! name is checked again at the end, under the user's quota lock and the STOU's write lock
+//! on the name. What remains is the time between that check and the completion request, and
+//! only against writers those locks do not order: a STOR of the same name by the same user
+//! when no quota ledger is kept, or another program writing the bucket. An interrupted STOR
+//! kept under a new name is checked the same way.
 //!
 //! How an upload ends is decided in [`Upload::end`], sync code on a blocking thread under the
 //! user's quota lock (as the local backend's rename into place is): it checks the target
 //! again, charges what the object adds against what it replaces, and completes or aborts the
-//! multipart upload. An interrupted upload (the sink dropped) ends the same way from `Drop`,
-//! which waits for it (bounded), so the outcome is in place before the transfer's reply.
+//! multipart upload. An interrupted upload (the sink dropped) ends the same way, in the
+//! background: `Drop` decides the end and returns at once, never blocking the transfer thread
+//! or arbiter it runs on; every later request of the user waits for that end first (bounded,
+//! [`S3Storage::settled`]), so the next command finds what the interruption kept.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    GetOptions, GetRange, ObjectMeta, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
-    PutPayload, WriteMultipart,
+    GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore as _, ObjectStoreExt as _,
+    PutPayload,
 };
+use tokio::task::JoinSet;
 
 use super::errors::store_error;
-use super::keys::{check_names, key_hash, object, split};
+use super::keys::{check_key, check_names, key_hash, object, split};
+use super::tree::put_create;
 use super::{S3Storage, blocking, io_runtime, on_io, wait};
 use crate::quota::{Charge, FileId, Tx};
 use crate::state::Lease;
@@ -37,12 +48,25 @@ use crate::storage::{
     Abort, ByteSink, ClientProbe, LocalTarget, StoreError, WriteMode, unique_candidates,
 };
 
-/// The size of every part but the last.
+/// The size of the first parts (the S3 minimum for every part but the last).
 pub(super) const PART: usize = 5 * 1024 * 1024;
+/// The largest part S3 takes.
+const MAX_PART: usize = 5 * 1024 * 1024 * 1024;
+/// Parts of one size before the size doubles.
+const PARTS_PER_SIZE: usize = 900;
+
+/// The size of part `n` (from 0): [`PART`], doubling every [`PARTS_PER_SIZE`] parts up to
+/// [`MAX_PART`]. S3 takes at most 10 000 parts; at this pace they reach 5 TiB (the largest
+/// object) while a file's parts stay within about a thousandth of its size. (Doubling every
+/// 1000 would stop short, at 4.9 TiB.)
+pub(super) fn part_size(n: usize) -> usize {
+    let doublings = u32::try_from(n / PARTS_PER_SIZE).unwrap_or(u32::MAX);
+    PART.checked_shl(doublings)
+        .filter(|&size| size <= MAX_PART)
+        .unwrap_or(MAX_PART)
+}
 /// Parts uploading at once, per upload.
 const IN_FLIGHT: usize = 2;
-/// How long dropping a sink waits for the upload to be completed or aborted.
-const DROP_WAIT: Duration = Duration::from_secs(120);
 
 /// What the upload writes.
 enum Mode {
@@ -69,6 +93,73 @@ enum End {
     Failed,
 }
 
+/// A multipart upload and its parts in flight (object_store's `WriteMultipart` has one part
+/// size for the whole upload: 10 000 of 5 MiB stop at 48.8 GiB).
+struct Multipart {
+    upload: Box<dyn MultipartUpload>,
+    tasks: JoinSet<object_store::Result<()>>,
+    /// Parts sent so far.
+    sent: usize,
+}
+
+impl Multipart {
+    /// The size of the next part.
+    fn next_size(&self) -> usize {
+        part_size(self.sent)
+    }
+
+    /// Sends `part` (on the S3 runtime, the caller's).
+    fn put(&mut self, part: Bytes) {
+        self.tasks
+            .spawn(self.upload.put_part(PutPayload::from_bytes(part)));
+        self.sent += 1;
+    }
+
+    /// Waits until fewer than `max` parts are in flight (none for 0).
+    async fn wait_for_capacity(&mut self, max: usize) -> object_store::Result<()> {
+        while !self.tasks.is_empty() && self.tasks.len() >= max {
+            match self.tasks.join_next().await {
+                Some(Ok(sent)) => sent?,
+                Some(Err(e)) => {
+                    return Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `rest` as the last part, waits for every part and completes the upload; aborts
+    /// it on a failure.
+    async fn finish(mut self, rest: Bytes) -> object_store::Result<()> {
+        if !rest.is_empty() {
+            self.put(rest);
+        }
+        if let Err(e) = self.wait_for_capacity(0).await {
+            self.abort().await?;
+            return Err(e);
+        }
+        match self.upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.abort().await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts the upload once its parts in flight have ended: a part the server is still
+    /// receiving when the abort lands would stay behind it, an orphan no one lists or removes.
+    async fn abort(mut self) -> object_store::Result<()> {
+        // A failed part changes nothing: the upload goes anyway.
+        let _ = self.wait_for_capacity(0).await;
+        self.upload.abort().await
+    }
+}
+
 /// The bytes not yet sent and the multipart upload they go to, worked on by steps on the S3
 /// runtime (the upload's part tasks live there). Dropped with an upload still open, it
 /// aborts it: no orphan parts whatever path led here.
@@ -78,7 +169,7 @@ struct Parts {
     reader: Arc<AmazonS3>,
     path: ObjectPath,
     buf: BytesMut,
-    upload: Option<WriteMultipart>,
+    upload: Option<Multipart>,
 }
 
 /// A step of an upload that runs on the S3 runtime.
@@ -103,20 +194,31 @@ impl Parts {
         }
     }
 
+    /// The size the next part needs.
+    fn next_size(&self) -> usize {
+        self.upload.as_ref().map_or(PART, Multipart::next_size)
+    }
+
+    /// Whether the buffer holds a full part.
+    fn full(&self) -> bool {
+        self.buf.len() >= self.next_size()
+    }
+
     /// Sends every full part in the buffer, starting the multipart upload at the first.
     async fn ship_full(&mut self) -> object_store::Result<()> {
-        while self.buf.len() >= PART {
+        while self.full() {
+            let size = self.next_size();
             let upload = match &mut self.upload {
                 Some(upload) => upload,
-                None => {
-                    let started = self.store.put_multipart(&self.path).await?;
-                    self.upload
-                        .insert(WriteMultipart::new_with_chunk_size(started, PART))
-                }
+                None => self.upload.insert(Multipart {
+                    upload: self.store.put_multipart(&self.path).await?,
+                    tasks: JoinSet::new(),
+                    sent: 0,
+                }),
             };
             // Fewer than IN_FLIGHT before this one goes.
             upload.wait_for_capacity(IN_FLIGHT).await?;
-            upload.put(self.buf.split_to(PART).freeze());
+            upload.put(self.buf.split_to(size).freeze());
         }
         Ok(())
     }
@@ -155,26 +257,13 @@ impl Parts {
     async fn complete(mut self, create_only: bool) -> object_store::Result<()> {
         let rest = std::mem::take(&mut self.buf).freeze();
         match self.upload.take() {
-            Some(mut upload) => {
-                upload.put(rest);
-                upload.finish().await.map(drop)
-            }
-            None => {
-                let mode = if create_only {
-                    PutMode::Create
-                } else {
-                    PutMode::Overwrite
-                };
-                let options = PutOptions {
-                    mode,
-                    ..PutOptions::default()
-                };
-                let payload = PutPayload::from_bytes(rest);
-                self.store
-                    .put_opts(&self.path, payload, options)
-                    .await
-                    .map(drop)
-            }
+            Some(upload) => upload.finish(rest).await,
+            None if create_only => put_create(&self.store, &self.path, rest).await,
+            None => self
+                .store
+                .put(&self.path, PutPayload::from_bytes(rest))
+                .await
+                .map(drop),
         }
     }
 
@@ -277,7 +366,7 @@ impl Upload {
             let mut parts = self.parts.lock().await;
             let parts = parts.as_mut().ok_or_else(ended)?;
             parts.buf.extend_from_slice(data);
-            parts.buf.len() >= PART
+            parts.full()
         };
         self.written += data.len() as u64;
         if full {
@@ -356,7 +445,8 @@ impl Upload {
         let create_only = matches!(self.mode, Mode::Unique) || (!commit && self.is_replace());
         let checked = match checked {
             Ok(Some(_)) if create_only => Err(StoreError::AlreadyExists),
-            other => other,
+            Ok(now) => self.unchanged(now),
+            Err(e) => Err(e),
         };
         let replaced = match checked {
             Ok(existing) => existing.map(|meta| meta.size),
@@ -392,6 +482,37 @@ impl Upload {
         wait(parts.complete(create_only)).map_err(|e| store_error("complete", &self.key, e))?;
         tx.record(bytes, files);
         Ok(true)
+    }
+
+    /// Refuses to complete a rewrite whose kept bytes no longer are the object's: another
+    /// session replaced or removed it since (or created it, when there was none). Completing
+    /// would undo that change; the local backend's in-place writer loses its bytes to it the
+    /// same way, so the rewrite is the one dropped. [`StoreError::Io`] (451, transient: the
+    /// client may send it again against the new object), with a log line.
+    fn unchanged(&self, now: Option<ObjectMeta>) -> Result<Option<ObjectMeta>, StoreError> {
+        let Mode::Rewrite { old, .. } = &self.mode else {
+            return Ok(now);
+        };
+        let same = match (old, &now) {
+            (None, None) => true,
+            (Some(old), Some(now)) => {
+                old.e_tag == now.e_tag
+                    && old.size == now.size
+                    && old.last_modified == now.last_modified
+            }
+            _ => false,
+        };
+        if same {
+            return Ok(now);
+        }
+        log::warn!(
+            "{}: {} changed since the rewrite opened it; the rewrite is dropped",
+            self.user,
+            self.target
+        );
+        Err(StoreError::Io(std::io::Error::other(
+            "the file changed since the upload opened it",
+        )))
     }
 
     fn is_replace(&self) -> bool {
@@ -441,8 +562,20 @@ impl ByteSink for S3Sink {
 
     async fn commit(mut self: Box<Self>, client: ClientProbe) -> Result<(), StoreError> {
         let upload = self.upload.as_mut().ok_or_else(ended)?;
-        upload.start().await?;
-        upload.step("upload part", Step::Settle).await?;
+        let sent = match upload.start().await {
+            Ok(()) => upload.step("upload part", Step::Settle).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // Bytes are missing: never kept, whatever an interruption would keep.
+            if let Err(end) = self.end(End::Refused).await {
+                log::warn!(
+                    "a failed upload of {} did not end cleanly: {end}",
+                    self.target
+                );
+            }
+            return Err(e);
+        }
         if client.gone() {
             self.end(End::Interrupted).await?;
             return Err(StoreError::Interrupted);
@@ -465,19 +598,21 @@ impl ByteSink for S3Sink {
 }
 
 impl Drop for S3Sink {
+    /// Decides the end here (an interruption), runs it in the background: the thread dropping
+    /// the sink goes on at once; the user's next request waits for it (see
+    /// [`S3Storage::settled`]).
     fn drop(&mut self) {
         let Some(upload) = self.upload.take() else {
             return;
         };
-        let (tx, rx) = std::sync::mpsc::channel();
+        let ending = upload.s3.ending(&upload.user);
         io_runtime().spawn_blocking(move || {
             let target = upload.target.clone();
             if let Err(e) = upload.end(End::Interrupted) {
                 log::warn!("an interrupted upload of {target} did not end cleanly: {e}");
             }
-            let _ = tx.send(());
+            drop(ending);
         });
-        let _ = rx.recv_timeout(DROP_WAIT);
     }
 }
 
@@ -541,6 +676,7 @@ impl S3Storage {
     ) -> Result<Box<dyn ByteSink>, StoreError> {
         let (parent, _) = split(path)?;
         let key = self.key(user, path)?;
+        check_key(&key)?;
         self.need_dir(user, &parent).await?;
         if self.probe_dir(&key).await?.is_some() {
             return Err(StoreError::IsADirectory);
@@ -611,6 +747,7 @@ impl S3Storage {
             check_names(&candidate)?;
             self.check_limits(&candidate, (0, 0))?;
             let key = self.key(user, &candidate)?;
+            check_key(&key)?;
             if self.probe_dir(&key).await?.is_some() || self.head(&key).await?.is_some() {
                 continue;
             }
