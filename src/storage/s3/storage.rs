@@ -78,7 +78,7 @@ impl S3Storage {
 }
 
 /// Every request of a user first waits for that user's interrupted uploads to end
-/// ([`S3Storage::settled`]), so it sees what they kept; the ends themselves use the pieces
+/// (`S3Storage::settled`), so it sees what they kept; the ends themselves use the pieces
 /// below these methods, which do not wait.
 #[async_trait::async_trait]
 impl Storage for S3Storage {

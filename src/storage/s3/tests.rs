@@ -44,6 +44,24 @@ impl Bucket {
         Bucket { server, dir, store }
     }
 
+    /// The bucket, ready, with a quota ledger (1 MiB) under `usage/` that recounts it.
+    async fn with_ledger(self) -> (Bucket, Arc<QuotaLedger>) {
+        let limits = Arc::new(|_: &str| Quota {
+            bytes: Some(1 << 20),
+            files: None,
+        });
+        let (usage, none) = (self.dir.path().join("usage"), self.dir.path().join("none"));
+        let ledger = QuotaLedger::new(usage, none, limits)
+            .expect("ledger")
+            .with_counter(self.store.usage_counter());
+        let ledger = Arc::new(ledger);
+        let b = Bucket {
+            store: self.store.clone().with_quota(Arc::clone(&ledger)),
+            ..self
+        };
+        (b.ready().await, ledger)
+    }
+
     async fn ready(self) -> Bucket {
         self.store.create_home(ALICE).await.expect("home");
         self
@@ -492,22 +510,8 @@ async fn a_server_that_goes_away_is_a_local_error_in_bounded_time() {
 
 #[tokio::test]
 async fn usage_is_recounted_from_the_bucket() {
-    let b = Bucket::new(|_| {});
+    let (b, ledger) = Bucket::new(|_| {}).with_ledger().await;
     let usage_dir = b.dir.path().join("usage");
-    let limits = Arc::new(|_: &str| Quota {
-        bytes: Some(1 << 20),
-        files: None,
-    });
-    let ledger = QuotaLedger::new(usage_dir.clone(), b.dir.path().join("none"), limits)
-        .expect("ledger")
-        .with_counter(b.store.usage_counter());
-    let ledger = Arc::new(ledger);
-    let b = Bucket {
-        store: b.store.clone().with_quota(Arc::clone(&ledger)),
-        ..b
-    }
-    .ready()
-    .await;
     b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
     b.put("/d/f", b"12345").await;
     let counted = Usage {
@@ -718,25 +722,7 @@ async fn a_retried_mkdir_whose_first_put_landed_succeeds() {
 
 #[tokio::test]
 async fn a_directory_rename_copies_many_objects_and_counts_them_once() {
-    let b = Bucket::new(|_| {});
-    let limits = Arc::new(|_: &str| Quota {
-        bytes: Some(1 << 20),
-        files: None,
-    });
-    let ledger = QuotaLedger::new(
-        b.dir.path().join("usage"),
-        b.dir.path().join("none"),
-        limits,
-    )
-    .expect("ledger")
-    .with_counter(b.store.usage_counter());
-    let ledger = Arc::new(ledger);
-    let b = Bucket {
-        store: b.store.clone().with_quota(Arc::clone(&ledger)),
-        ..b
-    }
-    .ready()
-    .await;
+    let (b, ledger) = Bucket::new(|_| {}).with_ledger().await;
     b.store.mkdir(ALICE, &vp("/d")).await.expect("mkdir");
     b.store.mkdir(ALICE, &vp("/d/sub")).await.expect("mkdir");
     let mut want = Vec::new();
