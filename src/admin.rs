@@ -186,6 +186,15 @@ pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, Adm
         deleted.kept = left;
     } else {
         for path in left {
+            if path.starts_with("s3:") {
+                // What the purge of the bucket left (written meanwhile, or keys ferryd does
+                // not list): never a local path.
+                return Err(AdminError::Io(io::Error::other(format!(
+                    "objects remain under {} after the purge (written meanwhile, or keys \
+                     ferryd does not list); remove them with an S3 client",
+                    path.display()
+                ))));
+            }
             // Does not follow a symbolic link: a link itself is removed, not its target.
             if fs::symlink_metadata(&path)?.is_dir() {
                 fs::remove_dir_all(&path)?;

@@ -363,15 +363,20 @@ impl Backends {
     /// [`OpenError`] naming the directory that failed, or why the bucket cannot be used.
     pub async fn open(config: &Config) -> Result<Backends, OpenError> {
         if config.storage == StorageKind::S3 {
-            // Incomplete settings are named as such, before the ledger needs them.
-            s3_settings(config)?;
+            // Incomplete settings and a bucket that cannot be used are named as such, before
+            // the ledger's recount would list the bucket and fail less clearly.
+            s3_home_storage(config)?.probe().await?;
         }
         let state = LocalState::shared(config);
         let accounts = Arc::new(account_store(config).map_err(in_dir(config.accounts_dir()))?);
         let ledger = quota_ledger(config, Arc::clone(&accounts) as Arc<dyn AccountStore>)
             .map_err(in_dir(config.usage_dir()))?
             .with_shared_state(Arc::clone(&state));
-        ledger.recover().map_err(in_dir(config.usage_dir()))?;
+        // A recount walks a home or lists a bucket: off the runtime thread.
+        let ledger = tokio::task::spawn_blocking(move || ledger.recover().map(|_| ledger))
+            .await
+            .map_err(|e| in_dir(config.usage_dir())(io::Error::other(e)))?
+            .map_err(in_dir(config.usage_dir()))?;
         let invites = match config.registration {
             Registration::Invite => Some(Arc::new(
                 invite_store(config).map_err(in_dir(config.invites_dir()))?,

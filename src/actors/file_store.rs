@@ -177,12 +177,17 @@ impl Handler<ListPages> for LongJobs {
         Box::pin(async move {
             let turn = turn.await?;
             let mut found = list_pages(storage, msg).await?;
-            // The share is held while the pages are read (as the data connection takes
-            // them), so one user's streamed listings stay within their share too.
-            found.pages = Box::pin(found.pages.map(move |page| {
-                let _held = &turn;
-                page
-            }));
+            // A streamed listing holds the share while its pages are read (as the data
+            // connection takes them), so one user's streamed listings stay within their share
+            // too; one read whole gives the share back now, as a whole listing does.
+            if found.streamed {
+                found.pages = Box::pin(found.pages.map(move |page| {
+                    let _held = &turn;
+                    page
+                }));
+            } else {
+                drop(turn);
+            }
             Ok(found)
         })
     }
@@ -424,24 +429,29 @@ mod tests {
 
     #[actix::test]
     async fn a_streamed_listing_holds_its_users_share_until_its_pages_are_dropped() {
-        let storage = MemoryStorage::new();
+        use crate::config::Config;
+        use crate::storage::s3::testing::S3TestServer;
+        use crate::storage::s3::{S3Settings, S3Storage};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = S3TestServer::start(&dir.path().join("s3")).expect("s3s-fs");
+        server.create_bucket("ferry-jobs").expect("bucket");
+        let mut config = Config::default();
+        server.configure(&mut config, "ferry-jobs");
+        let settings = S3Settings::from_config(&config, |_| None).expect("settings");
+        let storage = S3Storage::new(settings).expect("client");
         for user in ["alice", "bob"] {
             storage.create_home(user).await.expect("home");
         }
         let jobs = LongJobs::start(Arc::new(storage), 1);
-        let list = |user: &str| {
-            jobs.send(ListPages {
-                user: Arc::from(user),
-                path: VPath::root(),
-                expand: false,
-            })
-        };
+        let list = |user: &str| list_pages_of(&jobs, user);
         let wait = std::time::Duration::from_secs(5);
         let first = tokio::time::timeout(wait, list("alice"))
             .await
             .expect("first listing in time")
             .expect("mailbox")
             .expect("list");
+        assert!(first.streamed);
         // Alice's one share is held by the pages not yet read: her next listing waits.
         let mut second = Box::pin(list("alice"));
         let early = std::time::Duration::from_millis(300);
@@ -455,6 +465,35 @@ mod tests {
             matches!(second, Ok(Ok(Ok(_)))),
             "the share was not given back"
         );
+    }
+
+    #[actix::test]
+    async fn a_listing_read_whole_gives_its_users_share_back_at_once() {
+        let storage = MemoryStorage::new();
+        storage.create_home("alice").await.expect("home");
+        let jobs = LongJobs::start(Arc::new(storage), 1);
+        let wait = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, list_pages_of(&jobs, "alice"))
+            .await
+            .expect("first listing in time")
+            .expect("mailbox")
+            .expect("list");
+        assert!(!first.streamed);
+        // Its pages are not read yet, and still the next listing runs: nothing more is read.
+        let second = tokio::time::timeout(wait, list_pages_of(&jobs, "alice")).await;
+        assert!(matches!(second, Ok(Ok(Ok(_)))), "the share was held");
+        drop(first);
+    }
+
+    fn list_pages_of(
+        jobs: &Addr<LongJobs>,
+        user: &str,
+    ) -> actix::prelude::Request<LongJobs, ListPages> {
+        jobs.send(ListPages {
+            user: Arc::from(user),
+            path: VPath::root(),
+            expand: false,
+        })
     }
 
     async fn actor_round_trip(storage: Arc<dyn Storage>) {

@@ -118,6 +118,9 @@ pub struct ListingPages {
     pub parent: Option<FileInfo>,
     /// The entries. A page that fails ends the listing (the transfer's 451).
     pub pages: Pages,
+    /// Whether the pages are read from storage while they are sent (else the listing was read
+    /// whole before it was handed out, and nothing more is read).
+    pub streamed: bool,
 }
 
 impl From<Listing> for ListingPages {
@@ -131,6 +134,7 @@ impl From<Listing> for ListingPages {
             pages: Box::pin(futures::stream::once(std::future::ready(Ok(
                 listing.entries
             )))),
+            streamed: false,
         }
     }
 }

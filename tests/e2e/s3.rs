@@ -577,7 +577,7 @@ fn operator_commands_create_and_purge_homes_in_the_bucket() {
     assert_success(&out, "user del");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("kept {place}")) || text.contains(&place),
+        text.contains("; kept ") && text.contains(&place) && !text.contains("removed"),
         "{text}"
     );
     let out = add("olga");

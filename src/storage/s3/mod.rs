@@ -141,6 +141,33 @@ impl S3Settings {
             .unwrap_or("")
             .trim_matches('/')
             .to_owned();
+        // Keys are built by segments, which refuse these: a prefix of them would pass the
+        // probe and then fail every request.
+        if prefix
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+            && !prefix.is_empty()
+        {
+            return Err(S3SetupError::Config(format!(
+                "s3_prefix {prefix:?} has an empty, \".\" or \"..\" segment"
+            )));
+        }
+        if let Some(url) = &config.s3_endpoint
+            && url
+                .split_once("://")
+                .map_or(url.as_str(), |(_, rest)| rest)
+                .split('/')
+                .next()
+                .is_some_and(|authority| authority.contains('@'))
+        {
+            // It would be printed at start and in every error: credentials go elsewhere.
+            return Err(S3SetupError::Config(
+                "s3_endpoint must not hold credentials (user:password@); use \
+                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the s3_access_key_id and \
+                 s3_secret_access_key keys"
+                    .into(),
+            ));
+        }
         let from_env = |name: &str| env(name).filter(|v| !v.is_empty());
         let access_key_id = config
             .s3_access_key_id
@@ -544,6 +571,39 @@ mod probe_tests {
         let mut config = Config::default();
         server.configure(&mut config, bucket);
         S3Settings::from_config(&config, |_| None).expect("settings")
+    }
+
+    #[test]
+    fn prefixes_with_empty_segments_and_endpoints_with_credentials_are_refused() {
+        let mut config = Config {
+            storage: StorageKind::S3,
+            s3_bucket: Some("ferry-b".into()),
+            s3_access_key_id: Some("k".into()),
+            s3_secret_access_key: Some(crate::config::Secret("s".into())),
+            ..Config::default()
+        };
+        for good in ["", "/team/ftp/", "a.b/c-d"] {
+            config.s3_prefix = Some(good.into());
+            assert!(
+                S3Settings::from_config(&config, |_| None).is_ok(),
+                "{good:?}"
+            );
+        }
+        for bad in ["team//ftp", "a/./b", "../x", "a/.."] {
+            config.s3_prefix = Some(bad.into());
+            let err = S3Settings::from_config(&config, |_| None).expect_err(bad);
+            assert!(err.to_string().contains("segment"), "{bad:?}: {err}");
+        }
+        config.s3_prefix = None;
+        config.s3_endpoint = Some("https://key:secret@s3.example.net/".into());
+        let err = S3Settings::from_config(&config, |_| None).expect_err("userinfo");
+        assert!(!err.to_string().contains("secret@"), "{err}");
+        assert!(
+            err.to_string().contains("must not hold credentials"),
+            "{err}"
+        );
+        config.s3_endpoint = Some("https://s3.example.net/a@b".into());
+        assert!(S3Settings::from_config(&config, |_| None).is_ok());
     }
 
     #[actix_rt::test]

@@ -117,6 +117,7 @@ impl Storage for S3Storage {
     /// its marker's, unless a name sorts before the marker's `.` (`-a`, `!a`), where the whole
     /// listing would find the marker further on.
     async fn list_pages(&self, user: &str, path: &VPath) -> Result<ListingPages, StoreError> {
+        self.settled(user).await;
         match self.kind(user, path).await? {
             Kind::File(meta) => Ok(self.file_listing(path, &meta).into()),
             Kind::Dir(None) | Kind::Missing => Err(StoreError::NotFound),
@@ -128,6 +129,7 @@ impl Storage for S3Storage {
                     this: Some(self.dir_info(".".to_owned(), &key, seen)),
                     parent: self.parent_info(user, path).await?,
                     pages: self.entry_pages(key),
+                    streamed: true,
                 })
             }
         }

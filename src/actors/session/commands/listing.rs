@@ -198,6 +198,7 @@ impl Session {
                     this,
                     parent,
                     pages,
+                    ..
                 } = found;
                 let pieces =
                     match style {
