@@ -237,14 +237,14 @@ pub fn home_storage(config: &Config) -> io::Result<LocalStorage> {
 ///
 /// # Errors
 /// [`OpenError`] from the chosen backend.
-pub async fn storage(
+pub fn storage(
     config: &Config,
     ledger: Arc<QuotaLedger>,
     state: Arc<dyn SharedState>,
 ) -> Result<Arc<dyn Storage>, OpenError> {
     Ok(match config.storage {
         StorageKind::Local => Arc::new(local_storage(config, ledger, state)?),
-        StorageKind::S3 => Arc::new(s3_storage(config, ledger, state).await?),
+        StorageKind::S3 => Arc::new(s3_storage(config, ledger, state)?),
     })
 }
 
@@ -306,12 +306,12 @@ pub fn s3_home_storage(config: &Config) -> Result<S3Storage, S3SetupError> {
 }
 
 /// The S3 storage with the same quota ledger, shared state, limits and partial-upload setting
-/// as the local one, once its probe has written, read and removed an object in the bucket: a
-/// server that cannot use its bucket does not start.
+/// as the local one. It makes no request: [`Backends::open`] has probed the bucket before the
+/// ledger's recount, so a server that cannot use its bucket does not start.
 ///
 /// # Errors
-/// [`S3SetupError`]: the settings, or the probe's reason in words.
-pub async fn s3_storage(
+/// [`S3SetupError`]: the settings.
+pub fn s3_storage(
     config: &Config,
     ledger: Arc<QuotaLedger>,
     state: Arc<dyn SharedState>,
@@ -333,7 +333,6 @@ pub async fn s3_storage(
         .with_path_limits(path_limits(config))
         .with_listing_limit(config.max_listing_entries)
         .with_partial_uploads(config.keep_partial_uploads);
-    storage.probe().await?;
     log::info!("storage: {shown}");
     Ok(storage)
 }
@@ -383,7 +382,7 @@ impl Backends {
             )),
             _ => None,
         };
-        let storage = storage(config, Arc::new(ledger), Arc::clone(&state)).await?;
+        let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
         let remains = remains(config)?;
         let audit = AuditLog::start(&config.log_dir(), AuditPolicy::from_config(config))
             .map_err(in_dir(config.log_dir()))?;
