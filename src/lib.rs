@@ -8,6 +8,8 @@
 //! - [`tls`]: TLS configs for server and client, self-signed certificates, the handshake limit.
 //! - [`net`]: a connection before FTP: the client's address, the preamble (PROXY header,
 //!   implicit TLS) and its bounds, urgent-data reads.
+//! - [`db`]: PostgreSQL for a cluster: the pool on its own runtime, numbered migrations
+//!   under an advisory lock, the node's row and heartbeat, a test server.
 //! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
 //!   reservations) behind one trait, in process here.
 //! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
@@ -45,6 +47,7 @@ pub mod audit;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod db;
 pub mod json_file;
 pub mod net;
 pub mod quota;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Config, ConfigError, PortRange, Registration, StorageKind};
+use super::{Config, ConfigError, PortRange, Registration, Secret, StorageKind};
 
 /// Where the configuration comes from: a TOML file, then flags. Every `ferryd` command has
 /// these.
@@ -186,6 +186,21 @@ pub struct ServeFlags {
     /// Largest object APPE or REST+STOR may rewrite on S3. Default 512 MiB.
     #[arg(long, value_name = "BYTES")]
     pub s3_rewrite_max_bytes: Option<u64>,
+    /// Keep accounts and the shared state in PostgreSQL: postgres://USER[:PASS]@HOST:PORT/DB
+    /// (the password better comes from PGPASSWORD or database_password_file). Default: none.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// This node's name in logs, audit events and the database. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// With --database-url and local storage: the data dir is one file system every node
+    /// shares (NFS, CephFS).
+    #[arg(long)]
+    pub shared_local_storage: bool,
+    /// A load balancer's network (CIDR, repeatable): connections from it must begin with a
+    /// PROXY protocol v1/v2 header naming the client.
+    #[arg(long, value_name = "CIDR")]
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// Puts `value` into `slot` when the flag was given.
@@ -298,6 +313,12 @@ impl ServeFlags {
             self.s3_max_rename_objects,
         );
         set(&mut config.s3_rewrite_max_bytes, self.s3_rewrite_max_bytes);
+        set_opt(&mut config.database_url, self.database_url.map(Secret));
+        set_opt(&mut config.node_name, self.node_name);
+        config.shared_local_storage |= self.shared_local_storage;
+        if !self.proxy_protocol_from.is_empty() {
+            config.proxy_protocol_from = self.proxy_protocol_from;
+        }
     }
 }
 
@@ -579,6 +600,39 @@ mod tests {
             let argv = std::iter::once("ferryd").chain(args.iter().copied());
             assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let invalid = |args: &[&str]| match flags(args).config() {
+            Err(ConfigError::Invalid(why)) => why,
+            other => panic!("{args:?} gave {other:?}"),
+        };
+        let url = "postgres://ferry@127.0.0.1:5432/ferry";
+        assert!(invalid(&["--database-url", url]).contains("shared_local_storage"));
+        assert!(invalid(&["--database-url", "mysql://x"]).contains("postgres://"));
+        assert!(invalid(&["--shared-local-storage"]).contains("need database_url"));
+        assert!(invalid(&["--node-name", "a b"]).contains("node_name"));
+        let config = flags(&[
+            "--database-url",
+            url,
+            "--shared-local-storage",
+            "--node-name",
+            "n1",
+            "--proxy-protocol-from",
+            "10.0.0.0/8",
+            "--proxy-protocol-from",
+            "fd00::/8",
+        ])
+        .config()
+        .expect("valid");
+        assert_eq!(config.database_url, Some(Secret(url.into())));
+        assert_eq!(config.node_name(), "n1");
+        assert!(config.proxied("10.1.2.3".parse().expect("ip")));
+        assert!(config.proxied("::ffff:10.1.2.3".parse().expect("ip")));
+        assert!(config.proxied("fd12::1".parse().expect("ip")));
+        assert!(!config.proxied("127.0.0.1".parse().expect("ip")));
+        assert!(!Config::default().node_name().is_empty());
     }
 
     #[test]

@@ -255,6 +255,31 @@ pub struct Config {
     /// `s3_rewrite_max_bytes`: largest object APPE or REST+STOR rewrite on S3 (which cannot
     /// append); a bigger one is refused with 550. Default 512 MiB.
     pub s3_rewrite_max_bytes: u64,
+    /// `database_url`: `postgres://USER[:PASS]@HOST:PORT/DB`. With it, accounts, invitations,
+    /// quota usage and the shared state (bans, counters, session counts, write locks, quota
+    /// reservations) live in PostgreSQL, for a cluster of nodes. Default: none (files under
+    /// the data dir, one node).
+    pub database_url: Option<Secret>,
+    /// `database_password_file`: a file holding the database password, when the URL has none
+    /// and `PGPASSWORD` is not set. Default: none.
+    pub database_password_file: Option<PathBuf>,
+    /// `database_pool_size`: connections this node keeps to the database. Default 16.
+    pub database_pool_size: usize,
+    /// `node_name`: this node's name in logs, audit events and the database. Default: the
+    /// host name.
+    pub node_name: Option<String>,
+    /// `cluster_lease_secs`: a node renews its heartbeat, leases and reservations every third
+    /// of this; when it stops (a crash), other nodes return what it held after this long.
+    /// Default 15.
+    pub cluster_lease_secs: u64,
+    /// `shared_local_storage`: with `database_url` and `storage = "local"`, the operator
+    /// states that the data dir's homes are one shared file system (NFS, CephFS) for every
+    /// node; without it such a node refuses to start. Default false.
+    pub shared_local_storage: bool,
+    /// `proxy_protocol_from`: networks (CIDR) of the load balancers. A connection from them,
+    /// control or passive data, must begin with a PROXY protocol v1 or v2 header, which names
+    /// the client; connections from elsewhere must not send one. Default: none.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -322,6 +347,13 @@ impl Default for Config {
             s3_secret_access_key: None,
             s3_max_rename_objects: 1000,
             s3_rewrite_max_bytes: 512 << 20,
+            database_url: None,
+            database_password_file: None,
+            database_pool_size: 16,
+            node_name: None,
+            cluster_lease_secs: 15,
+            shared_local_storage: false,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -348,6 +380,23 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("bad configuration: {0}")]
     Invalid(String),
+}
+
+/// A node name fits logs, audit fields and database rows: `[A-Za-z0-9._-]{1,63}`.
+fn valid_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack listener's view of an IPv4 peer) as IPv4, so that
+/// `10.0.0.0/8` matches it.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
 }
 
 /// Limits of one account; `None` means unlimited.
@@ -449,7 +498,71 @@ impl Config {
                 "audit_keep must be at least 1 when audit_max_bytes is set".into(),
             ));
         }
-        self.validate_storage()
+        self.validate_storage()?;
+        self.validate_cluster()
+    }
+
+    /// The cluster keys: a database URL of the right scheme, a usable node name, and local
+    /// storage in database mode only when the operator says it is shared.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if let Some(name) = &self.node_name
+            && !valid_node_name(name)
+        {
+            return Err(ConfigError::Invalid(
+                "node_name must be 1 to 63 letters, digits, '.', '-' or '_'".into(),
+            ));
+        }
+        if self.cluster_lease_secs < 3 {
+            return Err(ConfigError::Invalid(
+                "cluster_lease_secs must be at least 3".into(),
+            ));
+        }
+        let Some(url) = &self.database_url else {
+            if self.database_password_file.is_some() || self.shared_local_storage {
+                return Err(ConfigError::Invalid(
+                    "database_password_file and shared_local_storage need database_url".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid(
+                "database_url must be postgres://USER[:PASS]@HOST:PORT/DB".into(),
+            ));
+        }
+        if self.database_pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "database_pool_size must be at least 1".into(),
+            ));
+        }
+        if self.storage == StorageKind::Local && !self.shared_local_storage {
+            return Err(ConfigError::Invalid(
+                "with database_url every node must serve the same files: use storage = \"s3\", \
+                 or say that the data dir is one shared file system (NFS, CephFS) with \
+                 shared_local_storage = true (--shared-local-storage)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This node's name: `node_name`, else the host name (`node` if it has none usable).
+    pub fn node_name(&self) -> String {
+        if let Some(name) = &self.node_name {
+            return name.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .map(|h| h.split('.').next().unwrap_or_default().to_owned())
+            .filter(|h| valid_node_name(h))
+            .unwrap_or_else(|| "node".to_owned())
+    }
+
+    /// Whether a connection from `ip` must begin with a PROXY header.
+    pub fn proxied(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.proxy_protocol_from.iter().any(|net| net.contains(&ip))
     }
 
     /// The storage keys fit the storage: S3 needs a bucket and cannot serve the anonymous area
