@@ -129,6 +129,7 @@ impl Server {
             audit,
             state,
             remains,
+            database: _,
         } = Backends::open(&config).await?;
         let (tls, upload_tls) = wiring::tls(&config)?;
         let mut listeners = Vec::new();

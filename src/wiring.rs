@@ -20,6 +20,7 @@ use crate::actors::account_registry::{
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
 use crate::codec::entry::FileKind;
 use crate::config::{Config, Registration, StorageKind};
+use crate::db::{Database, DbError};
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, SharedState};
 use crate::storage::local::LocalStorage;
@@ -46,6 +47,9 @@ pub enum OpenError {
     /// The S3 settings are incomplete, or the bucket cannot be used (the probe's reason).
     #[error(transparent)]
     S3(#[from] S3SetupError),
+    /// The database (`database_url`) cannot be used.
+    #[error(transparent)]
+    Database(#[from] DbError),
 }
 
 /// Names the directory an I/O error is about.
@@ -351,6 +355,8 @@ pub struct Backends {
     pub state: Arc<dyn SharedState>,
     /// What deleted accounts left (registration refuses their names).
     pub remains: Remains,
+    /// The cluster's database, with `database_url`.
+    pub database: Option<Arc<Database>>,
 }
 
 impl Backends {
@@ -361,6 +367,11 @@ impl Backends {
     /// # Errors
     /// [`OpenError`] naming the directory that failed, or why the bucket cannot be used.
     pub async fn open(config: &Config) -> Result<Backends, OpenError> {
+        // The database first: a node that cannot reach it must not touch anything else.
+        let database = match &config.database_url {
+            Some(_) => Some(Database::open(config).await?),
+            None => None,
+        };
         if config.storage == StorageKind::S3 {
             // Incomplete settings and a bucket that cannot be used are named as such, before
             // the ledger's recount would list the bucket and fail less clearly.
@@ -393,6 +404,7 @@ impl Backends {
             audit,
             state,
             remains,
+            database,
         })
     }
 }
