@@ -4,11 +4,16 @@
 //! is only an unknown FTP command (502). Raw headers over real sockets here; HAProxy itself below.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::json;
 
-use crate::common::{Control, IO_TIMEOUT, Reply, TestServer, pseudo_random};
+use crate::common::haproxy::{HaProxy, Node, free_range};
+use crate::common::{
+    Control, IO_TIMEOUT, Reply, TestServer, assert_success, pseudo_random, run_client,
+};
 
 /// A v2 header (PROXY, TCP) naming `client`, for a server at `server` (same family).
 fn v2(client: &str, server: &str) -> Vec<u8> {
@@ -227,4 +232,125 @@ fn an_ipv6_client_logs_in_and_its_passive_connections_are_checked_on_the_header(
         .find(|e| e["event"] == "login_ok")
         .expect("login_ok");
     assert_eq!(login["peer"], json!("[2001:db8::7]:40000"), "{login}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HAProxy
+// ---------------------------------------------------------------------------------------------
+
+/// A node on 127.0.0.11 with a passive range of its own, behind HAProxy on 127.0.0.1.
+fn node_behind_haproxy() -> (TestServer, HaProxy) {
+    let ip: IpAddr = "127.0.0.11".parse().expect("node ip");
+    let passive = free_range(8, &[ip]);
+    let flags = Node::flags(ip, passive);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = TestServer::start(&flags);
+    assert_eq!(
+        server.addr().ip(),
+        ip,
+        "the node listens on its own address"
+    );
+    let proxy = HaProxy::start(&[Node {
+        control: server.addr(),
+        passive,
+    }]);
+    (server, proxy)
+}
+
+/// Runs `curl -sS ARGS` in `cwd`, bounded.
+fn curl(cwd: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["-sS", "--max-time", "30", "--connect-timeout", "10"];
+    all.extend_from_slice(args);
+    run_client("curl", &all, cwd)
+}
+
+#[test]
+fn curl_and_lftp_through_haproxy_over_epsv_and_pasv() {
+    let (server, proxy) = node_behind_haproxy();
+    let (user, pass) = ("hana", "haproxy-pass-1");
+    // Registered through the balancer: the audit names this client's own port, which the
+    // balancer's connection to the node does not have.
+    let mut ctl = Control::connect(proxy.addr());
+    assert_eq!(ctl.reply().code, 220, "greeting through haproxy");
+    ctl.expect(&format!("SITE REGISTER {user} {pass}"), 200);
+    ctl.login(user, pass);
+    let pasv = ctl.pasv();
+    assert_eq!(
+        pasv.ip(),
+        IpAddr::from([127, 0, 0, 1]),
+        "PASV names the balancer"
+    );
+    ctl.expect("QUIT", 221);
+    let me = ctl.stream().local_addr().expect("local");
+    let events = server.wait_audit("the login through haproxy", |ev| {
+        ev.iter().any(|e| e["event"] == "login_ok")
+    });
+    let login = events
+        .iter()
+        .find(|e| e["event"] == "login_ok")
+        .expect("login_ok");
+    assert_eq!(login["peer"], json!(me.to_string()), "{login}");
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let payload = pseudo_random(1024 * 1024 + 5, 41);
+    std::fs::write(w.join("big.bin"), &payload).expect("write payload");
+    let base = format!("ftp://{user}:{pass}@{}", proxy.addr());
+    // curl: upload over EPSV, download over PASV, a listing over EPSV.
+    let out = curl(w, &["-T", "big.bin", &format!("{base}/up.bin")]);
+    assert_success(&out, "curl -T through haproxy (EPSV)");
+    assert!(std::fs::read(server.home(user).join("up.bin")).expect("up.bin") == payload);
+    let out = curl(
+        w,
+        &[
+            "--disable-epsv",
+            "-o",
+            "down.bin",
+            &format!("{base}/up.bin"),
+        ],
+    );
+    assert_success(&out, "curl download through haproxy (PASV)");
+    assert!(std::fs::read(w.join("down.bin")).expect("down.bin") == payload);
+    let out = curl(w, &["--list-only", &format!("{base}/")]);
+    assert_success(&out, "curl --list-only through haproxy");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == "up.bin"),
+        "{out:?}"
+    );
+    // lftp: a put over PASV, a get and a listing over EPSV.
+    for (epsv, commands) in [
+        ("no", "put big.bin -o lftp.bin"),
+        ("yes", "get lftp.bin -o back.bin; cls -1"),
+    ] {
+        let script = format!(
+            "set net:max-retries 1; set net:timeout 10; set ftp:ssl-allow no; \
+             set cmd:fail-exit yes; set ftp:prefer-epsv {epsv}; \
+             open -u {user},{pass} -p {} 127.0.0.1; {commands}",
+            proxy.addr().port()
+        );
+        let out = run_client("lftp", &["-c", &script], w);
+        assert_success(&out, &format!("lftp through haproxy (EPSV {epsv})"));
+        if epsv == "yes" {
+            let listing = String::from_utf8_lossy(&out.stdout);
+            assert!(listing.lines().any(|l| l == "lftp.bin"), "{listing}");
+        }
+    }
+    assert!(std::fs::read(server.home(user).join("lftp.bin")).expect("lftp.bin") == payload);
+    assert!(std::fs::read(w.join("back.bin")).expect("back.bin") == payload);
+    let events = server.wait_audit("the transfers", |ev| {
+        ev.iter().filter(|e| e["event"] == "upload").count() == 2
+            && ev.iter().filter(|e| e["event"] == "download").count() == 2
+    });
+    let peers: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "upload" || e["event"] == "download")
+        .map(|e| e["peer"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        peers.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "the clients' addresses, not the node's own: {peers:?}\n{}",
+        proxy.log()
+    );
 }
