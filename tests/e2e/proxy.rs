@@ -354,3 +354,28 @@ fn curl_and_lftp_through_haproxy_over_epsv_and_pasv() {
         proxy.log()
     );
 }
+
+#[test]
+fn port_and_eprt_targets_are_checked_against_the_header_client() {
+    let server = proxied_server(&[]);
+    let addr = server.addr().to_string();
+    // The header names 203.0.113.7: the TCP peer's own address is no target.
+    let (mut ctl, _) = connect_with(&server, &v2("203.0.113.7:40000", &addr));
+    ctl.expect("SITE REGISTER erin erin-password", 200);
+    ctl.login("erin", "erin-password");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let reply = ctl.cmd(&format!("EPRT |1|127.0.0.1|{port}|"));
+    assert_eq!(reply.code, 500, "{reply:?}");
+    assert!(reply.text().contains("only your own address"), "{reply:?}");
+    ctl.expect("QUIT", 221);
+    // Named as 127.0.0.1, the client gets its active connection from the node itself.
+    let (mut ctl, _) = connect_with(&server, &v2("127.0.0.1:40000", &addr));
+    ctl.login("erin", "erin-password");
+    ctl.expect(&format!("EPRT |1|127.0.0.1|{port}|"), 200);
+    assert_eq!(ctl.cmd("LIST").code, 150);
+    let (mut data, _) = listener.accept().expect("the node's active connection");
+    let mut listing = Vec::new();
+    data.read_to_end(&mut listing).expect("listing");
+    assert_eq!(ctl.reply().code, 226);
+}
