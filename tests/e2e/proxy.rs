@@ -5,8 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::Output;
 
 use serde_json::json;
 
@@ -14,6 +12,7 @@ use crate::common::haproxy::{HaProxy, Node, free_range};
 use crate::common::{
     Control, IO_TIMEOUT, Reply, TestServer, assert_success, pseudo_random, run_client,
 };
+use crate::interop::curl;
 
 /// A v2 header (PROXY, TCP) naming `client`, for a server at `server` (same family).
 fn v2(client: &str, server: &str) -> Vec<u8> {
@@ -255,13 +254,6 @@ fn node_behind_haproxy() -> (TestServer, HaProxy) {
         passive,
     }]);
     (server, proxy)
-}
-
-/// Runs `curl -sS ARGS` in `cwd`, bounded.
-fn curl(cwd: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["-sS", "--max-time", "30", "--connect-timeout", "10"];
-    all.extend_from_slice(args);
-    run_client("curl", &all, cwd)
 }
 
 #[test]
