@@ -8,7 +8,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 
 use serde_json::json;
 
-use crate::common::haproxy::{HaProxy, Node, free_range};
+use crate::common::haproxy::{HaProxy, Node, free_range, listening_on};
 use crate::common::{
     Control, IO_TIMEOUT, Reply, TestServer, assert_success, pseudo_random, run_client,
 };
@@ -244,13 +244,8 @@ fn node_behind_haproxy() -> (TestServer, HaProxy) {
     let flags = Node::flags(ip, passive);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = TestServer::start(&flags);
-    assert_eq!(
-        server.addr().ip(),
-        ip,
-        "the node listens on its own address"
-    );
     let proxy = HaProxy::start(&[Node {
-        control: server.addr(),
+        control: listening_on(&server, ip),
         passive,
     }]);
     (server, proxy)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::require_program;
+use super::{TestServer, require_program};
 
 /// HAProxy's program (Debian's is in /usr/sbin, on root's PATH).
 const HAPROXY: &str = "haproxy";
@@ -36,7 +36,8 @@ pub struct Node {
 
 impl Node {
     /// The ferryd flags of a node on `ip` with `passive` as its range behind the balancer:
-    /// listen on `ip`, announce the balancer's address, take PROXY headers from it.
+    /// listen on `ip` too (beside the harness's 127.0.0.1, which the balancer does not use),
+    /// announce the balancer's address, take PROXY headers from it.
     pub fn flags(ip: IpAddr, passive: (u16, u16)) -> Vec<String> {
         vec![
             "--listen".into(),
@@ -49,6 +50,19 @@ impl Node {
             format!("{FRONT_IP}/32"),
         ]
     }
+}
+
+/// Where `server` listens on `ip` (its `listening on` line): a node's control address.
+pub fn listening_on(server: &TestServer, ip: IpAddr) -> SocketAddr {
+    let prefix = format!("listening on {ip}:");
+    server
+        .stderr()
+        .lines()
+        .find_map(|line| {
+            let at = line.find(&prefix)?;
+            line[at + "listening on ".len()..].trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("ferryd does not listen on {ip}:\n{}", server.stderr()))
 }
 
 /// A running HAProxy.

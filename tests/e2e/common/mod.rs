@@ -47,8 +47,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts `ferryd` on `127.0.0.1:0` (or where a `--listen` among them says) with a fresh
-    /// data dir and the given extra flags.
+    /// Starts `ferryd` on `127.0.0.1:0` with a fresh data dir and the given extra flags.
     pub fn start(extra_args: &[&str]) -> TestServer {
         TestServer::spawn_new(extra_args, true)
     }
@@ -277,15 +276,9 @@ fn spawn(
     } else {
         &[ROUNDS, "1000"]
     };
-    // 127.0.0.1 on a port from the OS, unless the test listens elsewhere (a node behind
-    // HAProxy on 127.0.0.11).
-    let listen: &[&str] = if extra.iter().any(|a| a == "--listen") {
-        &[]
-    } else {
-        &["--listen", "127.0.0.1:0"]
-    };
     let mut child = Command::new(FERRYD)
-        .args(listen)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
         .args(rounds)
