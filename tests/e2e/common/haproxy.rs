@@ -55,6 +55,8 @@ impl Node {
 /// Where `server` listens on `ip` (its `listening on` line): a node's control address.
 pub fn listening_on(server: &TestServer, ip: IpAddr) -> SocketAddr {
     let prefix = format!("listening on {ip}:");
+    // Bounded; the harness reports the first listener before its line is kept.
+    server.wait_stderr(&prefix);
     server
         .stderr()
         .lines()
