@@ -21,6 +21,7 @@ mod hostile;
 mod interop;
 mod listing;
 mod protocol;
+mod proxy;
 mod quota;
 mod resume;
 mod s3;
