@@ -16,8 +16,10 @@ use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, UserName, check_password, hash_password,
 };
 use crate::actors::audit_log::{Event, EventKind};
+use crate::audit::table::TableQuery;
 use crate::codec::Password;
 use crate::config::{Config, Quota};
+use crate::db::{Database, DbError};
 use crate::quota::{QuotaLedger, QuotaReport};
 use crate::storage::StoreError;
 use crate::storage::s3::S3SetupError;
@@ -60,6 +62,9 @@ pub enum AdminError {
     /// The S3 settings are incomplete.
     #[error(transparent)]
     S3(#[from] S3SetupError),
+    /// The database (`database_url`) cannot be used.
+    #[error(transparent)]
+    Database(#[from] DbError),
     /// A file, the terminal or the table output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -350,6 +355,8 @@ pub struct LogFilter {
     pub event: Option<EventKind>,
     /// Only the last N matching events.
     pub tail: Option<usize>,
+    /// Only events of this node.
+    pub node: Option<String>,
 }
 
 impl LogFilter {
@@ -358,7 +365,34 @@ impl LogFilter {
             .as_deref()
             .is_none_or(|user| event.user.as_deref() == Some(user))
             && self.event.is_none_or(|kind| event.event == kind)
+            && self
+                .node
+                .as_deref()
+                .is_none_or(|node| event.node.as_deref() == Some(node))
     }
+}
+
+/// With `database_url`: the `audit_log` table of every node as [`log_table`] shows a file,
+/// with a node column.
+fn log_table_db(config: &Config, filter: &LogFilter) -> Result<String, AdminError> {
+    let config = config.clone();
+    let query = TableQuery {
+        user: filter.user.clone(),
+        kind: filter.event,
+        node: filter.node.clone(),
+        tail: filter.tail,
+    };
+    let (events, skipped) = crate::db::wait_here(async move {
+        let db = Database::open_tool(&config).await?;
+        crate::audit::table::read(&db, query).await
+    })?;
+    let mut out = events_table(events, true)?;
+    if skipped > 0 {
+        out.push_str(&format!(
+            "\n{skipped} record(s) of audit_log skipped: not valid audit events"
+        ));
+    }
+    Ok(out)
 }
 
 /// The audit log (`log_dir/audit.jsonl` after its rotated files `audit.jsonl.N` ..
@@ -369,6 +403,9 @@ impl LogFilter {
 /// # Errors
 /// The log cannot be read.
 pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminError> {
+    if config.database_url.is_some() {
+        return log_table_db(config, filter);
+    }
     let current = config.log_dir().join("audit.jsonl");
     let rotated = (1..=config.audit_keep).rev().map(|n| {
         let mut name = current.clone().into_os_string();
@@ -414,8 +451,23 @@ pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminErr
         }
     }
 
+    let mut out = events_table(shown, false)?;
+    if skipped > 0 {
+        out.push_str(&format!(
+            "\n{skipped} line(s) of {} (or its rotated files) skipped: not valid audit events",
+            current.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// The table of [`log_table`], with a node column first when `with_node`.
+fn events_table(
+    events: impl IntoIterator<Item = Event>,
+    with_node: bool,
+) -> Result<String, AdminError> {
     let opt = |v: Option<String>| v.unwrap_or_default().cell();
-    let rows: Vec<_> = shown
+    let rows: Vec<_> = events
         .into_iter()
         .map(|e| {
             let what = match (e.command, e.path, e.target) {
@@ -424,36 +476,36 @@ pub fn log_table(config: &Config, filter: &LogFilter) -> Result<String, AdminErr
                 (None, Some(path), None) => path,
                 (None, None, _) => String::new(),
             };
-            vec![
-                e.time.cell(),
-                e.session.cell(),
-                e.peer.cell(),
-                opt(e.user),
-                e.event.as_str().cell(),
-                what.cell(),
-                opt(e.bytes.map(|b| b.to_string())),
-                opt(e.code.map(|c| c.to_string())),
-            ]
+            let node = with_node.then(|| opt(e.node));
+            node.into_iter()
+                .chain([
+                    e.time.cell(),
+                    e.session.cell(),
+                    e.peer.cell(),
+                    opt(e.user),
+                    e.event.as_str().cell(),
+                    what.cell(),
+                    opt(e.bytes.map(|b| b.to_string())),
+                    opt(e.code.map(|c| c.to_string())),
+                ])
+                .collect::<Vec<_>>()
         })
         .collect();
-    let title = [
-        "time",
-        "session",
-        "peer",
-        "user",
-        "event",
-        "command/path",
-        "bytes",
-        "code",
-    ];
-    let mut out = crate::table::render(&title, rows)?;
-    if skipped > 0 {
-        out.push_str(&format!(
-            "\n{skipped} line(s) of {} (or its rotated files) skipped: not valid audit events",
-            current.display()
-        ));
-    }
-    Ok(out)
+    let node = with_node.then_some("node");
+    let title: Vec<&str> = node
+        .into_iter()
+        .chain([
+            "time",
+            "session",
+            "peer",
+            "user",
+            "event",
+            "command/path",
+            "bytes",
+            "code",
+        ])
+        .collect();
+    Ok(crate::table::render(&title, rows)?)
 }
 
 /// Reads a new password: from a terminal without echo, asked twice and required to match, or
@@ -683,9 +735,16 @@ mod tests {
             user: Some("alice".into()),
             event: Some(EventKind::Command),
             tail: Some(2),
+            ..LogFilter::default()
         };
         let table = log_table(&cfg, &tail).expect("table");
         assert!(table.contains("CMD2") && table.contains("CMD4"), "{table}");
+        let elsewhere = LogFilter {
+            node: Some("n9".into()),
+            ..LogFilter::default()
+        };
+        let table = log_table(&cfg, &elsewhere).expect("table");
+        assert!(!table.contains("CMD"), "no events of node n9: {table}");
         assert!(
             !table.contains("CMD0") && !table.contains("login_failed"),
             "{table}"

@@ -20,8 +20,8 @@
 //!   JSON store, password hashing, invitations.
 //! - [`admission`]: the live sessions under their caps (in all, per address through the
 //!   shared state) and the messages sent to them (shutdown, a ban of their address).
-//! - [`audit`]: audit events, their sinks (`audit.jsonl`, xferlog) with rotation, and the
-//!   noise policy.
+//! - [`audit`]: audit events, their sinks (`audit.jsonl`, xferlog, the `audit_log` table)
+//!   with rotation, and the noise policy.
 //! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
 //!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
 //!   in-place uploads); the memory backend the tests run beside it; the S3 backend (marker

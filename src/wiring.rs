@@ -395,8 +395,13 @@ impl Backends {
         };
         let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
         let remains = remains(config)?;
-        let audit = AuditLog::start(&config.log_dir(), AuditPolicy::from_config(config))
-            .map_err(in_dir(config.log_dir()))?;
+        let audit = AuditLog::start(
+            &config.log_dir(),
+            AuditPolicy::from_config(config),
+            &config.node_name(),
+            database.clone(),
+        )
+        .map_err(in_dir(config.log_dir()))?;
         Ok(Backends {
             accounts,
             invites,

@@ -129,6 +129,19 @@ impl Database {
         Ok(db)
     }
 
+    /// For operator commands (`ferryd log`): the pool, with the schema brought up to date,
+    /// but without this node's row or heartbeat, so a command run beside a live node of the
+    /// same name is not refused.
+    ///
+    /// # Errors
+    /// As for [`Database::open`], but for a node's name.
+    pub async fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
+        let db = Arc::new(Database::connect(config)?);
+        let opened = Arc::clone(&db);
+        on_db(async move { migrate::run(&opened).await }).await?;
+        Ok(db)
+    }
+
     /// The pool for `config`, without connecting yet.
     fn connect(config: &Config) -> Result<Database, DbError> {
         let url = config

@@ -104,7 +104,9 @@ impl PgTestServer {
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", self.dir.display()))
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            // fsync off, but commits still written to the WAL before they return: `stop()`
+            // kills the server, and what was committed must survive that as it would a crash.
+            .args(["-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
