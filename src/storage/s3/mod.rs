@@ -51,7 +51,8 @@ use crate::quota::{QuotaLedger, UsageCounter};
 use crate::state::{LocalState, SharedState};
 use crate::storage::{ANONYMOUS, PathLimits, StoreError};
 
-/// The key every start-up probe writes and removes under the prefix.
+/// The start of the key a start-up probe writes and removes under the prefix; a random token
+/// follows, so nodes of a cluster that start together never read or remove each other's.
 const PROBE_KEY: &str = ".ferry-probe";
 
 /// Where the bucket is and how to reach it, from the configuration and the environment.
@@ -469,7 +470,7 @@ impl S3Storage {
     /// missing bucket).
     pub async fn probe(&self) -> Result<(), S3SetupError> {
         let store = Arc::clone(&self.store);
-        let key = self.key_of(PROBE_KEY);
+        let key = self.key_of(&format!("{PROBE_KEY}-{:016x}", rand::random::<u64>()));
         let prefix = self.key_of("").to_string();
         let outcome = on_io(async move {
             // A listing first: some servers create a missing bucket on a put. One key is
