@@ -7,6 +7,7 @@
 
 pub mod bucket;
 pub mod local;
+pub mod postgres;
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use bucket::RateLimiter;
 pub use local::LocalState;
+pub use postgres::PgState;
 
 /// The shared state could not be read or changed (a database that is down, in a cluster).
 /// Callers fail closed: the connection, login or transfer asked for is refused.
@@ -136,7 +138,15 @@ pub trait SharedState: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StateError`] when the claim cannot be taken.
     fn quota_claim(&self, user: &str, file: &[u8]) -> Result<Option<Lease>, StateError>;
+
+    /// Registers `watcher`, called with each address another node banned, so this node ends
+    /// its sessions from it (a ban decided here is told by the session that caused it). A
+    /// single server has no other nodes: the default does nothing.
+    fn watch_bans(&self, _watcher: BanWatcher) {}
 }
+
+/// Called with an address that another node just banned.
+pub type BanWatcher = Arc<dyn Fn(IpAddr) + Send + Sync>;
 
 /// Bytes and files that the running uploads of a user hold reserved against the quota.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
