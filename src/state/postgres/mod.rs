@@ -28,8 +28,8 @@ use crate::config::Config;
 use crate::db::{Database, DbError, secs};
 use crate::state::local::REGISTRATION_WINDOW;
 use crate::state::{
-    BanWatcher, Direction, Failure, HashTurn, Lease, LeaseKey, LocalState, RateLimiter, Release, Reserved,
-    Room, SharedState, StateError, StateFuture, TransferPermit,
+    BanWatcher, Direction, Failure, HashTurn, Lease, LeaseKey, LocalState, RateLimiter, Release,
+    Reserved, Room, SharedState, StateError, StateFuture, TransferPermit,
 };
 
 /// How much a reservation takes ahead of what an upload asked for, so a running upload goes
@@ -146,8 +146,8 @@ impl View {
             }
         }
         if matches!(kind, Count::User | Count::Transfer)
-            && self.own.get(&(Count::User, key.to_owned())).is_none()
-            && self.own.get(&(Count::Transfer, key.to_owned())).is_none()
+            && !self.own.contains_key(&(Count::User, key.to_owned()))
+            && !self.own.contains_key(&(Count::Transfer, key.to_owned()))
         {
             self.budgets.remove(key);
         }

@@ -35,12 +35,9 @@ async fn run(weak: Weak<Inner>, period: Duration) {
         if refresh {
             due = now + period;
         }
-        let round = tokio::time::timeout(
-            QUERY_LIMIT,
-            round(&weak, &inner, &mut listener, refresh),
-        )
-        .await
-        .unwrap_or_else(|_| Err(DbError::Unavailable("the database timed out".into())));
+        let round = tokio::time::timeout(QUERY_LIMIT, round(&weak, &inner, &mut listener, refresh))
+            .await
+            .unwrap_or_else(|_| Err(DbError::Unavailable("the database timed out".into())));
         let down = round.is_err();
         inner.outage(round);
         if down {
@@ -62,7 +59,10 @@ async fn round(
     listener: &mut Option<tokio_postgres::Client>,
     refresh: bool,
 ) -> Result<(), DbError> {
-    if listener.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+    if listener
+        .as_ref()
+        .is_none_or(tokio_postgres::Client::is_closed)
+    {
         *listener = None;
         *listener = Some(listen(weak, inner).await?);
     }
@@ -83,10 +83,7 @@ async fn round(
 }
 
 /// A connection of its own that LISTENs for bans.
-async fn listen(
-    weak: &Weak<Inner>,
-    inner: &Arc<Inner>,
-) -> Result<tokio_postgres::Client, DbError> {
+async fn listen(weak: &Weak<Inner>, inner: &Arc<Inner>) -> Result<tokio_postgres::Client, DbError> {
     let weak = weak.clone();
     let client = inner
         .db
@@ -407,7 +404,9 @@ impl Inner {
         match round {
             Ok(()) => {
                 if self.down.swap(false, Ordering::Relaxed) {
-                    log::info!("shared state: the database is back; this node's changes are written");
+                    log::info!(
+                        "shared state: the database is back; this node's changes are written"
+                    );
                 }
             }
             Err(e) => {
