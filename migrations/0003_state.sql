@@ -59,3 +59,12 @@ CREATE TABLE quota_reservations (
     PRIMARY KEY (instance, user_name)
 );
 CREATE INDEX quota_reservations_user ON quota_reservations (user_name);
+
+-- What each account's home holds (the usage ledger of a cluster); `dirty` while a change
+-- runs, as in the ledger file of a single server.
+CREATE TABLE quota_usage (
+    user_name text PRIMARY KEY,
+    bytes     bigint NOT NULL CHECK (bytes >= 0),
+    files     bigint NOT NULL CHECK (files >= 0),
+    dirty     boolean NOT NULL DEFAULT false
+);

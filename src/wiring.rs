@@ -385,6 +385,10 @@ impl Backends {
         let ledger = quota_ledger(config, Arc::clone(&accounts) as Arc<dyn AccountStore>)
             .map_err(in_dir(config.usage_dir()))?
             .with_shared_state(Arc::clone(&state));
+        let ledger = match &database {
+            Some(db) => ledger.with_database(Arc::clone(db)),
+            None => ledger,
+        };
         // A recount walks a home or lists a bucket: off the runtime thread.
         let ledger = tokio::task::spawn_blocking(move || ledger.recover().map(|_| ledger))
             .await

@@ -32,15 +32,21 @@ pub(super) struct ChargeInner {
 impl ChargeInner {
     /// Gives back the reservations; call with the user's lock held.
     pub(super) fn release(&mut self) {
-        let less = Reserved {
+        let less = self.take();
+        self.ledger.state.release_quota(&self.user, less);
+    }
+
+    /// Ends the reservations here and returns them, for the caller to give back.
+    pub(super) fn take(&mut self) -> Reserved {
+        let held = Reserved {
             bytes: self.reserved_bytes,
             files: u64::from(self.reserved_file),
         };
-        self.ledger.state.release_quota(&self.user, less);
         self.reserved_bytes = 0;
         self.reserved_file = false;
         self.claim = None;
         self.credit = 0;
+        held
     }
 
     /// The first change in place: the ledger is dirty on disk until the last writer ends.

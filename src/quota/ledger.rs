@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Quota};
+use crate::db::Database;
 use crate::json_file::TempFile;
 use crate::state::{LocalState, Reserved, Room, SharedState};
 
@@ -86,6 +87,10 @@ impl UserState {
         Room {
             bytes: limits.bytes.map(|l| l.saturating_sub(usage.bytes)),
             files: limits.files.map(|l| l.saturating_sub(usage.files)),
+            basis: Some(Reserved {
+                bytes: stored.bytes,
+                files: stored.files,
+            }),
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct QuotaLedger {
     pub(super) users: Mutex<HashMap<String, Arc<Mutex<UserState>>>>,
     /// Where running uploads reserve.
     pub(super) state: Arc<dyn SharedState>,
+    /// Where the usage is kept in a cluster, instead of the files in `dir`.
+    pub(super) database: Option<Arc<Database>>,
 }
 
 impl std::fmt::Debug for QuotaLedger {
@@ -134,6 +141,7 @@ impl QuotaLedger {
             limits,
             users: Mutex::default(),
             state: LocalState::shared(&Config::default()),
+            database: None,
         })
     }
 
@@ -148,6 +156,14 @@ impl QuotaLedger {
     /// ledger's own).
     pub fn with_shared_state(mut self, state: Arc<dyn SharedState>) -> QuotaLedger {
         self.state = state;
+        self
+    }
+
+    /// Keeps the usage in `db`'s `quota_usage` table instead of the files (a cluster: every
+    /// node checks against the same usage). Recovery at start is then left to the operator's
+    /// recount: a dirty row may be another live node's change.
+    pub fn with_database(mut self, db: Arc<Database>) -> QuotaLedger {
+        self.database = Some(db);
         self
     }
 
@@ -211,6 +227,13 @@ impl QuotaLedger {
 
     /// Must be called with the user's lock held.
     pub(super) fn load(&self, user: &str) -> io::Result<Stored> {
+        if let Some(db) = &self.database {
+            if let Some(stored) = super::table::load(db, user)? {
+                return Ok(stored);
+            }
+            log::info!("no usage row for {user}; counting the home");
+            return self.count(user);
+        }
         match fs::read(self.path(user)) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(stored) => return Ok(stored),
@@ -221,6 +244,11 @@ impl QuotaLedger {
             }
             Err(e) => return Err(e),
         }
+        self.count(user)
+    }
+
+    /// Counts `user`'s home and stores the result; with the user's lock held.
+    fn count(&self, user: &str) -> io::Result<Stored> {
         let usage = self.counter.count(user)?;
         let stored = Stored {
             bytes: usage.bytes,
@@ -233,6 +261,9 @@ impl QuotaLedger {
 
     /// Must be called with the user's lock held. Temp file beside it, then rename: atomic.
     pub(super) fn store(&self, user: &str, stored: Stored) -> io::Result<()> {
+        if let Some(db) = &self.database {
+            return super::table::store(db, user, stored);
+        }
         let json = serde_json::to_vec(&stored).map_err(io::Error::other)?;
         // A process crash keeps the page cache, and the dirty mark covers it; after a power
         // loss the operator recounts (no fsync on this hot path).

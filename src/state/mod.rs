@@ -164,6 +164,10 @@ pub struct Room {
     pub bytes: Option<u64>,
     /// Files left.
     pub files: Option<u64>,
+    /// The stored usage the room was computed from, when the state can read that usage again
+    /// (a cluster's database): the reservation then checks against the usage at its own
+    /// moment, so another node's upload settled meanwhile is not counted twice or missed.
+    pub basis: Option<Reserved>,
 }
 
 /// Logs that `what` is refused because the state is unavailable: callers fail closed.

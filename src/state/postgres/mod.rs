@@ -580,11 +580,15 @@ impl SharedState for PgState {
                         &[&name],
                     )
                     .await?;
+                    // One statement, one snapshot: an upload another node settled is
+                    // either still reserved or already in the usage, never neither.
                     let row = tx
                         .query_one(
-                            "SELECT coalesce(sum(bytes), 0)::bigint, \
-                                    coalesce(sum(files), 0)::bigint \
-                             FROM quota_reservations WHERE user_name = $1",
+                            "SELECT coalesce(sum(r.bytes), 0)::bigint, \
+                                    coalesce(sum(r.files), 0)::bigint, \
+                                    (SELECT bytes FROM quota_usage WHERE user_name = $1), \
+                                    (SELECT files FROM quota_usage WHERE user_name = $1) \
+                             FROM quota_reservations r WHERE r.user_name = $1",
                             &[&name],
                         )
                         .await?;
@@ -592,7 +596,14 @@ impl SharedState for PgState {
                         bytes: count(row.get(0)),
                         files: count(row.get(1)),
                     };
-                    let Some(taken) = fit(all, need, room) else {
+                    let usage = row
+                        .get::<_, Option<i64>>(2)
+                        .zip(row.get::<_, Option<i64>>(3))
+                        .map(|(bytes, files)| Reserved {
+                            bytes: count(bytes),
+                            files: count(files),
+                        });
+                    let Some(taken) = fit(all, need, narrowed(room, usage)) else {
                         return Ok(None);
                     };
                     tx.execute(
@@ -657,6 +668,22 @@ impl SharedState for PgState {
 impl Grant {
     fn idle(&self) -> bool {
         self.held == Reserved::default() && self.used == Reserved::default()
+    }
+}
+
+/// `room` less what the stored usage grew by since the room was computed from it (`basis`);
+/// a usage that shrank meanwhile leaves it as it is.
+fn narrowed(room: Room, usage: Option<Reserved>) -> Room {
+    let (Some(basis), Some(usage)) = (room.basis, usage) else {
+        return room;
+    };
+    let less = |room: Option<u64>, now: u64, then: u64| {
+        room.map(|room| room.saturating_sub(now.saturating_sub(then)))
+    };
+    Room {
+        bytes: less(room.bytes, usage.bytes, basis.bytes),
+        files: less(room.files, usage.files, basis.files),
+        basis: room.basis,
     }
 }
 
