@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Quota;
 use crate::state::{Lease, Reserved};
 
-use super::ledger::{Stored, UserState, lock};
+use super::ledger::{UserState, lock};
 use super::{QuotaError, QuotaLedger};
 
 #[derive(Debug)]
@@ -59,12 +59,8 @@ impl ChargeInner {
             .load(&self.user)
             .map_err(QuotaError::Unavailable)?;
         if !stored.dirty {
-            let dirty = Stored {
-                dirty: true,
-                ..stored
-            };
             self.ledger
-                .store(&self.user, dirty)
+                .mark_dirty(&self.user, stored)
                 .map_err(QuotaError::Unavailable)?;
         }
         state.writers += 1;
@@ -125,10 +121,10 @@ impl Charge {
         let more = need.saturating_sub(inner.reserved_bytes);
         if more > 0 {
             let state = Arc::clone(&inner.state);
-            let state = lock(&state);
+            let mut state = lock(&state);
             let stored = inner
                 .ledger
-                .load(&inner.user)
+                .load_for_reserve(&inner.user, &mut state)
                 .map_err(QuotaError::Unavailable)?;
             let bytes = Reserved {
                 bytes: more,

@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,10 @@ use super::charge::ChargeInner;
 use super::{
     Charge, FileId, LimitSource, QuotaError, QuotaReport, TreeCounter, Usage, UsageCounter,
 };
+
+/// How long a cluster's running upload reuses the usage it read (see
+/// [`QuotaLedger::load_for_reserve`]).
+const CACHED_USAGE: Duration = Duration::from_secs(1);
 
 /// The ledger file: usage, and whether a change may have been cut short.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -49,6 +54,8 @@ pub(super) struct UserState {
     pub(super) pending_files: i128,
     /// In-place uploads that have changed their file (the ledger stays dirty while any runs).
     pub(super) writers: u32,
+    /// In a cluster: the row as last read, and when (see [`QuotaLedger::load_for_reserve`]).
+    pub(super) cached: Option<(Stored, Instant)>,
 }
 
 impl UserState {
@@ -274,20 +281,52 @@ impl QuotaLedger {
         temp.replace(&self.dir, user, &json, &self.path(user))
     }
 
-    /// Writes what in-place writes changed into the ledger file; dirty while writers run.
-    /// Must be called with the user's lock held.
-    pub(super) fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) {
-        let result = self.load(user).and_then(|stored| {
-            let usage = state.usage(stored);
-            self.store(
+    /// Marks the usage dirty before a change (`stored` is what was loaded); with the user's
+    /// lock held. In a cluster only the flag is written: the usage may have moved meanwhile.
+    pub(super) fn mark_dirty(&self, user: &str, stored: Stored) -> io::Result<()> {
+        match &self.database {
+            Some(db) => super::table::mark(db, user),
+            None => self.store(
                 user,
                 Stored {
-                    bytes: shift(usage.bytes, delta.0),
-                    files: shift(usage.files, delta.1),
-                    dirty: state.writers > 0,
+                    dirty: true,
+                    ..stored
                 },
-            )
-        });
+            ),
+        }
+    }
+
+    /// The stored usage for a reservation: in a cluster, one read a moment ago will do, as
+    /// the reservation checks against the usage of its own moment (`Room::basis`), so a
+    /// running upload does not read the row for every chunk.
+    pub(super) fn load_for_reserve(&self, user: &str, state: &mut UserState) -> io::Result<Stored> {
+        if self.database.is_none() {
+            return self.load(user);
+        }
+        if let Some((stored, at)) = state.cached
+            && at.elapsed() < CACHED_USAGE
+        {
+            return Ok(stored);
+        }
+        let stored = self.load(user)?;
+        state.cached = Some((stored, Instant::now()));
+        Ok(stored)
+    }
+
+    /// Writes what in-place writes changed into the ledger file; dirty while writers run.
+    /// Must be called with the user's lock held. In a cluster the change is added to the
+    /// row in one statement, so two nodes' changes add up.
+    pub(super) fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) {
+        state.cached = None;
+        let result = match &self.database {
+            Some(db) => super::table::add(
+                db,
+                user,
+                (state.pending_bytes + delta.0, state.pending_files + delta.1),
+                state.writers > 0,
+            ),
+            None => self.write_back(user, state, delta),
+        };
         match result {
             Ok(()) => {
                 state.pending_bytes = 0;
@@ -300,6 +339,19 @@ impl QuotaLedger {
                 log::error!("cannot update the usage of {user}: {e}");
             }
         }
+    }
+
+    /// [`QuotaLedger::flush`] for the file: what it holds plus the changes, written whole.
+    fn write_back(&self, user: &str, state: &UserState, delta: (i128, i128)) -> io::Result<()> {
+        let usage = state.usage(self.load(user)?);
+        self.store(
+            user,
+            Stored {
+                bytes: shift(usage.bytes, delta.0),
+                files: shift(usage.files, delta.1),
+                dirty: state.writers > 0,
+            },
+        )
     }
 
     /// Starts the accounting of one upload. `new_file` reserves a file slot (the upload will

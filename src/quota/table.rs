@@ -56,3 +56,46 @@ pub(super) fn store(db: &Arc<Database>, user: &str, stored: Stored) -> io::Resul
     })
     .map_err(io::Error::other)
 }
+
+/// Adds `bytes` and `files` (negative: takes away) to `user`'s row in one statement, so the
+/// changes of two nodes add up; `dirty` as the caller's writers say.
+pub(super) fn add(
+    db: &Arc<Database>,
+    user: &str,
+    (bytes, files): (i128, i128),
+    dirty: bool,
+) -> io::Result<()> {
+    let user = user.to_owned();
+    let delta = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
+    let (bytes, files) = (delta(bytes), delta(files));
+    let changed = db
+        .wait(move |client| async move {
+            Ok(client
+                .execute(
+                    "UPDATE quota_usage SET bytes = greatest(bytes + $2, 0), \
+                       files = greatest(files + $3, 0), dirty = $4 WHERE user_name = $1",
+                    &[&user, &bytes, &files, &dirty],
+                )
+                .await?)
+        })
+        .map_err(io::Error::other)?;
+    if changed == 0 {
+        return Err(io::Error::other("no usage row to change"));
+    }
+    Ok(())
+}
+
+/// Marks `user`'s row dirty, keeping its usage (another node may have changed it).
+pub(super) fn mark(db: &Arc<Database>, user: &str) -> io::Result<()> {
+    let user = user.to_owned();
+    db.wait(move |client| async move {
+        client
+            .execute(
+                "UPDATE quota_usage SET dirty = true WHERE user_name = $1",
+                &[&user],
+            )
+            .await?;
+        Ok(())
+    })
+    .map_err(io::Error::other)
+}

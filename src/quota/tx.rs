@@ -107,12 +107,8 @@ impl Tx<'_> {
             return Ok(());
         };
         if !tx.marked && !tx.stored.dirty {
-            let dirty = Stored {
-                dirty: true,
-                ..tx.stored
-            };
             tx.ledger
-                .store(tx.user, dirty)
+                .mark_dirty(tx.user, tx.stored)
                 .map_err(QuotaError::Unavailable)?;
         }
         tx.marked = true;

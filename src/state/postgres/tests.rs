@@ -458,3 +458,36 @@ async fn uploads_of_one_user_on_two_nodes_share_one_usage_and_limit() {
     );
     next.add(limit - size).expect("exactly the rest");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_two_nodes_at_once_add_up() {
+    use crate::quota::QuotaError;
+    let server = PgTestServer::start().expect("postgres");
+    let (db_a, a) = node(&server, "a").await;
+    let (db_b, b) = node(&server, "b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("home/alice")).expect("home");
+    let ledgers = [
+        ledger_of(&dir, &db_a, &a, u64::MAX),
+        ledger_of(&dir, &db_b, &b, u64::MAX),
+    ];
+    std::thread::scope(|scope| {
+        for ledger in &ledgers {
+            scope.spawn(move || {
+                for _ in 0..20 {
+                    ledger
+                        .change(ALICE, |tx| {
+                            tx.mark()?;
+                            tx.record(100, 1);
+                            Ok::<_, QuotaError>(())
+                        })
+                        .expect("change");
+                }
+            });
+        }
+    });
+    for ledger in &ledgers {
+        let usage = ledger.usage(ALICE).expect("usage");
+        assert_eq!((usage.bytes, usage.files), (4000, 40), "no change is lost");
+    }
+}
