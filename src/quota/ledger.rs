@@ -239,7 +239,13 @@ impl QuotaLedger {
                 return Ok(stored);
             }
             log::info!("no usage row for {user}; counting the home");
-            return self.count(user);
+            let usage = self.counter.count(user)?;
+            let counted = Stored {
+                bytes: usage.bytes,
+                files: usage.files,
+                dirty: false,
+            };
+            return super::table::create(db, user, counted);
         }
         match fs::read(self.path(user)) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {

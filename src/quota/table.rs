@@ -99,3 +99,40 @@ pub(super) fn mark(db: &Arc<Database>, user: &str) -> io::Result<()> {
     })
     .map_err(io::Error::other)
 }
+
+/// Creates `user`'s row from a count unless another node created it meanwhile; the row as
+/// it is then.
+pub(super) fn create(db: &Arc<Database>, user: &str, counted: Stored) -> io::Result<Stored> {
+    let user = user.to_owned();
+    db.wait(move |client| async move {
+        let made = client
+            .query_opt(
+                "WITH made AS (INSERT INTO quota_usage (user_name, bytes, files) \
+                   VALUES ($1, $2, $3) ON CONFLICT (user_name) DO NOTHING \
+                   RETURNING bytes, files, dirty) \
+                 SELECT bytes, files, dirty FROM made UNION ALL \
+                 SELECT bytes, files, dirty FROM quota_usage WHERE user_name = $1 \
+                   AND NOT EXISTS (SELECT 1 FROM made)",
+                &[&user, &bigint(counted.bytes), &bigint(counted.files)],
+            )
+            .await?;
+        // A row another node committed after this statement's snapshot began: read again.
+        let row = match made {
+            Some(row) => row,
+            None => {
+                client
+                    .query_one(
+                        "SELECT bytes, files, dirty FROM quota_usage WHERE user_name = $1",
+                        &[&user],
+                    )
+                    .await?
+            }
+        };
+        Ok(Stored {
+            bytes: count(row.get(0)),
+            files: count(row.get(1)),
+            dirty: row.get(2),
+        })
+    })
+    .map_err(io::Error::other)
+}
