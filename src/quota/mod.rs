@@ -134,4 +134,6 @@ pub enum QuotaError {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;

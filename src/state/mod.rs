@@ -21,7 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use bucket::RateLimiter;
 pub use local::LocalState;
-pub use postgres::PgState;
+pub use postgres::{GRANT, PgState};
 
 /// The shared state could not be read or changed (a database that is down, in a cluster).
 /// Callers fail closed: the connection, login or transfer asked for is refused.

@@ -709,4 +709,4 @@ fn fit(all: Reserved, need: Reserved, room: Room) -> Option<Reserved> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

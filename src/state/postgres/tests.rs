@@ -25,7 +25,7 @@ fn config(server: &PgTestServer, name: &str) -> Config {
     config
 }
 
-async fn node(server: &PgTestServer, name: &str) -> (Arc<Database>, PgState) {
+pub(crate) async fn node(server: &PgTestServer, name: &str) -> (Arc<Database>, PgState) {
     let config = config(server, name);
     let db = Database::open(&config).await.expect("open");
     let state = PgState::new(&config, Arc::clone(&db));
@@ -33,7 +33,7 @@ async fn node(server: &PgTestServer, name: &str) -> (Arc<Database>, PgState) {
 }
 
 /// Polls `check` every 50 ms until it holds; false when `limit` passes first.
-async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if check() {
@@ -365,129 +365,4 @@ async fn without_the_database_views_answer_and_the_rest_is_refused_until_it_is_b
     })
     .await;
     assert!(back, "locks work again");
-}
-
-/// A node's usage ledger over the shared homes in `dir`, its usage in the database.
-fn ledger_of(
-    dir: &tempfile::TempDir,
-    db: &Arc<Database>,
-    state: &PgState,
-    limit: u64,
-) -> Arc<crate::quota::QuotaLedger> {
-    let limits = move |_: &str| crate::config::Quota {
-        bytes: Some(limit),
-        files: None,
-    };
-    let ledger = crate::quota::QuotaLedger::new(
-        dir.path().join(format!("usage-{}", db.node())),
-        dir.path().join("home"),
-        Arc::new(limits),
-    )
-    .expect("ledger")
-    .with_shared_state(Arc::new(state.clone()))
-    .with_database(Arc::clone(db));
-    Arc::new(ledger)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uploads_of_one_user_on_two_nodes_share_one_usage_and_limit() {
-    use crate::quota::{Charge, QuotaError};
-    let server = PgTestServer::start().expect("postgres");
-    let (db_a, a) = node(&server, "a").await;
-    let (db_b, b) = node(&server, "b").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("home/alice")).expect("home");
-    let limit = 3 * GRANT + 777;
-    let ledgers = [
-        ledger_of(&dir, &db_a, &a, limit),
-        ledger_of(&dir, &db_b, &b, limit),
-    ];
-    let chunk = 64 * 1024;
-    let charges: Vec<(Charge, u64)> = std::thread::scope(|scope| {
-        let uploads: Vec<_> = ledgers
-            .iter()
-            .map(|ledger| {
-                scope.spawn(move || {
-                    let mut charge = ledger.charge(ALICE, true, None).expect("charge");
-                    // Bounded: the limit holds fewer chunks than this.
-                    for n in 0..10_000 {
-                        match charge.add(chunk) {
-                            Ok(()) => {}
-                            Err(QuotaError::Exceeded) => return (charge, n * chunk),
-                            Err(e) => panic!("ledger: {e}"),
-                        }
-                    }
-                    panic!("never refused");
-                })
-            })
-            .collect();
-        uploads
-            .into_iter()
-            .map(|u| u.join().expect("upload"))
-            .collect()
-    });
-    let written: u64 = charges.iter().map(|c| c.1).sum();
-    assert!(written <= limit, "{written} written past {limit}");
-    assert!(written + 2 * GRANT >= limit, "only {written} of {limit}");
-
-    // a commits its upload (as a file store does); b's is dropped.
-    let mut charges = charges.into_iter();
-    let (mut mine, size) = charges.next().expect("a's");
-    drop(charges);
-    ledgers[0]
-        .change(ALICE, |tx| {
-            tx.settle(&mut mine);
-            tx.fits(i128::from(size), 1)?;
-            tx.mark()?;
-            tx.record(i128::from(size), 1);
-            Ok::<_, QuotaError>(())
-        })
-        .expect("commit");
-    drop(mine);
-    let usage = ledgers[1].usage(ALICE).expect("usage");
-    assert_eq!(usage.bytes, size, "b sees what a committed");
-    let settled = eventually(Duration::from_secs(5), || {
-        b.quota_reserved(ALICE).expect("read") == Reserved::default()
-    })
-    .await;
-    assert!(settled, "nothing stays reserved");
-    let mut next = ledgers[1].charge(ALICE, false, None).expect("charge");
-    assert!(
-        matches!(next.add(limit - size + 1), Err(QuotaError::Exceeded)),
-        "b's room is what a's commit left"
-    );
-    next.add(limit - size).expect("exactly the rest");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_on_two_nodes_at_once_add_up() {
-    use crate::quota::QuotaError;
-    let server = PgTestServer::start().expect("postgres");
-    let (db_a, a) = node(&server, "a").await;
-    let (db_b, b) = node(&server, "b").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("home/alice")).expect("home");
-    let ledgers = [
-        ledger_of(&dir, &db_a, &a, u64::MAX),
-        ledger_of(&dir, &db_b, &b, u64::MAX),
-    ];
-    std::thread::scope(|scope| {
-        for ledger in &ledgers {
-            scope.spawn(move || {
-                for _ in 0..20 {
-                    ledger
-                        .change(ALICE, |tx| {
-                            tx.mark()?;
-                            tx.record(100, 1);
-                            Ok::<_, QuotaError>(())
-                        })
-                        .expect("change");
-                }
-            });
-        }
-    });
-    for ledger in &ledgers {
-        let usage = ledger.usage(ALICE).expect("usage");
-        assert_eq!((usage.bytes, usage.files), (4000, 40), "no change is lost");
-    }
 }
