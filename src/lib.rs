@@ -11,7 +11,7 @@
 //! - [`db`]: PostgreSQL for a cluster: the pool on its own runtime, numbered migrations
 //!   under an advisory lock, the node's row and heartbeat, a test server.
 //! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
-//!   reservations) behind one trait, in process here.
+//!   reservations) behind one trait: in process, or in the cluster's database.
 //! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
 //! - [`quota`]: per-user quotas: the usage ledger, changes under the user's lock, the charge of
 //!   a running upload, recounts (by a `UsageCounter`: a directory walk, or a bucket listing).

@@ -16,6 +16,7 @@ mod client_pty;
 mod client_script;
 mod client_sync;
 mod cluster_audit;
+mod cluster_state;
 mod defences;
 mod ftp_clients;
 mod hostile;

@@ -452,10 +452,12 @@ impl S3Storage {
         self.quota.as_ref().filter(|_| user != ANONYMOUS)
     }
 
-    /// The exclusive right to rewrite (or create as STOU) the object `key`.
-    fn write_lock(&self, key: &str) -> Result<crate::state::Lease, StoreError> {
+    /// The exclusive right to rewrite (or create as STOU) the object `key`; on a blocking
+    /// thread, as a cluster's state asks the database.
+    async fn write_lock(&self, key: &str) -> Result<crate::state::Lease, StoreError> {
         let lock = format!("s3/{:x}/{key}", self.dev);
-        match self.state.write_lock(lock.as_bytes()) {
+        let state = Arc::clone(&self.state);
+        match blocking(move || state.write_lock(lock.as_bytes())).await {
             Ok(Some(lease)) => Ok(lease),
             Ok(None) => Err(StoreError::Busy),
             Err(e) => Err(StoreError::Io(io::Error::other(e))),
