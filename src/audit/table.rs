@@ -4,8 +4,11 @@
 //! [`TableSink::write`] only appends to a bounded backlog and wakes a writer task on the
 //! database runtime, so the [`AuditLog`](crate::actors::audit_log::AuditLog) actor never
 //! waits for the database. The task inserts the backlog in order, one multi-row INSERT per
-//! batch, and retries with backoff while the database is away; a full backlog drops its
-//! oldest events (the local files have them) with a log line counting them.
+//! batch, and retries with backoff while the database is away; a full backlog (by count or
+//! by bytes) drops its oldest events (the local files have them) with a log line counting
+//! them. A batch the database refuses (any error it reports but connection loss, shutdown
+//! or lack of resources) is inserted again one row at a time, and only the refused rows are
+//! skipped, so one bad event does not cost the others.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -20,6 +23,13 @@ use crate::db::{Database, DbError, spawn_on_db};
 
 /// Events kept for the table while the database is away.
 pub const MAX_BACKLOG: usize = 100_000;
+/// Bytes (of the events as JSON) kept for the table while the database is away: a backlog
+/// of long commands reaches this long before [`MAX_BACKLOG`].
+pub const MAX_BACKLOG_BYTES: usize = 64 << 20;
+/// The longest text put into a searchable column (the `event` column keeps the whole
+/// value): PostgreSQL refuses an index row over about 2700 bytes, and a client chooses
+/// the user name and the path.
+const MAX_COLUMN: usize = 256;
 /// Events per INSERT.
 const BATCH: usize = 500;
 /// The first retry's wait; it doubles up to [`MAX_BACKOFF`].
@@ -29,11 +39,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long [`AuditSink::flush`] (at shutdown) waits for the backlog to reach the table.
 const FLUSH_LIMIT: Duration = Duration::from_secs(4);
 
-/// The events the table still lacks, oldest first, each with its sequence number.
+/// The events the table still lacks, oldest first, each with its sequence number and its
+/// size as JSON.
 #[derive(Default)]
 struct Backlog {
-    events: VecDeque<(u64, Event)>,
+    events: VecDeque<(u64, Event, usize)>,
+    /// The sizes of `events`, summed.
+    bytes: usize,
     next_seq: u64,
+    /// Events up to this number go in one at a time: their batch was refused.
+    single_until: Option<u64>,
+    /// Events the database refused, since the sink started.
+    refused: u64,
     /// Dropped since the last count was logged.
     dropped: u64,
     /// The last insert failed for want of a database.
@@ -45,6 +62,7 @@ struct Backlog {
 struct Shared {
     backlog: Mutex<Backlog>,
     cap: usize,
+    cap_bytes: usize,
     /// Events arrived, or the sink closed.
     wake: Notify,
     /// A flush wants a retry now, or the sink closed: cuts a backoff short.
@@ -60,6 +78,14 @@ impl Shared {
     }
 }
 
+impl Backlog {
+    fn pop_front(&mut self) {
+        if let Some((_, _, size)) = self.events.pop_front() {
+            self.bytes -= size;
+        }
+    }
+}
+
 /// Batches events into `audit_log`; see the module documentation.
 pub struct TableSink {
     shared: Arc<Shared>,
@@ -72,14 +98,16 @@ impl TableSink {
     /// A sink over `db` with the default backlog bound, its writer task started on the
     /// database runtime.
     pub fn start(db: Arc<Database>) -> TableSink {
-        TableSink::with_cap(db, MAX_BACKLOG)
+        TableSink::with_caps(db, MAX_BACKLOG, MAX_BACKLOG_BYTES)
     }
 
-    /// As [`TableSink::start`], keeping at most `cap` events while the database is away.
-    pub fn with_cap(db: Arc<Database>, cap: usize) -> TableSink {
+    /// As [`TableSink::start`], keeping at most `cap` events and `cap_bytes` bytes of them
+    /// (as JSON) while the database is away.
+    pub fn with_caps(db: Arc<Database>, cap: usize, cap_bytes: usize) -> TableSink {
         let shared = Arc::new(Shared {
             backlog: Mutex::new(Backlog::default()),
             cap: cap.max(1),
+            cap_bytes,
             wake: Notify::new(),
             hurry: Notify::new(),
             progress: Condvar::new(),
@@ -94,6 +122,16 @@ impl TableSink {
     /// Events not yet in the table.
     pub fn backlog(&self) -> usize {
         self.shared.lock().events.len()
+    }
+
+    /// Bytes (as JSON) of the events not yet in the table.
+    pub fn backlog_bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
+    /// Events the database refused (and the sink skipped) since it started.
+    pub fn refused(&self) -> u64 {
+        self.shared.lock().refused
     }
 }
 
@@ -112,19 +150,26 @@ impl AuditSink for TableSink {
         for event in events {
             let seq = backlog.next_seq;
             backlog.next_seq += 1;
-            backlog.events.push_back((seq, event.clone()));
+            // An event that does not serialize is refused at insert; it weighs nothing here.
+            let size = serde_json::to_vec(event).map_or(0, |json| json.len());
+            backlog.bytes += size;
+            backlog.events.push_back((seq, event.clone(), size));
         }
-        let over = backlog.events.len().saturating_sub(self.shared.cap);
+        let mut over = 0u64;
+        while backlog.events.len() > self.shared.cap || backlog.bytes > self.shared.cap_bytes {
+            backlog.pop_front();
+            over += 1;
+        }
         if over > 0 {
             if backlog.dropped == 0 {
                 log::error!(
-                    "audit table: backlog full ({} events, the database is away): dropping \
-                     the oldest; audit.jsonl and xferlog keep them",
-                    self.shared.cap
+                    "audit table: backlog full ({} events or {} bytes, the database is away): \
+                     dropping the oldest; audit.jsonl and xferlog keep them",
+                    self.shared.cap,
+                    self.shared.cap_bytes
                 );
             }
-            backlog.events.drain(..over);
-            backlog.dropped += over as u64;
+            backlog.dropped += over;
         }
         drop(backlog);
         self.shared.wake.notify_one();
@@ -187,15 +232,23 @@ async fn writer(db: Arc<Database>, shared: Arc<Shared>) {
             if backlog.events.is_empty() && backlog.closed {
                 return;
             }
-            backlog.events.iter().take(BATCH).cloned().collect()
+            let single = backlog
+                .events
+                .front()
+                .zip(backlog.single_until)
+                .is_some_and(|((seq, _, _), until)| *seq <= until);
+            let take = if single { 1 } else { BATCH };
+            let batch = backlog.events.iter().take(take);
+            batch.map(|(seq, event, _)| (*seq, event.clone())).collect()
         };
         let Some(&(last, _)) = batch.last() else {
             shared.wake.notified().await;
             continue;
         };
+        let one = batch.len() == 1;
         let events: Vec<Event> = batch.into_iter().map(|(_, event)| event).collect();
         let outcome = insert(&db, events).await;
-        if !settle(&shared, outcome, last) {
+        if !settle(&shared, outcome, last, one) {
             return;
         }
         if shared.lock().failing {
@@ -211,22 +264,46 @@ async fn writer(db: Arc<Database>, shared: Arc<Shared>) {
     }
 }
 
-/// Takes an insert's outcome into the backlog: the batch up to `last` leaves it unless the
-/// database was away. False when the writer should end (closed, and the database away).
-fn settle(shared: &Shared, outcome: Result<Result<(), String>, DbError>, last: u64) -> bool {
+/// Takes an insert's outcome into the backlog: the events up to `last` leave it when they
+/// are in the table, or (`one` event) when the database refused it; a refused batch is
+/// tried again one event at a time. False when the writer should end (closed, and the
+/// database away).
+fn settle(
+    shared: &Shared,
+    outcome: Result<Result<(), String>, DbError>,
+    last: u64,
+    one: bool,
+) -> bool {
     let mut backlog = shared.lock();
     shared.progress.notify_all();
     match outcome {
+        Ok(Err(why)) if !one => {
+            log::warn!(
+                "audit table: the database refused a batch of events ({why}); inserting them \
+                 one at a time"
+            );
+            backlog.single_until = Some(last);
+            true
+        }
         Ok(rejected) => {
             if let Err(why) = rejected {
+                backlog.refused += 1;
                 log::error!(
-                    "audit table: the database refused a batch of events ({why}); skipped \
-                     (audit.jsonl and xferlog have them)"
+                    "audit table: the database refused event {last} of this run ({why}); \
+                     skipped, {} refused so far (audit.jsonl and xferlog have it)",
+                    backlog.refused
                 );
             }
             // Drops may have taken the front meanwhile: remove by number, not count.
-            while backlog.events.front().is_some_and(|(seq, _)| *seq <= last) {
-                backlog.events.pop_front();
+            while backlog
+                .events
+                .front()
+                .is_some_and(|(seq, _, _)| *seq <= last)
+            {
+                backlog.pop_front();
+            }
+            if backlog.single_until.is_some_and(|until| until <= last) {
+                backlog.single_until = None;
             }
             if backlog.failing {
                 log::info!("audit table: the database is back");
@@ -273,8 +350,8 @@ const INSERT: &str = "INSERT INTO audit_log (time, node, session, peer, user_nam
           WITH ORDINALITY AS x(t, n, s, p, u, k, c, pa, ta, b, d, co, a, cm, cn, e, ord) \
      ORDER BY ord";
 
-/// Inserts `events`: `Ok(Err(why))` when the database refused them as data (a batch that
-/// would fail every time), `Err` when it is away.
+/// Inserts `events`: `Ok(Err(why))` when the database refused them (a batch that would
+/// fail every time), `Err` when it is away.
 async fn insert(db: &Database, events: Vec<Event>) -> Result<Result<(), String>, DbError> {
     db.with(move |client| async move {
         let rows: Vec<Event> = events.iter().map(scrubbed).collect();
@@ -284,16 +361,16 @@ async fn insert(db: &Database, events: Vec<Event>) -> Result<Result<(), String>,
             .collect::<Result<Vec<String>, _>>()
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         let time: Vec<f64> = rows.iter().map(|e| epoch(&e.time)).collect();
-        let node: Vec<String> = rows
+        let node: Vec<&str> = rows
             .iter()
-            .map(|e| e.node.clone().unwrap_or_default())
+            .map(|e| capped(e.node.as_deref().unwrap_or_default()))
             .collect();
         let session: Vec<i64> = rows.iter().map(|e| signed(e.session)).collect();
-        let peer: Vec<&str> = rows.iter().map(|e| e.peer.as_str()).collect();
-        let user: Vec<Option<&str>> = rows.iter().map(|e| e.user.as_deref()).collect();
-        let kind: Vec<&str> = rows.iter().map(|e| e.event.as_str()).collect();
+        let peer: Vec<&str> = rows.iter().map(|e| capped(&e.peer)).collect();
+        let user: Vec<Option<&str>> = rows.iter().map(|e| e.user.as_deref().map(capped)).collect();
+        let kind: Vec<&str> = rows.iter().map(|e| capped(e.event.as_str())).collect();
         let command: Vec<Option<&str>> = rows.iter().map(|e| e.command.as_deref()).collect();
-        let path: Vec<Option<&str>> = rows.iter().map(|e| e.path.as_deref()).collect();
+        let path: Vec<Option<&str>> = rows.iter().map(|e| e.path.as_deref().map(capped)).collect();
         let target: Vec<Option<&str>> = rows.iter().map(|e| e.target.as_deref()).collect();
         let bytes: Vec<Option<i64>> = rows.iter().map(|e| e.bytes.map(signed)).collect();
         let duration: Vec<Option<i64>> = rows.iter().map(|e| e.duration_ms.map(signed)).collect();
@@ -312,18 +389,31 @@ async fn insert(db: &Database, events: Vec<Event>) -> Result<Result<(), String>,
             .await;
         match done {
             Ok(_) => Ok(Ok(())),
-            Err(e) if is_data_error(&e) => Ok(Err(DbError::from(e).to_string())),
+            Err(e) if is_refusal(&e) => Ok(Err(DbError::from(e).to_string())),
             Err(e) => Err(DbError::from(e)),
         }
     })
     .await
 }
 
-/// Whether the database refused the statement for its values (SQLSTATE classes 22, data
-/// exceptions, and 23, constraints): retrying the same batch would fail the same way.
-fn is_data_error(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| matches!(&db.code().code()[..2], "22" | "23"))
+/// Whether the database refused the statement itself (it reported an error: a value, a
+/// constraint, an index row too large), so retrying the same rows would fail the same way.
+/// Connection loss (class 08), a server shutting down (57P0x) and a lack of resources (53)
+/// pass: the database is away for now, and the same rows go in later.
+fn is_refusal(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|state| {
+        let code = state.code();
+        !(code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53"))
+    })
+}
+
+/// At most [`MAX_COLUMN`] bytes of `s`, cut at a character boundary.
+fn capped(s: &str) -> &str {
+    let mut end = s.len().min(MAX_COLUMN);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// `event` with NUL characters replaced (PostgreSQL's text and jsonb refuse them; a client

@@ -104,3 +104,34 @@ fn a_nodes_events_reach_the_audit_table_and_ferryd_log_shows_them() {
         "no events of another node:\n{other}"
     );
 }
+
+/// Review 14a: one failed login with a long, incompressible USER name stops this node's
+/// events from reaching the audit table (btree row limit on audit_log_user_time, SQLSTATE
+/// 54000, taken for "the database is away" and retried forever).
+#[test]
+fn review_a_long_user_name_does_not_stop_the_audit_table() {
+    let pg = PgTestServer::start().expect("postgres");
+    let url = pg.url();
+    let server = TestServer::start(&[
+        "--database-url",
+        &url,
+        "--shared-local-storage",
+        "--node-name",
+        "n1",
+    ]);
+    let out = server.admin(
+        &["user", "add", "alice", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert_success(&out, "user add");
+    let noise = pseudo_random(3000, 5);
+    let name: String = noise.iter().map(|b| char::from(b'!' + b % 90)).collect();
+    let (mut ctl, _) = server.connect();
+    ctl.expect(&format!("USER {name}"), 331);
+    assert_eq!(ctl.cmd("PASS wrong").code, 530);
+    ctl.expect("QUIT", 221);
+    let (mut ctl, _) = server.connect();
+    ctl.login("alice", PASSWORD);
+    ctl.expect("QUIT", 221);
+    log_until(&server, &url, &["--user", "alice"], "login_ok");
+}

@@ -150,7 +150,7 @@ async fn a_batch_lands_with_every_field() {
 async fn the_backlog_is_bounded_while_the_database_is_away() {
     let mut server = PgTestServer::start().expect("postgres");
     let db = open(&server, "n1").await;
-    let mut sink = TableSink::with_cap(Arc::clone(&db), 50);
+    let mut sink = TableSink::with_caps(Arc::clone(&db), 50, MAX_BACKLOG_BYTES);
     server.stop();
     let started = Instant::now();
     for chunk in 0..12 {
@@ -233,4 +233,124 @@ async fn events_after_a_database_restart_arrive_in_order_per_node() {
     .await
     .expect("read");
     assert!(nobody.is_empty());
+}
+
+/// A failed login's attempted user name (any USER argument, up to
+/// max_line_length) goes into the indexed user_name column.
+#[tokio::test]
+async fn a_long_attempted_user_name_neither_stalls_the_table_nor_drops_the_next_event() {
+    let server = PgTestServer::start().expect("postgres");
+    let db = open(&server, "n1").await;
+    let mut sink = TableSink::start(Arc::clone(&db));
+    // Incompressible, as a hostile client would send it: 4000 bytes of pseudo-random letters.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let name: String = (0..4000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    let mut hostile = Event::now(1, peer(), EventKind::LoginFailed);
+    hostile.user = Some(name);
+    hostile.node = Some("n1".into());
+    sink.write(&[hostile, numbered("n1", 2)]).expect("write");
+    sink.flush().expect("flush");
+    assert_eq!(sink.backlog(), 0, "the backlog is stuck behind one event");
+    assert!(sessions(&db, "n1").await.contains(&2));
+}
+
+#[tokio::test]
+async fn a_long_name_is_cut_in_its_column_and_kept_whole_in_the_event() {
+    let server = PgTestServer::start().expect("postgres");
+    let db = open(&server, "n1").await;
+    let mut sink = TableSink::start(Arc::clone(&db));
+    // 'é' is two bytes: byte 256 falls inside the 128th, so the cut must step back.
+    let name = format!("a{}", "é".repeat(2000));
+    let mut event = numbered("n1", 1);
+    event.user = Some(name.clone());
+    sink.write(&[event]).expect("write");
+    sink.flush().expect("flush");
+    assert_eq!(sink.backlog(), 0);
+    let (column, whole) = db
+        .with(|c| async move {
+            let row = c
+                .query_one("SELECT user_name, event->>'user' FROM audit_log", &[])
+                .await?;
+            Ok((row.get::<_, String>(0), row.get::<_, String>(1)))
+        })
+        .await
+        .expect("row");
+    assert_eq!(column.len(), 255, "cut at a character boundary");
+    assert!(name.starts_with(&column));
+    assert_eq!(whole, name, "the event keeps the whole name");
+}
+
+#[tokio::test]
+async fn a_refused_event_is_skipped_and_the_rest_of_its_batch_lands() {
+    let server = PgTestServer::start().expect("postgres");
+    let db = open(&server, "n1").await;
+    // A refusal outside classes 22 and 23 (54000, as for an index row too large), for the
+    // one event whose command says so.
+    db.with(|c| async move {
+        c.batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                 IF NEW.command = 'NOOP 3' THEN
+                     RAISE EXCEPTION 'refused for the test' USING ERRCODE = '54000';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON audit_log
+                 FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+    .expect("trigger");
+    let mut sink = TableSink::start(Arc::clone(&db));
+    let events: Vec<Event> = (0..8).map(|n| numbered("n1", n)).collect();
+    sink.write(&events).expect("write");
+    drain(&mut sink);
+    assert_eq!(sink.refused(), 1);
+    assert_eq!(sessions(&db, "n1").await, [0, 1, 2, 4, 5, 6, 7]);
+    sink.write(&[numbered("n1", 8), numbered("n1", 9)])
+        .expect("write");
+    drain(&mut sink);
+    assert_eq!(
+        sessions(&db, "n1").await,
+        [0, 1, 2, 4, 5, 6, 7, 8, 9],
+        "batches again after the refused one"
+    );
+}
+
+#[tokio::test]
+async fn the_backlog_is_bounded_in_bytes_while_the_database_is_away() {
+    let mut server = PgTestServer::start().expect("postgres");
+    let db = open(&server, "n1").await;
+    let mut sink = TableSink::with_caps(Arc::clone(&db), MAX_BACKLOG, 100_000);
+    server.stop();
+    let long = |n: u64| {
+        let mut event = numbered("n1", n);
+        event.command = Some(format!("NOOP {n} {}", "x".repeat(4000)));
+        event
+    };
+    for n in 0..100 {
+        sink.write(&[long(n)]).expect("write never fails");
+        assert!(sink.backlog_bytes() <= 100_000, "{}", sink.backlog_bytes());
+    }
+    let kept = sink.backlog() as u64;
+    assert!(
+        (20..30).contains(&kept),
+        "about 100 000 / 4 000 kept: {kept}"
+    );
+    server.restart().expect("restart");
+    drain(&mut sink);
+    assert_eq!(sink.backlog_bytes(), 0);
+    assert_eq!(
+        sessions(&db, "n1").await,
+        (100 - kept..100).collect::<Vec<u64>>(),
+        "the newest, in order"
+    );
 }
