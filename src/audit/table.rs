@@ -443,7 +443,7 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Which events [`read`] returns.
+/// Which events [`read`] and [`read_page`] return.
 #[derive(Debug, Clone, Default)]
 pub struct TableQuery {
     /// Only this user's.
@@ -452,15 +452,40 @@ pub struct TableQuery {
     pub kind: Option<EventKind>,
     /// Only this node's.
     pub node: Option<String>,
-    /// Only the last N.
+    /// Only the last N ([`read`]).
     pub tail: Option<usize>,
 }
 
-/// The events of every node that match `query`, oldest first (by time, then in each node's
-/// order), and how many stored records did not parse as events.
+/// Rows per page of [`read_page`].
+pub const PAGE: usize = 1000;
+
+/// Where the next page of [`read_page`] starts: after the row with this time (as the
+/// database prints it) and id.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    time: String,
+    id: i64,
+}
+
+/// One page of [`read_page`].
+#[derive(Debug)]
+pub struct Page {
+    /// Up to [`PAGE`] events, oldest first.
+    pub events: Vec<Event>,
+    /// Stored records of this page that did not parse as events.
+    pub skipped: usize,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<Cursor>,
+}
+
+/// The events of every node that match `query` (only the last `query.tail`, if given),
+/// oldest first (by time, then in each node's order), and how many stored records did not
+/// parse as events. All of them at once: for a tail, or a small table; [`read_page`] pages
+/// through a large one.
 ///
 /// # Errors
-/// [`DbError::Unavailable`] when the database cannot be read.
+/// [`DbError::Unavailable`] when the database cannot be read, [`DbError::Refused`] when it
+/// has no `audit_log` table.
 pub async fn read(db: &Database, query: TableQuery) -> Result<(Vec<Event>, usize), DbError> {
     db.with(move |client| async move {
         let limit = query.tail.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -474,20 +499,82 @@ pub async fn read(db: &Database, query: TableQuery) -> Result<(Vec<Event>, usize
                  ORDER BY time DESC, id DESC LIMIT $4",
                 &[&query.user, &kind, &query.node, &limit],
             )
-            .await?;
-        let mut skipped = 0;
-        let mut events: Vec<Event> = rows
-            .iter()
-            .filter_map(|row| {
-                let parsed = serde_json::from_str::<Event>(row.get(0)).ok();
-                skipped += usize::from(parsed.is_none());
-                parsed
-            })
-            .collect();
+            .await
+            .map_err(read_error)?;
+        let (mut events, skipped) = parsed(rows.iter().map(|row| row.get(0)));
         events.reverse();
         Ok((events, skipped))
     })
     .await
+}
+
+/// The page of events matching `query` (its `tail` aside) after `after` (from the first,
+/// when `None`), oldest first, so a table of any size is shown a page at a time.
+///
+/// # Errors
+/// As for [`read`].
+pub async fn read_page(
+    db: &Database,
+    query: &TableQuery,
+    after: Option<Cursor>,
+) -> Result<Page, DbError> {
+    let query = query.clone();
+    db.with(move |client| async move {
+        let kind = query.kind.map(EventKind::as_str);
+        let (time, id) = after.map(|c| (c.time, c.id)).unzip();
+        let limit = i64::try_from(PAGE).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT event::text, time::text, id FROM audit_log \
+                 WHERE ($1::text IS NULL OR user_name = $1) \
+                   AND ($2::text IS NULL OR kind = $2) \
+                   AND ($3::text IS NULL OR node = $3) \
+                   AND ($4::text IS NULL OR (time, id) > ($4::text::timestamptz, $5)) \
+                 ORDER BY time, id LIMIT $6",
+                &[&query.user, &kind, &query.node, &time, &id, &limit],
+            )
+            .await
+            .map_err(read_error)?;
+        let next = (rows.len() == PAGE)
+            .then(|| rows.last())
+            .flatten()
+            .map(|row| Cursor {
+                time: row.get(1),
+                id: row.get(2),
+            });
+        let (events, skipped) = parsed(rows.iter().map(|row| row.get(0)));
+        Ok(Page {
+            events,
+            skipped,
+            next,
+        })
+    })
+    .await
+}
+
+/// A failed read, saying plainly when the table is not there (no node has started on this
+/// database, so its migrations never ran).
+fn read_error(e: tokio_postgres::Error) -> DbError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {
+        DbError::Refused(
+            "the database has no audit_log table; start a ferryd node on it first".into(),
+        )
+    } else {
+        DbError::from(e)
+    }
+}
+
+/// The records that parse as events, and how many did not.
+fn parsed<'a>(records: impl Iterator<Item = &'a str>) -> (Vec<Event>, usize) {
+    let mut skipped = 0;
+    let events = records
+        .filter_map(|record| {
+            let event = serde_json::from_str::<Event>(record).ok();
+            skipped += usize::from(event.is_none());
+            event
+        })
+        .collect();
+    (events, skipped)
 }
 
 #[cfg(test)]

@@ -176,9 +176,15 @@ struct LogArgs {
 /// without a word.
 fn admin_config(common: &ConfigFlags) -> Result<Config, String> {
     let config = common.load().map_err(|e| e.to_string())?;
+    note_default_data_dir(common, &config);
+    Ok(config)
+}
+
+/// The stderr line of [`admin_config`].
+fn note_default_data_dir(common: &ConfigFlags, config: &Config) {
     if common.data_dir.is_none()
         && config.data_dir == Config::default().data_dir
-        && !admin::holds_accounts(&config)
+        && !admin::holds_accounts(config)
     {
         let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
         eprintln!(
@@ -186,7 +192,25 @@ fn admin_config(common: &ConfigFlags) -> Result<Config, String> {
             dir.display()
         );
     }
-    Ok(config)
+}
+
+/// `ferryd log`: this node's audit.jsonl, or with a database the `audit_log` table of every
+/// node (the data directory plays no part then, so no word about it).
+fn log(args: LogArgs) -> Result<(), String> {
+    let mut config = args.common.load().map_err(|e| e.to_string())?;
+    if let Some(url) = args.database_url {
+        config.database_url = Some(ferry::config::Secret(url));
+    }
+    if config.database_url.is_none() {
+        note_default_data_dir(&args.common, &config);
+    }
+    let filter = LogFilter {
+        user: args.user,
+        event: args.event,
+        tail: args.tail,
+        node: args.node,
+    };
+    admin::log_table(&config, &filter, &mut std::io::stdout().lock()).map_err(|e| e.to_string())
 }
 
 fn serve(args: ServeFlags) -> Result<(), String> {
@@ -334,20 +358,7 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|e| e.to_string()),
-        Some(Cmd::Log(args)) => admin_config(&args.common).and_then(|mut config| {
-            if let Some(url) = args.database_url {
-                config.database_url = Some(ferry::config::Secret(url));
-            }
-            let filter = LogFilter {
-                user: args.user,
-                event: args.event,
-                tail: args.tail,
-                node: args.node,
-            };
-            admin::log_table(&config, &filter)
-                .map(|table| println!("{table}"))
-                .map_err(|e| e.to_string())
-        }),
+        Some(Cmd::Log(args)) => log(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -129,17 +129,15 @@ impl Database {
         Ok(db)
     }
 
-    /// For operator commands (`ferryd log`): the pool, with the schema brought up to date,
-    /// but without this node's row or heartbeat, so a command run beside a live node of the
-    /// same name is not refused.
+    /// For operator commands that only read (`ferryd log`): the pool, without migrations
+    /// (no advisory lock, no DDL: a read-only role will do), this node's row or heartbeat
+    /// (a command run beside a live node of the same name is not refused). It connects at
+    /// its first call.
     ///
     /// # Errors
-    /// As for [`Database::open`], but for a node's name.
-    pub async fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
-        let db = Arc::new(Database::connect(config)?);
-        let opened = Arc::clone(&db);
-        on_db(async move { migrate::run(&opened).await }).await?;
-        Ok(db)
+    /// [`DbError::Config`] for a bad URL or password file.
+    pub fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
+        Database::connect(config).map(Arc::new)
     }
 
     /// The pool for `config`, without connecting yet.
