@@ -3,13 +3,16 @@
 //! table, and `ferryd log --database-url` shows them with a node column: those of every
 //! node of the cluster, or of the one `--node` names.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry::db::testing::PgTestServer;
 use serde_json::json;
 
 use crate::common::s3::S3Bucket;
-use crate::common::{TestServer, admin, assert_success, has_event, pseudo_random};
+use crate::common::{
+    FERRYD, Run, TestServer, admin, assert_success, has_event, pseudo_random, run_bounded,
+};
 
 const PASSWORD: &str = "correct-horse-battery";
 
@@ -185,5 +188,37 @@ fn the_table_holds_every_nodes_events_and_node_picks_one() {
     assert!(
         !only_two.lines().any(|l| l.contains(" n1 ")),
         "no row of n1:\n{only_two}"
+    );
+
+    // Run where the default ./var holds no accounts: in database mode that is no concern.
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let run = log_in(cwd.path(), &url);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("via-n1.bin"), "{}", run.stdout);
+    assert!(!run.stderr.contains("data directory"), "{}", run.stderr);
+}
+
+/// `ferryd log --database-url URL` in `cwd`, without `--data-dir`.
+fn log_in(cwd: &std::path::Path, url: &str) -> Run {
+    let child = Command::new(FERRYD)
+        .args(["log", "--database-url", url])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferryd log");
+    Run::from(run_bounded(child, Duration::from_secs(30)))
+}
+
+#[test]
+fn ferryd_log_on_a_database_no_node_has_started_on_says_so() {
+    let pg = PgTestServer::start().expect("postgres");
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let run = log_in(cwd.path(), &pg.url());
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert_eq!(
+        run.stderr.trim(),
+        "ferryd: the database has no audit_log table; start a ferryd node on it first"
     );
 }
