@@ -146,12 +146,16 @@ impl std::fmt::Debug for TableSink {
 impl AuditSink for TableSink {
     /// Appends to the backlog; never fails (the writer task retries).
     fn write(&mut self, events: &[Event]) -> std::io::Result<()> {
+        // Weighed before the lock: the writer task waits on it. An event that does not
+        // serialize is refused at insert; it weighs nothing here.
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|event| serde_json::to_vec(event).map_or(0, |json| json.len()))
+            .collect();
         let mut backlog = self.shared.lock();
-        for event in events {
+        for (event, size) in events.iter().zip(sizes) {
             let seq = backlog.next_seq;
             backlog.next_seq += 1;
-            // An event that does not serialize is refused at insert; it weighs nothing here.
-            let size = serde_json::to_vec(event).map_or(0, |json| json.len());
             backlog.bytes += size;
             backlog.events.push_back((seq, event.clone(), size));
         }
@@ -398,12 +402,15 @@ async fn insert(db: &Database, events: Vec<Event>) -> Result<Result<(), String>,
 
 /// Whether the database refused the statement itself (it reported an error: a value, a
 /// constraint, an index row too large), so retrying the same rows would fail the same way.
-/// Connection loss (class 08), a server shutting down (57P0x) and a lack of resources (53)
-/// pass: the database is away for now, and the same rows go in later.
+/// Connection loss (class 08), a server shutting down (57P0x), a lack of resources (53) and
+/// a rolled-back transaction (40: a deadlock, a serialization failure) pass: the database
+/// is away or busy for now, and the same rows go in later.
 fn is_refusal(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|state| {
         let code = state.code();
-        !(code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53"))
+        !["08", "57P0", "53", "40"]
+            .iter()
+            .any(|class| code.starts_with(class))
     })
 }
 
