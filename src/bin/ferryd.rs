@@ -164,12 +164,13 @@ struct LogArgs {
 }
 
 /// The configuration of an operator command. When its data directory is the default `./var`
-/// and holds no accounts, one stderr line says which directory that is: run in the wrong
+/// and holds no accounts (and they are not in a database), one stderr line says which directory that is: run in the wrong
 /// directory, the command would otherwise show nothing, or start a new data directory,
 /// without a word.
 fn admin_config(common: &ConfigFlags) -> Result<Config, String> {
     let config = common.load().map_err(|e| e.to_string())?;
     if common.data_dir.is_none()
+        && config.database_url.is_none()
         && config.data_dir == Config::default().data_dir
         && !admin::holds_accounts(&config)
     {

@@ -5,8 +5,14 @@ use super::{Database, DbError};
 
 /// The migrations, in order: (number, name, SQL). A number is never reused or edited once
 /// released; a change is a new file.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "nodes", include_str!("../../migrations/0001_nodes.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "nodes", include_str!("../../migrations/0001_nodes.sql")),
+    (
+        2,
+        "accounts",
+        include_str!("../../migrations/0002_accounts.sql"),
+    ),
+];
 
 /// The advisory lock key: "ferry" in ASCII, so it does not collide with another program's.
 const LOCK_KEY: i64 = 0x0066_6572_7279;

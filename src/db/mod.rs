@@ -129,6 +129,19 @@ impl Database {
         Ok(db)
     }
 
+    /// For the operator commands (`ferryd user`, `ferryd invite`): connects and brings the
+    /// schema up to date, but takes no node's row and keeps no heartbeat (a command is no
+    /// node, and may run beside a node of the same name).
+    ///
+    /// # Errors
+    /// As for [`Database::open`], but no node's name is refused.
+    pub async fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
+        let db = Arc::new(Database::connect(config)?);
+        let opened = Arc::clone(&db);
+        on_db(async move { migrate::run(&opened).await }).await?;
+        Ok(db)
+    }
+
     /// The pool for `config`, without connecting yet.
     fn connect(config: &Config) -> Result<Database, DbError> {
         let url = config

@@ -55,7 +55,7 @@ pub struct RegistrySettings {
     /// Registrations one client address may make within an hour.
     pub max_registrations_per_ip_per_hour: u32,
     /// Where invitation codes live (needed for [`Registration::Invite`]).
-    pub invites: Option<Arc<InviteStore>>,
+    pub invites: Option<Arc<dyn InviteStore>>,
     /// Files of deleted accounts, which keep their names taken.
     pub remains: Remains,
     /// Where registrations per address are counted (shared by the nodes of a cluster).
@@ -83,32 +83,24 @@ impl Actor for AccountRegistry {
 
 impl AccountRegistry {
     /// Starts `threads` registry threads over `store`. Must be called inside a running actix
-    /// `System`. Reads every account once, for the highest round count stored.
+    /// `System`. Reads every account once, for the highest round count stored: on a registry
+    /// thread, as the first message, since the store may be a database.
     pub fn start(
         store: Arc<dyn AccountStore>,
         settings: RegistrySettings,
         threads: usize,
     ) -> Addr<AccountRegistry> {
-        let stored = match store.list() {
-            Ok(records) => records
-                .iter()
-                .filter_map(|r| hash_rounds(&r.hash))
-                .max()
-                .unwrap_or(0),
-            Err(e) => {
-                log::warn!("cannot read the accounts' round counts: {e}");
-                0
-            }
-        };
-        let rounds = AtomicU32::new(stored.max(settings.iterations).max(1));
+        let rounds = AtomicU32::new(settings.iterations.max(1));
         let shared = Arc::new(Shared {
             store,
             settings,
             rounds,
         });
-        SyncArbiter::start(threads.max(1), move || AccountRegistry {
+        let registry = SyncArbiter::start(threads.max(1), move || AccountRegistry {
             shared: Arc::clone(&shared),
-        })
+        });
+        registry.do_send(LearnRounds);
+        registry
     }
 
     /// Verifies `password` for `name`; every failure costs the same rounds (`Shared::rounds`).
@@ -161,6 +153,27 @@ impl AccountRegistry {
             record.hash = old;
         }
         record
+    }
+}
+
+/// Reads every account for the highest round count stored (sent once, at start).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct LearnRounds;
+
+impl Handler<LearnRounds> for AccountRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: LearnRounds, _: &mut Self::Context) {
+        match self.shared.store.list() {
+            Ok(records) => {
+                let stored = records.iter().filter_map(|r| hash_rounds(&r.hash)).max();
+                self.shared
+                    .rounds
+                    .fetch_max(stored.unwrap_or(0), Ordering::Relaxed);
+            }
+            Err(e) => log::warn!("cannot read the accounts' round counts: {e}"),
+        }
     }
 }
 
@@ -218,7 +231,7 @@ impl AccountRegistry {
         &self,
         name: UserName,
         password: &Password,
-        invite: Option<(&Arc<InviteStore>, &str)>,
+        invite: Option<(&Arc<dyn InviteStore>, &str)>,
     ) -> Result<Account, AuthError> {
         let settings = &self.shared.settings;
         // In invite mode the code is checked first: without a valid one, nobody learns

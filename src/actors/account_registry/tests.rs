@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Barrier;
 
 use super::*;
+use crate::accounts::invites::JsonInviteStore;
 use crate::config::Config;
 use crate::state::LocalState;
 
@@ -345,7 +346,8 @@ async fn a_login_rehashes_with_the_setting_and_failures_cost_the_most_rounds() {
 async fn invite_registration_spends_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(JsonAccountStore::new(dir.path().join("accounts")).expect("store"));
-    let invites = Arc::new(InviteStore::new(dir.path().join("invites")).expect("invites"));
+    let invites: Arc<dyn InviteStore> =
+        Arc::new(JsonInviteStore::new(dir.path().join("invites")).expect("invites"));
     let code = invites.create(1).expect("code").code;
     let settings = RegistrySettings {
         iterations: ITER,
