@@ -571,7 +571,8 @@ mod tests {
         let pw = Password::new("password1");
         user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
         std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
-        ledger(&cfg)
+        let accounts = wiring::accounts(&cfg, None).expect("accounts");
+        ledger(&cfg, accounts)
             .expect("ledger")
             .recount("carol")
             .expect("recount");

@@ -508,6 +508,7 @@ mod tests {
         let admin = ConfigFlags {
             data_dir: Some("/elsewhere".into()),
             config: None,
+            database_url: None,
         };
         same(
             &admin.load().expect("defaults"),
