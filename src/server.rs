@@ -155,7 +155,8 @@ impl Server {
             accounts,
             wiring::registry_settings(&config, invites, remains, Arc::clone(&state)),
             config.blocking_threads,
-        );
+        )
+        .await;
         let capabilities = storage.capabilities();
         let files = FileStore::start(Arc::clone(&storage));
         let mut services = Services::new(&registry_actor, &files, &audit);

@@ -87,7 +87,14 @@ fn logins_fail_cleanly_while_the_database_is_gone_and_work_when_it_is_back() {
     let mut db = PgTestServer::start().expect("postgres");
     let a = node(&db, "a");
     let out = a.admin(
-        &["user", "add", "amy", "--password-stdin", "--database-url", &db.url()],
+        &[
+            "user",
+            "add",
+            "amy",
+            "--password-stdin",
+            "--database-url",
+            &db.url(),
+        ],
         Some("password1\n"),
     );
     assert_success(&out, "ferryd user add");
@@ -96,7 +103,10 @@ fn logins_fail_cleanly_while_the_database_is_gone_and_work_when_it_is_back() {
     db.stop();
     let started = Instant::now();
     let (_, code) = try_login(&a, "amy", "password1");
-    assert!(code == 421 || code == 451, "login without a database: {code}");
+    assert!(
+        code == 421 || code == 451,
+        "login without a database: {code}"
+    );
     assert!(started.elapsed() < Duration::from_secs(20), "bounded");
     let mut ctl = connect(&a);
     let reply = ctl.cmd("SITE REGISTER cy password1");

@@ -83,24 +83,38 @@ impl Actor for AccountRegistry {
 
 impl AccountRegistry {
     /// Starts `threads` registry threads over `store`. Must be called inside a running actix
-    /// `System`. Reads every account once, for the highest round count stored: on a registry
-    /// thread, as the first message, since the store may be a database.
-    pub fn start(
+    /// `System`. Reads every account once first, for the highest round count stored (on a
+    /// blocking thread: the store may be a database).
+    pub async fn start(
         store: Arc<dyn AccountStore>,
         settings: RegistrySettings,
         threads: usize,
     ) -> Addr<AccountRegistry> {
-        let rounds = AtomicU32::new(settings.iterations.max(1));
+        let listing = Arc::clone(&store);
+        let listed = tokio::task::spawn_blocking(move || listing.list())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|listed| listed.map_err(|e| e.to_string()));
+        let stored = match listed {
+            Ok(records) => records
+                .iter()
+                .filter_map(|r| hash_rounds(&r.hash))
+                .max()
+                .unwrap_or(0),
+            Err(e) => {
+                log::warn!("cannot read the accounts' round counts: {e}");
+                0
+            }
+        };
+        let rounds = AtomicU32::new(stored.max(settings.iterations).max(1));
         let shared = Arc::new(Shared {
             store,
             settings,
             rounds,
         });
-        let registry = SyncArbiter::start(threads.max(1), move || AccountRegistry {
+        SyncArbiter::start(threads.max(1), move || AccountRegistry {
             shared: Arc::clone(&shared),
-        });
-        registry.do_send(LearnRounds);
-        registry
+        })
     }
 
     /// Verifies `password` for `name`; every failure costs the same rounds (`Shared::rounds`).
@@ -153,27 +167,6 @@ impl AccountRegistry {
             record.hash = old;
         }
         record
-    }
-}
-
-/// Reads every account for the highest round count stored (sent once, at start).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct LearnRounds;
-
-impl Handler<LearnRounds> for AccountRegistry {
-    type Result = ();
-
-    fn handle(&mut self, _: LearnRounds, _: &mut Self::Context) {
-        match self.shared.store.list() {
-            Ok(records) => {
-                let stored = records.iter().filter_map(|r| hash_rounds(&r.hash)).max();
-                self.shared
-                    .rounds
-                    .fetch_max(stored.unwrap_or(0), Ordering::Relaxed);
-            }
-            Err(e) => log::warn!("cannot read the accounts' round counts: {e}"),
-        }
     }
 }
 
