@@ -74,6 +74,32 @@ impl PgAccountStore {
     }
 }
 
+impl PgAccountStore {
+    /// Runs `sql` with the record's fields as `$1`..`$7`, in the order of [`COLUMNS`]; the
+    /// rows it changed.
+    fn write(&self, sql: &'static str, record: &AccountRecord) -> Result<u64, AuthError> {
+        let r = record.clone();
+        self.db
+            .wait(move |c| async move {
+                let (bytes, files) = (to_sql(r.quota.bytes), to_sql(r.quota.files));
+                Ok(c.execute(
+                    sql,
+                    &[
+                        &r.name.as_str(),
+                        &r.hash,
+                        &r.created,
+                        &r.disabled,
+                        &r.read_only,
+                        &bytes,
+                        &files,
+                    ],
+                )
+                .await?)
+            })
+            .map_err(unavailable)
+    }
+}
+
 impl AccountStore for PgAccountStore {
     fn load(&self, name: &UserName) -> Result<Option<AccountRecord>, AuthError> {
         let name = name.to_string();
@@ -88,29 +114,14 @@ impl AccountStore for PgAccountStore {
     }
 
     fn create(&self, record: &AccountRecord) -> Result<(), AuthError> {
-        let r = record.clone();
         // One statement: of two nodes creating one name at the same instant, exactly one row
         // goes in and the other sees none inserted.
-        let inserted = self
-            .db
-            .wait(move |c| async move {
-                Ok(c.execute(
-                    "INSERT INTO accounts \
-                       (name, hash, created, disabled, read_only, quota_bytes, quota_files) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
-                    &[
-                        &r.name.as_str(),
-                        &r.hash,
-                        &r.created,
-                        &r.disabled,
-                        &r.read_only,
-                        &to_sql(r.quota.bytes),
-                        &to_sql(r.quota.files),
-                    ],
-                )
-                .await?)
-            })
-            .map_err(unavailable)?;
+        let inserted = self.write(
+            "INSERT INTO accounts \
+               (name, hash, created, disabled, read_only, quota_bytes, quota_files) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+            record,
+        )?;
         if inserted == 0 {
             return Err(AuthError::NameTaken);
         }
@@ -118,28 +129,13 @@ impl AccountStore for PgAccountStore {
     }
 
     fn update(&self, record: &AccountRecord) -> Result<(), AuthError> {
-        let r = record.clone();
-        let updated = self
-            .db
-            .wait(move |c| async move {
-                Ok(c.execute(
-                    "UPDATE accounts SET hash = $2, created = $3, disabled = $4, \
-                       read_only = $5, quota_bytes = $6, quota_files = $7, \
-                       version = version + 1, updated_at = now() \
-                     WHERE name = $1",
-                    &[
-                        &r.name.as_str(),
-                        &r.hash,
-                        &r.created,
-                        &r.disabled,
-                        &r.read_only,
-                        &to_sql(r.quota.bytes),
-                        &to_sql(r.quota.files),
-                    ],
-                )
-                .await?)
-            })
-            .map_err(unavailable)?;
+        let updated = self.write(
+            "UPDATE accounts SET hash = $2, created = $3, disabled = $4, \
+               read_only = $5, quota_bytes = $6, quota_files = $7, \
+               version = version + 1, updated_at = now() \
+             WHERE name = $1",
+            record,
+        )?;
         if updated == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,

@@ -119,3 +119,42 @@ fn logins_fail_cleanly_while_the_database_is_gone_and_work_when_it_is_back() {
     assert!(back, "login works again without a restart:\n{}", a.stderr());
     connect(&a).expect("SITE REGISTER cy password1", 200);
 }
+
+#[test]
+fn invitation_codes_from_ferryd_invite_are_spent_on_the_database() {
+    let db = PgTestServer::start().expect("postgres");
+    let url = db.url();
+    let a = TestServer::start(&[
+        "--database-url",
+        &url,
+        "--node-name",
+        "a",
+        "--shared-local-storage",
+        "--registration",
+        "invite",
+    ]);
+    let out = a.admin(
+        &["invite", "create", "--uses", "1", "--database-url", &url],
+        None,
+    );
+    assert_success(&out, "ferryd invite create");
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(code.len(), 16, "{code:?}");
+    // Not a file under the data dir: the code lives in the database.
+    assert!(!a.data_dir().join(format!("invites/{code}.json")).exists());
+
+    connect(&a).expect(&format!("SITE REGISTER amy password1 {code}"), 200);
+    connect(&a).expect(&format!("SITE REGISTER bea password1 {code}"), 550);
+    let listed = a.admin(&["invite", "list", "--database-url", &url], None);
+    assert_success(&listed, "ferryd invite list");
+    let table = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.contains(&code))
+        .unwrap_or_else(|| panic!("no row for the code:\n{table}"));
+    assert!(
+        row.split_whitespace().any(|cell| cell == "0"),
+        "uses left: {row}"
+    );
+    assert_eq!(try_login(&a, "amy", "password1").1, 230);
+}
