@@ -241,6 +241,22 @@ pub fn user_passwd(
     Ok(())
 }
 
+/// Disables an account (it cannot log in; with a database, its live sessions on every node
+/// end) or enables it again; its files stay.
+///
+/// # Errors
+/// [`AdminError::NoSuchUser`], [`AuthError::BadName`], or an I/O error.
+pub fn user_disable(config: &Config, name: &str, disabled: bool) -> Result<(), AdminError> {
+    let user = UserName::parse(name)?;
+    let no_such_user = || AdminError::NoSuchUser(name.to_owned());
+    let database = wiring::tool_database(config)?;
+    let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
+    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
+    record.disabled = disabled;
+    store.update(&record)?;
+    Ok(())
+}
+
 /// All accounts as a table: name, created, disabled, read-only.
 ///
 /// # Errors

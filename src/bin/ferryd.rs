@@ -124,6 +124,20 @@ enum UserCmd {
         #[command(flatten)]
         common: ConfigFlags,
     },
+    /// Disable an account: it cannot log in, and its live sessions end (on every node).
+    Disable {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        common: ConfigFlags,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        common: ConfigFlags,
+    },
     /// List accounts.
     List {
         #[command(flatten)]
@@ -248,6 +262,14 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             let password = admin::read_password("New password: ", password_stdin).map_err(err)?;
             admin::user_passwd(&config, &name, &password, config.pbkdf2_iterations).map_err(err)?;
             println!("password of {name} changed");
+        }
+        UserCmd::Disable { name, common } => {
+            admin::user_disable(&admin_config(&common)?, &name, true).map_err(err)?;
+            println!("disabled {name}");
+        }
+        UserCmd::Enable { name, common } => {
+            admin::user_disable(&admin_config(&common)?, &name, false).map_err(err)?;
+            println!("enabled {name}");
         }
         UserCmd::List { common } => {
             println!(

@@ -56,6 +56,25 @@ fn two_nodes_share_accounts_and_see_changes_at_once() {
     // A password change ends no session.
     on_b.expect("NOOP", 200);
 
+    // Disabled by the operator: cy's session on the other node ends, and no node lets cy in
+    // until the account is enabled again.
+    connect(&b).expect("SITE REGISTER cy password1", 200);
+    let mut cy = connect(&a);
+    cy.login("cy", "password1");
+    let out = b.admin(
+        &["user", "disable", "cy", "--database-url", &db.url()],
+        None,
+    );
+    assert_success(&out, "ferryd user disable");
+    assert_eq!(cy.reply().code, 421);
+    cy.assert_closed();
+    assert_eq!(try_login(&b, "cy", "password1").1, 530, "disabled");
+    let out = a.admin(&["user", "enable", "cy", "--database-url", &db.url()], None);
+    assert_success(&out, "ferryd user enable");
+    assert_eq!(try_login(&b, "cy", "password1").1, 230, "enabled again");
+    // bob's sessions carried on through all of it.
+    on_a.expect("NOOP", 200);
+
     // The operator deletes bob from another process, against the database.
     let out = b.admin(&["user", "del", "bob", "--database-url", &db.url()], None);
     assert_success(&out, "ferryd user del");
