@@ -26,7 +26,7 @@ if [[ -z ${NO_BUILD:-} ]]; then
     log "building ferryd ($PROFILE)"
     cargo build --profile "${PROFILE/debug/dev}" --quiet --bin ferryd
 fi
-FERRYD=/work/main/target/release/ferryd
+FERRYD=$ROOT/target/${PROFILE}/ferryd
 S3S=$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")
 if [[ ! -x $S3S ]]; then
     log "installing s3s-fs"

@@ -75,11 +75,29 @@ impl Refusal {
 impl SessionRegistry {
     /// A registry for at most `max_total` sessions, with the per-address cap of `state`.
     pub fn new(max_total: usize, state: Arc<dyn SharedState>) -> Arc<SessionRegistry> {
-        Arc::new(SessionRegistry {
+        let registry = Arc::new(SessionRegistry {
             counts: Mutex::new(Counts::default()),
             max_total,
-            state,
-        })
+            state: Arc::clone(&state),
+        });
+        // Bans another node decides end this node's sessions from the address too.
+        let weak = Arc::downgrade(&registry);
+        state.watch_bans(Arc::new(move |ip| {
+            if let Some(registry) = weak.upgrade() {
+                registry.tell_banned(ip, None);
+            }
+        }));
+        registry
+    }
+
+    /// Tells the sessions from `ip` (but `except`) that it was banned.
+    fn tell_banned(&self, ip: IpAddr, except: Option<u64>) {
+        let counts = self.lock();
+        for (id, session) in &counts.sessions {
+            if Some(*id) != except && session.ip == ip {
+                session.banned.do_send(AddressBanned);
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
@@ -165,12 +183,7 @@ impl SessionPermit {
     /// This session's address was just banned: tells every other session from it (those not
     /// logged in end at once, or as soon as their current command has answered).
     pub fn address_banned(&self) {
-        let counts = self.registry.lock();
-        for (id, session) in &counts.sessions {
-            if *id != self.id && session.ip == self.ip {
-                session.banned.do_send(AddressBanned);
-            }
-        }
+        self.registry.tell_banned(self.ip, Some(self.id));
     }
 }
 

@@ -11,7 +11,7 @@
 //! - [`db`]: PostgreSQL for a cluster: the pool on its own runtime, numbered migrations
 //!   under an advisory lock, the node's row and heartbeat, a test server.
 //! - [`state`]: the state the nodes of a cluster share (bans, leases, locks, quota
-//!   reservations) behind one trait, in process here.
+//!   reservations) behind one trait: in process, or in the cluster's database.
 //! - [`json_file`]: small JSON records written whole (a temp file beside the target first).
 //! - [`quota`]: per-user quotas: the usage ledger, changes under the user's lock, the charge of
 //!   a running upload, recounts (by a `UsageCounter`: a directory walk, or a bucket listing).
@@ -20,8 +20,8 @@
 //!   JSON store, password hashing, invitations.
 //! - [`admission`]: the live sessions under their caps (in all, per address through the
 //!   shared state) and the messages sent to them (shutdown, a ban of their address).
-//! - [`audit`]: audit events, their sinks (`audit.jsonl`, xferlog) with rotation, and the
-//!   noise policy.
+//! - [`audit`]: audit events, their sinks (`audit.jsonl`, xferlog, the `audit_log` table)
+//!   with rotation, and the noise policy.
 //! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
 //!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
 //!   in-place uploads); the memory backend the tests run beside it; the S3 backend (marker

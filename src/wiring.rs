@@ -22,7 +22,7 @@ use crate::codec::entry::FileKind;
 use crate::config::{Config, Registration, StorageKind};
 use crate::db::{Database, DbError};
 use crate::quota::QuotaLedger;
-use crate::state::{LocalState, SharedState};
+use crate::state::{LocalState, PgState, SharedState};
 use crate::storage::local::LocalStorage;
 use crate::storage::s3::{S3Settings, S3SetupError, S3Storage};
 use crate::storage::vpath::VPath;
@@ -395,7 +395,7 @@ pub struct Backends {
     pub storage: Arc<dyn Storage>,
     /// The audit log actor over its sinks (`audit.jsonl`, `xferlog`).
     pub audit: Addr<AuditLog>,
-    /// The state the nodes of a cluster share (in process today; a cluster's in issue 14).
+    /// The state the nodes of a cluster share: in process, or in the cluster's database.
     pub state: Arc<dyn SharedState>,
     /// What deleted accounts left (registration refuses their names).
     pub remains: Remains,
@@ -421,11 +421,18 @@ impl Backends {
             // the ledger's recount would list the bucket and fail less clearly.
             s3_home_storage(config)?.probe().await?;
         }
-        let state = LocalState::shared(config);
+        let state = match &database {
+            Some(db) => PgState::shared(config, Arc::clone(db)),
+            None => LocalState::shared(config),
+        };
         let accounts = accounts(config, database.as_ref())?;
         let ledger = quota_ledger(config, Arc::clone(&accounts))
             .map_err(in_dir(config.usage_dir()))?
             .with_shared_state(Arc::clone(&state));
+        let ledger = match &database {
+            Some(db) => ledger.with_database(Arc::clone(db)),
+            None => ledger,
+        };
         // A recount walks a home or lists a bucket: off the runtime thread.
         let ledger = tokio::task::spawn_blocking(move || ledger.recover().map(|_| ledger))
             .await
@@ -437,8 +444,13 @@ impl Backends {
         };
         let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
         let remains = remains(config)?;
-        let audit = AuditLog::start(&config.log_dir(), AuditPolicy::from_config(config))
-            .map_err(in_dir(config.log_dir()))?;
+        let audit = AuditLog::start(
+            &config.log_dir(),
+            AuditPolicy::from_config(config),
+            &config.node_name(),
+            database.clone(),
+        )
+        .map_err(in_dir(config.log_dir()))?;
         Ok(Backends {
             accounts,
             invites,

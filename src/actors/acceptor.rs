@@ -1,6 +1,7 @@
 //! The Acceptor: takes connections from the listeners and starts one Session per connection on
 //! one of the per-core arbiters, round robin. There each connection first goes through the
-//! preamble ([`crate::net::preamble`]: implicit TLS), then admission on the client address it
+//! preamble ([`crate::net::preamble`]: the PROXY header from a balancer, implicit TLS), then
+//! admission on the client address it
 //! yields ([`crate::admission`]): bans and the session caps (in all and per address;
 //! 421 and close when over). While in
 //! the preamble a connection holds a place under bounds of the same sizes per TCP peer
@@ -233,7 +234,8 @@ impl StreamHandler<Accepted> for Acceptor {
         };
         let id = self.next_id;
         self.next_id += 1;
-        let slot = match self.pending.enter(tcp_addr.ip()) {
+        let proxied = self.env.config.proxied(tcp_addr.ip());
+        let slot = match self.pending.enter(tcp_addr.ip(), proxied) {
             Ok(slot) => slot,
             Err(full) => {
                 let why = match full {
@@ -291,10 +293,21 @@ impl StreamHandler<Accepted> for Acceptor {
             };
             // The preamble's share of the time to log in.
             let limit = env.config.login_timeout().min(HANDSHAKE_TIMEOUT);
-            let ready = preamble::run(tcp, tcp_addr, implicit_tls.as_ref(), limit).await;
+            let ready = preamble::run(tcp, tcp_addr, proxied, implicit_tls.as_ref(), limit).await;
             drop(slot);
             let ready = match ready {
                 Ok(ready) => ready,
+                Err(preamble::Failure::HealthCheck) => {
+                    log::debug!("connection from {tcp_addr}: a health check");
+                    return;
+                }
+                Err(e @ preamble::Failure::Proxy(_)) => {
+                    // A refusal event: its stderr line is within the noise budget per address.
+                    let mut event = Event::now(id, tcp_addr, EventKind::Refused);
+                    event.command = Some(e.to_string());
+                    env.services.audit.do_send(Record(event));
+                    return;
+                }
                 Err(e) => {
                     log::info!("connection from {tcp_addr}: {e}");
                     return;

@@ -130,6 +130,10 @@ impl FromStr for EventKind {
 pub struct Event {
     /// RFC 3339 UTC with milliseconds, e.g. `2026-11-25T20:17:00.123Z`.
     pub time: String,
+    /// The node that served the session (`node_name`); stamped by the
+    /// [`AuditLog`](crate::actors::audit_log::AuditLog) actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Session id, unique per server run.
     pub session: u64,
     /// Client address, `ip:port`.
@@ -175,6 +179,7 @@ impl Event {
     pub fn now(session: u64, peer: impl Into<SocketAddr>, event: EventKind) -> Event {
         Event {
             time: format_event_time(OffsetDateTime::now_utc()),
+            node: None,
             session,
             peer: peer.into().to_string(),
             user: None,

@@ -173,6 +173,11 @@ struct LogArgs {
     /// Only the last N events.
     #[arg(long)]
     tail: Option<usize>,
+    /// Only events of this node.
+    #[arg(long)]
+    node: Option<String>,
+    /// With --database-url (or `database_url` in --config): the audit_log table of every node
+    /// in that database instead of this node's audit.jsonl.
     #[command(flatten)]
     common: ConfigFlags,
 }
@@ -199,6 +204,9 @@ fn admin_config(common: &ConfigFlags) -> Result<Config, String> {
 
 fn serve(args: ServeFlags) -> Result<(), String> {
     let config = args.config().map_err(|e| e.to_string())?;
+    let node =
+        (config.node_name.is_some() || config.database_url.is_some()).then(|| config.node_name());
+    init_logging(node);
     actix_rt::System::new().block_on(async move {
         // Watch the signals before "listening on" is logged: a script that waits for that
         // line and then signals must get the clean shutdown, also when its background jobs
@@ -296,14 +304,38 @@ fn user(cmd: UserCmd) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+/// Starts the stderr log. With a `node` (a node name set, or database mode) every line names
+/// it, `[time LEVEL node=NAME target] message`, so the lines of a cluster's nodes can be told
+/// apart once collected; without, env_logger's own format.
+fn init_logging(node: Option<String>) {
+    use std::io::Write as _;
     // rustls warns about what clients do all the time (lftp names the server by its IP
     // address in SNI, TLS warning alerts): only its errors, unless RUST_LOG names rustls.
-    env_logger::Builder::new()
+    let mut builder = env_logger::Builder::new();
+    builder
         .parse_filters("info,rustls=error")
-        .parse_env(env_logger::Env::default())
-        .init();
+        .parse_env(env_logger::Env::default());
+    if let Some(node) = node {
+        builder.format(move |buf, record| {
+            let style = buf.default_level_style(record.level());
+            writeln!(
+                buf,
+                "[{} {style}{:<5}{style:#} node={node} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        });
+    }
+    builder.init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Cmd::Serve(_))) {
+        init_logging(None);
+    }
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Cmd::Serve(args)) => serve(*args),
@@ -328,6 +360,7 @@ fn main() -> ExitCode {
                 user: args.user,
                 event: args.event,
                 tail: args.tail,
+                node: args.node,
             };
             admin::log_table(&config, &filter)
                 .map(|table| println!("{table}"))

@@ -12,6 +12,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "accounts",
         include_str!("../../migrations/0002_accounts.sql"),
     ),
+    (3, "state", include_str!("../../migrations/0003_state.sql")),
+    (4, "audit", include_str!("../../migrations/0004_audit.sql")),
 ];
 
 /// The advisory lock key: "ferry" in ASCII, so it does not collide with another program's.
@@ -27,27 +29,34 @@ pub async fn run(db: &Database) -> Result<(), DbError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await?;
+    // The NOTICE that the table exists (every start but the first) is not worth a log line.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
          )",
     )
     .await?;
-    let applied: Option<i32> = tx
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
         .await?
-        .get(0);
-    let applied = applied.unwrap_or(0);
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
-    if applied > known {
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if let Some(unknown) = applied
+        .iter()
+        .find(|v| !MIGRATIONS.iter().any(|m| m.0 == **v))
+    {
         return Err(DbError::Refused(format!(
-            "the database schema is at version {applied}, newer than this ferryd ({known}): \
+            "the database has schema migration {unknown}, which this ferryd does not know: \
              run the newer ferryd"
         )));
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+    // Every migration not applied yet, in order: not only those above the highest applied
+    // (branches that merged out of order must not leave a gap).
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         tx.batch_execute(sql).await.map_err(|e| {
             DbError::Refused(format!(
                 "migration {version:04} ({name}) failed: {}",

@@ -129,12 +129,12 @@ impl Database {
         Ok(db)
     }
 
-    /// For the operator commands (`ferryd user`, `ferryd invite`): connects and brings the
-    /// schema up to date, but takes no node's row and keeps no heartbeat (a command is no
-    /// node, and may run beside a node of the same name).
+    /// For the operator commands (`ferryd user`, `ferryd invite`, `ferryd log`): the pool,
+    /// with the schema brought up to date, but without this node's row or heartbeat, so a
+    /// command run beside a live node of the same name is not refused.
     ///
     /// # Errors
-    /// As for [`Database::open`], but no node's name is refused.
+    /// As for [`Database::open`], but for a node's name.
     pub async fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
         let db = Arc::new(Database::connect(config)?);
         let opened = Arc::clone(&db);

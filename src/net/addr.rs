@@ -2,8 +2,8 @@
 //!
 //! Every check that uses the client's address (bans, session caps, registration counts, the
 //! passive-peer check, PORT/EPRT targets, audit events, logs) takes it from a [`ClientAddr`].
-//! Today the client is the TCP peer; behind a proxy that speaks the PROXY protocol the two
-//! differ, and only the preamble may say so.
+//! Straight from the client it is the TCP peer; behind a load balancer that speaks the PROXY
+//! protocol the two differ, and only the PROXY header (read by the preamble) may say so.
 
 use std::fmt;
 use std::io;
@@ -20,6 +20,8 @@ pub struct ClientAddr {
     client: SocketAddr,
     /// The TCP peer, as accepted.
     tcp_peer: SocketAddr,
+    /// Whether the client came through a balancer (the TCP peer) that named it.
+    proxied: bool,
     /// The server's end of the connection.
     local: SocketAddr,
 }
@@ -30,8 +32,23 @@ impl ClientAddr {
         ClientAddr {
             client: SocketAddr::new(tcp_peer.ip().to_canonical(), tcp_peer.port()),
             tcp_peer,
+            proxied: false,
             local,
         }
+    }
+
+    /// The same connection as a balancer's, which named `client` in its PROXY header.
+    pub fn via_balancer(self, client: SocketAddr) -> ClientAddr {
+        ClientAddr {
+            client: SocketAddr::new(client.ip().to_canonical(), client.port()),
+            proxied: true,
+            ..self
+        }
+    }
+
+    /// The balancer the connection came through, if it did.
+    pub fn balancer(&self) -> Option<SocketAddr> {
+        self.proxied.then_some(self.tcp_peer)
     }
 
     /// The addresses of an accepted stream, taken as a direct connection.
@@ -55,7 +72,7 @@ impl ClientAddr {
         self.client
     }
 
-    /// The TCP peer the connection came from (a proxy, once there is one).
+    /// The TCP peer the connection came from (the balancer, behind one).
     pub fn tcp_peer(&self) -> SocketAddr {
         self.tcp_peer
     }
@@ -79,10 +96,13 @@ impl ClientAddr {
     }
 }
 
-/// The client's address and port, as logs and the audit's `peer` show it.
+/// The client's address and port as logs show it, with the balancer it came through.
 impl fmt::Display for ClientAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.client.fmt(f)
+        match self.balancer() {
+            None => self.client.fmt(f),
+            Some(balancer) => write!(f, "{} via balancer {balancer}", self.client),
+        }
     }
 }
 
@@ -120,6 +140,27 @@ mod tests {
         let v4 = ClientAddr::direct(sock("127.0.0.1:4000"), sock("127.0.0.1:21"));
         assert_eq!(v4.to_string(), "127.0.0.1:4000");
         assert_eq!(v4.tcp_peer(), v4.client());
+    }
+
+    #[test]
+    fn a_balancer_named_client_is_the_client_and_the_balancer_is_kept_for_logs() {
+        let tcp = ClientAddr::direct(sock("127.0.0.1:40000"), sock("127.0.0.11:21"));
+        assert_eq!(tcp.balancer(), None);
+        let addr = tcp.via_balancer(sock("[::ffff:203.0.113.7]:5000"));
+        assert_eq!(addr.ip(), IpAddr::from([203, 0, 113, 7]));
+        assert_eq!(addr.client(), sock("203.0.113.7:5000"));
+        assert_eq!(addr.balancer(), Some(sock("127.0.0.1:40000")));
+        assert_eq!(addr.tcp_peer(), sock("127.0.0.1:40000"));
+        assert_eq!(addr.local(), sock("127.0.0.11:21"));
+        assert_eq!(
+            addr.to_string(),
+            "203.0.113.7:5000 via balancer 127.0.0.1:40000"
+        );
+        assert_eq!(SocketAddr::from(addr), sock("203.0.113.7:5000"));
+        assert!(addr.is_client(IpAddr::from([203, 0, 113, 7])));
+        assert!(!addr.is_client(IpAddr::from([127, 0, 0, 1])));
+        assert!(addr.allows_active_target(sock("203.0.113.7:2000")));
+        assert!(!addr.allows_active_target(sock("127.0.0.1:2000")));
     }
 
     #[test]

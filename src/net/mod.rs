@@ -1,5 +1,6 @@
-//! What happens to a connection before FTP: the client's address, the preamble (implicit
-//! TLS; one time limit) and its bounds, and reads that survive urgent data.
+//! What happens to a connection before FTP: the client's address, the preamble (the PROXY
+//! header from a balancer, implicit TLS; one time limit) and its bounds, and reads that survive
+//! urgent data.
 
 pub mod addr;
 pub mod pending;

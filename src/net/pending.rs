@@ -47,17 +47,19 @@ impl Pending {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A place for a connection from `peer` (canonical), held until the slot is dropped.
+    /// A place for a connection from `peer` (canonical), held until the slot is dropped. A
+    /// `balancer`'s connections are many clients' (each named by its PROXY header, and under
+    /// the session caps after it): only the total bounds them.
     ///
     /// # Errors
     /// The bound that is reached.
-    pub fn enter(self: &Arc<Self>, peer: IpAddr) -> Result<PendingSlot, Full> {
+    pub fn enter(self: &Arc<Self>, peer: IpAddr, balancer: bool) -> Result<PendingSlot, Full> {
         let mut counts = self.lock();
         if counts.total >= self.max_total {
             return Err(Full::Total);
         }
         let from_peer = counts.per_peer.entry(peer).or_insert(0);
-        if *from_peer >= self.max_per_peer {
+        if *from_peer >= self.max_per_peer && !balancer {
             return Err(Full::Peer);
         }
         *from_peer += 1;
@@ -100,18 +102,33 @@ mod tests {
             IpAddr::from([192, 0, 2, 3]),
         );
         let pending = Pending::new(3, 2);
-        let a1 = pending.enter(a).expect("first from a");
-        let a2 = pending.enter(a).expect("second from a");
-        assert_eq!(pending.enter(a).err(), Some(Full::Peer));
-        let b1 = pending.enter(b).expect("first from b");
-        assert_eq!(pending.enter(c).err(), Some(Full::Total));
+        let a1 = pending.enter(a, false).expect("first from a");
+        let a2 = pending.enter(a, false).expect("second from a");
+        assert_eq!(pending.enter(a, false).err(), Some(Full::Peer));
+        let b1 = pending.enter(b, false).expect("first from b");
+        assert_eq!(pending.enter(c, false).err(), Some(Full::Total));
         drop(a1);
-        let c1 = pending.enter(c).expect("a place was freed");
-        assert_eq!(pending.enter(a).err(), Some(Full::Total));
+        let c1 = pending.enter(c, false).expect("a place was freed");
+        assert_eq!(pending.enter(a, false).err(), Some(Full::Total));
         drop((a2, b1, c1));
         assert!(pending.lock().per_peer.is_empty());
         assert_eq!(pending.lock().total, 0);
-        let _again = pending.enter(a).expect("all free again");
-        let _and = pending.enter(a).expect("both places of a");
+        let _again = pending.enter(a, false).expect("all free again");
+        let _and = pending.enter(a, false).expect("both places of a");
+    }
+
+    #[test]
+    fn a_balancer_is_bounded_only_by_the_total() {
+        let balancer = IpAddr::from([127, 0, 0, 1]);
+        let pending = Pending::new(3, 1);
+        let slots: Vec<_> = (0..3)
+            .map(|_| {
+                pending
+                    .enter(balancer, true)
+                    .expect("a balancer's connection")
+            })
+            .collect();
+        assert_eq!(pending.enter(balancer, true).err(), Some(Full::Total));
+        drop(slots);
     }
 }

@@ -1,11 +1,15 @@
-//! What happens to a connection before FTP: today the implicit TLS handshake, under one time
-//! limit for the whole stage. It yields the stream the session speaks FTP on and the client's
-//! address; admission (bans, session caps) runs after it, on that address.
+//! What happens to a connection before FTP: from a load balancer (`proxy_protocol_from`) the
+//! PROXY header, then the implicit TLS handshake, under one time limit for the whole stage. It
+//! yields the stream the session speaks FTP on and the client's address; admission (bans,
+//! session caps) runs after it, on that address. Passive data connections from a balancer
+//! read their header with [`read_header`] too.
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -35,6 +39,11 @@ pub enum Failure {
     TimedOut,
     /// The implicit TLS handshake failed.
     Tls(io::Error),
+    /// A connection from a balancer did not begin with a valid PROXY header.
+    Proxy(HeaderError),
+    /// The balancer's own connection (a v2 LOCAL header or v1 UNKNOWN): a health check, not a
+    /// client; it gets no session.
+    HealthCheck,
 }
 
 impl fmt::Display for Failure {
@@ -42,33 +51,168 @@ impl fmt::Display for Failure {
         match self {
             Failure::TimedOut => f.write_str("timed out before FTP began"),
             Failure::Tls(e) => write!(f, "implicit TLS handshake failed: {e}"),
+            Failure::Proxy(e) => write!(f, "no valid PROXY header: {e}"),
+            Failure::HealthCheck => f.write_str("the balancer's health check"),
         }
     }
 }
 
-/// Runs the preamble on `tcp`, accepted from `addr`: with `implicit_tls`, the TLS handshake.
-/// The whole stage gets `limit`, however its steps share it.
+/// How long a passive data connection from a balancer may take to send its PROXY header
+/// (control connections have the preamble's limit).
+pub const PROXY_HEADER_LIMIT: Duration = Duration::from_secs(10);
+/// The longest PROXY v1 line, CRLF included (the protocol's own bound).
+const V1_MAX: usize = 107;
+/// The most a v2 header may declare after its 16 fixed bytes: addresses and TLVs. HAProxy's
+/// headers are far shorter; the protocol's own bound (64 KiB) is no bound for a hostile peer.
+const V2_MAX_DECLARED: usize = 1024;
+/// The v2 signature.
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+/// The v2 fixed part: signature, version and command, family and protocol, length.
+const V2_FIXED: usize = 16;
+/// The shortest header of either version (`PROXY UNKNOWN\r\n`): read at once, it never
+/// takes a byte past the header.
+const SHORTEST: usize = 15;
+
+/// What a PROXY header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxied {
+    /// The client's address and port.
+    Client(SocketAddr),
+    /// The balancer speaks for itself (v2 LOCAL, v1 UNKNOWN): a health check.
+    Local,
+}
+
+/// Why a PROXY header was not read.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// The connection failed or closed before the header ended.
+    Io(io::Error),
+    /// Neither signature: the peer did not send a header.
+    Missing,
+    /// A v1 line or v2 header longer than its bound.
+    TooLong,
+    /// The header is malformed, or names no IP client (UNIX sockets, UDP).
+    Invalid(String),
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                f.write_str("closed before the header ended")
+            }
+            HeaderError::Io(e) => write!(f, "read failed: {e}"),
+            HeaderError::Missing => f.write_str("the connection did not begin with one"),
+            HeaderError::TooLong => f.write_str("header too long"),
+            HeaderError::Invalid(why) => write!(f, "malformed header: {why}"),
+        }
+    }
+}
+
+impl From<io::Error> for HeaderError {
+    fn from(e: io::Error) -> HeaderError {
+        HeaderError::Io(e)
+    }
+}
+
+/// Reads a PROXY header (v1 or v2) from the start of `stream`, and not one byte past it: what
+/// follows (FTP, a TLS handshake, data) stays in the stream. The caller bounds the time.
 ///
 /// # Errors
-/// [`Failure`] when the stage times out or a step fails.
+/// [`HeaderError`] when the stream does not begin with a valid header.
+pub async fn read_header(stream: &mut (impl AsyncRead + Unpin)) -> Result<Proxied, HeaderError> {
+    let mut head = vec![0u8; SHORTEST];
+    stream.read_exact(&mut head).await?;
+    if head.starts_with(V2_SIGNATURE) {
+        head.resize(V2_FIXED, 0);
+        stream.read_exact(&mut head[SHORTEST..]).await?;
+        let declared = usize::from(u16::from_be_bytes([head[14], head[15]]));
+        if declared > V2_MAX_DECLARED {
+            return Err(HeaderError::TooLong);
+        }
+        head.resize(V2_FIXED + declared, 0);
+        stream.read_exact(&mut head[V2_FIXED..]).await?;
+        v2_client(&head)
+    } else if head.starts_with(b"PROXY ") {
+        // Byte by byte: the line's end is not known before it is seen.
+        while !head.ends_with(b"\r\n") {
+            if head.len() >= V1_MAX {
+                return Err(HeaderError::TooLong);
+            }
+            head.push(stream.read_u8().await?);
+        }
+        v1_client(&head)
+    } else {
+        Err(HeaderError::Missing)
+    }
+}
+
+fn v2_client(head: &[u8]) -> Result<Proxied, HeaderError> {
+    use ppp::v2::{Addresses, Command, Header, Protocol};
+    let header = Header::try_from(head).map_err(|e| HeaderError::Invalid(e.to_string()))?;
+    if header.command == Command::Local {
+        return Ok(Proxied::Local);
+    }
+    match (header.protocol, header.addresses) {
+        (Protocol::Stream, Addresses::IPv4(a)) => Ok(Proxied::Client(SocketAddr::new(
+            a.source_address.into(),
+            a.source_port,
+        ))),
+        (Protocol::Stream, Addresses::IPv6(a)) => Ok(Proxied::Client(SocketAddr::new(
+            a.source_address.into(),
+            a.source_port,
+        ))),
+        (protocol, addresses) => Err(HeaderError::Invalid(format!(
+            "no TCP client ({protocol:?}, {addresses:?})"
+        ))),
+    }
+}
+
+fn v1_client(line: &[u8]) -> Result<Proxied, HeaderError> {
+    use ppp::v1::{Addresses, Header};
+    let header = Header::try_from(line).map_err(|e| HeaderError::Invalid(e.to_string()))?;
+    Ok(match header.addresses {
+        Addresses::Unknown => Proxied::Local,
+        Addresses::Tcp4(a) => {
+            Proxied::Client(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
+        Addresses::Tcp6(a) => {
+            Proxied::Client(SocketAddr::new(a.source_address.into(), a.source_port))
+        }
+    })
+}
+
+/// Runs the preamble on `tcp`, accepted from `addr`: from a balancer (`proxied`), the PROXY
+/// header, which names the client; then with `implicit_tls`, the TLS handshake. The whole
+/// stage gets `limit`, however its steps share it.
+///
+/// # Errors
+/// [`Failure`] when the stage times out or a step fails, and for a health check.
 pub async fn run(
     tcp: UrgentSafeTcp,
     addr: ClientAddr,
+    proxied: bool,
     implicit_tls: Option<&TlsAcceptor>,
     limit: Duration,
 ) -> Result<Ready, Failure> {
-    tokio::time::timeout(limit, steps(tcp, addr, implicit_tls))
+    tokio::time::timeout(limit, steps(tcp, addr, proxied, implicit_tls))
         .await
         .unwrap_or(Err(Failure::TimedOut))
 }
 
 async fn steps(
-    tcp: UrgentSafeTcp,
-    addr: ClientAddr,
+    mut tcp: UrgentSafeTcp,
+    mut addr: ClientAddr,
+    proxied: bool,
     implicit_tls: Option<&TlsAcceptor>,
 ) -> Result<Ready, Failure> {
-    // A PROXY header, on a listener that expects one, comes first and in the clear: it is read
-    // here and names the client in place of `addr`.
+    // The header comes first and in the clear, before any TLS.
+    if proxied {
+        match read_header(&mut tcp).await.map_err(Failure::Proxy)? {
+            Proxied::Client(client) => addr = addr.via_balancer(client),
+            Proxied::Local => return Err(Failure::HealthCheck),
+        }
+    }
     let stream = match implicit_tls {
         None => Stream::Plain(tcp),
         Some(tls) => Stream::Tls(Box::new(tls.accept(tcp).await.map_err(Failure::Tls)?)),
@@ -122,7 +266,7 @@ mod tests {
         let (mut client, tcp, addr) = connected().await;
         let outcome = bounded(
             "the preamble",
-            run(tcp, addr, Some(&tls), Duration::from_millis(200)),
+            run(tcp, addr, false, Some(&tls), Duration::from_millis(200)),
         )
         .await;
         assert!(
@@ -143,7 +287,7 @@ mod tests {
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let (ready, client) = bounded("the handshake", async {
             tokio::join!(
-                run(tcp, addr, Some(&tls), BOUND),
+                run(tcp, addr, false, Some(&tls), BOUND),
                 connector.connect(name, client)
             )
         })
@@ -169,7 +313,7 @@ mod tests {
         let (tls, _) = tls_pair();
         let (mut client, tcp, addr) = connected().await;
         client.write_all(b"USER alice\r\n").await.expect("write");
-        let outcome = bounded("the preamble", run(tcp, addr, Some(&tls), BOUND)).await;
+        let outcome = bounded("the preamble", run(tcp, addr, false, Some(&tls), BOUND)).await;
         assert!(
             matches!(outcome, Err(Failure::Tls(_))),
             "{:?}",
@@ -180,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn a_plain_listener_passes_the_connection_through_untouched() {
         let (mut client, tcp, addr) = connected().await;
-        let ready = bounded("the preamble", run(tcp, addr, None, BOUND))
+        let ready = bounded("the preamble", run(tcp, addr, false, None, BOUND))
             .await
             .expect("preamble");
         assert_eq!(ready.addr, addr);
@@ -194,5 +338,250 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(&buf, b"USER alice\r\n");
+    }
+
+    fn sock(text: &str) -> SocketAddr {
+        text.parse().expect("socket address")
+    }
+
+    /// A v2 header (PROXY over TCP) naming `client`, for a server at `server`.
+    fn v2(client: &str, server: &str) -> Vec<u8> {
+        use ppp::v2::{Builder, Command, Protocol, Version};
+        Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            (sock(client), sock(server)),
+        )
+        .build()
+        .expect("v2 header")
+    }
+
+    /// A v2 LOCAL header (the balancer's health check).
+    fn v2_local() -> Vec<u8> {
+        use ppp::v2::{Addresses, Builder, Command, Protocol, Version};
+        Builder::with_addresses(
+            Version::Two | Command::Local,
+            Protocol::Unspecified,
+            Addresses::Unspecified,
+        )
+        .build()
+        .expect("v2 header")
+    }
+
+    /// Reads a header from `input`, and returns what it says with the bytes left after it.
+    async fn header_of(input: &[u8]) -> (Result<Proxied, HeaderError>, Vec<u8>) {
+        let mut rest = input;
+        let outcome = bounded("the header", read_header(&mut rest)).await;
+        (outcome, rest.to_vec())
+    }
+
+    #[tokio::test]
+    async fn v1_headers_name_ipv4_and_ipv6_clients_and_keep_what_follows() {
+        let (got, rest) =
+            header_of(b"PROXY TCP4 203.0.113.7 192.0.2.1 50123 21\r\nUSER alice\r\n").await;
+        assert_eq!(got.expect("v1"), Proxied::Client(sock("203.0.113.7:50123")));
+        assert_eq!(rest, b"USER alice\r\n");
+        let (got, rest) =
+            header_of(b"PROXY TCP6 2001:db8::7 2001:db8::1 4000 21\r\n\x16\x03\x01").await;
+        assert_eq!(
+            got.expect("v1"),
+            Proxied::Client(sock("[2001:db8::7]:4000"))
+        );
+        assert_eq!(
+            rest, b"\x16\x03\x01",
+            "the TLS ClientHello after the header is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn v2_headers_name_ipv4_and_ipv6_clients_and_keep_what_follows() {
+        let mut input = v2("203.0.113.7:50123", "192.0.2.1:21");
+        input.extend_from_slice(b"USER alice\r\n");
+        let (got, rest) = header_of(&input).await;
+        assert_eq!(got.expect("v2"), Proxied::Client(sock("203.0.113.7:50123")));
+        assert_eq!(rest, b"USER alice\r\n");
+        let mut input = v2("[2001:db8::7]:4000", "[2001:db8::1]:21");
+        input.extend_from_slice(b"PASS x\r\n");
+        let (got, rest) = header_of(&input).await;
+        assert_eq!(
+            got.expect("v2"),
+            Proxied::Client(sock("[2001:db8::7]:4000"))
+        );
+        assert_eq!(rest, b"PASS x\r\n");
+    }
+
+    #[tokio::test]
+    async fn v2_local_and_v1_unknown_are_health_checks() {
+        let mut input = v2_local();
+        input.extend_from_slice(b"rest");
+        let (got, rest) = header_of(&input).await;
+        assert_eq!(got.expect("LOCAL"), Proxied::Local);
+        assert_eq!(rest, b"rest");
+        let (got, rest) = header_of(b"PROXY UNKNOWN\r\nrest").await;
+        assert_eq!(got.expect("UNKNOWN"), Proxied::Local);
+        assert_eq!(rest, b"rest");
+    }
+
+    #[tokio::test]
+    async fn truncated_garbage_and_overlong_headers_are_refused() {
+        let full = v2("203.0.113.7:50123", "192.0.2.1:21");
+        for cut in [5, 15, 16, full.len() - 1] {
+            let (got, _) = header_of(&full[..cut]).await;
+            assert!(
+                matches!(&got, Err(HeaderError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof),
+                "cut at {cut}: {got:?}"
+            );
+        }
+        let (got, _) = header_of(b"PROXY TCP4 203.0.113.7").await;
+        assert!(matches!(got, Err(HeaderError::Io(_))), "{got:?}");
+        let (got, rest) = header_of(b"USER alice\r\nPASS secret\r\n").await;
+        assert!(matches!(got, Err(HeaderError::Missing)), "{got:?}");
+        assert_eq!(
+            rest, b"S secret\r\n",
+            "just the shortest header's length was read"
+        );
+        let (got, _) = header_of(b"PROXY TCP4 not-an-address 192.0.2.1 1 21\r\n").await;
+        assert!(matches!(got, Err(HeaderError::Invalid(_))), "{got:?}");
+        let (got, _) = header_of(b"PROXY TCP4 203.0.113.7 192.0.2.1 99999 21\r\n").await;
+        assert!(matches!(got, Err(HeaderError::Invalid(_))), "{got:?}");
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.resize(4096, b'1');
+        let (got, rest) = header_of(&long).await;
+        assert!(matches!(got, Err(HeaderError::TooLong)), "{got:?}");
+        assert_eq!(
+            rest.len(),
+            4096 - V1_MAX,
+            "the line was read no further than its bound"
+        );
+        // A v2 header declaring more than the bound is refused before its body is read.
+        let mut huge = full.clone();
+        huge[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+        huge.resize(V2_FIXED + 2000, 0);
+        let (got, rest) = header_of(&huge).await;
+        assert!(matches!(got, Err(HeaderError::TooLong)), "{got:?}");
+        assert_eq!(rest.len(), 2000);
+        // A bad version byte after the v2 signature.
+        let mut bad = full;
+        bad[12] = 0x31;
+        let (got, _) = header_of(&bad).await;
+        assert!(matches!(got, Err(HeaderError::Invalid(_))), "{got:?}");
+        // UDP over IPv4 names no TCP client.
+        let udp = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Datagram,
+            (sock("203.0.113.7:1"), sock("192.0.2.1:21")),
+        )
+        .build()
+        .expect("udp header");
+        let (got, _) = header_of(&udp).await;
+        assert!(matches!(got, Err(HeaderError::Invalid(_))), "{got:?}");
+    }
+
+    /// Writes `bytes` one at a time, each in a segment of its own.
+    async fn trickle(client: &mut TcpStream, bytes: &[u8]) {
+        client.set_nodelay(true).expect("nodelay");
+        for byte in bytes {
+            client.write_all(&[*byte]).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_header_in_many_small_writes_is_read_whole_and_ftp_follows_intact() {
+        for header in [
+            v2("[2001:db8::7]:4000", "[2001:db8::1]:21"),
+            b"PROXY TCP4 203.0.113.7 192.0.2.1 50123 21\r\n".to_vec(),
+        ] {
+            let (mut client, tcp, addr) = connected().await;
+            let mut sent = header.clone();
+            sent.extend_from_slice(b"USER alice\r\n");
+            let (ready, ()) = bounded("the preamble", async {
+                tokio::join!(
+                    run(tcp, addr, true, None, BOUND),
+                    trickle(&mut client, &sent)
+                )
+            })
+            .await;
+            let ready = ready.expect("preamble");
+            assert_eq!(ready.addr.balancer(), Some(addr.tcp_peer()));
+            assert!(
+                ready.addr.ip() == "2001:db8::7".parse::<std::net::IpAddr>().expect("ip")
+                    || ready.addr.ip() == std::net::IpAddr::from([203, 0, 113, 7]),
+                "{}",
+                ready.addr
+            );
+            let Stream::Plain(mut server) = ready.stream else {
+                panic!("TLS on a plain listener");
+            };
+            let mut buf = [0u8; 12];
+            bounded("the read", server.read_exact(&mut buf))
+                .await
+                .expect("read");
+            assert_eq!(&buf, b"USER alice\r\n");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_header_hits_the_stage_limit() {
+        let (mut client, tcp, addr) = connected().await;
+        let header = v2("203.0.113.7:50123", "192.0.2.1:21");
+        client.write_all(&header[..10]).await.expect("write");
+        let started = std::time::Instant::now();
+        let outcome = bounded(
+            "the preamble",
+            run(tcp, addr, true, None, Duration::from_millis(300)),
+        )
+        .await;
+        assert!(
+            matches!(outcome, Err(Failure::TimedOut)),
+            "{:?}",
+            outcome.err()
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn from_a_balancer_a_missing_header_fails_and_a_local_one_is_a_health_check() {
+        let (mut client, tcp, addr) = connected().await;
+        client
+            .write_all(b"USER alice\r\n\r\n\r\n")
+            .await
+            .expect("write");
+        let outcome = bounded("the preamble", run(tcp, addr, true, None, BOUND)).await;
+        assert!(
+            matches!(outcome, Err(Failure::Proxy(HeaderError::Missing))),
+            "{:?}",
+            outcome.err()
+        );
+        let (mut client, tcp, addr) = connected().await;
+        client.write_all(&v2_local()).await.expect("write");
+        let outcome = bounded("the preamble", run(tcp, addr, true, None, BOUND)).await;
+        assert!(
+            matches!(outcome, Err(Failure::HealthCheck)),
+            "{:?}",
+            outcome.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_comes_before_implicit_tls() {
+        let (tls, connector) = tls_pair();
+        let (mut client, tcp, addr) = connected().await;
+        client
+            .write_all(&v2("[2001:db8::7]:4000", "[2001:db8::1]:990"))
+            .await
+            .expect("header");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let (ready, client) = bounded("the handshake", async {
+            tokio::join!(
+                run(tcp, addr, true, Some(&tls), BOUND),
+                connector.connect(name, client)
+            )
+        })
+        .await;
+        let ready = ready.expect("preamble");
+        client.expect("client handshake");
+        assert_eq!(ready.addr.client(), sock("[2001:db8::7]:4000"));
+        assert!(matches!(ready.stream, Stream::Tls(_)));
     }
 }

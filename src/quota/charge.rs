@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::Quota;
 use crate::state::{Lease, Reserved};
 
-use super::ledger::{Stored, UserState, lock};
+use super::ledger::{UserState, lock};
 use super::{QuotaError, QuotaLedger};
 
 #[derive(Debug)]
@@ -32,15 +32,21 @@ pub(super) struct ChargeInner {
 impl ChargeInner {
     /// Gives back the reservations; call with the user's lock held.
     pub(super) fn release(&mut self) {
-        let less = Reserved {
+        let less = self.take();
+        self.ledger.state.release_quota(&self.user, less);
+    }
+
+    /// Ends the reservations here and returns them, for the caller to give back.
+    pub(super) fn take(&mut self) -> Reserved {
+        let held = Reserved {
             bytes: self.reserved_bytes,
             files: u64::from(self.reserved_file),
         };
-        self.ledger.state.release_quota(&self.user, less);
         self.reserved_bytes = 0;
         self.reserved_file = false;
         self.claim = None;
         self.credit = 0;
+        held
     }
 
     /// The first change in place: the ledger is dirty on disk until the last writer ends.
@@ -53,12 +59,8 @@ impl ChargeInner {
             .load(&self.user)
             .map_err(QuotaError::Unavailable)?;
         if !stored.dirty {
-            let dirty = Stored {
-                dirty: true,
-                ..stored
-            };
             self.ledger
-                .store(&self.user, dirty)
+                .mark_dirty(&self.user, stored)
                 .map_err(QuotaError::Unavailable)?;
         }
         state.writers += 1;
@@ -119,10 +121,10 @@ impl Charge {
         let more = need.saturating_sub(inner.reserved_bytes);
         if more > 0 {
             let state = Arc::clone(&inner.state);
-            let state = lock(&state);
+            let mut state = lock(&state);
             let stored = inner
                 .ledger
-                .load(&inner.user)
+                .load_for_reserve(&inner.user, &mut state)
                 .map_err(QuotaError::Unavailable)?;
             let bytes = Reserved {
                 bytes: more,

@@ -7,10 +7,12 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Quota};
+use crate::db::Database;
 use crate::json_file::TempFile;
 use crate::state::{LocalState, Reserved, Room, SharedState};
 
@@ -18,6 +20,10 @@ use super::charge::ChargeInner;
 use super::{
     Charge, FileId, LimitSource, QuotaError, QuotaReport, TreeCounter, Usage, UsageCounter,
 };
+
+/// How long a cluster's running upload reuses the usage it read (see
+/// [`QuotaLedger::load_for_reserve`]).
+const CACHED_USAGE: Duration = Duration::from_secs(1);
 
 /// The ledger file: usage, and whether a change may have been cut short.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -48,6 +54,8 @@ pub(super) struct UserState {
     pub(super) pending_files: i128,
     /// In-place uploads that have changed their file (the ledger stays dirty while any runs).
     pub(super) writers: u32,
+    /// In a cluster: the row as last read, and when (see [`QuotaLedger::load_for_reserve`]).
+    pub(super) cached: Option<(Stored, Instant)>,
 }
 
 impl UserState {
@@ -86,6 +94,10 @@ impl UserState {
         Room {
             bytes: limits.bytes.map(|l| l.saturating_sub(usage.bytes)),
             files: limits.files.map(|l| l.saturating_sub(usage.files)),
+            basis: Some(Reserved {
+                bytes: stored.bytes,
+                files: stored.files,
+            }),
         }
     }
 }
@@ -101,6 +113,8 @@ pub struct QuotaLedger {
     pub(super) users: Mutex<HashMap<String, Arc<Mutex<UserState>>>>,
     /// Where running uploads reserve.
     pub(super) state: Arc<dyn SharedState>,
+    /// Where the usage is kept in a cluster, instead of the files in `dir`.
+    pub(super) database: Option<Arc<Database>>,
 }
 
 impl std::fmt::Debug for QuotaLedger {
@@ -134,6 +148,7 @@ impl QuotaLedger {
             limits,
             users: Mutex::default(),
             state: LocalState::shared(&Config::default()),
+            database: None,
         })
     }
 
@@ -148,6 +163,14 @@ impl QuotaLedger {
     /// ledger's own).
     pub fn with_shared_state(mut self, state: Arc<dyn SharedState>) -> QuotaLedger {
         self.state = state;
+        self
+    }
+
+    /// Keeps the usage in `db`'s `quota_usage` table instead of the files (a cluster: every
+    /// node checks against the same usage). Recovery at start is then left to the operator's
+    /// recount: a dirty row may be another live node's change.
+    pub fn with_database(mut self, db: Arc<Database>) -> QuotaLedger {
+        self.database = Some(db);
         self
     }
 
@@ -211,6 +234,19 @@ impl QuotaLedger {
 
     /// Must be called with the user's lock held.
     pub(super) fn load(&self, user: &str) -> io::Result<Stored> {
+        if let Some(db) = &self.database {
+            if let Some(stored) = super::table::load(db, user)? {
+                return Ok(stored);
+            }
+            log::info!("no usage row for {user}; counting the home");
+            let usage = self.counter.count(user)?;
+            let counted = Stored {
+                bytes: usage.bytes,
+                files: usage.files,
+                dirty: false,
+            };
+            return super::table::create(db, user, counted);
+        }
         match fs::read(self.path(user)) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(stored) => return Ok(stored),
@@ -221,6 +257,11 @@ impl QuotaLedger {
             }
             Err(e) => return Err(e),
         }
+        self.count(user)
+    }
+
+    /// Counts `user`'s home and stores the result; with the user's lock held.
+    fn count(&self, user: &str) -> io::Result<Stored> {
         let usage = self.counter.count(user)?;
         let stored = Stored {
             bytes: usage.bytes,
@@ -233,6 +274,9 @@ impl QuotaLedger {
 
     /// Must be called with the user's lock held. Temp file beside it, then rename: atomic.
     pub(super) fn store(&self, user: &str, stored: Stored) -> io::Result<()> {
+        if let Some(db) = &self.database {
+            return super::table::store(db, user, stored);
+        }
         let json = serde_json::to_vec(&stored).map_err(io::Error::other)?;
         // A process crash keeps the page cache, and the dirty mark covers it; after a power
         // loss the operator recounts (no fsync on this hot path).
@@ -243,20 +287,52 @@ impl QuotaLedger {
         temp.replace(&self.dir, user, &json, &self.path(user))
     }
 
-    /// Writes what in-place writes changed into the ledger file; dirty while writers run.
-    /// Must be called with the user's lock held.
-    pub(super) fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) {
-        let result = self.load(user).and_then(|stored| {
-            let usage = state.usage(stored);
-            self.store(
+    /// Marks the usage dirty before a change (`stored` is what was loaded); with the user's
+    /// lock held. In a cluster only the flag is written: the usage may have moved meanwhile.
+    pub(super) fn mark_dirty(&self, user: &str, stored: Stored) -> io::Result<()> {
+        match &self.database {
+            Some(db) => super::table::mark(db, user),
+            None => self.store(
                 user,
                 Stored {
-                    bytes: shift(usage.bytes, delta.0),
-                    files: shift(usage.files, delta.1),
-                    dirty: state.writers > 0,
+                    dirty: true,
+                    ..stored
                 },
-            )
-        });
+            ),
+        }
+    }
+
+    /// The stored usage for a reservation: in a cluster, one read a moment ago will do, as
+    /// the reservation checks against the usage of its own moment (`Room::basis`), so a
+    /// running upload does not read the row for every chunk.
+    pub(super) fn load_for_reserve(&self, user: &str, state: &mut UserState) -> io::Result<Stored> {
+        if self.database.is_none() {
+            return self.load(user);
+        }
+        if let Some((stored, at)) = state.cached
+            && at.elapsed() < CACHED_USAGE
+        {
+            return Ok(stored);
+        }
+        let stored = self.load(user)?;
+        state.cached = Some((stored, Instant::now()));
+        Ok(stored)
+    }
+
+    /// Writes what in-place writes changed into the ledger file; dirty while writers run.
+    /// Must be called with the user's lock held. In a cluster the change is added to the
+    /// row in one statement, so two nodes' changes add up.
+    pub(super) fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) {
+        state.cached = None;
+        let result = match &self.database {
+            Some(db) => super::table::add(
+                db,
+                user,
+                (state.pending_bytes + delta.0, state.pending_files + delta.1),
+                state.writers > 0,
+            ),
+            None => self.write_back(user, state, delta),
+        };
         match result {
             Ok(()) => {
                 state.pending_bytes = 0;
@@ -269,6 +345,19 @@ impl QuotaLedger {
                 log::error!("cannot update the usage of {user}: {e}");
             }
         }
+    }
+
+    /// [`QuotaLedger::flush`] for the file: what it holds plus the changes, written whole.
+    fn write_back(&self, user: &str, state: &UserState, delta: (i128, i128)) -> io::Result<()> {
+        let usage = state.usage(self.load(user)?);
+        self.store(
+            user,
+            Stored {
+                bytes: shift(usage.bytes, delta.0),
+                files: shift(usage.files, delta.1),
+                dirty: state.writers > 0,
+            },
+        )
     }
 
     /// Starts the accounting of one upload. `new_file` reserves a file slot (the upload will

@@ -20,6 +20,9 @@
 //! [`DIR_BYTES`], so directory floods meet the byte limit) count as one file each; symbolic
 //! links (which only the operator can create) count for nothing.
 //!
+//! In a cluster (a node with a database) the usage is a row of the `quota_usage` table
+//! instead of the file (`table.rs`), so every node checks against the same usage.
+//!
 //! Files: `ledger.rs` (the ledger and per-user state), `tx.rs` (one change under the lock),
 //! `charge.rs` (a running upload), `recount.rs` (counting a home: [`UsageCounter`], by default
 //! a walk of its directory; recovery at start); the shared
@@ -36,6 +39,7 @@ use crate::config::Quota;
 mod charge;
 mod ledger;
 mod recount;
+mod table;
 mod tx;
 
 pub use charge::Charge;
@@ -129,5 +133,7 @@ pub enum QuotaError {
     Unavailable(#[source] io::Error),
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! mark the ledger dirty, record what changed.
 
 use crate::config::Quota;
+use crate::state::Reserved;
 
 use super::ledger::{Stored, UserState, lock};
 use super::{Charge, QuotaError, QuotaLedger};
@@ -30,13 +31,19 @@ impl QuotaLedger {
                 limits: self.limits(user),
                 marked: false,
                 delta: (0, 0),
+                settled: Reserved::default(),
             }),
         };
         let result = op(&mut tx);
-        if let Some(inner) = tx.inner
-            && (inner.marked || inner.delta != (0, 0))
-        {
-            self.flush(user, inner.state, inner.delta);
+        if let Some(inner) = tx.inner {
+            if inner.marked || inner.delta != (0, 0) {
+                self.flush(user, inner.state, inner.delta);
+            }
+            // Only once the usage holds what they became: meanwhile they count twice (the
+            // safe way), never not at all, for a node that checks in between.
+            if inner.settled != Reserved::default() {
+                self.state.release_quota(user, inner.settled);
+            }
         }
         result
     }
@@ -50,6 +57,8 @@ pub(super) struct TxInner<'a> {
     pub(super) limits: Quota,
     pub(super) marked: bool,
     pub(super) delta: (i128, i128),
+    /// Reservations of settled uploads, given back after the usage is written.
+    pub(super) settled: Reserved,
 }
 
 /// One change to a user's tree, with the user's lock held (see [`QuotaLedger::change`]).
@@ -73,7 +82,11 @@ impl Tx<'_> {
         let Some(tx) = &self.inner else {
             return Ok(());
         };
-        let reserved = tx.ledger.reserved(tx.user)?;
+        let held = tx.ledger.reserved(tx.user)?;
+        let reserved = Reserved {
+            bytes: held.bytes.saturating_sub(tx.settled.bytes),
+            files: held.files.saturating_sub(tx.settled.files),
+        };
         let fits = |bytes, files| tx.state.fits(tx.stored, tx.limits, reserved, bytes, files);
         let bytes_fit = bytes <= 0 || fits(tx.delta.0 + bytes, 0);
         let files_fit = files <= 0 || fits(0, tx.delta.1 + files);
@@ -94,12 +107,8 @@ impl Tx<'_> {
             return Ok(());
         };
         if !tx.marked && !tx.stored.dirty {
-            let dirty = Stored {
-                dirty: true,
-                ..tx.stored
-            };
             tx.ledger
-                .store(tx.user, dirty)
+                .mark_dirty(tx.user, tx.stored)
                 .map_err(QuotaError::Unavailable)?;
         }
         tx.marked = true;
@@ -114,11 +123,14 @@ impl Tx<'_> {
         }
     }
 
-    /// Gives `charge`'s reservations back inside this change (a staged upload's commit), so
-    /// the check of what the commit adds does not count them twice.
+    /// Ends `charge`'s reservations in this change (a staged upload's commit), so the check
+    /// of what the commit adds does not count them twice; they are given back once the usage
+    /// is written.
     pub(crate) fn settle(&mut self, charge: &mut Charge) {
-        if let (Some(_), Some(inner)) = (&self.inner, charge.inner.as_mut()) {
-            inner.release();
+        if let (Some(tx), Some(inner)) = (self.inner.as_mut(), charge.inner.as_mut()) {
+            let taken = inner.take();
+            tx.settled.bytes += taken.bytes;
+            tx.settled.files += taken.files;
         }
     }
 }

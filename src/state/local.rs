@@ -652,6 +652,7 @@ mod tests {
         let room = Room {
             bytes: Some(100),
             files: Some(1),
+            basis: None,
         };
         assert!(
             state

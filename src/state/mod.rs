@@ -3,10 +3,12 @@
 //! transfer leases per user with their bandwidth buckets, write locks, and the quota
 //! reservations of running uploads. Admission, the session's limits, the file store and the
 //! quota ledger reach it only through [`SharedState`], held as an `Arc<dyn SharedState>` built
-//! once in `server.rs`; [`local::LocalState`] is today's in-process implementation.
+//! once in `server.rs`; [`local::LocalState`] is a single server's, in process;
+//! [`postgres::PgState`] a cluster's, in its database.
 
 pub mod bucket;
 pub mod local;
+pub mod postgres;
 
 use std::fmt;
 use std::future::Future;
@@ -19,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use bucket::RateLimiter;
 pub use local::LocalState;
+pub use postgres::{GRANT, PgState};
 
 /// The shared state could not be read or changed (a database that is down, in a cluster).
 /// Callers fail closed: the connection, login or transfer asked for is refused.
@@ -38,18 +41,34 @@ pub type StateFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// returns a [`Result`], since a database-backed implementation can fail where the local one
 /// cannot.
 ///
-/// **Sync, never blocking.** The methods are plain calls, not futures, because every caller
-/// decides on their answer in the same step (the acceptor before it starts a session, a
-/// session handler before it replies, a file-store thread before it opens) and making them
-/// async would turn each of those steps into a continuation. The price is a contract every
-/// implementation must keep: a call answers from memory at once (the local one takes a mutex
-/// held only to update counters) and never waits for I/O, because it runs on the threads that
-/// serve control channels. A PostgreSQL implementation (issue 14) therefore keeps the node's
-/// view in memory and talks to the database from its own task: bans and failure windows
-/// arrive by LISTEN/NOTIFY, leases are rows it inserts, renews with a heartbeat and deletes
-/// behind the caller (a lease a crashed node left expires), and a refusal it cannot yet
-/// confirm is decided from the last view it has. The one method that waits,
-/// [`SharedState::hash_turn`], returns a future.
+/// **Sync, and two kinds of call.** The methods are plain calls, not futures, because every
+/// caller decides on their answer in the same step (the acceptor before it starts a session,
+/// a session handler before it replies, a file-store thread before it opens) and making them
+/// async would turn each of those steps into a continuation. Which threads call them splits
+/// them in two, and every implementation keeps the split:
+///
+/// - Called on the threads that serve control channels, so they answer from memory at once
+///   and never wait for I/O: [`banned`](SharedState::banned),
+///   [`login_failed`](SharedState::login_failed),
+///   [`address_session`](SharedState::address_session),
+///   [`user_session`](SharedState::user_session), [`transfer`](SharedState::transfer),
+///   [`take_registration`](SharedState::take_registration),
+///   [`give_back_registration`](SharedState::give_back_registration), and
+///   [`hash_turn`](SharedState::hash_turn) (the one that waits, as a future, for a turn).
+///   A cluster's implementation ([`postgres::PgState`]) answers them from the node's view
+///   (its own counts exactly, the other nodes' as last read, bans as notified) and writes
+///   what they change from a task of its own: two nodes can both admit a last slot within
+///   one refresh of each other.
+/// - Called on blocking threads (a file store's, `spawn_blocking`), never a runtime's
+///   worker, so they may wait for the database, within its query limit, and are exact
+///   across nodes: [`write_lock`](SharedState::write_lock),
+///   [`quota_reserved`](SharedState::quota_reserved),
+///   [`reserve_quota`](SharedState::reserve_quota),
+///   [`quota_claim`](SharedState::quota_claim). A database that does not answer makes them
+///   return [`StateError::Unavailable`], and their callers refuse the write.
+///   [`release_quota`](SharedState::release_quota) and every [`Lease`]'s drop never wait:
+///   they give back in the background (retried until the database takes it; what a dead
+///   node held is swept after the lease time).
 ///
 /// Leases ([`Lease`]) are given back when dropped or by [`Lease::release`]; a release never
 /// fails to the caller (the implementation retries, or lets the lease expire).
@@ -136,7 +155,15 @@ pub trait SharedState: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`StateError`] when the claim cannot be taken.
     fn quota_claim(&self, user: &str, file: &[u8]) -> Result<Option<Lease>, StateError>;
+
+    /// Registers `watcher`, called with each address another node banned, so this node ends
+    /// its sessions from it (a ban decided here is told by the session that caused it). A
+    /// single server has no other nodes: the default does nothing.
+    fn watch_bans(&self, _watcher: BanWatcher) {}
 }
+
+/// Called with an address that another node just banned.
+pub type BanWatcher = Arc<dyn Fn(IpAddr) + Send + Sync>;
 
 /// Bytes and files that the running uploads of a user hold reserved against the quota.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +181,10 @@ pub struct Room {
     pub bytes: Option<u64>,
     /// Files left.
     pub files: Option<u64>,
+    /// The stored usage the room was computed from, when the state can read that usage again
+    /// (a cluster's database): the reservation then checks against the usage at its own
+    /// moment, so another node's upload settled meanwhile is not counted twice or missed.
+    pub basis: Option<Reserved>,
 }
 
 /// Logs that `what` is refused because the state is unavailable: callers fail closed.

@@ -44,28 +44,53 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Accepts the data connection, only from `peer` (the control connection's client): a
 /// connection from anywhere else is dropped and reported to `refused` with its address, and
-/// the wait goes on (no port theft). The caller bounds the wait.
+/// the wait goes on (no port theft). From a balancer (`config.proxied`) the connection must
+/// begin with a PROXY header, read within [`PROXY_HEADER_LIMIT`], and the client it names is
+/// the one checked. The caller bounds the wait.
 ///
 /// # Errors
 /// [`DataError::NoConnection`] when accepting fails.
 pub async fn accept_from(
     listener: &TcpListener,
     peer: ClientAddr,
+    config: &Config,
     session: u64,
     refused: &impl Fn(SocketAddr),
 ) -> Result<TcpStream, DataError> {
     loop {
-        match listener.accept().await {
+        let (mut stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 log::warn!("session {session}: passive accept failed: {e}");
                 return Err(DataError::NoConnection);
             }
-            Ok((stream, from)) if peer.is_client(from.ip()) => {
-                stream.set_nodelay(true).ok();
-                return Ok(stream);
+        };
+        let client = if config.proxied(from.ip()) {
+            match tokio::time::timeout(PROXY_HEADER_LIMIT, read_header(&mut stream)).await {
+                Ok(Ok(Proxied::Client(client))) => client,
+                Ok(Ok(Proxied::Local)) => {
+                    log::debug!("session {session}: a health check on the passive port");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    log::debug!("session {session}: data connection from {from}: {e}");
+                    refused(from);
+                    continue;
+                }
+                Err(_) => {
+                    log::debug!("session {session}: no PROXY header in time from {from}");
+                    refused(from);
+                    continue;
+                }
             }
-            Ok((_, from)) => refused(from),
+        } else {
+            from
+        };
+        if peer.is_client(client.ip()) {
+            stream.set_nodelay(true).ok();
+            return Ok(stream);
         }
+        refused(client);
     }
 }
 
@@ -74,6 +99,7 @@ pub async fn accept_from(
 pub(super) async fn accept_passive(
     listener: std::net::TcpListener,
     peer: ClientAddr,
+    config: Arc<Config>,
     wait: Duration,
     session: u64,
     refused: impl Fn(SocketAddr),
@@ -82,9 +108,12 @@ pub(super) async fn accept_passive(
         log::warn!("session {session}: passive listener unusable: {e}");
         DataError::NoConnection
     })?;
-    tokio::time::timeout(wait, accept_from(&listener, peer, session, &refused))
-        .await
-        .unwrap_or(Err(DataError::NoConnection))
+    tokio::time::timeout(
+        wait,
+        accept_from(&listener, peer, &config, session, &refused),
+    )
+    .await
+    .unwrap_or(Err(DataError::NoConnection))
 }
 
 /// Connects to an active-mode client from `local` (port from the OS), within `wait`.
@@ -170,10 +199,71 @@ mod tests {
             refused.fetch_add(1, Ordering::SeqCst);
         };
         let only = ClientAddr::direct("127.0.0.2:40000".parse().expect("client"), addr);
-        let accepted = accept_from(&listener, only, 0, &count);
+        let config = Config::default();
+        let accepted = accept_from(&listener, only, &config, 0, &count);
         let res = tokio::time::timeout(Duration::from_millis(300), accepted).await;
         assert!(res.is_err(), "a stranger's connection was accepted");
         assert_eq!(refused.load(Ordering::SeqCst), 1);
         client.await.expect("join").expect("connected");
+    }
+
+    #[tokio::test]
+    async fn from_a_balancer_the_header_names_the_client_that_is_checked() {
+        let config = Config {
+            proxy_protocol_from: vec!["127.0.0.1/32".parse().expect("net")],
+            ..Config::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let header = |client: &str| {
+            use ppp::v2::{Builder, Command, Protocol, Version};
+            Builder::with_addresses(
+                Version::Two | Command::Proxy,
+                Protocol::Stream,
+                (
+                    client.parse::<SocketAddr>().expect("client"),
+                    "[2001:db8::1]:21".parse::<SocketAddr>().expect("server"),
+                ),
+            )
+            .build()
+            .expect("header")
+        };
+        let control = ClientAddr::direct("127.0.0.1:40000".parse().expect("balancer"), addr)
+            .via_balancer("[2001:db8::7]:5000".parse().expect("client"));
+        let refused = std::sync::Mutex::new(Vec::new());
+        let record = |from: SocketAddr| refused.lock().expect("lock").push(from);
+        let clients = async {
+            // No header, another client's header, then the client's own with data after it.
+            let mut bare = TcpStream::connect(addr).await.expect("connect");
+            bare.write_all(b"hello there, no header\r\n")
+                .await
+                .expect("write");
+            let mut other = TcpStream::connect(addr).await.expect("connect");
+            other
+                .write_all(&header("[2001:db8::8]:5000"))
+                .await
+                .expect("write");
+            let mut own = TcpStream::connect(addr).await.expect("connect");
+            let mut sent = header("[2001:db8::7]:5001");
+            sent.extend_from_slice(b"file bytes");
+            own.write_all(&sent).await.expect("write");
+            (bare, other, own)
+        };
+        let (accepted, _clients) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(
+                accept_from(&listener, control, &config, 0, &record),
+                clients
+            )
+        })
+        .await
+        .expect("accepted in time");
+        let mut stream = accepted.expect("the client's connection");
+        let mut buf = [0u8; 10];
+        stream.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"file bytes");
+        let refused = refused.lock().expect("lock").clone();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(refused[0].ip(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(refused[1], "[2001:db8::8]:5000".parse().expect("addr"));
     }
 }

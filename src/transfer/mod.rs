@@ -22,8 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::audit::{Event, EventKind};
-use crate::config::PortRange;
+use crate::config::{Config, PortRange};
 use crate::net::ClientAddr;
+use crate::net::preamble::{PROXY_HEADER_LIMIT, Proxied, read_header};
 use crate::quota::Charge;
 use crate::state::TransferPermit;
 use crate::storage::{ByteSink, ByteSource, StoreError};
@@ -202,6 +203,8 @@ pub struct Outcome {
 pub struct Channel {
     /// The control connection's client: the only address a passive connection is taken from.
     pub peer: ClientAddr,
+    /// The server's configuration, for `proxied`: which peers must send a PROXY header.
+    pub config: Arc<Config>,
     /// The data timeout: for the connection to arrive, and for each read or write.
     pub stall: Duration,
     /// The session, for log lines.
@@ -257,22 +260,21 @@ pub fn begin(
     channel: Channel,
     start: Start,
 ) -> tokio::task::JoinHandle<Outcome> {
+    let refused = channel.refusal();
     let Channel {
         peer,
+        config,
         stall,
         session,
         ..
     } = channel;
     match plan {
         DataPlan::Prepared(prepared) => prepared.start(start),
-        DataPlan::Passive(listener) => {
-            let refused = channel.refusal();
-            pool.spawn(run(
-                accept_passive(listener, peer, stall, session, refused),
-                stall,
-                start,
-            ))
-        }
+        DataPlan::Passive(listener) => pool.spawn(run(
+            accept_passive(listener, peer, config, stall, session, refused),
+            stall,
+            start,
+        )),
         DataPlan::Active { target, local } => {
             pool.spawn(run(connect_from(local, target, stall), stall, start))
         }
@@ -318,13 +320,14 @@ async fn prepared(
     early: Protection,
     mut started: tokio::sync::oneshot::Receiver<Start>,
 ) -> Outcome {
+    let refused = channel.refusal();
     let Channel {
         peer,
+        config,
         stall,
         session,
         ..
     } = channel;
-    let refused = channel.refusal();
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => {
@@ -339,12 +342,12 @@ async fn prepared(
         biased;
         start = &mut started => {
             let Ok(start) = start else { return failed(DataError::NoConnection) };
-            let connected = tokio::time::timeout(stall, accept_from(&listener, peer, session, &refused))
+            let connected = tokio::time::timeout(stall, accept_from(&listener, peer, &config, session, &refused))
                 .await
                 .unwrap_or(Err(DataError::NoConnection));
             return run(std::future::ready(connected), stall, start).await;
         }
-        accepted = accept_from(&listener, peer, session, &refused) => match accepted {
+        accepted = accept_from(&listener, peer, &config, session, &refused) => match accepted {
             Ok(stream) => stream,
             Err(e) => return failed(e),
         },

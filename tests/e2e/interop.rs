@@ -123,8 +123,8 @@ fn assert_command(events: &[Value], user: &str, command: &str, code: u16) {
 // curl
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `curl -sS ARGS` in `cwd`.
-fn curl(cwd: &Path, args: &[&str]) -> Output {
+/// Runs `curl -sS ARGS` in `cwd`, bounded.
+pub(crate) fn curl(cwd: &Path, args: &[&str]) -> Output {
     let mut all = vec!["-sS", "--max-time", "30", "--connect-timeout", "10"];
     all.extend_from_slice(args);
     run_client("curl", &all, cwd)

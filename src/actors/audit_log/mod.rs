@@ -17,19 +17,21 @@
 //! The events, sinks and policy are in [`crate::audit`]; the actor is here.
 
 pub use crate::audit::{
-    AuditPolicy, AuditSink, Event, EventKind, JsonLinesSink, Rotation, WINDOW, XferlogSink,
-    xferlog_line,
+    AuditPolicy, AuditSink, Event, EventKind, JsonLinesSink, Rotation, TableSink, WINDOW,
+    XferlogSink, xferlog_line,
 };
 
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message};
 
 use crate::audit::{Floor, SUMMARY_LINES, Throttle};
+use crate::db::Database;
 
 /// Events buffered before a write is forced ahead of the next tick.
 const BATCH: usize = 256;
@@ -65,20 +67,28 @@ pub struct AuditLog {
     max_pending: usize,
     throttle: Throttle,
     floor: Option<Floor>,
+    /// Stamped on every event that has no node yet.
+    node: Option<String>,
 }
 
 impl AuditLog {
     /// Creates `log_dir` with `audit.jsonl` and `xferlog` and starts the actor on a new
-    /// `Arbiter`. Must be called inside a running actix `System`.
+    /// `Arbiter`; every event is stamped with `node`, and with a `database` also goes to its
+    /// `audit_log` table. Must be called inside a running actix `System`.
     ///
     /// # Errors
     /// The directory or a file cannot be created.
     ///
     /// # Panics
     /// Outside a running `System` (as `Arbiter::new` does).
-    pub fn start(log_dir: &Path, policy: AuditPolicy) -> io::Result<Addr<AuditLog>> {
+    pub fn start(
+        log_dir: &Path,
+        policy: AuditPolicy,
+        node: &str,
+        database: Option<Arc<Database>>,
+    ) -> io::Result<Addr<AuditLog>> {
         fs::create_dir_all(log_dir)?;
-        let sinks: Vec<Box<dyn AuditSink>> = vec![
+        let mut sinks: Vec<Box<dyn AuditSink>> = vec![
             Box::new(JsonLinesSink::open(
                 &log_dir.join("audit.jsonl"),
                 policy.rotation,
@@ -88,13 +98,16 @@ impl AuditLog {
                 policy.rotation,
             )?),
         ];
+        if let Some(db) = database {
+            sinks.push(Box::new(TableSink::start(db)));
+        }
         let floor = (policy.min_free_bytes > 0).then(|| Floor {
             dir: log_dir.to_owned(),
             min_free: policy.min_free_bytes,
             low: false,
             held: 0,
         });
-        Ok(AuditLog::spawn(sinks, policy, floor))
+        Ok(AuditLog::spawn(sinks, policy, floor, Some(node.to_owned())))
     }
 
     /// Starts the actor over the given sinks on a new `Arbiter` (tests, other back ends).
@@ -102,18 +115,20 @@ impl AuditLog {
     /// # Panics
     /// Outside a running `System` (as `Arbiter::new` does).
     pub fn with_sinks(sinks: Vec<Box<dyn AuditSink>>, policy: AuditPolicy) -> Addr<AuditLog> {
-        AuditLog::spawn(sinks, policy, None)
+        AuditLog::spawn(sinks, policy, None, None)
     }
 
     fn spawn(
         sinks: Vec<Box<dyn AuditSink>>,
         policy: AuditPolicy,
         floor: Option<Floor>,
+        node: Option<String>,
     ) -> Addr<AuditLog> {
         let arbiter = Arbiter::new();
         AuditLog::start_in_arbiter(&arbiter.handle(), move |_| {
             let mut log = AuditLog::new(sinks, MAX_PENDING, policy);
             log.floor = floor;
+            log.node = node;
             log
         })
     }
@@ -129,6 +144,7 @@ impl AuditLog {
             max_pending,
             throttle: Throttle::new(policy.burst_per_address, policy.burst_total),
             floor: None,
+            node: None,
         }
     }
 
@@ -193,7 +209,10 @@ impl AuditLog {
         self.write_pending();
     }
 
-    fn push(&mut self, event: Event) {
+    fn push(&mut self, mut event: Event) {
+        if event.node.is_none() {
+            event.node.clone_from(&self.node);
+        }
         self.pending.push_back(event);
         if self.pending.len() > self.max_pending {
             let dropped = self.pending.len() - self.max_pending;

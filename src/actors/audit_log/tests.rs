@@ -149,7 +149,7 @@ fn xferlog_line_has_18_fields() {
 #[actix::test]
 async fn flush_writes_json_lines_and_xferlog() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = AuditLog::start(dir.path(), AuditPolicy::UNLIMITED).expect("start");
+    let log = AuditLog::start(dir.path(), AuditPolicy::UNLIMITED, "n7", None).expect("start");
     let events = vec![
         Event::now(1, peer(), EventKind::SessionOpen),
         Event::now(1, peer(), EventKind::Command)
@@ -167,11 +167,23 @@ async fn flush_writes_json_lines_and_xferlog() {
     log.send(Flush).await.expect("mailbox");
 
     let text = fs::read_to_string(dir.path().join("audit.jsonl")).expect("read");
+    assert_eq!(
+        text.matches(r#""node":"n7""#).count(),
+        events.len(),
+        "{text}"
+    );
     let read: Vec<Event> = text
         .lines()
         .map(|line| serde_json::from_str(line).expect("valid JSON line"))
         .collect();
-    assert_eq!(read, events);
+    let stamped: Vec<Event> = events
+        .into_iter()
+        .map(|event| Event {
+            node: Some("n7".into()),
+            ..event
+        })
+        .collect();
+    assert_eq!(read, stamped);
 
     let xferlog = fs::read_to_string(dir.path().join("xferlog")).expect("read");
     assert_eq!(xferlog.lines().count(), 1, "{xferlog}");

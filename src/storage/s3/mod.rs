@@ -51,7 +51,8 @@ use crate::quota::{QuotaLedger, UsageCounter};
 use crate::state::{LocalState, SharedState};
 use crate::storage::{ANONYMOUS, PathLimits, StoreError};
 
-/// The key every start-up probe writes and removes under the prefix.
+/// The start of the key a start-up probe writes and removes under the prefix; a random token
+/// follows, so nodes of a cluster that start together never read or remove each other's.
 const PROBE_KEY: &str = ".ferry-probe";
 
 /// Where the bucket is and how to reach it, from the configuration and the environment.
@@ -451,10 +452,12 @@ impl S3Storage {
         self.quota.as_ref().filter(|_| user != ANONYMOUS)
     }
 
-    /// The exclusive right to rewrite (or create as STOU) the object `key`.
-    fn write_lock(&self, key: &str) -> Result<crate::state::Lease, StoreError> {
+    /// The exclusive right to rewrite (or create as STOU) the object `key`; on a blocking
+    /// thread, as a cluster's state asks the database.
+    async fn write_lock(&self, key: &str) -> Result<crate::state::Lease, StoreError> {
         let lock = format!("s3/{:x}/{key}", self.dev);
-        match self.state.write_lock(lock.as_bytes()) {
+        let state = Arc::clone(&self.state);
+        match blocking(move || state.write_lock(lock.as_bytes())).await {
             Ok(Some(lease)) => Ok(lease),
             Ok(None) => Err(StoreError::Busy),
             Err(e) => Err(StoreError::Io(io::Error::other(e))),
@@ -469,7 +472,7 @@ impl S3Storage {
     /// missing bucket).
     pub async fn probe(&self) -> Result<(), S3SetupError> {
         let store = Arc::clone(&self.store);
-        let key = self.key_of(PROBE_KEY);
+        let key = self.key_of(&format!("{PROBE_KEY}-{:016x}", rand::random::<u64>()));
         let prefix = self.key_of("").to_string();
         let outcome = on_io(async move {
             // A listing first: some servers create a missing bucket on a put. One key is

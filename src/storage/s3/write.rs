@@ -700,7 +700,7 @@ impl S3Storage {
                 if existing.as_ref().is_some_and(too_big) {
                     return Err(StoreError::TooBigToRewrite(max));
                 }
-                let lease = self.write_lock(&key)?;
+                let lease = self.write_lock(&key).await?;
                 let charge = self
                     .charge(user, existing.is_none(), existing.as_ref())
                     .await?;
@@ -722,7 +722,7 @@ impl S3Storage {
                 if too_big(&old) {
                     return Err(StoreError::TooBigToRewrite(max));
                 }
-                let lease = self.write_lock(&key)?;
+                let lease = self.write_lock(&key).await?;
                 let charge = self.charge(user, false, Some(&old)).await?;
                 let mode = Mode::Rewrite {
                     old: Some(old),
@@ -752,7 +752,7 @@ impl S3Storage {
                 continue;
             }
             // Another STOU (or an APPE) has picked this name and not created it yet.
-            let Ok(lease) = self.write_lock(&key) else {
+            let Ok(lease) = self.write_lock(&key).await else {
                 continue;
             };
             let charge = self.charge(user, true, None).await?;

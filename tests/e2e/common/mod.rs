@@ -2,6 +2,7 @@
 //! directory and an OS-chosen port, a raw control-channel client that reads multi-line replies,
 //! and helpers to wait (always bounded) for the audit log.
 
+pub mod haproxy;
 pub mod pty;
 pub mod pyftpd;
 pub mod s3;
@@ -234,8 +235,9 @@ impl TestServer {
     /// on S3, with the bucket's configuration file and credentials).
     pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        if self.s3.is_some() {
-            let config = self.data_dir().join(s3::CONFIG);
+        // A node of a cluster has the file without a bucket of its own.
+        let config = self.data_dir().join(s3::CONFIG);
+        if self.s3.is_some() || config.exists() {
             all.extend(["--config".to_owned(), config.display().to_string()]);
         }
         let all: Vec<&str> = all.iter().map(String::as_str).collect();

@@ -214,6 +214,39 @@ impl TestServer {
         }
     }
 
+    /// One node of a cluster: `ferryd` named `node` on `bucket` (the other nodes' too) and
+    /// the database at `database_url`. The operator commands' configuration file in its data
+    /// dir has the bucket's keys and `extra_config`.
+    pub fn start_node(
+        bucket: &S3Bucket,
+        database_url: &str,
+        node: &str,
+        extra_config: &str,
+    ) -> TestServer {
+        let data_dir = tempfile::Builder::new()
+            .prefix("ferry-e2e-")
+            .tempdir()
+            .expect("create temp data dir");
+        let mut args = bucket.args();
+        args.extend(["--database-url", database_url, "--node-name", node].map(str::to_owned));
+        let env = S3Bucket::env();
+        let config = format!("{}{extra_config}", bucket.config_file());
+        std::fs::write(data_dir.path().join(CONFIG), config)
+            .expect("write the operator commands' config file");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (child, addr) = spawn(data_dir.path(), &args, &env, true, &stderr);
+        TestServer {
+            child: Some(child),
+            addr,
+            data_dir,
+            extra_args: args,
+            env,
+            stderr,
+            lift_caps: true,
+            s3: None,
+        }
+    }
+
     /// The S3 server and bucket of a server started on S3.
     pub fn s3(&self) -> &S3Bucket {
         self.s3.as_ref().expect("a server on S3 storage")

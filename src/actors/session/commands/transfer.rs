@@ -273,6 +273,7 @@ impl Session {
     pub(super) fn channel(&self) -> transfer::Channel {
         transfer::Channel {
             peer: self.peer,
+            config: Arc::clone(&self.env.config),
             stall: self.env.config.data_timeout(),
             session: self.id,
             audit: {

@@ -1,0 +1,291 @@
+use super::*;
+use crate::actors::account_registry::JsonAccountStore;
+use std::io::Write;
+use std::net::SocketAddr;
+
+const ITER: u32 = 1000;
+
+fn config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn user_add_list_passwd_del() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let pw = Password::new("password1");
+    user_add(&cfg, "alice", &pw, ITER, false, false).expect("add");
+    assert!(cfg.homes_dir().join("alice").is_dir());
+    assert!(matches!(
+        user_add(&cfg, "alice", &pw, ITER, false, false),
+        Err(AdminError::Auth(AuthError::NameTaken))
+    ));
+    assert!(matches!(
+        user_add(&cfg, "Bob", &pw, ITER, false, false),
+        Err(AdminError::Auth(AuthError::BadName))
+    ));
+    assert!(matches!(
+        user_add(&cfg, "bob", &Password::new("short"), ITER, false, false),
+        Err(AdminError::Auth(AuthError::WeakPassword))
+    ));
+
+    let list = user_list(&cfg).expect("list");
+    assert!(list.contains("alice"), "{list}");
+    assert!(list.contains("created"), "{list}");
+
+    user_passwd(&cfg, "alice", &Password::new("password2"), ITER).expect("passwd");
+    let record = JsonAccountStore::new(cfg.accounts_dir())
+        .expect("store")
+        .load(&UserName::parse("alice").expect("valid"))
+        .expect("load")
+        .expect("present");
+    assert!(crate::actors::account_registry::verify_password(
+        &record.hash,
+        &Password::new("password2")
+    ));
+    assert!(matches!(
+        user_passwd(&cfg, "nobody", &pw, ITER),
+        Err(AdminError::NoSuchUser(_))
+    ));
+
+    let deleted = user_del(&cfg, "alice", false).expect("del");
+    assert!(deleted.account && deleted.removed.is_empty());
+    assert_eq!(deleted.kept, [cfg.homes_dir().join("alice")]);
+    assert!(matches!(
+        user_del(&cfg, "alice", false),
+        Err(AdminError::NoSuchUser(_))
+    ));
+    assert!(cfg.homes_dir().join("alice").is_dir(), "home is kept");
+    assert!(!user_list(&cfg).expect("list").contains("alice"));
+}
+
+#[test]
+fn a_deleted_accounts_home_is_adopted_only_explicitly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let pw = Password::new("password1");
+    user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
+    std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
+    let accounts = wiring::accounts(&cfg, None).expect("accounts");
+    ledger(&cfg, accounts)
+        .expect("ledger")
+        .recount("carol")
+        .expect("recount");
+    user_del(&cfg, "carol", false).expect("del");
+
+    let err = user_add(&cfg, "carol", &pw, ITER, false, false).expect_err("refused");
+    let text = err.to_string();
+    assert!(matches!(err, AdminError::Remains { .. }), "{text}");
+    assert!(
+        text.contains("--adopt-home") && text.contains("--purge"),
+        "{text}"
+    );
+    assert!(!user_list(&cfg).expect("list").contains("carol"));
+
+    user_add(&cfg, "carol", &pw, ITER, false, true).expect("adopt");
+    assert!(cfg.homes_dir().join("carol/secret").is_file(), "adopted");
+    let shown = user_quota(&cfg, "carol", QuotaChange::default(), false).expect("show");
+    assert!(shown.contains("Bytes used: 7 of"), "{shown}");
+
+    let purged = user_del(&cfg, "carol", true).expect("purge");
+    assert!(purged.account);
+    assert_eq!(
+        purged.removed,
+        [
+            cfg.homes_dir().join("carol"),
+            cfg.usage_dir().join("carol.json")
+        ]
+    );
+    assert!(!cfg.homes_dir().join("carol").exists());
+    assert!(matches!(
+        user_del(&cfg, "carol", true),
+        Err(AdminError::NoSuchUser(_))
+    ));
+    user_add(&cfg, "carol", &pw, ITER, false, false).expect("a fresh carol");
+    let fresh = std::fs::read_dir(cfg.homes_dir().join("carol"))
+        .expect("home")
+        .count();
+    assert_eq!(fresh, 0, "an empty home");
+}
+
+#[test]
+fn a_deletion_says_what_went_and_what_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let pw = Password::new("password1");
+    user_add(&cfg, "erin", &pw, ITER, false, false).expect("add");
+    let home = cfg.homes_dir().join("erin");
+    let kept = user_del(&cfg, "erin", false).expect("del").summary("erin");
+    assert_eq!(
+        kept,
+        format!(
+            "deleted erin; kept {} (the name stays reserved: `ferryd user del erin --purge` removes them, `ferryd user add erin --adopt-home` reuses them)",
+            home.display()
+        )
+    );
+    let purged = user_del(&cfg, "erin", true).expect("purge").summary("erin");
+    assert_eq!(
+        purged,
+        format!("no account erin; removed {}", home.display())
+    );
+    user_add(&cfg, "erin", &pw, ITER, false, false).expect("add again");
+    std::fs::remove_dir(&home).expect("empty home");
+    let bare = user_del(&cfg, "erin", false).expect("del").summary("erin");
+    assert_eq!(bare, "deleted erin");
+}
+
+#[test]
+fn purge_after_a_plain_delete_removes_the_remains() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    user_add(
+        &cfg,
+        "dave",
+        &Password::new("password1"),
+        ITER,
+        false,
+        false,
+    )
+    .expect("add");
+    user_del(&cfg, "dave", false).expect("del");
+    let purged = user_del(&cfg, "dave", true).expect("purge the remains");
+    assert!(!purged.account);
+    assert_eq!(purged.removed, [cfg.homes_dir().join("dave")]);
+}
+
+#[test]
+fn log_table_filters_by_user_event_and_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(cfg.log_dir()).expect("mkdir");
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let mut file = File::create(cfg.log_dir().join("audit.jsonl")).expect("create");
+    for n in 0..5u64 {
+        let event = Event::now(n, peer, EventKind::Command)
+            .with_user(if n % 2 == 0 { "alice" } else { "bob" })
+            .with_command(format!("CMD{n}"));
+        writeln!(file, "{}", serde_json::to_string(&event).expect("json")).expect("write");
+    }
+    writeln!(file, "not json").expect("write");
+    let login = Event::now(9, peer, EventKind::LoginFailed).with_user("alice");
+    writeln!(file, "{}", serde_json::to_string(&login).expect("json")).expect("write");
+    drop(file);
+
+    let all = log_table(&cfg, &LogFilter::default()).expect("table");
+    for n in 0..5 {
+        assert!(all.contains(&format!("CMD{n}")), "{all}");
+    }
+    assert!(all.contains("1 line(s)"), "{all}");
+
+    let alice = LogFilter {
+        user: Some("alice".into()),
+        ..LogFilter::default()
+    };
+    let table = log_table(&cfg, &alice).expect("table");
+    assert!(table.contains("CMD0") && table.contains("CMD4") && table.contains("login_failed"));
+    assert!(
+        !table.contains("CMD1") && !table.contains("CMD3"),
+        "{table}"
+    );
+
+    let tail = LogFilter {
+        user: Some("alice".into()),
+        event: Some(EventKind::Command),
+        tail: Some(2),
+        ..LogFilter::default()
+    };
+    let table = log_table(&cfg, &tail).expect("table");
+    assert!(table.contains("CMD2") && table.contains("CMD4"), "{table}");
+    let elsewhere = LogFilter {
+        node: Some("n9".into()),
+        ..LogFilter::default()
+    };
+    let table = log_table(&cfg, &elsewhere).expect("table");
+    assert!(!table.contains("CMD"), "no events of node n9: {table}");
+    assert!(
+        !table.contains("CMD0") && !table.contains("login_failed"),
+        "{table}"
+    );
+}
+
+#[test]
+fn log_table_reads_the_rotated_files_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(cfg.log_dir()).expect("mkdir");
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    for (name, cmd) in [
+        ("audit.jsonl.2", "OLDEST"),
+        ("audit.jsonl.1", "MIDDLE"),
+        ("audit.jsonl", "NEWEST"),
+    ] {
+        let event = Event::now(1, peer, EventKind::Command).with_command(cmd);
+        let line = serde_json::to_string(&event).expect("json") + "\n";
+        std::fs::write(cfg.log_dir().join(name), line).expect("write");
+    }
+    let all = log_table(&cfg, &LogFilter::default()).expect("table");
+    let at = |what: &str| all.find(what).unwrap_or_else(|| panic!("{what}: {all}"));
+    assert!(
+        at("OLDEST") < at("MIDDLE") && at("MIDDLE") < at("NEWEST"),
+        "{all}"
+    );
+    let tail = LogFilter {
+        tail: Some(2),
+        ..LogFilter::default()
+    };
+    let table = log_table(&cfg, &tail).expect("table");
+    assert!(
+        !table.contains("OLDEST") && table.contains("MIDDLE"),
+        "{table}"
+    );
+}
+
+#[test]
+fn missing_log_is_an_empty_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table = log_table(&config(dir.path()), &LogFilter::default()).expect("table");
+    assert!(table.contains("session"));
+}
+
+#[test]
+fn user_quota_sets_shows_and_recounts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.default_quota_files = Some(10);
+    user_add(
+        &cfg,
+        "alice",
+        &Password::new("password1"),
+        ITER,
+        false,
+        false,
+    )
+    .expect("add");
+    let shown = user_quota(&cfg, "alice", QuotaChange::default(), false).expect("show");
+    assert!(shown.contains("Bytes used: 0 of none"), "{shown}");
+    assert!(shown.contains("Files used: 0 of 10"), "{shown}");
+    let change = QuotaChange {
+        bytes: Some(Some(500)),
+        files: Some(None),
+    };
+    let set = user_quota(&cfg, "alice", change, false).expect("set");
+    assert!(set.contains("Bytes used: 0 of 500"), "{set}");
+    assert!(set.contains("Files used: 0 of none"), "{set}");
+    std::fs::write(cfg.homes_dir().join("alice/f"), b"1234").expect("write");
+    let stale = user_quota(&cfg, "alice", QuotaChange::default(), false).expect("show");
+    assert!(stale.contains("Bytes used: 0 of 500"), "{stale}");
+    let counted = user_quota(&cfg, "alice", QuotaChange::default(), true).expect("recount");
+    assert!(counted.contains("Bytes used: 4 of 500"), "{counted}");
+    assert!(counted.contains("Files used: 1 of none"), "{counted}");
+    assert!(matches!(
+        user_quota(&cfg, "nobody", QuotaChange::default(), false),
+        Err(AdminError::NoSuchUser(_))
+    ));
+
+    let invite = invite_create(&cfg, 3).expect("invite");
+    let table = invite_list(&cfg).expect("list");
+    assert!(table.contains(&invite.code), "{table}");
+}
