@@ -62,9 +62,12 @@ pub enum AdminError {
     /// The S3 settings are incomplete.
     #[error(transparent)]
     S3(#[from] S3SetupError),
-    /// The database (`database_url`) cannot be used.
+    /// The cluster's database (`database_url`) cannot be used.
     #[error(transparent)]
     Database(#[from] DbError),
+    /// A part of the data directory could not be prepared.
+    #[error(transparent)]
+    DataDir(#[from] wiring::DataDirError),
     /// A file, the terminal or the table output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -106,7 +109,8 @@ pub fn user_add(
 ) -> Result<(), AdminError> {
     let name = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
-    let store = wiring::account_store(config)?;
+    let database = wiring::tool_database(config)?;
+    let store = wiring::accounts(config, database.as_ref())?;
     if store.load(&name)?.is_some() {
         return Err(AuthError::NameTaken.into());
     }
@@ -124,7 +128,7 @@ pub fn user_add(
     store.create(&record)?;
     wiring::create_home(config, name.as_str())?;
     if !left.is_empty() {
-        ledger(config)?.recount(name.as_str())?;
+        ledger(config, store)?.recount(name.as_str())?;
     }
     Ok(())
 }
@@ -172,7 +176,8 @@ impl Deleted {
 pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, AdminError> {
     let user = UserName::parse(name)?;
     // The account first: from here on nobody can log in and write into the home.
-    let account = match wiring::existing_account_store(config)? {
+    let database = wiring::tool_database(config)?;
+    let account = match wiring::existing_accounts(config, database.as_ref())? {
         Some(store) => store.delete(&user)?,
         None => false,
     };
@@ -229,9 +234,26 @@ pub fn user_passwd(
     let user = UserName::parse(name)?;
     check_password(password, config.min_password_length)?;
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
-    let store = wiring::existing_account_store(config)?.ok_or_else(no_such_user)?;
+    let database = wiring::tool_database(config)?;
+    let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
     let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
     record.hash = hash_password(password, iterations)?;
+    store.update(&record)?;
+    Ok(())
+}
+
+/// Disables an account (it cannot log in; with a database, its live sessions on every node
+/// end) or enables it again; its files stay.
+///
+/// # Errors
+/// [`AdminError::NoSuchUser`], [`AuthError::BadName`], or an I/O error.
+pub fn user_disable(config: &Config, name: &str, disabled: bool) -> Result<(), AdminError> {
+    let user = UserName::parse(name)?;
+    let no_such_user = || AdminError::NoSuchUser(name.to_owned());
+    let database = wiring::tool_database(config)?;
+    let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
+    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
+    record.disabled = disabled;
     store.update(&record)?;
     Ok(())
 }
@@ -241,7 +263,8 @@ pub fn user_passwd(
 /// # Errors
 /// A corrupt account file or an I/O error.
 pub fn user_list(config: &Config) -> Result<String, AdminError> {
-    let records = match wiring::existing_account_store(config)? {
+    let database = wiring::tool_database(config)?;
+    let records = match wiring::existing_accounts(config, database.as_ref())? {
         Some(store) => store.list()?,
         None => Vec::new(),
     };
@@ -273,8 +296,7 @@ pub struct QuotaChange {
 }
 
 /// The usage ledger, with limits from the account store.
-fn ledger(config: &Config) -> Result<QuotaLedger, AdminError> {
-    let accounts: Arc<dyn AccountStore> = Arc::new(wiring::account_store(config)?);
+fn ledger(config: &Config, accounts: Arc<dyn AccountStore>) -> Result<QuotaLedger, AdminError> {
     Ok(wiring::quota_ledger(config, accounts)?)
 }
 
@@ -291,7 +313,8 @@ pub fn user_quota(
 ) -> Result<String, AdminError> {
     let user = UserName::parse(name)?;
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
-    let store = wiring::existing_account_store(config)?.ok_or_else(no_such_user)?;
+    let database = wiring::tool_database(config)?;
+    let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
     let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
     if change.bytes.is_some() || change.files.is_some() {
         record.quota = Quota {
@@ -300,7 +323,7 @@ pub fn user_quota(
         };
         store.update(&record)?;
     }
-    let ledger = ledger(config)?;
+    let ledger = ledger(config, store)?;
     let usage = if recount {
         ledger.recount(name)?
     } else {
@@ -323,7 +346,8 @@ pub fn user_quota(
 /// # Errors
 /// The code cannot be written.
 pub fn invite_create(config: &Config, uses: u32) -> Result<Invite, AdminError> {
-    Ok(wiring::invite_store(config)?.create(uses)?)
+    let database = wiring::tool_database(config)?;
+    Ok(wiring::invites(config, database.as_ref())?.create(uses)?)
 }
 
 /// `ferryd invite list`: every code with its uses left, as a table.
@@ -331,8 +355,9 @@ pub fn invite_create(config: &Config, uses: u32) -> Result<Invite, AdminError> {
 /// # Errors
 /// The codes cannot be read.
 pub fn invite_list(config: &Config) -> Result<String, AdminError> {
-    let invites = if config.invites_dir().is_dir() {
-        wiring::invite_store(config)?.list()?
+    let database = wiring::tool_database(config)?;
+    let invites = if database.is_some() || config.invites_dir().is_dir() {
+        wiring::invites(config, database.as_ref())?.list()?
     } else {
         Vec::new()
     };
@@ -380,7 +405,7 @@ fn log_table_db(
     filter: &LogFilter,
     out: &mut dyn io::Write,
 ) -> Result<(), AdminError> {
-    let db = Database::open_tool(config)?;
+    let db = Database::open_reader(config)?;
     let query = TableQuery {
         user: filter.user.clone(),
         kind: filter.event,

@@ -1,6 +1,6 @@
 //! Admission: the live sessions of a server under its caps (in all, and per address through
 //! the shared state), and the messages the registry sends them (shutdown, a ban of their
-//! address). The Acceptor admits through it and each Session holds its permit, so neither
+//! address, their account deleted or disabled). The Acceptor admits through it and each Session holds its permit, so neither
 //! needs the other.
 
 use std::collections::HashMap;
@@ -21,11 +21,18 @@ pub struct Shutdown;
 #[rtype(result = "()")]
 pub struct AddressBanned;
 
+/// Tells the sessions that an account was deleted or disabled (here, on another node, or by
+/// `ferryd user`): those logged in as it end after their current command (421).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct AccountGone(pub Arc<str>);
+
 /// How the registry reaches one live session.
 struct Attached {
     ip: IpAddr,
     shutdown: Recipient<Shutdown>,
     banned: Recipient<AddressBanned>,
+    gone: Recipient<AccountGone>,
 }
 
 #[derive(Default)]
@@ -130,6 +137,14 @@ impl SessionRegistry {
         self.lock().total
     }
 
+    /// Tells every session that the account `name` is gone; those logged in as it end.
+    pub fn account_gone(&self, name: &str) {
+        let gone = AccountGone(Arc::from(name));
+        for session in self.lock().sessions.values() {
+            session.gone.do_send(gone.clone());
+        }
+    }
+
     /// Tells every session to end (421 now, or after its transfer).
     pub fn shutdown_all(&self) {
         for session in self.lock().sessions.values() {
@@ -148,12 +163,19 @@ pub struct SessionPermit {
 }
 
 impl SessionPermit {
-    /// Registers the session's recipients so shutdown and bans of its address can reach it.
-    pub fn attach(&self, shutdown: Recipient<Shutdown>, banned: Recipient<AddressBanned>) {
+    /// Registers the session's recipients so shutdown, bans of its address and the end of
+    /// accounts can reach it.
+    pub fn attach(
+        &self,
+        shutdown: Recipient<Shutdown>,
+        banned: Recipient<AddressBanned>,
+        gone: Recipient<AccountGone>,
+    ) {
         let attached = Attached {
             ip: self.ip,
             shutdown,
             banned,
+            gone,
         };
         self.registry.lock().sessions.insert(self.id, attached);
     }

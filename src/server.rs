@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::net::TcpListener;
 
+use crate::accounts::AccountWatch;
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, StopAccepting};
 use crate::actors::account_registry::AccountRegistry;
@@ -112,6 +113,8 @@ pub struct Server {
     audit: Addr<AuditLog>,
     arbiters: Vec<Arbiter>,
     grace: Duration,
+    /// The watch for account changes made elsewhere, with a database; ends with the server.
+    _accounts: Option<AccountWatch>,
 }
 
 impl Server {
@@ -129,7 +132,7 @@ impl Server {
             audit,
             state,
             remains,
-            database: _,
+            database,
         } = Backends::open(&config).await?;
         let (tls, upload_tls) = wiring::tls(&config)?;
         let mut listeners = Vec::new();
@@ -152,7 +155,8 @@ impl Server {
             accounts,
             wiring::registry_settings(&config, invites, remains, Arc::clone(&state)),
             config.blocking_threads,
-        );
+        )
+        .await;
         let capabilities = storage.capabilities();
         let files = FileStore::start(Arc::clone(&storage));
         let mut services = Services::new(&registry_actor, &files, &audit);
@@ -170,6 +174,15 @@ impl Server {
         // Counted once every thread and file of the server is open, so the reserve covers them.
         let max_sessions = sessions_within_descriptors(config.max_sessions);
         let sessions = SessionRegistry::new(max_sessions, Arc::clone(&state));
+        let watch = database.map(|db| {
+            let sessions = Arc::clone(&sessions);
+            let period = db.lease() / 3;
+            AccountWatch::start(db, period, move |change| {
+                if change.gone {
+                    sessions.account_gone(&change.name);
+                }
+            })
+        });
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),
@@ -198,6 +211,7 @@ impl Server {
             audit,
             arbiters,
             grace,
+            _accounts: watch,
         })
     }
 

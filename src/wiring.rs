@@ -12,8 +12,8 @@ use std::sync::Arc;
 use actix::Addr;
 use tokio_rustls::TlsAcceptor;
 
-use crate::accounts::HomeElsewhere;
-use crate::accounts::invites::InviteStore;
+use crate::accounts::invites::{InviteStore, JsonInviteStore};
+use crate::accounts::{HomeElsewhere, PgAccountStore, PgInviteStore};
 use crate::actors::account_registry::{
     AccountLimits, AccountStore, JsonAccountStore, RegistrySettings, Remains, UserName,
 };
@@ -57,7 +57,7 @@ fn in_dir(path: PathBuf) -> impl FnOnce(io::Error) -> DataDirError {
     move |source| DataDirError { path, source }
 }
 
-/// The account store (`DATA/accounts/`, created when missing).
+/// The JSON account store (`DATA/accounts/`, created when missing).
 ///
 /// # Errors
 /// The directory cannot be created.
@@ -65,18 +65,48 @@ pub fn account_store(config: &Config) -> io::Result<JsonAccountStore> {
     JsonAccountStore::new(config.accounts_dir())
 }
 
-/// The account store if its directory exists: commands that only read, or find nothing to
-/// change without it, must not create a data directory (a mistyped `--data-dir`, or a command
-/// run in the wrong directory, would leave an empty one behind).
+/// The account store: the cluster's database when there is one, else [`account_store`].
+///
+/// # Errors
+/// The JSON store's directory cannot be created.
+pub fn accounts(
+    config: &Config,
+    database: Option<&Arc<Database>>,
+) -> Result<Arc<dyn AccountStore>, DataDirError> {
+    Ok(match database {
+        Some(db) => Arc::new(PgAccountStore::new(Arc::clone(db))),
+        None => Arc::new(account_store(config).map_err(in_dir(config.accounts_dir()))?),
+    })
+}
+
+/// The account store if there is one: commands that only read, or find nothing to change
+/// without it, must not create a data directory (a mistyped `--data-dir`, or a command run in
+/// the wrong directory, would leave an empty one behind). The database's always exists.
 ///
 /// # Errors
 /// The directory exists but cannot be opened as a store.
-pub fn existing_account_store(config: &Config) -> io::Result<Option<JsonAccountStore>> {
-    if config.accounts_dir().is_dir() {
-        account_store(config).map(Some)
+pub fn existing_accounts(
+    config: &Config,
+    database: Option<&Arc<Database>>,
+) -> Result<Option<Arc<dyn AccountStore>>, DataDirError> {
+    if database.is_some() || config.accounts_dir().is_dir() {
+        accounts(config, database).map(Some)
     } else {
         Ok(None)
     }
+}
+
+/// The cluster's database for an operator command (see [`Database::open_tool`]), when
+/// `database_url` is set. Blocks: for the command's own thread, never a runtime's.
+///
+/// # Errors
+/// The database cannot be used.
+pub fn tool_database(config: &Config) -> Result<Option<Arc<Database>>, DbError> {
+    if config.database_url.is_none() {
+        return Ok(None);
+    }
+    let config = config.clone();
+    crate::db::wait_here(async move { Database::open_tool(&config).await }).map(Some)
 }
 
 /// The usage ledger (`DATA/usage/`, created when missing), with each user's limits read from
@@ -101,12 +131,26 @@ pub fn quota_ledger(config: &Config, accounts: Arc<dyn AccountStore>) -> io::Res
     })
 }
 
-/// The invitation codes (`DATA/invites/`, created when missing).
+/// The JSON invitation codes (`DATA/invites/`, created when missing).
 ///
 /// # Errors
 /// The directory cannot be created.
-pub fn invite_store(config: &Config) -> io::Result<InviteStore> {
-    InviteStore::new(config.invites_dir())
+pub fn invite_store(config: &Config) -> io::Result<JsonInviteStore> {
+    JsonInviteStore::new(config.invites_dir())
+}
+
+/// The invitation codes: the cluster's database when there is one, else [`invite_store`].
+///
+/// # Errors
+/// The JSON store's directory cannot be created.
+pub fn invites(
+    config: &Config,
+    database: Option<&Arc<Database>>,
+) -> Result<Arc<dyn InviteStore>, DataDirError> {
+    Ok(match database {
+        Some(db) => Arc::new(PgInviteStore::new(Arc::clone(db))),
+        None => Arc::new(invite_store(config).map_err(in_dir(config.invites_dir()))?),
+    })
 }
 
 /// What a deleted account leaves behind (its home, in the bucket with S3 storage; its usage
@@ -343,10 +387,10 @@ pub fn s3_storage(
 
 /// The backends of a running server, built in the order the server needs them.
 pub struct Backends {
-    /// The account store.
-    pub accounts: Arc<JsonAccountStore>,
+    /// The account store (JSON files, or the cluster's database).
+    pub accounts: Arc<dyn AccountStore>,
     /// The invitation codes, when `registration = "invite"`.
-    pub invites: Option<Arc<InviteStore>>,
+    pub invites: Option<Arc<dyn InviteStore>>,
     /// The file storage (local or S3), charging the quota ledger.
     pub storage: Arc<dyn Storage>,
     /// The audit log actor over its sinks (`audit.jsonl`, `xferlog`).
@@ -381,8 +425,8 @@ impl Backends {
             Some(db) => PgState::shared(config, Arc::clone(db)),
             None => LocalState::shared(config),
         };
-        let accounts = Arc::new(account_store(config).map_err(in_dir(config.accounts_dir()))?);
-        let ledger = quota_ledger(config, Arc::clone(&accounts) as Arc<dyn AccountStore>)
+        let accounts = accounts(config, database.as_ref())?;
+        let ledger = quota_ledger(config, Arc::clone(&accounts))
             .map_err(in_dir(config.usage_dir()))?
             .with_shared_state(Arc::clone(&state));
         let ledger = match &database {
@@ -395,9 +439,7 @@ impl Backends {
             .map_err(|e| in_dir(config.usage_dir())(io::Error::other(e)))?
             .map_err(in_dir(config.usage_dir()))?;
         let invites = match config.registration {
-            Registration::Invite => Some(Arc::new(
-                invite_store(config).map_err(in_dir(config.invites_dir()))?,
-            )),
+            Registration::Invite => Some(invites(config, database.as_ref())?),
             _ => None,
         };
         let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
@@ -424,7 +466,7 @@ impl Backends {
 /// How the account registry registers and checks accounts, from `config`.
 pub fn registry_settings(
     config: &Config,
-    invites: Option<Arc<InviteStore>>,
+    invites: Option<Arc<dyn InviteStore>>,
     remains: Remains,
     state: Arc<dyn SharedState>,
 ) -> RegistrySettings {

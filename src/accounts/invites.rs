@@ -1,7 +1,9 @@
-//! Invitation codes for `registration = "invite"`: one file per code, `invites/<code>.json`,
-//! with the uses left. `ferryd invite create` writes them; `SITE REGISTER ... <code>` spends
-//! one use through [`InviteStore::redeem`]. A code is 16 characters of `[a-z0-9]`, so it can
-//! name a file safely; anything else is refused before it touches a path.
+//! Invitation codes for `registration = "invite"`, behind the [`InviteStore`] trait: one file
+//! per code, `invites/<code>.json`, with the uses left ([`JsonInviteStore`]), or a table of the
+//! cluster's database ([`PgInviteStore`](crate::accounts::PgInviteStore)). `ferryd invite
+//! create` makes them; `SITE REGISTER ... <code>` spends one use through
+//! [`InviteStore::redeem`]. A code is 16 characters of `[a-z0-9]`, so it can name a file
+//! safely; anything else is refused before it touches a path.
 
 use std::fs;
 use std::io;
@@ -42,30 +44,74 @@ pub enum InviteError {
     Io(#[from] io::Error),
 }
 
+/// Where invitation codes are kept. Redeeming is atomic: two registrations (on one server, or
+/// on two nodes of a cluster) never spend the last use twice.
+pub trait InviteStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Creates a new random code good for `uses` registrations.
+    ///
+    /// # Errors
+    /// The code cannot be stored.
+    fn create(&self, uses: u32) -> io::Result<Invite>;
+
+    /// Every code, used up or not, sorted by creation time then code.
+    ///
+    /// # Errors
+    /// The codes cannot be read.
+    fn list(&self) -> io::Result<Vec<Invite>>;
+
+    /// Spends one use of `code`.
+    ///
+    /// # Errors
+    /// [`InviteError::Invalid`] for a malformed, unknown or used-up code; an I/O error.
+    fn redeem(&self, code: &str) -> Result<(), InviteError>;
+
+    /// Gives one use back (the registration it was spent on failed afterwards); a failure is
+    /// logged.
+    fn refund(&self, code: &str);
+}
+
+/// A new random code good for `uses` registrations, created now.
+pub(crate) fn new_invite(uses: u32) -> Invite {
+    let code: String = (0..CODE_LEN)
+        .map(|_| char::from(ALPHABET[rand::thread_rng().gen_range(0..ALPHABET.len())]))
+        .collect();
+    let created = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default();
+    Invite {
+        code,
+        uses_left: uses,
+        created,
+    }
+}
+
 /// The codes in one directory. Redeeming is serialised by a mutex, so two registrations can
 /// never spend the last use twice within one server.
 #[derive(Debug)]
-pub struct InviteStore {
+pub struct JsonInviteStore {
     dir: PathBuf,
     lock: Mutex<()>,
 }
 
-fn valid(code: &str) -> bool {
+/// Whether `code` can be a code at all (and so name a file).
+pub(crate) fn valid(code: &str) -> bool {
     !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| ALPHABET.contains(&b))
 }
 
-impl InviteStore {
+impl JsonInviteStore {
     /// A store over `dir`, created (mode 0700) if missing.
     ///
     /// # Errors
     /// The directory cannot be created.
-    pub fn new(dir: PathBuf) -> io::Result<InviteStore> {
+    pub fn new(dir: PathBuf) -> io::Result<JsonInviteStore> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
-        Ok(InviteStore {
+        Ok(JsonInviteStore {
             dir,
             lock: Mutex::new(()),
         })
@@ -93,34 +139,16 @@ impl InviteStore {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Creates a new random code good for `uses` registrations.
-    ///
-    /// # Errors
-    /// The file cannot be written.
-    pub fn create(&self, uses: u32) -> io::Result<Invite> {
-        let code: String = (0..CODE_LEN)
-            .map(|_| char::from(ALPHABET[rand::thread_rng().gen_range(0..ALPHABET.len())]))
-            .collect();
-        let created = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default();
-        let invite = Invite {
-            code,
-            uses_left: uses,
-            created,
-        };
+impl InviteStore for JsonInviteStore {
+    fn create(&self, uses: u32) -> io::Result<Invite> {
+        let invite = new_invite(uses);
         self.write(&invite)?;
         Ok(invite)
     }
 
-    /// Every code, used up or not, sorted by creation time then code.
-    ///
-    /// # Errors
-    /// The directory or a file cannot be read.
-    pub fn list(&self) -> io::Result<Vec<Invite>> {
+    fn list(&self) -> io::Result<Vec<Invite>> {
         let mut invites = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
@@ -137,11 +165,7 @@ impl InviteStore {
         Ok(invites)
     }
 
-    /// Spends one use of `code`.
-    ///
-    /// # Errors
-    /// [`InviteError::Invalid`] for a malformed, unknown or used-up code; an I/O error.
-    pub fn redeem(&self, code: &str) -> Result<(), InviteError> {
+    fn redeem(&self, code: &str) -> Result<(), InviteError> {
         if !valid(code) {
             return Err(InviteError::Invalid);
         }
@@ -155,8 +179,7 @@ impl InviteStore {
         Ok(())
     }
 
-    /// Gives one use back (the registration it was spent on failed afterwards).
-    pub fn refund(&self, code: &str) {
+    fn refund(&self, code: &str) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.read(code).and_then(|invite| match invite {
             Some(mut invite) => {
@@ -178,7 +201,7 @@ mod tests {
     #[test]
     fn codes_are_spent_and_used_up() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = InviteStore::new(dir.path().join("invites")).expect("store");
+        let store = JsonInviteStore::new(dir.path().join("invites")).expect("store");
         let two = store.create(2).expect("create");
         assert_eq!(two.code.len(), CODE_LEN);
         assert!(valid(&two.code));
@@ -206,7 +229,8 @@ mod tests {
     #[test]
     fn concurrent_redeems_spend_each_use_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = std::sync::Arc::new(InviteStore::new(dir.path().to_owned()).expect("store"));
+        let store =
+            std::sync::Arc::new(JsonInviteStore::new(dir.path().to_owned()).expect("store"));
         let code = store.create(3).expect("create").code;
         let threads: Vec<_> = (0..8)
             .map(|_| {

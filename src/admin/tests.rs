@@ -76,7 +76,8 @@ fn a_deleted_accounts_home_is_adopted_only_explicitly() {
     let pw = Password::new("password1");
     user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
     std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
-    ledger(&cfg)
+    let accounts = wiring::accounts(&cfg, None).expect("accounts");
+    ledger(&cfg, accounts)
         .expect("ledger")
         .recount("carol")
         .expect("recount");

@@ -124,6 +124,20 @@ enum UserCmd {
         #[command(flatten)]
         common: ConfigFlags,
     },
+    /// Disable an account: it cannot log in, and its live sessions end (on every node).
+    Disable {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        common: ConfigFlags,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// Account name.
+        name: String,
+        #[command(flatten)]
+        common: ConfigFlags,
+    },
     /// List accounts.
     List {
         #[command(flatten)]
@@ -162,29 +176,22 @@ struct LogArgs {
     /// Only events of this node.
     #[arg(long)]
     node: Option<String>,
-    /// Read the audit_log table of every node in this PostgreSQL database instead of this
-    /// node's audit.jsonl (also `database_url` in --config).
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    /// With --database-url (or `database_url` in --config): the audit_log table of every node
+    /// in that database instead of this node's audit.jsonl.
     #[command(flatten)]
     common: ConfigFlags,
 }
 
 /// The configuration of an operator command. When its data directory is the default `./var`
-/// and holds no accounts, one stderr line says which directory that is: run in the wrong
+/// and holds no accounts (and they are not in a database), one stderr line says which directory that is: run in the wrong
 /// directory, the command would otherwise show nothing, or start a new data directory,
 /// without a word.
 fn admin_config(common: &ConfigFlags) -> Result<Config, String> {
     let config = common.load().map_err(|e| e.to_string())?;
-    note_default_data_dir(common, &config);
-    Ok(config)
-}
-
-/// The stderr line of [`admin_config`].
-fn note_default_data_dir(common: &ConfigFlags, config: &Config) {
     if common.data_dir.is_none()
+        && config.database_url.is_none()
         && config.data_dir == Config::default().data_dir
-        && !admin::holds_accounts(config)
+        && !admin::holds_accounts(&config)
     {
         let dir = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
         eprintln!(
@@ -192,25 +199,7 @@ fn note_default_data_dir(common: &ConfigFlags, config: &Config) {
             dir.display()
         );
     }
-}
-
-/// `ferryd log`: this node's audit.jsonl, or with a database the `audit_log` table of every
-/// node (the data directory plays no part then, so no word about it).
-fn log(args: LogArgs) -> Result<(), String> {
-    let mut config = args.common.load().map_err(|e| e.to_string())?;
-    if let Some(url) = args.database_url {
-        config.database_url = Some(ferry::config::Secret(url));
-    }
-    if config.database_url.is_none() {
-        note_default_data_dir(&args.common, &config);
-    }
-    let filter = LogFilter {
-        user: args.user,
-        event: args.event,
-        tail: args.tail,
-        node: args.node,
-    };
-    admin::log_table(&config, &filter, &mut std::io::stdout().lock()).map_err(|e| e.to_string())
+    Ok(config)
 }
 
 fn serve(args: ServeFlags) -> Result<(), String> {
@@ -281,6 +270,14 @@ fn user(cmd: UserCmd) -> Result<(), String> {
             let password = admin::read_password("New password: ", password_stdin).map_err(err)?;
             admin::user_passwd(&config, &name, &password, config.pbkdf2_iterations).map_err(err)?;
             println!("password of {name} changed");
+        }
+        UserCmd::Disable { name, common } => {
+            admin::user_disable(&admin_config(&common)?, &name, true).map_err(err)?;
+            println!("disabled {name}");
+        }
+        UserCmd::Enable { name, common } => {
+            admin::user_disable(&admin_config(&common)?, &name, false).map_err(err)?;
+            println!("enabled {name}");
         }
         UserCmd::List { common } => {
             println!(
@@ -358,7 +355,16 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|e| e.to_string()),
-        Some(Cmd::Log(args)) => log(args),
+        Some(Cmd::Log(args)) => admin_config(&args.common).and_then(|config| {
+            let filter = LogFilter {
+                user: args.user,
+                event: args.event,
+                tail: args.tail,
+                node: args.node,
+            };
+            admin::log_table(&config, &filter, &mut std::io::stdout().lock())
+                .map_err(|e| e.to_string())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,11 @@ pub struct ConfigFlags {
     /// Data directory (accounts/, home/, log/, tmp/). Default ./var.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Keep accounts and the shared state in PostgreSQL: postgres://USER[:PASS]@HOST:PORT/DB
+    /// (the password better comes from PGPASSWORD or database_password_file). The operator
+    /// commands work on the database then. Default: none.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 impl ConfigFlags {
@@ -33,6 +38,9 @@ impl ConfigFlags {
         };
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.database_url {
+            config.database_url = Some(Secret(url.clone()));
         }
         Ok(config)
     }
@@ -186,10 +194,6 @@ pub struct ServeFlags {
     /// Largest object APPE or REST+STOR may rewrite on S3. Default 512 MiB.
     #[arg(long, value_name = "BYTES")]
     pub s3_rewrite_max_bytes: Option<u64>,
-    /// Keep accounts and the shared state in PostgreSQL: postgres://USER[:PASS]@HOST:PORT/DB
-    /// (the password better comes from PGPASSWORD or database_password_file). Default: none.
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
     /// This node's name in logs, audit events and the database. Default: the host name.
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
@@ -313,7 +317,6 @@ impl ServeFlags {
             self.s3_max_rename_objects,
         );
         set(&mut config.s3_rewrite_max_bytes, self.s3_rewrite_max_bytes);
-        set_opt(&mut config.database_url, self.database_url.map(Secret));
         set_opt(&mut config.node_name, self.node_name);
         config.shared_local_storage |= self.shared_local_storage;
         if !self.proxy_protocol_from.is_empty() {
@@ -505,6 +508,7 @@ mod tests {
         let admin = ConfigFlags {
             data_dir: Some("/elsewhere".into()),
             config: None,
+            database_url: None,
         };
         same(
             &admin.load().expect("defaults"),

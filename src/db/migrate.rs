@@ -7,6 +7,11 @@ use super::{Database, DbError};
 /// released; a change is a new file.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "nodes", include_str!("../../migrations/0001_nodes.sql")),
+    (
+        2,
+        "accounts",
+        include_str!("../../migrations/0002_accounts.sql"),
+    ),
     (3, "state", include_str!("../../migrations/0003_state.sql")),
     (4, "audit", include_str!("../../migrations/0004_audit.sql")),
 ];

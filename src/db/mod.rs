@@ -129,14 +129,26 @@ impl Database {
         Ok(db)
     }
 
+    /// For the operator commands (`ferryd user`, `ferryd invite`, `ferryd log`): the pool,
+    /// with the schema brought up to date, but without this node's row or heartbeat, so a
+    /// command run beside a live node of the same name is not refused.
+    ///
+    /// # Errors
+    /// As for [`Database::open`], but for a node's name.
+    pub async fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
+        let db = Arc::new(Database::connect(config)?);
+        let opened = Arc::clone(&db);
+        on_db(async move { migrate::run(&opened).await }).await?;
+        Ok(db)
+    }
+
     /// For operator commands that only read (`ferryd log`): the pool, without migrations
-    /// (no advisory lock, no DDL: a read-only role will do), this node's row or heartbeat
-    /// (a command run beside a live node of the same name is not refused). It connects at
-    /// its first call.
+    /// (no advisory lock, no DDL: a read-only role will do) or this node's row. It connects
+    /// at its first call.
     ///
     /// # Errors
     /// [`DbError::Config`] for a bad URL or password file.
-    pub fn open_tool(config: &Config) -> Result<Arc<Database>, DbError> {
+    pub fn open_reader(config: &Config) -> Result<Arc<Database>, DbError> {
         Database::connect(config).map(Arc::new)
     }
 

@@ -49,7 +49,14 @@ fn a_nodes_events_reach_the_audit_table_and_ferryd_log_shows_them() {
         "n1",
     ]);
     let out = server.admin(
-        &["user", "add", "alice", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--database-url",
+            &url,
+        ],
         Some(&format!("{PASSWORD}\n")),
     );
     assert_success(&out, "user add");
@@ -125,7 +132,14 @@ fn a_long_user_name_does_not_stop_later_events_reaching_the_table() {
         "n1",
     ]);
     let out = server.admin(
-        &["user", "add", "alice", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--database-url",
+            &url,
+        ],
         Some(&format!("{PASSWORD}\n")),
     );
     assert_success(&out, "user add");
@@ -157,17 +171,17 @@ fn the_table_holds_every_nodes_events_and_node_picks_one() {
     let one = TestServer::start_node(&bucket, &url, "n1", "");
     let two = TestServer::start_node(&bucket, &url, "n2", "");
     let out = one.admin(
-        &["user", "add", "alice", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--database-url",
+            &url,
+        ],
         Some(&format!("{PASSWORD}\n")),
     );
     assert_success(&out, "user add");
-    // Accounts stay in each node's data directory for now: the second node gets a copy.
-    let accounts = |server: &TestServer| server.data_dir().join("accounts");
-    for entry in std::fs::read_dir(accounts(&one)).expect("accounts") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name");
-        std::fs::copy(&path, accounts(&two).join(name)).expect("copy the account");
-    }
     for (server, file) in [(&one, "via-n1.bin"), (&two, "via-n2.bin")] {
         let (mut ctl, greeting) = server.connect();
         assert_eq!(greeting.code, 220);

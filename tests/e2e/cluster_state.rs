@@ -17,23 +17,23 @@ const PASS: &str = "cluster-pass-1";
 const LIMIT: usize = 6 << 20;
 const UPLOAD: usize = 4 << 20;
 
-/// Two nodes on `bucket` and `db`, and alice (with [`LIMIT`]) on both. Accounts in the
-/// database are another change's: until then her record is copied into the second node.
+/// Two nodes on `bucket` and `db`, and alice (with [`LIMIT`]) in the database, so on both.
 fn cluster(bucket: &S3Bucket, db: &PgTestServer) -> (TestServer, TestServer) {
     let quota = format!("default_quota_bytes = {LIMIT}\n");
     let a = TestServer::start_node(bucket, &db.url(), "node-a", &quota);
     let b = TestServer::start_node(bucket, &db.url(), "node-b", &quota);
     let out = a.admin(
-        &["user", "add", "alice", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--database-url",
+            &db.url(),
+        ],
         Some("cluster-pass-1\n"),
     );
     common::assert_success(&out, "user add");
-    let accounts = |server: &TestServer| server.data_dir().join("accounts");
-    for entry in std::fs::read_dir(accounts(&a)).expect("accounts") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().expect("name");
-        std::fs::copy(&path, accounts(&b).join(name)).expect("copy the account");
-    }
     (a, b)
 }
 

@@ -55,7 +55,7 @@ pub struct RegistrySettings {
     /// Registrations one client address may make within an hour.
     pub max_registrations_per_ip_per_hour: u32,
     /// Where invitation codes live (needed for [`Registration::Invite`]).
-    pub invites: Option<Arc<InviteStore>>,
+    pub invites: Option<Arc<dyn InviteStore>>,
     /// Files of deleted accounts, which keep their names taken.
     pub remains: Remains,
     /// Where registrations per address are counted (shared by the nodes of a cluster).
@@ -83,13 +83,19 @@ impl Actor for AccountRegistry {
 
 impl AccountRegistry {
     /// Starts `threads` registry threads over `store`. Must be called inside a running actix
-    /// `System`. Reads every account once, for the highest round count stored.
-    pub fn start(
+    /// `System`. Reads every account once first, for the highest round count stored (on a
+    /// blocking thread: the store may be a database).
+    pub async fn start(
         store: Arc<dyn AccountStore>,
         settings: RegistrySettings,
         threads: usize,
     ) -> Addr<AccountRegistry> {
-        let stored = match store.list() {
+        let listing = Arc::clone(&store);
+        let listed = tokio::task::spawn_blocking(move || listing.list())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|listed| listed.map_err(|e| e.to_string()));
+        let stored = match listed {
             Ok(records) => records
                 .iter()
                 .filter_map(|r| hash_rounds(&r.hash))
@@ -218,7 +224,7 @@ impl AccountRegistry {
         &self,
         name: UserName,
         password: &Password,
-        invite: Option<(&Arc<InviteStore>, &str)>,
+        invite: Option<(&Arc<dyn InviteStore>, &str)>,
     ) -> Result<Account, AuthError> {
         let settings = &self.shared.settings;
         // In invite mode the code is checked first: without a valid one, nobody learns

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Barrier;
 
 use super::*;
+use crate::accounts::invites::JsonInviteStore;
 use crate::config::Config;
 use crate::state::LocalState;
 
@@ -145,7 +146,7 @@ fn concurrent_create_has_one_winner() {
     assert_eq!(file_names(dir.path()), ["race.json"]);
 }
 
-fn registry(dir: &Path, registration_open: bool) -> Addr<AccountRegistry> {
+async fn registry(dir: &Path, registration_open: bool) -> Addr<AccountRegistry> {
     let store = Arc::new(JsonAccountStore::new(dir.to_owned()).expect("store"));
     let settings = RegistrySettings {
         iterations: ITER,
@@ -161,7 +162,7 @@ fn registry(dir: &Path, registration_open: bool) -> Addr<AccountRegistry> {
         remains: Remains::new(dir.join("home"), dir.join("usage")),
         state: LocalState::shared(&Config::default()),
     };
-    AccountRegistry::start(store, settings, 2)
+    AccountRegistry::start(store, settings, 2).await
 }
 
 fn register(name: &str, password: &str) -> Register {
@@ -183,7 +184,7 @@ fn authenticate(name: &str, password: &str) -> Authenticate {
 #[actix::test]
 async fn register_then_authenticate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let reg = registry(dir.path(), true);
+    let reg = registry(dir.path(), true).await;
     let account = reg
         .send(register("alice", "password1"))
         .await
@@ -231,7 +232,7 @@ async fn closed_registration_and_disabled_accounts() {
     carol.disabled = true;
     store.create(&carol).expect("create");
 
-    let reg = registry(dir.path(), false);
+    let reg = registry(dir.path(), false).await;
     let closed = reg
         .send(register("dave", "password1"))
         .await
@@ -249,7 +250,7 @@ async fn closed_registration_and_disabled_accounts() {
 #[actix::test]
 async fn change_password() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let reg = registry(dir.path(), true);
+    let reg = registry(dir.path(), true).await;
     let alice = reg
         .send(register("alice", "password1"))
         .await
@@ -299,7 +300,7 @@ async fn change_password() {
 #[actix::test]
 async fn remains_of_a_deleted_account_keep_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let reg = registry(dir.path(), true);
+    let reg = registry(dir.path(), true).await;
     fs::create_dir_all(dir.path().join("home/carol")).expect("home");
     fs::create_dir_all(dir.path().join("usage")).expect("usage");
     fs::write(dir.path().join("usage/dave.json"), "{}").expect("ledger");
@@ -323,7 +324,7 @@ async fn a_login_rehashes_with_the_setting_and_failures_cost_the_most_rounds() {
     let mut old = record("olga");
     old.hash = hash_password(&pw("password1"), 2 * ITER).expect("hash");
     store.create(&old).expect("create");
-    let reg = registry(dir.path(), true);
+    let reg = registry(dir.path(), true).await;
     let wrong = reg
         .send(authenticate("nobody", "password1"))
         .await
@@ -345,7 +346,8 @@ async fn a_login_rehashes_with_the_setting_and_failures_cost_the_most_rounds() {
 async fn invite_registration_spends_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(JsonAccountStore::new(dir.path().join("accounts")).expect("store"));
-    let invites = Arc::new(InviteStore::new(dir.path().join("invites")).expect("invites"));
+    let invites: Arc<dyn InviteStore> =
+        Arc::new(JsonInviteStore::new(dir.path().join("invites")).expect("invites"));
     let code = invites.create(1).expect("code").code;
     let settings = RegistrySettings {
         iterations: ITER,
@@ -360,7 +362,7 @@ async fn invite_registration_spends_codes() {
         remains: Remains::new(dir.path().join("home"), dir.path().join("usage")),
         state: LocalState::shared(&Config::default()),
     };
-    let reg = AccountRegistry::start(store.clone(), settings, 1);
+    let reg = AccountRegistry::start(store.clone(), settings, 1).await;
     let with = |name: &str, code: Option<&str>| Register {
         code: code.map(str::to_owned),
         ..register(name, "password1")
@@ -391,4 +393,52 @@ async fn invite_registration_spends_codes() {
         .expect("load")
         .expect("present");
     assert_eq!(amy.quota.bytes, Some(1000));
+}
+
+#[actix::test]
+async fn in_database_mode_remains_still_keep_a_name_and_a_registration_lands_in_the_table() {
+    use crate::accounts::PgAccountStore;
+    use crate::db::{Database, testing::PgTestServer};
+    let server = PgTestServer::start().expect("postgres");
+    let mut config = Config {
+        node_name: Some("n1".into()),
+        ..Config::default()
+    };
+    server.configure(&mut config);
+    let db = Database::open(&config).await.expect("open");
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(dir.path().join("home/carol")).expect("carol's home remains");
+    let settings = RegistrySettings {
+        iterations: ITER,
+        min_password_length: 8,
+        registration: Registration::Open,
+        default_quota: Quota::default(),
+        max_registrations_per_ip_per_hour: 100,
+        invites: None,
+        remains: Remains::new(dir.path().join("home"), dir.path().join("usage")),
+        state: LocalState::shared(&Config::default()),
+    };
+    let store: Arc<dyn AccountStore> = Arc::new(PgAccountStore::new(Arc::clone(&db)));
+    let reg = AccountRegistry::start(Arc::clone(&store), settings, 2).await;
+    let carol = reg
+        .send(register("carol", "password1"))
+        .await
+        .expect("mailbox");
+    assert!(matches!(carol, Err(AuthError::NameTaken)), "{carol:?}");
+    reg.send(register("erin", "password1"))
+        .await
+        .expect("mailbox")
+        .expect("a free name");
+    let names: Vec<String> = tokio::task::spawn_blocking(move || store.list())
+        .await
+        .expect("thread")
+        .expect("list")
+        .into_iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(names, ["erin"]);
+    reg.send(authenticate("erin", "password1"))
+        .await
+        .expect("mailbox")
+        .expect("erin logs in from the table");
 }

@@ -115,6 +115,8 @@ enum AfterTransfer {
     Quit,
     /// The server is stopping: 421 after it.
     Shutdown,
+    /// The account was deleted or disabled: 421 after it.
+    AccountGone,
 }
 
 /// A transfer in progress. Its task runs on the transfer pool; dropping this (the session
@@ -201,7 +203,11 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         session_log!(debug, self, "connected");
         let me = ctx.address();
-        self.permit.attach(me.clone().recipient(), me.recipient());
+        self.permit.attach(
+            me.clone().recipient(),
+            me.clone().recipient(),
+            me.recipient(),
+        );
         self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
         self.send(Reply::new(
             ReplyCode::ServiceReady,
@@ -622,6 +628,7 @@ impl Session {
                 let reply = Reply::new(ReplyCode::ServiceNotAvailable, "Server shutting down.");
                 self.close(None, reply, ctx);
             }
+            Some(AfterTransfer::AccountGone) => self.close_gone(ctx),
             None if self.closing => {}
             None => self.resume_deferred(ctx),
         }

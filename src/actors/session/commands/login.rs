@@ -14,10 +14,10 @@ use crate::actors::account_registry::{
 };
 use crate::actors::audit_log::{Event, EventKind};
 use crate::actors::file_store::{Chmod, CreateHome, QuotaStatus};
-use crate::actors::session::Session;
 use crate::actors::session::replies::{self, Limit, Unsupported};
 use crate::actors::session::state::{LoginState, Settings};
-use crate::admission::{AddressBanned, Refusal};
+use crate::actors::session::{AfterTransfer, Session};
+use crate::admission::{AccountGone, AddressBanned, Refusal};
 use crate::codec::command::{SITE_COMMANDS, SiteCommand};
 use crate::codec::{Password, Reply, ReplyCode};
 use crate::config::Registration;
@@ -437,6 +437,45 @@ impl Handler<AddressBanned> for Session {
             Reply::new(
                 ReplyCode::ServiceNotAvailable,
                 "Too many failed logins from your address; closing.",
+            ),
+            ctx,
+        );
+    }
+}
+
+impl Handler<AccountGone> for Session {
+    type Result = ();
+
+    /// The account this session is logged in as was deleted or disabled: the session ends
+    /// after its current command (a command that asks another actor holds this message back
+    /// until it has answered) or its running transfer. Other sessions ignore it.
+    fn handle(&mut self, AccountGone(name): AccountGone, ctx: &mut Context<Self>) {
+        let ours = self
+            .state
+            .logged_in()
+            .and_then(|l| l.account.as_ref())
+            .is_some_and(|account| account.as_str() == &*name);
+        if self.closing || !ours {
+            return;
+        }
+        if self.transfer.is_some() {
+            self.after_transfer = Some(AfterTransfer::AccountGone);
+            return;
+        }
+        self.close_gone(ctx);
+    }
+}
+
+impl Session {
+    /// Ends the session of an account that is gone: 421, and the reason in the audit log.
+    pub(in crate::actors::session) fn close_gone(&mut self, ctx: &mut Context<Self>) {
+        session_log!(info, self, "account deleted or disabled; closing");
+        self.closed_for = Some("account deleted or disabled");
+        self.close(
+            None,
+            Reply::new(
+                ReplyCode::ServiceNotAvailable,
+                "Your account was deleted or disabled; closing.",
             ),
             ctx,
         );
