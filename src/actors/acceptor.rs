@@ -4,8 +4,9 @@
 //! admission on the client address it
 //! yields ([`crate::admission`]): bans and the session caps (in all and per address;
 //! 421 and close when over). While in
-//! the preamble a connection holds a place under bounds of the same sizes per TCP peer
-//! ([`crate::net::pending`]), so slow handshakes cannot escape the caps.
+//! the preamble a connection holds a place under bounds of the same sizes per TCP peer, or
+//! per client once a PROXY header names it ([`crate::net::pending`]), so slow handshakes
+//! cannot escape the caps.
 
 use std::io;
 use std::pin::Pin;

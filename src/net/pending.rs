@@ -1,4 +1,5 @@
-//! Connections in the preamble, bounded in all and per TCP peer.
+//! Connections in the preamble, bounded in all and per TCP peer (per client, once a PROXY
+//! header names it).
 //!
 //! Admission waits for the preamble, since only the preamble can say who the client is; until
 //! then a connection (a slow implicit TLS handshake) would count under no cap. These bounds
