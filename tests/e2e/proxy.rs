@@ -286,12 +286,12 @@ fn curl_and_lftp_through_haproxy_over_epsv_and_pasv() {
     // The clients connect from 127.0.0.2, an address HAProxy's own connections to the node
     // never have: the audit can name them only from the headers.
     let client = "127.0.0.2";
-    let curl = |args: &[&str]| curl(w, &[&["--interface", client], args].concat());
+    let curl_from = |args: &[&str]| curl(w, &[&["--interface", client], args].concat());
     // curl: upload over EPSV, download over PASV, a listing over EPSV.
-    let out = curl(&["-T", "big.bin", &format!("{base}/up.bin")]);
+    let out = curl_from(&["-T", "big.bin", &format!("{base}/up.bin")]);
     assert_success(&out, "curl -T through haproxy (EPSV)");
     assert!(std::fs::read(server.home(user).join("up.bin")).expect("up.bin") == payload);
-    let out = curl(&[
+    let out = curl_from(&[
         "--disable-epsv",
         "-o",
         "down.bin",
@@ -299,7 +299,7 @@ fn curl_and_lftp_through_haproxy_over_epsv_and_pasv() {
     ]);
     assert_success(&out, "curl download through haproxy (PASV)");
     assert!(std::fs::read(w.join("down.bin")).expect("down.bin") == payload);
-    let out = curl(&["--list-only", &format!("{base}/")]);
+    let out = curl_from(&["--list-only", &format!("{base}/")]);
     assert_success(&out, "curl --list-only through haproxy");
     assert!(
         String::from_utf8_lossy(&out.stdout)
