@@ -4,8 +4,9 @@
 //! admission on the client address it
 //! yields ([`crate::admission`]): bans and the session caps (in all and per address;
 //! 421 and close when over). While in
-//! the preamble a connection holds a place under bounds of the same sizes per TCP peer
-//! ([`crate::net::pending`]), so slow handshakes cannot escape the caps.
+//! the preamble a connection holds a place under bounds of the same sizes per TCP peer, or
+//! per client once a PROXY header names it ([`crate::net::pending`]), so slow handshakes
+//! cannot escape the caps.
 
 use std::io;
 use std::pin::Pin;
@@ -235,7 +236,7 @@ impl StreamHandler<Accepted> for Acceptor {
         let id = self.next_id;
         self.next_id += 1;
         let proxied = self.env.config.proxied(tcp_addr.ip());
-        let slot = match self.pending.enter(tcp_addr.ip(), proxied) {
+        let mut slot = match self.pending.enter(tcp_addr.ip(), proxied) {
             Ok(slot) => slot,
             Err(full) => {
                 let why = match full {
@@ -293,7 +294,9 @@ impl StreamHandler<Accepted> for Acceptor {
             };
             // The preamble's share of the time to log in.
             let limit = env.config.login_timeout().min(HANDSHAKE_TIMEOUT);
-            let ready = preamble::run(tcp, tcp_addr, proxied, implicit_tls.as_ref(), limit).await;
+            let mut addr = tcp_addr;
+            let balancer = proxied.then_some(&mut slot);
+            let ready = preamble::run(tcp, &mut addr, balancer, implicit_tls.as_ref(), limit).await;
             drop(slot);
             let ready = match ready {
                 Ok(ready) => ready,
@@ -308,8 +311,13 @@ impl StreamHandler<Accepted> for Acceptor {
                     env.services.audit.do_send(Record(event));
                     return;
                 }
+                Err(preamble::Failure::AddressFull(ready)) => {
+                    let why = Refusal::AddressFull;
+                    return refuse(ready.stream, &env, id, ready.addr, why).await;
+                }
                 Err(e) => {
-                    log::info!("connection from {tcp_addr}: {e}");
+                    // `addr` names the client once its header was read ("CLIENT via balancer").
+                    log::info!("connection from {addr}: {e}");
                     return;
                 }
             };

@@ -1,4 +1,5 @@
-//! Connections in the preamble, bounded in all and per TCP peer.
+//! Connections in the preamble, bounded in all and per TCP peer (per client, once a PROXY
+//! header names it).
 //!
 //! Admission waits for the preamble, since only the preamble can say who the client is; until
 //! then a connection (a slow implicit TLS handshake) would count under no cap. These bounds
@@ -48,8 +49,8 @@ impl Pending {
     }
 
     /// A place for a connection from `peer` (canonical), held until the slot is dropped. A
-    /// `balancer`'s connections are many clients' (each named by its PROXY header, and under
-    /// the session caps after it): only the total bounds them.
+    /// `balancer`'s connections are many clients' (each named by its PROXY header): only the
+    /// total bounds them until [`PendingSlot::rekey`] moves each to its client.
     ///
     /// # Errors
     /// The bound that is reached.
@@ -77,16 +78,44 @@ pub struct PendingSlot {
     peer: IpAddr,
 }
 
+impl PendingSlot {
+    /// Counts this place against `client` (named by a PROXY header, canonical) instead of the
+    /// balancer it came through; the total is unchanged. On `Err` the place stays the
+    /// balancer's, and dropping the slot frees it.
+    ///
+    /// # Errors
+    /// [`Full::Peer`] when `client` already holds its bound of places.
+    pub fn rekey(&mut self, client: IpAddr) -> Result<(), Full> {
+        if client == self.peer {
+            return Ok(());
+        }
+        let mut counts = self.pending.lock();
+        let held = counts.per_peer.get(&client).copied().unwrap_or(0);
+        if held >= self.pending.max_per_peer {
+            return Err(Full::Peer);
+        }
+        release(&mut counts, self.peer);
+        *counts.per_peer.entry(client).or_insert(0) += 1;
+        self.peer = client;
+        Ok(())
+    }
+}
+
+/// Takes one place from `peer`'s count.
+fn release(counts: &mut Counts, peer: IpAddr) {
+    if let Some(n) = counts.per_peer.get_mut(&peer) {
+        *n -= 1;
+        if *n == 0 {
+            counts.per_peer.remove(&peer);
+        }
+    }
+}
+
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         let mut counts = self.pending.lock();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_peer.remove(&self.peer);
-            }
-        }
+        release(&mut counts, self.peer);
     }
 }
 
@@ -130,5 +159,40 @@ mod tests {
             .collect();
         assert_eq!(pending.enter(balancer, true).err(), Some(Full::Total));
         drop(slots);
+    }
+
+    #[test]
+    fn a_rekeyed_place_counts_against_the_client_and_the_total_stays() {
+        let balancer = IpAddr::from([127, 0, 0, 1]);
+        let (a, b) = (
+            IpAddr::from([203, 0, 113, 66]),
+            IpAddr::from([203, 0, 113, 7]),
+        );
+        let pending = Pending::new(4, 1);
+        let mut first = pending
+            .enter(balancer, true)
+            .expect("a balancer's connection");
+        first.rekey(a).expect("a's first place");
+        let mut second = pending
+            .enter(balancer, true)
+            .expect("a balancer's connection");
+        assert_eq!(second.rekey(a).err(), Some(Full::Peer), "a is at its bound");
+        second.rekey(b).expect("b's first place");
+        assert_eq!(pending.lock().total, 2);
+        assert_eq!(pending.lock().per_peer.get(&a), Some(&1));
+        assert_eq!(pending.lock().per_peer.get(&balancer), None);
+        drop(first);
+        assert_eq!(
+            pending.lock().per_peer.get(&a),
+            None,
+            "freed from the client"
+        );
+        let mut third = pending
+            .enter(balancer, true)
+            .expect("a balancer's connection");
+        third.rekey(a).expect("a's place was freed");
+        drop((second, third));
+        assert!(pending.lock().per_peer.is_empty());
+        assert_eq!(pending.lock().total, 0);
     }
 }

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::net::addr::ClientAddr;
+use crate::net::pending::PendingSlot;
 use crate::net::urgent::UrgentSafeTcp;
 
 /// The stream after the preamble.
@@ -32,6 +33,14 @@ pub struct Ready {
     pub addr: ClientAddr,
 }
 
+impl fmt::Debug for Ready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ready")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a connection did not get through the preamble; it is dropped.
 #[derive(Debug)]
 pub enum Failure {
@@ -44,6 +53,9 @@ pub enum Failure {
     /// The balancer's own connection (a v2 LOCAL header or v1 UNKNOWN): a health check, not a
     /// client; it gets no session.
     HealthCheck,
+    /// The client the PROXY header names already holds its bound of places in the preamble;
+    /// the connection (still plain TCP) is to be refused as over the per-address cap.
+    AddressFull(Box<Ready>),
 }
 
 impl fmt::Display for Failure {
@@ -53,6 +65,9 @@ impl fmt::Display for Failure {
             Failure::Tls(e) => write!(f, "implicit TLS handshake failed: {e}"),
             Failure::Proxy(e) => write!(f, "no valid PROXY header: {e}"),
             Failure::HealthCheck => f.write_str("the balancer's health check"),
+            Failure::AddressFull(ready) => {
+                write!(f, "{} holds its share of the preamble", ready.addr)
+            }
         }
     }
 }
@@ -182,16 +197,19 @@ fn v1_client(line: &[u8]) -> Result<Proxied, HeaderError> {
     })
 }
 
-/// Runs the preamble on `tcp`, accepted from `addr`: from a balancer (`proxied`), the PROXY
-/// header, which names the client; then with `implicit_tls`, the TLS handshake. The whole
-/// stage gets `limit`, however its steps share it.
+/// Runs the preamble on `tcp`, accepted from `addr`: from a balancer (`proxied`, with the
+/// connection's place in the preamble), the PROXY header, which names the client, and the
+/// place moves to that client, under its per-address bound, before any TLS; then with
+/// `implicit_tls`, the TLS handshake. The whole stage gets `limit`, however its steps share
+/// it. `addr` names the client once the header has: a failure after it is the client's.
 ///
 /// # Errors
-/// [`Failure`] when the stage times out or a step fails, and for a health check.
+/// [`Failure`] when the stage times out or a step fails, for a health check, and for a client
+/// over its bound.
 pub async fn run(
     tcp: UrgentSafeTcp,
-    addr: ClientAddr,
-    proxied: bool,
+    addr: &mut ClientAddr,
+    proxied: Option<&mut PendingSlot>,
     implicit_tls: Option<&TlsAcceptor>,
     limit: Duration,
 ) -> Result<Ready, Failure> {
@@ -202,22 +220,31 @@ pub async fn run(
 
 async fn steps(
     mut tcp: UrgentSafeTcp,
-    mut addr: ClientAddr,
-    proxied: bool,
+    addr: &mut ClientAddr,
+    proxied: Option<&mut PendingSlot>,
     implicit_tls: Option<&TlsAcceptor>,
 ) -> Result<Ready, Failure> {
     // The header comes first and in the clear, before any TLS.
-    if proxied {
+    if let Some(slot) = proxied {
         match read_header(&mut tcp).await.map_err(Failure::Proxy)? {
-            Proxied::Client(client) => addr = addr.via_balancer(client),
+            Proxied::Client(client) => *addr = addr.via_balancer(client),
             Proxied::Local => return Err(Failure::HealthCheck),
+        }
+        // Else one client behind the balancer could hold every place with silent handshakes.
+        if slot.rekey(addr.ip()).is_err() {
+            let stream = Stream::Plain(tcp);
+            let addr = *addr;
+            return Err(Failure::AddressFull(Box::new(Ready { stream, addr })));
         }
     }
     let stream = match implicit_tls {
         None => Stream::Plain(tcp),
         Some(tls) => Stream::Tls(Box::new(tls.accept(tcp).await.map_err(Failure::Tls)?)),
     };
-    Ok(Ready { stream, addr })
+    Ok(Ready {
+        stream,
+        addr: *addr,
+    })
 }
 
 #[cfg(test)]
@@ -254,6 +281,13 @@ mod tests {
         (client.expect("connect"), UrgentSafeTcp::new(server), addr)
     }
 
+    /// A balancer's place in the preamble, under bounds the tests do not reach.
+    fn balancer_slot() -> PendingSlot {
+        crate::net::pending::Pending::new(8, 1)
+            .enter(std::net::IpAddr::from([127, 0, 0, 1]), true)
+            .expect("a place")
+    }
+
     async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
         tokio::time::timeout(BOUND, f)
             .await
@@ -263,10 +297,10 @@ mod tests {
     #[tokio::test]
     async fn a_silent_client_on_implicit_tls_is_dropped_after_the_limit() {
         let (tls, _) = tls_pair();
-        let (mut client, tcp, addr) = connected().await;
+        let (mut client, tcp, mut addr) = connected().await;
         let outcome = bounded(
             "the preamble",
-            run(tcp, addr, false, Some(&tls), Duration::from_millis(200)),
+            run(tcp, &mut addr, None, Some(&tls), Duration::from_millis(200)),
         )
         .await;
         assert!(
@@ -283,11 +317,11 @@ mod tests {
     #[tokio::test]
     async fn an_implicit_tls_handshake_yields_a_tls_stream_and_the_address() {
         let (tls, connector) = tls_pair();
-        let (client, tcp, addr) = connected().await;
+        let (client, tcp, mut addr) = connected().await;
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let (ready, client) = bounded("the handshake", async {
             tokio::join!(
-                run(tcp, addr, false, Some(&tls), BOUND),
+                run(tcp, &mut addr, None, Some(&tls), BOUND),
                 connector.connect(name, client)
             )
         })
@@ -311,9 +345,9 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_does_not_speak_tls_fails_the_handshake() {
         let (tls, _) = tls_pair();
-        let (mut client, tcp, addr) = connected().await;
+        let (mut client, tcp, mut addr) = connected().await;
         client.write_all(b"USER alice\r\n").await.expect("write");
-        let outcome = bounded("the preamble", run(tcp, addr, false, Some(&tls), BOUND)).await;
+        let outcome = bounded("the preamble", run(tcp, &mut addr, None, Some(&tls), BOUND)).await;
         assert!(
             matches!(outcome, Err(Failure::Tls(_))),
             "{:?}",
@@ -323,8 +357,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_listener_passes_the_connection_through_untouched() {
-        let (mut client, tcp, addr) = connected().await;
-        let ready = bounded("the preamble", run(tcp, addr, false, None, BOUND))
+        let (mut client, tcp, mut addr) = connected().await;
+        let ready = bounded("the preamble", run(tcp, &mut addr, None, None, BOUND))
             .await
             .expect("preamble");
         assert_eq!(ready.addr, addr);
@@ -488,28 +522,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_in_many_small_writes_is_read_whole_and_ftp_follows_intact() {
-        for header in [
-            v2("[2001:db8::7]:4000", "[2001:db8::1]:21"),
-            b"PROXY TCP4 203.0.113.7 192.0.2.1 50123 21\r\n".to_vec(),
+        for (header, named) in [
+            (
+                v2("[2001:db8::7]:4000", "[2001:db8::1]:21"),
+                "[2001:db8::7]:4000",
+            ),
+            (
+                b"PROXY TCP4 203.0.113.7 192.0.2.1 50123 21\r\n".to_vec(),
+                "203.0.113.7:50123",
+            ),
         ] {
-            let (mut client, tcp, addr) = connected().await;
+            let (mut client, tcp, mut addr) = connected().await;
             let mut sent = header.clone();
             sent.extend_from_slice(b"USER alice\r\n");
+            let mut slot = balancer_slot();
             let (ready, ()) = bounded("the preamble", async {
                 tokio::join!(
-                    run(tcp, addr, true, None, BOUND),
+                    run(tcp, &mut addr, Some(&mut slot), None, BOUND),
                     trickle(&mut client, &sent)
                 )
             })
             .await;
             let ready = ready.expect("preamble");
             assert_eq!(ready.addr.balancer(), Some(addr.tcp_peer()));
-            assert!(
-                ready.addr.ip() == "2001:db8::7".parse::<std::net::IpAddr>().expect("ip")
-                    || ready.addr.ip() == std::net::IpAddr::from([203, 0, 113, 7]),
-                "{}",
-                ready.addr
-            );
+            assert_eq!(ready.addr.client(), sock(named), "{}", ready.addr);
             let Stream::Plain(mut server) = ready.stream else {
                 panic!("TLS on a plain listener");
             };
@@ -523,13 +559,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_header_hits_the_stage_limit() {
-        let (mut client, tcp, addr) = connected().await;
+        let (mut client, tcp, mut addr) = connected().await;
         let header = v2("203.0.113.7:50123", "192.0.2.1:21");
         client.write_all(&header[..10]).await.expect("write");
         let started = std::time::Instant::now();
         let outcome = bounded(
             "the preamble",
-            run(tcp, addr, true, None, Duration::from_millis(300)),
+            run(
+                tcp,
+                &mut addr,
+                Some(&mut balancer_slot()),
+                None,
+                Duration::from_millis(300),
+            ),
         )
         .await;
         assert!(
@@ -542,20 +584,28 @@ mod tests {
 
     #[tokio::test]
     async fn from_a_balancer_a_missing_header_fails_and_a_local_one_is_a_health_check() {
-        let (mut client, tcp, addr) = connected().await;
+        let (mut client, tcp, mut addr) = connected().await;
         client
             .write_all(b"USER alice\r\n\r\n\r\n")
             .await
             .expect("write");
-        let outcome = bounded("the preamble", run(tcp, addr, true, None, BOUND)).await;
+        let outcome = bounded(
+            "the preamble",
+            run(tcp, &mut addr, Some(&mut balancer_slot()), None, BOUND),
+        )
+        .await;
         assert!(
             matches!(outcome, Err(Failure::Proxy(HeaderError::Missing))),
             "{:?}",
             outcome.err()
         );
-        let (mut client, tcp, addr) = connected().await;
+        let (mut client, tcp, mut addr) = connected().await;
         client.write_all(&v2_local()).await.expect("write");
-        let outcome = bounded("the preamble", run(tcp, addr, true, None, BOUND)).await;
+        let outcome = bounded(
+            "the preamble",
+            run(tcp, &mut addr, Some(&mut balancer_slot()), None, BOUND),
+        )
+        .await;
         assert!(
             matches!(outcome, Err(Failure::HealthCheck)),
             "{:?}",
@@ -566,15 +616,16 @@ mod tests {
     #[tokio::test]
     async fn a_header_comes_before_implicit_tls() {
         let (tls, connector) = tls_pair();
-        let (mut client, tcp, addr) = connected().await;
+        let (mut client, tcp, mut addr) = connected().await;
         client
             .write_all(&v2("[2001:db8::7]:4000", "[2001:db8::1]:990"))
             .await
             .expect("header");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut slot = balancer_slot();
         let (ready, client) = bounded("the handshake", async {
             tokio::join!(
-                run(tcp, addr, true, Some(&tls), BOUND),
+                run(tcp, &mut addr, Some(&mut slot), Some(&tls), BOUND),
                 connector.connect(name, client)
             )
         })
@@ -583,5 +634,57 @@ mod tests {
         client.expect("client handshake");
         assert_eq!(ready.addr.client(), sock("[2001:db8::7]:4000"));
         assert!(matches!(ready.stream, Stream::Tls(_)));
+    }
+
+    /// Hostile v2 headers: declared lengths shorter than the family's addresses, every
+    /// family/protocol byte. None may panic.
+    #[tokio::test]
+    async fn hostile_v2_headers_of_every_family_and_short_lengths_never_panic() {
+        for ver_cmd in [0x20u8, 0x21, 0x22, 0x2f] {
+            for fam in 0u8..=0xff {
+                for declared in [0u16, 1, 4, 11, 12, 13, 35, 36, 37, 215, 216, 217] {
+                    let mut h = V2_SIGNATURE.to_vec();
+                    h.push(ver_cmd);
+                    h.push(fam);
+                    h.extend_from_slice(&declared.to_be_bytes());
+                    h.resize(V2_FIXED + usize::from(declared), 0x03);
+                    let mut rest = &h[..];
+                    let _ = read_header(&mut rest).await;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_header_moves_the_place_to_its_client_under_the_client_bound() {
+        let pending = crate::net::pending::Pending::new(8, 1);
+        let balancer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut places = Vec::new();
+        for (client, full) in [
+            ("203.0.113.66:40000", false),
+            ("203.0.113.66:40001", true),
+            ("203.0.113.7:40000", false),
+        ] {
+            let (mut peer, tcp, mut addr) = connected().await;
+            peer.write_all(&v2(client, "192.0.2.1:21"))
+                .await
+                .expect("write");
+            let mut slot = pending.enter(balancer, true).expect("a place");
+            let outcome = bounded(
+                "the preamble",
+                run(tcp, &mut addr, Some(&mut slot), None, BOUND),
+            )
+            .await;
+            assert_eq!(addr.client(), sock(client));
+            match outcome {
+                Err(Failure::AddressFull(ready)) if full => {
+                    assert_eq!(ready.addr.client(), sock(client));
+                    assert!(matches!(ready.stream, Stream::Plain(_)));
+                }
+                Ok(ready) if !full => assert_eq!(ready.addr.client(), sock(client)),
+                other => panic!("{client}: {other:?}"),
+            }
+            places.push((slot, peer));
+        }
     }
 }

@@ -42,55 +42,98 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Accepts the data connection, only from `peer` (the control connection's client): a
-/// connection from anywhere else is dropped and reported to `refused` with its address, and
-/// the wait goes on (no port theft). From a balancer (`config.proxied`) the connection must
-/// begin with a PROXY header, read within [`PROXY_HEADER_LIMIT`], and the client it names is
-/// the one checked. The caller bounds the wait.
-///
-/// # Errors
-/// [`DataError::NoConnection`] when accepting fails.
-pub async fn accept_from(
-    listener: &TcpListener,
-    peer: ClientAddr,
-    config: &Config,
-    session: u64,
-    refused: &impl Fn(SocketAddr),
-) -> Result<TcpStream, DataError> {
-    loop {
-        let (mut stream, from) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                log::warn!("session {session}: passive accept failed: {e}");
-                return Err(DataError::NoConnection);
-            }
-        };
-        let client = if config.proxied(from.ip()) {
-            match tokio::time::timeout(PROXY_HEADER_LIMIT, read_header(&mut stream)).await {
-                Ok(Ok(Proxied::Client(client))) => client,
-                Ok(Ok(Proxied::Local)) => {
-                    log::debug!("session {session}: a health check on the passive port");
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    log::debug!("session {session}: data connection from {from}: {e}");
-                    refused(from);
-                    continue;
-                }
-                Err(_) => {
-                    log::debug!("session {session}: no PROXY header in time from {from}");
-                    refused(from);
-                    continue;
-                }
-            }
-        } else {
-            from
-        };
-        if peer.is_client(client.ip()) {
-            stream.set_nodelay(true).ok();
-            return Ok(stream);
+/// Most PROXY headers read at once on one passive listener; further connections wait in the
+/// backlog until one is read or times out.
+const HEADERS_AT_ONCE: usize = 8;
+
+/// A connection from a balancer, its header read (or not, within [`PROXY_HEADER_LIMIT`]).
+type Headed = (
+    TcpStream,
+    SocketAddr,
+    Result<Result<Proxied, HeaderError>, tokio::time::error::Elapsed>,
+);
+
+/// A passive listener, with the connections from a balancer whose PROXY headers are being
+/// read: they belong to the listener, not to one wait, so a wait that is dropped (the
+/// transfer command came first) loses none of them.
+pub struct DataListener {
+    listener: TcpListener,
+    headers: tokio::task::JoinSet<Headed>,
+}
+
+impl DataListener {
+    /// Takes over a listener registered on the current (transfer) runtime.
+    pub fn new(listener: TcpListener) -> DataListener {
+        DataListener {
+            listener,
+            headers: tokio::task::JoinSet::new(),
         }
-        refused(client);
+    }
+
+    /// Accepts the data connection, only from `peer` (the control connection's client): a
+    /// connection from anywhere else is dropped and reported to `refused` with its address,
+    /// and the wait goes on (no port theft). From a balancer (`config.proxied`) the
+    /// connection must begin with a PROXY header, read within [`PROXY_HEADER_LIMIT`] and up
+    /// to [`HEADERS_AT_ONCE`] at a time, so one silent peer holds up no other; the client it
+    /// names is the one checked. Cancel-safe; the caller bounds the wait.
+    ///
+    /// # Errors
+    /// [`DataError::NoConnection`] when accepting fails.
+    pub async fn accept_from(
+        &mut self,
+        peer: ClientAddr,
+        config: &Config,
+        session: u64,
+        refused: &impl Fn(SocketAddr),
+    ) -> Result<TcpStream, DataError> {
+        loop {
+            // At least one branch is always enabled: no room means headers are being read.
+            let room = self.headers.len() < HEADERS_AT_ONCE;
+            let (stream, client) = tokio::select! {
+                accepted = self.listener.accept(), if room => match accepted {
+                    Ok((mut stream, from)) if config.proxied(from.ip()) => {
+                        self.headers.spawn(async move {
+                            let header =
+                                tokio::time::timeout(PROXY_HEADER_LIMIT, read_header(&mut stream))
+                                    .await;
+                            (stream, from, header)
+                        });
+                        continue;
+                    }
+                    Ok((stream, from)) => (stream, from),
+                    Err(e) => {
+                        log::warn!("session {session}: passive accept failed: {e}");
+                        return Err(DataError::NoConnection);
+                    }
+                },
+                Some(read) = self.headers.join_next() => match read {
+                    Ok((stream, _, Ok(Ok(Proxied::Client(client))))) => (stream, client),
+                    Ok((_, _, Ok(Ok(Proxied::Local)))) => {
+                        log::debug!("session {session}: a health check on the passive port");
+                        continue;
+                    }
+                    Ok((_, from, Ok(Err(e)))) => {
+                        log::debug!("session {session}: data connection from {from}: {e}");
+                        refused(from);
+                        continue;
+                    }
+                    Ok((_, from, Err(_))) => {
+                        log::debug!("session {session}: no PROXY header in time from {from}");
+                        refused(from);
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("session {session}: reading a PROXY header failed: {e}");
+                        continue;
+                    }
+                },
+            };
+            if peer.is_client(client.ip()) {
+                stream.set_nodelay(true).ok();
+                return Ok(stream);
+            }
+            refused(client);
+        }
     }
 }
 
@@ -108,12 +151,10 @@ pub(super) async fn accept_passive(
         log::warn!("session {session}: passive listener unusable: {e}");
         DataError::NoConnection
     })?;
-    tokio::time::timeout(
-        wait,
-        accept_from(&listener, peer, &config, session, &refused),
-    )
-    .await
-    .unwrap_or(Err(DataError::NoConnection))
+    let mut listener = DataListener::new(listener);
+    tokio::time::timeout(wait, listener.accept_from(peer, &config, session, &refused))
+        .await
+        .unwrap_or(Err(DataError::NoConnection))
 }
 
 /// Connects to an active-mode client from `local` (port from the OS), within `wait`.
@@ -200,7 +241,8 @@ mod tests {
         };
         let only = ClientAddr::direct("127.0.0.2:40000".parse().expect("client"), addr);
         let config = Config::default();
-        let accepted = accept_from(&listener, only, &config, 0, &count);
+        let mut listener = DataListener::new(listener);
+        let accepted = listener.accept_from(only, &config, 0, &count);
         let res = tokio::time::timeout(Duration::from_millis(300), accepted).await;
         assert!(res.is_err(), "a stranger's connection was accepted");
         assert_eq!(refused.load(Ordering::SeqCst), 1);
@@ -215,6 +257,7 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let mut listener = DataListener::new(listener);
         let header = |client: &str| {
             use ppp::v2::{Builder, Command, Protocol, Version};
             Builder::with_addresses(
@@ -243,6 +286,10 @@ mod tests {
                 .write_all(&header("[2001:db8::8]:5000"))
                 .await
                 .expect("write");
+            // Headers are read concurrently: the client connects once both others are refused.
+            while refused.lock().expect("lock").len() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let mut own = TcpStream::connect(addr).await.expect("connect");
             let mut sent = header("[2001:db8::7]:5001");
             sent.extend_from_slice(b"file bytes");
@@ -250,10 +297,7 @@ mod tests {
             (bare, other, own)
         };
         let (accepted, _clients) = tokio::time::timeout(Duration::from_secs(10), async {
-            tokio::join!(
-                accept_from(&listener, control, &config, 0, &record),
-                clients
-            )
+            tokio::join!(listener.accept_from(control, &config, 0, &record), clients)
         })
         .await
         .expect("accepted in time");
@@ -261,9 +305,100 @@ mod tests {
         let mut buf = [0u8; 10];
         stream.read_exact(&mut buf).await.expect("read");
         assert_eq!(&buf, b"file bytes");
-        let refused = refused.lock().expect("lock").clone();
+        let mut refused = refused.lock().expect("lock").clone();
+        refused.sort();
         assert_eq!(refused.len(), 2, "{refused:?}");
-        assert_eq!(refused[0].ip(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(refused[0].ip(), IpAddr::from([127, 0, 0, 1]), "{refused:?}");
         assert_eq!(refused[1], "[2001:db8::8]:5000".parse().expect("addr"));
+    }
+
+    /// `prepared` (transfer/mod.rs) races the accept against the transfer command: a wait
+    /// dropped while a balancer's header is half read must not lose the connection.
+    #[tokio::test]
+    async fn a_connection_whose_header_is_half_read_outlives_a_dropped_wait() {
+        let config = Config {
+            proxy_protocol_from: vec!["127.0.0.1/32".parse().expect("net")],
+            ..Config::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut listener = DataListener::new(listener);
+        let header = {
+            use ppp::v2::{Builder, Command, Protocol, Version};
+            Builder::with_addresses(
+                Version::Two | Command::Proxy,
+                Protocol::Stream,
+                (
+                    "203.0.113.7:5000".parse::<SocketAddr>().expect("client"),
+                    addr,
+                ),
+            )
+            .build()
+            .expect("header")
+        };
+        let control = ClientAddr::direct("127.0.0.1:40000".parse().expect("balancer"), addr)
+            .via_balancer("203.0.113.7:4000".parse().expect("client"));
+        let refused = |from: SocketAddr| panic!("{from} refused");
+        let mut balancer = TcpStream::connect(addr).await.expect("connect");
+        balancer.write_all(&header[..10]).await.expect("half");
+        // The transfer command wins the select! while the header is half read.
+        let first = tokio::time::timeout(
+            Duration::from_millis(200),
+            listener.accept_from(control, &config, 0, &refused),
+        )
+        .await;
+        assert!(first.is_err(), "the header was incomplete");
+        // The select!'s other arm accepts again; the balancer sends the rest and data.
+        let mut rest = header[10..].to_vec();
+        rest.extend_from_slice(b"file bytes");
+        let _ = balancer.write_all(&rest).await;
+        let second = tokio::time::timeout(
+            Duration::from_secs(2),
+            listener.accept_from(control, &config, 0, &refused),
+        )
+        .await;
+        let mut stream = second
+            .expect("the client's connection was lost with the dropped future")
+            .expect("accepted");
+        let mut buf = [0u8; 10];
+        stream.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"file bytes");
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_of_the_balancer_holds_up_no_other_header() {
+        let config = Config {
+            proxy_protocol_from: vec!["127.0.0.1/32".parse().expect("net")],
+            ..Config::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut listener = DataListener::new(listener);
+        let header = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            (
+                "203.0.113.7:5000".parse::<SocketAddr>().expect("client"),
+                addr,
+            ),
+        )
+        .build()
+        .expect("header");
+        let control = ClientAddr::direct("127.0.0.1:40000".parse().expect("balancer"), addr)
+            .via_balancer("203.0.113.7:4000".parse().expect("client"));
+        let refused = |from: SocketAddr| panic!("{from} refused");
+        let _silent: Vec<_> =
+            futures::future::join_all((0..HEADERS_AT_ONCE - 1).map(|_| TcpStream::connect(addr)))
+                .await;
+        let mut own = TcpStream::connect(addr).await.expect("connect");
+        own.write_all(&header).await.expect("header");
+        // Far less than PROXY_HEADER_LIMIT, which a serial read would wait per silent peer.
+        let accepted = tokio::time::timeout(
+            Duration::from_secs(2),
+            listener.accept_from(control, &config, 0, &refused),
+        )
+        .await
+        .expect("accepted while the others are silent");
+        assert!(accepted.is_ok(), "{accepted:?}");
     }
 }

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::audit::{Event, EventKind};
 use crate::config::{Config, PortRange};
 use crate::net::ClientAddr;
-use crate::net::preamble::{PROXY_HEADER_LIMIT, Proxied, read_header};
+use crate::net::preamble::{HeaderError, PROXY_HEADER_LIMIT, Proxied, read_header};
 use crate::quota::Charge;
 use crate::state::TransferPermit;
 use crate::storage::{ByteSink, ByteSource, StoreError};
@@ -33,7 +33,7 @@ mod ascii;
 mod connect;
 mod stream;
 
-pub use connect::{Protection, accept_from, bind_passive, canonical};
+pub use connect::{DataListener, Protection, bind_passive, canonical};
 use connect::{accept_passive, connect_from, protect};
 use stream::{receive_zero_copy, run_job, send_file_zero_copy};
 
@@ -328,8 +328,8 @@ async fn prepared(
         session,
         ..
     } = channel;
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
+    let mut listener = match TcpListener::from_std(listener) {
+        Ok(listener) => DataListener::new(listener),
         Err(e) => {
             log::warn!("session {session}: passive listener unusable: {e}");
             return failed(DataError::NoConnection);
@@ -337,20 +337,25 @@ async fn prepared(
     };
     // Before the command the wait has no bound of its own: the session ends this task when
     // it drops the plan (it does on its idle timeout too). `biased`: once the command has
-    // come, whatever else is ready is handled in the command's order.
-    let stream = tokio::select! {
-        biased;
-        start = &mut started => {
-            let Ok(start) = start else { return failed(DataError::NoConnection) };
-            let connected = tokio::time::timeout(stall, accept_from(&listener, peer, &config, session, &refused))
-                .await
-                .unwrap_or(Err(DataError::NoConnection));
-            return run(std::future::ready(connected), stall, start).await;
+    // come, whatever else is ready is handled in the command's order. One accept, polled by
+    // both arms: the command arriving mid-accept must not drop a connection being accepted.
+    let stream = {
+        let accept = listener.accept_from(peer, &config, session, &refused);
+        tokio::pin!(accept);
+        tokio::select! {
+            biased;
+            start = &mut started => {
+                let Ok(start) = start else { return failed(DataError::NoConnection) };
+                let connected = tokio::time::timeout(stall, &mut accept)
+                    .await
+                    .unwrap_or(Err(DataError::NoConnection));
+                return run(std::future::ready(connected), stall, start).await;
+            }
+            accepted = &mut accept => match accepted {
+                Ok(stream) => stream,
+                Err(e) => return failed(e),
+            },
         }
-        accepted = accept_from(&listener, peer, &config, session, &refused) => match accepted {
-            Ok(stream) => stream,
-            Err(e) => return failed(e),
-        },
     };
     drop(listener);
     tokio::select! {

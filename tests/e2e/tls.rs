@@ -352,6 +352,76 @@ fn handshakes_in_progress_count_under_the_address_cap() {
     assert_eq!(text, "421 Too many connections from your address.\r\n");
 }
 
+/// Behind a balancer the per-address bound on handshakes in progress applies to the client the
+/// PROXY header names: one client stalling in the handshake cannot hold every place, and
+/// another client behind the same balancer still gets its handshake.
+#[test]
+fn behind_a_balancer_handshakes_in_progress_count_under_the_header_client_cap() {
+    use std::io::{ErrorKind, Read, Write};
+    let certs = Certs::generate();
+    let server = certs.server(&[
+        "--proxy-protocol-from",
+        "127.0.0.0/8",
+        "--max-sessions",
+        "4",
+        "--max-sessions-per-ip",
+        "1",
+    ]);
+    let port = implicit_port(&server);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let header = |client: &str| {
+        use ppp::v2::{Builder, Command, Protocol, Version};
+        Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            (
+                client.parse::<std::net::SocketAddr>().expect("client"),
+                addr,
+            ),
+        )
+        .build()
+        .expect("v2 header")
+    };
+    // One hostile client (203.0.113.66): four connections, a header each, no ClientHello.
+    let mut held: Vec<_> = (0..4)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            s.write_all(&header(&format!("203.0.113.66:{}", 40000 + i)))
+                .expect("header");
+            s
+        })
+        .collect();
+    // One holds the client's one place (its read times out); the others are refused at once,
+    // in plain text.
+    let mut refused = 0;
+    for s in &mut held {
+        let mut text = String::new();
+        if s.read_to_string(&mut text).is_ok() {
+            assert_eq!(text, "421 Too many connections from your address.\r\n");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3, "one connection waits for its handshake");
+    // Another client: the server must wait for its ClientHello, not refuse it.
+    let mut other = std::net::TcpStream::connect(addr).expect("connect");
+    other
+        .write_all(&header("203.0.113.7:40000"))
+        .expect("header");
+    other
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    match other.read(&mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        got => panic!(
+            "the other client was answered before any handshake: {:?}",
+            got.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        ),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Python ftplib
 // ---------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ pub fn listening_on(server: &TestServer, ip: IpAddr) -> SocketAddr {
 pub struct HaProxy {
     child: Option<Child>,
     control: SocketAddr,
+    pinned: Vec<SocketAddr>,
     _dir: TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -102,18 +103,31 @@ pub fn free_range(len: u16, node_ips: &[IpAddr]) -> (u16, u16) {
     panic!("no {len} consecutive free ports in {RANGE_ATTEMPTS} tries");
 }
 
-/// The configuration: the control frontend on `port` over every node, and one passive
-/// frontend per node.
-fn config(port: u16, nodes: &[Node]) -> String {
+/// The configuration: the control frontend on `port` over every node, per node a control
+/// frontend on `pins[i]` that goes to that node only (so a test can choose the node), and one
+/// passive frontend per node.
+fn config(port: u16, pins: &[u16], nodes: &[Node]) -> String {
     let mut text = format!(
         "global\n    maxconn 500\n\
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n    \
-         timeout server 120s\n\
+         timeout server 120s\n    option redispatch\n    retries 2\n\
          frontend control\n    bind {FRONT_IP}:{port}\n    default_backend nodes\n\
          backend nodes\n    balance roundrobin\n"
     );
     for (i, node) in nodes.iter().enumerate() {
-        text.push_str(&format!("    server n{i} {} send-proxy-v2\n", node.control));
+        // Health checks (a PROXY v2 LOCAL header, then close) take a dead node out within a
+        // second; until then a refused connection is redispatched to another node.
+        text.push_str(&format!(
+            "    server n{i} {} send-proxy-v2 check inter 500ms fall 1 rise 1\n",
+            node.control
+        ));
+    }
+    for (i, (node, pin)) in nodes.iter().zip(pins).enumerate() {
+        text.push_str(&format!(
+            "frontend pinned{i}\n    bind {FRONT_IP}:{pin}\n    default_backend pinned{i}\n\
+             backend pinned{i}\n    server n{i} {} send-proxy-v2\n",
+            node.control
+        ));
     }
     for (i, node) in nodes.iter().enumerate() {
         // No port on the server: each connection goes to the port it came to.
@@ -138,8 +152,9 @@ impl HaProxy {
         let mut last = String::new();
         for _ in 0..BIND_ATTEMPTS {
             let port = free_port();
+            let pins: Vec<u16> = nodes.iter().map(|_| free_port()).collect();
             let path = dir.path().join("haproxy.cfg");
-            std::fs::write(&path, config(port, nodes)).expect("write haproxy.cfg");
+            std::fs::write(&path, config(port, &pins, nodes)).expect("write haproxy.cfg");
             let mut child = Command::new(HAPROXY)
                 .arg("-db")
                 .arg("-f")
@@ -169,6 +184,7 @@ impl HaProxy {
                     return HaProxy {
                         child: Some(child),
                         control,
+                        pinned: pins.iter().map(|p| SocketAddr::new(FRONT_IP, *p)).collect(),
                         _dir: dir,
                         log,
                     };
@@ -190,6 +206,11 @@ impl HaProxy {
     /// The control frontend: where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.control
+    }
+
+    /// The frontend that goes to node `i` only (through the balancer, with its header).
+    pub fn node_addr(&self, i: usize) -> SocketAddr {
+        self.pinned[i]
     }
 
     /// What HAProxy wrote to stderr so far.

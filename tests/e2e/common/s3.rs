@@ -215,24 +215,37 @@ impl TestServer {
     }
 
     /// One node of a cluster: `ferryd` named `node` on `bucket` (the other nodes' too) and
-    /// the database at `database_url`. The operator commands' configuration file in its data
-    /// dir has the bucket's keys and `extra_config`.
+    /// the database at `database_url`. The configuration file in its data dir, which the
+    /// server and the operator commands read, has the bucket's keys and `extra_config`.
     pub fn start_node(
         bucket: &S3Bucket,
         database_url: &str,
         node: &str,
         extra_config: &str,
     ) -> TestServer {
+        TestServer::start_node_with(bucket, database_url, node, extra_config, &[])
+    }
+
+    /// [`TestServer::start_node`] with `extra_args` on the server's command line.
+    pub fn start_node_with(
+        bucket: &S3Bucket,
+        database_url: &str,
+        node: &str,
+        extra_config: &str,
+        extra_args: &[String],
+    ) -> TestServer {
         let data_dir = tempfile::Builder::new()
             .prefix("ferry-e2e-")
             .tempdir()
             .expect("create temp data dir");
-        let mut args = bucket.args();
-        args.extend(["--database-url", database_url, "--node-name", node].map(str::to_owned));
-        let env = S3Bucket::env();
+        let config_file = data_dir.path().join(CONFIG);
         let config = format!("{}{extra_config}", bucket.config_file());
-        std::fs::write(data_dir.path().join(CONFIG), config)
-            .expect("write the operator commands' config file");
+        std::fs::write(&config_file, config).expect("write the configuration file");
+        let mut args = vec!["--config".to_owned(), config_file.display().to_string()];
+        args.extend(bucket.args());
+        args.extend(["--database-url", database_url, "--node-name", node].map(str::to_owned));
+        args.extend(extra_args.iter().cloned());
+        let env = S3Bucket::env();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (child, addr) = spawn(data_dir.path(), &args, &env, true, &stderr);
         TestServer {
