@@ -263,7 +263,7 @@ impl InviteStore for PgInviteStore {
 /// How a node learnt of an account change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Noticed {
-    /// The announcement on [`CHANNEL`].
+    /// The announcement on `CHANNEL`.
     Notification,
     /// The periodic read of the change log (an announcement missed while not listening).
     Backstop,

@@ -19,7 +19,7 @@ pub struct ConfigFlags {
     /// Data directory (accounts/, home/, log/, tmp/). Default ./var.
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Keep accounts and the shared state in PostgreSQL: postgres://USER[:PASS]@HOST:PORT/DB
+    /// Keep accounts and the shared state in PostgreSQL: `postgres://USER[:PASS]@HOST:PORT/DB`
     /// (the password better comes from PGPASSWORD or database_password_file). The operator
     /// commands work on the database then. Default: none.
     #[arg(long, global = true, value_name = "URL")]

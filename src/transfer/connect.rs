@@ -74,7 +74,7 @@ impl DataListener {
     /// connection from anywhere else is dropped and reported to `refused` with its address,
     /// and the wait goes on (no port theft). From a balancer (`config.proxied`) the
     /// connection must begin with a PROXY header, read within [`PROXY_HEADER_LIMIT`] and up
-    /// to [`HEADERS_AT_ONCE`] at a time, so one silent peer holds up no other; the client it
+    /// to `HEADERS_AT_ONCE` at a time, so one silent peer holds up no other; the client it
     /// names is the one checked. Cancel-safe; the caller bounds the wait.
     ///
     /// # Errors

@@ -4,7 +4,7 @@
 //! (bans, failed logins, session and transfer counts, registrations, hash turns) answer from
 //! this node's view in memory: its own counts exactly, the other nodes' as last read. What
 //! they change goes into an outbox that a background task on the database runtime writes
-//! ([`sync`]); the same task reads the other nodes' rows every third of the lease, and bans
+//! (`sync`); the same task reads the other nodes' rows every third of the lease, and bans
 //! arrive at once by LISTEN/NOTIFY. The calls of blocking threads (write locks, quota
 //! reservations and claims) go to the database and are exact across nodes; what they take
 //! belongs to this node's instance, and every node's sweeper deletes the rows of instances
