@@ -43,7 +43,7 @@ log "starting the cluster (contrib/cluster/run)"
 LIMITS=$'max_sessions = 30000\nmax_sessions_per_ip = 30000'
 CLUSTER_DIR=$WORK/cluster PROFILE=release EXTRA_CONFIG=$LIMITS contrib/cluster/run >"$WORK/cluster.out" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 300); do grep -q 'cluster up' "$WORK/cluster.out" && break; sleep 0.2; done
+for _ in $(seq 3000); do grep -q 'cluster up' "$WORK/cluster.out" && break; sleep 0.2; done
 grep -q 'cluster up' "$WORK/cluster.out" || { cat "$WORK/cluster.out" >&2; exit 1; }
 export AWS_ACCESS_KEY_ID=ferry AWS_SECRET_ACCESS_KEY=ferry-cluster-secret
 CONF=$WORK/cluster/ferryd.toml
