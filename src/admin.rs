@@ -12,6 +12,7 @@ use std::sync::Arc;
 use cli_table::Cell;
 
 use crate::accounts::invites::Invite;
+use crate::accounts::modify;
 use crate::actors::account_registry::{
     AccountRecord, AccountStore, AuthError, UserName, check_password, hash_password,
 };
@@ -236,9 +237,12 @@ pub fn user_passwd(
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
     let database = wiring::tool_database(config)?;
     let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
-    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
-    record.hash = hash_password(password, iterations)?;
-    store.update(&record)?;
+    let hash = hash_password(password, iterations)?;
+    modify(&*store, &user, |record| {
+        record.hash.clone_from(&hash);
+        Ok(())
+    })?
+    .ok_or_else(no_such_user)?;
     Ok(())
 }
 
@@ -252,9 +256,11 @@ pub fn user_disable(config: &Config, name: &str, disabled: bool) -> Result<(), A
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
     let database = wiring::tool_database(config)?;
     let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
-    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
-    record.disabled = disabled;
-    store.update(&record)?;
+    modify(&*store, &user, |record| {
+        record.disabled = disabled;
+        Ok(())
+    })?
+    .ok_or_else(no_such_user)?;
     Ok(())
 }
 
@@ -315,14 +321,18 @@ pub fn user_quota(
     let no_such_user = || AdminError::NoSuchUser(name.to_owned());
     let database = wiring::tool_database(config)?;
     let store = wiring::existing_accounts(config, database.as_ref())?.ok_or_else(no_such_user)?;
-    let mut record = store.load(&user)?.ok_or_else(no_such_user)?;
-    if change.bytes.is_some() || change.files.is_some() {
-        record.quota = Quota {
-            bytes: change.bytes.unwrap_or(record.quota.bytes),
-            files: change.files.unwrap_or(record.quota.files),
-        };
-        store.update(&record)?;
+    let record = if change.bytes.is_some() || change.files.is_some() {
+        modify(&*store, &user, |record| {
+            record.quota = Quota {
+                bytes: change.bytes.unwrap_or(record.quota.bytes),
+                files: change.files.unwrap_or(record.quota.files),
+            };
+            Ok(())
+        })?
+    } else {
+        store.load(&user)?
     }
+    .ok_or_else(no_such_user)?;
     let ledger = ledger(config, store)?;
     let usage = if recount {
         ledger.recount(name)?

@@ -22,5 +22,6 @@ pub use name::{NAME_RULE, RESERVED_NAMES, UserName};
 pub use password::{check_password, hash_password, hash_rounds, verify_password};
 pub use postgres::{AccountChange, AccountWatch, Noticed, PgAccountStore, PgInviteStore};
 pub use store::{
-    AccountLimits, AccountRecord, AccountStore, HomeElsewhere, JsonAccountStore, Remains,
+    AccountLimits, AccountRecord, AccountStore, Changed, HomeElsewhere, JsonAccountStore, Remains,
+    is_changed, modify,
 };

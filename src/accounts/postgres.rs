@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::invites::{Invite, InviteError, InviteStore, new_invite, valid};
-use super::{AccountRecord, AccountStore, AuthError, UserName};
+use super::{AccountRecord, AccountStore, AuthError, Changed, UserName};
 use crate::config::Quota;
 use crate::db::{Database, DbError, QUERY_LIMIT, secs, spawn_on_db};
 
@@ -55,10 +55,11 @@ fn record(row: &Row) -> Result<AccountRecord, AuthError> {
             bytes: from_sql(row.get("quota_bytes")),
             files: from_sql(row.get("quota_files")),
         },
+        version: u64::try_from(row.get::<_, i64>("version")).unwrap_or(0),
     })
 }
 
-const COLUMNS: &str = "name, hash, created, disabled, read_only, quota_bytes, quota_files";
+const COLUMNS: &str = "name, hash, created, disabled, read_only, quota_bytes, quota_files, version";
 
 /// Accounts in the `accounts` table. Every change announces itself (a trigger: see the
 /// migration), in the transaction that makes it.
@@ -75,13 +76,14 @@ impl PgAccountStore {
 }
 
 impl PgAccountStore {
-    /// Runs `sql` with the record's fields as `$1`..`$7`, in the order of [`COLUMNS`]; the
+    /// Runs `sql` with the record's fields as `$1`..`$8`, in the order of [`COLUMNS`]; the
     /// rows it changed.
     fn write(&self, sql: &'static str, record: &AccountRecord) -> Result<u64, AuthError> {
         let r = record.clone();
         self.db
             .wait(move |c| async move {
                 let (bytes, files) = (to_sql(r.quota.bytes), to_sql(r.quota.files));
+                let version = i64::try_from(r.version).unwrap_or(i64::MAX);
                 Ok(c.execute(
                     sql,
                     &[
@@ -92,6 +94,7 @@ impl PgAccountStore {
                         &r.read_only,
                         &bytes,
                         &files,
+                        &version,
                     ],
                 )
                 .await?)
@@ -118,8 +121,8 @@ impl AccountStore for PgAccountStore {
         // goes in and the other sees none inserted.
         let inserted = self.write(
             "INSERT INTO accounts \
-               (name, hash, created, disabled, read_only, quota_bytes, quota_files) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+               (name, hash, created, disabled, read_only, quota_bytes, quota_files, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
             record,
         )?;
         if inserted == 0 {
@@ -133,9 +136,12 @@ impl AccountStore for PgAccountStore {
             "UPDATE accounts SET hash = $2, created = $3, disabled = $4, \
                read_only = $5, quota_bytes = $6, quota_files = $7, \
                version = version + 1, updated_at = now() \
-             WHERE name = $1",
+             WHERE name = $1 AND version = $8",
             record,
         )?;
+        if updated == 0 && self.load(&record.name)?.is_some() {
+            return Err(Changed::of(&record.name));
+        }
         if updated == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,

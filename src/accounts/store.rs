@@ -32,6 +32,11 @@ pub struct AccountRecord {
     /// Byte and file limits; none (unlimited) when absent.
     #[serde(default, skip_serializing_if = "Quota::is_unlimited")]
     pub quota: Quota,
+    /// How many times the stored record changed: an update of a record read at another
+    /// version is refused ([`is_changed`]), so a slow writer cannot undo a change made after
+    /// its read. 0 in records written before versions were kept.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl AccountRecord {
@@ -50,6 +55,7 @@ impl AccountRecord {
             disabled: false,
             read_only: false,
             quota: Quota::default(),
+            version: 0,
         }
     }
 }
@@ -132,10 +138,12 @@ pub trait AccountStore: Send + Sync + 'static {
     /// [`AuthError::NameTaken`] if the name exists, [`AuthError::Io`].
     fn create(&self, record: &AccountRecord) -> Result<(), AuthError>;
 
-    /// Replaces an existing account atomically.
+    /// Replaces an existing account atomically, if it is still at `record.version` (then
+    /// bumps the stored version); use [`modify`] to read, change and store.
     ///
     /// # Errors
-    /// [`AuthError::Io`] (kind `NotFound` if the account does not exist).
+    /// [`AuthError::Io`] (kind `NotFound` if the account does not exist; [`is_changed`] when
+    /// another writer changed it since `record` was read).
     fn update(&self, record: &AccountRecord) -> Result<(), AuthError>;
 
     /// Removes an account; `false` if there was none.
@@ -149,6 +157,56 @@ pub trait AccountStore: Send + Sync + 'static {
     /// # Errors
     /// [`AuthError::Corrupt`] for a record that does not parse, [`AuthError::Io`].
     fn list(&self) -> Result<Vec<AccountRecord>, AuthError>;
+}
+
+/// Why [`AccountStore::update`] refused a record: it was read before another change.
+#[derive(Debug, thiserror::Error)]
+#[error("account {0} changed meanwhile; try again")]
+pub struct Changed(pub UserName);
+
+impl Changed {
+    /// The error [`AccountStore::update`] returns for a stale record.
+    pub fn of(name: &UserName) -> AuthError {
+        AuthError::Io(io::Error::other(Changed(name.clone())))
+    }
+}
+
+/// Whether `e` is a refused stale update.
+pub fn is_changed(e: &AuthError) -> bool {
+    matches!(e, AuthError::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<Changed>()))
+}
+
+/// How often [`modify`] reads a record again after another writer changed it under it.
+const MODIFY_TRIES: usize = 5;
+
+/// Applies `change` to `name`'s record as stored now and stores it; when another writer
+/// changed the record in between, reads it again and applies `change` to that (a bounded
+/// number of times). `change` may refuse the record as it finds it. The stored record, or
+/// `None` when there is no such account.
+///
+/// # Errors
+/// What `change` or the store returned; [`is_changed`] when every try lost a race.
+pub fn modify(
+    store: &dyn AccountStore,
+    name: &UserName,
+    mut change: impl FnMut(&mut AccountRecord) -> Result<(), AuthError>,
+) -> Result<Option<AccountRecord>, AuthError> {
+    let mut last = Changed::of(name);
+    for _ in 0..MODIFY_TRIES {
+        let Some(mut record) = store.load(name)? else {
+            return Ok(None);
+        };
+        change(&mut record)?;
+        match store.update(&record) {
+            Ok(()) => {
+                record.version += 1;
+                return Ok(Some(record));
+            }
+            Err(e) if is_changed(&e) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 /// The quota ledger's view of the accounts: each account's limits, read fresh from the store
@@ -253,16 +311,27 @@ impl AccountStore for JsonAccountStore {
     }
 
     fn update(&self, record: &AccountRecord) -> Result<(), AuthError> {
-        let path = self.path(&record.name);
-        if !path.try_exists()? {
+        // Sessions of this node and `ferryd user` may write one record at once: the version
+        // check and the rename happen under an exclusive lock on the directory itself.
+        let lock = File::open(&self.dir)?;
+        lock.lock()?;
+        let current = self.read(&self.path(&record.name), Some(&record.name))?;
+        let Some(current) = current else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("no account {}", record.name),
             )
             .into());
+        };
+        if current.version != record.version {
+            return Err(Changed::of(&record.name));
         }
-        let tmp = self.write_temp(record)?;
-        if let Err(e) = fs::rename(&tmp, &path) {
+        let next = AccountRecord {
+            version: record.version + 1,
+            ..record.clone()
+        };
+        let tmp = self.write_temp(&next)?;
+        if let Err(e) = fs::rename(&tmp, self.path(&record.name)) {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
         }

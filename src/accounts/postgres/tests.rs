@@ -269,3 +269,24 @@ fn a_database_that_goes_away_fails_calls_in_time_and_is_used_again() {
         "amy is read again once the database is back"
     );
 }
+
+#[test]
+fn a_password_change_read_before_a_disable_does_not_enable_the_account_again() {
+    let server = PgTestServer::start().expect("postgres");
+    let node = PgAccountStore::new(open(&server, "n1"));
+    let tool = PgAccountStore::new(open(&server, "n2"));
+    node.create(&account("cy")).expect("create");
+    // Node n1's SITE PASSWD (or the re-hash at login) has read the record and is hashing...
+    let mut read = node.load(&name("cy")).expect("load").expect("there");
+    // ... while `ferryd user disable cy` runs.
+    let mut disabled = tool.load(&name("cy")).expect("load").expect("there");
+    disabled.disabled = true;
+    tool.update(&disabled).expect("disable");
+    read.hash = hash_password(&Password::new("password2"), 1).expect("hash");
+    let _ = node.update(&read);
+    let now = tool.load(&name("cy")).expect("load").expect("there");
+    assert!(
+        now.disabled,
+        "the disable was overwritten by the password change"
+    );
+}

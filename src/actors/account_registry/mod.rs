@@ -28,6 +28,7 @@ use std::time::Instant;
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
 use crate::accounts::invites::{InviteError, InviteStore};
+use crate::accounts::{Changed, modify};
 use crate::codec::Password;
 use crate::config::{Quota, Registration};
 use crate::state::SharedState;
@@ -149,7 +150,7 @@ impl AccountRegistry {
     /// setting now that the password is known; the old hash stays if storing fails.
     fn rehashed(
         &self,
-        mut record: AccountRecord,
+        record: AccountRecord,
         password: &Password,
         rounds: Option<u32>,
     ) -> AccountRecord {
@@ -157,16 +158,25 @@ impl AccountRegistry {
         if rounds == Some(wanted) {
             return record;
         }
-        let old = std::mem::take(&mut record.hash);
+        // Stored only over the hash it replaces: a SITE PASSWD made meanwhile (on any node)
+        // stays, and a disable or quota change made meanwhile is kept.
         let stored = hash_password(password, wanted).and_then(|hash| {
-            record.hash = hash;
-            self.shared.store.update(&record)
+            modify(&*self.shared.store, &record.name, |now| {
+                if now.hash != record.hash {
+                    return Err(Changed::of(&record.name));
+                }
+                now.hash.clone_from(&hash);
+                Ok(())
+            })
         });
-        if let Err(e) = stored {
-            log::warn!("cannot re-hash the password of {}: {e}", record.name);
-            record.hash = old;
+        match stored {
+            Ok(Some(now)) => now,
+            Ok(None) => record,
+            Err(e) => {
+                log::warn!("cannot re-hash the password of {}: {e}", record.name);
+                record
+            }
         }
-        record
     }
 }
 
@@ -320,11 +330,20 @@ impl Handler<ChangePassword> for AccountRegistry {
     type Result = Result<(), AuthError>;
 
     fn handle(&mut self, msg: ChangePassword, _: &mut Self::Context) -> Self::Result {
-        let mut record = self.check(msg.name.as_str(), &msg.old)?;
+        let record = self.check(msg.name.as_str(), &msg.old)?;
         let settings = &self.shared.settings;
         check_password(&msg.new, settings.min_password_length)?;
-        record.hash = hash_password(&msg.new, settings.iterations)?;
-        self.shared.store.update(&record)
+        let hash = hash_password(&msg.new, settings.iterations)?;
+        // Only over the hash the old password was checked against (another node's SITE
+        // PASSWD since then wins), keeping whatever else changed meanwhile.
+        let stored = modify(&*self.shared.store, &record.name, |now| {
+            if now.hash != record.hash {
+                return Err(Changed::of(&record.name));
+            }
+            now.hash.clone_from(&hash);
+            Ok(())
+        })?;
+        stored.map(drop).ok_or(AuthError::WrongCredentials)
     }
 }
 
