@@ -27,6 +27,7 @@ FERRYD=$ROOT/target/release/ferryd
 LOAD=$ROOT/target/release/examples/ferry_load
 
 WORK=$(mktemp -d /tmp/ferry-bench-cluster.XXXXXX)
+chmod a+x "$WORK" # the cluster's PostgreSQL may run as the postgres user
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
