@@ -5,9 +5,10 @@
 //! cluster of its own: what one test bans or fills cannot reach another.
 
 use crate::common;
+use crate::quota::upload;
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Shutdown};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -141,23 +142,6 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// An upload that tolerates the server closing the data connection early (it does on 552).
-fn upload(ctl: &mut Control, verb: &str, path: &str, bytes: &[u8]) -> Reply {
-    let mut data = ctl.data_connection();
-    let first = ctl.cmd(&format!("{verb} {path}"));
-    if first.code != 150 && first.code != 125 {
-        return first;
-    }
-    for chunk in bytes.chunks(64 * 1024) {
-        if data.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = data.shutdown(Shutdown::Write);
-    drop(data);
-    ctl.reply()
 }
 
 #[test]

@@ -3,13 +3,14 @@
 //! file one node appends to is busy on the other.
 
 use crate::common;
+use crate::quota::upload;
 
 use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use common::s3::S3Bucket;
-use common::{Control, Reply, TestServer, pseudo_random};
+use common::{Control, TestServer, pseudo_random};
 use ferry::db::testing::PgTestServer;
 
 const PASS: &str = "cluster-pass-1";
@@ -43,23 +44,6 @@ fn login(server: &TestServer) -> Control {
     ctl.login("alice", PASS);
     ctl.expect("TYPE I", 200);
     ctl
-}
-
-/// An upload that tolerates the server closing the data connection early (it does on 552).
-fn upload(ctl: &mut Control, verb: &str, path: &str, bytes: &[u8]) -> Reply {
-    let mut data = ctl.data_connection();
-    let first = ctl.cmd(&format!("{verb} {path}"));
-    if first.code != 150 && first.code != 125 {
-        return first;
-    }
-    for chunk in bytes.chunks(64 * 1024) {
-        if data.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = data.shutdown(Shutdown::Write);
-    drop(data);
-    ctl.reply()
 }
 
 /// Bytes used, as `SITE QUOTA` says.

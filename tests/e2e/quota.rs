@@ -33,7 +33,7 @@ fn site_quota(ctl: &mut Control) -> (u64, u64, String) {
 }
 
 /// An upload that tolerates the server closing the data connection early (it does on 552).
-fn upload(ctl: &mut Control, verb: &str, path: &str, bytes: &[u8]) -> Reply {
+pub(crate) fn upload(ctl: &mut Control, verb: &str, path: &str, bytes: &[u8]) -> Reply {
     let mut data = ctl.data_connection();
     let first = ctl.cmd(&format!("{verb} {path}"));
     if first.code != 150 && first.code != 125 {
