@@ -115,7 +115,7 @@ pub fn user_add(
     if store.load(&name)?.is_some() {
         return Err(AuthError::NameTaken.into());
     }
-    let left = wiring::remains(config)?.of(&name)?;
+    let left = wiring::remains(config, database.as_ref())?.of(&name)?;
     if !left.is_empty() && !adopt_home {
         return Err(AdminError::Remains {
             name: name.to_string(),
@@ -129,7 +129,7 @@ pub fn user_add(
     store.create(&record)?;
     wiring::create_home(config, name.as_str())?;
     if !left.is_empty() {
-        ledger(config, store)?.recount(name.as_str())?;
+        ledger(config, store, database.as_ref())?.recount(name.as_str())?;
     }
     Ok(())
 }
@@ -191,8 +191,11 @@ pub fn user_del(config: &Config, name: &str, purge: bool) -> Result<Deleted, Adm
         deleted
             .removed
             .extend(wiring::purge_bucket_home(config, &user)?);
+        if let Some(db) = &database {
+            deleted.removed.extend(wiring::purge_usage_row(db, &user)?);
+        }
     }
-    let left = wiring::remains(config)?.of(&user)?;
+    let left = wiring::remains(config, database.as_ref())?.of(&user)?;
     if !purge {
         deleted.kept = left;
     } else {
@@ -302,8 +305,12 @@ pub struct QuotaChange {
 }
 
 /// The usage ledger, with limits from the account store.
-fn ledger(config: &Config, accounts: Arc<dyn AccountStore>) -> Result<QuotaLedger, AdminError> {
-    Ok(wiring::quota_ledger(config, accounts)?)
+fn ledger(
+    config: &Config,
+    accounts: Arc<dyn AccountStore>,
+    database: Option<&Arc<Database>>,
+) -> Result<QuotaLedger, AdminError> {
+    Ok(wiring::quota_ledger(config, accounts, database)?)
 }
 
 /// `ferryd user quota`: applies `change` to the account's limits, recounts its usage from the
@@ -333,7 +340,7 @@ pub fn user_quota(
         store.load(&user)?
     }
     .ok_or_else(no_such_user)?;
-    let ledger = ledger(config, store)?;
+    let ledger = ledger(config, store, database.as_ref())?;
     let usage = if recount {
         ledger.recount(name)?
     } else {

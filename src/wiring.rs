@@ -109,17 +109,26 @@ pub fn tool_database(config: &Config) -> Result<Option<Arc<Database>>, DbError> 
     crate::db::wait_here(async move { Database::open_tool(&config).await }).map(Some)
 }
 
-/// The usage ledger (`DATA/usage/`, created when missing), with each user's limits read from
-/// `accounts`, counting homes where the storage keeps them.
+/// The usage ledger (`DATA/usage/`, created when missing; the `quota_usage` table with a
+/// cluster's `database`), with each user's limits read from `accounts`, counting homes where
+/// the storage keeps them.
 ///
 /// # Errors
 /// The directory cannot be created.
-pub fn quota_ledger(config: &Config, accounts: Arc<dyn AccountStore>) -> io::Result<QuotaLedger> {
+pub fn quota_ledger(
+    config: &Config,
+    accounts: Arc<dyn AccountStore>,
+    database: Option<&Arc<Database>>,
+) -> io::Result<QuotaLedger> {
     let ledger = QuotaLedger::new(
         config.usage_dir(),
         config.homes_dir(),
         Arc::new(AccountLimits(accounts)),
     )?;
+    let ledger = match database {
+        Some(db) => ledger.with_database(Arc::clone(db)),
+        None => ledger,
+    };
     Ok(match config.storage {
         StorageKind::Local => ledger,
         // Recounts (after a crash, `--recount`, `--adopt-home`) list the bucket.
@@ -154,16 +163,42 @@ pub fn invites(
 }
 
 /// What a deleted account leaves behind (its home, in the bucket with S3 storage; its usage
-/// ledger).
+/// ledger, a row with a cluster's `database`).
 ///
 /// # Errors
 /// The S3 settings are incomplete.
-pub fn remains(config: &Config) -> Result<Remains, S3SetupError> {
-    let local = Remains::new(config.homes_dir(), config.usage_dir());
-    Ok(match config.storage {
-        StorageKind::Local => local,
-        StorageKind::S3 => local.with_homes_elsewhere(Arc::new(BucketHomes::new(config)?)),
-    })
+pub fn remains(config: &Config, database: Option<&Arc<Database>>) -> Result<Remains, S3SetupError> {
+    let mut remains = Remains::new(config.homes_dir(), config.usage_dir());
+    if config.storage == StorageKind::S3 {
+        remains = remains.with_homes_elsewhere(Arc::new(BucketHomes::new(config)?));
+    }
+    if let Some(db) = database {
+        remains = remains.with_homes_elsewhere(Arc::new(UsageRows(Arc::clone(db))));
+    }
+    Ok(remains)
+}
+
+/// The usage rows of a cluster's database, as [`Remains`] sees them.
+#[derive(Debug)]
+struct UsageRows(Arc<Database>);
+
+/// How the operator commands name `user`'s usage row.
+fn usage_row(user: &UserName) -> PathBuf {
+    PathBuf::from(format!("postgres:quota_usage/{user}"))
+}
+
+impl HomeElsewhere for UsageRows {
+    fn remains_of(&self, name: &UserName) -> io::Result<Option<PathBuf>> {
+        Ok(crate::quota::table::exists(&self.0, name.as_str())?.then(|| usage_row(name)))
+    }
+}
+
+/// `ferryd user del --purge` in a cluster: deletes `user`'s usage row; what it removed.
+///
+/// # Errors
+/// The database cannot be used.
+pub fn purge_usage_row(db: &Arc<Database>, user: &UserName) -> io::Result<Option<PathBuf>> {
+    Ok(crate::quota::table::remove(db, user.as_str())?.then(|| usage_row(user)))
 }
 
 /// The homes in an S3 bucket, as [`Remains`] and the operator commands see them.
@@ -426,13 +461,9 @@ impl Backends {
             None => LocalState::shared(config),
         };
         let accounts = accounts(config, database.as_ref())?;
-        let ledger = quota_ledger(config, Arc::clone(&accounts))
+        let ledger = quota_ledger(config, Arc::clone(&accounts), database.as_ref())
             .map_err(in_dir(config.usage_dir()))?
             .with_shared_state(Arc::clone(&state));
-        let ledger = match &database {
-            Some(db) => ledger.with_database(Arc::clone(db)),
-            None => ledger,
-        };
         // A recount walks a home or lists a bucket: off the runtime thread.
         let ledger = tokio::task::spawn_blocking(move || ledger.recover().map(|_| ledger))
             .await
@@ -443,7 +474,7 @@ impl Backends {
             _ => None,
         };
         let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
-        let remains = remains(config)?;
+        let remains = remains(config, database.as_ref())?;
         let audit = AuditLog::start(
             &config.log_dir(),
             AuditPolicy::from_config(config),

@@ -68,11 +68,11 @@ impl AccountRecord {
 pub struct Remains {
     homes: PathBuf,
     usage: PathBuf,
-    elsewhere: Option<Arc<dyn HomeElsewhere>>,
+    elsewhere: Vec<Arc<dyn HomeElsewhere>>,
 }
 
-/// A home kept outside the data directory (in an S3 bucket): where it is, and whether a
-/// deleted account left anything there.
+/// What an account keeps outside the data directory (its home in an S3 bucket, its usage row
+/// in a cluster's database): where it is, and whether a deleted account left anything there.
 pub trait HomeElsewhere: std::fmt::Debug + Send + Sync {
     /// The place of `name`'s home, for messages (`s3://bucket/prefix/name/`), when it holds
     /// something; `None` when it is empty or missing.
@@ -88,13 +88,13 @@ impl Remains {
         Remains {
             homes,
             usage,
-            elsewhere: None,
+            elsewhere: Vec::new(),
         }
     }
 
-    /// Homes are kept in `elsewhere` rather than under the home directory.
+    /// Also looks in `elsewhere` (homes kept in a bucket, usage rows in a database).
     pub fn with_homes_elsewhere(mut self, elsewhere: Arc<dyn HomeElsewhere>) -> Remains {
-        self.elsewhere = Some(elsewhere);
+        self.elsewhere.push(elsewhere);
         self
     }
 
@@ -116,7 +116,7 @@ impl Remains {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(elsewhere) = &self.elsewhere {
+        for elsewhere in &self.elsewhere {
             found.extend(elsewhere.remains_of(name)?);
         }
         Ok(found)

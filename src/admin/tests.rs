@@ -77,7 +77,7 @@ fn a_deleted_accounts_home_is_adopted_only_explicitly() {
     user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
     std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
     let accounts = wiring::accounts(&cfg, None).expect("accounts");
-    ledger(&cfg, accounts)
+    ledger(&cfg, accounts, None)
         .expect("ledger")
         .recount("carol")
         .expect("recount");
@@ -370,4 +370,56 @@ fn log_table_says_plainly_when_the_database_has_no_audit_table() {
             "the database has no audit_log table; start a ferryd node on it first"
         );
     }
+}
+
+/// With a cluster's database the usage is a row: `user quota --recount` writes it,
+/// `--adopt-home` recounts into it, a deleted account's row keeps the name reserved, and
+/// `user del --purge` removes it (a new account of the name never inherits the old usage).
+#[test]
+fn quota_commands_use_the_usage_rows_of_the_database() {
+    let server = crate::db::testing::PgTestServer::start().expect("postgres");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    server.configure(&mut cfg);
+    let row = |cfg: &Config| -> Option<(i64, i64)> {
+        let db = wiring::tool_database(cfg).expect("db").expect("configured");
+        db.wait(|client| async move {
+            let row = client
+                .query_opt(
+                    "SELECT bytes, files FROM quota_usage WHERE user_name = 'carol'",
+                    &[],
+                )
+                .await?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
+        })
+        .expect("query")
+    };
+    let pw = Password::new("password1");
+    user_add(&cfg, "carol", &pw, ITER, false, false).expect("add");
+    std::fs::write(cfg.homes_dir().join("carol/secret"), b"carol's").expect("write");
+    let shown = user_quota(&cfg, "carol", QuotaChange::default(), true).expect("recount");
+    assert!(shown.contains("Bytes used: 7"), "{shown}");
+    assert_eq!(row(&cfg), Some((7, 1)), "the recount is in the database");
+    assert!(
+        !cfg.usage_dir().join("carol.json").exists(),
+        "no ledger file beside it"
+    );
+
+    let kept = user_del(&cfg, "carol", false).expect("del");
+    let usage_row = std::path::PathBuf::from("postgres:quota_usage/carol");
+    assert!(kept.kept.contains(&usage_row), "{kept:?}");
+    std::fs::remove_dir_all(cfg.homes_dir().join("carol")).expect("rm home");
+    let err = user_add(&cfg, "carol", &pw, ITER, false, false).expect_err("refused");
+    assert!(
+        matches!(&err, AdminError::Remains { paths, .. } if paths == std::slice::from_ref(&usage_row)),
+        "the row alone keeps the name: {err}"
+    );
+
+    user_add(&cfg, "carol", &pw, ITER, false, true).expect("adopt");
+    assert_eq!(row(&cfg), Some((0, 0)), "adopted: recounted from the home");
+    user_del(&cfg, "carol", false).expect("del");
+    let purged = user_del(&cfg, "carol", true).expect("purge");
+    assert!(purged.removed.contains(&usage_row), "{purged:?}");
+    assert_eq!(row(&cfg), None, "the row is gone");
+    user_add(&cfg, "carol", &pw, ITER, false, false).expect("a fresh carol");
 }

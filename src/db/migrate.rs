@@ -14,6 +14,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (3, "state", include_str!("../../migrations/0003_state.sql")),
     (4, "audit", include_str!("../../migrations/0004_audit.sql")),
+    (
+        5,
+        "reservation versions",
+        include_str!("../../migrations/0005_reservation_versions.sql"),
+    ),
 ];
 
 /// The advisory lock key: "ferry" in ASCII, so it does not collide with another program's.

@@ -14,8 +14,9 @@ pub mod testing;
 use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -106,6 +107,18 @@ pub struct Database {
     node: String,
     instance: String,
     lease: Duration,
+    beats: Mutex<Beats>,
+    /// How many times the heartbeat came back after a gap longer than the lease.
+    rejoined: AtomicU64,
+}
+
+/// What this process knows of its own heartbeat.
+#[derive(Debug, Default, Clone, Copy)]
+struct Beats {
+    /// When the last beat the database confirmed was sent (the stored time is no older).
+    last: Option<Instant>,
+    /// When the current run of beats, none further apart than the lease, began.
+    since: Option<Instant>,
 }
 
 impl Database {
@@ -190,6 +203,8 @@ impl Database {
             node: config.node_name(),
             instance: instance_token(),
             lease: Duration::from_secs(config.cluster_lease_secs),
+            beats: Mutex::default(),
+            rejoined: AtomicU64::new(0),
         })
     }
 
@@ -206,6 +221,51 @@ impl Database {
     /// How long what a node holds outlives its last heartbeat.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// Whether the other nodes still see this node alive: its last confirmed heartbeat is
+    /// younger than the lease. Once it is not, what this node holds may be swept or taken,
+    /// so it must not go on using its write locks or take new ones.
+    pub fn fresh(&self) -> bool {
+        self.beats()
+            .last
+            .is_some_and(|sent| sent.elapsed() < self.lease)
+    }
+
+    /// Whether this node has beaten without a gap for a whole lease, so that any node that
+    /// is alive has had the time to beat too: only then may it judge other nodes dead by
+    /// their heartbeats (after the database itself was away, every heartbeat is old).
+    pub fn settled(&self) -> bool {
+        let beats = self.beats();
+        self.fresh()
+            && beats
+                .since
+                .is_some_and(|since| since.elapsed() >= self.lease)
+    }
+
+    /// How many times this node's heartbeat came back after a gap longer than the lease (what
+    /// it held may have been swept meanwhile and must be asserted again).
+    pub fn rejoined(&self) -> u64 {
+        self.rejoined.load(Ordering::Acquire)
+    }
+
+    fn beats(&self) -> Beats {
+        *self.beats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a beat the database confirmed, sent at `sent`.
+    fn beat_confirmed(&self, sent: Instant) {
+        let mut beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        let gap = beats
+            .last
+            .is_none_or(|last| sent.saturating_duration_since(last) >= self.lease);
+        if gap {
+            beats.since = Some(sent);
+            if beats.last.is_some() {
+                self.rejoined.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        beats.last = Some(sent);
     }
 
     /// Runs `work` with a pooled connection on the database runtime, within [`QUERY_LIMIT`].
@@ -286,6 +346,7 @@ impl Database {
     async fn join(&self) -> Result<(), DbError> {
         let client = self.pool.get().await?;
         let lease = secs(self.lease);
+        let sent = Instant::now();
         let taken = client
             .execute(
                 "INSERT INTO nodes (name, instance) VALUES ($1, $2) \
@@ -303,19 +364,33 @@ impl Database {
                 self.lease.as_secs()
             )));
         }
+        self.beat_confirmed(sent);
         Ok(())
     }
 
     /// Renews this node's heartbeat every third of the lease, for as long as the process
-    /// runs; a failed beat is logged and tried again at the next.
+    /// runs, on a connection of its own: a pool that busy uploads have exhausted must not make
+    /// the node look dead. A failed beat is logged and tried again at the next, on a new
+    /// connection when the old one is gone.
     async fn heartbeat(&self) {
         let mut tick = tokio::time::interval(self.lease / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut client: Option<tokio_postgres::Client> = None;
         loop {
             tick.tick().await;
+            let sent = Instant::now();
             let beat = async {
-                let client = self.pool.get().await?;
-                client
+                if client
+                    .as_ref()
+                    .is_none_or(tokio_postgres::Client::is_closed)
+                {
+                    client = None;
+                    client = Some(self.dedicated(|_| {}).await?);
+                }
+                let Some(beating) = client.as_ref() else {
+                    return Err(DbError::Unavailable("no heartbeat connection".into()));
+                };
+                beating
                     .execute(
                         "UPDATE nodes SET heartbeat_at = now() WHERE name = $1 AND instance = $2",
                         &[&self.node, &self.instance],
@@ -324,14 +399,18 @@ impl Database {
                     .map_err(DbError::from)
             };
             match tokio::time::timeout(QUERY_LIMIT, beat).await {
-                Ok(Ok(1)) => {}
+                Ok(Ok(1)) => self.beat_confirmed(sent),
                 Ok(Ok(_)) => log::error!(
                     "node {}: its row was taken by another instance; leases of this node \
                      may be swept",
                     self.node
                 ),
                 Ok(Err(e)) => log::warn!("node {}: heartbeat failed: {e}", self.node),
-                Err(_) => log::warn!("node {}: heartbeat timed out", self.node),
+                Err(_) => {
+                    // A connection that hung is not used again.
+                    client = None;
+                    log::warn!("node {}: heartbeat timed out", self.node);
+                }
             }
         }
     }

@@ -135,3 +135,55 @@ async fn changes_on_two_nodes_at_once_add_up() {
         assert_eq!((usage.bytes, usage.files), (4000, 40), "no change is lost");
     }
 }
+
+/// A commit whose usage cannot be written keeps its reservation, so the other nodes go on
+/// counting its bytes; the next change that writes the usage gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_usage_is_not_written_stays_reserved() {
+    let mut server = PgTestServer::start().expect("postgres");
+    let (db_a, a) = node(&server, "a").await;
+    let (db_b, b) = node(&server, "b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("home/alice")).expect("home");
+    let limit = 100 << 20;
+    let ledgers = [
+        ledger_of(&dir, &db_a, &a, limit),
+        ledger_of(&dir, &db_b, &b, limit),
+    ];
+    let size = 1 << 20;
+    let mut charge = ledgers[0].charge(ALICE, true, None).expect("charge");
+    charge.add(size).expect("fits");
+    ledgers[0]
+        .change(ALICE, |tx| {
+            tx.settle(&mut charge);
+            tx.fits(i128::from(size), 1)?;
+            tx.mark()?;
+            // The database goes away after the file is in place, before its usage is written.
+            server.stop();
+            tx.record(i128::from(size), 1);
+            Ok::<_, QuotaError>(())
+        })
+        .expect("the file itself is committed");
+    drop(charge);
+    server.restart().expect("restart");
+    let usage = eventually(Duration::from_secs(15), || ledgers[1].usage(ALICE).is_ok()).await;
+    assert!(usage, "the database is back");
+    // Longer than the background task takes to write what it queued.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ledgers[1].usage(ALICE).expect("usage").bytes, 0);
+    let held = b.quota_reserved(ALICE).expect("read");
+    assert!(held.bytes >= size, "still reserved for b: {held:?}");
+
+    ledgers[0]
+        .change(ALICE, |tx| {
+            tx.mark()?;
+            Ok::<_, QuotaError>(())
+        })
+        .expect("a change that writes the usage");
+    assert_eq!(ledgers[1].usage(ALICE).expect("usage").bytes, size);
+    let settled = eventually(Duration::from_secs(5), || {
+        b.quota_reserved(ALICE).expect("read") == Reserved::default()
+    })
+    .await;
+    assert!(settled, "given back once the usage holds it");
+}

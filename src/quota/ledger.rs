@@ -56,6 +56,9 @@ pub(super) struct UserState {
     pub(super) writers: u32,
     /// In a cluster: the row as last read, and when (see [`QuotaLedger::load_for_reserve`]).
     pub(super) cached: Option<(Stored, Instant)>,
+    /// Reservations of committed uploads whose usage could not be written: still held, so
+    /// the other nodes go on counting the bytes, until a write of the usage succeeds.
+    pub(super) unsettled: Reserved,
 }
 
 impl UserState {
@@ -321,8 +324,9 @@ impl QuotaLedger {
 
     /// Writes what in-place writes changed into the ledger file; dirty while writers run.
     /// Must be called with the user's lock held. In a cluster the change is added to the
-    /// row in one statement, so two nodes' changes add up.
-    pub(super) fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) {
+    /// row in one statement, so two nodes' changes add up. Once it is written, reservations
+    /// left unsettled by an earlier failure are given back. Returns whether it was written.
+    pub(super) fn flush(&self, user: &str, state: &mut UserState, delta: (i128, i128)) -> bool {
         state.cached = None;
         let result = match &self.database {
             Some(db) => super::table::add(
@@ -337,12 +341,18 @@ impl QuotaLedger {
             Ok(()) => {
                 state.pending_bytes = 0;
                 state.pending_files = 0;
+                let unsettled = std::mem::take(&mut state.unsettled);
+                if unsettled != Reserved::default() {
+                    self.state.release_quota(user, unsettled);
+                }
+                true
             }
             Err(e) => {
                 // Kept in memory: the limits still hold; the file is dirty or gets recounted.
                 state.pending_bytes += delta.0;
                 state.pending_files += delta.1;
                 log::error!("cannot update the usage of {user}: {e}");
+                false
             }
         }
     }

@@ -39,7 +39,7 @@ use crate::config::Quota;
 mod charge;
 mod ledger;
 mod recount;
-mod table;
+pub(crate) mod table;
 mod tx;
 
 pub use charge::Charge;

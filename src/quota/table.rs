@@ -136,3 +136,27 @@ pub(super) fn create(db: &Arc<Database>, user: &str, counted: Stored) -> io::Res
     })
     .map_err(io::Error::other)
 }
+
+/// Whether `user` has a row (a deleted account's row is what it left).
+pub(crate) fn exists(db: &Arc<Database>, user: &str) -> io::Result<bool> {
+    let user = user.to_owned();
+    db.wait(move |client| async move {
+        let row = client
+            .query_opt("SELECT 1 FROM quota_usage WHERE user_name = $1", &[&user])
+            .await?;
+        Ok(row.is_some())
+    })
+    .map_err(io::Error::other)
+}
+
+/// Deletes `user`'s row; whether there was one.
+pub(crate) fn remove(db: &Arc<Database>, user: &str) -> io::Result<bool> {
+    let user = user.to_owned();
+    db.wait(move |client| async move {
+        let deleted = client
+            .execute("DELETE FROM quota_usage WHERE user_name = $1", &[&user])
+            .await?;
+        Ok(deleted > 0)
+    })
+    .map_err(io::Error::other)
+}

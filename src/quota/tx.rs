@@ -36,13 +36,17 @@ impl QuotaLedger {
         };
         let result = op(&mut tx);
         if let Some(inner) = tx.inner {
-            if inner.marked || inner.delta != (0, 0) {
-                self.flush(user, inner.state, inner.delta);
-            }
+            let written = !(inner.marked || inner.delta != (0, 0))
+                || self.flush(user, inner.state, inner.delta);
             // Only once the usage holds what they became: meanwhile they count twice (the
             // safe way), never not at all, for a node that checks in between.
             if inner.settled != Reserved::default() {
-                self.state.release_quota(user, inner.settled);
+                if written {
+                    self.state.release_quota(user, inner.settled);
+                } else {
+                    inner.state.unsettled.bytes += inner.settled.bytes;
+                    inner.state.unsettled.files += inner.settled.files;
+                }
             }
         }
         result

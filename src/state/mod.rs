@@ -223,7 +223,18 @@ pub enum LeaseKey {
 pub trait Release: Send + Sync + fmt::Debug {
     /// Gives back what `key` holds. Must not block (see [`SharedState`]).
     fn release(&self, key: &LeaseKey);
+
+    /// Whether `key` is still held: a cluster's write lock is lost when its node was away
+    /// from the database for longer than the lease (another node may have taken it). Must
+    /// not block.
+    fn holds(&self, _key: &LeaseKey) -> bool {
+        true
+    }
 }
+
+/// Why a writer stops when its write lock is no longer held (see [`Lease::held`]).
+pub const LOST_LOCK: &str =
+    "this node lost its write lock on the file while it was away from the cluster's database";
 
 /// A share of the shared state (a session, a transfer, a write lock), given back on drop or by
 /// [`Lease::release`].
@@ -242,6 +253,12 @@ impl Lease {
     /// What it holds.
     pub fn key(&self) -> &LeaseKey {
         &self.key
+    }
+
+    /// Whether it is still held (see [`Release::holds`]): a writer checks before it changes
+    /// what the lease guards.
+    pub fn held(&self) -> bool {
+        self.holder.holds(&self.key)
     }
 
     /// Gives it back now.

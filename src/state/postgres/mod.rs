@@ -10,6 +10,14 @@
 //! belongs to this node's instance, and every node's sweeper deletes the rows of instances
 //! whose heartbeat is older than the lease.
 //!
+//! A node judges another dead only once its own heartbeat has run for a whole lease without a
+//! gap ([`Database::settled`]): after the database itself was away every heartbeat is old, and
+//! the first node back must not sweep the others. A node whose own heartbeat is older than the
+//! lease ([`Database::fresh`]) takes no write lock or reservation, and the write locks it took
+//! before such a gap are lost ([`Lease::held`] says so to the upload holding one, which fails
+//! rather than write over what another node may have written meanwhile); when it is back, it
+//! writes its counts, reservations and quota claims again, as the others may have swept them.
+//!
 //! The window: two nodes can both admit the last session or transfer slot of a user or an
 //! address (or the last registration of an address) when both do so within one refresh
 //! (a third of the lease) of each other; their counts then pass the cap by at most one per
@@ -20,7 +28,7 @@ mod sync;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +39,11 @@ use crate::state::{
     BanWatcher, Direction, Failure, HashTurn, Lease, LeaseKey, LocalState, RateLimiter, Release,
     Reserved, Room, SharedState, StateError, StateFuture, TransferPermit,
 };
+
+/// The most changes the outbox keeps while the database is away; past it the oldest
+/// failed logins, registrations and bans are dropped (each node keeps its own view of them),
+/// never what gives back a lock or a reservation.
+const MAX_OUTBOX: usize = 20_000;
 
 /// How much a reservation takes ahead of what an upload asked for, so a running upload goes
 /// to the database once per grant rather than once per chunk (never past the room).
@@ -97,14 +110,32 @@ enum Op {
     },
     /// A registration slot given back.
     GiveBack { seq: i64 },
-    /// Reservations given back.
-    Unreserve { user: String, less: Reserved },
+    /// What this instance holds reserved for `user`, whole; `version` orders the writes.
+    Reserve {
+        user: String,
+        held: Reserved,
+        version: i64,
+    },
     /// A lease given back.
     Unlock {
         kind: LockKind,
         key: Vec<u8>,
         token: i64,
     },
+    /// Takings whose answer was lost (tokens up to `upto`): their rows go unless held.
+    Prune { upto: i64 },
+    /// This node's quota claims, written again after a gap (with their tokens).
+    Reclaim { claims: Vec<(Vec<u8>, i64)> },
+}
+
+impl Op {
+    /// Whether the outbox may drop it when full: each node keeps its own view of these.
+    fn droppable(&self) -> bool {
+        matches!(
+            self,
+            Op::Failure { .. } | Op::Ban { .. } | Op::Registration { .. } | Op::GiveBack { .. }
+        )
+    }
 }
 
 /// This node's view: its own counts, exact, and the others' as last read.
@@ -124,6 +155,14 @@ struct View {
     dirty: HashSet<(Count, String)>,
     /// Bandwidth budgets of the users with a session or transfer on this node.
     budgets: HashMap<String, [Option<Arc<RateLimiter>>; 2]>,
+}
+
+/// A lease this node holds: its token, and the heartbeat run it was taken in.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    token: i64,
+    /// [`Database::rejoined`] when it was taken: a write lock from before a gap is lost.
+    epoch: u64,
 }
 
 impl View {
@@ -170,10 +209,12 @@ struct Inner {
     local: LocalState,
     view: Mutex<View>,
     outbox: Mutex<VecDeque<Op>>,
+    /// Changes the full outbox dropped during the current outage (logged when it ends).
+    dropped: AtomicU64,
     wake: tokio::sync::Notify,
     grants: Mutex<HashMap<String, Arc<Mutex<Grant>>>>,
-    /// The leases this node holds, with their tokens.
-    held: Mutex<HashMap<(LockKind, Vec<u8>), i64>>,
+    /// The leases this node holds.
+    held: Mutex<HashMap<(LockKind, Vec<u8>), Held>>,
     next: AtomicI64,
     /// Is the database down, as the background task saw it last (it logs each outage once).
     down: AtomicBool,
@@ -233,6 +274,7 @@ impl PgState {
             local: LocalState::new(config),
             view: Mutex::default(),
             outbox: Mutex::default(),
+            dropped: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             grants: Mutex::default(),
             held: Mutex::default(),
@@ -281,20 +323,24 @@ impl PgState {
     }
 
     /// Takes the exclusive lease `(kind, key)` in the database, unless this node or a live
-    /// one holds it.
+    /// one holds it (a dead one's is taken over only once this node is settled).
     fn take_lock(&self, kind: LockKind, key: Vec<u8>) -> Result<bool, StateError> {
-        let token = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let inner = &self.inner;
+        inner.fence()?;
+        let token = inner.next.fetch_add(1, Ordering::Relaxed);
+        let epoch = inner.db.rejoined();
         {
-            let mut held = lock(&self.inner.held);
+            let mut held = lock(&inner.held);
             if held.contains_key(&(kind, key.clone())) {
                 return Ok(false);
             }
             // Claimed here first, so two threads of this node never both go for it.
-            held.insert((kind, key.clone()), token);
+            held.insert((kind, key.clone()), Held { token, epoch });
         }
-        let db = Arc::clone(&self.inner.db);
+        let db = Arc::clone(&inner.db);
         let instance = db.instance().to_owned();
         let lease = secs(db.lease());
+        let settled = db.settled();
         let row = key.clone();
         // A row of this instance that it no longer holds (a delete still in the outbox) is
         // free too: the local claim above says nobody here holds it.
@@ -305,23 +351,23 @@ impl PgState {
                      ON CONFLICT (kind, key) DO UPDATE \
                        SET instance = EXCLUDED.instance, token = EXCLUDED.token, \
                            taken_at = now() \
-                       WHERE state_locks.instance = EXCLUDED.instance OR NOT EXISTS ( \
+                       WHERE state_locks.instance = EXCLUDED.instance OR ($6 AND NOT EXISTS ( \
                          SELECT 1 FROM nodes n WHERE n.instance = state_locks.instance \
-                           AND n.heartbeat_at >= now() - make_interval(secs => $5))",
-                    &[&kind.name(), &row, &instance, &token, &lease],
+                           AND n.heartbeat_at >= now() - make_interval(secs => $5)))",
+                    &[&kind.name(), &row, &instance, &token, &lease, &settled],
                 )
                 .await?)
         });
         match taken {
             Ok(1) => Ok(true),
             Ok(_) => {
-                lock(&self.inner.held).remove(&(kind, key));
+                lock(&inner.held).remove(&(kind, key));
                 Ok(false)
             }
             Err(e) => {
-                lock(&self.inner.held).remove(&(kind, key.clone()));
+                lock(&inner.held).remove(&(kind, key));
                 // It may have been taken before the answer was lost: delete it to be sure.
-                self.inner.queue(Op::Unlock { kind, key, token });
+                inner.queue(Op::Prune { upto: token });
                 Err(unavailable(e))
             }
         }
@@ -334,9 +380,50 @@ impl PgState {
 }
 
 impl Inner {
+    /// Queues `op` for the background task. A newer whole reservation of a user replaces the
+    /// queued one, a newer prune covers the older; when the outbox is full, the oldest change
+    /// it may drop goes.
     fn queue(&self, op: Op) {
-        lock(&self.outbox).push_back(op);
+        let mut outbox = lock(&self.outbox);
+        match &op {
+            Op::Reserve { user, .. } => {
+                outbox.retain(|queued| !matches!(queued, Op::Reserve { user: u, .. } if u == user));
+            }
+            Op::Prune { .. } => outbox.retain(|queued| !matches!(queued, Op::Prune { .. })),
+            Op::Reclaim { .. } => outbox.retain(|queued| !matches!(queued, Op::Reclaim { .. })),
+            _ => {}
+        }
+        outbox.push_back(op);
+        if outbox.len() > MAX_OUTBOX
+            && let Some(oldest) = outbox.iter().position(Op::droppable)
+        {
+            outbox.remove(oldest);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(outbox);
         self.wake.notify_one();
+    }
+
+    /// Refuses new write locks and reservations while the other nodes may think this node
+    /// dead (its last confirmed heartbeat is older than the lease).
+    fn fence(&self) -> Result<(), StateError> {
+        if self.db.fresh() {
+            Ok(())
+        } else {
+            Err(StateError::Unavailable(
+                "this node's heartbeat has not reached the database within the lease".into(),
+            ))
+        }
+    }
+
+    /// Queues `user`'s whole reservation as `grant` holds it; with the grant's lock held, so
+    /// versions follow the changes.
+    fn queue_reservation(&self, user: &str, grant: &Grant) {
+        self.queue(Op::Reserve {
+            user: user.to_owned(),
+            held: grant.held,
+            version: self.next.fetch_add(1, Ordering::Relaxed),
+        });
     }
 
     /// Bans `ip` in this node's view for `length`.
@@ -373,13 +460,25 @@ impl Release for Inner {
             LeaseKey::WriteLock(key) => (LockKind::Write, key.clone()),
             LeaseKey::QuotaClaim(user, file) => (LockKind::Claim, claim_key(user, file)),
         };
-        if let Some(token) = lock(&self.held).remove(&(kind, bytes.clone())) {
+        if let Some(held) = lock(&self.held).remove(&(kind, bytes.clone())) {
             self.queue(Op::Unlock {
                 kind,
                 key: bytes,
-                token,
+                token: held.token,
             });
         }
+    }
+
+    /// A write lock is held while this node is fresh and has not been away since it took it;
+    /// the rest are this node's own as long as it runs.
+    fn holds(&self, key: &LeaseKey) -> bool {
+        let LeaseKey::WriteLock(bytes) = key else {
+            return true;
+        };
+        let taken = lock(&self.held)
+            .get(&(LockKind::Write, bytes.clone()))
+            .map(|held| held.epoch);
+        taken == Some(self.db.rejoined()) && self.db.fresh()
     }
 }
 
@@ -532,16 +631,20 @@ impl SharedState for PgState {
             .then(|| self.lease(LeaseKey::WriteLock(key.to_owned()))))
     }
 
+    /// The other nodes' reservations as the database has them, and what this node's running
+    /// uploads use (its own row may still hold a part of a grant being given back).
     fn quota_reserved(&self, user: &str) -> Result<Reserved, StateError> {
-        let user = user.to_owned();
-        self.inner
+        let name = user.to_owned();
+        let instance = self.inner.db.instance().to_owned();
+        let others = self
+            .inner
             .db
             .wait(move |client| async move {
                 let row = client
                     .query_one(
                         "SELECT coalesce(sum(bytes), 0)::bigint, coalesce(sum(files), 0)::bigint \
-                         FROM quota_reservations WHERE user_name = $1",
-                        &[&user],
+                         FROM quota_reservations WHERE user_name = $1 AND instance <> $2",
+                        &[&name, &instance],
                     )
                     .await?;
                 Ok(Reserved {
@@ -549,7 +652,13 @@ impl SharedState for PgState {
                     files: count(row.get(1)),
                 })
             })
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let grant = self.grant(user);
+        let used = lock(&grant).used;
+        Ok(Reserved {
+            bytes: others.bytes.saturating_add(used.bytes),
+            files: others.files.saturating_add(used.files),
+        })
     }
 
     /// From the unused part of this node's grant when it covers `more`; otherwise one
@@ -569,57 +678,63 @@ impl SharedState for PgState {
                 .saturating_sub(spare(grant.held.files, grant.used.files)),
         };
         if need != Reserved::default() {
-            let db = Arc::clone(&self.inner.db);
+            let inner = &self.inner;
+            inner.fence()?;
+            let db = Arc::clone(&inner.db);
             let instance = db.instance().to_owned();
             let name = user.to_owned();
-            let taken = db
-                .wait(move |mut client| async move {
-                    let tx = client.transaction().await?;
-                    tx.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended('quota/' || $1, 0))",
-                        &[&name],
+            let mine = grant.held;
+            let version = inner.next.fetch_add(1, Ordering::Relaxed);
+            let taken = db.wait(move |mut client| async move {
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('quota/' || $1, 0))",
+                    &[&name],
+                )
+                .await?;
+                // One statement, one snapshot: an upload another node settled is either
+                // still reserved or already in the usage, never neither.
+                let row = tx
+                    .query_one(
+                        "SELECT coalesce(sum(r.bytes), 0)::bigint, \
+                                coalesce(sum(r.files), 0)::bigint, \
+                                (SELECT bytes FROM quota_usage WHERE user_name = $1), \
+                                (SELECT files FROM quota_usage WHERE user_name = $1) \
+                         FROM quota_reservations r WHERE r.user_name = $1 AND r.instance <> $2",
+                        &[&name, &instance],
                     )
                     .await?;
-                    // One statement, one snapshot: an upload another node settled is
-                    // either still reserved or already in the usage, never neither.
-                    let row = tx
-                        .query_one(
-                            "SELECT coalesce(sum(r.bytes), 0)::bigint, \
-                                    coalesce(sum(r.files), 0)::bigint, \
-                                    (SELECT bytes FROM quota_usage WHERE user_name = $1), \
-                                    (SELECT files FROM quota_usage WHERE user_name = $1) \
-                             FROM quota_reservations r WHERE r.user_name = $1",
-                            &[&name],
-                        )
-                        .await?;
-                    let all = Reserved {
-                        bytes: count(row.get(0)),
-                        files: count(row.get(1)),
-                    };
-                    let usage = row
-                        .get::<_, Option<i64>>(2)
-                        .zip(row.get::<_, Option<i64>>(3))
-                        .map(|(bytes, files)| Reserved {
-                            bytes: count(bytes),
-                            files: count(files),
-                        });
-                    let Some(taken) = fit(all, need, narrowed(room, usage)) else {
-                        return Ok(None);
-                    };
-                    tx.execute(
-                        "INSERT INTO quota_reservations (instance, user_name, bytes, files) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (instance, user_name) DO UPDATE \
-                           SET bytes = quota_reservations.bytes + EXCLUDED.bytes, \
-                               files = quota_reservations.files + EXCLUDED.files",
-                        &[&instance, &name, &big(taken.bytes), &big(taken.files)],
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    Ok(Some(taken))
-                })
-                .map_err(unavailable)?;
-            let Some(taken) = taken else {
-                return Ok(false);
+                let all = Reserved {
+                    bytes: count(row.get(0)).saturating_add(mine.bytes),
+                    files: count(row.get(1)).saturating_add(mine.files),
+                };
+                let usage = row
+                    .get::<_, Option<i64>>(2)
+                    .zip(row.get::<_, Option<i64>>(3))
+                    .map(|(bytes, files)| Reserved {
+                        bytes: count(bytes),
+                        files: count(files),
+                    });
+                let Some(taken) = fit(all, need, narrowed(room, usage)) else {
+                    return Ok(None);
+                };
+                let now = Reserved {
+                    bytes: mine.bytes + taken.bytes,
+                    files: mine.files + taken.files,
+                };
+                write_reservation(&tx, &instance, &name, now, version).await?;
+                tx.commit().await?;
+                Ok(Some(taken))
+            });
+            let taken = match taken {
+                Ok(Some(taken)) => taken,
+                Ok(None) => return Ok(false),
+                Err(e) => {
+                    // The commit may have happened before the answer was lost: the row is
+                    // put back to what this node knows it holds.
+                    inner.queue_reservation(user, &grant);
+                    return Err(unavailable(e));
+                }
             };
             grant.held.bytes += taken.bytes;
             grant.held.files += taken.files;
@@ -636,21 +751,15 @@ impl SharedState for PgState {
         let mut grant = lock(&grant);
         grant.used.bytes = grant.used.bytes.saturating_sub(less.bytes);
         grant.used.files = grant.used.files.saturating_sub(less.files);
-        let back = Reserved {
-            bytes: grant.held.bytes - grant.used.bytes.min(grant.held.bytes),
-            files: grant.held.files - grant.used.files.min(grant.held.files),
-        };
+        let changed = grant.held != grant.used;
         grant.held = grant.used;
+        if changed {
+            self.inner.queue_reservation(user, &grant);
+        }
         let idle = grant.used == Reserved::default();
         drop(grant);
         if idle {
             lock(&self.inner.grants).retain(|_, g| Arc::strong_count(g) > 1 || !lock(g).idle());
-        }
-        if back != Reserved::default() {
-            self.inner.queue(Op::Unreserve {
-                user: user.to_owned(),
-                less: back,
-            });
         }
     }
 
@@ -669,6 +778,32 @@ impl Grant {
     fn idle(&self) -> bool {
         self.held == Reserved::default() && self.used == Reserved::default()
     }
+}
+
+/// Writes this instance's whole reservation for `user`, unless a newer write is there.
+async fn write_reservation(
+    client: &impl deadpool_postgres::GenericClient,
+    instance: &str,
+    user: &str,
+    held: Reserved,
+    version: i64,
+) -> Result<(), DbError> {
+    client
+        .execute(
+            "INSERT INTO quota_reservations (instance, user_name, bytes, files, version) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance, user_name) DO UPDATE \
+               SET bytes = EXCLUDED.bytes, files = EXCLUDED.files, version = EXCLUDED.version \
+               WHERE quota_reservations.version < EXCLUDED.version",
+            &[
+                &instance,
+                &user,
+                &big(held.bytes),
+                &big(held.files),
+                &version,
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// `room` less what the stored usage grew by since the room was computed from it (`basis`);

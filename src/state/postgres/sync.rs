@@ -1,7 +1,8 @@
 //! The background task of a [`PgState`](super::PgState), on the database runtime: it writes
 //! the outbox and this node's counts, reads the other nodes' rows into the view, sweeps the
 //! rows of dead instances, and listens for bans. One failing round is logged when the outage
-//! starts and when it ends, not per call; what could not be written stays queued.
+//! starts and when it ends, not per call; what could not be written stays queued. After this
+//! node's own heartbeat had a gap longer than the lease, it writes what it holds again.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use tokio_postgres::AsyncMessage;
 
-use super::{Count, Inner, Op, big, lock};
+use super::{Count, Inner, LockKind, Op, lock, write_reservation};
 use crate::db::{DbError, QUERY_LIMIT, secs, spawn_on_db};
 use crate::state::local::REGISTRATION_WINDOW;
 
@@ -26,6 +27,7 @@ pub(super) fn start(inner: &Arc<Inner>) {
 async fn run(weak: Weak<Inner>, period: Duration) {
     let mut listener: Option<tokio_postgres::Client> = None;
     let mut due = tokio::time::Instant::now();
+    let mut rejoined = 0;
     loop {
         let Some(inner) = weak.upgrade() else {
             return;
@@ -34,6 +36,12 @@ async fn run(weak: Weak<Inner>, period: Duration) {
         let refresh = now >= due;
         if refresh {
             due = now + period;
+            inner.forget_expired();
+        }
+        let back = inner.db.rejoined();
+        if back != rejoined {
+            rejoined = back;
+            inner.reassert();
         }
         let round = tokio::time::timeout(QUERY_LIMIT, round(&weak, &inner, &mut listener, refresh))
             .await
@@ -77,7 +85,9 @@ async fn round(
     }
     if refresh {
         read_others(inner).await?;
-        sweep(inner).await?;
+        if inner.db.settled() {
+            sweep(inner).await?;
+        }
     }
     Ok(())
 }
@@ -165,6 +175,11 @@ async fn apply(inner: &Arc<Inner>, op: Op) -> Result<(), DbError> {
     let window = secs(inner.ban_window);
     let ban_after = i64::try_from(inner.ban_after).unwrap_or(i64::MAX);
     let ban_for = inner.ban_for;
+    // What is held now is kept by a prune (a later taking has a larger token than it covers).
+    let held: Vec<i64> = match op {
+        Op::Prune { .. } => lock(&inner.held).values().map(|held| held.token).collect(),
+        _ => Vec::new(),
+    };
     inner
         .db
         .with(move |client| async move {
@@ -210,30 +225,46 @@ async fn apply(inner: &Arc<Inner>, op: Op) -> Result<(), DbError> {
                         )
                         .await?;
                 }
-                Op::Unreserve { user, less } => {
-                    client
-                        .execute(
-                            "UPDATE quota_reservations \
-                               SET bytes = greatest(bytes - $3, 0), \
-                                   files = greatest(files - $4, 0) \
-                             WHERE instance = $1 AND user_name = $2",
-                            &[&instance, &user, &big(less.bytes), &big(less.files)],
-                        )
-                        .await?;
-                    client
-                        .execute(
-                            "DELETE FROM quota_reservations WHERE instance = $1 \
-                               AND user_name = $2 AND bytes = 0 AND files = 0",
-                            &[&instance, &user],
-                        )
-                        .await?;
-                }
+                Op::Reserve {
+                    user,
+                    held,
+                    version,
+                } => write_reservation(&client, &instance, &user, held, version).await?,
                 Op::Unlock { kind, key, token } => {
                     client
                         .execute(
                             "DELETE FROM state_locks WHERE kind = $1 AND key = $2 \
                                AND instance = $3 AND token = $4",
                             &[&kind.name(), &key, &instance, &token],
+                        )
+                        .await?;
+                }
+                Op::Reclaim { claims } => {
+                    for (key, token) in claims {
+                        let kept = client
+                            .execute(
+                                "INSERT INTO state_locks (kind, key, instance, token) \
+                                 VALUES ($1, $2, $3, $4) ON CONFLICT (kind, key) DO UPDATE \
+                                   SET token = EXCLUDED.token \
+                                   WHERE state_locks.instance = EXCLUDED.instance",
+                                &[&LockKind::Claim.name(), &key, &instance, &token],
+                            )
+                            .await?;
+                        if kept == 0 {
+                            // Its upload's commit checks the quota again without the credit.
+                            log::warn!(
+                                "shared state: a quota claim of this node was taken by another \
+                                 node while this one was away"
+                            );
+                        }
+                    }
+                }
+                Op::Prune { upto } => {
+                    client
+                        .execute(
+                            "DELETE FROM state_locks WHERE instance = $1 AND token <= $2 \
+                               AND NOT (token = ANY($3))",
+                            &[&instance, &upto, &held],
                         )
                         .await?;
                 }
@@ -341,8 +372,9 @@ async fn read_others(inner: &Arc<Inner>) -> Result<(), DbError> {
 }
 
 /// Deletes what dead instances held (their reservations go back with it) and rows past
-/// their windows.
+/// their windows; never this node's own, whatever its heartbeat says.
 async fn sweep(inner: &Arc<Inner>) -> Result<(), DbError> {
+    let instance = inner.db.instance().to_owned();
     let lease = secs(inner.db.lease());
     let window = secs(inner.ban_window);
     let hour = secs(REGISTRATION_WINDOW);
@@ -352,11 +384,11 @@ async fn sweep(inner: &Arc<Inner>) -> Result<(), DbError> {
             let mut swept = 0;
             for table in ["quota_reservations", "state_locks", "state_counts"] {
                 let sql = format!(
-                    "DELETE FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM nodes n \
-                     WHERE n.instance = t.instance \
+                    "DELETE FROM {table} t WHERE t.instance <> $2 AND NOT EXISTS ( \
+                     SELECT 1 FROM nodes n WHERE n.instance = t.instance \
                        AND n.heartbeat_at >= now() - make_interval(secs => $1))"
                 );
-                swept += client.execute(&sql, &[&lease]).await?;
+                swept += client.execute(&sql, &[&lease, &instance]).await?;
             }
             client
                 .execute(
@@ -384,6 +416,56 @@ async fn sweep(inner: &Arc<Inner>) -> Result<(), DbError> {
 }
 
 impl Inner {
+    /// After a gap in this node's heartbeat longer than the lease, the other nodes may have
+    /// swept its rows: its counts, reservations and quota claims are written again (its
+    /// write locks are lost, see [`Lease::held`](crate::state::Lease::held)).
+    fn reassert(&self) {
+        log::warn!(
+            "shared state: this node's heartbeat was away for longer than the lease; writing \
+             its counts, reservations and quota claims again (write locks taken before are lost)"
+        );
+        {
+            let mut view = lock(&self.view);
+            let own: Vec<_> = view.own.keys().cloned().collect();
+            view.dirty.extend(own);
+        }
+        let grants: Vec<_> = lock(&self.grants)
+            .iter()
+            .map(|(user, grant)| (user.clone(), Arc::clone(grant)))
+            .collect();
+        for (user, grant) in grants {
+            let grant = lock(&grant);
+            self.queue_reservation(&user, &grant);
+        }
+        let claims: Vec<_> = lock(&self.held)
+            .iter()
+            .filter(|((kind, _), _)| *kind == LockKind::Claim)
+            .map(|((_, key), held)| (key.clone(), held.token))
+            .collect();
+        if !claims.is_empty() {
+            self.queue(Op::Reclaim { claims });
+        }
+    }
+
+    /// Forgets bans, failures and registrations past their windows (an address seen once
+    /// must not stay in memory for good).
+    fn forget_expired(&self) {
+        let now = std::time::Instant::now();
+        let mut view = lock(&self.view);
+        view.bans.retain(|_, until| *until > now);
+        let window = self.ban_window;
+        view.failures.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|at| now.duration_since(*at) < window)
+        });
+        view.registrations.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|(at, _)| now.duration_since(*at) < REGISTRATION_WINDOW)
+        });
+    }
+
     /// A ban from the database: into the view, and the watchers are told when it is new here.
     fn remote_ban(&self, ip: IpAddr, length: Duration) {
         let known = lock(&self.view)
@@ -404,8 +486,11 @@ impl Inner {
         match round {
             Ok(()) => {
                 if self.down.swap(false, Ordering::Relaxed) {
+                    let dropped = self.dropped.swap(0, Ordering::Relaxed);
                     log::info!(
-                        "shared state: the database is back; this node's changes are written"
+                        "shared state: the database is back; this node's changes are written \
+                         ({dropped} failed logins, bans and registrations were dropped as the \
+                         outbox was full)"
                     );
                 }
             }

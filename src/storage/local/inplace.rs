@@ -47,7 +47,7 @@ pub struct InPlace {
     /// The length after opening (and truncating): where a roll back returns to.
     pub(super) start: u64,
     pub(super) created: bool,
-    pub(super) _lock: WriteLock,
+    pub(super) lock: WriteLock,
 }
 
 impl InPlace {
@@ -104,6 +104,9 @@ impl InPlace {
     }
 
     pub(super) fn write(&mut self, charge: &mut Charge, data: &[u8]) -> Result<(), UploadError> {
+        if !self.lock.lease.held() {
+            return Err(io::Error::other(crate::state::LOST_LOCK).into());
+        }
         let pos = self.pos;
         let file = self.opened(charge)?;
         let n = data.len() as u64;
@@ -159,7 +162,7 @@ pub(super) fn truncate(charge: &mut Charge, file: &File, len: u64) -> io::Result
 #[derive(Debug)]
 pub struct WriteLock {
     /// The shared state's lock on the file, held for its drop.
-    pub(super) _lease: Lease,
+    pub(super) lease: Lease,
 }
 
 impl LocalFs {
@@ -183,7 +186,7 @@ impl LocalFs {
                 pos,
                 start: 0,
                 created: false,
-                _lock: lock,
+                lock,
             }),
             charge,
         }
@@ -191,7 +194,7 @@ impl LocalFs {
 
     pub(super) fn lock(&self, key: LockKey) -> Result<WriteLock, StoreError> {
         match self.state.write_lock(&key) {
-            Ok(Some(lease)) => Ok(WriteLock { _lease: lease }),
+            Ok(Some(lease)) => Ok(WriteLock { lease }),
             Ok(None) => Err(StoreError::Busy),
             Err(e) => Err(StoreError::Io(io::Error::other(e))),
         }

@@ -304,7 +304,7 @@ struct Upload {
     parts: Arc<tokio::sync::Mutex<Option<Parts>>>,
     /// Bytes of the new object so far (kept ones included).
     written: u64,
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
 }
 
 fn lock(charge: &Mutex<Charge>) -> std::sync::MutexGuard<'_, Charge> {
@@ -580,6 +580,18 @@ impl ByteSink for S3Sink {
             self.end(End::Interrupted).await?;
             return Err(StoreError::Interrupted);
         }
+        if self
+            .upload
+            .as_ref()
+            .and_then(|upload| upload.lease.as_ref())
+            .is_some_and(|lease| !lease.held())
+        {
+            // Another node may have written the object meanwhile: not replaced.
+            self.end(End::Refused).await?;
+            return Err(StoreError::Io(std::io::Error::other(
+                crate::state::LOST_LOCK,
+            )));
+        }
         self.end(End::Commit).await
     }
 
@@ -662,7 +674,7 @@ impl S3Storage {
                 charge: Arc::new(Mutex::new(charge)),
                 parts: Arc::new(tokio::sync::Mutex::new(Some(parts))),
                 written: 0,
-                _lease: lease,
+                lease,
             }),
         }))
     }
