@@ -1,6 +1,7 @@
 //! Two `ferryd` nodes of one cluster on 127.0.0.1: one PostgreSQL (the shared state and the
-//! usage), one s3s-fs bucket. A user's uploads through both at once share one quota, and a
-//! file one node appends to is busy on the other.
+//! usage), one s3s-fs bucket. A user's uploads through both at once share one quota, a file
+//! one node appends to is busy on the other, and uploads are refused cleanly (451) while the
+//! database is away and work again once it is back.
 
 use crate::common;
 use crate::quota::upload;
@@ -128,4 +129,45 @@ fn a_file_appended_on_one_node_is_busy_on_the_other() {
     };
     assert_eq!(appended.code, 226, "free once a is done: {appended:?}");
     assert_eq!(on_a.retr("log.txt"), b"first\nsecond\nthird\n");
+}
+
+#[test]
+fn uploads_fail_cleanly_while_the_database_is_gone_and_work_when_it_is_back() {
+    let mut db = PgTestServer::start().expect("postgres");
+    let bucket = S3Bucket::start();
+    let (a, b) = cluster(&bucket, &db);
+    let body = pseudo_random(1 << 20, 15);
+    let mut on_a = login(&a);
+    assert_eq!(upload(&mut on_a, "STOR", "kept.bin", &body).code, 226);
+
+    db.stop();
+    let refused = upload(&mut on_a, "STOR", "during.bin", &body);
+    assert_eq!(
+        refused.code, 451,
+        "no reservation without the database: {refused:?}"
+    );
+    a.wait_stderr("database unavailable");
+    on_a.expect("NOOP", 200);
+    assert_eq!(on_a.retr("kept.bin"), body, "downloads go on meanwhile");
+
+    db.restart().expect("restart");
+    // The pool drops its dead connections as it meets them: bounded retries.
+    let start = Instant::now();
+    let stored = loop {
+        let reply = upload(&mut on_a, "STOR", "after.bin", &body);
+        if reply.code == 226 || start.elapsed() > Duration::from_secs(20) {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(stored.code, 226, "uploads work again: {stored:?}");
+    let mut on_b = login(&b);
+    assert_eq!(on_b.retr("kept.bin"), body, "nothing committed was lost");
+    assert_eq!(on_b.retr("after.bin"), body);
+    on_b.expect("SIZE during.bin", 550);
+    assert_eq!(
+        used(&mut on_b),
+        2 << 20,
+        "the usage holds both files, not the refused one"
+    );
 }
