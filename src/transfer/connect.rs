@@ -249,6 +249,18 @@ mod tests {
         client.await.expect("join").expect("connected");
     }
 
+    /// A balancer's PROXY v2 header for a connection from `client` to `server`.
+    fn proxy_v2(client: SocketAddr, server: SocketAddr) -> Vec<u8> {
+        use ppp::v2::{Builder, Command, Protocol, Version};
+        Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            (client, server),
+        )
+        .build()
+        .expect("header")
+    }
+
     #[tokio::test]
     async fn from_a_balancer_the_header_names_the_client_that_is_checked() {
         let config = Config {
@@ -259,17 +271,10 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let mut listener = DataListener::new(listener);
         let header = |client: &str| {
-            use ppp::v2::{Builder, Command, Protocol, Version};
-            Builder::with_addresses(
-                Version::Two | Command::Proxy,
-                Protocol::Stream,
-                (
-                    client.parse::<SocketAddr>().expect("client"),
-                    "[2001:db8::1]:21".parse::<SocketAddr>().expect("server"),
-                ),
+            proxy_v2(
+                client.parse().expect("client"),
+                "[2001:db8::1]:21".parse().expect("server"),
             )
-            .build()
-            .expect("header")
         };
         let control = ClientAddr::direct("127.0.0.1:40000".parse().expect("balancer"), addr)
             .via_balancer("[2001:db8::7]:5000".parse().expect("client"));
@@ -323,19 +328,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut listener = DataListener::new(listener);
-        let header = {
-            use ppp::v2::{Builder, Command, Protocol, Version};
-            Builder::with_addresses(
-                Version::Two | Command::Proxy,
-                Protocol::Stream,
-                (
-                    "203.0.113.7:5000".parse::<SocketAddr>().expect("client"),
-                    addr,
-                ),
-            )
-            .build()
-            .expect("header")
-        };
+        let header = proxy_v2("203.0.113.7:5000".parse().expect("client"), addr);
         let control = ClientAddr::direct("127.0.0.1:40000".parse().expect("balancer"), addr)
             .via_balancer("203.0.113.7:4000".parse().expect("client"));
         let refused = |from: SocketAddr| panic!("{from} refused");

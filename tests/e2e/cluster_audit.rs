@@ -37,8 +37,8 @@ fn log_until(server: &TestServer, url: &str, args: &[&str], needle: &str) -> Str
     }
 }
 
-#[test]
-fn a_nodes_events_reach_the_audit_table_and_ferryd_log_shows_them() {
+/// A node `n1` on a database of its own (local files, declared shared), with alice in it.
+fn node_with_alice() -> (PgTestServer, String, TestServer) {
     let pg = PgTestServer::start().expect("postgres");
     let url = pg.url();
     let server = TestServer::start(&[
@@ -60,6 +60,12 @@ fn a_nodes_events_reach_the_audit_table_and_ferryd_log_shows_them() {
         Some(&format!("{PASSWORD}\n")),
     );
     assert_success(&out, "user add");
+    (pg, url, server)
+}
+
+#[test]
+fn a_nodes_events_reach_the_audit_table_and_ferryd_log_shows_them() {
+    let (_pg, url, server) = node_with_alice();
 
     let (mut ctl, greeting) = server.connect();
     assert_eq!(greeting.code, 220);
@@ -122,27 +128,7 @@ fn a_nodes_events_reach_the_audit_table_and_ferryd_log_shows_them() {
 /// 54000, taken for "the database is away" and retried forever).
 #[test]
 fn a_long_user_name_does_not_stop_later_events_reaching_the_table() {
-    let pg = PgTestServer::start().expect("postgres");
-    let url = pg.url();
-    let server = TestServer::start(&[
-        "--database-url",
-        &url,
-        "--shared-local-storage",
-        "--node-name",
-        "n1",
-    ]);
-    let out = server.admin(
-        &[
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--database-url",
-            &url,
-        ],
-        Some(&format!("{PASSWORD}\n")),
-    );
-    assert_success(&out, "user add");
+    let (_pg, url, server) = node_with_alice();
     let noise = pseudo_random(3000, 5);
     let name: String = noise.iter().map(|b| char::from(b'!' + b % 90)).collect();
     let (mut ctl, _) = server.connect();
