@@ -35,6 +35,7 @@
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.
 //! - [`server`]: start and stop a whole server.
+//! - [`ops`]: the metrics and the admin HTTP listener (`/health`, `/ready`, `/metrics`).
 //! - [`admin`]: operator commands for `ferryd user`, `ferryd invite`, `ferryd log` and quotas.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, rendering, line editing).
 //!
@@ -50,6 +51,7 @@ pub mod config;
 pub mod db;
 pub mod json_file;
 pub mod net;
+pub mod ops;
 pub mod quota;
 pub mod server;
 pub mod state;

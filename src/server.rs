@@ -18,6 +18,7 @@ use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
 use crate::admission::SessionRegistry;
 use crate::config::{Config, ConfigError};
+use crate::ops::http::{AdminListener, Readiness};
 use crate::transfer::TransferPool;
 use crate::wiring::{self, Backends, OpenError};
 
@@ -44,6 +45,12 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The admin listener's token cannot be read.
+    #[error("{0}")]
+    AdminToken(std::io::Error),
+    /// The S3 settings are incomplete (for the admin listener's readiness check).
+    #[error(transparent)]
+    S3(#[from] crate::storage::s3::S3SetupError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -115,6 +122,10 @@ pub struct Server {
     grace: Duration,
     /// The watch for account changes made elsewhere, with a database; ends with the server.
     _accounts: Option<AccountWatch>,
+    /// The admin HTTP listener, with `admin_listen`.
+    admin: Option<AdminListener>,
+    /// What `/ready` says; drained first at shutdown.
+    readiness: Arc<Readiness>,
 }
 
 impl Server {
@@ -133,7 +144,12 @@ impl Server {
             state,
             remains,
             database,
+            metrics,
         } = Backends::open(&config).await?;
+        // Read before anything listens: a server that cannot guard its admin listener must
+        // not start.
+        let admin_token = wiring::admin_token(&config).map_err(StartError::AdminToken)?;
+        let storage_check = wiring::storage_check(&config)?;
         let (tls, upload_tls) = wiring::tls(&config)?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -174,6 +190,7 @@ impl Server {
         // Counted once every thread and file of the server is open, so the reserve covers them.
         let max_sessions = sessions_within_descriptors(config.max_sessions);
         let sessions = SessionRegistry::new(max_sessions, Arc::clone(&state));
+        let readiness = Readiness::new(storage_check, database.clone());
         let watch = database.map(|db| {
             let sessions = Arc::clone(&sessions);
             let period = db.lease() / 3;
@@ -183,13 +200,28 @@ impl Server {
                 }
             })
         });
+        let transfers = Arc::new(transfers);
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                AdminListener::start(
+                    addr,
+                    admin_token,
+                    metrics,
+                    Arc::clone(&sessions),
+                    Arc::clone(&transfers),
+                    Arc::clone(&readiness),
+                )
+                .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let env = Arc::new(SessionEnv {
             services,
             config: Arc::new(config),
             tls,
             limits: state,
             upload_tls,
-            transfers: Arc::new(transfers),
+            transfers,
             capabilities,
         });
         let acceptor = Acceptor::start(
@@ -205,6 +237,10 @@ impl Server {
                 log::info!("listening on {addr}");
             }
         }
+        if let Some(admin) = &admin {
+            // Not "listening on": scripts and tests take the first such line for FTP.
+            log::info!("admin HTTP on http://{}", admin.addr());
+        }
         Ok(Server {
             acceptor,
             registry: sessions,
@@ -212,6 +248,8 @@ impl Server {
             arbiters,
             grace,
             _accounts: watch,
+            admin,
+            readiness,
         })
     }
 
@@ -219,6 +257,8 @@ impl Server {
     /// within the grace period, then the audit log is flushed.
     pub async fn shutdown(self) {
         log::info!("shutting down");
+        // First, so a balancer polling /ready stops sending sessions at once.
+        self.readiness.drain();
         // The acceptor may already be gone; nothing then remains to stop.
         let _ = self.acceptor.send(StopAccepting).await;
         self.registry.shutdown_all();
@@ -235,6 +275,9 @@ impl Server {
         }
         if self.audit.send(Flush).await.is_err() {
             log::error!("audit log was not running at shutdown");
+        }
+        if let Some(admin) = &self.admin {
+            admin.stop().await;
         }
         log::info!("stopped");
     }

@@ -21,6 +21,8 @@ use crate::actors::audit_log::{AuditLog, AuditPolicy};
 use crate::codec::entry::FileKind;
 use crate::config::{Config, Registration, StorageKind};
 use crate::db::{Database, DbError};
+use crate::ops::http::StorageCheck;
+use crate::ops::metrics::Metrics;
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, PgState, SharedState};
 use crate::storage::local::LocalStorage;
@@ -436,6 +438,8 @@ pub struct Backends {
     pub remains: Remains,
     /// The cluster's database, with `database_url`.
     pub database: Option<Arc<Database>>,
+    /// What the admin listener's `/metrics` shows (counted by the audit log).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Backends {
@@ -475,11 +479,13 @@ impl Backends {
         };
         let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
         let remains = remains(config, database.as_ref())?;
+        let metrics = Arc::new(Metrics::new(&config.node_name()));
         let audit = AuditLog::start(
             &config.log_dir(),
             AuditPolicy::from_config(config),
             &config.node_name(),
             database.clone(),
+            Some(Arc::clone(&metrics)),
         )
         .map_err(in_dir(config.log_dir()))?;
         Ok(Backends {
@@ -490,8 +496,44 @@ impl Backends {
             state,
             remains,
             database,
+            metrics,
         })
     }
+}
+
+/// What the admin listener's `/ready` checks the storage with.
+///
+/// # Errors
+/// The S3 settings are incomplete.
+pub fn storage_check(config: &Config) -> Result<StorageCheck, S3SetupError> {
+    Ok(match config.storage {
+        StorageKind::Local => StorageCheck::Local(config.homes_dir()),
+        StorageKind::S3 => StorageCheck::S3(Box::new(s3_home_storage(config)?)),
+    })
+}
+
+/// The admin listener's token, from `admin_token_file` (the first line; never empty).
+///
+/// # Errors
+/// The file cannot be read or holds no token.
+pub fn admin_token(config: &Config) -> io::Result<Option<String>> {
+    let Some(file) = &config.admin_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("admin_token_file {}: {e}", file.display()),
+        )
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(io::Error::other(format!(
+            "admin_token_file {} holds no token",
+            file.display()
+        )));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// How the account registry registers and checks accounts, from `config`.

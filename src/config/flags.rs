@@ -205,6 +205,12 @@ pub struct ServeFlags {
     /// PROXY protocol v1/v2 header naming the client.
     #[arg(long, value_name = "CIDR")]
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// The admin HTTP listener (/metrics, /health, /ready), e.g. 127.0.0.1:9121. Default: off.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+    /// A file with the bearer token the admin listener requires (needed off loopback).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Puts `value` into `slot` when the flag was given.
@@ -322,6 +328,8 @@ impl ServeFlags {
         if !self.proxy_protocol_from.is_empty() {
             config.proxy_protocol_from = self.proxy_protocol_from;
         }
+        set_opt(&mut config.admin_listen, self.admin_listen);
+        set_opt(&mut config.admin_token_file, self.admin_token_file);
     }
 }
 

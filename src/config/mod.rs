@@ -280,6 +280,12 @@ pub struct Config {
     /// control or passive data, must begin with a PROXY protocol v1 or v2 header, which names
     /// the client; connections from elsewhere must not send one. Default: none.
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// `admin_listen`: the admin HTTP listener (`/metrics`, `/health`, `/ready`). Default:
+    /// none (off).
+    pub admin_listen: Option<SocketAddr>,
+    /// `admin_token_file`: a file holding the bearer token every admin request but `/health`
+    /// needs; required when `admin_listen` is not a loopback address. Default: none.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -354,6 +360,8 @@ impl Default for Config {
             cluster_lease_secs: 15,
             shared_local_storage: false,
             proxy_protocol_from: Vec::new(),
+            admin_listen: None,
+            admin_token_file: None,
         }
     }
 }
@@ -499,7 +507,24 @@ impl Config {
             ));
         }
         self.validate_storage()?;
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.validate_admin()
+    }
+
+    /// The admin listener: never reachable from another machine without a token.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        match self.admin_listen {
+            None if self.admin_token_file.is_some() => Err(ConfigError::Invalid(
+                "admin_token_file needs admin_listen".into(),
+            )),
+            Some(addr) if !addr.ip().is_loopback() && self.admin_token_file.is_none() => {
+                Err(ConfigError::Invalid(format!(
+                    "admin_listen {addr} is not a loopback address: set admin_token_file \
+                     (--admin-token-file) so that only holders of the token reach it"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The cluster keys: a database URL of the right scheme, a usable node name, and local

@@ -239,7 +239,11 @@ async fn steps(
     }
     let stream = match implicit_tls {
         None => Stream::Plain(tcp),
-        Some(tls) => Stream::Tls(Box::new(tls.accept(tcp).await.map_err(Failure::Tls)?)),
+        Some(tls) => {
+            let accepted = tls.accept(tcp).await;
+            crate::ops::metrics::tls_handshake(accepted.is_ok());
+            Stream::Tls(Box::new(accepted.map_err(Failure::Tls)?))
+        }
     };
     Ok(Ready {
         stream,

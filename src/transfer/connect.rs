@@ -204,8 +204,10 @@ pub(super) async fn protect(
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, DataError> {
     let tls = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, protection.tls.accept(stream))
         .await
-        .map_err(|_| DataError::Tls("TLS handshake timed out".into()))?
-        .map_err(|e| DataError::Tls(e.to_string()))?;
+        .map_err(|_| DataError::Tls("TLS handshake timed out".into()))
+        .and_then(|accepted| accepted.map_err(|e| DataError::Tls(e.to_string())));
+    crate::ops::metrics::tls_handshake(tls.is_ok());
+    let tls = tls?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     if protection.require_resumption && !resumed {
         return Err(DataError::Tls(

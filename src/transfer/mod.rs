@@ -87,6 +87,14 @@ impl Drop for Counted {
 }
 
 impl TransferPool {
+    /// Transfers running now on every thread (aborted ones until they are gone).
+    pub fn running(&self) -> usize {
+        std::iter::once(&self.first)
+            .chain(&self.others)
+            .map(|thread| thread.running.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Starts `threads` transfer threads (at least one).
     ///
     /// # Errors

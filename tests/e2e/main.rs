@@ -24,6 +24,7 @@ mod ftp_clients;
 mod hostile;
 mod interop;
 mod listing;
+mod ops;
 mod protocol;
 mod proxy;
 mod quota;

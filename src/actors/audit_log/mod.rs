@@ -32,6 +32,7 @@ use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message};
 
 use crate::audit::{Floor, SUMMARY_LINES, Throttle};
 use crate::db::Database;
+use crate::ops::metrics::Metrics;
 
 /// Events buffered before a write is forced ahead of the next tick.
 const BATCH: usize = 256;
@@ -69,6 +70,8 @@ pub struct AuditLog {
     floor: Option<Floor>,
     /// Stamped on every event that has no node yet.
     node: Option<String>,
+    /// Counts every event as it arrives, and sees the backlog.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AuditLog {
@@ -86,6 +89,7 @@ impl AuditLog {
         policy: AuditPolicy,
         node: &str,
         database: Option<Arc<Database>>,
+        metrics: Option<Arc<Metrics>>,
     ) -> io::Result<Addr<AuditLog>> {
         fs::create_dir_all(log_dir)?;
         let mut sinks: Vec<Box<dyn AuditSink>> = vec![
@@ -107,7 +111,13 @@ impl AuditLog {
             low: false,
             held: 0,
         });
-        Ok(AuditLog::spawn(sinks, policy, floor, Some(node.to_owned())))
+        Ok(AuditLog::spawn(
+            sinks,
+            policy,
+            floor,
+            Some(node.to_owned()),
+            metrics,
+        ))
     }
 
     /// Starts the actor over the given sinks on a new `Arbiter` (tests, other back ends).
@@ -115,7 +125,7 @@ impl AuditLog {
     /// # Panics
     /// Outside a running `System` (as `Arbiter::new` does).
     pub fn with_sinks(sinks: Vec<Box<dyn AuditSink>>, policy: AuditPolicy) -> Addr<AuditLog> {
-        AuditLog::spawn(sinks, policy, None, None)
+        AuditLog::spawn(sinks, policy, None, None, None)
     }
 
     fn spawn(
@@ -123,12 +133,14 @@ impl AuditLog {
         policy: AuditPolicy,
         floor: Option<Floor>,
         node: Option<String>,
+        metrics: Option<Arc<Metrics>>,
     ) -> Addr<AuditLog> {
         let arbiter = Arbiter::new();
         AuditLog::start_in_arbiter(&arbiter.handle(), move |_| {
             let mut log = AuditLog::new(sinks, MAX_PENDING, policy);
             log.floor = floor;
             log.node = node;
+            log.metrics = metrics;
             log
         })
     }
@@ -145,11 +157,15 @@ impl AuditLog {
             throttle: Throttle::new(policy.burst_per_address, policy.burst_total),
             floor: None,
             node: None,
+            metrics: None,
         }
     }
 
     /// Takes one recorded event through the noise budget and the free-space floor.
     fn record(&mut self, event: Event) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&event);
+        }
         let low = self.floor.as_ref().is_some_and(|floor| floor.low);
         if low && event.is_anonymous_session() {
             self.throttle.hold(&event);
@@ -262,6 +278,9 @@ impl AuditLog {
             state.written -= done;
         }
         self.failing = failed;
+        if let Some(metrics) = &self.metrics {
+            metrics.audit_pending(self.pending.len());
+        }
     }
 
     fn flush(&mut self) {

@@ -149,7 +149,7 @@ fn xferlog_line_has_18_fields() {
 #[actix::test]
 async fn flush_writes_json_lines_and_xferlog() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = AuditLog::start(dir.path(), AuditPolicy::UNLIMITED, "n7", None).expect("start");
+    let log = AuditLog::start(dir.path(), AuditPolicy::UNLIMITED, "n7", None, None).expect("start");
     let events = vec![
         Event::now(1, peer(), EventKind::SessionOpen),
         Event::now(1, peer(), EventKind::Command)

@@ -273,7 +273,10 @@ impl Control {
         };
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
+            .and_then(|accepted| accepted);
+        crate::ops::metrics::tls_handshake(tls.is_ok());
+        let tls = tls?;
         let mut ch = self.0.borrow_mut();
         ch.conn = Conn::Tls(Box::new(tls));
         ch.wake_reader();

@@ -464,6 +464,30 @@ impl S3Storage {
         }
     }
 
+    /// Checks the bucket answers: one listing of one key under the prefix, not the whole
+    /// prefix (every home). What `/ready` asks often; [`S3Storage::probe`] checks writing
+    /// too, once at start.
+    ///
+    /// # Errors
+    /// [`S3SetupError::Unreachable`], saying why in words.
+    pub async fn reachable(&self) -> Result<(), S3SetupError> {
+        let store = Arc::clone(&self.store);
+        let prefix = self.key_of("").to_string();
+        let outcome = on_io(async move {
+            let one = PaginatedListOptions {
+                max_keys: Some(1),
+                ..PaginatedListOptions::default()
+            };
+            store.list_paginated(Some(&prefix), one).await.map(drop)
+        })
+        .await;
+        outcome.map_err(|e| S3SetupError::Unreachable {
+            bucket: self.settings.bucket.clone(),
+            at: self.settings.at(),
+            why: explain(&e),
+        })
+    }
+
     /// Checks the bucket is reachable and writable: writes, reads back and removes a probe
     /// object under the prefix.
     ///
@@ -471,17 +495,11 @@ impl S3Storage {
     /// [`S3SetupError::Unreachable`], saying why in words (wrong endpoint, credentials,
     /// missing bucket).
     pub async fn probe(&self) -> Result<(), S3SetupError> {
+        // A listing first: some servers create a missing bucket on a put.
+        self.reachable().await?;
         let store = Arc::clone(&self.store);
         let key = self.key_of(&format!("{PROBE_KEY}-{:016x}", rand::random::<u64>()));
-        let prefix = self.key_of("").to_string();
         let outcome = on_io(async move {
-            // A listing first: some servers create a missing bucket on a put. One key is
-            // enough (the whole prefix would be every home).
-            let one = PaginatedListOptions {
-                max_keys: Some(1),
-                ..PaginatedListOptions::default()
-            };
-            store.list_paginated(Some(&prefix), one).await?;
             store.put(&key, PutPayload::from_static(b"ferryd")).await?;
             store.get(&key).await?.bytes().await?;
             store.delete(&key).await

@@ -1,0 +1,259 @@
+//! The admin HTTP listener (`admin_listen`), on actix-web beside the FTP listeners:
+//! `GET /health` (the process answers), `GET /ready` (listeners bound, storage and database
+//! reachable, not draining; else 503 with the reason), `GET /metrics` (Prometheus text).
+//! Everything but `/health` needs `Authorization: Bearer TOKEN` when a token is configured
+//! (compared in constant time); the configuration refuses a listener off loopback without one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+use super::metrics::{Gauges, Metrics};
+use crate::admission::SessionRegistry;
+use crate::db::Database;
+use crate::storage::s3::S3Storage;
+use crate::transfer::TransferPool;
+
+/// How long a storage check's answer is reused: a balancer polling `/ready` every second
+/// must not turn into a bucket listing every second.
+const STORAGE_CHECK_TTL: Duration = Duration::from_secs(5);
+/// The longest a storage check may take before `/ready` says the storage is unreachable.
+const STORAGE_CHECK_LIMIT: Duration = Duration::from_secs(5);
+
+/// Where the homes are, for `/ready` to check.
+#[derive(Debug)]
+pub enum StorageCheck {
+    /// The homes directory must be a directory.
+    Local(PathBuf),
+    /// The bucket must answer a listing.
+    S3(Box<S3Storage>),
+}
+
+impl StorageCheck {
+    async fn run(&self) -> Result<(), String> {
+        match self {
+            StorageCheck::Local(homes) => match std::fs::metadata(homes) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(format!("{} is not a directory", homes.display())),
+                Err(e) => Err(format!("{}: {e}", homes.display())),
+            },
+            StorageCheck::S3(bucket) => {
+                match tokio::time::timeout(STORAGE_CHECK_LIMIT, bucket.reachable()).await {
+                    Ok(answer) => answer.map_err(|e| e.to_string()),
+                    Err(_) => Err("the bucket did not answer in time".into()),
+                }
+            }
+        }
+    }
+}
+
+/// What `/ready` checks.
+#[derive(Debug)]
+pub struct Readiness {
+    draining: AtomicBool,
+    database: Option<Arc<Database>>,
+    storage: StorageCheck,
+    /// The last storage check: when, and what it said.
+    checked: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    /// Ready once built (the listeners are bound by then), while `storage` and `database`
+    /// answer.
+    pub fn new(storage: StorageCheck, database: Option<Arc<Database>>) -> Arc<Readiness> {
+        Arc::new(Readiness {
+            draining: AtomicBool::new(false),
+            database,
+            storage,
+            checked: Mutex::new(None),
+        })
+    }
+
+    /// From now on `/ready` answers 503: the server is stopping and takes no new sessions.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    async fn check(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err("draining: the server is stopping".into());
+        }
+        if let Some(db) = &self.database
+            && !db.fresh()
+        {
+            return Err("the database has not answered this node's heartbeat".into());
+        }
+        let cached = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < STORAGE_CHECK_TTL)
+            .map(|(_, answer)| answer.clone());
+        let answer = match cached {
+            Some(answer) => answer,
+            None => {
+                let answer = self.storage.run().await;
+                *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), answer.clone()));
+                answer
+            }
+        };
+        answer.map_err(|why| format!("storage unreachable: {why}"))
+    }
+}
+
+/// What the handlers share.
+struct Admin {
+    metrics: Arc<Metrics>,
+    sessions: Arc<SessionRegistry>,
+    transfers: Arc<TransferPool>,
+    readiness: Arc<Readiness>,
+    token: Option<String>,
+}
+
+impl Admin {
+    /// Whether `request` carries the token (always, when none is configured).
+    fn allowed(&self, request: &HttpRequest) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        same(given.as_bytes(), token.as_bytes())
+    }
+}
+
+/// `a == b` in a time that depends on their lengths only, not on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn unauthorized(request: &HttpRequest) -> HttpResponse {
+    log::warn!(
+        "admin: {} {} from {} without the token",
+        request.method(),
+        request.path(),
+        request
+            .peer_addr()
+            .map_or_else(|| "?".to_owned(), |a| a.to_string())
+    );
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .body("a bearer token is required\n")
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().body("ok\n")
+}
+
+async fn ready(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
+    if !admin.allowed(&request) {
+        return unauthorized(&request);
+    }
+    match admin.readiness.check().await {
+        Ok(()) => HttpResponse::Ok().body("ready\n"),
+        Err(why) => HttpResponse::ServiceUnavailable().body(format!("{why}\n")),
+    }
+}
+
+async fn scrape(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
+    if !admin.allowed(&request) {
+        return unauthorized(&request);
+    }
+    let text = admin.metrics.render(Gauges {
+        sessions: admin.sessions.active(),
+        transfers: admin.transfers.running(),
+    });
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
+}
+
+/// The running admin listener.
+pub struct AdminListener {
+    handle: ServerHandle,
+    addr: SocketAddr,
+}
+
+impl AdminListener {
+    /// Binds `addr` and serves on one worker thread of its own.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn start(
+        addr: SocketAddr,
+        token: Option<String>,
+        metrics: Arc<Metrics>,
+        sessions: Arc<SessionRegistry>,
+        transfers: Arc<TransferPool>,
+        readiness: Arc<Readiness>,
+    ) -> std::io::Result<AdminListener> {
+        let admin = web::Data::new(Admin {
+            metrics,
+            sessions,
+            transfers,
+            readiness,
+            token,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(admin.clone())
+                .route("/health", web::get().to(health))
+                .route("/ready", web::get().to(ready))
+                .route("/metrics", web::get().to(scrape))
+        })
+        .workers(1)
+        // The FTP server stops the listener itself, after its own drain.
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(addr)?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .ok_or_else(|| std::io::Error::other("the admin listener bound no address"))?;
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(async move {
+            if let Err(e) = server.await {
+                log::error!("admin listener: {e}");
+            }
+        });
+        Ok(AdminListener { handle, addr })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it (requests in flight may finish within a second).
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret-token", b"secret-token"));
+        assert!(!same(b"secret-token", b"secret-tokem"));
+        assert!(!same(b"secret-token", b"secret-toke"));
+        assert!(!same(b"", b"x"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The admin HTTP listener (`--admin-listen`): metrics that move as sessions log in, transfer
+//! and fail, the bearer token, and `/ready` turning 503 at once on SIGTERM while running
+//! transfers drain. Requests are plain HTTP/1.1 over a TcpStream, as a scraper sends them.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, pseudo_random};
+
+const TOKEN: &str = "admin-token-7f3a";
+
+/// The admin listener's address, from the server's `admin HTTP on` line.
+fn admin_addr(server: &TestServer) -> SocketAddr {
+    server.wait_stderr("admin HTTP on http://");
+    let log = server.stderr();
+    log.split("admin HTTP on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in:\n{log}"))
+}
+
+/// One request; the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the admin listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series in a `/metrics` text, 0 when it is not there yet.
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `/metrics` once `check` holds for it (the audit log counts events as it receives them,
+/// a moment after the reply); bounded.
+fn metrics_when(addr: SocketAddr, check: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, text) = http(addr, "GET", "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        if check(&text) || start.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_move_as_sessions_log_in_transfer_and_fail() {
+    let server = TestServer::start(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_addr(&server);
+    let (status, body) = http(admin, "GET", "/health", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http(admin, "GET", "/ready", None);
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let before = metrics_when(admin, |_| true);
+    assert_eq!(series(&before, "ferryd_logins_total{result=\"ok\"}"), 0.0);
+
+    let mut ctl = server.register_and_login("mia", "mia-pass-1");
+    let (mut bad, _) = server.connect();
+    bad.expect("USER mia", 331);
+    bad.expect("PASS wrong-password", 530);
+    let body = pseudo_random(300_000, 21);
+    ctl.expect("TYPE I", 200);
+    assert_eq!(ctl.stor("m.bin", &body).code, 226);
+    assert_eq!(ctl.retr("m.bin"), body);
+    ctl.expect("DELE nothing-here", 550);
+
+    let text = metrics_when(admin, |text| {
+        series(text, "ferryd_transferred_bytes_total{direction=\"out\"}") > 0.0
+            && series(text, "ferryd_commands_total{verb=\"DELE\",class=\"5xx\"}") > 0.0
+    });
+    let at = |name: &str| series(&text, name);
+    assert_eq!(at("ferryd_logins_total{result=\"ok\"}"), 1.0, "{text}");
+    assert_eq!(at("ferryd_logins_total{result=\"failed\"}"), 1.0, "{text}");
+    assert_eq!(
+        at("ferryd_registrations_total{result=\"ok\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(at("ferryd_sessions_open"), 2.0, "{text}");
+    assert!(at("ferryd_sessions_opened_total") >= 2.0, "{text}");
+    assert_eq!(
+        at("ferryd_transferred_bytes_total{direction=\"in\"}"),
+        300_000.0
+    );
+    assert_eq!(
+        at("ferryd_transferred_bytes_total{direction=\"out\"}"),
+        300_000.0
+    );
+    assert_eq!(
+        at("ferryd_transfers_total{direction=\"in\",result=\"complete\"}"),
+        1.0
+    );
+    assert_eq!(
+        at("ferryd_transfer_size_bytes_count{direction=\"out\"}"),
+        1.0
+    );
+    assert_eq!(
+        at("ferryd_commands_total{verb=\"STOR\",class=\"2xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        at("ferryd_commands_total{verb=\"DELE\",class=\"5xx\"}"),
+        1.0
+    );
+    assert!(
+        !text.contains("mia") && !text.contains("m.bin"),
+        "no user or path in a label:\n{text}"
+    );
+}
+
+#[test]
+fn the_token_is_required_for_all_but_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let server = TestServer::start(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        token_file.to_str().expect("utf-8"),
+    ]);
+    let admin = admin_addr(&server);
+    assert_eq!(http(admin, "GET", "/health", None).0, 200);
+    for path in ["/metrics", "/ready"] {
+        assert_eq!(http(admin, "GET", path, None).0, 401, "{path} without");
+        assert_eq!(
+            http(admin, "GET", path, Some("admin-token-7f3b")).0,
+            401,
+            "{path} with another token"
+        );
+        assert_eq!(http(admin, "GET", path, Some(TOKEN)).0, 200, "{path}");
+    }
+    server.wait_stderr("without the token");
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = common::admin(
+        dir.path(),
+        &[
+            "serve",
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        None,
+        &[],
+    );
+    assert!(!out.status.success(), "started without a token");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin_token_file"), "{err}");
+}
+
+#[test]
+fn ready_turns_503_at_once_on_sigterm_while_transfers_drain() {
+    let mut server = TestServer::start(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_addr(&server);
+    let mut ctl = server.register_and_login("ned", "ned-pass-1");
+    ctl.expect("TYPE I", 200);
+    let big = pseudo_random(32 << 20, 22);
+    assert_eq!(ctl.stor("big.bin", &big).code, 226);
+    // A download the client does not read: it runs until the grace period is over.
+    let data = ctl.data_connection();
+    ctl.expect("RETR big.bin", 150);
+    assert_eq!(http(admin, "GET", "/ready", None).0, 200);
+
+    server.send_sigterm();
+    let start = Instant::now();
+    let drained = loop {
+        let (status, body) = http(admin, "GET", "/ready", None);
+        if status == 503 || start.elapsed() > Duration::from_secs(5) {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(drained.0, 503, "{drained:?}");
+    assert!(drained.1.contains("draining"), "{drained:?}");
+    assert_eq!(http(admin, "GET", "/health", None).0, 200, "still up");
+    drop(data);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status}");
+}
