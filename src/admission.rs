@@ -5,9 +5,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use actix::prelude::*;
+use serde::Serialize;
 
 use crate::state::{self, Lease, SharedState};
 
@@ -27,12 +30,165 @@ pub struct AddressBanned;
 #[rtype(result = "()")]
 pub struct AccountGone(pub Arc<str>);
 
+/// Ends a session at once (`DELETE /sessions/{id}`): a running transfer gets 426, then the
+/// session 421; `by` says who, for the audit log.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick {
+    /// Who asked (the admin listener and the requester's address).
+    pub by: String,
+}
+
+/// What a session shows of itself to the admin listener, updated as it goes.
+#[derive(Debug)]
+pub struct Live {
+    peer: String,
+    since: String,
+    state: Mutex<LiveState>,
+}
+
+#[derive(Debug, Default)]
+struct LiveState {
+    user: Option<String>,
+    command: Option<String>,
+    transfer: Option<LiveTransfer>,
+}
+
+#[derive(Debug)]
+struct LiveTransfer {
+    kind: &'static str,
+    path: Option<String>,
+    started: Instant,
+    progress: Arc<AtomicU64>,
+}
+
+/// One live session, as `GET /sessions` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// The session's id (as in the audit log).
+    pub id: u64,
+    /// The logged-in user.
+    pub user: Option<String>,
+    /// The client's address.
+    pub peer: String,
+    /// When it connected (RFC 3339, UTC).
+    pub since: String,
+    /// The last command it sent, passwords hidden.
+    pub command: Option<String>,
+    /// The transfer it runs.
+    pub transfer: Option<TransferView>,
+}
+
+/// A running transfer, as `GET /sessions` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferView {
+    /// `upload`, `download` or `listing`.
+    pub kind: &'static str,
+    /// The file, for uploads and downloads.
+    pub path: Option<String>,
+    /// Bytes moved so far.
+    pub bytes: u64,
+    /// Seconds since it started.
+    pub seconds: f64,
+    /// Bytes per second on average since it started.
+    pub rate: f64,
+}
+
+impl Live {
+    /// A session from `peer` that connected just now.
+    pub fn new(peer: String) -> Arc<Live> {
+        Arc::new(Live {
+            peer,
+            since: crate::audit::format_event_time(time::OffsetDateTime::now_utc()),
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session logged in as `user` (`None`: it logged out, REIN).
+    pub fn set_user(&self, user: Option<String>) {
+        self.state().user = user;
+    }
+
+    /// The session received `command` (already with its password hidden).
+    pub fn set_command(&self, command: String) {
+        self.state().command = Some(command);
+    }
+
+    /// A transfer of `kind` (of `path`) started; `progress` counts its bytes.
+    pub fn transfer_started(
+        &self,
+        kind: &'static str,
+        path: Option<String>,
+        progress: Arc<AtomicU64>,
+    ) {
+        self.state().transfer = Some(LiveTransfer {
+            kind,
+            path,
+            started: Instant::now(),
+            progress,
+        });
+    }
+
+    /// The transfer ended.
+    pub fn transfer_ended(&self) {
+        self.state().transfer = None;
+    }
+
+    fn view(&self, id: u64) -> SessionView {
+        let state = self.state();
+        SessionView {
+            id,
+            user: state.user.clone(),
+            peer: self.peer.clone(),
+            since: self.since.clone(),
+            command: state.command.clone(),
+            transfer: state.transfer.as_ref().map(|t| {
+                let bytes = t.progress.load(Ordering::Relaxed);
+                let seconds = t.started.elapsed().as_secs_f64();
+                #[allow(clippy::cast_precision_loss)]
+                let rate = if seconds > 0.0 {
+                    bytes as f64 / seconds
+                } else {
+                    0.0
+                };
+                TransferView {
+                    kind: t.kind,
+                    path: t.path.clone(),
+                    bytes,
+                    seconds,
+                    rate,
+                }
+            }),
+        }
+    }
+}
+
 /// How the registry reaches one live session.
 struct Attached {
     ip: IpAddr,
     shutdown: Recipient<Shutdown>,
     banned: Recipient<AddressBanned>,
     gone: Recipient<AccountGone>,
+    kick: Recipient<Kick>,
+    live: Arc<Live>,
+}
+
+/// The recipients a session registers with its permit.
+pub struct Reach {
+    /// Shutdown.
+    pub shutdown: Recipient<Shutdown>,
+    /// A ban of its address.
+    pub banned: Recipient<AddressBanned>,
+    /// Its account deleted or disabled.
+    pub gone: Recipient<AccountGone>,
+    /// An administrator ends it.
+    pub kick: Recipient<Kick>,
+    /// What it shows of itself.
+    pub live: Arc<Live>,
 }
 
 #[derive(Default)]
@@ -145,6 +301,29 @@ impl SessionRegistry {
         }
     }
 
+    /// Every live session that has registered, by id.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let mut views: Vec<SessionView> = self
+            .lock()
+            .sessions
+            .iter()
+            .map(|(id, session)| session.live.view(*id))
+            .collect();
+        views.sort_by_key(|view| view.id);
+        views
+    }
+
+    /// Ends session `id` at once (see [`Kick`]); false when there is no such session.
+    pub fn kick(&self, id: u64, by: String) -> bool {
+        match self.lock().sessions.get(&id) {
+            Some(session) => {
+                session.kick.do_send(Kick { by });
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Tells every session to end (421 now, or after its transfer).
     pub fn shutdown_all(&self) {
         for session in self.lock().sessions.values() {
@@ -163,19 +342,16 @@ pub struct SessionPermit {
 }
 
 impl SessionPermit {
-    /// Registers the session's recipients so shutdown, bans of its address and the end of
-    /// accounts can reach it.
-    pub fn attach(
-        &self,
-        shutdown: Recipient<Shutdown>,
-        banned: Recipient<AddressBanned>,
-        gone: Recipient<AccountGone>,
-    ) {
+    /// Registers the session's recipients so shutdown, bans of its address, the end of
+    /// accounts and an administrator can reach it, and what it shows of itself.
+    pub fn attach(&self, reach: Reach) {
         let attached = Attached {
             ip: self.ip,
-            shutdown,
-            banned,
-            gone,
+            shutdown: reach.shutdown,
+            banned: reach.banned,
+            gone: reach.gone,
+            kick: reach.kick,
+            live: reach.live,
         };
         self.registry.lock().sessions.insert(self.id, attached);
     }

@@ -16,7 +16,7 @@ mod sink;
 pub mod table;
 mod xferlog;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, format_event_time};
 pub use policy::{AuditPolicy, WINDOW};
 pub(crate) use policy::{Floor, SUMMARY_LINES, Throttle};
 pub use sink::{AuditSink, JsonLinesSink, Rotation};

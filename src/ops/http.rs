@@ -1,6 +1,8 @@
 //! The admin HTTP listener (`admin_listen`), on actix-web beside the FTP listeners:
 //! `GET /health` (the process answers), `GET /ready` (listeners bound, storage and database
-//! reachable, not draining; else 503 with the reason), `GET /metrics` (Prometheus text).
+//! reachable, not draining; else 503 with the reason), `GET /metrics` (Prometheus text),
+//! `GET /sessions` (the live sessions as JSON) and `DELETE /sessions/{id}` (ends one: 426 for
+//! its transfer, 421, audited with who asked).
 //! Everything but `/health` needs `Authorization: Bearer TOKEN` when a token is configured
 //! (compared in constant time); the configuration refuses a listener off loopback without one.
 
@@ -181,6 +183,35 @@ async fn scrape(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
         .body(text)
 }
 
+async fn list_sessions(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
+    if !admin.allowed(&request) {
+        return unauthorized(&request);
+    }
+    HttpResponse::Ok().json(admin.sessions.sessions())
+}
+
+async fn end_session(
+    admin: web::Data<Admin>,
+    request: HttpRequest,
+    id: web::Path<u64>,
+) -> HttpResponse {
+    if !admin.allowed(&request) {
+        return unauthorized(&request);
+    }
+    let id = id.into_inner();
+    let by = format!(
+        "the administrator (admin HTTP from {})",
+        request
+            .peer_addr()
+            .map_or_else(|| "?".to_owned(), |a| a.to_string())
+    );
+    if admin.sessions.kick(id, by) {
+        HttpResponse::Ok().json(serde_json::json!({ "ended": id }))
+    } else {
+        HttpResponse::NotFound().json(serde_json::json!({ "error": "no such session", "id": id }))
+    }
+}
+
 /// The running admin listener.
 pub struct AdminListener {
     handle: ServerHandle,
@@ -213,6 +244,8 @@ impl AdminListener {
                 .route("/health", web::get().to(health))
                 .route("/ready", web::get().to(ready))
                 .route("/metrics", web::get().to(scrape))
+                .route("/sessions", web::get().to(list_sessions))
+                .route("/sessions/{id}", web::delete().to(end_session))
         })
         .workers(1)
         // The FTP server stops the listener itself, after its own drain.

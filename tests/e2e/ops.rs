@@ -210,3 +210,77 @@ fn ready_turns_503_at_once_on_sigterm_while_transfers_drain() {
     let status = server.wait_exit();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn sessions_show_a_running_transfer_and_a_kick_ends_it_audited() {
+    let server = TestServer::start(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_addr(&server);
+    let mut ctl = server.register_and_login("ola", "ola-pass-1");
+    ctl.expect("TYPE I", 200);
+    let big = pseudo_random(32 << 20, 23);
+    assert_eq!(ctl.stor("big.bin", &big).code, 226);
+    let (mut idle, _) = server.connect();
+    idle.expect("USER someone", 331);
+    // A download the client reads slowly: it is running when the kick comes.
+    let mut data = ctl.data_connection();
+    ctl.expect("RETR big.bin", 150);
+    let mut first = vec![0u8; 1 << 20];
+    data.read_exact(&mut first).expect("the first MiB");
+
+    let (status, body) = http(admin, "GET", "/sessions", None);
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let all = listed.as_array().expect("an array");
+    assert_eq!(all.len(), 2, "{body}");
+    let ola = all
+        .iter()
+        .find(|s| s["user"] == "ola")
+        .unwrap_or_else(|| panic!("ola in {body}"));
+    assert_eq!(ola["command"], "RETR big.bin", "{body}");
+    assert_eq!(ola["transfer"]["kind"], "download", "{body}");
+    assert_eq!(ola["transfer"]["path"], "/big.bin", "{body}");
+    assert!(
+        ola["transfer"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b >= 1 << 20),
+        "{body}"
+    );
+    assert!(
+        ola["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    );
+    let other = all
+        .iter()
+        .find(|s| s["user"].is_null())
+        .expect("the idle one");
+    assert_eq!(other["command"], "USER someone", "{body}");
+    assert!(!body.contains("ola-pass-1"), "{body}");
+    let id = ola["id"].as_u64().expect("id");
+
+    assert_eq!(http(admin, "DELETE", "/sessions/999999", None).0, 404);
+    let (status, body) = http(admin, "DELETE", &format!("/sessions/{id}"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ctl.reply().code, 426, "the transfer is aborted");
+    assert_eq!(ctl.reply().code, 421, "then the session ends");
+    ctl.assert_closed();
+    drop(data);
+    let events = server.wait_audit("the kick", |events| {
+        events.iter().any(|e| {
+            e["event"] == "session_close"
+                && e["user"] == "ola"
+                && e["command"].as_str().is_some_and(|c| {
+                    c.starts_with("ended by the administrator (admin HTTP from 127.0.0.1:")
+                })
+        })
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "download" && e["user"] == "ola" && e["complete"] == false),
+        "the download is audited as incomplete"
+    );
+    idle.expect("NOOP", 200);
+    let (_, after) = http(admin, "GET", "/sessions", None);
+    assert!(!after.contains("\"ola\""), "{after}");
+}

@@ -194,7 +194,9 @@ pub struct Session {
     /// row; see `max_bad_commands`.
     bad_commands: u32,
     /// The reason of a close the server chose, for the `session_close` event.
-    closed_for: Option<&'static str>,
+    closed_for: Option<String>,
+    /// What the admin listener shows of this session.
+    live: Arc<crate::admission::Live>,
 }
 
 impl Actor for Session {
@@ -203,11 +205,13 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         session_log!(debug, self, "connected");
         let me = ctx.address();
-        self.permit.attach(
-            me.clone().recipient(),
-            me.clone().recipient(),
-            me.recipient(),
-        );
+        self.permit.attach(crate::admission::Reach {
+            shutdown: me.clone().recipient(),
+            banned: me.clone().recipient(),
+            gone: me.clone().recipient(),
+            kick: me.recipient(),
+            live: Arc::clone(&self.live),
+        });
         self.record(Event::now(self.id, self.peer, EventKind::SessionOpen));
         self.send(Reply::new(
             ReplyCode::ServiceReady,
@@ -220,8 +224,8 @@ impl Actor for Session {
         self.writer.abort();
         let mut event = Event::now(self.id, self.peer, EventKind::SessionClose);
         event.user = self.user_name();
-        if let Some(why) = self.closed_for {
-            event.command = Some(why.to_owned());
+        if let Some(why) = self.closed_for.take() {
+            event.command = Some(why);
             event.code = Some(ReplyCode::ServiceNotAvailable.as_u16());
         }
         match self.transfer.take() {
@@ -304,6 +308,7 @@ impl Session {
                 permit,
                 bad_commands: 0,
                 closed_for: None,
+                live: crate::admission::Live::new(peer.to_string()),
             }
         })
     }
@@ -352,7 +357,7 @@ impl Session {
         }
         // No stderr line: a reconnect loop would write one per connection. The session_close
         // event carries the reason.
-        self.closed_for = Some("too many bad commands");
+        self.closed_for = Some("too many bad commands".into());
         let reply = Reply::new(
             ReplyCode::ServiceNotAvailable,
             "Too many bad commands; closing control connection.",
@@ -481,6 +486,7 @@ impl Session {
     /// Checks the login gate, then runs the command.
     fn run_gated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let text = cmd.to_string();
+        self.live.set_command(text.clone());
         if self.env.config.require_tls_login && !self.control.is_tls() && cmd.carries_password() {
             self.finish(
                 &text,
@@ -521,6 +527,7 @@ impl Session {
         let Some(mut running) = self.transfer.take() else {
             return;
         };
+        self.live.transfer_ended();
         let joined = match (running.aborting.take(), joined) {
             (Some(_), Ok(outcome)) if outcome.result.is_ok() => {
                 // ABOR came too late: the transfer had already completed. It ends as usual
@@ -758,6 +765,34 @@ impl Handler<Deferred> for Session {
             self.run_gated(cmd, ctx);
             self.resume_deferred(ctx);
         }
+    }
+}
+
+impl Handler<crate::admission::Kick> for Session {
+    type Result = ();
+
+    /// An administrator ends this session: a running transfer is aborted (426), then 421, and
+    /// the audit log's `session_close` says who.
+    fn handle(&mut self, kick: crate::admission::Kick, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        session_log!(info, self, "ended by {}", kick.by);
+        if self.transfer.is_some() {
+            self.send(Reply::new(
+                ReplyCode::TransferAborted,
+                "Transfer aborted: the session was ended by the administrator.",
+            ));
+        }
+        self.closed_for = Some(format!("ended by {}", kick.by));
+        self.close(
+            None,
+            Reply::new(
+                ReplyCode::ServiceNotAvailable,
+                "Session ended by the administrator.",
+            ),
+            ctx,
+        );
     }
 }
 

@@ -178,6 +178,7 @@ impl Session {
         self.settings.cwd = VPath::root();
         let mut event = Event::now(self.id, self.peer, EventKind::LoginOk);
         event.user = self.user_name();
+        self.live.set_user(event.user.clone());
         self.record(event);
         session_log!(info, self, "{name} logged in");
         let text_ok = if self.writable() {
@@ -411,6 +412,7 @@ impl Session {
     /// REIN (RFC 959 §4.1.1): forget the user and every setting, as right after the greeting.
     pub(super) fn rein(&mut self, text: &str) {
         self.state.rein();
+        self.live.set_user(None);
         self.user_slot = None;
         self.settings = Settings::default();
         // The control connection stays as it is (RFC 4217 §11: REIN keeps TLS up), and with
@@ -470,7 +472,7 @@ impl Session {
     /// Ends the session of an account that is gone: 421, and the reason in the audit log.
     pub(in crate::actors::session) fn close_gone(&mut self, ctx: &mut Context<Self>) {
         session_log!(info, self, "account deleted or disabled; closing");
-        self.closed_for = Some("account deleted or disabled");
+        self.closed_for = Some("account deleted or disabled".into());
         self.close(
             None,
             Reply::new(

@@ -380,6 +380,13 @@ impl Session {
             });
             act.transfer_done(outcome, ctx);
         }));
+        let (what, path) = match &kind {
+            TransferKind::Listing => ("listing", None),
+            TransferKind::Download(path) => ("download", Some(path.to_string())),
+            TransferKind::Upload(path) => ("upload", Some(path.to_string())),
+        };
+        self.live
+            .transfer_started(what, path, Arc::clone(&progress));
         self.transfer = Some(Box::new(Running {
             task: abort,
             aborting: None,
