@@ -613,5 +613,7 @@ pub fn read_password(prompt: &str, from_stdin: bool) -> Result<Password, AdminEr
     Ok(first)
 }
 
+pub mod live;
+
 #[cfg(test)]
 mod tests;

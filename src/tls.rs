@@ -72,6 +72,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Installs ring as the process-wide rustls provider, which reqwest's clients (S3, the admin
+/// commands) need; the FTP side passes its provider explicitly. An error means one is
+/// installed already.
+pub fn install_process_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// An I/O error as words, without the OS error number.
 fn reason(e: &std::io::Error) -> String {
     match e.kind() {

@@ -36,6 +36,44 @@ enum Cmd {
     /// Invitation codes for `registration = "invite"`.
     #[command(subcommand)]
     Invite(InviteCmd),
+    /// Show the live sessions of a running server (through its admin listener).
+    Who(AdminArgs),
+    /// End a live session of a running server: its transfer gets 426, then the session 421.
+    Kick {
+        /// The session's id (`ferryd who` shows it).
+        id: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where a running server's admin listener is.
+#[derive(Args)]
+struct AdminArgs {
+    /// The admin listener, ADDR:PORT or http://ADDR:PORT. Default: admin_listen of --config.
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin: Option<String>,
+    /// The file with its bearer token. Default: admin_token_file of --config.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// The server's configuration file, for admin_listen and admin_token_file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn target(&self) -> Result<admin::live::AdminTarget, String> {
+        let config = match &self.config {
+            Some(file) => Config::from_file(file).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        admin::live::AdminTarget::new(
+            self.admin.as_deref(),
+            self.admin_token_file.as_deref(),
+            &config,
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Subcommand)]
@@ -356,6 +394,16 @@ fn main() -> ExitCode {
                 );
             })
             .map_err(|e| e.to_string()),
+        Some(Cmd::Who(args)) => args.target().and_then(|target| {
+            admin::live::who(&target)
+                .map(|table| println!("{table}"))
+                .map_err(|e| e.to_string())
+        }),
+        Some(Cmd::Kick { id, admin }) => admin.target().and_then(|target| {
+            admin::live::kick(&target, id)
+                .map(|()| println!("ended session {id}"))
+                .map_err(|e| e.to_string())
+        }),
         Some(Cmd::Log(args)) => admin_config(&args.common).and_then(|config| {
             let filter = LogFilter {
                 user: args.user,

@@ -159,6 +159,27 @@ fn the_token_is_required_for_all_but_health() {
         assert_eq!(http(admin, "GET", path, Some(TOKEN)).0, 200, "{path}");
     }
     server.wait_stderr("without the token");
+    let admin_arg = admin.to_string();
+    let cwd = server.data_dir();
+    let refused = common::run_client(common::FERRYD, &["who", "--admin", &admin_arg], cwd);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("token is missing or wrong"),
+        "{refused:?}"
+    );
+    let token_arg = token_file.to_str().expect("utf-8");
+    let who = common::run_client(
+        common::FERRYD,
+        &[
+            "who",
+            "--admin",
+            &admin_arg,
+            "--admin-token-file",
+            token_arg,
+        ],
+        cwd,
+    );
+    common::assert_success(&who, "ferryd who with the token");
 }
 
 #[test]
@@ -258,9 +279,37 @@ fn sessions_show_a_running_transfer_and_a_kick_ends_it_audited() {
     assert!(!body.contains("ola-pass-1"), "{body}");
     let id = ola["id"].as_u64().expect("id");
 
+    // `ferryd who` shows the same as a table, through the listener.
+    let cwd = server.data_dir();
+    let admin_arg = admin.to_string();
+    let who = common::run_client(common::FERRYD, &["who", "--admin", &admin_arg], cwd);
+    common::assert_success(&who, "ferryd who");
+    let table = String::from_utf8_lossy(&who.stdout);
+    let row = table
+        .lines()
+        .find(|line| line.contains(" ola "))
+        .unwrap_or_else(|| panic!("ola in\n{table}"));
+    assert!(
+        row.contains("RETR big.bin") && row.contains("download /big.bin"),
+        "{table}"
+    );
+    let missing = common::run_client(
+        common::FERRYD,
+        &["kick", "999999", "--admin", &admin_arg],
+        cwd,
+    );
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no session 999999"),
+        "{missing:?}"
+    );
     assert_eq!(http(admin, "DELETE", "/sessions/999999", None).0, 404);
-    let (status, body) = http(admin, "DELETE", &format!("/sessions/{id}"), None);
-    assert_eq!(status, 200, "{body}");
+    let kicked = common::run_client(
+        common::FERRYD,
+        &["kick", &id.to_string(), "--admin", &admin_arg],
+        cwd,
+    );
+    common::assert_success(&kicked, "ferryd kick");
     assert_eq!(ctl.reply().code, 426, "the transfer is aborted");
     assert_eq!(ctl.reply().code, 421, "then the session ends");
     ctl.assert_closed();

@@ -372,9 +372,7 @@ impl S3Storage {
     /// # Errors
     /// [`S3SetupError::Config`] when the settings do not make a client (a bad endpoint URL).
     pub fn new(settings: S3Settings) -> Result<S3Storage, S3SetupError> {
-        // reqwest's TLS needs a process-wide provider: ring, the one the FTP side uses. An
-        // error means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_process_provider();
         let options = ClientOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_allow_http(settings.allow_http);
