@@ -39,18 +39,23 @@ pub struct Kick {
     pub by: String,
 }
 
-/// What a session shows of itself to the admin listener, updated as it goes.
+/// The longest command line a session keeps for `GET /sessions` (idle sessions are many:
+/// each keeps little).
+const SHOWN_COMMAND: usize = 200;
+
+/// What a session shows of itself to the admin listener, updated as it goes; formatted only
+/// when asked.
 #[derive(Debug)]
 pub struct Live {
-    peer: String,
-    since: String,
+    peer: std::net::SocketAddr,
+    since: std::time::SystemTime,
     state: Mutex<LiveState>,
 }
 
 #[derive(Debug, Default)]
 struct LiveState {
     user: Option<String>,
-    command: Option<String>,
+    command: Option<Box<str>>,
     transfer: Option<LiveTransfer>,
 }
 
@@ -96,10 +101,10 @@ pub struct TransferView {
 
 impl Live {
     /// A session from `peer` that connected just now.
-    pub fn new(peer: String) -> Arc<Live> {
+    pub fn new(peer: std::net::SocketAddr) -> Arc<Live> {
         Arc::new(Live {
             peer,
-            since: crate::audit::format_event_time(time::OffsetDateTime::now_utc()),
+            since: std::time::SystemTime::now(),
             state: Mutex::default(),
         })
     }
@@ -113,9 +118,14 @@ impl Live {
         self.state().user = user;
     }
 
-    /// The session received `command` (already with its password hidden).
-    pub fn set_command(&self, command: String) {
-        self.state().command = Some(command);
+    /// The session received `command` (already with its password hidden); a long one is
+    /// cut at a character boundary.
+    pub fn set_command(&self, command: &str) {
+        let mut end = command.len().min(SHOWN_COMMAND);
+        while !command.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.state().command = Some(command[..end].into());
     }
 
     /// A transfer of `kind` (of `path`) started; `progress` counts its bytes.
@@ -143,9 +153,9 @@ impl Live {
         SessionView {
             id,
             user: state.user.clone(),
-            peer: self.peer.clone(),
-            since: self.since.clone(),
-            command: state.command.clone(),
+            peer: self.peer.to_string(),
+            since: crate::audit::format_event_time(self.since.into()),
+            command: state.command.as_deref().map(str::to_owned),
             transfer: state.transfer.as_ref().map(|t| {
                 let bytes = t.progress.load(Ordering::Relaxed);
                 let seconds = t.started.elapsed().as_secs_f64();

@@ -308,7 +308,7 @@ impl Session {
                 permit,
                 bad_commands: 0,
                 closed_for: None,
-                live: crate::admission::Live::new(peer.to_string()),
+                live: crate::admission::Live::new(peer.into()),
             }
         })
     }
@@ -486,7 +486,7 @@ impl Session {
     /// Checks the login gate, then runs the command.
     fn run_gated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let text = cmd.to_string();
-        self.live.set_command(text.clone());
+        self.live.set_command(&text);
         if self.env.config.require_tls_login && !self.control.is_tls() && cmd.carries_password() {
             self.finish(
                 &text,
