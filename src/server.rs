@@ -13,7 +13,7 @@ use crate::accounts::AccountWatch;
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, StopAccepting};
 use crate::actors::account_registry::AccountRegistry;
-use crate::actors::audit_log::{AuditLog, Flush};
+use crate::actors::audit_log::{AuditLog, Flush, Reopen};
 use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
 use crate::admission::SessionRegistry;
@@ -126,6 +126,8 @@ pub struct Server {
     admin: Option<AdminListener>,
     /// What `/ready` says; drained first at shutdown.
     readiness: Arc<Readiness>,
+    /// The TLS certificate, reloaded on SIGHUP.
+    certificate: Option<Arc<crate::tls::Certificate>>,
 }
 
 impl Server {
@@ -150,7 +152,12 @@ impl Server {
         // not start.
         let admin_token = wiring::admin_token(&config).map_err(StartError::AdminToken)?;
         let storage_check = wiring::storage_check(&config)?;
-        let (tls, upload_tls) = wiring::tls(&config)?;
+        let tls = wiring::tls(&config)?;
+        let certificate = tls.as_ref().map(|tls| Arc::clone(&tls.certificate));
+        let (tls, upload_tls) = match tls {
+            Some(tls) => (Some(tls.control), Some(tls.upload)),
+            None => (None, None),
+        };
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         let wanted = config
@@ -250,7 +257,33 @@ impl Server {
             _accounts: watch,
             admin,
             readiness,
+            certificate,
         })
+    }
+
+    /// SIGHUP: reopens `audit.jsonl` and `xferlog` (logrotate has moved them) and reloads
+    /// the TLS certificate and key (a renewal; a broken new one leaves the old in use and
+    /// says why). Other settings take effect at a restart.
+    pub async fn reload(&self) {
+        if self.audit.send(Reopen).await.is_err() {
+            log::error!("SIGHUP: the audit log is not running");
+        }
+        let tls = match &self.certificate {
+            Some(certificate) => match certificate.reload() {
+                Ok(()) => "the TLS certificate reloaded",
+                Err(e) => {
+                    log::error!(
+                        "SIGHUP: the new TLS certificate is not used, the old one stays: {e}"
+                    );
+                    "the TLS certificate kept"
+                }
+            },
+            None => "no TLS certificate",
+        };
+        log::info!(
+            "SIGHUP: audit.jsonl and xferlog reopened, {tls}; other settings (limits, \
+             listeners, data_dir, storage) take effect at a restart"
+        );
     }
 
     /// Graceful stop: no new connections, idle sessions get 421, running transfers may finish

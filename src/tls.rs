@@ -2,13 +2,15 @@
 //! trying FTPS out, and the client's configuration (system roots, a CA file, or no checks).
 //! rustls with the ring provider, set explicitly so no process-wide default is needed.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// Why TLS material could not be loaded or made. Each reads as a sentence for the operator,
@@ -127,21 +129,57 @@ fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-/// The server's TLS configuration from a certificate chain and a private key (PEM files).
-///
-/// # Errors
-/// [`TlsError`] when a file is unreadable, holds no certificate or key, or the key does not
-/// match the certificate.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// The certificate and key the server presents, swapped whole by [`Certificate::reload`]:
+/// connections after a reload get the new one, those before keep what they negotiated.
+#[derive(Debug)]
+pub struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificate {
+    /// Loads `cert` (a PEM chain) and `key` (a PEM private key).
+    ///
+    /// # Errors
+    /// [`TlsError`] when a file is unreadable, holds no certificate or key, or the key does
+    /// not match the certificate.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Certificate>, TlsError> {
+        Ok(Arc::new(Certificate {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(certified(cert, key)?),
+        }))
+    }
+
+    /// Reads the files again (a renewed certificate); on an error the one in use stays and
+    /// the error says why.
+    ///
+    /// # Errors
+    /// As for [`Certificate::load`].
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = certified(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+/// The chain in `cert` with the key in `key`, checked to belong together.
+fn certified(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = load_certs("tls_cert", cert)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         pem_error("tls_key", key, e).unwrap_or_else(|| TlsError::NoKey(key.display().to_string()))
     })?;
-    // rustls checks that the key is the certificate's (`CertifiedKey::keys_match`).
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
+    CertifiedKey::from_der(certs, key_der, &provider())
+        .map(Arc::new)
         .map_err(|e| match e {
             rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
                 TlsError::KeyMismatch {
@@ -150,7 +188,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
                 }
             }
             e => TlsError::Rustls(e),
-        })?;
+        })
+}
+
+/// The server's TLS configuration presenting `certificate`.
+///
+/// # Errors
+/// [`TlsError`] when rustls refuses the configuration.
+pub fn server_config(certificate: Arc<Certificate>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificate);
     // Stateless (encrypted) session tickets: a TLS 1.3 ticket from the session cache is
     // single-use, but clients such as lftp (GnuTLS) resume every data connection with the
     // control connection's one ticket, so the second transfer would fail under
@@ -326,12 +375,14 @@ mod tests {
     fn generated_certificate_loads_on_both_sides() {
         let dir = tempfile::tempdir().expect("tempdir");
         generate_self_signed(dir.path()).expect("generate");
-        server_config(&dir.path().join("cert.pem"), &dir.path().join("key.pem"))
-            .expect("server config");
+        let certificate =
+            Certificate::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem"))
+                .expect("certificate");
+        server_config(certificate).expect("server config");
         client_config(&Trust::CaFile(&dir.path().join("cert.pem"))).expect("client config");
         client_config(&Trust::Insecure).expect("insecure config");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let err = |cert: &Path, key: &Path| match server_config(cert, key) {
+        let err = |cert: &Path, key: &Path| match Certificate::load(cert, key) {
             Ok(_) => panic!("{} and {} were accepted", cert.display(), key.display()),
             Err(e) => e,
         };

@@ -555,23 +555,32 @@ pub fn registry_settings(
     }
 }
 
-/// The TLS acceptors of the control connections and of upload data connections (no session
-/// tickets there: see [`crate::tls::upload_config`]); none without a certificate.
+/// The server's TLS (see [`Tls`]); none without a certificate.
 ///
 /// # Errors
 /// The certificate or the key cannot be read or used.
-pub fn tls(
-    config: &Config,
-) -> Result<(Option<TlsAcceptor>, Option<TlsAcceptor>), crate::tls::TlsError> {
+pub fn tls(config: &Config) -> Result<Option<Tls>, crate::tls::TlsError> {
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            let server = crate::tls::server_config(cert, key)?;
+            let certificate = crate::tls::Certificate::load(cert, key)?;
+            let server = crate::tls::server_config(Arc::clone(&certificate))?;
             let upload = crate::tls::upload_config(&server);
-            Ok((
-                Some(TlsAcceptor::from(server)),
-                Some(TlsAcceptor::from(upload)),
-            ))
+            Ok(Some(Tls {
+                control: TlsAcceptor::from(server),
+                upload: TlsAcceptor::from(upload),
+                certificate,
+            }))
         }
-        _ => Ok((None, None)),
+        _ => Ok(None),
     }
+}
+
+/// The server's TLS: the acceptors, and the certificate both present (reloaded on SIGHUP).
+pub struct Tls {
+    /// Control connections, downloads and listings.
+    pub control: TlsAcceptor,
+    /// Upload data connections (no session tickets sent: see [`crate::tls::upload_config`]).
+    pub upload: TlsAcceptor,
+    /// What both present.
+    pub certificate: Arc<crate::tls::Certificate>,
 }

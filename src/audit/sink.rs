@@ -27,6 +27,15 @@ pub trait AuditSink: Send + 'static {
     fn name(&self) -> String {
         "audit sink".to_owned()
     }
+
+    /// Opens its file again by name (SIGHUP, after logrotate moved it away); a sink without
+    /// a file has nothing to do. On an error the old file stays in use.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens `path` for appending, creating it with mode 0600.
@@ -78,6 +87,14 @@ impl RotatingFile {
             rotation,
             rotation_failed: false,
         })
+    }
+
+    /// Opens the path again (the file there now, or a new one); the old stays on an error.
+    pub(crate) fn reopen(&mut self) -> io::Result<()> {
+        let file = open_append(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = file;
+        Ok(())
     }
 
     fn numbered(&self, n: usize) -> PathBuf {
@@ -169,5 +186,9 @@ impl AuditSink for JsonLinesSink {
 
     fn name(&self) -> String {
         self.file.path.display().to_string()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file.reopen()
     }
 }

@@ -54,6 +54,10 @@ impl AuditSink for XferlogSink {
     fn name(&self) -> String {
         self.file.path.display().to_string()
     }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file.reopen()
+    }
 }
 
 /// Replaces whitespace and control characters with `_` (and an empty field with `_`), so an

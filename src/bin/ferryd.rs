@@ -250,8 +250,16 @@ fn serve(args: ServeFlags) -> Result<(), String> {
         // line and then signals must get the clean shutdown, also when its background jobs
         // start with SIGINT ignored.
         let stop = stop_signal()?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
         let server = Server::start(config).await.map_err(|e| e.to_string())?;
-        stop.await;
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = hangup.recv() => server.reload().await,
+            }
+        }
         server.shutdown().await;
         Ok(())
     })

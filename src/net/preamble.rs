@@ -265,7 +265,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         crate::tls::generate_self_signed(dir.path()).expect("certificate");
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let server = crate::tls::server_config(&cert, &key).expect("server config");
+        let certificate = crate::tls::Certificate::load(&cert, &key).expect("certificate");
+        let server = crate::tls::server_config(certificate).expect("server config");
         let client = crate::tls::client_config(&crate::tls::Trust::CaFile(&cert)).expect("client");
         (
             TlsAcceptor::from(server),

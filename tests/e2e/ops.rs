@@ -333,3 +333,52 @@ fn sessions_show_a_running_transfer_and_a_kick_ends_it_audited() {
     let (_, after) = http(admin, "GET", "/sessions", None);
     assert!(!after.contains("\"ola\""), "{after}");
 }
+
+#[test]
+fn sighup_during_1000_audited_commands_loses_no_line_and_tears_none() {
+    let server = TestServer::start(&[]);
+    let mut ctl = server.register_and_login("pia", "pia-pass-1");
+    let log = server.data_dir().join("log");
+    let rotated = log.join("audit.jsonl.rotated");
+    for n in 0..1000 {
+        if n == 400 {
+            // What logrotate does: move the file away, then SIGHUP.
+            std::fs::rename(log.join("audit.jsonl"), &rotated).expect("rotate");
+            server.signal("HUP");
+        }
+        ctl.expect(&format!("SIZE missing-{n}"), 550);
+    }
+    server.wait_stderr("SIGHUP: audit.jsonl and xferlog reopened");
+    let sizes = |text: &str| -> Vec<u32> {
+        text.lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("a torn or broken line ({e}): {line:?}"))
+            })
+            .filter(|event| event["user"] == "pia")
+            .filter_map(|event| {
+                event["command"]
+                    .as_str()?
+                    .strip_prefix("SIZE missing-")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    let (before, after) = loop {
+        let before = sizes(&std::fs::read_to_string(&rotated).expect("rotated file"));
+        let after = sizes(&std::fs::read_to_string(log.join("audit.jsonl")).unwrap_or_default());
+        if before.len() + after.len() >= 1000 || start.elapsed() > Duration::from_secs(15) {
+            break (before, after);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!after.is_empty(), "the new file gets the later events");
+    let all: Vec<u32> = before.iter().chain(&after).copied().collect();
+    assert_eq!(
+        all,
+        (0..1000).collect::<Vec<_>>(),
+        "every command once, in order"
+    );
+}

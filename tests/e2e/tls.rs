@@ -1344,3 +1344,44 @@ fn tls_handshake_before_the_transfer_command_works_and_keeps_the_checks() {
         }
     }
 }
+
+/// A renewed certificate is served after SIGHUP, to new connections; a broken one leaves the
+/// one in use and the log says why.
+#[test]
+fn a_renewed_certificate_is_served_after_sighup_and_a_broken_one_is_not() {
+    let (old, new) = (Certs::generate(), Certs::generate());
+    let live = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    let install = |from: &Certs| {
+        std::fs::copy(from.cert(), &cert).expect("cert");
+        std::fs::copy(from.key(), &key).expect("key");
+    };
+    install(&old);
+    let server = TestServer::start(&["--tls-cert", utf8(&cert), "--tls-key", utf8(&key)]);
+    let (user, pass) = ("renew", "renew-pass-1");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let url = format!("ftp://{user}:{pass}@127.0.0.1:{}/", server.port());
+    let list = |ca: &Certs| {
+        curl(
+            work.path(),
+            &["--ssl-reqd", "--cacert", &ca.cert_str(), &url],
+        )
+    };
+    assert_success(&list(&old), "curl with the first certificate");
+    assert!(!list(&new).status.success(), "not yet the renewed one");
+
+    install(&new);
+    server.signal("HUP");
+    server.wait_stderr("the TLS certificate reloaded");
+    assert_success(&list(&new), "curl with the renewed certificate");
+    assert!(
+        !list(&old).status.success(),
+        "the old one is no longer served"
+    );
+
+    std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n").expect("break it");
+    server.signal("HUP");
+    server.wait_stderr("the old one stays");
+    assert_success(&list(&new), "still the renewed certificate");
+}

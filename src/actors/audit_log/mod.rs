@@ -325,6 +325,28 @@ impl Handler<Record> for AuditLog {
     }
 }
 
+/// SIGHUP: the events so far go to the files as they are, then every sink opens its file
+/// again by name (logrotate has moved the old one away); no event is lost or split.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reopen;
+
+impl Handler<Reopen> for AuditLog {
+    type Result = ();
+
+    fn handle(&mut self, _: Reopen, _: &mut Self::Context) {
+        self.flush();
+        for state in &mut self.sinks {
+            if let Err(e) = state.sink.reopen() {
+                log::error!(
+                    "audit log {}: cannot reopen ({e}); still writing to the old file",
+                    state.sink.name()
+                );
+            }
+        }
+    }
+}
+
 impl Handler<Flush> for AuditLog {
     type Result = ();
 

@@ -158,14 +158,19 @@ impl TestServer {
 
     /// Sends SIGTERM without waiting for the process to exit.
     pub fn send_sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
         let child = self.child.as_ref().expect("server is running");
         let pid = child.id().to_string();
         require_program("kill");
         let kill = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("run kill");
-        assert!(kill.success(), "kill -TERM {pid} failed");
+        assert!(kill.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits (bounded) for the process to exit and returns its status; kills it on timeout.
