@@ -154,7 +154,9 @@ impl Live {
             id,
             user: state.user.clone(),
             peer: self.peer.to_string(),
-            since: crate::audit::format_event_time(self.since.into()),
+            since: time::OffsetDateTime::from(self.since)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
             command: state.command.as_deref().map(str::to_owned),
             transfer: state.transfer.as_ref().map(|t| {
                 let bytes = t.progress.load(Ordering::Relaxed);

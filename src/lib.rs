@@ -21,7 +21,7 @@
 //! - [`admission`]: the live sessions under their caps (in all, per address through the
 //!   shared state) and the messages sent to them (shutdown, a ban of their address).
 //! - [`audit`]: audit events, their sinks (`audit.jsonl`, xferlog, the `audit_log` table)
-//!   with rotation, and the noise policy.
+//!   with rotation, the noise policy, and the metrics counted from the events.
 //! - [`storage`]: the async, object-safe `Storage` trait with its byte sources and sinks,
 //!   errors, capabilities, digests and confined paths; the local backend (jail, staging,
 //!   in-place uploads); the memory backend the tests run beside it; the S3 backend (marker
@@ -31,11 +31,11 @@
 //! - [`actors`]: the actor graph and its messages: acceptor, session (control channel;
 //!   commands/ by group), account_registry, file_store (the actor in front of the storage),
 //!   audit_log (batching events into the sinks).
+//! - [`ops`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, `/sessions`).
 //! - [`table`]: plain-text tables for the operator commands and the client.
 //! - [`wiring`]: the backends built from the configuration, for the server and the operator
 //!   commands.
 //! - [`server`]: start and stop a whole server.
-//! - [`ops`]: the metrics and the admin HTTP listener (`/health`, `/ready`, `/metrics`).
 //! - [`admin`]: operator commands for `ferryd user`, `ferryd invite`, `ferryd log` and quotas.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, rendering, line editing).
 //!

@@ -74,6 +74,27 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The result of a TLS handshake, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct Handshake {
+    result: &'static str,
+}
+
+/// TLS handshakes of the whole process (control, implicit and data connections), by result:
+/// counted where they happen, below the sessions; `/metrics` shows them.
+pub static HANDSHAKES: std::sync::LazyLock<
+    prometheus_client::metrics::family::Family<
+        Handshake,
+        prometheus_client::metrics::counter::Counter,
+    >,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Counts one TLS handshake, completed or failed (a timeout included).
+pub fn count_handshake(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    HANDSHAKES.get_or_create(&Handshake { result }).inc();
+}
+
 /// Installs ring as the process-wide rustls provider, which reqwest's clients (S3, the admin
 /// commands) need; the FTP side passes its provider explicitly. An error means one is
 /// installed already.

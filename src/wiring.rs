@@ -18,11 +18,11 @@ use crate::actors::account_registry::{
     AccountLimits, AccountStore, JsonAccountStore, RegistrySettings, Remains, UserName,
 };
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
+use crate::audit::metrics::Metrics;
 use crate::codec::entry::FileKind;
 use crate::config::{Config, Registration, StorageKind};
 use crate::db::{Database, DbError};
 use crate::ops::http::StorageCheck;
-use crate::ops::metrics::Metrics;
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, PgState, SharedState};
 use crate::storage::local::LocalStorage;

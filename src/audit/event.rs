@@ -335,8 +335,7 @@ impl Event {
     }
 }
 
-/// `t` as an event time: RFC 3339 UTC with milliseconds.
-pub fn format_event_time(t: OffsetDateTime) -> String {
+fn format_event_time(t: OffsetDateTime) -> String {
     // Only years past 9999 fail to format; fall back rather than lose the event.
     t.format(EVENT_TIME).unwrap_or_else(|_| t.to_string())
 }

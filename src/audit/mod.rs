@@ -11,12 +11,13 @@
 //! - `table.rs`: the `audit_log` table in database mode ([`TableSink`], [`table::read`]).
 
 mod event;
+pub mod metrics;
 mod policy;
 mod sink;
 pub mod table;
 mod xferlog;
 
-pub use event::{Event, EventKind, format_event_time};
+pub use event::{Event, EventKind};
 pub use policy::{AuditPolicy, WINDOW};
 pub(crate) use policy::{Floor, SUMMARY_LINES, Throttle};
 pub use sink::{AuditSink, JsonLinesSink, Rotation};

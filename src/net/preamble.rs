@@ -241,7 +241,7 @@ async fn steps(
         None => Stream::Plain(tcp),
         Some(tls) => {
             let accepted = tls.accept(tcp).await;
-            crate::ops::metrics::tls_handshake(accepted.is_ok());
+            crate::tls::count_handshake(accepted.is_ok());
             Stream::Tls(Box::new(accepted.map_err(Failure::Tls)?))
         }
     };

@@ -16,8 +16,8 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
-use super::metrics::{Gauges, Metrics};
 use crate::admission::SessionRegistry;
+use crate::audit::metrics::{Gauges, Metrics};
 use crate::db::Database;
 use crate::storage::s3::S3Storage;
 use crate::transfer::TransferPool;

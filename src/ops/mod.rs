@@ -1,6 +1,5 @@
-//! What an operator watches a running server with: its metrics, counted from the audit
-//! events ([`metrics`]), and the admin HTTP listener that serves them with the health and
-//! readiness checks ([`http`]).
+//! What an operator watches a running server with: the admin HTTP listener ([`http`]) with
+//! the health and readiness checks, the metrics ([`crate::audit::metrics`]) and the live
+//! sessions.
 
 pub mod http;
-pub mod metrics;

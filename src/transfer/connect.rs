@@ -206,7 +206,7 @@ pub(super) async fn protect(
         .await
         .map_err(|_| DataError::Tls("TLS handshake timed out".into()))
         .and_then(|accepted| accepted.map_err(|e| DataError::Tls(e.to_string())));
-    crate::ops::metrics::tls_handshake(tls.is_ok());
+    crate::tls::count_handshake(tls.is_ok());
     let tls = tls?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     if protection.require_resumption && !resumed {

@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message};
 
+use crate::audit::metrics::Metrics;
 use crate::audit::{Floor, SUMMARY_LINES, Throttle};
 use crate::db::Database;
-use crate::ops::metrics::Metrics;
 
 /// Events buffered before a write is forced ahead of the next tick.
 const BATCH: usize = 256;

@@ -275,7 +275,7 @@ impl Control {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
             .and_then(|accepted| accepted);
-        crate::ops::metrics::tls_handshake(tls.is_ok());
+        crate::tls::count_handshake(tls.is_ok());
         let tls = tls?;
         let mut ch = self.0.borrow_mut();
         ch.conn = Conn::Tls(Box::new(tls));

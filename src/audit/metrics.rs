@@ -1,10 +1,9 @@
 //! [`Metrics`]: what `/metrics` shows, in the Prometheus text format (OpenMetrics). Counted
 //! from the audit events as the AuditLog actor receives them (before any audit throttling, so
-//! the counts are exact), plus gauges read at each scrape and TLS handshakes counted where
-//! they happen. No label carries a user, a path or an address: every label takes a value
+//! the counts are exact), plus gauges read at each scrape and the TLS handshakes
+//! [`crate::tls`] counts where they happen. No label carries a user, a path or an address: every label takes a value
 //! from a fixed set, so the number of series stays bounded whatever clients send.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::audit::{Event, EventKind};
+use super::{Event, EventKind};
 
 /// The verbs counted by name; any other is counted as `OTHER`.
 const VERBS: &[&str] = &[
@@ -69,16 +68,6 @@ fn duration_histogram() -> Histogram {
 fn size_histogram() -> Histogram {
     // 1 KiB to 16 GiB.
     Histogram::new(exponential_buckets(1024.0, 4.0, 13))
-}
-
-/// TLS handshakes of the whole process (control, implicit and data connections): counted
-/// where they happen, below the sessions, and shared by every [`Metrics`].
-static TLS_HANDSHAKES: LazyLock<Family<Outcome, Counter>> = LazyLock::new(Family::default);
-
-/// Counts one TLS handshake, completed or failed (a timeout included).
-pub fn tls_handshake(ok: bool) {
-    let result = if ok { "ok" } else { "failed" };
-    TLS_HANDSHAKES.get_or_create(&Outcome { result }).inc();
 }
 
 /// What the server reads at each scrape.
@@ -225,7 +214,7 @@ impl Metrics {
         r.register(
             "tls_handshakes",
             "TLS handshakes by result (ok, failed), control and data connections",
-            TLS_HANDSHAKES.clone(),
+            crate::tls::HANDSHAKES.clone(),
         );
         Metrics {
             registry,
