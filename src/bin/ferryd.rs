@@ -357,10 +357,12 @@ fn init_logging(node: Option<String>) {
     use std::io::Write as _;
     // rustls warns about what clients do all the time (lftp names the server by its IP
     // address in SNI, TLS warning alerts): only its errors, unless RUST_LOG names rustls.
-    // The admin listener's actix-server logs its workers starting: only its warnings.
+    // The admin listener's actix-server logs its workers starting, and object_store each
+    // retry (its tracing events reach the log since actix-web turned on tracing's `log`
+    // feature), though a failure that outlasts them is reported once: only their warnings.
     let mut builder = env_logger::Builder::new();
     builder
-        .parse_filters("info,rustls=error,actix_server=warn")
+        .parse_filters("info,rustls=error,actix_server=warn,object_store=warn")
         .parse_env(env_logger::Env::default());
     if let Some(node) = node {
         builder.format(move |buf, record| {
