@@ -105,8 +105,7 @@ pub struct Metrics {
 impl Metrics {
     /// The metrics of node `node` (its name is the `node` label of `ferryd_node_info`).
     pub fn new(node: &str) -> Metrics {
-        let mut registry = Registry::with_prefix("ferryd");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             sessions_opened: Counter::default(),
             refused: Counter::default(),
             logins: Family::default(),
@@ -123,9 +122,9 @@ impl Metrics {
             transfers_running: Gauge::default(),
             audit_backlog: Gauge::default(),
             audit_pending: AtomicUsize::new(0),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("ferryd"),
         };
-        let r = &mut registry;
+        let r = &mut metrics.registry;
         r.register(
             "node",
             "This node's name",
@@ -216,10 +215,7 @@ impl Metrics {
             "TLS handshakes by result (ok, failed), control and data connections",
             crate::tls::HANDSHAKES.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// What the AuditLog actor holds unwritten, as it last said.
