@@ -18,7 +18,7 @@ use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
 use crate::admission::SessionRegistry;
 use crate::config::{Config, ConfigError};
-use crate::ops::http::{AdminListener, Readiness};
+use crate::ops::http::{AdminListener, Readiness, Sources};
 use crate::transfer::TransferPool;
 use crate::wiring::{self, Backends, OpenError};
 
@@ -213,10 +213,13 @@ impl Server {
                 AdminListener::start(
                     addr,
                     admin_token,
-                    metrics,
-                    Arc::clone(&sessions),
-                    Arc::clone(&transfers),
-                    Arc::clone(&readiness),
+                    Sources {
+                        node: config.node_name(),
+                        metrics,
+                        sessions: Arc::clone(&sessions),
+                        transfers: Arc::clone(&transfers),
+                        readiness: Arc::clone(&readiness),
+                    },
                 )
                 .map_err(|source| StartError::Bind { addr, source })?,
             ),

@@ -129,6 +129,7 @@ pub fn who(target: &AdminTarget) -> Result<String, AdminError> {
                 s.id.cell(),
                 s.user.unwrap_or_default().cell(),
                 s.peer.cell(),
+                s.node.cell(),
                 s.since.cell(),
                 s.command.unwrap_or_default().cell(),
                 transfer.cell(),
@@ -136,7 +137,7 @@ pub fn who(target: &AdminTarget) -> Result<String, AdminError> {
         })
         .collect();
     Ok(crate::table::render(
-        &["id", "user", "peer", "since", "command", "transfer"],
+        &["id", "user", "peer", "node", "since", "command", "transfer"],
         rows,
     )?)
 }
@@ -178,6 +179,8 @@ struct SessionShown {
     id: u64,
     user: Option<String>,
     peer: String,
+    #[serde(default)]
+    node: String,
     since: String,
     command: Option<String>,
     transfer: Option<TransferShown>,

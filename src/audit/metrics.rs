@@ -1,4 +1,5 @@
-//! [`Metrics`]: what `/metrics` shows, in the Prometheus text format (OpenMetrics). Counted
+//! [`Metrics`]: what `/metrics` shows, in the Prometheus text format (OpenMetrics), and the
+//! last events for the status page. Counted
 //! from the audit events as the AuditLog actor receives them (before any audit throttling, so
 //! the counts are exact), plus gauges read at each scrape and the TLS handshakes
 //! [`crate::tls`] counts where they happen. No label carries a user, a path or an address: every label takes a value
@@ -14,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::recent::RecentEvents;
 use super::{Event, EventKind};
 
 /// The verbs counted by name; any other is counted as `OTHER`.
@@ -100,6 +102,8 @@ pub struct Metrics {
     audit_backlog: Gauge,
     /// Events the AuditLog actor holds that not every sink has written yet.
     audit_pending: AtomicUsize,
+    /// The last events, for the status page.
+    recent: RecentEvents,
 }
 
 impl Metrics {
@@ -122,6 +126,7 @@ impl Metrics {
             transfers_running: Gauge::default(),
             audit_backlog: Gauge::default(),
             audit_pending: AtomicUsize::new(0),
+            recent: RecentEvents::default(),
             registry: Registry::with_prefix("ferryd"),
         };
         let r = &mut metrics.registry;
@@ -223,8 +228,9 @@ impl Metrics {
         self.audit_pending.store(events, Ordering::Relaxed);
     }
 
-    /// Counts what `event` says happened.
+    /// Counts what `event` says happened, and keeps it among the recent events.
     pub fn observe(&self, event: &Event) {
+        self.recent.push(event);
         match event.event {
             EventKind::SessionOpen => {
                 self.sessions_opened.inc();
@@ -301,6 +307,17 @@ impl Metrics {
         }
         #[allow(clippy::cast_precision_loss)]
         self.sizes.get_or_create(&labels).observe(bytes as f64);
+    }
+
+    /// The last events observed, oldest first.
+    pub fn recent(&self) -> Vec<Event> {
+        self.recent.list()
+    }
+
+    /// File bytes moved by finished transfers so far: (uploaded, downloaded).
+    pub fn bytes_moved(&self) -> (u64, u64) {
+        let moved = |direction| self.bytes.get_or_create(&Direction { direction }).get();
+        (moved("in"), moved("out"))
     }
 
     /// The text `/metrics` answers with, the gauges set to `gauges`.

@@ -9,10 +9,13 @@
 //! - `xferlog.rs`: the xferlog line and sink.
 //! - `policy.rs`: noise budgets and the free-space floor.
 //! - `table.rs`: the `audit_log` table in database mode ([`TableSink`], [`table::read`]).
+//! - `metrics.rs`: the counters of `/metrics`, counted from the events.
+//! - `recent.rs`: the last events, for the status page.
 
 mod event;
 pub mod metrics;
 mod policy;
+pub mod recent;
 mod sink;
 pub mod table;
 mod xferlog;

@@ -2,9 +2,12 @@
 //! `GET /health` (the process answers), `GET /ready` (listeners bound, storage and database
 //! reachable, not draining; else 503 with the reason), `GET /metrics` (Prometheus text),
 //! `GET /sessions` (the live sessions as JSON) and `DELETE /sessions/{id}` (ends one: 426 for
-//! its transfer, 421, audited with who asked).
-//! Everything but `/health` needs `Authorization: Bearer TOKEN` when a token is configured
+//! its transfer, 421, audited with who asked), and the status page: `GET /` and
+//! `/status.js` (no data in them), `GET /status` (what the page shows, [`super::status`]).
+//! Every data answer needs `Authorization: Bearer TOKEN` when a token is configured
 //! (compared in constant time); the configuration refuses a listener off loopback without one.
+//! Without a token, a request must name the listener by an address or `localhost` in its
+//! `Host`, so a web page elsewhere cannot reach it through DNS rebinding.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
+use super::status::{self, History, Sample, Status};
 use crate::admission::SessionRegistry;
 use crate::audit::metrics::{Gauges, Metrics};
 use crate::db::Database;
@@ -114,18 +118,21 @@ impl Readiness {
 
 /// What the handlers share.
 struct Admin {
+    node: String,
     metrics: Arc<Metrics>,
     sessions: Arc<SessionRegistry>,
     transfers: Arc<TransferPool>,
     readiness: Arc<Readiness>,
+    history: History,
     token: Option<String>,
 }
 
 impl Admin {
-    /// Whether `request` carries the token (always, when none is configured).
+    /// Whether `request` carries the token; when none is configured, whether it names the
+    /// listener by an address or `localhost`.
     fn allowed(&self, request: &HttpRequest) -> bool {
         let Some(token) = &self.token else {
-            return true;
+            return names_this_host(request);
         };
         let given = request
             .headers()
@@ -135,6 +142,33 @@ impl Admin {
             .unwrap_or_default();
         same(given.as_bytes(), token.as_bytes())
     }
+
+    /// A sample of the sessions, transfers and bytes moved, taken now.
+    fn sample(&self) -> Sample {
+        Sample::now(
+            &self.sessions.sessions(),
+            self.transfers.running(),
+            self.metrics.bytes_moved(),
+        )
+    }
+}
+
+/// Whether the request's `Host` is an IP address or `localhost` (with or without a port): a
+/// browser sends the name it resolved, so a rebound name of someone else's never matches.
+fn names_this_host(request: &HttpRequest) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+    else {
+        // HTTP/1.0 without Host: not a browser.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// `a == b` in a time that depends on their lengths only, not on where they differ.
@@ -144,7 +178,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 fn unauthorized(request: &HttpRequest) -> HttpResponse {
     log::warn!(
-        "admin: {} {} from {} without the token",
+        "admin: {} {} from {} refused (no token, or a Host that is not this listener's)",
         request.method(),
         request.path(),
         request
@@ -183,11 +217,64 @@ async fn scrape(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
         .body(text)
 }
 
+/// The security headers of the page and its script: nothing but this listener's own
+/// script runs in it, and no other site may frame it (the End buttons).
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+    style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_POLICY))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(status::PAGE)
+}
+
+async fn script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(status::SCRIPT)
+}
+
+async fn status_now(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
+    if !admin.allowed(&request) {
+        return unauthorized(&request);
+    }
+    let sessions = admin.sessions.sessions();
+    let now = Sample::now(
+        &sessions,
+        admin.transfers.running(),
+        admin.metrics.bytes_moved(),
+    );
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(Status::new(
+            &admin.node,
+            sessions,
+            admin.metrics.recent(),
+            admin.history.list(),
+            now,
+        ))
+}
+
 async fn list_sessions(admin: web::Data<Admin>, request: HttpRequest) -> HttpResponse {
     if !admin.allowed(&request) {
         return unauthorized(&request);
     }
-    HttpResponse::Ok().json(admin.sessions.sessions())
+    let sessions: Vec<_> = admin
+        .sessions
+        .sessions()
+        .into_iter()
+        .map(|session| status::NodeSession {
+            node: &admin.node,
+            session,
+        })
+        .collect();
+    HttpResponse::Ok().json(sessions)
 }
 
 async fn end_session(
@@ -216,6 +303,21 @@ async fn end_session(
 pub struct AdminListener {
     handle: ServerHandle,
     addr: SocketAddr,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// What the admin listener shows and acts on.
+pub struct Sources {
+    /// This node's name.
+    pub node: String,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    /// The live sessions.
+    pub sessions: Arc<SessionRegistry>,
+    /// The transfer pool (transfers running).
+    pub transfers: Arc<TransferPool>,
+    /// What `/ready` checks.
+    pub readiness: Arc<Readiness>,
 }
 
 impl AdminListener {
@@ -226,21 +328,24 @@ impl AdminListener {
     pub fn start(
         addr: SocketAddr,
         token: Option<String>,
-        metrics: Arc<Metrics>,
-        sessions: Arc<SessionRegistry>,
-        transfers: Arc<TransferPool>,
-        readiness: Arc<Readiness>,
+        sources: Sources,
     ) -> std::io::Result<AdminListener> {
         let admin = web::Data::new(Admin {
-            metrics,
-            sessions,
-            transfers,
-            readiness,
+            node: sources.node,
+            metrics: sources.metrics,
+            sessions: sources.sessions,
+            transfers: sources.transfers,
+            readiness: sources.readiness,
+            history: History::default(),
             token,
         });
+        let sampled = admin.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(admin.clone())
+                .route("/", web::get().to(page))
+                .route("/status.js", web::get().to(script))
+                .route("/status", web::get().to(status_now))
                 .route("/health", web::get().to(health))
                 .route("/ready", web::get().to(ready))
                 .route("/metrics", web::get().to(scrape))
@@ -264,7 +369,18 @@ impl AdminListener {
                 log::error!("admin listener: {e}");
             }
         });
-        Ok(AdminListener { handle, addr })
+        let sampler = actix_rt::spawn(async move {
+            let mut every = tokio::time::interval(status::SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                sampled.history.push(sampled.sample());
+            }
+        });
+        Ok(AdminListener {
+            handle,
+            addr,
+            sampler,
+        })
     }
 
     /// The bound address.
@@ -274,13 +390,34 @@ impl AdminListener {
 
     /// Stops it (requests in flight may finish within a second).
     pub async fn stop(&self) {
+        self.sampler.abort();
         self.handle.stop(true).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{names_this_host, same};
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn without_a_token_only_addresses_and_localhost_name_the_listener() {
+        let host = |value: &str| {
+            names_this_host(
+                &TestRequest::default()
+                    .insert_header(("Host", value))
+                    .to_http_request(),
+            )
+        };
+        assert!(host("127.0.0.1:9100"));
+        assert!(host("localhost:9100"));
+        assert!(host("LOCALHOST"));
+        assert!(host("[::1]:9100"));
+        assert!(host("10.0.0.5"));
+        assert!(!host("attacker.example:9100"));
+        assert!(!host("localhost.attacker.example"));
+        assert!(!host("127.0.0.1.nip.io:9100"));
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -25,6 +25,17 @@ fn admin_addr(server: &TestServer) -> SocketAddr {
 
 /// One request; the status and the body.
 fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_to(addr, method, path, token, "localhost")
+}
+
+/// [`http`] with `host` in the `Host` header.
+fn http_to(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    host: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the admin listener");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -32,7 +43,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16
     let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     )
     .expect("send");
     let mut answer = String::new();
@@ -79,6 +90,20 @@ fn metrics_move_as_sessions_log_in_transfer_and_fail() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, body) = http(admin, "GET", "/ready", None);
     assert_eq!((status, body.as_str()), (200, "ready\n"));
+    // Without a token, only requests naming the listener itself get data: a web page that
+    // rebinds its own name to 127.0.0.1 gets nothing.
+    for path in ["/metrics", "/status", "/sessions"] {
+        assert_eq!(
+            http_to(admin, "GET", path, None, "rebound.example:9100").0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            http_to(admin, "GET", path, None, "[::1]:9100").0,
+            200,
+            "{path}"
+        );
+    }
     let before = metrics_when(admin, |_| true);
     assert_eq!(series(&before, "ferryd_logins_total{result=\"ok\"}"), 0.0);
 
@@ -158,7 +183,7 @@ fn the_token_is_required_for_all_but_health() {
         );
         assert_eq!(http(admin, "GET", path, Some(TOKEN)).0, 200, "{path}");
     }
-    server.wait_stderr("without the token");
+    server.wait_stderr("refused (no token");
     let admin_arg = admin.to_string();
     let cwd = server.data_dir();
     let refused = common::run_client(common::FERRYD, &["who", "--admin", &admin_arg], cwd);
@@ -381,4 +406,94 @@ fn sighup_during_1000_audited_commands_loses_no_line_and_tears_none() {
         (0..1000).collect::<Vec<_>>(),
         "every command once, in order"
     );
+}
+
+#[test]
+fn the_status_page_shows_a_running_transfer_and_ends_it_in_headless_chromium() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let server = TestServer::start(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        token_file.to_str().expect("utf-8"),
+    ]);
+    let admin = admin_addr(&server);
+    let mut ctl = server.register_and_login("uma", "uma-pass-1");
+    ctl.expect("TYPE I", 200);
+    // A client's file name is shown on the page: as text, never as markup.
+    let hostile = "<img src=x onerror=\"document.title='pwned'\">.bin";
+    let big = pseudo_random(32 << 20, 29);
+    assert_eq!(ctl.stor(hostile, &big).code, 226);
+    let mut data = ctl.data_connection();
+    ctl.expect(&format!("RETR {hostile}"), 150);
+    let mut first = vec![0u8; 1 << 20];
+    data.read_exact(&mut first).expect("the first MiB");
+
+    let browser = common::browser::Browser::launch();
+    let mut page = browser.page();
+    page.open(&format!("http://{admin}/"));
+    // Without the token the page asks for it.
+    page.wait_for("!document.getElementById('login').hidden", "the token form");
+    page.eval(&format!(
+        "document.getElementById('token').value = '{TOKEN}'; \
+         document.querySelector('#login button').click(); true"
+    ));
+    let shown = page.wait_for(
+        "document.querySelector('#sessions tr[data-transfer=\"download\"]')?.innerText",
+        "the running download",
+    );
+    let shown = shown.as_str().expect("text");
+    assert!(shown.contains("uma"), "{shown}");
+    assert!(shown.contains(&format!("download /{hostile}")), "{shown}");
+    assert!(shown.contains("MiB at "), "{shown}");
+    assert_eq!(page.eval("document.querySelectorAll('img').length"), 0);
+    assert_ne!(page.eval("document.title"), "pwned");
+    // The charts: the download moved megabytes since the first sample.
+    page.wait_for(
+        "/[KMG]iB\\/s/.test(document.querySelector('#throughput text')?.textContent)",
+        "the throughput chart",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#throughput polyline').length"),
+        2
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#load polyline').length"),
+        2
+    );
+    page.wait_for(
+        "document.getElementById('events').innerText.includes('login_ok')",
+        "the login among the last events",
+    );
+
+    // End the session from the page.
+    let id = page.eval(
+        "const row = document.querySelector('#sessions tr[data-transfer=\"download\"]'); \
+         row.querySelector('button[data-kick]').click(); row.dataset.session",
+    );
+    let id = id.as_str().expect("the session id").to_owned();
+    assert_eq!(ctl.reply().code, 426, "the transfer is aborted");
+    assert_eq!(ctl.reply().code, 421, "then the session ends");
+    ctl.assert_closed();
+    drop(data);
+    page.wait_for(
+        &format!("document.getElementById('notice').textContent === 'Session {id} ended.'"),
+        "the page to say the session ended",
+    );
+    page.wait_for(
+        "document.querySelector('#sessions tr[data-transfer]') === null",
+        "the session to leave the table",
+    );
+    server.wait_audit("the kick from the page", |events| {
+        events.iter().any(|e| {
+            e["event"] == "session_close"
+                && e["user"] == "uma"
+                && e["command"].as_str().is_some_and(|c| {
+                    c.starts_with("ended by the administrator (admin HTTP from 127.0.0.1:")
+                })
+        })
+    });
+    assert!(page.exceptions.is_empty(), "{:?}", page.exceptions);
 }

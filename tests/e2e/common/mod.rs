@@ -2,6 +2,7 @@
 //! directory and an OS-chosen port, a raw control-channel client that reads multi-line replies,
 //! and helpers to wait (always bounded) for the audit log.
 
+pub mod browser;
 pub mod haproxy;
 pub mod pty;
 pub mod pyftpd;
