@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 use crate::accounts::AccountWatch;
 use crate::actors::Services;
 use crate::actors::acceptor::{Acceptor, StopAccepting};
-use crate::actors::account_registry::AccountRegistry;
+use crate::actors::account_registry::{self, AccountRegistry};
 use crate::actors::audit_log::{AuditLog, Flush, Reopen};
 use crate::actors::file_store::{FileStore, LongJobs};
 use crate::actors::session::SessionEnv;
 use crate::admission::SessionRegistry;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LiveConfig};
 use crate::ops::http::{AdminListener, Readiness, Sources};
 use crate::transfer::TransferPool;
 use crate::wiring::{self, Backends, OpenError};
@@ -119,7 +119,12 @@ pub struct Server {
     registry: Arc<SessionRegistry>,
     audit: Addr<AuditLog>,
     arbiters: Vec<Arbiter>,
-    grace: Duration,
+    /// The configuration in force; SIGHUP replaces what may change at once.
+    config: LiveConfig,
+    /// Told of reloaded account settings.
+    accounts: Addr<AccountRegistry>,
+    /// Told of reloaded limits.
+    state: Arc<dyn crate::state::SharedState>,
     /// The watch for account changes made elsewhere, with a database; ends with the server.
     _accounts: Option<AccountWatch>,
     /// The admin HTTP listener, with `admin_listen`.
@@ -188,7 +193,6 @@ impl Server {
         services.list_pages = long_jobs.clone().recipient();
         services.hash = long_jobs.recipient();
         let arbiters: Vec<Arbiter> = (0..config.workers).map(|_| Arbiter::new()).collect();
-        let grace = config.shutdown_grace();
         let transfers =
             TransferPool::new(config.transfer_threads).map_err(|source| StartError::Threads {
                 what: "transfer",
@@ -225,11 +229,12 @@ impl Server {
             ),
             None => None,
         };
+        let live = LiveConfig::new(config);
         let env = Arc::new(SessionEnv {
             services,
-            config: Arc::new(config),
+            config: live.clone(),
             tls,
-            limits: state,
+            limits: Arc::clone(&state),
             upload_tls,
             transfers,
             capabilities,
@@ -256,7 +261,9 @@ impl Server {
             registry: sessions,
             audit,
             arbiters,
-            grace,
+            config: live,
+            accounts: registry_actor,
+            state,
             _accounts: watch,
             admin,
             readiness,
@@ -264,10 +271,13 @@ impl Server {
         })
     }
 
-    /// SIGHUP: reopens `audit.jsonl` and `xferlog` (logrotate has moved them) and reloads
-    /// the TLS certificate and key (a renewal; a broken new one leaves the old in use and
-    /// says why). Other settings take effect at a restart.
-    pub async fn reload(&self) {
+    /// SIGHUP: reopens `audit.jsonl` and `xferlog` (logrotate has moved them), reloads the
+    /// TLS certificate and key (a renewal; a broken new one leaves the old in use and says
+    /// why), and puts the limits, timeouts, registration mode and quota defaults of `fresh`
+    /// (the configuration file read again, the command line over it) in force; the settings
+    /// that need a restart are named in one log line and left as they are. A file that no
+    /// longer reads or validates changes no setting.
+    pub async fn reload(&self, fresh: Result<Config, ConfigError>) {
         if self.audit.send(Reopen).await.is_err() {
             log::error!("SIGHUP: the audit log is not running");
         }
@@ -283,10 +293,36 @@ impl Server {
             },
             None => "no TLS certificate",
         };
-        log::info!(
-            "SIGHUP: audit.jsonl and xferlog reopened, {tls}; other settings (limits, \
-             listeners, data_dir, storage) take effect at a restart"
-        );
+        log::info!("SIGHUP: audit.jsonl and xferlog reopened, {tls}");
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                log::error!("SIGHUP: the configuration is not reloaded, every setting stays: {e}");
+                return;
+            }
+        };
+        let (now, reload) = self.config.reload(&fresh);
+        self.state.reconfigure(&now);
+        if self
+            .accounts
+            .send(account_registry::Reconfigure(Arc::clone(&now)))
+            .await
+            .is_err()
+        {
+            log::error!("SIGHUP: the account registry is not running");
+        }
+        if reload.taken.is_empty() {
+            log::info!("SIGHUP: no reloadable setting changed");
+        } else {
+            log::info!("SIGHUP: now in force: {}", reload.taken.join(", "));
+        }
+        if !reload.waiting.is_empty() {
+            log::warn!(
+                "SIGHUP: changed in the configuration but in force only after a restart, so \
+                 left as they are: {}",
+                reload.waiting.join(", ")
+            );
+        }
     }
 
     /// Graceful stop: no new connections, idle sessions get 421, running transfers may finish
@@ -298,7 +334,7 @@ impl Server {
         // The acceptor may already be gone; nothing then remains to stop.
         let _ = self.acceptor.send(StopAccepting).await;
         self.registry.shutdown_all();
-        let deadline = tokio::time::Instant::now() + self.grace;
+        let deadline = tokio::time::Instant::now() + self.config.get().shutdown_grace();
         while self.registry.active() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(DRAIN_POLL).await;
         }

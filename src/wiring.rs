@@ -20,7 +20,7 @@ use crate::actors::account_registry::{
 use crate::actors::audit_log::{AuditLog, AuditPolicy};
 use crate::audit::metrics::Metrics;
 use crate::codec::entry::FileKind;
-use crate::config::{Config, Registration, StorageKind};
+use crate::config::{Config, StorageKind};
 use crate::db::{Database, DbError};
 use crate::ops::http::StorageCheck;
 use crate::quota::QuotaLedger;
@@ -473,10 +473,8 @@ impl Backends {
             .await
             .map_err(|e| in_dir(config.usage_dir())(io::Error::other(e)))?
             .map_err(in_dir(config.usage_dir()))?;
-        let invites = match config.registration {
-            Registration::Invite => Some(invites(config, database.as_ref())?),
-            _ => None,
-        };
+        // Opened whatever the mode: a reload may turn invitations on.
+        let invites = Some(invites(config, database.as_ref())?);
         let storage = storage(config, Arc::new(ledger), Arc::clone(&state))?;
         let remains = remains(config, database.as_ref())?;
         let metrics = Arc::new(Metrics::new(&config.node_name()));

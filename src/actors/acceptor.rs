@@ -122,7 +122,10 @@ impl Acceptor {
         registry: Arc<SessionRegistry>,
         arbiters: Vec<ArbiterHandle>,
     ) -> Addr<Acceptor> {
-        let pending = Pending::new(env.config.max_sessions, env.config.max_sessions_per_ip);
+        let pending = Pending::new(
+            env.config.get().max_sessions,
+            env.config.get().max_sessions_per_ip,
+        );
         Acceptor {
             env,
             registry,
@@ -235,7 +238,7 @@ impl StreamHandler<Accepted> for Acceptor {
         };
         let id = self.next_id;
         self.next_id += 1;
-        let proxied = self.env.config.proxied(tcp_addr.ip());
+        let proxied = self.env.config.get().proxied(tcp_addr.ip());
         let mut slot = match self.pending.enter(tcp_addr.ip(), proxied) {
             Ok(slot) => slot,
             Err(full) => {
@@ -293,7 +296,7 @@ impl StreamHandler<Accepted> for Acceptor {
                 }
             };
             // The preamble's share of the time to log in.
-            let limit = env.config.login_timeout().min(HANDSHAKE_TIMEOUT);
+            let limit = env.config.get().login_timeout().min(HANDSHAKE_TIMEOUT);
             let mut addr = tcp_addr;
             let balancer = proxied.then_some(&mut slot);
             let ready = preamble::run(tcp, &mut addr, balancer, implicit_tls.as_ref(), limit).await;

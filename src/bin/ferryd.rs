@@ -241,7 +241,7 @@ fn admin_config(common: &ConfigFlags) -> Result<Config, String> {
 }
 
 fn serve(args: ServeFlags) -> Result<(), String> {
-    let config = args.config().map_err(|e| e.to_string())?;
+    let config = args.clone().config().map_err(|e| e.to_string())?;
     let node =
         (config.node_name.is_some() || config.database_url.is_some()).then(|| config.node_name());
     init_logging(node);
@@ -257,7 +257,8 @@ fn serve(args: ServeFlags) -> Result<(), String> {
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                _ = hangup.recv() => server.reload().await,
+                // The file read again, the same command line over it.
+                _ = hangup.recv() => server.reload(args.clone().config()).await,
             }
         }
         server.shutdown().await;

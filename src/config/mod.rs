@@ -10,6 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod flags;
+mod reload;
+
+pub use reload::{LiveConfig, RELOADED, RESTART_ONLY, Reload};
 
 /// Whether `SITE REGISTER` is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -85,7 +88,7 @@ impl<'de> Deserialize<'de> for PortRange {
 }
 
 /// The whole server configuration. Field docs give the TOML key and the default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `listen`: control-channel addresses. Default `["127.0.0.1:2121"]`.

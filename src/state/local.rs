@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::state::{
-    Direction, Failure, HashTurn, Lease, LeaseKey, RateLimiter, Release, Reserved, Room,
-    SharedState, StateError, StateFuture, TransferPermit,
+    Direction, Failure, HashTurn, Lease, LeaseKey, Limits, LimitsCell, RateLimiter, Release,
+    Reserved, Room, SharedState, StateError, StateFuture, TransferPermit,
 };
 
 /// Past this many tracked addresses, expired entries are swept on the next update, so a flood
@@ -56,17 +56,7 @@ struct Inner {
     reserved: Mutex<HashMap<String, Reserved>>,
     /// Files whose size a staged upload counts on reusing, per user: one upload each.
     claims: Mutex<HashSet<(String, Vec<u8>)>>,
-    ban_after: usize,
-    ban_window: Duration,
-    ban_for: Duration,
-    hashes_per_ip: usize,
-    sessions_per_ip: usize,
-    sessions_per_user: usize,
-    transfers_per_user: usize,
-    user_up: u64,
-    user_down: u64,
-    global_up: Option<Arc<RateLimiter>>,
-    global_down: Option<Arc<RateLimiter>>,
+    limits: LimitsCell,
 }
 
 /// The shared state of one server process.
@@ -83,7 +73,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LocalState {
     /// The state with the limits configured in `config`.
     pub fn new(config: &Config) -> LocalState {
-        let limiter = |rate: u64| (rate > 0).then(|| Arc::new(RateLimiter::new(rate)));
         LocalState {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
@@ -91,17 +80,7 @@ impl LocalState {
                 write_locks: Mutex::default(),
                 reserved: Mutex::default(),
                 claims: Mutex::default(),
-                ban_after: config.ban_after_failures,
-                ban_window: Duration::from_secs(config.ban_window_secs),
-                ban_for: Duration::from_secs(config.ban_secs),
-                hashes_per_ip: config.max_password_checks_per_ip,
-                sessions_per_ip: config.max_sessions_per_ip,
-                sessions_per_user: config.max_sessions_per_user,
-                transfers_per_user: config.max_transfers_per_user,
-                user_up: config.max_upload_rate_per_user,
-                user_down: config.max_download_rate_per_user,
-                global_up: limiter(config.max_upload_rate),
-                global_down: limiter(config.max_download_rate),
+                limits: LimitsCell::new(Limits::new(config)),
             }),
         }
     }
@@ -172,6 +151,23 @@ impl Release for Inner {
 }
 
 impl SharedState for LocalState {
+    fn reconfigure(&self, config: &Config) {
+        let old = self.inner.limits.reload(config);
+        let new = self.inner.limits.get();
+        let mut state = self.inner.lock();
+        if old.user_rates != new.user_rates {
+            // Each user's next transfer makes a budget at the new rate.
+            for entry in state.users.values_mut() {
+                entry.up = None;
+                entry.down = None;
+            }
+        }
+        if old.hashes_per_ip != new.hashes_per_ip {
+            // Turns already taken keep their semaphore; new ones get the new size.
+            state.hashing.clear();
+        }
+    }
+
     fn banned(&self, ip: IpAddr) -> Result<bool, StateError> {
         let mut state = self.inner.lock();
         Ok(match state.bans.get(&ip) {
@@ -186,10 +182,11 @@ impl SharedState for LocalState {
 
     fn login_failed(&self, ip: IpAddr) -> Result<Failure, StateError> {
         let inner = &self.inner;
+        let limits = inner.limits.get();
         let now = Instant::now();
         let mut state = inner.lock();
         if state.failures.len() > SWEEP_AT {
-            let window = inner.ban_window;
+            let window = limits.ban_window;
             state.failures.retain(|_, times| {
                 times
                     .back()
@@ -202,26 +199,27 @@ impl SharedState for LocalState {
         while times.len() > 1
             && times
                 .front()
-                .is_some_and(|t| now.duration_since(*t) >= inner.ban_window)
+                .is_some_and(|t| now.duration_since(*t) >= limits.ban_window)
         {
             times.pop_front();
         }
         let recent = times.len();
-        if inner.ban_after == 0 || recent < inner.ban_after {
+        if limits.ban_after == 0 || recent < limits.ban_after {
             return Ok(Failure { recent, ban: None });
         }
         state.failures.remove(&ip);
-        state.bans.insert(ip, now + inner.ban_for);
+        state.bans.insert(ip, now + limits.ban_for);
         Ok(Failure {
             recent,
-            ban: Some(inner.ban_for),
+            ban: Some(limits.ban_for),
         })
     }
 
     /// The rest wait here (each session has at most one request open, so the waiters are
     /// bounded by `max_sessions_per_ip`).
     fn hash_turn(&self, ip: IpAddr) -> StateFuture<HashTurn> {
-        let semaphore = (self.inner.hashes_per_ip > 0).then(|| {
+        let hashes = self.inner.limits.get().hashes_per_ip;
+        let semaphore = (hashes > 0).then(|| {
             let mut state = self.inner.lock();
             if state.hashing.len() > SWEEP_AT {
                 // Entries whose waiters all went away.
@@ -231,7 +229,7 @@ impl SharedState for LocalState {
                 state
                     .hashing
                     .entry(ip)
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.inner.hashes_per_ip))),
+                    .or_insert_with(|| Arc::new(Semaphore::new(hashes))),
             )
         });
         let lease = semaphore
@@ -248,9 +246,10 @@ impl SharedState for LocalState {
     }
 
     fn address_session(&self, ip: IpAddr) -> Result<Option<Lease>, StateError> {
+        let cap = self.inner.limits.get().sessions_per_ip;
         let mut state = self.inner.lock();
         let open = state.addresses.entry(ip).or_insert(0);
-        if *open >= self.inner.sessions_per_ip {
+        if *open >= cap {
             if *open == 0 {
                 state.addresses.remove(&ip);
             }
@@ -262,9 +261,10 @@ impl SharedState for LocalState {
     }
 
     fn user_session(&self, user: &str) -> Result<Option<Lease>, StateError> {
+        let cap = self.inner.limits.get().sessions_per_user;
         let mut state = self.inner.lock();
         let entry = state.users.entry(user.to_owned()).or_default();
-        if self.inner.sessions_per_user > 0 && entry.sessions >= self.inner.sessions_per_user {
+        if cap > 0 && entry.sessions >= cap {
             return Ok(None);
         }
         entry.sessions += 1;
@@ -278,23 +278,23 @@ impl SharedState for LocalState {
         direction: Direction,
     ) -> Result<Option<TransferPermit>, StateError> {
         let inner = &self.inner;
+        let limits = inner.limits.get();
         let mut state = inner.lock();
         // The user's entry lives while they are logged in (their session counts), so one a
         // listing finds or makes does not outlive them.
         let counted = direction != Direction::Listing;
         let entry = state.users.entry(user.to_owned()).or_default();
         if counted {
-            if inner.transfers_per_user > 0 && entry.transfers >= inner.transfers_per_user {
+            if limits.transfers_per_user > 0 && entry.transfers >= limits.transfers_per_user {
                 return Ok(None);
             }
             entry.transfers += 1;
         }
-        let (rate, slot, global) = match direction {
-            Direction::Upload => (inner.user_up, &mut entry.up, &inner.global_up),
-            Direction::Download | Direction::Listing => {
-                (inner.user_down, &mut entry.down, &inner.global_down)
-            }
+        let (side, slot) = match direction {
+            Direction::Upload => (0, &mut entry.up),
+            Direction::Download | Direction::Listing => (1, &mut entry.down),
         };
+        let (rate, global) = (limits.user_rates[side], &limits.global[side]);
         let mut budgets = Vec::with_capacity(2);
         if rate > 0 {
             budgets.push(Arc::clone(

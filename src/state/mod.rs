@@ -7,6 +7,7 @@
 //! [`postgres::PgState`] a cluster's, in its database.
 
 pub mod bucket;
+pub mod limits;
 pub mod local;
 pub mod postgres;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use bucket::RateLimiter;
+pub use limits::{Limits, LimitsCell};
 pub use local::LocalState;
 pub use postgres::{GRANT, PgState};
 
@@ -73,6 +75,10 @@ pub type StateFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Leases ([`Lease`]) are given back when dropped or by [`Lease::release`]; a release never
 /// fails to the caller (the implementation retries, or lets the lease expire).
 pub trait SharedState: Send + Sync + fmt::Debug {
+    /// Puts the limits of `config` in force (SIGHUP): the caps count from the next session,
+    /// login or transfer; a changed rate applies to transfers that start after it.
+    fn reconfigure(&self, config: &crate::config::Config);
+
     /// Is `ip` banned now?
     ///
     /// # Errors

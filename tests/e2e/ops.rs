@@ -497,3 +497,72 @@ fn the_status_page_shows_a_running_transfer_and_ends_it_in_headless_chromium() {
     });
     assert!(page.exceptions.is_empty(), "{:?}", page.exceptions);
 }
+
+#[test]
+fn sighup_reloads_limits_timeouts_registration_and_quota_defaults_and_names_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ferryd.toml");
+    std::fs::write(&file, "default_quota_files = 50\n").expect("config");
+    let server = TestServer::start(&["--config", file.to_str().expect("utf-8")]);
+    let mut ada = server.register_and_login("ada", "ada-pass-1");
+    let files_limit = |ctl: &mut common::Control| {
+        let text = ctl.expect("SITE QUOTA", 211).text();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Files used: "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no files line in {text}"))
+    };
+    assert!(
+        files_limit(&mut ada).contains("of 50"),
+        "the file's default"
+    );
+
+    // New defaults for accounts, a cap, a timeout, and one setting that needs a restart.
+    std::fs::write(
+        &file,
+        "default_quota_files = 7\nmax_sessions_per_user = 1\nidle_timeout_secs = 2\n\
+         max_listing_entries = 50\n",
+    )
+    .expect("config");
+    server.signal("HUP");
+    server.wait_stderr(
+        "SIGHUP: now in force: default_quota_files, max_sessions_per_user, idle_timeout_secs",
+    );
+    server.wait_stderr("in force only after a restart, so left as they are: max_listing_entries");
+    let mut bea = server.register_and_login("bea", "bea-pass-1");
+    assert!(
+        files_limit(&mut bea).contains("of 7"),
+        "the reloaded default"
+    );
+    assert!(
+        files_limit(&mut ada).contains("of 50"),
+        "an account keeps its quota"
+    );
+    // ada is logged in once already: a second session is over the new cap.
+    let (mut again, _) = server.connect();
+    again.expect("USER ada", 331);
+    let refused = again.cmd("PASS ada-pass-1");
+    assert_eq!(refused.code, 421, "{refused:?}");
+    // A new session times out after the new idle timeout (bounded wait).
+    let (mut idle, _) = server.connect();
+    let started = Instant::now();
+    let closed = idle.reply();
+    assert_eq!(closed.code, 421, "{closed:?}");
+    assert!(closed.text().contains("Idle timeout"), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // Registration closed by a reload; then a broken file changes nothing.
+    std::fs::write(&file, "registration = \"closed\"\n").expect("config");
+    server.signal("HUP");
+    server.wait_stderr("SIGHUP: now in force: registration");
+    let (mut stranger, _) = server.connect();
+    let reply = stranger.cmd("SITE REGISTER cyd cyd-pass-12");
+    assert_eq!(reply.code, 550, "{reply:?}");
+    assert!(reply.text().contains("Registration is closed"), "{reply:?}");
+    std::fs::write(&file, "registration = \"wide open\"\n").expect("config");
+    server.signal("HUP");
+    server.wait_stderr("SIGHUP: the configuration is not reloaded, every setting stays");
+    let reply = stranger.cmd("SITE REGISTER cyd cyd-pass-12");
+    assert_eq!(reply.code, 550, "still closed: {reply:?}");
+    stranger.expect("NOOP", 200);
+}

@@ -21,8 +21,8 @@ pub use crate::accounts::{
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
@@ -30,7 +30,7 @@ use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 use crate::accounts::invites::{InviteError, InviteStore};
 use crate::accounts::{Changed, modify};
 use crate::codec::Password;
-use crate::config::{Quota, Registration};
+use crate::config::{Config, Quota, Registration};
 use crate::state::SharedState;
 
 /// What a session gets after a successful login or registration.
@@ -63,13 +63,52 @@ pub struct RegistrySettings {
     pub state: Arc<dyn SharedState>,
 }
 
-/// State shared read-only by every registry thread.
+/// State shared by every registry thread.
 struct Shared {
     store: Arc<dyn AccountStore>,
-    settings: RegistrySettings,
+    /// Replaced by [`Reconfigure`].
+    settings: RwLock<RegistrySettings>,
     /// Rounds every failed check costs: the highest of the setting and of every account seen
     /// (at start and on each load since), so no failure reveals whether the name exists.
     rounds: AtomicU32,
+}
+
+impl Shared {
+    /// The settings now (a copy: a reload never changes them under a running request).
+    fn settings(&self) -> RegistrySettings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Puts the account settings of a reloaded configuration in force for every registry thread:
+/// the registration mode and hourly cap, the default quota, the password rule and the hash
+/// rounds.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub Arc<Config>);
+
+impl Handler<Reconfigure> for AccountRegistry {
+    type Result = ();
+
+    fn handle(&mut self, Reconfigure(config): Reconfigure, _: &mut Self::Context) {
+        let mut settings = self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        settings.iterations = config.pbkdf2_iterations;
+        settings.min_password_length = config.min_password_length;
+        settings.registration = config.registration;
+        settings.default_quota = config.default_quota();
+        settings.max_registrations_per_ip_per_hour = config.max_registrations_per_ip_per_hour;
+        // A failed check must keep costing what the most expensive account's check costs.
+        self.shared
+            .rounds
+            .fetch_max(config.pbkdf2_iterations.max(1), Ordering::Relaxed);
+    }
 }
 
 /// Registers and authenticates accounts. Runs on a `SyncArbiter` with several threads, so one
@@ -110,7 +149,7 @@ impl AccountRegistry {
         let rounds = AtomicU32::new(stored.max(settings.iterations).max(1));
         let shared = Arc::new(Shared {
             store,
-            settings,
+            settings: RwLock::new(settings),
             rounds,
         });
         SyncArbiter::start(threads.max(1), move || AccountRegistry {
@@ -154,7 +193,7 @@ impl AccountRegistry {
         password: &Password,
         rounds: Option<u32>,
     ) -> AccountRecord {
-        let wanted = self.shared.settings.iterations;
+        let wanted = self.shared.settings().iterations;
         if rounds == Some(wanted) {
             return record;
         }
@@ -198,7 +237,7 @@ impl Handler<Register> for AccountRegistry {
     type Result = Result<Account, AuthError>;
 
     fn handle(&mut self, msg: Register, _: &mut Self::Context) -> Self::Result {
-        let settings = &self.shared.settings;
+        let settings = &self.shared.settings();
         let invites = match (settings.registration, &settings.invites) {
             (Registration::Closed, _) | (Registration::Invite, None) => {
                 return Err(AuthError::RegistrationClosed);
@@ -236,7 +275,7 @@ impl AccountRegistry {
         password: &Password,
         invite: Option<(&Arc<dyn InviteStore>, &str)>,
     ) -> Result<Account, AuthError> {
-        let settings = &self.shared.settings;
+        let settings = &self.shared.settings();
         // In invite mode the code is checked first: without a valid one, nobody learns
         // whether a name is taken (same reply, same cost).
         if let Some((invites, code)) = invite {
@@ -252,7 +291,7 @@ impl AccountRegistry {
         };
         // Cheap early refusal; create() still decides races between registrations atomically.
         let free = match self.shared.store.load(&name) {
-            Ok(None) => self.shared.settings.remains.of(&name).map(|left| {
+            Ok(None) => self.shared.settings().remains.of(&name).map(|left| {
                 if !left.is_empty() {
                     log::info!("{name} not registered: a deleted account's files remain");
                 }
@@ -331,7 +370,7 @@ impl Handler<ChangePassword> for AccountRegistry {
 
     fn handle(&mut self, msg: ChangePassword, _: &mut Self::Context) -> Self::Result {
         let record = self.check(msg.name.as_str(), &msg.old)?;
-        let settings = &self.shared.settings;
+        let settings = &self.shared.settings();
         check_password(&msg.new, settings.min_password_length)?;
         let hash = hash_password(&msg.new, settings.iterations)?;
         // Only over the hash the old password was checked against (another node's SITE

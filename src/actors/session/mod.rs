@@ -41,7 +41,7 @@ use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::CommitUpload;
 use crate::admission::{SessionPermit, Shutdown};
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::net::ClientAddr;
 use crate::storage::vpath::VPath;
 use crate::storage::{Capabilities, ClientProbe};
@@ -61,8 +61,8 @@ const MAX_DEFERRED: usize = 32;
 pub struct SessionEnv {
     /// Recipients of the service actors.
     pub services: Services,
-    /// The server configuration.
-    pub config: Arc<Config>,
+    /// The server configuration in force (SIGHUP replaces what may change at once).
+    pub config: LiveConfig,
     /// TLS for AUTH TLS and protected data connections; `None` when no certificate is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Bans, per-user limits and bandwidth budgets shared by all sessions (and the nodes of
@@ -274,7 +274,7 @@ impl Session {
             let control_writer = control.clone();
             ctx.add_stream(FramedRead::with_capacity(
                 control.reader(),
-                FtpCodec::new(env.config.max_line_length),
+                FtpCodec::new(env.config.get().max_line_length),
                 READ_BUFFER,
             ));
             // The session lives as long as its writer: it ends after a requested close (221,
@@ -351,7 +351,7 @@ impl Session {
 
     /// Closes the session once it has sent `max_bad_commands` bad commands in a row.
     fn check_bad_commands(&mut self, ctx: &mut Context<Self>) {
-        let max = self.env.config.max_bad_commands;
+        let max = self.env.config.get().max_bad_commands;
         if max == 0 || self.bad_commands < max || self.closing {
             return;
         }
@@ -411,7 +411,7 @@ impl Session {
     /// When the session times out if nothing happens: the idle timeout, and before login also
     /// the login timeout counted from the connection.
     fn deadline(&self) -> Instant {
-        let config = &self.env.config;
+        let config = &self.env.config.get();
         let idle = self.last_activity + config.idle_timeout();
         if self.state.logged_in().is_some() {
             idle
@@ -434,7 +434,7 @@ impl Session {
             return;
         }
         let why = if self.state.logged_in().is_none()
-            && now >= self.connected + self.env.config.login_timeout()
+            && now >= self.connected + self.env.config.get().login_timeout()
         {
             "Login timeout; closing control connection."
         } else {
@@ -487,7 +487,10 @@ impl Session {
     fn run_gated(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let text = cmd.to_string();
         self.live.set_command(&text);
-        if self.env.config.require_tls_login && !self.control.is_tls() && cmd.carries_password() {
+        if self.env.config.get().require_tls_login
+            && !self.control.is_tls()
+            && cmd.carries_password()
+        {
             self.finish(
                 &text,
                 Reply::new(
@@ -689,7 +692,8 @@ impl Session {
         ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Session, &mut Context<Session>) + 'static,
     ) {
-        let drained = tokio::time::timeout(self.env.config.idle_timeout(), self.control.drained());
+        let drained =
+            tokio::time::timeout(self.env.config.get().idle_timeout(), self.control.drained());
         ctx.wait(
             actix::fut::wrap_future(drained).map(|drained, act: &mut Session, ctx| {
                 match drained {

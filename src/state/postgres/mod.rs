@@ -36,8 +36,8 @@ use crate::config::Config;
 use crate::db::{Database, DbError, secs};
 use crate::state::local::REGISTRATION_WINDOW;
 use crate::state::{
-    BanWatcher, Direction, Failure, HashTurn, Lease, LeaseKey, LocalState, RateLimiter, Release,
-    Reserved, Room, SharedState, StateError, StateFuture, TransferPermit,
+    BanWatcher, Direction, Failure, HashTurn, Lease, LeaseKey, Limits, LimitsCell, LocalState,
+    RateLimiter, Release, Reserved, Room, SharedState, StateError, StateFuture, TransferPermit,
 };
 
 /// The most changes the outbox keeps while the database is away; past it the oldest
@@ -220,14 +220,7 @@ struct Inner {
     down: AtomicBool,
     /// Told of every ban, this node's and the others' (admission ends the sessions).
     ban_watchers: Watchers,
-    ban_after: usize,
-    ban_window: Duration,
-    ban_for: Duration,
-    sessions_per_ip: usize,
-    sessions_per_user: usize,
-    transfers_per_user: usize,
-    user_rates: [u64; 2],
-    global: [Option<Arc<RateLimiter>>; 2],
+    limits: LimitsCell,
 }
 
 /// The ban watchers (closures, so shown by their number).
@@ -268,7 +261,6 @@ impl PgState {
     /// The state over `db` with the limits of `config`; starts the background task (writes,
     /// refreshes, the sweeper, the ban listener), which ends when the last handle is dropped.
     pub fn new(config: &Config, db: Arc<Database>) -> PgState {
-        let limiter = |rate: u64| (rate > 0).then(|| Arc::new(RateLimiter::new(rate)));
         let inner = Arc::new(Inner {
             db,
             local: LocalState::new(config),
@@ -281,20 +273,7 @@ impl PgState {
             next: AtomicI64::new(1),
             down: AtomicBool::new(false),
             ban_watchers: Watchers(Mutex::default()),
-            ban_after: config.ban_after_failures,
-            ban_window: Duration::from_secs(config.ban_window_secs),
-            ban_for: Duration::from_secs(config.ban_secs),
-            sessions_per_ip: config.max_sessions_per_ip,
-            sessions_per_user: config.max_sessions_per_user,
-            transfers_per_user: config.max_transfers_per_user,
-            user_rates: [
-                config.max_upload_rate_per_user,
-                config.max_download_rate_per_user,
-            ],
-            global: [
-                limiter(config.max_upload_rate),
-                limiter(config.max_download_rate),
-            ],
+            limits: LimitsCell::new(Limits::new(config)),
         });
         sync::start(&inner);
         PgState { inner }
@@ -488,6 +467,15 @@ fn claim_key(user: &str, file: &[u8]) -> Vec<u8> {
 }
 
 impl SharedState for PgState {
+    fn reconfigure(&self, config: &Config) {
+        self.inner.local.reconfigure(config);
+        let old = self.inner.limits.reload(config);
+        if old.user_rates != self.inner.limits.get().user_rates {
+            // Each user's next transfer makes a budget at the new rate.
+            lock(&self.inner.view).budgets.clear();
+        }
+    }
+
     fn banned(&self, ip: IpAddr) -> Result<bool, StateError> {
         let mut view = lock(&self.inner.view);
         Ok(match view.bans.get(&ip) {
@@ -502,20 +490,21 @@ impl SharedState for PgState {
 
     fn login_failed(&self, ip: IpAddr) -> Result<Failure, StateError> {
         let inner = &self.inner;
+        let limits = inner.limits.get();
         let now = Instant::now();
         let mut view = lock(&inner.view);
         let times = view.failures.entry(ip).or_default();
         times.push_back(now);
         while times
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= inner.ban_window)
+            .is_some_and(|t| now.duration_since(*t) >= limits.ban_window)
             && times.len() > 1
         {
             times.pop_front();
         }
         let recent = times.len() + view.other_failures.get(&ip).copied().unwrap_or(0);
         drop(view);
-        if inner.ban_after == 0 || recent < inner.ban_after {
+        if limits.ban_after == 0 || recent < limits.ban_after {
             inner.queue(Op::Failure {
                 ip,
                 at: SystemTime::now(),
@@ -524,12 +513,12 @@ impl SharedState for PgState {
         }
         inner.queue(Op::Ban {
             ip,
-            length: inner.ban_for,
+            length: limits.ban_for,
         });
-        inner.ban(ip, inner.ban_for);
+        inner.ban(ip, limits.ban_for);
         Ok(Failure {
             recent,
-            ban: Some(inner.ban_for),
+            ban: Some(limits.ban_for),
         })
     }
 
@@ -538,14 +527,14 @@ impl SharedState for PgState {
     }
 
     fn address_session(&self, ip: IpAddr) -> Result<Option<Lease>, StateError> {
-        let cap = Some(self.inner.sessions_per_ip);
+        let cap = Some(self.inner.limits.get().sessions_per_ip);
         Ok(self
             .take_count(Count::Address, &ip.to_string(), cap)
             .then(|| self.lease(LeaseKey::Address(ip))))
     }
 
     fn user_session(&self, user: &str) -> Result<Option<Lease>, StateError> {
-        let cap = Some(self.inner.sessions_per_user).filter(|cap| *cap > 0);
+        let cap = Some(self.inner.limits.get().sessions_per_user).filter(|cap| *cap > 0);
         Ok(self
             .take_count(Count::User, user, cap)
             .then(|| self.lease(LeaseKey::UserSession(user.to_owned()))))
@@ -557,24 +546,25 @@ impl SharedState for PgState {
         direction: Direction,
     ) -> Result<Option<TransferPermit>, StateError> {
         let inner = &self.inner;
+        let limits = inner.limits.get();
         let counted = direction != Direction::Listing;
         if counted {
-            let cap = Some(inner.transfers_per_user).filter(|cap| *cap > 0);
+            let cap = Some(limits.transfers_per_user).filter(|cap| *cap > 0);
             if !self.take_count(Count::Transfer, user, cap) {
                 return Ok(None);
             }
         }
         let side = usize::from(direction != Direction::Upload);
         let mut budgets = Vec::with_capacity(2);
-        if inner.user_rates[side] > 0 {
+        let rate = limits.user_rates[side];
+        if rate > 0 {
             let mut view = lock(&inner.view);
             let slot = &mut view.budgets.entry(user.to_owned()).or_default()[side];
-            let rate = inner.user_rates[side];
             budgets.push(Arc::clone(
                 slot.get_or_insert_with(|| Arc::new(RateLimiter::new(rate))),
             ));
         }
-        budgets.extend(inner.global[side].iter().cloned());
+        budgets.extend(limits.global[side].iter().cloned());
         let lease = counted.then(|| self.lease(LeaseKey::UserTransfer(user.to_owned())));
         Ok(Some(TransferPermit::new(lease, budgets)))
     }

@@ -172,9 +172,10 @@ async fn write_counts(inner: &Arc<Inner>) -> Result<(), DbError> {
 /// Writes one change of the outbox.
 async fn apply(inner: &Arc<Inner>, op: Op) -> Result<(), DbError> {
     let instance = inner.db.instance().to_owned();
-    let window = secs(inner.ban_window);
-    let ban_after = i64::try_from(inner.ban_after).unwrap_or(i64::MAX);
-    let ban_for = inner.ban_for;
+    let limits = inner.limits.get();
+    let window = secs(limits.ban_window);
+    let ban_after = i64::try_from(limits.ban_after).unwrap_or(i64::MAX);
+    let ban_for = limits.ban_for;
     // What is held now is kept by a prune (a later taking has a larger token than it covers).
     let held: Vec<i64> = match op {
         Op::Prune { .. } => lock(&inner.held).values().map(|held| held.token).collect(),
@@ -301,7 +302,7 @@ async fn ban(client: &tokio_postgres::Client, ip: &str, length: Duration) -> Res
 async fn read_others(inner: &Arc<Inner>) -> Result<(), DbError> {
     let instance = inner.db.instance().to_owned();
     let lease = secs(inner.db.lease());
-    let window = secs(inner.ban_window);
+    let window = secs(inner.limits.get().ban_window);
     let hour = secs(REGISTRATION_WINDOW);
     let (counts, failures, registrations, bans) = inner
         .db
@@ -376,7 +377,7 @@ async fn read_others(inner: &Arc<Inner>) -> Result<(), DbError> {
 async fn sweep(inner: &Arc<Inner>) -> Result<(), DbError> {
     let instance = inner.db.instance().to_owned();
     let lease = secs(inner.db.lease());
-    let window = secs(inner.ban_window);
+    let window = secs(inner.limits.get().ban_window);
     let hour = secs(REGISTRATION_WINDOW);
     let swept = inner
         .db
@@ -453,7 +454,7 @@ impl Inner {
         let now = std::time::Instant::now();
         let mut view = lock(&self.view);
         view.bans.retain(|_, until| *until > now);
-        let window = self.ban_window;
+        let window = self.limits.get().ban_window;
         view.failures.retain(|_, times| {
             times
                 .back()

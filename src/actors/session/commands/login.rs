@@ -53,7 +53,7 @@ impl Session {
             // No login of any kind from a banned address, whenever its connection was made.
             PassAction::Authenticate { .. } if self.refuse_banned(&text, ctx) => {}
             PassAction::Authenticate { user, .. }
-                if self.env.config.anonymous_root.is_some()
+                if self.env.config.get().anonymous_root.is_some()
                     && RESERVED_NAMES.contains(&user.to_ascii_lowercase().as_str()) =>
             {
                 // RFC 1635: any password (customarily an e-mail address) is accepted.
@@ -231,7 +231,7 @@ impl Session {
             self.permit.address_banned();
         }
         let banned = failure.ban.is_some() || self.banned();
-        let config = &self.env.config;
+        let config = &self.env.config.get();
         let last = banned || failures >= config.max_login_failures;
         let doublings = u32::try_from(failure.recent.saturating_sub(1))
             .unwrap_or(u32::MAX)
@@ -269,7 +269,7 @@ impl Session {
                     );
                     return;
                 }
-                let (password, code) = match self.env.config.registration {
+                let (password, code) = match self.env.config.get().registration {
                     Registration::Closed => {
                         self.finish(
                             &text,

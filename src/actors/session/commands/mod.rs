@@ -259,7 +259,7 @@ impl Session {
         if matches!(e, AuthError::Corrupt(_) | AuthError::Io(_)) {
             session_log!(error, self, "account registry: {e}");
         }
-        replies::auth(e, self.env.config.min_password_length)
+        replies::auth(e, self.env.config.get().min_password_length)
     }
 
     fn audit_file_event(&self, kind: EventKind, path: &VPath, target: Option<&VPath>) {

@@ -25,7 +25,7 @@ impl Session {
             return;
         }
         let local_ip = self.peer.local().ip();
-        let announced = match (extended, self.env.config.passive_address, local_ip) {
+        let announced = match (extended, self.env.config.get().passive_address, local_ip) {
             (true, _, _) => None,
             (false, Some(std::net::IpAddr::V4(v4)), _) => Some(v4),
             (false, _, std::net::IpAddr::V4(v4)) => Some(v4),
@@ -43,7 +43,7 @@ impl Session {
                 }
             },
         };
-        let listener = match transfer::bind_passive(local_ip, self.env.config.passive_ports) {
+        let listener = match transfer::bind_passive(local_ip, self.env.config.get().passive_ports) {
             Ok(l) => l,
             Err(e) => {
                 session_log!(warn, self, "no passive port: {e}");
@@ -111,7 +111,7 @@ impl Session {
     /// Whether the server listens on `ip`'s network protocol: an IPv4 address, or an
     /// unspecified IPv6 one (dual-stack), takes IPv4; any IPv6 address takes IPv6.
     pub(super) fn listens_on(&self, ip: std::net::IpAddr) -> bool {
-        let config = &self.env.config;
+        let config = &self.env.config.get();
         let mut listeners = config.listen.iter().chain(&config.implicit_tls_listen);
         if ip.is_ipv4() {
             listeners.any(|a| a.is_ipv4() || a.ip().is_unspecified())
@@ -273,8 +273,8 @@ impl Session {
     pub(super) fn channel(&self) -> transfer::Channel {
         transfer::Channel {
             peer: self.peer,
-            config: Arc::clone(&self.env.config),
-            stall: self.env.config.data_timeout(),
+            config: self.env.config.get(),
+            stall: self.env.config.get().data_timeout(),
             session: self.id,
             audit: {
                 let audit = self.env.services.audit.clone();
@@ -287,7 +287,7 @@ impl Session {
     pub(super) fn protection(&self, tls: &tokio_rustls::TlsAcceptor) -> transfer::Protection {
         transfer::Protection {
             tls: tls.clone(),
-            require_resumption: self.env.config.require_tls_resumption,
+            require_resumption: self.env.config.get().require_tls_resumption,
         }
     }
 
@@ -300,7 +300,7 @@ impl Session {
         kind: TransferKind,
         opening: &str,
     ) {
-        if self.env.config.require_tls_data && !self.prot_private {
+        if self.env.config.get().require_tls_data && !self.prot_private {
             self.settings.data = None;
             self.finish(
                 &text,

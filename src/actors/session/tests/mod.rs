@@ -255,7 +255,7 @@ async fn connect_to(
     let limits = crate::state::LocalState::shared(&config);
     let env = Arc::new(SessionEnv {
         services,
-        config: Arc::new(config),
+        config: crate::config::LiveConfig::new(config),
         tls: None,
         limits,
         upload_tls: None,
