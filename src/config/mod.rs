@@ -85,7 +85,8 @@ impl<'de> Deserialize<'de> for PortRange {
 }
 
 /// The whole server configuration. Field docs give the TOML key and the default.
-#[derive(Debug, Clone, Deserialize)]
+/// (`PartialEq` lets tests/e2e/packaging.rs hold contrib/ferryd.toml to the defaults.)
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `listen`: control-channel addresses. Default `["127.0.0.1:2121"]`.
