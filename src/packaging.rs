@@ -109,6 +109,7 @@ fn completions<Cli: CommandFactory>(shell: Shell, out: &mut dyn Write) -> io::Re
 /// # Errors
 /// `dir` or a page cannot be written.
 fn man_pages<Cli: CommandFactory>(dir: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    std::fs::create_dir_all(dir)
+        .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
