@@ -38,6 +38,7 @@
 //! - [`server`]: start and stop a whole server.
 //! - [`admin`]: operator commands for `ferryd user`, `ferryd invite`, `ferryd log` and quotas.
 //! - [`client`]: the `ferry` FTP client (protocol, commands, rendering, line editing).
+//! - [`packaging`]: the binaries' shell completions and man pages, behind hidden flags.
 //!
 //! [`Quota`]: config::Quota
 pub mod accounts;
@@ -52,6 +53,7 @@ pub mod db;
 pub mod json_file;
 pub mod net;
 pub mod ops;
+pub mod packaging;
 pub mod quota;
 pub mod server;
 pub mod state;

@@ -8,11 +8,12 @@ use std::time::Duration;
 use clap::Parser;
 use ferry::client::stream::Security;
 use ferry::client::{self, Launch};
+use ferry::packaging::{self, Invocation};
 use ferry::tls::Trust;
 
 /// ferry: an FTP client with a `ferry>` prompt, or a script runner with -c / standard input.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "ferry", version)]
 struct Cli {
     /// Server to open: HOST[:PORT] or ftp://[USER@]HOST[:PORT][/DIR].
     target: Option<String>,
@@ -47,7 +48,18 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match packaging::parse::<Cli>() {
+        Invocation::Run(cli) => cli,
+        Invocation::Generate(flags) => {
+            return match flags.run::<Cli>() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     // Quiet unless RUST_LOG asks (e.g. RUST_LOG=debug shows replies dropped to keep in step).
     env_logger::init();
     let security = if cli.tls || cli.implicit_tls {

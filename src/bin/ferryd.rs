@@ -9,11 +9,12 @@ use ferry::actors::audit_log::EventKind;
 use ferry::admin::{self, LogFilter};
 use ferry::config::Config;
 use ferry::config::flags::{ConfigFlags, ServeFlags};
+use ferry::packaging::{self, Invocation};
 use ferry::server::Server;
 
 /// ferryd: a multi-user FTP server with self-registration, jailed homes and an audit log.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(name = "ferryd", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -382,7 +383,10 @@ fn init_logging(node: Option<String>) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match packaging::parse::<Cli>() {
+        Invocation::Run(cli) => cli,
+        Invocation::Generate(flags) => return exit(flags.run::<Cli>().map_err(|e| e.to_string())),
+    };
     if !matches!(cli.command, None | Some(Cmd::Serve(_))) {
         init_logging(None);
     }
@@ -426,6 +430,11 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }),
     };
+    exit(result)
+}
+
+/// The exit status of a command, its error on stderr.
+fn exit(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -88,6 +88,8 @@ impl<'de> Deserialize<'de> for PortRange {
 }
 
 /// The whole server configuration. Field docs give the TOML key and the default.
+/// (`PartialEq`: a reload compares settings one by one, and tests/e2e/packaging.rs holds
+/// contrib/ferryd.toml to the defaults.)
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

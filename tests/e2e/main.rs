@@ -25,6 +25,7 @@ mod hostile;
 mod interop;
 mod listing;
 mod ops;
+mod packaging;
 mod protocol;
 mod proxy;
 mod quota;

@@ -13,7 +13,7 @@ use common::{TestServer, pseudo_random};
 const TOKEN: &str = "admin-token-7f3a";
 
 /// The admin listener's address, from the server's `admin HTTP on` line.
-fn admin_addr(server: &TestServer) -> SocketAddr {
+pub(crate) fn admin_addr(server: &TestServer) -> SocketAddr {
     server.wait_stderr("admin HTTP on http://");
     let log = server.stderr();
     log.split("admin HTTP on http://")
@@ -24,7 +24,12 @@ fn admin_addr(server: &TestServer) -> SocketAddr {
 }
 
 /// One request; the status and the body.
-fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     http_to(addr, method, path, token, "localhost")
 }
 
