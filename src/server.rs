@@ -187,7 +187,8 @@ impl Server {
         .await;
         let capabilities = storage.capabilities();
         let files = FileStore::start(Arc::clone(&storage));
-        let mut services = Services::new(&registry_actor, &files, &audit);
+        let mut services =
+            Services::new(&registry_actor, &files, &audit).counted_in(metrics.backlog());
         let long_jobs = LongJobs::start(storage, config.long_jobs_per_user);
         services.list = long_jobs.clone().recipient();
         services.list_pages = long_jobs.clone().recipient();

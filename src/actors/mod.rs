@@ -20,8 +20,12 @@
 //! [`file_store::LongJobs`] in the server: a per-user share in front of the backend, which runs
 //! long jobs on a pool of their own.
 
+use std::sync::Arc;
+
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
+
+use crate::audit::metrics::{Backlog, Service};
 
 pub mod acceptor;
 pub mod account_registry;
@@ -76,7 +80,45 @@ pub struct Services {
     /// `SITE QUOTA`.
     pub quota: Recipient<QuotaStatus>,
     /// Audit events, fire-and-forget.
-    pub audit: Recipient<Record>,
+    pub audit: AuditSender,
+    /// Where the requests above are counted until answered (`/metrics`).
+    pub backlog: Arc<Backlog>,
+}
+
+/// Sends audit records to the AuditLog actor, counting them for its mailbox backlog.
+#[derive(Clone)]
+pub struct AuditSender {
+    recipient: Recipient<Record>,
+    backlog: Arc<Backlog>,
+}
+
+impl AuditSender {
+    /// Sends `record`, fire-and-forget.
+    pub fn do_send(&self, record: Record) {
+        self.backlog.record_sent();
+        self.recipient.do_send(record);
+    }
+}
+
+/// Which service actor a request goes to, for the mailbox backlog.
+pub trait Destination {
+    /// The actor that answers it in the server.
+    const SERVICE: Service;
+}
+
+macro_rules! destinations {
+    ($($service:ident: $($message:ty),+;)+) => {
+        $($(impl Destination for $message {
+            const SERVICE: Service = Service::$service;
+        })+)+
+    };
+}
+
+destinations! {
+    Accounts: Register, Authenticate, ChangePassword;
+    Files: CreateHome, Stat, OpenRead, OpenWrite, CommitUpload, Mkdir, Rmdir, Remove, Rename,
+        SetModified, Chmod, QuotaStatus;
+    LongJobs: List, ListPages, Hash;
 }
 
 impl Services {
@@ -145,7 +187,18 @@ impl Services {
             chmod: files.clone().recipient(),
             hash: files.clone().recipient(),
             quota: files.clone().recipient(),
-            audit: audit.clone().recipient(),
+            audit: AuditSender {
+                recipient: audit.clone().recipient(),
+                backlog: Arc::default(),
+            },
+            backlog: Arc::default(),
         }
+    }
+
+    /// The same services, counted in `backlog` (the server's metrics).
+    pub fn counted_in(mut self, backlog: Arc<Backlog>) -> Services {
+        self.audit.backlog = Arc::clone(&backlog);
+        self.backlog = backlog;
+        self
     }
 }

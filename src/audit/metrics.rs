@@ -5,7 +5,8 @@
 //! [`crate::tls`] counts where they happen. No label carries a user, a path or an address: every label takes a value
 //! from a fixed set, so the number of series stays bounded whatever clients send.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,6 +57,11 @@ struct TransferLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActorLabel {
+    actor: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
     node: String,
 }
@@ -70,6 +76,86 @@ fn duration_histogram() -> Histogram {
 fn size_histogram() -> Histogram {
     // 1 KiB to 16 GiB.
     Histogram::new(exponential_buckets(1024.0, 4.0, 13))
+}
+
+/// A service actor the sessions ask, for [`Backlog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The AccountRegistry (logins, registrations, password changes).
+    Accounts,
+    /// The FileStore (short file-system calls, opening files).
+    Files,
+    /// The long-jobs front of the file store (listings, HASH).
+    LongJobs,
+}
+
+impl Service {
+    const ALL: [Service; 3] = [Service::Accounts, Service::Files, Service::LongJobs];
+
+    fn label(self) -> &'static str {
+        match self {
+            Service::Accounts => "account_registry",
+            Service::Files => "file_store",
+            Service::LongJobs => "long_jobs",
+        }
+    }
+}
+
+/// The mailbox backlog of the service actors: requests sent and not yet answered, per
+/// actor, and audit records sent and not yet taken by the AuditLog actor. Counted by the
+/// senders ([`InFlight`] lives from the request until its answer) and by the audit actor.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    waiting: [AtomicUsize; 3],
+    records_sent: AtomicU64,
+    records_taken: AtomicU64,
+}
+
+impl Backlog {
+    /// A request to `service` is on its way; it is counted until the guard is dropped.
+    pub fn enter(self: &Arc<Backlog>, service: Service) -> InFlight {
+        self.waiting[service as usize].fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            backlog: Arc::clone(self),
+            service,
+        }
+    }
+
+    /// An audit record was sent.
+    pub fn record_sent(&self) {
+        self.records_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The audit actor took a record from its mailbox.
+    pub fn record_taken(&self) {
+        self.records_taken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests to `service` not yet answered.
+    pub fn waiting(&self, service: Service) -> usize {
+        self.waiting[service as usize].load(Ordering::Relaxed)
+    }
+
+    /// Audit records sent and not yet taken.
+    pub fn records_waiting(&self) -> u64 {
+        let taken = self.records_taken.load(Ordering::Relaxed);
+        self.records_sent
+            .load(Ordering::Relaxed)
+            .saturating_sub(taken)
+    }
+}
+
+/// One request counted in the [`Backlog`] until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    backlog: Arc<Backlog>,
+    service: Service,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backlog.waiting[self.service as usize].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the server reads at each scrape.
@@ -100,6 +186,8 @@ pub struct Metrics {
     sessions_open: Gauge,
     transfers_running: Gauge,
     audit_backlog: Gauge,
+    mailboxes: Family<ActorLabel, Gauge>,
+    backlog: Arc<Backlog>,
     /// Events the AuditLog actor holds that not every sink has written yet.
     audit_pending: AtomicUsize,
     /// The last events, for the status page.
@@ -125,6 +213,8 @@ impl Metrics {
             sessions_open: Gauge::default(),
             transfers_running: Gauge::default(),
             audit_backlog: Gauge::default(),
+            mailboxes: Family::default(),
+            backlog: Arc::default(),
             audit_pending: AtomicUsize::new(0),
             recent: RecentEvents::default(),
             registry: Registry::with_prefix("ferryd"),
@@ -216,11 +306,27 @@ impl Metrics {
             metrics.audit_backlog.clone(),
         );
         r.register(
+            "actor_mailbox_backlog",
+            "Messages sent to a service actor and not yet answered (account_registry, \
+             file_store, long_jobs) or not yet taken (audit_log)",
+            metrics.mailboxes.clone(),
+        );
+        r.register(
             "tls_handshakes",
             "TLS handshakes by result (ok, failed), control and data connections",
             crate::tls::HANDSHAKES.clone(),
         );
         metrics
+    }
+
+    /// Where the senders count what the service actors have not answered yet.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        Arc::clone(&self.backlog)
+    }
+
+    /// The AuditLog actor took a record from its mailbox.
+    pub fn record_taken(&self) {
+        self.backlog.record_taken();
     }
 
     /// What the AuditLog actor holds unwritten, as it last said.
@@ -327,6 +433,16 @@ impl Metrics {
         self.transfers_running.set(gauge(gauges.transfers));
         self.audit_backlog
             .set(gauge(self.audit_pending.load(Ordering::Relaxed)));
+        for service in Service::ALL {
+            self.mailboxes
+                .get_or_create(&ActorLabel {
+                    actor: service.label(),
+                })
+                .set(gauge(self.backlog.waiting(service)));
+        }
+        self.mailboxes
+            .get_or_create(&ActorLabel { actor: "audit_log" })
+            .set(i64::try_from(self.backlog.records_waiting()).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -348,6 +464,37 @@ mod tests {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn the_backlog_counts_what_is_not_answered_or_taken_yet() {
+        let metrics = Metrics::new("n1");
+        let backlog = metrics.backlog();
+        let first = backlog.enter(Service::Files);
+        let second = backlog.enter(Service::Files);
+        let login = backlog.enter(Service::Accounts);
+        for _ in 0..3 {
+            backlog.record_sent();
+        }
+        metrics.record_taken();
+        drop(second);
+        let text = metrics.render(Gauges::default());
+        let at = |actor: &str| {
+            value(
+                &text,
+                &format!("ferryd_actor_mailbox_backlog{{actor=\"{actor}\"}}"),
+            )
+        };
+        assert_eq!(at("file_store"), Some(1.0), "{text}");
+        assert_eq!(at("account_registry"), Some(1.0));
+        assert_eq!(at("long_jobs"), Some(0.0));
+        assert_eq!(at("audit_log"), Some(2.0));
+        drop((first, login));
+        let text = metrics.render(Gauges::default());
+        assert_eq!(
+            value(&text, "ferryd_actor_mailbox_backlog{actor=\"file_store\"}"),
+            Some(0.0)
+        );
     }
 
     #[test]

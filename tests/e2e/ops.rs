@@ -127,6 +127,12 @@ fn metrics_move_as_sessions_log_in_transfer_and_fail() {
             && series(text, "ferryd_commands_total{verb=\"DELE\",class=\"5xx\"}") > 0.0
     });
     let at = |name: &str| series(&text, name);
+    // Every request the sessions made was answered, every record taken: no backlog left,
+    // and each service actor has its series.
+    for actor in ["account_registry", "file_store", "long_jobs", "audit_log"] {
+        let series = format!("ferryd_actor_mailbox_backlog{{actor=\"{actor}\"}} 0");
+        assert!(text.lines().any(|l| l == series), "{series} in {text}");
+    }
     assert_eq!(at("ferryd_logins_total{result=\"ok\"}"), 1.0, "{text}");
     assert_eq!(at("ferryd_logins_total{result=\"failed\"}"), 1.0, "{text}");
     assert_eq!(

@@ -321,6 +321,9 @@ impl Handler<Record> for AuditLog {
     type Result = ();
 
     fn handle(&mut self, Record(event): Record, _: &mut Self::Context) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_taken();
+        }
         self.record(event);
     }
 }

@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio_util::codec::FramedRead;
 
-use crate::actors::Services;
 use crate::actors::audit_log::{Event, EventKind, Record};
 use crate::actors::file_store::CommitUpload;
+use crate::actors::{AuditSender, Destination, Services};
 use crate::admission::{SessionPermit, Shutdown};
 use crate::codec::{Command, CommandError, FtpCodec, Inbound, Reply, ReplyCode};
 use crate::config::LiveConfig;
@@ -149,7 +149,7 @@ struct LastEvents {
     transfer: Option<Event>,
     close: Option<Event>,
     progress: Arc<AtomicU64>,
-    audit: Recipient<Record>,
+    audit: AuditSender,
 }
 
 impl Drop for LastEvents {
@@ -387,19 +387,22 @@ impl Session {
         request: actix::dev::RecipientRequest<M>,
         then: F,
     ) where
-        M: Message + Send + 'static,
+        M: Message + Destination + Send + 'static,
         M::Result: Send,
         F: FnOnce(&mut Session, M::Result, &mut Context<Session>, String) + 'static,
     {
-        let fut = request
-            .into_actor(self)
-            .map(move |res, act, ctx| match res {
+        let in_flight = self.env.services.backlog.enter(M::SERVICE);
+        let fut = request.into_actor(self).map(move |res, act, ctx| {
+            // Answered: no longer in the actor's backlog.
+            drop(in_flight);
+            match res {
                 Ok(answer) => then(act, answer, ctx, cmd),
                 Err(e) => {
                     session_log!(error, act, "service failed: {e}");
                     act.finish(&cmd, replies::service_failed());
                 }
-            });
+            }
+        });
         ctx.wait(fut);
     }
 

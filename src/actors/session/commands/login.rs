@@ -106,7 +106,7 @@ impl Session {
         send: impl FnOnce(&Services) -> RecipientRequest<M> + 'static,
         then: F,
     ) where
-        M: Message + Send + 'static,
+        M: Message + crate::actors::Destination + Send + 'static,
         M::Result: Send,
         F: FnOnce(&mut Session, M::Result, &mut Context<Session>, String) + 'static,
     {

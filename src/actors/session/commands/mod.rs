@@ -285,7 +285,7 @@ impl Session {
         request: impl FnOnce(&Services, Arc<str>, VPath) -> RecipientRequest<M>,
         on_ok: impl FnOnce(&mut Session, T, VPath) -> Next + 'static,
     ) where
-        M: Message<Result = Result<T, StoreError>> + Send + 'static,
+        M: Message<Result = Result<T, StoreError>> + crate::actors::Destination + Send + 'static,
         T: Send + 'static,
     {
         let Some(user) = self.user_or_reply(&text) else {
