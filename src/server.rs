@@ -155,8 +155,8 @@ impl Server {
         } = Backends::open(&config).await?;
         // Read before anything listens: a server that cannot guard its admin listener must
         // not start.
-        let admin_token = wiring::admin_token(&config).map_err(StartError::AdminToken)?;
-        let storage_check = wiring::storage_check(&config)?;
+        let admin_token = wiring::admin_token(config.admin_token_file.as_deref())
+            .map_err(StartError::AdminToken)?;
         let tls = wiring::tls(&config)?;
         let certificate = tls.as_ref().map(|tls| Arc::clone(&tls.certificate));
         let (tls, upload_tls) = match tls {
@@ -189,6 +189,7 @@ impl Server {
         let files = FileStore::start(Arc::clone(&storage));
         let mut services =
             Services::new(&registry_actor, &files, &audit).counted_in(metrics.backlog());
+        let readiness = Readiness::new(Arc::clone(&storage), database.clone());
         let long_jobs = LongJobs::start(storage, config.long_jobs_per_user);
         services.list = long_jobs.clone().recipient();
         services.list_pages = long_jobs.clone().recipient();
@@ -202,7 +203,6 @@ impl Server {
         // Counted once every thread and file of the server is open, so the reserve covers them.
         let max_sessions = sessions_within_descriptors(config.max_sessions);
         let sessions = SessionRegistry::new(max_sessions, Arc::clone(&state));
-        let readiness = Readiness::new(storage_check, database.clone());
         let watch = database.map(|db| {
             let sessions = Arc::clone(&sessions);
             let period = db.lease() / 3;

@@ -95,6 +95,41 @@ pub fn count_handshake(ok: bool) {
     HANDSHAKES.get_or_create(&Handshake { result }).inc();
 }
 
+/// The failed handshakes so far (for tests).
+pub fn failed_handshakes() -> u64 {
+    HANDSHAKES
+        .get_or_create(&Handshake { result: "failed" })
+        .get()
+}
+
+/// A handshake under way, counted once: as its result when it ends, as failed when it is
+/// dropped before (a time limit around it ran out).
+#[derive(Debug)]
+pub struct HandshakeCount {
+    counted: bool,
+}
+
+impl HandshakeCount {
+    /// A handshake starts.
+    pub fn start() -> HandshakeCount {
+        HandshakeCount { counted: false }
+    }
+
+    /// It ended, well or not.
+    pub fn end(mut self, ok: bool) {
+        self.counted = true;
+        count_handshake(ok);
+    }
+}
+
+impl Drop for HandshakeCount {
+    fn drop(&mut self) {
+        if !self.counted {
+            count_handshake(false);
+        }
+    }
+}
+
 /// Installs ring as the process-wide rustls provider, which reqwest's clients (S3, the admin
 /// commands) need; the FTP side passes its provider explicitly. An error means one is
 /// installed already.

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix::Addr;
@@ -22,7 +22,6 @@ use crate::audit::metrics::Metrics;
 use crate::codec::entry::FileKind;
 use crate::config::{Config, StorageKind};
 use crate::db::{Database, DbError};
-use crate::ops::http::StorageCheck;
 use crate::quota::QuotaLedger;
 use crate::state::{LocalState, PgState, SharedState};
 use crate::storage::local::LocalStorage;
@@ -499,23 +498,12 @@ impl Backends {
     }
 }
 
-/// What the admin listener's `/ready` checks the storage with.
-///
-/// # Errors
-/// The S3 settings are incomplete.
-pub fn storage_check(config: &Config) -> Result<StorageCheck, S3SetupError> {
-    Ok(match config.storage {
-        StorageKind::Local => StorageCheck::Local(config.homes_dir()),
-        StorageKind::S3 => StorageCheck::S3(Box::new(s3_home_storage(config)?)),
-    })
-}
-
 /// The admin listener's token, from `admin_token_file` (the first line; never empty).
 ///
 /// # Errors
 /// The file cannot be read or holds no token.
-pub fn admin_token(config: &Config) -> io::Result<Option<String>> {
-    let Some(file) = &config.admin_token_file else {
+pub fn admin_token(file: Option<&Path>) -> io::Result<Option<String>> {
+    let Some(file) = file else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(file).map_err(|e| {

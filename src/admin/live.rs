@@ -47,16 +47,7 @@ impl AdminTarget {
         let file: Option<PathBuf> = token_file
             .map(Path::to_path_buf)
             .or_else(|| config.admin_token_file.clone());
-        let token = match file {
-            Some(file) => {
-                let with_file = Config {
-                    admin_token_file: Some(file),
-                    ..Config::default()
-                };
-                crate::wiring::admin_token(&with_file)?
-            }
-            None => None,
-        };
+        let token = crate::wiring::admin_token(file.as_deref())?;
         Ok(AdminTarget { url, token })
     }
 

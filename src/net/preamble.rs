@@ -240,8 +240,10 @@ async fn steps(
     let stream = match implicit_tls {
         None => Stream::Plain(tcp),
         Some(tls) => {
+            // Counted as failed also when the preamble's time runs out in the middle.
+            let count = crate::tls::HandshakeCount::start();
             let accepted = tls.accept(tcp).await;
-            crate::tls::count_handshake(accepted.is_ok());
+            count.end(accepted.is_ok());
             Stream::Tls(Box::new(accepted.map_err(Failure::Tls)?))
         }
     };
@@ -303,6 +305,7 @@ mod tests {
     async fn a_silent_client_on_implicit_tls_is_dropped_after_the_limit() {
         let (tls, _) = tls_pair();
         let (mut client, tcp, mut addr) = connected().await;
+        let failed = crate::tls::failed_handshakes();
         let outcome = bounded(
             "the preamble",
             run(tcp, &mut addr, None, Some(&tls), Duration::from_millis(200)),
@@ -312,6 +315,10 @@ mod tests {
             matches!(outcome, Err(Failure::TimedOut)),
             "{:?}",
             outcome.err()
+        );
+        assert!(
+            crate::tls::failed_handshakes() > failed,
+            "a handshake cut off by the limit counts as failed"
         );
         // The server's end went with the failed preamble: the client reads the close.
         let mut buf = [0u8; 16];

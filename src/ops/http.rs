@@ -10,7 +10,6 @@
 //! `Host`, so a web page elsewhere cannot reach it through DNS rebinding.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use super::status::{self, History, Sample, Status};
 use crate::admission::SessionRegistry;
 use crate::audit::metrics::{Gauges, Metrics};
 use crate::db::Database;
-use crate::storage::s3::S3Storage;
+use crate::storage::Storage;
 use crate::transfer::TransferPool;
 
 /// How long a storage check's answer is reused: a balancer polling `/ready` every second
@@ -32,47 +31,28 @@ const STORAGE_CHECK_TTL: Duration = Duration::from_secs(5);
 /// The longest a storage check may take before `/ready` says the storage is unreachable.
 const STORAGE_CHECK_LIMIT: Duration = Duration::from_secs(5);
 
-/// Where the homes are, for `/ready` to check.
-#[derive(Debug)]
-pub enum StorageCheck {
-    /// The homes directory must be a directory.
-    Local(PathBuf),
-    /// The bucket must answer a listing.
-    S3(Box<S3Storage>),
-}
-
-impl StorageCheck {
-    async fn run(&self) -> Result<(), String> {
-        match self {
-            StorageCheck::Local(homes) => match std::fs::metadata(homes) {
-                Ok(meta) if meta.is_dir() => Ok(()),
-                Ok(_) => Err(format!("{} is not a directory", homes.display())),
-                Err(e) => Err(format!("{}: {e}", homes.display())),
-            },
-            StorageCheck::S3(bucket) => {
-                match tokio::time::timeout(STORAGE_CHECK_LIMIT, bucket.reachable()).await {
-                    Ok(answer) => answer.map_err(|e| e.to_string()),
-                    Err(_) => Err("the bucket did not answer in time".into()),
-                }
-            }
-        }
-    }
-}
-
 /// What `/ready` checks.
-#[derive(Debug)]
 pub struct Readiness {
     draining: AtomicBool,
     database: Option<Arc<Database>>,
-    storage: StorageCheck,
+    storage: Arc<dyn Storage>,
     /// The last storage check: when, and what it said.
     checked: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("draining", &self.draining)
+            .field("database", &self.database.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Readiness {
     /// Ready once built (the listeners are bound by then), while `storage` and `database`
     /// answer.
-    pub fn new(storage: StorageCheck, database: Option<Arc<Database>>) -> Arc<Readiness> {
+    pub fn new(storage: Arc<dyn Storage>, database: Option<Arc<Database>>) -> Arc<Readiness> {
         Arc::new(Readiness {
             draining: AtomicBool::new(false),
             database,
@@ -106,7 +86,9 @@ impl Readiness {
         let answer = match cached {
             Some(answer) => answer,
             None => {
-                let answer = self.storage.run().await;
+                let answer = tokio::time::timeout(STORAGE_CHECK_LIMIT, self.storage.answers())
+                    .await
+                    .unwrap_or_else(|_| Err("the storage did not answer in time".into()));
                 *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((Instant::now(), answer.clone()));
                 answer

@@ -304,6 +304,15 @@ pub trait Storage: Send + Sync + 'static {
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
 
+    /// Whether the backend answers now (`/ready`): the homes directory is there, the bucket
+    /// answers a listing. A backend in memory always does.
+    ///
+    /// # Errors
+    /// Why it does not answer, as a sentence.
+    async fn answers(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Create the user's home; succeeds if it already exists.
     ///
     /// # Errors

@@ -577,3 +577,34 @@ fn sighup_reloads_limits_timeouts_registration_and_quota_defaults_and_names_the_
     assert_eq!(reply.code, 550, "still closed: {reply:?}");
     stranger.expect("NOOP", 200);
 }
+
+#[test]
+fn ready_is_503_while_the_homes_directory_is_gone_and_200_when_it_is_back() {
+    let server = TestServer::start(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_addr(&server);
+    let homes = server.data_dir().join("home");
+    let moved = server.data_dir().join("home.away");
+    std::fs::rename(&homes, &moved).expect("move the homes away");
+    let (status, body) = http(admin, "GET", "/ready", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("storage unreachable: "), "{body}");
+    assert_eq!(
+        http(admin, "GET", "/health", None).0,
+        200,
+        "the process is up"
+    );
+    std::fs::rename(&moved, &homes).expect("move them back");
+    // The answer is reused for a few seconds; bounded wait for the next check.
+    let start = Instant::now();
+    loop {
+        let (status, body) = http(admin, "GET", "/ready", None);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "still {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -219,6 +219,19 @@ impl Storage for LocalStorage {
         Capabilities::ALL
     }
 
+    async fn answers(&self) -> Result<(), String> {
+        let homes = self.fs.homes.clone();
+        let meta =
+            tokio::task::spawn_blocking(move || std::fs::metadata(&homes).map(|m| (homes, m)))
+                .await
+                .map_err(|e| e.to_string())?;
+        match meta {
+            Ok((_, meta)) if meta.is_dir() => Ok(()),
+            Ok((homes, _)) => Err(format!("{} is not a directory", homes.display())),
+            Err(e) => Err(format!("{}: {e}", self.fs.homes.display())),
+        }
+    }
+
     async fn create_home(&self, user: &str) -> Result<(), StoreError> {
         let user = user.to_owned();
         self.short(move |fs| fs.create_home(&user)).await

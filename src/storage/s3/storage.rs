@@ -86,6 +86,10 @@ impl Storage for S3Storage {
         CAPABILITIES
     }
 
+    async fn answers(&self) -> Result<(), String> {
+        self.reachable().await.map_err(|e| e.to_string())
+    }
+
     async fn create_home(&self, user: &str) -> Result<(), StoreError> {
         self.make_home(user).await
     }
