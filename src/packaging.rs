@@ -109,7 +109,14 @@ fn completions<Cli: CommandFactory>(shell: Shell, out: &mut dyn Write) -> io::Re
 /// # Errors
 /// `dir` or a page cannot be written.
 fn man_pages<Cli: CommandFactory>(dir: &Path) -> io::Result<()> {
+    let mut command = Cli::command();
+    // The help's first line names the program ("ferryd: a multi-user ..."); NAME does already.
+    let prefix = format!("{}: ", command.get_name());
+    let about = command.get_about().map(ToString::to_string);
+    if let Some(rest) = about.as_deref().and_then(|a| a.strip_prefix(&prefix)) {
+        command = command.about(rest.to_owned());
+    }
     std::fs::create_dir_all(dir)
-        .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+        .and_then(|()| clap_mangen::generate_to(command, dir))
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
