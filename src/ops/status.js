@@ -28,6 +28,15 @@ function bytes(n) {
   return (unit === 0 ? value.toFixed(0) : value.toFixed(1)) + " " + units[unit];
 }
 
+// A time of day in the browser's zone; the exact time as the cell's title.
+function clock(tag, iso, className) {
+  const node = cell(tag, "", className);
+  const at = new Date(iso);
+  node.textContent = isNaN(at) ? String(iso) : at.toLocaleTimeString();
+  node.title = iso;
+  return node;
+}
+
 function problem(text) { $("problem").textContent = text; }
 
 function askToken(why) {
@@ -104,7 +113,7 @@ function renderSessions(sessions) {
     action.append(end);
     row.append(
       cell("td", s.id, "num"), cell("td", s.user || "—", "text"), cell("td", s.peer),
-      cell("td", s.node), cell("td", s.since), cell("td", s.command || "", "text"),
+      cell("td", s.node), clock("td", s.since), cell("td", s.command || "", "text"),
       cell("td", transfer, "text transfer"), action);
   }
 }
@@ -138,7 +147,7 @@ function renderEvents(events) {
     const row = body.insertRow();
     const what = [e.command, e.path, e.target].filter(Boolean).join(" ");
     row.append(
-      cell("td", e.time), cell("td", e.session, "num"), cell("td", e.user || "", "text"),
+      clock("td", e.time), cell("td", e.session, "num"), cell("td", e.user || "", "text"),
       cell("td", e.event), cell("td", what, "text"), cell("td", e.code || ""),
       cell("td", e.bytes === undefined ? "" : bytes(e.bytes), "num"));
   }

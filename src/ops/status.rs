@@ -16,6 +16,8 @@ use crate::audit::Event;
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// How many samples it keeps: ten minutes.
 pub const SAMPLES: usize = 300;
+/// A sample this young ends the history as it is, without one taken for the answer.
+pub const FRESH_MS: u64 = 1000;
 /// How many of the recent audit events the page gets.
 const EVENTS_SHOWN: usize = 50;
 
@@ -110,7 +112,8 @@ pub struct Status<'a> {
     pub events: Vec<Event>,
     /// Seconds between samples.
     pub sample_seconds: u64,
-    /// The history, oldest first, ending with a sample taken for this answer.
+    /// The history, oldest first, ending with a sample taken for this answer (unless the
+    /// last one is younger than [`FRESH_MS`]: a rate over a few milliseconds says nothing).
     pub history: Vec<Sample>,
 }
 
@@ -124,7 +127,12 @@ impl<'a> Status<'a> {
         now: Sample,
     ) -> Status<'a> {
         events.drain(..events.len().saturating_sub(EVENTS_SHOWN));
-        history.push(now);
+        if history
+            .last()
+            .is_none_or(|last| now.at_ms.saturating_sub(last.at_ms) >= FRESH_MS)
+        {
+            history.push(now);
+        }
         Status {
             node,
             version: env!("CARGO_PKG_VERSION"),
@@ -144,8 +152,12 @@ mod tests {
     use super::*;
 
     fn sample(sessions: usize) -> Sample {
+        sample_at(sessions, 0)
+    }
+
+    fn sample_at(sessions: usize, at_ms: u64) -> Sample {
         Sample {
-            at_ms: 0,
+            at_ms,
             sessions,
             transfers: 0,
             bytes_in: 0,
@@ -169,10 +181,25 @@ mod tests {
         let events: Vec<Event> = (0..EVENTS_SHOWN as u64 + 5)
             .map(|session| Event::now(session, peer, crate::audit::EventKind::Command))
             .collect();
-        let status = Status::new("n1", Vec::new(), events, vec![sample(1)], sample(2));
+        let status = Status::new(
+            "n1",
+            Vec::new(),
+            events,
+            vec![sample_at(1, 0)],
+            sample_at(2, FRESH_MS),
+        );
         assert_eq!(status.events.len(), EVENTS_SHOWN);
         assert_eq!(status.events[0].session, 5);
         let counts: Vec<usize> = status.history.iter().map(|s| s.sessions).collect();
         assert_eq!(counts, [1, 2]);
+        let just_sampled = Status::new(
+            "n1",
+            Vec::new(),
+            Vec::new(),
+            vec![sample_at(1, 5000)],
+            sample_at(2, 5000 + FRESH_MS - 1),
+        );
+        let counts: Vec<usize> = just_sampled.history.iter().map(|s| s.sessions).collect();
+        assert_eq!(counts, [1], "no rate over a moment");
     }
 }
