@@ -58,6 +58,28 @@ pub fn entries_table(entries: &[RemoteEntry]) -> String {
     }
 }
 
+/// Renders entries as one JSON array for scripts (`dir --json`): `name`, `type` (`file`,
+/// `dir`, `link`, `other`), `size` (bytes, or null), `modified` (RFC 3339 UTC, `YYYY-MM-DD`
+/// when the listing gives only a day, or null).
+pub fn entries_json(entries: &[RemoteEntry]) -> String {
+    let items: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let modified = e.modified.map(|m| match m {
+                Modified::At(t) => t.to_string(),
+                Modified::Day(d) => d.to_string(),
+            });
+            serde_json::json!({
+                "name": e.name,
+                "type": e.kind.as_str(),
+                "size": e.size,
+                "modified": modified,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
 /// Progress of one transfer: a bar on a terminal, nothing otherwise.
 pub struct Progress {
     label: String,

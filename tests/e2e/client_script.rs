@@ -814,6 +814,45 @@ fn ls_options_and_dir_of_one_file() {
 }
 
 #[test]
+fn dir_json_is_one_parseable_array_per_listing() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    client.write("f.txt", b"12345");
+    let out = client.script(
+        &server,
+        "login alice; put f.txt; mkdir sub; dir --json; ls --json -l f.txt",
+    );
+    out.ok("dir --json");
+    let arrays: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(arrays.len(), 2, "{}", out.stdout);
+    let listing = arrays[0].as_array().expect("array");
+    let file = listing
+        .iter()
+        .find(|e| e["name"] == "f.txt")
+        .unwrap_or_else(|| panic!("f.txt in {listing:?}"));
+    assert_eq!(file["type"], "file");
+    assert_eq!(file["size"], 5);
+    let modified = file["modified"].as_str().expect("a time");
+    assert!(
+        modified.ends_with('Z') && modified.parse::<jiff::Timestamp>().is_ok(),
+        "{modified}"
+    );
+    let sub = listing
+        .iter()
+        .find(|e| e["name"] == "sub")
+        .expect("sub");
+    assert_eq!(sub["type"], "dir");
+    let one = arrays[1].as_array().expect("array");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(one[0]["name"], "f.txt");
+}
+
+#[test]
 fn changes_are_confirmed_unless_quiet() {
     let server = server_with_user();
     let client = Client::with_password(PASS);

@@ -85,8 +85,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "dir",
         &["ls"],
-        "dir [-OPTIONS] [PATH]",
-        "list a remote directory, or one file, as a table (ls options are ignored)",
+        "dir [--json] [-OPTIONS] [PATH]",
+        "list a remote directory, or one file, as a table or with --json as one JSON array (ls options are ignored)",
         ArgKind::Remote,
     ),
     spec(

@@ -165,10 +165,11 @@ impl Shell {
                 _ => println!("not connected"),
             },
             ("dir", _) => {
+                let (json, args) = take_flag(args, "--json");
                 // `ls -la` and the like: a person's habit; the table shows what they would show.
-                match skip_options(args) {
-                    [] => self.dir(None)?,
-                    [path] => self.dir(Some(path))?,
+                match skip_options(&args) {
+                    [] => self.dir(None, json)?,
+                    [path] => self.dir(Some(path), json)?,
                     _ => return Err(usage()),
                 }
             }
@@ -333,7 +334,14 @@ impl Shell {
 
     /// `dir [PATH]`: a directory as a table, or a file as one row. MLST tells which (RFC 3659
     /// §7); a server without it gets `LIST PATH`, which lists a file as itself.
-    fn dir(&mut self, path: Option<&str>) -> Result<(), ShellError> {
+    fn dir(&mut self, path: Option<&str>, json: bool) -> Result<(), ShellError> {
+        let show = |entries: &[RemoteEntry]| {
+            if json {
+                println!("{}", render::entries_json(entries));
+            } else {
+                println!("{}", render::entries_table(entries));
+            }
+        };
         let about = || ShellError::about(format!("cannot list {}", path.unwrap_or(".")));
         if let Some(path) = path {
             let reply = self
@@ -357,13 +365,13 @@ impl Shell {
                 .filter(|e| e.kind != EntryKind::Dir);
             if let Some(mut entry) = file {
                 entry.name = path.to_owned();
-                println!("{}", render::entries_table(&[entry]));
+                show(&[entry]);
                 return Ok(());
             }
         }
         let abort = self.reset_abort();
         let entries = self.client()?.list(path, &abort).map_err(about())?;
-        println!("{}", render::entries_table(&entries));
+        show(&entries);
         Ok(())
     }
 
