@@ -50,6 +50,21 @@ pub struct Live {
     peer: std::net::SocketAddr,
     since: std::time::SystemTime,
     state: Mutex<LiveState>,
+    /// The registry's count of bytes moved by ended transfers, which takes this session's
+    /// transfer in as it ends.
+    moved: Arc<Moved>,
+}
+
+/// File bytes moved by ended transfers (uploaded, downloaded). Taken before a session's own
+/// lock both where a transfer ends and where the sessions are sampled, so a sample counts
+/// every byte once: in a running transfer or among the ended ones.
+#[derive(Debug, Default)]
+pub struct Moved(Mutex<[u64; 2]>);
+
+impl Moved {
+    fn lock(&self) -> MutexGuard<'_, [u64; 2]> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -100,12 +115,13 @@ pub struct TransferView {
 }
 
 impl Live {
-    /// A session from `peer` that connected just now.
-    pub fn new(peer: std::net::SocketAddr) -> Arc<Live> {
+    /// A session from `peer` that connected just now; its ended transfers count in `moved`.
+    pub fn new(peer: std::net::SocketAddr, moved: Arc<Moved>) -> Arc<Live> {
         Arc::new(Live {
             peer,
             since: std::time::SystemTime::now(),
             state: Mutex::default(),
+            moved,
         })
     }
 
@@ -143,9 +159,17 @@ impl Live {
         });
     }
 
-    /// The transfer ended.
+    /// The transfer ended: its bytes join the ended transfers' count.
     pub fn transfer_ended(&self) {
-        self.state().transfer = None;
+        let mut moved = self.moved.lock();
+        if let Some(transfer) = self.state().transfer.take() {
+            let bytes = transfer.progress.load(Ordering::Relaxed);
+            match transfer.kind {
+                "upload" => moved[0] += bytes,
+                "download" => moved[1] += bytes,
+                _ => {}
+            }
+        }
     }
 
     fn view(&self, id: u64) -> SessionView {
@@ -216,6 +240,7 @@ pub struct SessionRegistry {
     counts: Mutex<Counts>,
     max_total: usize,
     state: Arc<dyn SharedState>,
+    moved: Arc<Moved>,
 }
 
 /// Why a connection was refused.
@@ -247,6 +272,7 @@ impl SessionRegistry {
             counts: Mutex::new(Counts::default()),
             max_total,
             state: Arc::clone(&state),
+            moved: Arc::default(),
         });
         // Bans another node decides end this node's sessions from the address too.
         let weak = Arc::downgrade(&registry);
@@ -315,14 +341,21 @@ impl SessionRegistry {
 
     /// Every live session that has registered, by id.
     pub fn sessions(&self) -> Vec<SessionView> {
-        let mut views: Vec<SessionView> = self
-            .lock()
+        self.sessions_and_moved().0
+    }
+
+    /// The live sessions, and the bytes (uploaded, downloaded) of the transfers that ended,
+    /// read together: a transfer ending meanwhile is in one or the other, never both.
+    pub fn sessions_and_moved(&self) -> (Vec<SessionView>, [u64; 2]) {
+        let counts = self.lock();
+        let moved = self.moved.lock();
+        let mut views: Vec<SessionView> = counts
             .sessions
             .iter()
             .map(|(id, session)| session.live.view(*id))
             .collect();
         views.sort_by_key(|view| view.id);
-        views
+        (views, *moved)
     }
 
     /// Ends session `id` at once (see [`Kick`]); false when there is no such session.
@@ -354,6 +387,11 @@ pub struct SessionPermit {
 }
 
 impl SessionPermit {
+    /// Where the session's ended transfers are counted (for its [`Live`]).
+    pub fn moved(&self) -> Arc<Moved> {
+        Arc::clone(&self.registry.moved)
+    }
+
     /// Registers the session's recipients so shutdown, bans of its address, the end of
     /// accounts and an administrator can reach it, and what it shows of itself.
     pub fn attach(&self, reach: Reach) {
@@ -380,5 +418,33 @@ impl Drop for SessionPermit {
         let mut counts = self.registry.lock();
         counts.sessions.remove(&self.id);
         counts.total = counts.total.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_transfer_moves_its_bytes_to_the_ended_count_once() {
+        let moved = Arc::new(Moved::default());
+        let live = Live::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 5000)),
+            Arc::clone(&moved),
+        );
+        let progress = Arc::new(AtomicU64::new(0));
+        live.transfer_started("download", Some("/f".into()), Arc::clone(&progress));
+        progress.store(700, Ordering::Relaxed);
+        assert_eq!(live.view(1).transfer.map(|t| t.bytes), Some(700));
+        assert_eq!(*moved.lock(), [0, 0]);
+        live.transfer_ended();
+        assert!(live.view(1).transfer.is_none());
+        assert_eq!(*moved.lock(), [0, 700]);
+        live.transfer_started("upload", None, Arc::new(AtomicU64::new(5)));
+        live.transfer_ended();
+        live.transfer_started("listing", None, Arc::new(AtomicU64::new(9)));
+        live.transfer_ended();
+        live.transfer_ended();
+        assert_eq!(*moved.lock(), [5, 700], "listings are not file bytes");
     }
 }

@@ -302,16 +302,17 @@ impl Server {
                 return;
             }
         };
-        let (now, reload) = self.config.reload(&fresh);
+        let (now, reload) = match self.config.reload(&fresh) {
+            Ok(done) => done,
+            Err(e) => {
+                log::error!("SIGHUP: the configuration is not reloaded, every setting stays: {e}");
+                return;
+            }
+        };
         self.state.reconfigure(&now);
-        if self
-            .accounts
-            .send(account_registry::Reconfigure(Arc::clone(&now)))
-            .await
-            .is_err()
-        {
-            log::error!("SIGHUP: the account registry is not running");
-        }
+        // Not awaited: a flood of queued logins must not hold the signal loop (and SIGTERM).
+        self.accounts
+            .do_send(account_registry::Reconfigure(Arc::clone(&now)));
         if reload.taken.is_empty() {
             log::info!("SIGHUP: no reloadable setting changed");
         } else {

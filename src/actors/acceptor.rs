@@ -238,7 +238,10 @@ impl StreamHandler<Accepted> for Acceptor {
         };
         let id = self.next_id;
         self.next_id += 1;
-        let proxied = self.env.config.get().proxied(tcp_addr.ip());
+        let config = self.env.config.get();
+        let proxied = config.proxied(tcp_addr.ip());
+        // The bound in force, which a reload may have changed.
+        self.pending.set_max_per_peer(config.max_sessions_per_ip);
         let mut slot = match self.pending.enter(tcp_addr.ip(), proxied) {
             Ok(slot) => slot,
             Err(full) => {

@@ -420,12 +420,6 @@ impl Metrics {
         self.recent.list()
     }
 
-    /// File bytes moved by finished transfers so far: (uploaded, downloaded).
-    pub fn bytes_moved(&self) -> (u64, u64) {
-        let moved = |direction| self.bytes.get_or_create(&Direction { direction }).get();
-        (moved("in"), moved("out"))
-    }
-
     /// The text `/metrics` answers with, the gauges set to `gauges`.
     pub fn render(&self, gauges: Gauges) -> String {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);

@@ -5,6 +5,7 @@
 pub mod complete;
 pub mod entries;
 pub mod ftp;
+pub mod netrc;
 pub mod render;
 pub mod shell;
 pub mod stream;
@@ -163,8 +164,9 @@ fn run_one(shell: &Rc<RefCell<Shell>>, command: &str, failed: &mut bool) -> bool
 fn open_target(shell: &mut Shell, text: &str) -> Result<(), ShellError> {
     let target = parse_target(text)?;
     shell.open(&target.host, Some(target.port))?;
-    if let Some(user) = &target.user {
-        shell.login(Some(user))?;
+    // Without a user in the URL, `~/.netrc` may name one (ftp's auto-login).
+    if target.user.is_some() || shell.netrc_login().is_some() {
+        shell.login(target.user.as_deref())?;
         if let Some(dir) = &target.dir {
             let cd = format!("cd {}", words::quote_word(dir));
             // Named like a script's failing command: `ferry: cd DIR: 550 ...`.

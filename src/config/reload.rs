@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::Config;
+use super::{Config, ConfigError};
 
 /// The configuration in force, read whole where it is used and replaced whole by a reload,
 /// so one command never sees half of an old and half of a new configuration.
@@ -94,10 +94,20 @@ pub struct Reload {
 impl LiveConfig {
     /// Puts the reloaded settings of `fresh` (a validated configuration) in force; the
     /// configuration now in force, and what changed.
-    pub fn reload(&self, fresh: &Config) -> (Arc<Config>, Reload) {
+    ///
+    /// # Errors
+    /// What `fresh` asks for does not hold with the restart-only settings in force (e.g.
+    /// `require_tls_login` on a server started without a certificate); nothing changes then.
+    pub fn reload(&self, fresh: &Config) -> Result<(Arc<Config>, Reload), ConfigError> {
         let (next, taken, waiting) = merge(&self.get(), fresh);
+        next.validate().map_err(|e| match e {
+            ConfigError::Invalid(why) => ConfigError::Invalid(format!(
+                "{why} (with the settings that need a restart as they are now)"
+            )),
+            other => other,
+        })?;
         self.set(next);
-        (self.get(), Reload { taken, waiting })
+        Ok((self.get(), Reload { taken, waiting }))
     }
 }
 
@@ -142,14 +152,36 @@ mod tests {
             data_dir: "/elsewhere".into(),
             ..Config::default()
         };
-        let (now, reload) = settings.reload(&fresh);
+        let (now, reload) = settings.reload(&fresh).expect("valid");
         assert_eq!(reload.taken, ["registration", "idle_timeout_secs"]);
         assert_eq!(reload.waiting, ["data_dir"]);
         assert_eq!(now.registration, Registration::Closed);
         assert_eq!(now.idle_timeout_secs, 7);
         assert_eq!(now.data_dir, Config::default().data_dir);
-        let (_, again) = settings.reload(&fresh);
+        let (_, again) = settings.reload(&fresh).expect("valid");
         assert!(again.taken.is_empty(), "{again:?}");
         assert_eq!(again.waiting, ["data_dir"]);
+    }
+
+    #[test]
+    fn a_reload_that_needs_what_only_a_restart_gives_changes_nothing() {
+        let settings = LiveConfig::new(Config::default());
+        // The file gained a certificate and requires TLS: the certificate needs a restart,
+        // so requiring TLS now would lock everyone out.
+        let fresh = Config {
+            tls_cert: Some("/etc/cert.pem".into()),
+            tls_key: Some("/etc/key.pem".into()),
+            require_tls_login: true,
+            idle_timeout_secs: 9,
+            ..Config::default()
+        };
+        fresh.validate().expect("the file alone is valid");
+        let refused = settings.reload(&fresh).expect_err("refused");
+        assert!(refused.to_string().contains("need a restart"), "{refused}");
+        assert!(!settings.get().require_tls_login);
+        assert_eq!(
+            settings.get().idle_timeout_secs,
+            Config::default().idle_timeout_secs
+        );
     }
 }

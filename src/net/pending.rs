@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -21,7 +22,8 @@ struct Counts {
 pub struct Pending {
     counts: Mutex<Counts>,
     max_total: usize,
-    max_per_peer: usize,
+    /// `max_sessions_per_ip`, which a reload may change.
+    max_per_peer: AtomicUsize,
 }
 
 /// Which bound a connection met.
@@ -39,8 +41,17 @@ impl Pending {
         Arc::new(Pending {
             counts: Mutex::new(Counts::default()),
             max_total,
-            max_per_peer,
+            max_per_peer: AtomicUsize::new(max_per_peer),
         })
+    }
+
+    /// From now on, `max_per_peer` connections from one peer (a reload).
+    pub fn set_max_per_peer(&self, max_per_peer: usize) {
+        self.max_per_peer.store(max_per_peer, Ordering::Relaxed);
+    }
+
+    fn max_per_peer(&self) -> usize {
+        self.max_per_peer.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
@@ -60,7 +71,7 @@ impl Pending {
             return Err(Full::Total);
         }
         let from_peer = counts.per_peer.entry(peer).or_insert(0);
-        if *from_peer >= self.max_per_peer && !balancer {
+        if *from_peer >= self.max_per_peer() && !balancer {
             return Err(Full::Peer);
         }
         *from_peer += 1;
@@ -91,7 +102,7 @@ impl PendingSlot {
         }
         let mut counts = self.pending.lock();
         let held = counts.per_peer.get(&client).copied().unwrap_or(0);
-        if held >= self.pending.max_per_peer {
+        if held >= self.pending.max_per_peer() {
             return Err(Full::Peer);
         }
         release(&mut counts, self.peer);
@@ -144,6 +155,9 @@ mod tests {
         assert_eq!(pending.lock().total, 0);
         let _again = pending.enter(a, false).expect("all free again");
         let _and = pending.enter(a, false).expect("both places of a");
+        assert_eq!(pending.enter(a, false).err(), Some(Full::Peer));
+        pending.set_max_per_peer(3);
+        let _third = pending.enter(a, false).expect("the raised bound");
     }
 
     #[test]

@@ -30,14 +30,18 @@ use crate::transfer::TransferPool;
 const STORAGE_CHECK_TTL: Duration = Duration::from_secs(5);
 /// The longest a storage check may take before `/ready` says the storage is unreachable.
 const STORAGE_CHECK_LIMIT: Duration = Duration::from_secs(5);
+/// How often a request looks for the answer of the check it waits for.
+const STORAGE_CHECK_POLL: Duration = Duration::from_millis(20);
 
 /// What `/ready` checks.
 pub struct Readiness {
     draining: AtomicBool,
     database: Option<Arc<Database>>,
     storage: Arc<dyn Storage>,
-    /// The last storage check: when, and what it said.
+    /// The last storage check: when it ended, and what it said.
     checked: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// A storage check is running.
+    checking: AtomicBool,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -58,6 +62,7 @@ impl Readiness {
             database,
             storage,
             checked: Mutex::new(None),
+            checking: AtomicBool::new(false),
         })
     }
 
@@ -66,8 +71,45 @@ impl Readiness {
         self.draining.store(true, Ordering::SeqCst);
     }
 
+    /// The storage's answer: the last one while it is fresh, else a new check's. One check
+    /// runs at a time, in a task of its own, and is waited for at most
+    /// [`STORAGE_CHECK_LIMIT`]: a hung mount holds one blocking thread, not one per request.
+    async fn storage_answer(self: &Arc<Self>) -> Result<(), String> {
+        let asked = Instant::now();
+        let last = |fresher_than: Instant| {
+            self.checked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|(at, _)| *at >= fresher_than)
+                .map(|(_, answer)| answer.clone())
+        };
+        if let Some(answer) = asked.checked_sub(STORAGE_CHECK_TTL).and_then(&last) {
+            return answer;
+        }
+        if !self.checking.swap(true, Ordering::SeqCst) {
+            let readiness = Arc::clone(self);
+            actix_rt::spawn(async move {
+                let answer = readiness.storage.answers().await;
+                *readiness.checked.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), answer));
+                readiness.checking.store(false, Ordering::SeqCst);
+            });
+        }
+        while asked.elapsed() < STORAGE_CHECK_LIMIT {
+            if let Some(answer) = last(asked) {
+                return answer;
+            }
+            tokio::time::sleep(STORAGE_CHECK_POLL).await;
+        }
+        Err(format!(
+            "no answer within {} s",
+            STORAGE_CHECK_LIMIT.as_secs()
+        ))
+    }
+
     /// `Ok` when ready, else why not.
-    async fn check(&self) -> Result<(), String> {
+    async fn check(self: &Arc<Self>) -> Result<(), String> {
         if self.draining.load(Ordering::SeqCst) {
             return Err("draining: the server is stopping".into());
         }
@@ -76,24 +118,7 @@ impl Readiness {
         {
             return Err("the database has not answered this node's heartbeat".into());
         }
-        let cached = self
-            .checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < STORAGE_CHECK_TTL)
-            .map(|(_, answer)| answer.clone());
-        let answer = match cached {
-            Some(answer) => answer,
-            None => {
-                let answer = tokio::time::timeout(STORAGE_CHECK_LIMIT, self.storage.answers())
-                    .await
-                    .unwrap_or_else(|_| Err("the storage did not answer in time".into()));
-                *self.checked.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((Instant::now(), answer.clone()));
-                answer
-            }
-        };
+        let answer = self.storage_answer().await;
         answer.map_err(|why| format!("storage unreachable: {why}"))
     }
 }
@@ -127,11 +152,8 @@ impl Admin {
 
     /// A sample of the sessions, transfers and bytes moved, taken now.
     fn sample(&self) -> Sample {
-        Sample::now(
-            &self.sessions.sessions(),
-            self.transfers.running(),
-            self.metrics.bytes_moved(),
-        )
+        let (sessions, moved) = self.sessions.sessions_and_moved();
+        Sample::now(&sessions, self.transfers.running(), moved)
     }
 }
 
@@ -226,12 +248,8 @@ async fn status_now(admin: web::Data<Admin>, request: HttpRequest) -> HttpRespon
     if !admin.allowed(&request) {
         return unauthorized(&request);
     }
-    let sessions = admin.sessions.sessions();
-    let now = Sample::now(
-        &sessions,
-        admin.transfers.running(),
-        admin.metrics.bytes_moved(),
-    );
+    let (sessions, moved) = admin.sessions.sessions_and_moved();
+    let now = Sample::now(&sessions, admin.transfers.running(), moved);
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(Status::new(
@@ -353,6 +371,8 @@ impl AdminListener {
         });
         let sampler = actix_rt::spawn(async move {
             let mut every = tokio::time::interval(status::SAMPLE_EVERY);
+            // After a stall, one sample now, not a burst of them milliseconds apart.
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 every.tick().await;
                 sampled.history.push(sampled.sample());

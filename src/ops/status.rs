@@ -43,9 +43,12 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// A sample taken now from the finished transfers' totals and the live `sessions`.
-    pub fn now(sessions: &[SessionView], transfers: usize, moved: (u64, u64)) -> Sample {
-        let (mut bytes_in, mut bytes_out) = moved;
+    /// A sample taken now from the ended transfers' bytes (`moved`: uploaded, downloaded)
+    /// and the live `sessions`, read together ([`SessionRegistry::sessions_and_moved`]).
+    ///
+    /// [`SessionRegistry::sessions_and_moved`]: crate::admission::SessionRegistry::sessions_and_moved
+    pub fn now(sessions: &[SessionView], transfers: usize, moved: [u64; 2]) -> Sample {
+        let [mut bytes_in, mut bytes_out] = moved;
         for transfer in sessions.iter().filter_map(|s| s.transfer.as_ref()) {
             match transfer.kind {
                 "upload" => bytes_in += transfer.bytes,

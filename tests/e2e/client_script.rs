@@ -814,6 +814,54 @@ fn ls_options_and_dir_of_one_file() {
 }
 
 #[test]
+fn netrc_logs_in_and_is_refused_when_others_can_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = server_with_user();
+    let client = Client::new();
+    let netrc = client.home.path().join(".netrc");
+    std::fs::write(
+        &netrc,
+        format!(
+            "machine elsewhere.example login bob password nope\n\
+             machine 127.0.0.1 login {USER} password {PASS}\n"
+        ),
+    )
+    .expect("netrc");
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // ftp's auto-login: the URL names no user, the netrc does, and its password is used.
+    let out = client.script(&server, "whoami");
+    out.ok("netrc auto-login");
+    assert!(
+        out.stdout.contains(&format!("{USER} on 127.0.0.1:")),
+        "{}",
+        out.stdout
+    );
+    let out = client.script(
+        &server,
+        "close; open 127.0.0.1 PORT; login; whoami"
+            .replace("PORT", &server.port().to_string())
+            .as_str(),
+    );
+    out.ok("login without a name");
+    assert!(
+        out.stdout.contains(&format!("{USER} on 127.0.0.1:")),
+        "{}",
+        out.stdout
+    );
+    // Readable by others: its passwords are not used, and ferry says why.
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = client.script(&server, "whoami");
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("may be read by other users, so its passwords are not used (chmod 600"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("no password"), "{}", out.stderr);
+}
+
+#[test]
 fn dir_json_is_one_parseable_array_per_listing() {
     let server = server_with_user();
     let client = Client::with_password(PASS);
@@ -842,10 +890,7 @@ fn dir_json_is_one_parseable_array_per_listing() {
         modified.ends_with('Z') && modified.parse::<jiff::Timestamp>().is_ok(),
         "{modified}"
     );
-    let sub = listing
-        .iter()
-        .find(|e| e["name"] == "sub")
-        .expect("sub");
+    let sub = listing.iter().find(|e| e["name"] == "sub").expect("sub");
     assert_eq!(sub["type"], "dir");
     let one = arrays[1].as_array().expect("array");
     assert_eq!(one.len(), 1, "{one:?}");

@@ -424,11 +424,15 @@ fn the_status_page_shows_a_running_transfer_and_ends_it_in_headless_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    // The download stalls on purpose while the browser starts: a long data timeout keeps it
+    // running on a slow machine.
     let server = TestServer::start(&[
         "--admin-listen",
         "127.0.0.1:0",
         "--admin-token-file",
         token_file.to_str().expect("utf-8"),
+        "--data-timeout-secs",
+        "600",
     ]);
     let admin = admin_addr(&server);
     let mut ctl = server.register_and_login("uma", "uma-pass-1");

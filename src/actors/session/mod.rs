@@ -269,6 +269,7 @@ impl Session {
         permit: SessionPermit,
     ) -> Addr<Session> {
         Session::create(move |ctx| {
+            let live = crate::admission::Live::new(peer.into(), permit.moved());
             let implicit_tls = matches!(conn, Conn::Tls(_));
             let control = Control::new(conn);
             let control_writer = control.clone();
@@ -308,7 +309,7 @@ impl Session {
                 permit,
                 bad_commands: 0,
                 closed_for: None,
-                live: crate::admission::Live::new(peer.into()),
+                live,
             }
         })
     }
@@ -587,7 +588,9 @@ impl Session {
                     sink: upload,
                     client,
                 });
+                let in_flight = self.env.services.backlog.enter(CommitUpload::SERVICE);
                 let fut = request.into_actor(self).map(move |res, act, ctx| {
+                    drop(in_flight);
                     let reply = match res {
                         Ok(Ok(())) => Reply::new(ReplyCode::TransferComplete, "Transfer complete."),
                         Ok(Err(e)) => act.store_error(&e),

@@ -6,26 +6,36 @@ use std::io::{self, IsTerminal};
 
 use crate::accounts::{NAME_RULE, UserName};
 use crate::client::ftp::ClientError;
+use crate::client::netrc::{self, Netrc};
 
 use super::{Shell, ShellError};
 
 impl Shell {
-    /// Logs in as `user` (asked when absent), the password from FERRY_PASSWORD, the password
-    /// file, or a prompt without echo.
+    /// Logs in as `user` (when absent: the login `~/.netrc` gives for the host, else asked),
+    /// the password from FERRY_PASSWORD, the password file, `~/.netrc`, or a prompt without
+    /// echo.
     ///
     /// # Errors
     /// No connection, no password source, or the server's refusal.
     pub fn login(&mut self, user: Option<&str>) -> Result<(), ShellError> {
         self.client()?;
-        let user = match user {
-            Some(u) => u.to_owned(),
+        let user = match user.map(str::to_owned).or_else(|| self.netrc_login()) {
+            Some(u) => u,
             None => self.ask_line("Name: ")?,
         };
         if self.user.as_deref() == Some(user.as_str()) {
             self.say(format_args!("Already logged in as {user}."));
             return Ok(());
         }
-        let password = self.password("Password: ")?;
+        let from_netrc = if self.has_explicit_password() {
+            None
+        } else {
+            self.netrc_password(&user)
+        };
+        let password = match from_netrc {
+            Some(password) => password,
+            None => self.password("Password: ")?,
+        };
         if self.user.is_some() {
             self.log_out()?;
         }
@@ -157,6 +167,45 @@ impl Shell {
 
     /// The password for a login: FERRY_PASSWORD, then `--password-file`, then a prompt
     /// without echo when a person is there.
+    /// `~/.netrc` (or `$NETRC`), read once; a warning about it is printed once.
+    fn netrc(&self) -> Option<&Netrc> {
+        self.netrc
+            .get_or_init(|| {
+                let path = netrc::default_path()?;
+                match Netrc::load(&path) {
+                    Ok(Some((netrc, warning))) => {
+                        if let Some(warning) = warning {
+                            eprintln!("ferry: {warning}");
+                        }
+                        Some(netrc)
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        eprintln!("ferry: {} not read: {e}", path.display());
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// The login `~/.netrc` gives for the connected host.
+    pub(crate) fn netrc_login(&self) -> Option<String> {
+        let (host, _) = self.endpoint.as_ref()?;
+        self.netrc()?.find(host)?.login.clone()
+    }
+
+    fn netrc_password(&self, user: &str) -> Option<String> {
+        let (host, _) = self.endpoint.as_ref()?;
+        self.netrc()?.password(host, user).map(str::to_owned)
+    }
+
+    /// Whether a password was given outright (FERRY_PASSWORD or the password file), which
+    /// goes before `~/.netrc`.
+    fn has_explicit_password(&self) -> bool {
+        std::env::var_os("FERRY_PASSWORD").is_some() || self.opts.password_file.is_some()
+    }
+
     pub(super) fn password(&self, prompt: &str) -> Result<String, ShellError> {
         if let Ok(p) = std::env::var("FERRY_PASSWORD") {
             return Ok(p);

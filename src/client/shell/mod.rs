@@ -103,6 +103,8 @@ pub struct Shell {
     abort: Arc<AtomicBool>,
     /// Remote names per directory, for tab completion; cleared after every command.
     completion_cache: Option<(String, Vec<(String, bool)>)>,
+    /// `~/.netrc`, read at the first login that may use it.
+    netrc: std::cell::OnceCell<Option<crate::client::netrc::Netrc>>,
 }
 
 impl Shell {
@@ -116,6 +118,7 @@ impl Shell {
             opts,
             abort,
             completion_cache: None,
+            netrc: std::cell::OnceCell::new(),
         }
     }
 

@@ -53,8 +53,10 @@ impl Browser {
         let active = profile.path().join("DevToolsActivePort");
         let start = Instant::now();
         let port = loop {
+            // Whole once its second line (the browser's path) is there.
             if let Some(port) = std::fs::read_to_string(&active)
                 .ok()
+                .filter(|text| text.lines().count() >= 2)
                 .and_then(|text| text.lines().next().and_then(|l| l.parse().ok()))
             {
                 break port;
@@ -201,22 +203,28 @@ impl Page {
 
     /// The value of script `expression` in the page (promises awaited).
     pub fn eval(&mut self, expression: &str) -> Value {
+        self.try_eval(expression)
+            .unwrap_or_else(|details| panic!("{expression} threw: {details}"))
+    }
+
+    /// [`Page::eval`], or what it threw.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
         let result = self.call(
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
         );
-        if let Some(details) = result.get("exceptionDetails") {
-            panic!("{expression} threw: {details}");
+        match result.get("exceptionDetails") {
+            Some(details) => Err(details.clone()),
+            None => Ok(result["result"]["value"].clone()),
         }
-        result["result"]["value"].clone()
     }
 
-    /// Waits until `expression` is truthy in the page; its value. Bounded by
-    /// [`BROWSER_TIMEOUT`].
+    /// Waits until `expression` is truthy in the page (one that throws, e.g. before the page
+    /// has its elements, counts as not yet); its value. Bounded by [`BROWSER_TIMEOUT`].
     pub fn wait_for(&mut self, expression: &str, what: &str) -> Value {
         let start = Instant::now();
         loop {
-            let value = self.eval(expression);
+            let value = self.try_eval(expression).unwrap_or(Value::Null);
             let truthy = match &value {
                 Value::Null => false,
                 Value::Bool(b) => *b,
