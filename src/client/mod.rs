@@ -2,6 +2,7 @@
 //! ([`shell`]), what it prints ([`render`]), line editing ([`complete`]) and how a session runs:
 //! interactively at a `ferry>` prompt, or from `-c` / standard input as a script.
 
+pub mod bookmarks;
 pub mod complete;
 pub mod entries;
 pub mod ftp;
@@ -161,21 +162,10 @@ fn run_one(shell: &Rc<RefCell<Shell>>, command: &str, failed: &mut bool) -> bool
     }
 }
 
+/// `ferry TARGET`: a bookmark's URL, or the URL or host itself.
 fn open_target(shell: &mut Shell, text: &str) -> Result<(), ShellError> {
-    let target = parse_target(text)?;
-    shell.open(&target.host, Some(target.port))?;
-    // Without a user in the URL, `~/.netrc` may name one (ftp's auto-login).
-    if target.user.is_some() || shell.netrc_login().is_some() {
-        shell.login(target.user.as_deref())?;
-        if let Some(dir) = &target.dir {
-            let cd = format!("cd {}", words::quote_word(dir));
-            // Named like a script's failing command: `ferry: cd DIR: 550 ...`.
-            shell
-                .execute(&cd)
-                .map_err(|e| ShellError::Message(format!("{cd}: {e}")))?;
-        }
-    }
-    Ok(())
+    let url = shell.bookmarked(text)?.unwrap_or_else(|| text.to_owned());
+    shell.open_url(&url)
 }
 
 fn repl(shell: &Rc<RefCell<Shell>>) {

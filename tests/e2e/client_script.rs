@@ -862,6 +862,64 @@ fn netrc_logs_in_and_is_refused_when_others_can_read_it() {
 }
 
 #[test]
+fn bookmarks_round_trip_without_passwords_and_open_by_name() {
+    let server = server_with_user();
+    let mut client = Client::with_password(PASS);
+    let config = client.home.path().join("config");
+    client.set("XDG_CONFIG_HOME", config.to_str().expect("utf-8"));
+    let file = config.join("ferry").join("bookmarks.toml");
+    // This connection, its user and directory.
+    let out = client.script(&server, "login alice; mkdir pub; cd pub; bookmark add work");
+    out.ok("bookmark add");
+    let url = format!("ftp://{USER}@127.0.0.1:{}/pub", server.port());
+    assert!(
+        out.stdout.contains(&format!("Bookmark work: {url}.")),
+        "{}",
+        out.stdout
+    );
+    // A URL given with a password keeps only the user.
+    let out = client.script(
+        &server,
+        &format!(
+            "bookmark add root ftp://{USER}:{PASS}@127.0.0.1:{}/; bookmark list",
+            server.port()
+        ),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "ferry: the password is not kept in a bookmark (~/.netrc can hold it)"
+    );
+    let saved = std::fs::read_to_string(&file).expect("bookmarks file");
+    assert!(!saved.contains(PASS), "{saved}");
+    assert!(
+        out.stdout.contains(&format!("work\t{url}")),
+        "{}",
+        out.stdout
+    );
+    // `open NAME` and `ferry NAME` go there and log in.
+    let out = client.run(&["-c", "open work; pwd; whoami"], None);
+    out.ok("open work");
+    assert!(out.stdout.contains("/pub"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("{USER} on 127.0.0.1:")),
+        "{}",
+        out.stdout
+    );
+    let out = client.run(&["work", "-c", "pwd"], None);
+    out.ok("ferry work");
+    assert!(out.stdout.contains("/pub"), "{}", out.stdout);
+    let out = client.run(&["-c", "bookmark del work; bookmark list"], None);
+    out.ok("bookmark del");
+    assert!(!out.stdout.contains("work\t"), "{}", out.stdout);
+    client.run(&["-c", "bookmark del work"], None).fails(
+        "del of nothing",
+        "bookmark del work: ",
+        "no bookmark \"work\"",
+    );
+}
+
+#[test]
 fn dir_json_is_one_parseable_array_per_listing() {
     let server = server_with_user();
     let client = Client::with_password(PASS);

@@ -50,8 +50,15 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "open",
         &[],
-        "open HOST [PORT]",
-        "connect to an FTP server (port 21 by default)",
+        "open HOST [PORT] | open URL | open BOOKMARK",
+        "connect to an FTP server (port 21 by default), an ftp://USER@HOST/DIR URL or a bookmark",
+        ArgKind::Nothing,
+    ),
+    spec(
+        "bookmark",
+        &[],
+        "bookmark add NAME [URL] | bookmark list | bookmark del NAME",
+        "keep a URL (this connection's user, host and directory by default; never a password) under a name for open",
         ArgKind::Nothing,
     ),
     spec(

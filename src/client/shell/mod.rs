@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::client::bookmarks::{self, Bookmarks};
 use crate::client::entries::{self, EntryKind, Modified, RemoteEntry};
 use crate::client::ftp::{ClientError, FtpClient};
 use crate::client::render;
@@ -154,7 +155,12 @@ impl Shell {
     fn run(&mut self, spec: &'static CommandSpec, args: &[&str]) -> Result<Flow, ShellError> {
         let usage = || ShellError::Usage(spec.usage);
         match (spec.name, args) {
-            ("open", [host]) => self.open(host, None)?,
+            ("open", [target]) => match self.bookmarked(target)? {
+                Some(url) => self.open_url(&url)?,
+                None if target.starts_with("ftp://") => self.open_url(target)?,
+                None => self.open(target, None)?,
+            },
+            ("bookmark", _) => self.bookmark(args)?,
             ("open", [host, port]) => {
                 let port = port.parse().map_err(|_| usage())?;
                 self.open(host, Some(port))?;
@@ -317,6 +323,103 @@ impl Shell {
         self.endpoint = Some((host, port));
         self.client = Some(client);
         Ok(())
+    }
+
+    /// Opens `ftp://[USER@]HOST[:PORT][/DIR]` (or `HOST[:PORT]`): connects, logs in as the
+    /// user (or the one `~/.netrc` names for the host), changes to the directory.
+    ///
+    /// # Errors
+    /// Connecting, logging in or the change of directory failed.
+    pub fn open_url(&mut self, text: &str) -> Result<(), ShellError> {
+        let target = crate::client::parse_target(text)?;
+        self.open(&target.host, Some(target.port))?;
+        // Without a user in the URL, `~/.netrc` may name one (ftp's auto-login).
+        if target.user.is_some() || self.netrc_login().is_some() {
+            self.login(target.user.as_deref())?;
+            if let Some(dir) = &target.dir {
+                let cd = format!("cd {}", crate::client::words::quote_word(dir));
+                // Named like a script's failing command: `ferry: cd DIR: 550 ...`.
+                self.execute(&cd)
+                    .map_err(|e| ShellError::Message(format!("{cd}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL kept under `name`, if there is such a bookmark.
+    ///
+    /// # Errors
+    /// The bookmarks file cannot be read.
+    pub fn bookmarked(&self, name: &str) -> Result<Option<String>, ShellError> {
+        let Some(path) = bookmarks::default_path() else {
+            return Ok(None);
+        };
+        let marks = Bookmarks::load(&path).map_err(|e| ShellError::Message(e.to_string()))?;
+        Ok(marks.bookmarks.get(name).cloned())
+    }
+
+    /// `bookmark add NAME [URL]`, `bookmark list`, `bookmark del NAME`.
+    fn bookmark(&mut self, args: &[&str]) -> Result<(), ShellError> {
+        let usage =
+            ShellError::Usage("bookmark add NAME [URL] | bookmark list | bookmark del NAME");
+        let path = bookmarks::default_path().ok_or_else(|| {
+            ShellError::Message("no place for bookmarks: set HOME or XDG_CONFIG_HOME".into())
+        })?;
+        let unreadable = |e: io::Error| ShellError::Message(e.to_string());
+        let mut marks = Bookmarks::load(&path).map_err(unreadable)?;
+        match args {
+            ["list"] => {
+                for (name, url) in &marks.bookmarks {
+                    println!("{name}\t{url}");
+                }
+                return Ok(());
+            }
+            ["add", name, rest @ ..] if rest.len() <= 1 => {
+                let url = match rest.first() {
+                    Some(url) => (*url).to_owned(),
+                    None => self.here()?,
+                };
+                let (url, had_password) = bookmarks::without_password(&url);
+                if had_password {
+                    eprintln!(
+                        "ferry: the password is not kept in a bookmark (~/.netrc can hold it)"
+                    );
+                }
+                crate::client::parse_target(&url)?;
+                self.say(format_args!("Bookmark {name}: {url}."));
+                marks.bookmarks.insert((*name).to_owned(), url);
+            }
+            ["del", name] => {
+                if marks.bookmarks.remove(*name).is_none() {
+                    return Err(ShellError::Message(format!("no bookmark {name:?}")));
+                }
+                self.say(format_args!("Bookmark {name} deleted."));
+            }
+            _ => return Err(usage),
+        }
+        marks.save(&path).map_err(|e| {
+            ShellError::Message(format!("bookmarks not saved to {}: {e}", path.display()))
+        })
+    }
+
+    /// This connection as a URL: user, host, port and remote directory.
+    fn here(&mut self) -> Result<String, ShellError> {
+        let server = self.server.clone().ok_or(ClientError::NotConnected)?;
+        let user = self
+            .user
+            .clone()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let dir = match self.user {
+            Some(_) => self.client()?.pwd().unwrap_or_default(),
+            None => String::new(),
+        };
+        let dir = if dir.starts_with('/') {
+            dir
+        } else {
+            format!("/{dir}")
+        };
+        Ok(format!("ftp://{user}{server}{dir}"))
     }
 
     fn close(&mut self) {

@@ -481,10 +481,14 @@ pub fn run_bounded(mut child: Child, timeout: Duration) -> Output {
     }
 }
 
-/// Parses `log/audit.jsonl` under `data_dir`; a missing file is an empty log.
+/// Parses the whole lines of `log/audit.jsonl` under `data_dir`; a missing file is an empty
+/// log.
 pub fn read_audit(data_dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(data_dir.join("log/audit.jsonl")).unwrap_or_default();
-    text.lines()
+    // Only whole lines: a batch the server is writing right now may end mid-line.
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
         .collect()
