@@ -203,3 +203,33 @@ fn pyftpdlib_without_mlsd_mlst_or_rein() {
 fn secs(t: jiff::Timestamp) -> Duration {
     Duration::from_secs(u64::try_from(t.as_second()).expect("after 1970"))
 }
+
+#[test]
+fn pyftpdlib_verify_falls_back_to_the_size_and_says_so() {
+    let server = PyFtpd::start();
+    let local = tempfile::tempdir().expect("temp dir");
+    let cwd = local.path();
+    std::fs::write(cwd.join("v.bin"), pseudo_random(100_003, 31)).expect("local file");
+    let target = format!("127.0.0.1:{}", server.port);
+    let out = ferry(
+        cwd,
+        &[
+            &target,
+            "-c",
+            "login peer; put --verify v.bin; get --verify v.bin back.bin",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr
+            .matches("the server offers no digest (HASH, XSHA256, XMD5); only the size was compared (100003 bytes)")
+            .count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read(cwd.join("back.bin")).expect("back"),
+        std::fs::read(cwd.join("v.bin")).expect("v")
+    );
+}

@@ -920,6 +920,43 @@ fn bookmarks_round_trip_without_passwords_and_open_by_name() {
 }
 
 #[test]
+fn verify_compares_digests_and_catches_a_corrupt_resume() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    let data = common::pseudo_random(300_007, 41);
+    client.write("v.bin", &data);
+    let out = client.script(
+        &server,
+        "login alice; put --verify v.bin; get --verify v.bin back.bin",
+    );
+    out.ok("verified both ways");
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&data))
+    };
+    assert_eq!(
+        out.stdout
+            .matches(&format!("v.bin: SHA-256 verified ({sha})."))
+            .count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    // A partial local file whose bytes are not the server's: the resume completes it, the
+    // digest says it is wrong, and the exit status too.
+    let mut bad = data[..100_000].to_vec();
+    bad[5] ^= 0xff;
+    client.write("part.bin", &bad);
+    client
+        .script(&server, "login alice; get -c --verify v.bin part.bin")
+        .fails(
+            "a corrupt resume",
+            "get -c --verify v.bin part.bin: ",
+            "v.bin: verification failed: the SHA-256 digests differ",
+        );
+}
+
+#[test]
 fn dir_json_is_one_parseable_array_per_listing() {
     let server = server_with_user();
     let client = Client::with_password(PASS);

@@ -134,15 +134,15 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "get",
         &[],
-        "get [-c] REMOTE [LOCAL]",
-        "download a file; -c resumes a partial download",
+        "get [-c] [--verify] REMOTE [LOCAL]",
+        "download a file; -c resumes a partial download, --verify compares digests with the server's",
         ArgKind::Remote,
     ),
     spec(
         "put",
         &[],
-        "put [-c] LOCAL [REMOTE]",
-        "upload a file; -c resumes a partial upload",
+        "put [-c] [--verify] LOCAL [REMOTE]",
+        "upload a file; -c resumes a partial upload, --verify compares digests with the server's",
         ArgKind::Local,
     ),
     spec(

@@ -8,6 +8,7 @@
 mod account;
 mod commands;
 mod transfer;
+mod verify;
 
 pub use commands::{ArgKind, COMMANDS, CommandSpec, find_command};
 

@@ -13,13 +13,18 @@ use super::{Shell, ShellError, base_name, take_flag};
 
 impl Shell {
     pub(super) fn get(&mut self, args: &[&str]) -> Result<(), ShellError> {
-        let (resume, rest) = take_flag(args, "-c");
+        let (verify, args) = take_flag(args, "--verify");
+        let (resume, rest) = take_flag(&args, "-c");
         let (remote, local) = match rest.as_slice() {
             [remote] => (*remote, base_name(remote).to_owned()),
             [remote, local] => (*remote, (*local).to_owned()),
-            _ => return Err(ShellError::Usage("get [-c] REMOTE [LOCAL]")),
+            _ => return Err(ShellError::Usage("get [-c] [--verify] REMOTE [LOCAL]")),
         };
-        self.download(remote, Path::new(&local), resume)
+        self.download(remote, Path::new(&local), resume)?;
+        if verify {
+            self.verify(remote, Path::new(&local))?;
+        }
+        Ok(())
     }
 
     pub(super) fn download(
@@ -91,13 +96,18 @@ impl Shell {
     }
 
     pub(super) fn put(&mut self, args: &[&str]) -> Result<(), ShellError> {
-        let (resume, rest) = take_flag(args, "-c");
+        let (verify, args) = take_flag(args, "--verify");
+        let (resume, rest) = take_flag(&args, "-c");
         let (local, remote) = match rest.as_slice() {
             [local] => (*local, base_name(local).to_owned()),
             [local, remote] => (*local, (*remote).to_owned()),
-            _ => return Err(ShellError::Usage("put [-c] LOCAL [REMOTE]")),
+            _ => return Err(ShellError::Usage("put [-c] [--verify] LOCAL [REMOTE]")),
         };
-        self.upload(Path::new(local), &remote, resume)
+        self.upload(Path::new(local), &remote, resume)?;
+        if verify {
+            self.verify(&remote, Path::new(local))?;
+        }
+        Ok(())
     }
 
     pub(super) fn upload(
@@ -176,7 +186,7 @@ impl Shell {
     }
 
     /// SIZE of a remote file in binary mode; `None` when the server will not say.
-    fn remote_size(&mut self, remote: &str) -> Result<Option<u64>, ShellError> {
+    pub(super) fn remote_size(&mut self, remote: &str) -> Result<Option<u64>, ShellError> {
         let reply = self.client()?.command(&format!("SIZE {remote}"))?;
         Ok(if reply.code == 213 {
             reply.text().trim().parse().ok()
