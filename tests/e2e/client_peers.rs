@@ -233,3 +233,17 @@ fn pyftpdlib_verify_falls_back_to_the_size_and_says_so() {
         std::fs::read(cwd.join("v.bin")).expect("v")
     );
 }
+
+#[test]
+fn pyftpdlib_pget_is_byte_exact() {
+    let server = PyFtpd::start();
+    let local = tempfile::tempdir().expect("temp dir");
+    let cwd = local.path();
+    let data = pseudo_random((8 << 20) + 11, 33);
+    std::fs::write(server.home.join("seg.bin"), &data).expect("seed");
+    let target = format!("127.0.0.1:{}", server.port);
+    let out = ferry(cwd, &[&target, "-c", "login peer; pget -n 4 seg.bin"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("(4 connections)"), "{}", out.stdout);
+    assert!(std::fs::read(cwd.join("seg.bin")).expect("copy") == data, "the copy differs");
+}

@@ -957,6 +957,80 @@ fn verify_compares_digests_and_catches_a_corrupt_resume() {
 }
 
 #[test]
+fn pget_of_200_mib_over_4_connections_is_byte_exact() {
+    let server = server_with_user();
+    let client = Client::with_password(PASS);
+    let data = common::pseudo_random(200 << 20, 43);
+    std::fs::write(server.home(USER).join("big.bin"), &data).expect("seed");
+    let out = client.script(&server, "login alice; pget -n 4 big.bin copy.bin");
+    out.ok("pget");
+    assert!(out.stdout.contains("(4 connections)"), "{}", out.stdout);
+    assert!(read(&client.local("copy.bin")) == data, "the copy differs");
+    assert!(
+        !client.local("copy.bin.ferry-pget").exists(),
+        "state file left"
+    );
+    // The four segments were four logins, each with its REST.
+    let events = server.wait_audit("four logins", |events| {
+        events.iter().filter(|e| e["event"] == "login_ok").count() >= 5
+    });
+    let rests = events
+        .iter()
+        .filter(|e| {
+            e["command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("REST "))
+        })
+        .count();
+    assert_eq!(rests, 3, "segments 2 to 4 start with REST");
+}
+
+#[test]
+fn an_interrupted_pget_goes_on_where_each_segment_stopped() {
+    let server = TestServer::start(&["--max-download-rate-per-user", "4000000"]);
+    drop(server.register_and_login(USER, PASS));
+    let client = Client::with_password(PASS);
+    let data = common::pseudo_random(24 << 20, 47);
+    std::fs::write(server.home(USER).join("big.bin"), &data).expect("seed");
+    let target = target(&server);
+    let mut first = client
+        .command(&[&target, "-c", "login alice; pget -n 3 big.bin"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn ferry");
+    // Killed (no chance to clean up) once the state file says some bytes are in.
+    let state = client.local("big.bin.ferry-pget");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let partial = loop {
+        let done: u64 = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|plan| {
+                plan["segments"]
+                    .as_array()
+                    .map(|all| all.iter().filter_map(|s| s["done"].as_u64()).sum())
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        if done > 0 {
+            break done;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    first.kill().expect("kill ferry");
+    let _ = first.wait();
+    assert!(partial < data.len() as u64, "killed before the end");
+    let out = client.script(&server, "login alice; pget -n 3 big.bin");
+    out.ok("pget again");
+    assert!(
+        read(&client.local("big.bin")) == data,
+        "the resumed copy differs"
+    );
+    assert!(!state.exists(), "state file left");
+}
+
+#[test]
 fn dir_json_is_one_parseable_array_per_listing() {
     let server = server_with_user();
     let client = Client::with_password(PASS);

@@ -95,6 +95,26 @@ impl FtpClient {
         progress: &mut dyn FnMut(u64),
         abort: &AtomicBool,
     ) -> Result<u64> {
+        self.retrieve_range(remote, offset, None, sink, local_name, progress, abort)
+    }
+
+    /// [`FtpClient::retrieve`] of at most `length` bytes from `offset` (a segment of
+    /// `pget`): once they are in, the rest of the transfer is aborted (ABOR, its replies
+    /// read), and the session is ready for the next command.
+    ///
+    /// # Errors
+    /// As [`FtpClient::retrieve`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn retrieve_range(
+        &mut self,
+        remote: &str,
+        offset: u64,
+        length: Option<u64>,
+        sink: &mut dyn Write,
+        local_name: &str,
+        progress: &mut dyn FnMut(u64),
+        abort: &AtomicBool,
+    ) -> Result<u64> {
         if offset > 0 {
             let reply = self.command(&format!("REST {offset}"))?;
             if reply.code != 350 {
@@ -111,7 +131,15 @@ impl FtpClient {
                 self.abort_transfer(Some(data))?;
                 return Err(ClientError::Aborted);
             }
-            match data.read(&mut buf) {
+            if length.is_some_and(|length| total >= length) {
+                // The segment is in; the server may have more to send.
+                self.abort_transfer(Some(data))?;
+                return Ok(total);
+            }
+            let room = length.map_or(buf.len(), |length| {
+                usize::try_from(length - total).map_or(buf.len(), |left| left.min(buf.len()))
+            });
+            match data.read(&mut buf[..room]) {
                 Ok(0) => break,
                 Ok(n) => {
                     if let Err(source) = sink.write_all(&buf[..n]) {

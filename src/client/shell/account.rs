@@ -42,6 +42,7 @@ impl Shell {
         self.client()?.login(&user, &password)?;
         self.say(format_args!("Logged in as {user}."));
         self.user = Some(user);
+        self.secret = Some(password);
         Ok(())
     }
 
@@ -64,6 +65,7 @@ impl Shell {
             _ => return Err(ClientError::Refused(reply).into()),
         }
         self.user = None;
+        self.secret = None;
         Ok(())
     }
 
@@ -103,6 +105,7 @@ impl Shell {
                     self.client()?.login(&user, &secret)?;
                     self.say(format_args!("Logged in as {user}."));
                     self.user = Some(user);
+                    self.secret = Some(secret);
                     return Ok(());
                 }
                 Err(ClientError::Refused(reply)) if matches!(reply.code, 501 | 550) => {

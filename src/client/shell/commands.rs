@@ -139,6 +139,13 @@ pub const COMMANDS: &[CommandSpec] = &[
         ArgKind::Remote,
     ),
     spec(
+        "pget",
+        &[],
+        "pget [-n N] REMOTE [LOCAL]",
+        "download one file in N segments over N connections at once (4 by default); run again to resume",
+        ArgKind::Remote,
+    ),
+    spec(
         "put",
         &[],
         "put [-c] [--verify] LOCAL [REMOTE]",

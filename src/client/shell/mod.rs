@@ -7,6 +7,7 @@
 
 mod account;
 mod commands;
+mod pget;
 mod transfer;
 mod verify;
 
@@ -105,6 +106,9 @@ pub struct Shell {
     abort: Arc<AtomicBool>,
     /// Remote names per directory, for tab completion; cleared after every command.
     completion_cache: Option<(String, Vec<(String, bool)>)>,
+    /// The password of the login in force, for the extra connections of `pget` (in memory
+    /// only).
+    secret: Option<String>,
     /// `~/.netrc`, read at the first login that may use it.
     netrc: std::cell::OnceCell<Option<crate::client::netrc::Netrc>>,
 }
@@ -120,6 +124,7 @@ impl Shell {
             opts,
             abort,
             completion_cache: None,
+            secret: None,
             netrc: std::cell::OnceCell::new(),
         }
     }
@@ -213,6 +218,7 @@ impl Shell {
                 println!("{}", render::entries_table(&local_entries(&dir)?));
             }
             ("get", _) => self.get(args)?,
+            ("pget", _) => self.pget(args)?,
             ("put", _) => self.put(args)?,
             ("mget", [_, ..]) => self.mget(args)?,
             ("mput", [_, ..]) => self.mput(args)?,
@@ -430,6 +436,7 @@ impl Shell {
         self.server = None;
         self.endpoint = None;
         self.user = None;
+        self.secret = None;
     }
 
     /// Prints a confirmation or progress line, unless `-q`.
