@@ -245,5 +245,8 @@ fn pyftpdlib_pget_is_byte_exact() {
     let out = ferry(cwd, &[&target, "-c", "login peer; pget -n 4 seg.bin"]);
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("(4 connections)"), "{}", out.stdout);
-    assert!(std::fs::read(cwd.join("seg.bin")).expect("copy") == data, "the copy differs");
+    assert!(
+        std::fs::read(cwd.join("seg.bin")).expect("copy") == data,
+        "the copy differs"
+    );
 }
