@@ -45,6 +45,13 @@ struct Cli {
     /// Do not check the server's certificate at all (encrypted, but not authenticated).
     #[arg(long)]
     insecure: bool,
+    /// Connections mget, mput and mirror use at once (their -P N overrides it).
+    #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// Times a transfer that failed for a passing reason (reset, timeout, 421, 425, 426, 450)
+    /// is tried again, resuming where it stopped.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +93,8 @@ fn main() -> ExitCode {
         password_file: cli.password_file,
         active: cli.active,
         quiet: cli.quiet,
+        parallel: usize::from(cli.parallel),
+        retries: cli.retries,
         timeout: Duration::from_secs(cli.timeout_secs.max(1)),
     }))
 }

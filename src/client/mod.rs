@@ -44,6 +44,10 @@ pub struct Launch {
     pub security: stream::Security,
     /// `-q`: no greeting, confirmations or transfer summaries; only what was asked for.
     pub quiet: bool,
+    /// Connections `mget`, `mput` and `mirror` use at once unless `-P` says otherwise.
+    pub parallel: usize,
+    /// How often a transfer that failed for a passing reason is tried again.
+    pub retries: u32,
 }
 
 /// A parsed `ftp://` URL or `HOST[:PORT]`.
@@ -115,6 +119,8 @@ pub fn run(launch: Launch) -> u8 {
         progress: io::stderr().is_terminal(),
         security: launch.security.clone(),
         quiet: launch.quiet,
+        parallel: launch.parallel,
+        retries: launch.retries,
     };
     let shell = Rc::new(RefCell::new(Shell::new(opts, abort)));
     let mut failed = false;

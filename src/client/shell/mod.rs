@@ -93,6 +93,11 @@ pub struct Options {
     pub security: Security,
     /// Print only what was asked for (listings, sizes, errors), no confirmations.
     pub quiet: bool,
+    /// Connections `mget`, `mput` and `mirror` use at once unless `-P` says otherwise.
+    pub parallel: usize,
+    /// How often a transfer that failed for a passing reason (a reset, 421, 425, 426, 450, a
+    /// timeout) is tried again, resuming where it stopped.
+    pub retries: u32,
 }
 
 /// The client's state between commands.
