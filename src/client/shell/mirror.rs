@@ -251,10 +251,17 @@ impl Shell {
             }
         }
         let failed = failed + report.failed.len();
+        let copied = if copies == 0 {
+            "nothing to copy".to_owned()
+        } else {
+            format!(
+                "{} of {copies} files copied, {}",
+                report.done,
+                render::summary(report.bytes, started.elapsed())
+            )
+        };
         self.say(format_args!(
-            "mirror: {} of {copies} files copied ({}), {} up to date, {deleted} deleted, {failed} failed",
-            report.done,
-            render::summary(report.bytes, started.elapsed()),
+            "mirror: {copied}; {} up to date, {deleted} deleted, {failed} failed",
             plan.up_to_date,
         ));
         if failed > 0 {
@@ -398,8 +405,11 @@ fn remote_tree(
         };
         let entries = match client.list(Some(&path), abort) {
             Ok(entries) => entries,
-            // A missing root is an empty target (or a missing source, said by the caller).
-            Err(ClientError::Refused(reply)) if dir.is_empty() && reply.code == 550 => {
+            // A missing root is an empty target (or a missing source, said by the caller);
+            // pyftpdlib refuses MLSD of a missing directory with 501.
+            Err(ClientError::Refused(reply))
+                if dir.is_empty() && matches!(reply.code, 450 | 501 | 550) =>
+            {
                 return Ok(tree);
             }
             Err(e) => return Err(ShellError::about(format!("cannot list {path}"))(e)),

@@ -16,7 +16,9 @@ pub const PASS: &str = "peer-password-9";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// pyftpdlib serving `home` for one user (and USER2 with the same password); printed its port
-/// on stdout. With a fourth argument `plain` it knows no MLSD, MLST or REIN, as older servers.
+/// on stdout. With a fourth argument `plain` it knows no MLSD, MLST or REIN, as older servers;
+/// with `flaky`, the first download and the first upload lose their data connection after
+/// 256 KiB (426 follows); with `drop`, the first download loses the control connection too.
 const SERVER_PY: &str = r#"
 import sys
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -33,6 +35,33 @@ if sys.argv[4:] == ["plain"]:
         proto_cmds = {k: v for k, v in FTPHandler.proto_cmds.items()
                       if k not in ("MLSD", "MLST", "REIN")}
     handler = Plain
+if sys.argv[4:] in (["flaky"], ["drop"]):
+    from pyftpdlib.handlers import DTPHandler
+    from pyftpdlib.log import logger
+    drop_control = sys.argv[4] == "drop"
+    cuts = {"send": 1, "recv": 1}
+    def cut(dtp, way):
+        cuts[way] -= 1
+        dtp._resp = ("426 Dropped by the test; transfer aborted.", logger.warning)
+        control = dtp.cmd_channel
+        dtp.close()
+        if drop_control and way == "send":
+            control.close()
+    class Flaky(DTPHandler):
+        def send(self, data):
+            sent = DTPHandler.send(self, data)
+            if self.tot_bytes_sent > 256 * 1024 and cuts["send"] > 0:
+                cut(self, "send")
+            return sent
+        def handle_read(self):
+            DTPHandler.handle_read(self)
+            if self.tot_bytes_received > 256 * 1024 and cuts["recv"] > 0 and not self._closed:
+                cut(self, "recv")
+        handle_read_event = handle_read
+    class FlakyFTP(FTPHandler):
+        dtp_handler = Flaky
+        use_sendfile = False
+    handler = FlakyFTP
 handler.authorizer = authorizer
 server = FTPServer(("127.0.0.1", 0), handler)
 print(server.socket.getsockname()[1], flush=True)
