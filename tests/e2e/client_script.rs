@@ -139,13 +139,13 @@ fn register_whoami_help_and_exit() {
         .has("Account alice created.")
         .has("Logged in as alice.")
         .has(&format!("alice on {}", target(&server)))
-        .has("get [-c] REMOTE [LOCAL]\n    download a file; -c resumes a partial download");
+        .has("get [-c] [--verify] REMOTE [LOCAL]\n    download a file; -c resumes a partial download");
     let out = client.script(&server, "help");
     out.ok("help");
     for name in [
         "open", "close", "register", "login", "whoami", "dir", "cd", "pwd", "lcd", "lpwd", "lls",
-        "get", "put", "mget", "mput", "mkdir", "rmdir", "rm", "rename", "size", "stat", "passwd",
-        "quote", "help", "exit",
+        "get", "pget", "put", "mget", "mput", "mirror", "bookmark", "mkdir", "rmdir", "rm",
+        "rename", "size", "stat", "passwd", "quote", "help", "exit",
     ] {
         assert!(
             out.stdout.lines().any(|l| l.trim_start().starts_with(name)),
@@ -436,9 +436,11 @@ fn stdin_scripts_skip_comments_and_stop_at_the_first_failure() {
     client
         .run(&["-c", "bogus"], None)
         .fails("unknown", "bogus: ", "unknown command");
-    client
-        .run(&["-c", "get"], None)
-        .fails("usage", "get: ", "usage: get [-c] REMOTE [LOCAL]");
+    client.run(&["-c", "get"], None).fails(
+        "usage",
+        "get: ",
+        "usage: get [-c] [--verify] REMOTE [LOCAL]",
+    );
 }
 
 #[test]

@@ -252,6 +252,9 @@ pub fn find_command(name: &str) -> Option<&'static CommandSpec> {
         .find(|c| c.name == name || c.aliases.contains(&name))
 }
 
+/// Width of the syntax column of `help`.
+const USAGE_COLUMN: usize = 26;
+
 pub(super) fn print_help() {
     println!("Commands (help COMMAND for more):");
     for spec in COMMANDS {
@@ -260,6 +263,14 @@ pub(super) fn print_help() {
         } else {
             format!(" (also {})", spec.aliases.join(", "))
         };
-        println!("  {:<26} {}{aliases}", spec.usage, spec.help);
+        // A long syntax line takes a line of its own, so that the descriptions stay aligned.
+        if spec.usage.len() > USAGE_COLUMN {
+            println!(
+                "  {}\n  {:<USAGE_COLUMN$} {}{aliases}",
+                spec.usage, "", spec.help
+            );
+        } else {
+            println!("  {:<USAGE_COLUMN$} {}{aliases}", spec.usage, spec.help);
+        }
     }
 }

@@ -215,10 +215,9 @@ impl Shell {
     /// A new connection with the login in force, back in the directory of the lost one.
     fn reconnect(&mut self) -> Result<(), ShellError> {
         let login = self.login_again()?;
-        let client = login.connect().map_err(|e| {
-            eprintln!("ferry: the connection was lost and cannot be opened again: {e}");
-            ShellError::from(e)
-        })?;
+        // A failure here is not reported on its own: the command's error says the connection
+        // is gone.
+        let client = login.connect()?;
         self.client = Some(client);
         if let Some(dir) = self.cwd.clone() {
             self.client()?
