@@ -142,7 +142,7 @@ fn register_whoami_help_and_exit() {
         .has("Account alice created.")
         .has("Logged in as alice.")
         .has(&format!("alice on {}", target(&server)))
-        .has("get [-c] REMOTE [LOCAL]\n    download a file; -c resumes a partial download");
+        .has("get [-c] [--verify] REMOTE [LOCAL]\n    download a file; -c resumes a partial download");
     let out = client.script(&server, "help");
     out.ok("help");
     for name in [
@@ -439,9 +439,11 @@ fn stdin_scripts_skip_comments_and_stop_at_the_first_failure() {
     client
         .run(&["-c", "bogus"], None)
         .fails("unknown", "bogus: ", "unknown command");
-    client
-        .run(&["-c", "get"], None)
-        .fails("usage", "get: ", "usage: get [-c] REMOTE [LOCAL]");
+    client.run(&["-c", "get"], None).fails(
+        "usage",
+        "get: ",
+        "usage: get [-c] [--verify] REMOTE [LOCAL]",
+    );
 }
 
 #[test]
