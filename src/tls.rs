@@ -261,10 +261,11 @@ pub fn server_config(certificate: Arc<Certificate>) -> Result<Arc<ServerConfig>,
     // control connection's one ticket, so the second transfer would fail under
     // --require-tls-resumption.
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    // rustls clients (the ferry client) use each TLS 1.3 ticket once, and upload data
-    // connections carry none (see `upload_config`): a supply of tickets from the control
-    // connection (and every download or listing) lets that many uploads in a row resume.
-    // 8 is what a rustls client keeps per server.
+    // rustls clients (the ferry client) use each TLS 1.3 ticket once, and data connections
+    // that may only receive carry none (see `upload_config`; a passive one under PROT P is
+    // taken before its direction is known): the supply from the control connection lets that
+    // many data connections in a row resume (the ferry client then fetches more). 8 is what a
+    // rustls client keeps per server.
     config.send_tls13_tickets = 8;
     Ok(Arc::new(config))
 }

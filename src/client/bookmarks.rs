@@ -18,11 +18,7 @@ pub struct Bookmarks {
 
 /// Where the bookmarks are kept.
 pub fn default_path() -> Option<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")))?;
-    Some(config.join("ferry").join("bookmarks.toml"))
+    Some(crate::client::config::config_dir()?.join("bookmarks.toml"))
 }
 
 /// `url` without a password (`ftp://user:secret@host` gives `ftp://user@host`), and whether

@@ -1,15 +1,19 @@
 //! The `ferry` client's library part: the FTP protocol client ([`ftp`]), the commands
-//! ([`shell`]), what it prints ([`render`]), line editing ([`complete`]) and how a session runs:
-//! interactively at a `ferry>` prompt, or from `-c` / standard input as a script.
+//! ([`shell`]), what it prints ([`render`]), line editing ([`complete`]), its defaults
+//! ([`config`]) and how a session runs: interactively at a `ferry>` prompt, from `-c` /
+//! standard input as a script, or as one transfer ([`OneShot`]); and the exit status
+//! ([`exit_status`]).
 
 pub mod bookmarks;
 pub mod complete;
+pub mod config;
 pub mod entries;
 pub mod ftp;
 pub mod netrc;
 pub mod render;
 pub mod shell;
 pub mod stream;
+pub mod tickets;
 pub mod words;
 
 use std::cell::RefCell;
@@ -34,6 +38,8 @@ pub struct Launch {
     pub target: Option<String>,
     /// `-c "CMD; CMD"`: run these and exit.
     pub commands: Option<String>,
+    /// `ferry get URL` / `ferry put FILE URL`: this transfer alone.
+    pub one_shot: Option<OneShot>,
     /// Passwords from this file's first line.
     pub password_file: Option<PathBuf>,
     /// Active mode (PORT/EPRT).
@@ -61,6 +67,99 @@ pub struct Target {
     pub port: u16,
     /// Directory to change to after login.
     pub dir: Option<String>,
+}
+
+/// The exit statuses of `ferry` (README, "Exit status"). 5, some transfers of a batch failed
+/// while the others were done, is for `mget`, `mput` and `mirror` to map in [`exit_status`].
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: u8 = 0;
+    /// A command failed.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or configuration (clap's own status for usage errors).
+    pub const USAGE: u8 = 2;
+    /// Could not connect: resolve, connect, TLS, or a greeting other than 220.
+    pub const CONNECT: u8 = 3;
+    /// The server refused the login.
+    pub const LOGIN: u8 = 4;
+    /// Some transfers of a batch (`mget`, `mput`, `mirror`) failed; the others were done.
+    pub const PARTIAL: u8 = 5;
+}
+
+/// The exit status a script or a one-shot transfer ends with when `e` stopped it.
+pub fn exit_status(e: &ShellError) -> u8 {
+    match e {
+        ShellError::Connect(_) => exit::CONNECT,
+        ShellError::Login(_) => exit::LOGIN,
+        ShellError::Partial { .. } => exit::PARTIAL,
+        _ => exit::FAILED,
+    }
+}
+
+/// A transfer on its own, for scripts: log in, transfer, QUIT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OneShot {
+    /// `ferry get URL [LOCAL | -]`: into LOCAL (a directory keeps the remote name), the
+    /// remote name here, or standard output.
+    Get {
+        /// The server, user and remote file.
+        target: Target,
+        /// Where to: a path, or `-`.
+        local: Option<String>,
+    },
+    /// `ferry put LOCAL URL`: to the URL's path, or into it under the local name when it
+    /// ends in `/` (or is only the server).
+    Put {
+        /// The local file.
+        local: String,
+        /// The server, user and remote path.
+        target: Target,
+    },
+}
+
+/// One-shot usage lines, for errors.
+const GET_USAGE: &str = "usage: ferry get ftp://USER@HOST[:PORT]/PATH [LOCAL | -]";
+const PUT_USAGE: &str = "usage: ferry put LOCAL ftp://USER@HOST[:PORT]/[DIR/ | PATH]";
+
+impl OneShot {
+    /// The one-shot form of the positional arguments (`get`/`put` then more words), or `None`
+    /// for the session form (`ferry [TARGET]`). `get` or `put` alone is an error, not a host
+    /// of that name (`ftp://get` or `get:21` reaches one).
+    ///
+    /// # Errors
+    /// A usage line: too few or too many words, a URL without a file to get.
+    pub fn from_words(target: Option<&str>, rest: &[String]) -> Result<Option<OneShot>, String> {
+        let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let url = |text: &str, usage: &str| parse_target(text).map_err(|e| format!("{e}; {usage}"));
+        match (target, words.as_slice()) {
+            (None, _) => Ok(None),
+            (Some("get"), [remote, local @ ..]) if local.len() <= 1 => {
+                let target = url(remote, GET_USAGE)?;
+                if target.dir.as_ref().is_none_or(|path| path.ends_with('/')) {
+                    return Err(format!("{remote}: no file named; {GET_USAGE}"));
+                }
+                Ok(Some(OneShot::Get {
+                    target,
+                    local: local.first().map(|l| (*l).to_owned()),
+                }))
+            }
+            (Some("get"), _) => Err(GET_USAGE.to_owned()),
+            (Some("put"), [local, remote]) => Ok(Some(OneShot::Put {
+                local: (*local).to_owned(),
+                target: url(remote, PUT_USAGE)?,
+            })),
+            (Some("put"), _) => Err(PUT_USAGE.to_owned()),
+            (Some(_), []) => Ok(None),
+            (Some(_), [extra, ..]) => Err(format!(
+                "unexpected argument {extra:?}: one target only (or: {GET_USAGE}, {PUT_USAGE})"
+            )),
+        }
+    }
+
+    /// Whether the transfer's data goes to standard output (so nothing else may).
+    pub fn to_stdout(&self) -> bool {
+        matches!(self, OneShot::Get { local: Some(l), .. } if l == "-")
+    }
 }
 
 /// Parses `ftp://user@host:port/dir` or `host[:port]`.
@@ -97,8 +196,9 @@ fn history_path() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ferry_history")))
 }
 
-/// Runs the client; returns the process exit status (0 when every command succeeded).
+/// Runs the client; returns the process exit status ([`exit`]).
 pub fn run(launch: Launch) -> u8 {
+    // A one-shot transfer asks for a missing name or password on a terminal, as `login` does.
     let interactive = launch.commands.is_none() && io::stdin().is_terminal();
     let abort = Arc::new(AtomicBool::new(false));
     if interactive {
@@ -118,23 +218,32 @@ pub fn run(launch: Launch) -> u8 {
         interactive,
         progress: io::stderr().is_terminal(),
         security: launch.security.clone(),
-        quiet: launch.quiet,
+        quiet: launch.quiet || launch.one_shot.as_ref().is_some_and(OneShot::to_stdout),
         parallel: launch.parallel,
         retries: launch.retries,
     };
     let shell = Rc::new(RefCell::new(Shell::new(opts, abort)));
-    let mut failed = false;
+    if let Some(job) = &launch.one_shot {
+        return match shell.borrow_mut().one_shot(job) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                exit_status(&e)
+            }
+        };
+    }
+    let mut status = exit::OK;
     if let Some(target) = &launch.target
         && let Err(e) = open_target(&mut shell.borrow_mut(), target)
     {
         eprintln!("ferry: {e}");
         if !interactive {
-            return 1;
+            return exit_status(&e);
         }
     }
     if let Some(commands) = &launch.commands {
         for command in words::split_commands(commands) {
-            if !run_one(&shell, &command, &mut failed) {
+            if !run_one(&shell, &command, &mut status) {
                 break;
             }
         }
@@ -147,22 +256,23 @@ pub fn run(launch: Launch) -> u8 {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            if !run_one(&shell, line, &mut failed) {
+            if !run_one(&shell, line, &mut status) {
                 break;
             }
         }
     }
-    u8::from(failed)
+    status
 }
 
-/// Runs one scripted command; false stops the script (exit, or the first failure).
-fn run_one(shell: &Rc<RefCell<Shell>>, command: &str, failed: &mut bool) -> bool {
+/// Runs one scripted command; false stops the script (exit, or the first failure, whose
+/// status is the script's).
+fn run_one(shell: &Rc<RefCell<Shell>>, command: &str, status: &mut u8) -> bool {
     match shell.borrow_mut().execute(command) {
         Ok(Flow::Continue) => true,
         Ok(Flow::Exit) => false,
         Err(e) => {
             eprintln!("ferry: {command}: {e}");
-            *failed = true;
+            *status = exit_status(&e);
             false
         }
     }
@@ -244,5 +354,48 @@ mod tests {
         let t = parse_target("ftp://[::1]:21/").expect("v6");
         assert_eq!((t.host.as_str(), t.port, t.dir), ("::1", 21, None));
         assert!(parse_target("ftp://:21").is_err());
+    }
+
+    fn words(words: &[&str]) -> Result<Option<OneShot>, String> {
+        let (target, rest) = words
+            .split_first()
+            .map_or((None, &[][..]), |(t, r)| (Some(*t), r));
+        let rest: Vec<String> = rest.iter().map(|w| (*w).to_owned()).collect();
+        OneShot::from_words(target, &rest)
+    }
+
+    #[test]
+    fn one_shot_forms_and_the_session_form() {
+        assert_eq!(words(&[]), Ok(None));
+        assert_eq!(words(&["example.org:2121"]), Ok(None));
+        let get = words(&["get", "ftp://al@h:2121/pub/f.bin", "-"]).expect("get");
+        let Some(OneShot::Get { target, local }) = &get else {
+            panic!("{get:?}")
+        };
+        assert_eq!(
+            (target.user.as_deref(), target.port, target.dir.as_deref()),
+            (Some("al"), 2121, Some("/pub/f.bin"))
+        );
+        assert_eq!(local.as_deref(), Some("-"));
+        assert!(get.as_ref().is_some_and(OneShot::to_stdout));
+        let put = words(&["put", "f.bin", "ftp://al@h/in/"]).expect("put");
+        assert!(
+            matches!(&put, Some(OneShot::Put { local, target }) if local == "f.bin"
+                && target.dir.as_deref() == Some("/in/")),
+            "{put:?}"
+        );
+        for bad in [
+            &["get"][..],
+            &["put"],
+            &["put", "f.bin"],
+            &["get", "ftp://al@h/"],
+            &["get", "ftp://al@h"],
+            &["get", "ftp://al@h/f", "a", "b"],
+            &["get", "ftp://al@h:x/f"],
+            &["example.org", "extra"],
+        ] {
+            let err = words(bad).expect_err(&bad.join(" "));
+            assert!(err.contains("usage: ferry "), "{bad:?}: {err}");
+        }
     }
 }

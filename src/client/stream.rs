@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, ProtocolVersion, StreamOwned};
+
+use crate::client::tickets::TicketStore;
+use crate::tls::{TlsError, Trust};
 
 /// How the client protects its connections.
 #[derive(Debug, Clone)]
@@ -15,9 +18,44 @@ pub enum Security {
     /// Plain FTP.
     Plain,
     /// `AUTH TLS` after the greeting, then PBSZ 0 / PROT P (RFC 4217).
-    Explicit(Arc<ClientConfig>),
+    Explicit(ClientTls),
     /// TLS from the first byte (implicit FTPS, port 990).
-    Implicit(Arc<ClientConfig>),
+    Implicit(ClientTls),
+}
+
+/// The client's TLS configuration and its session store, which says how many TLS 1.3
+/// tickets are left for resuming.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// For the control and the data connections alike, so that data connections resume.
+    pub config: Arc<ClientConfig>,
+    /// The store in `config`.
+    pub tickets: Arc<TicketStore>,
+}
+
+impl ClientTls {
+    /// [`crate::tls::client_config`] with a [`TicketStore`].
+    ///
+    /// # Errors
+    /// As [`crate::tls::client_config`].
+    pub fn new(trust: &Trust<'_>) -> Result<ClientTls, TlsError> {
+        let mut config = Arc::unwrap_or_clone(crate::tls::client_config(trust)?);
+        let tickets = Arc::new(TicketStore::default());
+        config.resumption = rustls::client::Resumption::store(Arc::clone(&tickets) as _);
+        Ok(ClientTls {
+            config: Arc::new(config),
+            tickets,
+        })
+    }
+}
+
+/// `host` as TLS names it (a DNS name or an IP address).
+///
+/// # Errors
+/// A name TLS cannot check a certificate against.
+pub fn server_name(host: &str) -> io::Result<ServerName<'static>> {
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// A TCP connection, possibly wrapped in TLS.
@@ -42,9 +80,8 @@ impl Stream {
         host: &str,
         timeout: Duration,
     ) -> io::Result<Stream> {
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        let conn = ClientConnection::new(Arc::clone(config), server_name(host)?)
+            .map_err(io::Error::other)?;
         let previous = tcp.read_timeout()?;
         tcp.set_read_timeout(Some(timeout))?;
         let mut tls = StreamOwned::new(conn, tcp);
@@ -60,6 +97,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Whether this is TLS 1.3, whose session tickets are good for one resumption each.
+    pub fn is_tls13(&self) -> bool {
+        match self {
+            Stream::Tcp(_) => false,
+            Stream::Tls(s) => s.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3),
         }
     }
 

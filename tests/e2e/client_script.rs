@@ -21,18 +21,18 @@ const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one line of output from a client driven line by line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(15);
-const USER: &str = "alice";
-const PASS: &str = "correct-horse-1";
+pub(crate) const USER: &str = "alice";
+pub(crate) const PASS: &str = "correct-horse-1";
 
 /// A client's surroundings: a temporary HOME (history goes there) and working directory.
-struct Client {
-    home: TempDir,
+pub(crate) struct Client {
+    pub(crate) home: TempDir,
     cwd: PathBuf,
     env: Vec<(String, String)>,
 }
 
 impl Client {
-    fn new() -> Client {
+    pub(crate) fn new() -> Client {
         let home = tempfile::Builder::new()
             .prefix("ferry-client-")
             .tempdir()
@@ -47,26 +47,26 @@ impl Client {
     }
 
     /// A client with FERRY_PASSWORD set.
-    fn with_password(pass: &str) -> Client {
+    pub(crate) fn with_password(pass: &str) -> Client {
         let mut c = Client::new();
         c.set("FERRY_PASSWORD", pass);
         c
     }
 
-    fn set(&mut self, key: &str, value: &str) -> &mut Client {
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> &mut Client {
         self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
-    fn local(&self, name: &str) -> PathBuf {
+    pub(crate) fn local(&self, name: &str) -> PathBuf {
         self.cwd.join(name)
     }
 
-    fn write(&self, name: &str, bytes: &[u8]) {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) {
         std::fs::write(self.local(name), bytes).expect("write local file");
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(FERRY);
         cmd.args(args)
             .current_dir(&self.cwd)
@@ -74,6 +74,9 @@ impl Client {
             .env("FERRY_HISTORY", self.home.path().join("history"))
             .env_remove("FERRY_PASSWORD")
             .env_remove("FERRY_NEW_PASSWORD")
+            // A configuration file of the person running the tests stays out of them.
+            .env_remove("FERRY_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
@@ -83,7 +86,7 @@ impl Client {
     }
 
     /// Runs `ferry ARGS` with `stdin` (or nothing) as standard input, bounded.
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+    pub(crate) fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
         let mut child = self
             .command(args)
             .stdin(Stdio::piped())
@@ -99,17 +102,17 @@ impl Client {
     }
 
     /// `ferry 127.0.0.1:PORT -c SCRIPT`.
-    fn script(&self, server: &TestServer, script: &str) -> Run {
+    pub(crate) fn script(&self, server: &TestServer, script: &str) -> Run {
         self.run(&[&target(server), "-c", script], None)
     }
 }
 
-fn target(server: &TestServer) -> String {
+pub(crate) fn target(server: &TestServer) -> String {
     format!("127.0.0.1:{}", server.port())
 }
 
 /// A server with `alice` registered.
-fn server_with_user() -> TestServer {
+pub(crate) fn server_with_user() -> TestServer {
     server_with_user_on(Backend::Local)
 }
 
@@ -120,7 +123,7 @@ fn server_with_user_on(backend: Backend) -> TestServer {
     server
 }
 
-fn read(path: &Path) -> Vec<u8> {
+pub(crate) fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
@@ -539,7 +542,7 @@ fn passwords_from_file_env_and_passwd() {
         .has("Password changed.");
     client
         .script(&server, "login alice")
-        .fails("old password", "login alice: ", "530");
+        .fails_with(4, "old password", "login alice: ", "530");
     let out = Client::with_password("battery-staple-2").script(&server, "login alice; whoami");
     out.ok("new password").has("alice on ");
     // A missing password file is named.
@@ -572,11 +575,12 @@ fn errors_are_one_clear_line() {
         l.local_addr().expect("addr").port()
     };
     let out = client.run(&[&format!("127.0.0.1:{port}"), "-c", "pwd"], None);
-    out.fails("refused", "cannot connect to ", "refused");
+    out.fails_with(3, "refused", "cannot connect to ", "refused");
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     client
         .run(&["-c", &format!("open 127.0.0.1 {port}")], None)
-        .fails(
+        .fails_with(
+            3,
             "open refused",
             &format!("open 127.0.0.1 {port}: cannot connect"),
             "refused",
@@ -584,7 +588,7 @@ fn errors_are_one_clear_line() {
     // Wrong password, not logged in, not connected.
     Client::with_password("wrong-one")
         .script(&server, "login alice")
-        .fails("wrong password", "login alice: ", "530")
+        .fails_with(4, "wrong password", "login alice: ", "530")
         .lacks("Logged in");
     client
         .script(&server, "dir")

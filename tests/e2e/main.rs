@@ -11,6 +11,7 @@ mod attack_logs;
 mod attack_paths;
 mod attack_quota;
 mod attack_resources;
+mod client_launch;
 mod client_mirror;
 mod client_peers;
 mod client_pty;

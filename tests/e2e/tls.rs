@@ -919,6 +919,8 @@ fn ferry(cwd: &Path, pass: &str, args: &[&str]) -> Run {
         .env("FERRY_HISTORY", cwd.join("history"))
         .env("FERRY_PASSWORD", pass)
         .env_remove("FERRY_NEW_PASSWORD")
+        .env_remove("FERRY_CONFIG")
+        .env_remove("XDG_CONFIG_HOME")
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
         .stdin(Stdio::null())
@@ -998,7 +1000,7 @@ fn ferry_client_explicit_and_implicit_tls() {
                 pass,
                 &[mode, target, "-c", &format!("login {user}; dir")],
             );
-            assert_eq!(run.code, Some(1), "{mode} untrusted: {}", run.stderr);
+            assert_eq!(run.code, Some(3), "{mode} untrusted: {}", run.stderr);
             assert!(!run.stdout.contains("Logged in"), "{mode}: {}", run.stdout);
             if have_roots {
                 assert_eq!(
@@ -1040,6 +1042,50 @@ fn ferry_client_explicit_and_implicit_tls() {
             "the ferry client asked for clear data"
         );
     }
+}
+
+/// rustls resumes with each TLS 1.3 ticket once, and ferryd sends none on upload (or, in
+/// passive mode, any) data connections: twelve uploads in a row outrun the eight tickets of
+/// the control connection, so the client fetches new ones when it runs out. Under
+/// --require-tls-resumption every upload and the download after them must resume.
+#[test]
+fn ferry_client_uploads_in_a_row_under_required_resumption() {
+    let certs = Certs::generate();
+    let server = certs.server(&["--require-tls-resumption"]);
+    let (user, pass) = ("tickets", "ticket-pass-7");
+    register(&server, user, pass);
+    let work = tempfile::tempdir().expect("temp dir");
+    let w = work.path();
+    let files: Vec<Vec<u8>> = (0..12)
+        .map(|i| pseudo_random(100_000 + i * 7919, 70 + i as u64))
+        .collect();
+    let mut script = format!("login {user}");
+    for (i, bytes) in files.iter().enumerate() {
+        std::fs::write(w.join(format!("f{i}.bin")), bytes).expect("write file");
+        script.push_str(&format!("; put f{i}.bin"));
+    }
+    script.push_str("; get f11.bin back.bin");
+    let explicit = format!("127.0.0.1:{}", server.port());
+    ferry(
+        w,
+        pass,
+        &[
+            "--tls",
+            "--ca-file",
+            &certs.cert_str(),
+            &explicit,
+            "-c",
+            &script,
+        ],
+    )
+    .ok("twelve uploads and a download");
+    for (i, bytes) in files.iter().enumerate() {
+        let name = format!("f{i}.bin");
+        assert_same(&read(&server.home(user).join(&name)), bytes, &name);
+    }
+    assert_same(&read(&w.join("back.bin")), &files[11], "back.bin");
+    let events = server.wait_sessions_closed(user, 2);
+    assert_no_refused_data(&events, user);
 }
 
 // ---------------------------------------------------------------------------------------------

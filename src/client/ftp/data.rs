@@ -1,7 +1,10 @@
 //! Data connections: passive (EPSV, falling back to PASV, whose replies are parsed here) or
-//! active (PORT/EPRT), set up before the transfer command goes out.
+//! active (PORT/EPRT), set up before the transfer command goes out; and the TLS 1.3 tickets
+//! protected ones resume with (`keep_tickets`).
 
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+
+use crate::client::stream::server_name;
 
 use super::{ClientError, FtpClient, Result};
 
@@ -16,6 +19,7 @@ pub(super) enum DataPrep {
 impl FtpClient {
     /// Opens a data connection the configured way.
     pub(super) fn prepare_data(&mut self) -> Result<DataPrep> {
+        self.keep_tickets();
         if self.active {
             return self.prepare_active();
         }
@@ -40,6 +44,42 @@ impl FtpClient {
         // behind NAT often announces an address the client cannot reach, and this way a
         // hostile server cannot point the client elsewhere.
         self.connect_data(port)
+    }
+
+    /// Before a protected data connection over TLS 1.3: makes sure a session ticket is there
+    /// to resume with. rustls uses each ticket once, and servers may send none on data
+    /// connections (ferryd sends none where the client may only write, which under PROT P in
+    /// passive mode it cannot rule out yet), so once the control connection's supply is spent
+    /// (8 from ferryd, 2 from OpenSSL), a server that requires resumption (ferryd
+    /// `--require-tls-resumption`, vsftpd's `require_ssl_reuse`) refuses the next data
+    /// connection. With none left, a second control connection to the same address, only for
+    /// its handshake (greeting, AUTH TLS, PBSZ, PROT, QUIT; no login), brings new ones. A try
+    /// that brings none ends the tries; the transfer goes on either way.
+    fn keep_tickets(&mut self) {
+        let Some(tls) = self.protect_data.clone().filter(|_| self.refill_tickets) else {
+            return;
+        };
+        let Ok(name) = server_name(&self.host) else {
+            return;
+        };
+        if tls.tickets.held(&name) > 0 {
+            return;
+        }
+        let fetched = TcpStream::connect_timeout(&self.peer, self.timeout)
+            .map_err(ClientError::Data)
+            .and_then(|tcp| FtpClient::start(tcp, &self.host, self.timeout, false, &self.security));
+        match fetched {
+            Ok((side, _)) => side.quit(),
+            Err(e) => log::debug!("{}: no connection for TLS tickets: {e}", self.peer),
+        }
+        let held = tls.tickets.held(&name);
+        log::debug!(
+            "{}: {held} TLS tickets from a connection of their own",
+            self.peer
+        );
+        if held == 0 {
+            self.refill_tickets = false;
+        }
     }
 
     fn connect_data(&mut self, port: u16) -> Result<DataPrep> {

@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::stream::{Security, Stream};
+use crate::client::stream::{ClientTls, Security, Stream};
 use crate::codec::reply_parser::{ReplyAssembler, ServerReply, unquote_path};
 
 /// Longest reply line accepted: a server sending more is broken or hostile.
@@ -139,7 +139,12 @@ pub struct FtpClient {
     host: String,
     /// TLS for data connections after PROT P (the control connection's configuration, so its
     /// session is resumed).
-    protect_data: Option<Arc<rustls::ClientConfig>>,
+    protect_data: Option<ClientTls>,
+    /// As connected, for a connection of the same kind that only fetches TLS tickets.
+    security: Security,
+    /// Whether to fetch new TLS 1.3 tickets when none are left (see `keep_tickets`): TLS 1.3
+    /// only, and cleared when a try brought none.
+    refill_tickets: bool,
     assembler: ReplyAssembler,
     peer: SocketAddr,
     local: SocketAddr,
@@ -185,6 +190,18 @@ impl FtpClient {
                 }
             })
             .ok_or(ClientError::Connect { addr, source: last })?;
+        FtpClient::start(tcp, host, timeout, active, security)
+    }
+
+    /// [`FtpClient::connect`] over a connected socket: the greeting, then TLS as `security`
+    /// says.
+    fn start(
+        tcp: TcpStream,
+        host: &str,
+        timeout: Duration,
+        active: bool,
+        security: &Security,
+    ) -> Result<(FtpClient, ServerReply)> {
         let io = |e| ClientError::Data(e);
         tcp.set_read_timeout(Some(timeout)).map_err(io)?;
         tcp.set_write_timeout(Some(timeout)).map_err(io)?;
@@ -192,8 +209,8 @@ impl FtpClient {
         let peer = tcp.peer_addr().map_err(io)?;
         let local = tcp.local_addr().map_err(io)?;
         let stream = match security {
-            Security::Implicit(config) => {
-                Stream::tls(tcp, config, host, timeout).map_err(ClientError::Tls)?
+            Security::Implicit(tls) => {
+                Stream::tls(tcp, &tls.config, host, timeout).map_err(ClientError::Tls)?
             }
             Security::Plain | Security::Explicit(_) => Stream::Tcp(tcp),
         };
@@ -201,6 +218,8 @@ impl FtpClient {
             control: BufReader::new(stream),
             host: host.to_owned(),
             protect_data: None,
+            security: security.clone(),
+            refill_tickets: false,
             assembler: ReplyAssembler::new(),
             peer,
             local,
@@ -220,11 +239,11 @@ impl FtpClient {
         }
         match security {
             Security::Plain => {}
-            Security::Explicit(config) => {
-                client.start_tls(config)?;
-                client.protect(config)?;
+            Security::Explicit(tls) => {
+                client.start_tls(&tls.config)?;
+                client.protect(tls)?;
             }
-            Security::Implicit(config) => client.protect(config)?,
+            Security::Implicit(tls) => client.protect(tls)?,
         }
         Ok((client, greeting))
     }
@@ -249,10 +268,11 @@ impl FtpClient {
     }
 
     /// PBSZ 0 and PROT P (RFC 4217 §8-9): data connections use TLS too.
-    fn protect(&mut self, config: &Arc<rustls::ClientConfig>) -> Result<()> {
+    fn protect(&mut self, tls: &ClientTls) -> Result<()> {
         self.ok("PBSZ 0")?;
         self.ok("PROT P")?;
-        self.protect_data = Some(Arc::clone(config));
+        self.protect_data = Some(tls.clone());
+        self.refill_tickets = self.control.get_ref().is_tls13();
         Ok(())
     }
 

@@ -53,9 +53,8 @@ impl FtpClient {
             .map_err(ClientError::Data)?;
         // RFC 4217 §7: the TLS handshake on the data connection follows the 150.
         let stream = match &self.protect_data {
-            Some(config) => {
-                Stream::tls(stream, config, &self.host, self.timeout).map_err(ClientError::Tls)?
-            }
+            Some(tls) => Stream::tls(stream, &tls.config, &self.host, self.timeout)
+                .map_err(ClientError::Tls)?,
             None => Stream::Tcp(stream),
         };
         stream

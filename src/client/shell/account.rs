@@ -16,7 +16,7 @@ impl Shell {
     /// echo.
     ///
     /// # Errors
-    /// No connection, no password source, or the server's refusal.
+    /// No connection, no password source, or the server's refusal ([`ShellError::Login`]).
     pub fn login(&mut self, user: Option<&str>) -> Result<(), ShellError> {
         self.client()?;
         let user = match user.map(str::to_owned).or_else(|| self.netrc_login()) {
@@ -39,7 +39,12 @@ impl Shell {
         if self.user.is_some() {
             self.log_out()?;
         }
-        self.client()?.login(&user, &password)?;
+        self.client()?
+            .login(&user, &password)
+            .map_err(|e| match e {
+                ClientError::Refused(_) => ShellError::Login(e),
+                e => ShellError::Client(e),
+            })?;
         self.say(format_args!("Logged in as {user}."));
         self.user = Some(user);
         self.cwd = None;

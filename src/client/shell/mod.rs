@@ -9,6 +9,7 @@ mod account;
 mod batch;
 mod commands;
 mod mirror;
+mod oneshot;
 mod pget;
 mod transfer;
 mod verify;
@@ -38,6 +39,12 @@ pub enum ShellError {
     /// The FTP side failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// No session began: resolve, connect, TLS or the greeting failed (exit status 3).
+    #[error(transparent)]
+    Connect(ClientError),
+    /// The server refused the login (exit status 4).
+    #[error(transparent)]
+    Login(ClientError),
     /// The command was used wrongly.
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -72,7 +79,10 @@ impl ShellError {
 
     fn client_error(&self) -> Option<&ClientError> {
         match self {
-            ShellError::Client(e) | ShellError::About { source: e, .. } => Some(e),
+            ShellError::Client(e)
+            | ShellError::Connect(e)
+            | ShellError::Login(e)
+            | ShellError::About { source: e, .. } => Some(e),
             _ => None,
         }
     }
@@ -400,7 +410,7 @@ impl Shell {
     /// Connects to `host` (`HOST`, `HOST:PORT`, `[v6]:PORT`), replacing any connection.
     ///
     /// # Errors
-    /// Resolve, connect or greeting failures.
+    /// [`ShellError::Connect`]: resolve, connect, TLS or greeting failures.
     pub fn open(&mut self, host: &str, port: Option<u16>) -> Result<(), ShellError> {
         let (host, port) = match port {
             Some(p) => (host.trim_matches(['[', ']']).to_owned(), p),
@@ -413,7 +423,8 @@ impl Shell {
             self.opts.timeout,
             self.opts.active,
             &self.opts.security,
-        )?;
+        )
+        .map_err(ShellError::Connect)?;
         self.say(&greeting);
         self.server = Some(if host.contains(':') {
             format!("[{host}]:{port}")

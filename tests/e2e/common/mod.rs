@@ -404,10 +404,16 @@ impl Run {
 
     /// Exit status 1 and exactly one stderr line `ferry: <prefix>...` containing `needle`.
     pub fn fails(&self, what: &str, prefix: &str, needle: &str) -> &Run {
+        self.fails_with(1, what, prefix, needle)
+    }
+
+    /// Exit status `code` and exactly one stderr line `ferry: <prefix>...` containing
+    /// `needle`.
+    pub fn fails_with(&self, code: i32, what: &str, prefix: &str, needle: &str) -> &Run {
         assert_eq!(
             self.code,
-            Some(1),
-            "{what}: expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            Some(code),
+            "{what}: expected exit {code}\nstdout:\n{}\nstderr:\n{}",
             self.stdout,
             self.stderr
         );
