@@ -1,6 +1,7 @@
 //! The `ferry` client at its interactive prompt, driven through a pseudo-terminal (rexpect)
 //! against `ferryd`: the `ferry> ` prompt, a password typed without echo, a progress bar during
-//! a 20 MB upload, tab completion of a remote name, and Ctrl-C aborting a download.
+//! a 20 MB upload, tab completion of a remote name, Ctrl-C aborting a download, and parallel
+//! downloads under one display (a line per transfer and a total) that Ctrl-C stops together.
 
 use crate::common;
 
@@ -227,6 +228,37 @@ fn register_states_the_rule_and_asks_again_only_what_was_refused() {
 
 /// The lines a terminal would show: ANSI escape sequences dropped, split at CR and LF, each
 /// trimmed at the start.
+#[test]
+fn parallel_downloads_share_one_display_and_ctrl_c_stops_them_all() {
+    let server = TestServer::start(&[]);
+    drop(server.register_and_login(USER, PASS));
+    for name in ["one.bin", "two.bin", "three.bin"] {
+        let huge = std::fs::File::create(server.home(USER).join(name)).expect("huge");
+        huge.set_len(8 * 1024 * 1024 * 1024).expect("sparse 8 GB");
+    }
+    let home = temp_home();
+    std::fs::create_dir(home.path().join("sink")).expect("sink");
+    for name in ["one.bin", "two.bin", "three.bin"] {
+        std::os::unix::fs::symlink("/dev/null", home.path().join("sink").join(name))
+            .expect("to /dev/null");
+    }
+
+    let mut pty = logged_in(&server, &home);
+    pty.run("lcd sink");
+    pty.line("mget -P 2 *.bin");
+    // A line for each of the two running transfers, and the total below them.
+    pty.expect("total 0/3 files [");
+    pty.expect("one.bin [");
+    pty.expect("three.bin [");
+    pty.expect("GiB");
+    pty.session.send_control('c').expect("send Ctrl-C");
+    pty.expect("transfer aborted");
+    pty.prompt();
+    let out = pty.run("pwd");
+    assert!(out.contains('/'), "the session goes on: {out}");
+    pty.exit();
+}
+
 fn screen_lines(out: &str) -> impl Iterator<Item = String> + '_ {
     let mut plain = String::with_capacity(out.len());
     let mut chars = out.chars();

@@ -336,6 +336,9 @@ impl Shell {
                 render::summary(report.bytes, started.elapsed())
             ));
         }
+        if abort.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ClientError::Aborted.into());
+        }
         partial(&report, total)
     }
 }
