@@ -426,7 +426,7 @@ fn a_dropped_data_connection_is_resumed_by_the_retry() {
     );
     ok(&out, "transfers through a flaky server");
     assert_eq!(
-        out.stderr.matches("trying again in 1 s (1 of 3)").count(),
+        out.stderr.matches("(trying again in 1 s: 1 of 3)").count(),
         2,
         "each transfer was retried once:\n{}",
         out.stderr

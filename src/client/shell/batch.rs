@@ -432,7 +432,7 @@ pub(super) fn with_retries<T>(
                 let wait = backoff(tried);
                 tried += 1;
                 note(format!(
-                    "{what}: {e}; trying again in {} s ({tried} of {retries})",
+                    "{what}: {e} (trying again in {} s: {tried} of {retries})",
                     wait.as_secs()
                 ));
                 let until = Instant::now() + wait;
