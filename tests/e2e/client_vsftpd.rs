@@ -90,22 +90,18 @@ fn session(active: bool) {
     std::fs::write(cwd.join("up load.bin"), &up).expect("local file");
     std::fs::write(server.files.join("theirs.bin"), &theirs).expect("seed");
     let target = server.target();
-    let with_mode = |args: &[&str]| -> Vec<String> {
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let run = |commands: &str| {
+        let mut args = vec![target.as_str(), "-c", commands];
         if active {
-            all.insert(0, "--active".to_owned());
+            args.insert(0, "--active");
         }
-        all
-    };
-    let run = |args: &[&str]| {
-        let all = with_mode(args);
-        ferry(cwd, &all.iter().map(String::as_str).collect::<Vec<_>>())
+        ferry(cwd, &args)
     };
 
     let commands = script(
         "mkdir stuff; cd stuff; put 'up load.bin'; size 'up load.bin'; cd ..; get theirs.bin",
     );
-    run(&[&target, "-c", &commands])
+    run(&commands)
         .ok(mode)
         .has(&format!("\n{}\n", up.len()))
         .has(&format!("up load.bin: {} bytes in ", up.len()))
@@ -114,14 +110,14 @@ fn session(active: bool) {
     assert_same(&read(&cwd.join("theirs.bin")), &theirs, mode);
 
     let commands = script("rename 'stuff/up load.bin' moved.bin; rm moved.bin; rmdir stuff; dir");
-    run(&[&target, "-c", &commands])
+    run(&commands)
         .ok(mode)
         .has("| theirs.bin ")
         .lacks("moved.bin |");
     assert_eq!(names(&server.files), ["theirs.bin"], "{mode}");
 
     // A refusal from this server is reported as it said it.
-    run(&[&target, "-c", &script("get nothing.bin")]).fails(
+    run(&script("get nothing.bin")).fails(
         mode,
         "get nothing.bin: cannot download nothing.bin: 550",
         "",
