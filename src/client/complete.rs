@@ -122,6 +122,6 @@ mod tests {
             .into_iter()
             .map(|p| p.display)
             .collect();
-        assert_eq!(names, vec!["mget", "mput", "mkdir", "mv"]);
+        assert_eq!(names, vec!["mget", "mput", "mirror", "mkdir", "mv"]);
     }
 }

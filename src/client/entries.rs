@@ -46,8 +46,10 @@ pub struct RemoteEntry {
 /// A modification time as a listing gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Modified {
-    /// An instant: MLSD's UTC time, a local file's time, or a LIST line's time of day.
+    /// An instant to the second (or better): MLSD's or MDTM's UTC time, a local file's time.
     At(Timestamp),
+    /// A LIST line's time of day: the minute it began.
+    Minute(Timestamp),
     /// A day only: LIST gives the year instead of the time of day for old entries.
     Day(Date),
 }
@@ -61,11 +63,55 @@ impl Modified {
     /// As [`Modified::local`], in `zone`.
     pub fn local_in(self, zone: &TimeZone) -> String {
         match self {
-            Modified::At(t) => t
+            Modified::At(t) | Modified::Minute(t) => t
                 .to_zoned_datetime(zone.clone())
                 .strftime("%Y-%m-%d %H:%M")
                 .to_string(),
             Modified::Day(d) => d.strftime("%Y-%m-%d").to_string(),
+        }
+    }
+
+    /// The span the real time lies in: `[from, until)`. A day is taken in any time zone
+    /// (UTC-12 to UTC+14), as a LIST line's date is in the server's.
+    pub fn window(self) -> (Timestamp, Timestamp) {
+        let after =
+            |t: Timestamp, secs| t.checked_add(SignedDuration::from_secs(secs)).unwrap_or(t);
+        match self {
+            Modified::At(t) => (t, after(t, 1)),
+            Modified::Minute(t) => (t, after(t, 60)),
+            Modified::Day(d) => {
+                let midnight = d
+                    .to_zoned_datetime(TimeZone::UTC)
+                    .map_or(Timestamp::UNIX_EPOCH, |z| z.timestamp());
+                (after(midnight, -14 * 3600), after(midnight, 36 * 3600))
+            }
+        }
+    }
+
+    /// One instant within [`Modified::window`], to set on a copy so that it compares as the
+    /// same time later.
+    pub fn representative(self) -> Timestamp {
+        match self {
+            Modified::At(t) | Modified::Minute(t) => t,
+            Modified::Day(d) => d
+                .to_zoned_datetime(TimeZone::UTC)
+                .map_or(Timestamp::UNIX_EPOCH, |z| z.timestamp())
+                .checked_add(SignedDuration::from_hours(12))
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    /// Where `t` lies against this time: before it, within it, or after it.
+    pub fn compare(self, t: Timestamp) -> std::cmp::Ordering {
+        let (from, until) = self.window();
+        // A second of slack each way: file systems keep times to the second or coarser.
+        let slack = SignedDuration::from_secs(1);
+        if t < from.checked_sub(slack).unwrap_or(from) {
+            std::cmp::Ordering::Less
+        } else if t >= until.checked_add(slack).unwrap_or(until) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
         }
     }
 }
@@ -140,7 +186,7 @@ fn parse_list_time(month: &str, day: &str, time_or_year: &str, now: Timestamp) -
         } else {
             this_year
         };
-        return Some(Modified::At(t));
+        return Some(Modified::Minute(t));
     }
     let year: i16 = time_or_year.parse().ok()?;
     Date::new(year, month, day).ok().map(Modified::Day)
@@ -214,10 +260,16 @@ mod tests {
             list("-rw-r--r--   1 ftp      ftp    1234 Nov 25 20:31 my file.txt").expect("entry");
         assert_eq!(e.name, "my file.txt");
         assert_eq!(e.size, Some(1234));
-        assert_eq!(e.modified, Some(Modified::At(utc("2026-11-25 20:31:00"))));
+        assert_eq!(
+            e.modified,
+            Some(Modified::Minute(utc("2026-11-25 20:31:00")))
+        );
         // Later in the year than now: last year's.
         let e = list("-rw-r--r-- 1 u g 1 Dec 24 08:00 f").expect("entry");
-        assert_eq!(e.modified, Some(Modified::At(utc("2025-12-24 08:00:00"))));
+        assert_eq!(
+            e.modified,
+            Some(Modified::Minute(utc("2025-12-24 08:00:00")))
+        );
         let d = list("drwxr-xr-x 2 u g 4096 Jan  1  2025 dir").expect("entry");
         assert_eq!((d.kind, d.name.as_str()), (EntryKind::Dir, "dir"));
         assert_eq!(
@@ -237,6 +289,25 @@ mod tests {
     fn utc(text: &str) -> Timestamp {
         let t: DateTime = text.parse().expect("date time");
         t.to_zoned_datetime(TimeZone::UTC).expect("utc").timestamp()
+    }
+
+    #[test]
+    fn times_compare_within_their_precision() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let t = utc("2026-11-25 20:31:00");
+        let plus = |secs| {
+            t.checked_add(SignedDuration::from_secs(secs))
+                .expect("time")
+        };
+        assert_eq!(Modified::At(t).compare(plus(0)), Equal);
+        assert_eq!(Modified::At(t).compare(plus(3)), Greater);
+        assert_eq!(Modified::At(t).compare(plus(-3)), Less);
+        assert_eq!(Modified::Minute(t).compare(plus(59)), Equal);
+        assert_eq!(Modified::Minute(t).compare(plus(90)), Greater);
+        let day = Modified::Day(jiff::civil::date(2026, 11, 25));
+        assert_eq!(day.compare(plus(3 * 3600)), Equal);
+        assert_eq!(day.compare(plus(3 * 86_400)), Greater);
+        assert_eq!(day.compare(day.representative()), Equal);
     }
 
     #[test]

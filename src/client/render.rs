@@ -5,7 +5,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use cli_table::Cell;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::entries::{Modified, RemoteEntry};
 
@@ -66,7 +66,7 @@ pub fn entries_json(entries: &[RemoteEntry]) -> String {
         .iter()
         .map(|e| {
             let modified = e.modified.map(|m| match m {
-                Modified::At(t) => t.to_string(),
+                Modified::At(t) | Modified::Minute(t) => t.to_string(),
                 Modified::Day(d) => d.to_string(),
             });
             serde_json::json!({
@@ -145,6 +145,145 @@ impl Progress {
 
     /// Ends the display after a failure; the bar is cleared for the error message.
     pub fn abandon(self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Progress of many transfers at once (`mget`, `mput`, `mirror`): on a terminal, a line per
+/// running transfer and a total line below them; nothing otherwise. Shared by the workers.
+pub struct Bars {
+    multi: Option<MultiProgress>,
+    total: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Bars {
+    /// Starts the display for `files` transfers of `bytes` in all.
+    pub fn start(files: usize, bytes: u64, visible: bool, quiet: bool) -> Bars {
+        let multi = visible.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let total = multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new(bytes));
+            if let Ok(style) = ProgressStyle::with_template(
+                "total {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(format!("0/{files} files"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Bars {
+            multi,
+            total,
+            quiet,
+        }
+    }
+
+    /// A line for one transfer, above the total.
+    pub fn file(&self, label: &str, size: Option<u64>) -> FileBar {
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = match &self.total {
+                Some(total) => multi.insert_before(total, ProgressBar::new(size.unwrap_or(0))),
+                None => multi.add(ProgressBar::new(size.unwrap_or(0))),
+            };
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(label.to_owned());
+            bar
+        });
+        FileBar {
+            label: label.to_owned(),
+            bar,
+            total: self.total.clone(),
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts a finished transfer (`done` of them so far, of `files`).
+    pub fn count(&self, done: usize, files: usize) {
+        if let Some(total) = &self.total {
+            total.set_message(format!("{done}/{files} files"));
+        }
+    }
+
+    /// Prints a confirmation line above the bars (nothing when quiet).
+    pub fn say(&self, line: impl std::fmt::Display) {
+        if self.quiet {
+            return;
+        }
+        match &self.multi {
+            Some(multi) => multi.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    /// Prints a warning or an error line on stderr, above the bars.
+    pub fn warn(&self, line: impl std::fmt::Display) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| eprintln!("ferry: {line}")),
+            None => eprintln!("ferry: {line}"),
+        }
+    }
+
+    /// Clears the display.
+    pub fn finish(self) {
+        if let Some(total) = &self.total {
+            total.finish_and_clear();
+        }
+    }
+}
+
+/// One transfer's line of [`Bars`]; it adds to the total as it goes.
+pub struct FileBar {
+    label: String,
+    bar: Option<ProgressBar>,
+    total: Option<ProgressBar>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl FileBar {
+    /// Counts `n` more bytes.
+    pub fn advance(&mut self, n: u64) {
+        self.bytes += n;
+        for bar in self.bar.iter().chain(&self.total) {
+            bar.inc(n);
+        }
+    }
+
+    /// The transfer starts again at `offset` (a resume): what was there counts as done.
+    pub fn resume_at(&mut self, offset: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(offset);
+        }
+    }
+
+    /// The bytes this transfer moved (not what a resume found there).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Removes the line; returns the summary: name, bytes, time, rate.
+    pub fn finish(self) -> String {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        format!(
+            "{}: {}",
+            self.label,
+            summary(self.bytes, self.started.elapsed())
+        )
+    }
+}
+
+impl Drop for FileBar {
+    fn drop(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -42,6 +42,7 @@ impl Shell {
         self.client()?.login(&user, &password)?;
         self.say(format_args!("Logged in as {user}."));
         self.user = Some(user);
+        self.cwd = None;
         self.secret = Some(password);
         Ok(())
     }
@@ -105,6 +106,7 @@ impl Shell {
                     self.client()?.login(&user, &secret)?;
                     self.say(format_args!("Logged in as {user}."));
                     self.user = Some(user);
+                    self.cwd = None;
                     self.secret = Some(secret);
                     return Ok(());
                 }

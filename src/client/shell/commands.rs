@@ -155,16 +155,23 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec(
         "mget",
         &[],
-        "mget PATTERN...",
-        "download the remote files matching the patterns (* ? [..])",
+        "mget [-P N] [--verify] PATTERN...",
+        "download the remote files matching the patterns (* ? [..]), N at once over their own logins",
         ArgKind::Remote,
     ),
     spec(
         "mput",
         &[],
-        "mput PATTERN...",
-        "upload the local files matching the patterns (* ? [..])",
+        "mput [-P N] [--verify] PATTERN...",
+        "upload the local files matching the patterns (* ? [..]), N at once over their own logins",
         ArgKind::Local,
+    ),
+    spec(
+        "mirror",
+        &[],
+        "mirror [-R] [--delete] [--dry-run] [--verify] [-P N] [--exclude GLOB]... SOURCE [TARGET]",
+        "copy a remote tree here (a local one there with -R), only what is new or changed, resuming partial files and keeping times; --delete removes what the source lacks, --dry-run only shows the plan",
+        ArgKind::Remote,
     ),
     spec(
         "mkdir",

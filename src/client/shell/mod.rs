@@ -6,7 +6,9 @@
 //! dispatch, the connection and listing commands are here.
 
 mod account;
+mod batch;
 mod commands;
+mod mirror;
 mod pget;
 mod transfer;
 mod verify;
@@ -50,6 +52,15 @@ pub enum ShellError {
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Message(String),
+    /// Some transfers of a batch (`mget`, `mput`, `mirror`) failed, each named as it failed;
+    /// the others were done.
+    #[error("{failed} of {total} transfers failed")]
+    Partial {
+        /// How many failed.
+        failed: usize,
+        /// How many there were.
+        total: usize,
+    },
 }
 
 impl ShellError {
@@ -66,6 +77,10 @@ impl ShellError {
         }
     }
 }
+
+/// Commands that only read, run again after a lost connection is opened again (the transfer
+/// commands retry on their own).
+const RUN_AGAIN: &[&str] = &["dir", "cd", "pwd", "size", "stat"];
 
 /// Whether the shell goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +131,9 @@ pub struct Shell {
     secret: Option<String>,
     /// `~/.netrc`, read at the first login that may use it.
     netrc: std::cell::OnceCell<Option<crate::client::netrc::Netrc>>,
+    /// The remote directory `cd` went to, to go back to after a lost connection is opened
+    /// again (`None`: the login directory).
+    cwd: Option<String>,
 }
 
 impl Shell {
@@ -131,6 +149,7 @@ impl Shell {
             completion_cache: None,
             secret: None,
             netrc: std::cell::OnceCell::new(),
+            cwd: None,
         }
     }
 
@@ -151,16 +170,84 @@ impl Shell {
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = self.run(spec, &args);
-        if let Some(e) = result.as_ref().err().and_then(ShellError::client_error)
-            && e.is_fatal()
-        {
-            // The control connection is gone: forget it so `open` works again.
-            self.client = None;
-            self.server = None;
-            self.endpoint = None;
-            self.user = None;
+        let lost = result
+            .as_ref()
+            .err()
+            .and_then(ShellError::client_error)
+            .is_some_and(ClientError::is_fatal);
+        if !lost {
+            return result;
         }
+        // The control connection is gone. Logged in, the shell opens it again in the same
+        // directory (a command that only reads runs again); otherwise it is forgotten so
+        // that `open` works again.
+        self.client = None;
+        if self.opts.retries > 0 && self.reconnect().is_ok() {
+            if RUN_AGAIN.contains(&spec.name) {
+                return self.run(spec, &args);
+            }
+            return result;
+        }
+        self.server = None;
+        self.endpoint = None;
+        self.user = None;
+        self.secret = None;
         result
+    }
+
+    /// After a failed transfer attempt: a lost connection is dropped, to be opened again.
+    fn forget_if_lost<T>(&mut self, result: &Result<T, ShellError>) {
+        if let Err(e) = result
+            && e.client_error().is_some_and(ClientError::is_fatal)
+        {
+            self.client = None;
+        }
+    }
+
+    /// Opens the connection again when it was lost (see [`Shell::reconnect`]).
+    fn reconnect_if_lost(&mut self) -> Result<(), ShellError> {
+        if self.client.is_some() {
+            return Ok(());
+        }
+        self.reconnect()
+    }
+
+    /// A new connection with the login in force, back in the directory of the lost one.
+    fn reconnect(&mut self) -> Result<(), ShellError> {
+        let login = self.login_again()?;
+        let client = login.connect().map_err(|e| {
+            eprintln!("ferry: the connection was lost and cannot be opened again: {e}");
+            ShellError::from(e)
+        })?;
+        self.client = Some(client);
+        if let Some(dir) = self.cwd.clone() {
+            self.client()?
+                .ok(&format!("CWD {dir}"))
+                .map_err(ShellError::about(format!("cannot change back to {dir}")))?;
+        }
+        eprintln!(
+            "ferry: the connection was lost; logged in again as {} in {}",
+            login.user,
+            self.cwd.as_deref().unwrap_or("the login directory")
+        );
+        Ok(())
+    }
+
+    /// Host, user and password of this login, for more connections like it.
+    fn login_again(&self) -> Result<batch::Login, ShellError> {
+        let (host, port) = self.endpoint.clone().ok_or(ClientError::NotConnected)?;
+        let (Some(user), Some(password)) = (self.user.clone(), self.secret.clone()) else {
+            return Err(ShellError::Message("log in first".into()));
+        };
+        Ok(batch::Login {
+            host,
+            port,
+            user,
+            password,
+            timeout: self.opts.timeout,
+            active: self.opts.active,
+            security: self.opts.security.clone(),
+        })
     }
 
     fn run(&mut self, spec: &'static CommandSpec, args: &[&str]) -> Result<Flow, ShellError> {
@@ -200,6 +287,7 @@ impl Shell {
                     .map_err(ShellError::about(format!("cannot change to {path}")))?;
                 let now = client.pwd().unwrap_or_else(|_| (*path).to_owned());
                 self.say(format_args!("Now in {now}."));
+                self.cwd = Some(now);
             }
             ("pwd", []) => println!("{}", self.client()?.pwd()?),
             ("lcd", [] | [_]) => {
@@ -225,8 +313,9 @@ impl Shell {
             ("get", _) => self.get(args)?,
             ("pget", _) => self.pget(args)?,
             ("put", _) => self.put(args)?,
-            ("mget", [_, ..]) => self.mget(args)?,
-            ("mput", [_, ..]) => self.mput(args)?,
+            ("mget", _) => self.mget(args)?,
+            ("mput", _) => self.mput(args)?,
+            ("mirror", _) => self.mirror(args)?,
             ("mkdir", [dir]) => {
                 let reply = self
                     .client()?
@@ -442,6 +531,7 @@ impl Shell {
         self.endpoint = None;
         self.user = None;
         self.secret = None;
+        self.cwd = None;
     }
 
     /// Prints a confirmation or progress line, unless `-q`.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::ftp::{ClientError, FtpClient};
+use crate::client::ftp::ClientError;
 use crate::client::render::Progress;
 
 use super::{Shell, ShellError, base_name};
@@ -98,32 +98,6 @@ impl Write for SegmentWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// What a segment's connection needs to log in.
-#[derive(Clone)]
-struct Login {
-    host: String,
-    port: u16,
-    user: String,
-    password: String,
-    timeout: Duration,
-    active: bool,
-    security: crate::client::stream::Security,
-}
-
-impl Login {
-    fn connect(&self) -> Result<FtpClient, ClientError> {
-        let (mut client, _) = FtpClient::connect(
-            &self.host,
-            self.port,
-            self.timeout,
-            self.active,
-            &self.security,
-        )?;
-        client.login(&self.user, &self.password)?;
-        Ok(client)
     }
 }
 
@@ -283,23 +257,6 @@ impl Shell {
             plan.done(),
             local.display()
         )))
-    }
-
-    /// Host, user and password of this login, for more connections like it.
-    fn login_again(&self) -> Result<Login, ShellError> {
-        let (host, port) = self.endpoint.clone().ok_or(ClientError::NotConnected)?;
-        let (Some(user), Some(password)) = (self.user.clone(), self.secret.clone()) else {
-            return Err(ShellError::Message("log in first".into()));
-        };
-        Ok(Login {
-            host,
-            port,
-            user,
-            password,
-            timeout: self.opts.timeout,
-            active: self.opts.active,
-            security: self.opts.security.clone(),
-        })
     }
 }
 

@@ -9,6 +9,7 @@ use crate::client::entries::EntryKind;
 use crate::client::ftp::{ClientError, Polled};
 use crate::client::render::{self, Progress};
 
+use super::batch::{self, Direction, Job, Settings, with_retries};
 use super::{Shell, ShellError, base_name, take_flag};
 
 impl Shell {
@@ -20,18 +21,33 @@ impl Shell {
             [remote, local] => (*remote, (*local).to_owned()),
             _ => return Err(ShellError::Usage("get [-c] [--verify] REMOTE [LOCAL]")),
         };
-        self.download(remote, Path::new(&local), resume)?;
+        let local = Path::new(&local);
+        let mut resume = resume;
+        let abort = std::sync::Arc::clone(&self.abort);
+        with_retries(self.opts.retries, &abort, remote, &warn, |attempt| {
+            if attempt > 0 {
+                self.reconnect_if_lost()?;
+            }
+            let mut wrote = false;
+            let result = self.download(remote, local, resume, &mut wrote);
+            // Once this download has written to the file, a retry goes on from there.
+            resume |= wrote;
+            self.forget_if_lost(&result);
+            result
+        })?;
         if verify {
-            self.verify(remote, Path::new(&local))?;
+            self.verify(remote, local)?;
         }
         Ok(())
     }
 
+    /// One download attempt; `wrote` tells whether it wrote to the local file.
     pub(super) fn download(
         &mut self,
         remote: &str,
         local: &Path,
         resume: bool,
+        wrote: &mut bool,
     ) -> Result<(), ShellError> {
         let local_name = local.display().to_string();
         let local_err = |source| {
@@ -56,11 +72,7 @@ impl Shell {
             ));
             return Ok(());
         }
-        let mut sink = LazyFile {
-            path: local.to_path_buf(),
-            append: resume,
-            file: None,
-        };
+        let mut sink = LazyFile::new(local.to_path_buf(), resume);
         let abort = self.reset_abort();
         let mut progress = Progress::start(remote, size, self.opts.progress);
         progress.resume_at(offset);
@@ -73,7 +85,8 @@ impl Shell {
             &mut |n| progress.advance(n),
             &abort,
         );
-        let created = sink.file.is_some();
+        let created = sink.created();
+        *wrote = created;
         let result = result.and_then(|n| {
             sink.finish()
                 .map(|()| n)
@@ -103,9 +116,23 @@ impl Shell {
             [local, remote] => (*local, (*remote).to_owned()),
             _ => return Err(ShellError::Usage("put [-c] [--verify] LOCAL [REMOTE]")),
         };
-        self.upload(Path::new(local), &remote, resume)?;
+        let local = Path::new(local);
+        // A failed upload of a new name goes on from what arrived; over a file that was
+        // there, it starts again (ferryd keeps the old file until the new one is whole).
+        let new_name = resume || self.remote_size(&remote)?.is_none();
+        let mut resume = resume;
+        let abort = std::sync::Arc::clone(&self.abort);
+        with_retries(self.opts.retries, &abort, &remote, &warn, |attempt| {
+            if attempt > 0 {
+                self.reconnect_if_lost()?;
+                resume |= new_name;
+            }
+            let result = self.upload(local, &remote, resume);
+            self.forget_if_lost(&result);
+            result
+        })?;
         if verify {
-            self.verify(&remote, Path::new(local))?;
+            self.verify(&remote, local)?;
         }
         Ok(())
     }
@@ -187,20 +214,17 @@ impl Shell {
 
     /// SIZE of a remote file in binary mode; `None` when the server will not say.
     pub(super) fn remote_size(&mut self, remote: &str) -> Result<Option<u64>, ShellError> {
-        let reply = self.client()?.command(&format!("SIZE {remote}"))?;
-        Ok(if reply.code == 213 {
-            reply.text().trim().parse().ok()
-        } else {
-            None
-        })
+        Ok(batch::remote_size(self.client()?, remote)?)
     }
 
-    pub(super) fn mget(&mut self, patterns: &[&str]) -> Result<(), ShellError> {
-        let mut matched = 0;
+    pub(super) fn mget(&mut self, args: &[&str]) -> Result<(), ShellError> {
+        let (settings, patterns) = self.batch_options(args, "mget [-P N] [--verify] PATTERN...")?;
+        let cwd = self.client()?.pwd()?;
+        let mut jobs = Vec::new();
         for pattern in patterns {
             let (dir, name_pattern) = match pattern.rsplit_once('/') {
                 Some((dir, name)) => (Some(if dir.is_empty() { "/" } else { dir }), name),
-                None => (None, *pattern),
+                None => (None, pattern),
             };
             let glob = glob::Pattern::new(name_pattern)
                 .map_err(|e| ShellError::Message(format!("{pattern}: {e}")))?;
@@ -210,48 +234,162 @@ impl Shell {
                 .iter()
                 .filter(|e| e.kind == EntryKind::File && glob.matches(&e.name))
             {
-                let remote = match dir {
+                let shown = match dir {
                     Some("/") => format!("/{}", entry.name),
                     Some(d) => format!("{d}/{}", entry.name),
                     None => entry.name.clone(),
                 };
-                self.download(&remote, Path::new(&entry.name), false)?;
-                matched += 1;
+                jobs.push(Job {
+                    direction: Direction::Get,
+                    remote: absolute(&cwd, &shown),
+                    local: PathBuf::from(&entry.name),
+                    size: entry.size,
+                    modified: None,
+                    resume: false,
+                    label: shown,
+                });
             }
         }
-        if matched == 0 {
+        if jobs.is_empty() {
             return Err(ShellError::Message("no remote file matches".into()));
         }
-        Ok(())
+        self.run_batch(jobs, settings)
     }
 
-    pub(super) fn mput(&mut self, patterns: &[&str]) -> Result<(), ShellError> {
-        let mut matched = 0;
+    pub(super) fn mput(&mut self, args: &[&str]) -> Result<(), ShellError> {
+        let (settings, patterns) = self.batch_options(args, "mput [-P N] [--verify] PATTERN...")?;
+        let cwd = self.client()?.pwd()?;
+        let mut jobs = Vec::new();
         for pattern in patterns {
             let paths =
                 glob::glob(pattern).map_err(|e| ShellError::Message(format!("{pattern}: {e}")))?;
             for path in paths.filter_map(Result::ok).filter(|p| p.is_file()) {
-                let remote = base_name(&path.to_string_lossy()).to_owned();
-                self.upload(&path, &remote, false)?;
-                matched += 1;
+                let name = base_name(&path.to_string_lossy()).to_owned();
+                jobs.push(Job {
+                    direction: Direction::Put,
+                    remote: absolute(&cwd, &name),
+                    size: fs::metadata(&path).ok().map(|m| m.len()),
+                    label: path.display().to_string(),
+                    local: path,
+                    modified: None,
+                    resume: false,
+                });
             }
         }
-        if matched == 0 {
+        if jobs.is_empty() {
             return Err(ShellError::Message("no local file matches".into()));
         }
-        Ok(())
+        self.run_batch(jobs, settings)
     }
+
+    /// `-P N` and `--verify` of a batch command; the rest are its operands (at least one).
+    pub(super) fn batch_options<'a>(
+        &self,
+        args: &[&'a str],
+        usage: &'static str,
+    ) -> Result<(Settings, Vec<&'a str>), ShellError> {
+        let mut settings = Settings {
+            parallel: self.opts.parallel,
+            retries: self.opts.retries,
+            verify: false,
+            visible: self.opts.progress,
+            quiet: self.opts.quiet,
+        };
+        let mut rest = Vec::new();
+        let mut words = args.iter();
+        while let Some(word) = words.next() {
+            match *word {
+                "-P" | "--parallel" => {
+                    settings.parallel = words
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| (1..=MAX_PARALLEL).contains(n))
+                        .ok_or_else(|| {
+                            ShellError::Message(format!("-P takes 1 to {MAX_PARALLEL} connections"))
+                        })?;
+                }
+                "--verify" => settings.verify = true,
+                operand => rest.push(operand),
+            }
+        }
+        if rest.is_empty() {
+            return Err(ShellError::Usage(usage));
+        }
+        Ok((settings, rest))
+    }
+
+    /// Runs `jobs` on their own connections; prints the total and says what failed.
+    pub(super) fn run_batch(
+        &mut self,
+        jobs: Vec<Job>,
+        settings: Settings,
+    ) -> Result<(), ShellError> {
+        let login = self.login_again()?;
+        let total = jobs.len();
+        let abort = self.reset_abort();
+        let started = std::time::Instant::now();
+        let report = batch::run(&login, jobs, settings, &abort);
+        if total > 1 {
+            self.say(format_args!(
+                "{} of {total} files, {}",
+                report.done,
+                render::summary(report.bytes, started.elapsed())
+            ));
+        }
+        partial(&report, total)
+    }
+}
+
+/// Connections one batch command opens at most.
+const MAX_PARALLEL: usize = 64;
+
+/// The error of a batch some of whose transfers failed (each was named as it failed).
+pub(super) fn partial(report: &batch::Report, total: usize) -> Result<(), ShellError> {
+    match report.failed.as_slice() {
+        [] => Ok(()),
+        failed => Err(ShellError::Partial {
+            failed: failed.len(),
+            total,
+        }),
+    }
+}
+
+/// `cwd/path`, unless `path` is absolute.
+pub(super) fn absolute(cwd: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{}/{path}", cwd.trim_end_matches('/'))
+    }
+}
+
+fn warn(line: String) {
+    eprintln!("ferry: {line}");
 }
 
 /// The local side of a download: created (or opened for appending) at the first byte, so a
 /// refused RETR leaves no empty file behind; a partial file stays for `get -c`.
-struct LazyFile {
+pub(super) struct LazyFile {
     path: PathBuf,
     append: bool,
     file: Option<File>,
 }
 
 impl LazyFile {
+    /// A sink for `path`, appended to when `append` (a resume).
+    pub(super) fn new(path: PathBuf, append: bool) -> LazyFile {
+        LazyFile {
+            path,
+            append,
+            file: None,
+        }
+    }
+
+    /// Whether the file has been created (or opened for appending).
+    pub(super) fn created(&self) -> bool {
+        self.file.is_some()
+    }
+
     fn open(&mut self) -> io::Result<&mut File> {
         if self.file.is_none() {
             let file = if self.append {
@@ -270,7 +408,7 @@ impl LazyFile {
     }
 
     /// Makes sure the file exists (an empty download writes no byte) and is flushed.
-    fn finish(mut self) -> io::Result<()> {
+    pub(super) fn finish(mut self) -> io::Result<()> {
         self.open()?.flush()
     }
 }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use crate::client::ftp::ClientError;
+use crate::client::ftp::{ClientError, FtpClient};
 use crate::storage::digest::HashAlgo;
 
 use super::{Shell, ShellError};
@@ -72,99 +72,145 @@ fn hex_word(text: &str, len: usize) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// What a comparison found equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Checked {
+    /// The digests, with this algorithm.
+    Digest {
+        /// Its name, as HASH gives it (`SHA-256`).
+        algo: &'static str,
+        /// The digest, in hex.
+        digest: String,
+    },
+    /// Only the sizes: the server offers no digest.
+    Size(u64),
+}
+
+impl Checked {
+    /// What to say when only the sizes could be compared: the check was weaker than asked
+    /// for, so it is said even when quiet.
+    pub(super) fn weak_note(&self, remote: &str) -> Option<String> {
+        match self {
+            Checked::Size(n) => Some(format!(
+                "{remote}: the server offers no digest (HASH, XSHA256, XMD5); only the size was compared ({n} bytes)"
+            )),
+            Checked::Digest { .. } => None,
+        }
+    }
+}
+
+/// Compares `local` with `remote` on the server, with the best digest the server offers.
+///
+/// # Errors
+/// They differ, or the server or the local file cannot be read.
+pub(super) fn compare(
+    client: &mut FtpClient,
+    remote: &str,
+    local: &Path,
+) -> Result<Checked, ShellError> {
+    let feat = client.command("FEAT")?;
+    let features: Vec<String> = if feat.is_success() {
+        feat.lines.iter().skip(1).cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let refused =
+        |reply| ShellError::about(format!("cannot verify {remote}"))(ClientError::Refused(reply));
+    let (algo, theirs) = match method(&features) {
+        Method::Hash { algo, selected } => {
+            if !selected {
+                let reply = client.command(&format!("OPTS HASH {}", algo.name()))?;
+                if reply.code != 200 {
+                    return Err(refused(reply));
+                }
+            }
+            let reply = client.command(&format!("HASH {remote}"))?;
+            if reply.code != 213 {
+                return Err(refused(reply));
+            }
+            // `213 <algo> <start>-<end> <hash> <path>`
+            let hash = reply
+                .text()
+                .split_whitespace()
+                .nth(2)
+                .map(str::to_ascii_lowercase);
+            (algo, hash)
+        }
+        found @ (Method::XSha256 | Method::XMd5) => {
+            let (verb, algo, len) = if found == Method::XSha256 {
+                ("XSHA256", HashAlgo::Sha256, 64)
+            } else {
+                ("XMD5", HashAlgo::Md5, 32)
+            };
+            let reply = client.command(&format!("{verb} {remote}"))?;
+            if !reply.is_success() {
+                return Err(refused(reply));
+            }
+            (algo, hex_word(reply.text(), len))
+        }
+        Method::Size => return compare_size(client, remote, local),
+    };
+    let theirs = theirs.ok_or_else(|| {
+        ShellError::Message(format!(
+            "cannot verify {remote}: the server's digest is unreadable"
+        ))
+    })?;
+    let ours = File::open(local)
+        .and_then(|mut file| algo.digest(&mut file))
+        .map_err(|source| ClientError::Local {
+            path: local.display().to_string(),
+            source,
+        })?;
+    if ours != theirs {
+        return Err(ShellError::Message(format!(
+            "{remote}: verification failed: the {} digests differ (here {ours}, on the server {theirs})",
+            algo.name()
+        )));
+    }
+    Ok(Checked::Digest {
+        algo: algo.name(),
+        digest: ours,
+    })
+}
+
+/// The fallback: the sizes must match.
+fn compare_size(client: &mut FtpClient, remote: &str, local: &Path) -> Result<Checked, ShellError> {
+    let ours = std::fs::metadata(local)
+        .map_err(|source| ClientError::Local {
+            path: local.display().to_string(),
+            source,
+        })?
+        .len();
+    let theirs = super::batch::remote_size(client, remote)?.ok_or_else(|| {
+        ShellError::Message(format!(
+            "cannot verify {remote}: the server offers no digest and no SIZE"
+        ))
+    })?;
+    if ours != theirs {
+        return Err(ShellError::Message(format!(
+            "{remote}: verification failed: {ours} bytes here, {theirs} on the server"
+        )));
+    }
+    Ok(Checked::Size(ours))
+}
+
 impl Shell {
     /// Compares `local` with `remote` on the server; says how it was compared.
     ///
     /// # Errors
     /// They differ, or the server or the local file cannot be read.
     pub(super) fn verify(&mut self, remote: &str, local: &Path) -> Result<(), ShellError> {
-        let client = self.client()?;
-        let feat = client.command("FEAT")?;
-        let features: Vec<String> = if feat.is_success() {
-            feat.lines.iter().skip(1).cloned().collect()
-        } else {
-            Vec::new()
-        };
-        let refused = |reply| {
-            ShellError::about(format!("cannot verify {remote}"))(ClientError::Refused(reply))
-        };
-        let (algo, theirs) = match method(&features) {
-            Method::Hash { algo, selected } => {
-                if !selected {
-                    let reply = client.command(&format!("OPTS HASH {}", algo.name()))?;
-                    if reply.code != 200 {
-                        return Err(refused(reply));
-                    }
-                }
-                let reply = client.command(&format!("HASH {remote}"))?;
-                if reply.code != 213 {
-                    return Err(refused(reply));
-                }
-                // `213 <algo> <start>-<end> <hash> <path>`
-                let hash = reply
-                    .text()
-                    .split_whitespace()
-                    .nth(2)
-                    .map(str::to_ascii_lowercase);
-                (algo, hash)
+        let checked = compare(self.client()?, remote, local)?;
+        match &checked {
+            Checked::Digest { algo, digest } => {
+                self.say(format_args!("{remote}: {algo} verified ({digest})."));
             }
-            found @ (Method::XSha256 | Method::XMd5) => {
-                let (verb, algo, len) = if found == Method::XSha256 {
-                    ("XSHA256", HashAlgo::Sha256, 64)
-                } else {
-                    ("XMD5", HashAlgo::Md5, 32)
-                };
-                let reply = client.command(&format!("{verb} {remote}"))?;
-                if !reply.is_success() {
-                    return Err(refused(reply));
+            Checked::Size(_) => {
+                if let Some(note) = checked.weak_note(remote) {
+                    eprintln!("ferry: {note}");
                 }
-                (algo, hex_word(reply.text(), len))
             }
-            Method::Size => return self.verify_size(remote, local),
-        };
-        let theirs = theirs.ok_or_else(|| {
-            ShellError::Message(format!(
-                "cannot verify {remote}: the server's digest is unreadable"
-            ))
-        })?;
-        let ours = File::open(local)
-            .and_then(|mut file| algo.digest(&mut file))
-            .map_err(|source| ClientError::Local {
-                path: local.display().to_string(),
-                source,
-            })?;
-        if ours != theirs {
-            return Err(ShellError::Message(format!(
-                "{remote}: verification failed: the {} digests differ (here {ours}, on the server {theirs})",
-                algo.name()
-            )));
         }
-        self.say(format_args!("{remote}: {} verified ({ours}).", algo.name()));
-        Ok(())
-    }
-
-    /// The fallback: the sizes must match.
-    fn verify_size(&mut self, remote: &str, local: &Path) -> Result<(), ShellError> {
-        let ours = std::fs::metadata(local)
-            .map_err(|source| ClientError::Local {
-                path: local.display().to_string(),
-                source,
-            })?
-            .len();
-        let theirs = self.remote_size(remote)?.ok_or_else(|| {
-            ShellError::Message(format!(
-                "cannot verify {remote}: the server offers no digest and no SIZE"
-            ))
-        })?;
-        if ours != theirs {
-            return Err(ShellError::Message(format!(
-                "{remote}: verification failed: {ours} bytes here, {theirs} on the server"
-            )));
-        }
-        // Said even when quiet: the check was weaker than asked for.
-        eprintln!(
-            "ferry: {remote}: the server offers no digest (HASH, XSHA256, XMD5); only the size was compared ({ours} bytes)"
-        );
         Ok(())
     }
 }
