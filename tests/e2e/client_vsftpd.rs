@@ -325,3 +325,64 @@ fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[test]
+fn vsftpd_mirror_both_ways_and_again_with_nothing_to_do() {
+    let server = Vsftpd::start();
+    let local = tempfile::tempdir().expect("temp dir");
+    let cwd = local.path();
+    let theirs = server.files.join("tree");
+    let ours = cwd.join("mine");
+    for (i, rel) in ["a.txt", "d/b.bin", "d/e/c.bin"].iter().enumerate() {
+        for root in [&theirs, &ours] {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+            std::fs::write(&path, pseudo_random(10_000 + i, 80 + i as u64)).expect("seed");
+        }
+    }
+    let transfers = |verb: &str| {
+        let needle = format!("\"{verb} ");
+        server
+            .log()
+            .lines()
+            .filter(|l| l.contains("FTP command") && l.contains(&needle))
+            .count()
+    };
+    let mirror = |args: &str| {
+        ferry(
+            cwd,
+            &[&server.target(), "-c", &script(&format!("mirror {args}"))],
+        )
+    };
+
+    mirror("tree down")
+        .ok("mirror")
+        .has("mirror: 3 of 3 files copied");
+    for rel in ["a.txt", "d/b.bin", "d/e/c.bin"] {
+        assert_same(
+            &read(&cwd.join("down").join(rel)),
+            &read(&theirs.join(rel)),
+            rel,
+        );
+    }
+    mirror("-R mine up")
+        .ok("mirror -R")
+        .has("mirror: 3 of 3 files copied");
+    for rel in ["a.txt", "d/b.bin", "d/e/c.bin"] {
+        assert_same(
+            &read(&server.files.join("up").join(rel)),
+            &read(&ours.join(rel)),
+            rel,
+        );
+    }
+    // vsftpd's LIST gives times to the minute and it has no MFMT: nothing is copied again.
+    let (retrs, stors) = (transfers("RETR"), transfers("STOR"));
+    mirror("tree down").ok("mirror again");
+    mirror("-R mine up").ok("mirror -R again");
+    assert_eq!(
+        (transfers("RETR"), transfers("STOR")),
+        (retrs, stors),
+        "copied again:\n{}",
+        tail(&server.log(), 40)
+    );
+}

@@ -167,8 +167,11 @@ impl Shell {
             eprintln!("ferry: {what}: {e}");
             failed += 1;
         };
-        // The target's root, then its directories, parents first (the plan's order).
-        if !target.exists {
+        // The target's root, then its directories, parents first (the plan's order). A remote
+        // root that lists empty may be missing: vsftpd answers LIST of a missing path with an
+        // empty listing, so it is made too (remote_mkdir accepts one that exists).
+        let empty = target.files.is_empty() && target.dirs.is_empty() && target.skipped == 0;
+        if !target.exists || (request.upload && empty) {
             let made = if request.upload {
                 self.remote_mkdir(&remote_root, &cwd)
             } else {
