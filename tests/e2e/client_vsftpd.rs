@@ -1,7 +1,7 @@
 //! The `ferry` client against vsftpd, an FTP server nobody on this project wrote, on loopback
 //! (installed by `scripts/test`; see `common::vsftpd` for its login): listings, byte-exact
 //! transfers in passive and active mode, resume, segmented download, verification without a
-//! digest, patterns, and FTPS with vsftpd's default `require_ssl_reuse`.
+//! digest, patterns, mirror both ways, and FTPS with vsftpd's default `require_ssl_reuse`.
 
 use crate::common;
 
