@@ -2,7 +2,8 @@
 //! one-shot forms `ferry get URL [LOCAL | -]` and `ferry put LOCAL URL` against ferryd, and
 //! the exit statuses (README, "Exit status") of one-shots and scripts.
 
-use crate::client_script::{Client, PASS, USER, read, server_with_user, target};
+use crate::client_script::{Client, PASS, USER, server_with_user, target};
+use crate::common::read;
 use crate::common::{self, TestServer, pseudo_random, run_bounded};
 
 use std::net::TcpListener;

@@ -10,13 +10,11 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::pyftpd::{self, PyFtpd};
-use common::{Run, TestServer, pseudo_random, run_bounded};
+use common::{Run, TestServer, pseudo_random};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// Bound on one client run: a mirror of 500 files against a debug build.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const USER: &str = "mira";
@@ -27,20 +25,7 @@ const BIG: usize = (1 << 20) + 7;
 
 /// `ferry ARGS` in `cwd` (also its HOME), logging in with `password`.
 fn ferry(cwd: &Path, password: &str, args: &[&str]) -> Run {
-    let child = Command::new(FERRY)
-        .args(args)
-        .current_dir(cwd)
-        .env("HOME", cwd)
-        .env("FERRY_HISTORY", cwd.join(".history"))
-        .env("FERRY_PASSWORD", password)
-        .env("TZ", "UTC")
-        .env_remove("FERRY_NEW_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry");
-    Run::from(run_bounded(child, RUN_TIMEOUT))
+    common::ferry_within(cwd, password, args, RUN_TIMEOUT)
 }
 
 /// 500 small files in 20 directories of 3 subdirectories each, a few at the top, and one

@@ -4,45 +4,14 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::pyftpd::{PASS, PyFtpd};
-use common::{pseudo_random, run_bounded};
+use common::{CLIENT_ZONE, Run, pseudo_random};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-/// The client's time zone in these tests (UTC+9, no daylight saving time).
-const ZONE: &str = "Asia/Tokyo";
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn ferry(cwd: &Path, args: &[&str]) -> Out {
-    let mut child = Command::new(FERRY)
-        .args(args)
-        .current_dir(cwd)
-        .env("HOME", cwd)
-        .env("FERRY_HISTORY", cwd.join(".history"))
-        .env("FERRY_PASSWORD", PASS)
-        // Listing times are shown in the local zone: one fixed here, so tests can say which.
-        .env("TZ", ZONE)
-        .env_remove("FERRY_NEW_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry");
-    drop(child.stdin.take());
-    let out = run_bounded(child, RUN_TIMEOUT);
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// `ferry ARGS` in `cwd` with pyftpdlib's password.
+fn ferry(cwd: &Path, args: &[&str]) -> Run {
+    common::ferry(cwd, PASS, args)
 }
 
 fn session(active: bool) {
@@ -169,7 +138,7 @@ fn pyftpdlib_without_mlsd_mlst_or_rein() {
         .and_then(|f| f.set_modified(std::time::SystemTime::UNIX_EPOCH + secs(when)))
         .expect("set mtime");
     let shown = when
-        .to_zoned_datetime(jiff::tz::TimeZone::get(ZONE).expect("zone"))
+        .to_zoned_datetime(jiff::tz::TimeZone::get(CLIENT_ZONE).expect("zone"))
         .strftime("%Y-%m-%d %H:%M")
         .to_string();
     let target = format!("127.0.0.1:{}", server.port);

@@ -7,12 +7,12 @@ use crate::common::s3::{Backend, on_both_backends};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Run, TestServer, pseudo_random, run_bounded};
+use common::{Run, TestServer, pseudo_random, read, run_bounded};
 use tempfile::TempDir;
 
 /// The client binary built by cargo for these tests.
@@ -129,10 +129,6 @@ fn server_with_user_on(backend: Backend) -> TestServer {
     let server = TestServer::start_on(backend, &[]);
     drop(server.register_and_login(USER, PASS));
     server
-}
-
-pub(crate) fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 #[test]

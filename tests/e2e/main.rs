@@ -17,6 +17,7 @@ mod client_peers;
 mod client_pty;
 mod client_script;
 mod client_sync;
+mod client_vsftpd;
 mod cluster;
 mod cluster_accounts;
 mod cluster_audit;

@@ -14,14 +14,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    FERRYD, Run, TestServer, assert_event, assert_success, assert_transfer, pseudo_random,
-    register, run_bounded, run_client,
+    FERRYD, TestServer, assert_event, assert_same, assert_success, assert_transfer, ferry,
+    pseudo_random, read, register, run_bounded, run_client,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// The client binary built by cargo for these tests.
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// Bound on one client run.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -101,20 +99,6 @@ fn implicit_port(server: &TestServer) -> u16 {
 
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Asserts that `a == b` without printing megabytes on failure.
-fn assert_same(a: &[u8], b: &[u8], what: &str) {
-    assert!(
-        a == b,
-        "{what}: contents differ ({} vs {} bytes)",
-        a.len(),
-        b.len()
-    );
 }
 
 /// Asserts a `command` event with this command line and reply code (any user or none).
@@ -909,27 +893,6 @@ fn resumption_required_lftp_resumes_and_ftplib_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // The ferry client
 // ---------------------------------------------------------------------------------------------
-
-/// Runs `ferry ARGS` in `cwd` with `FERRY_PASSWORD=pass` and HOME in `cwd`.
-fn ferry(cwd: &Path, pass: &str, args: &[&str]) -> Run {
-    let child = Command::new(FERRY)
-        .args(args)
-        .current_dir(cwd)
-        .env("HOME", cwd)
-        .env("FERRY_HISTORY", cwd.join("history"))
-        .env("FERRY_PASSWORD", pass)
-        .env_remove("FERRY_NEW_PASSWORD")
-        .env_remove("FERRY_CONFIG")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ferry");
-    Run::from(run_bounded(child, CLIENT_TIMEOUT))
-}
 
 #[test]
 fn ferry_client_explicit_and_implicit_tls() {

@@ -110,7 +110,13 @@ impl Shell {
             root => root.to_owned(),
         };
         let abort = self.reset_abort();
-        let remote = remote_tree(self.client()?, &remote_root, &request.excludes, &abort)?;
+        let remote = remote_tree(
+            self.client()?,
+            &remote_root,
+            &cwd,
+            &request.excludes,
+            &abort,
+        )?;
         let local = local_tree(&local_root, &request.excludes)?;
         let (source, target) = if request.upload {
             (&local, &remote)
@@ -388,10 +394,12 @@ fn too_big() -> ShellError {
     ))
 }
 
-/// The remote tree below `root`, walked with MLSD (or LIST) one directory at a time.
+/// The remote tree below `root`, walked with MLSD (or LIST) one directory at a time; `back`
+/// is the directory to return to after looking whether an empty root is there at all.
 fn remote_tree(
     client: &mut FtpClient,
     root: &str,
+    back: &str,
     excludes: &[glob::Pattern],
     abort: &AtomicBool,
 ) -> Result<Tree, ShellError> {
@@ -414,6 +422,13 @@ fn remote_tree(
             }
             Err(e) => return Err(ShellError::about(format!("cannot list {path}"))(e)),
         };
+        // vsftpd lists a missing directory as an empty one: an empty root may not be there.
+        if dir.is_empty() && entries.is_empty() {
+            if client.ok(&format!("CWD {root}")).is_err() {
+                return Ok(tree);
+            }
+            client.ok(&format!("CWD {back}"))?;
+        }
         tree.exists = true;
         for entry in entries {
             // A name with a slash would reach outside the tree.

@@ -7,6 +7,7 @@ pub mod haproxy;
 pub mod pty;
 pub mod pyftpd;
 pub mod s3;
+pub mod vsftpd;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -25,6 +26,9 @@ pub const FERRYD: &str = env!("CARGO_BIN_EXE_ferryd");
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stopped server may take to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The time zone [`ferry`] runs the client in (UTC+9, no daylight saving time): listing times
+/// are shown in the local zone, and a fixed one lets a test say which.
+pub const CLIENT_ZONE: &str = "Asia/Tokyo";
 /// Bound on one run of a real FTP client.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 /// Read timeout on every control and data socket of the raw client.
@@ -586,6 +590,36 @@ pub fn run_client_within(
     run_bounded(child, timeout)
 }
 
+/// Runs the `ferry` client, `ferry ARGS`, in `cwd` with `FERRY_PASSWORD=pass`, `HOME` and its
+/// history in `cwd`, the time zone [`CLIENT_ZONE`] and no standard input, bounded in time.
+/// Certificate overrides from the environment are dropped, as in [`run_client`].
+pub fn ferry(cwd: &Path, pass: &str, args: &[&str]) -> Run {
+    ferry_within(cwd, pass, args, CLIENT_TIMEOUT)
+}
+
+/// [`ferry`] with its own bound, for long runs (a mirror of a big tree).
+pub fn ferry_within(cwd: &Path, pass: &str, args: &[&str], timeout: Duration) -> Run {
+    let child = Command::new(pty::FERRY)
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", cwd)
+        .env("FERRY_HISTORY", cwd.join(".history"))
+        .env("FERRY_PASSWORD", pass)
+        .env("TZ", CLIENT_ZONE)
+        .env_remove("FERRY_NEW_PASSWORD")
+        // A developer's own configuration must not change what the tests see.
+        .env_remove("FERRY_CONFIG")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    Run::from(run_bounded(child, timeout))
+}
+
 /// Fails the test with one line unless `program` is on `PATH`: a fresh machine lacks the
 /// clients and tools the tests drive, and `scripts/test` installs them.
 pub fn require_program(program: &str) {
@@ -679,6 +713,21 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The bytes of the file at `path`; panics naming it.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Asserts that `a == b` without printing megabytes on failure.
+pub fn assert_same(a: &[u8], b: &[u8], what: &str) {
+    assert!(
+        a == b,
+        "{what}: contents differ ({} vs {} bytes)",
+        a.len(),
+        b.len()
+    );
 }
 
 /// One FTP reply: its code and every text line (without CRLF), first to last.
