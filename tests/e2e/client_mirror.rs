@@ -3,7 +3,7 @@
 //! against ferryd and pyftpdlib (with MLSD, and with LIST only); `mput`/`mget -P 8` while a
 //! second session lists; a failure in one transfer of a batch that does not stop the others;
 //! transfers cut by a server that drops the data connection, or the control connection too,
-//! resumed by the retry.
+//! resumed by the retry (and not with `--retries 0`); `mirror --verify` checking every copy.
 
 use crate::common;
 
@@ -248,11 +248,33 @@ fn mirror_round_trip(target: &str, remote: &Path, user: &str, password: &str) {
 fn mirror_both_ways_against_ferryd() {
     let server = TestServer::start(&[]);
     drop(server.register_and_login(USER, PASS));
-    mirror_round_trip(
-        &format!("127.0.0.1:{}", server.port()),
-        &server.home(USER),
-        USER,
+    let target = format!("127.0.0.1:{}", server.port());
+    mirror_round_trip(&target, &server.home(USER), USER, PASS);
+    // --verify checks every copy with the server's digest.
+    let work = tempfile::tempdir().expect("temp dir");
+    let out = ferry(
+        work.path(),
         PASS,
+        &[
+            &target,
+            "-c",
+            &format!("login {USER}; mirror --verify -P 2 up checked"),
+        ],
+    );
+    ok(&out, "mirror --verify");
+    assert_eq!(
+        out.stdout.matches(", SHA-256 verified").count(),
+        snapshot(&server.home(USER).join("up"))
+            .values()
+            .filter(|v| v.is_some())
+            .count(),
+        "{}",
+        out.stdout
+    );
+    assert_same_tree(
+        &server.home(USER).join("up"),
+        &work.path().join("checked"),
+        "verified",
     );
 }
 
@@ -424,6 +446,24 @@ fn a_dropped_data_connection_is_resumed_by_the_retry() {
         fs::read(server.home.join("up.bin")).expect("up") == data,
         "upload differs"
     );
+
+    // With --retries 0 the same cut is the end of the transfer.
+    let server = PyFtpd::start_with(&["flaky"]);
+    fs::write(server.home.join("down.bin"), &data).expect("seed");
+    let out = ferry(
+        cwd,
+        pyftpd::PASS,
+        &[
+            "--retries",
+            "0",
+            &format!("127.0.0.1:{}", server.port),
+            "-c",
+            "login peer; get down.bin again.bin",
+        ],
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(!out.stderr.contains("trying again"), "{}", out.stderr);
+    assert!(out.stderr.contains("426"), "{}", out.stderr);
 }
 
 #[test]
