@@ -1,5 +1,6 @@
 //! The `ferry` client against an FTP server nobody on this project wrote: pyftpdlib on
-//! loopback (installed by `scripts/test`), in passive and in active mode.
+//! loopback (installed by `scripts/test`), in passive and in active mode; one-shot transfers,
+//! a bookmark and the JSON listing.
 
 use crate::common;
 
@@ -218,4 +219,35 @@ fn pyftpdlib_pget_is_byte_exact() {
         std::fs::read(cwd.join("seg.bin")).expect("copy") == data,
         "the copy differs"
     );
+}
+
+#[test]
+fn pyftpdlib_one_shot_transfers_json_listing_and_a_bookmark() {
+    let server = PyFtpd::start();
+    let local = tempfile::tempdir().expect("temp dir");
+    let cwd = local.path();
+    let data = pseudo_random(300_001, 34);
+    std::fs::create_dir(server.home.join("in")).expect("remote dir");
+    std::fs::write(server.home.join("theirs.bin"), &data).expect("seed");
+    std::fs::write(cwd.join("mine.bin"), &data).expect("local file");
+    let url = format!("ftp://peer@127.0.0.1:{}", server.port);
+
+    let out = ferry(cwd, &["get", &format!("{url}/theirs.bin"), "got.bin"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(std::fs::read(cwd.join("got.bin")).expect("got") == data);
+    let out = ferry(cwd, &["put", "mine.bin", &format!("{url}/in/")]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(std::fs::read(server.home.join("in/mine.bin")).expect("put") == data);
+    let out = ferry(cwd, &["get", &format!("{url}/missing.bin")]);
+    assert_eq!(out.code, Some(1), "a refusal is status 1: {}", out.stderr);
+
+    // A bookmark of this server and directory, opened by name; the listing as JSON.
+    let out = ferry(cwd, &[&format!("{url}/in"), "-c", "bookmark add peer-in"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let out = ferry(cwd, &["-q", "peer-in", "-c", "dir --json"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let listed: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(listed[0]["name"], "mine.bin", "{listed}");
+    assert_eq!(listed[0]["type"], "file");
+    assert_eq!(listed[0]["size"], 300_001);
 }
