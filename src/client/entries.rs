@@ -153,7 +153,7 @@ pub fn parse_mlsx_line(line: &str) -> Option<RemoteEntry> {
 }
 
 /// `YYYYMMDDHHMMSS[.sss]`, always UTC (RFC 3659 §2.3).
-fn parse_timeval(v: &str) -> Option<Modified> {
+pub fn parse_timeval(v: &str) -> Option<Modified> {
     let d = v.get(..14)?;
     let t = DateTime::strptime("%Y%m%d%H%M%S", d).ok()?;
     Some(Modified::At(

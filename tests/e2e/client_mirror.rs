@@ -190,6 +190,11 @@ fn mirror_round_trip(target: &str, remote: &Path, user: &str, password: &str) {
     fs::remove_file(tree.join("skip.tmp")).expect("excluded");
     assert_same_tree(&tree, &up, "after the changes went up");
 
+    // An old file: LIST gives only its day (MDTM the time), 2024-03-10 10:00 UTC.
+    let old = up.join("d07/s0/f007.txt");
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_710_064_800);
+    set_mtime(&old, long_ago);
+
     // Down into an empty directory; the copies keep the server's times.
     let out = run("mirror -P 8 up down");
     ok(&out, "download");
@@ -197,9 +202,14 @@ fn mirror_round_trip(target: &str, remote: &Path, user: &str, password: &str) {
     let down = cwd.join("down");
     assert_same_tree(&up, &down, "after the download");
     assert_eq!(
-        mtime_secs(&down.join("d03/s0/f003.txt")) / 60,
-        mtime_secs(&up.join("d03/s0/f003.txt")) / 60,
+        mtime_secs(&down.join("d03/s0/f003.txt")),
+        mtime_secs(&up.join("d03/s0/f003.txt")),
         "the download keeps the time"
+    );
+    assert_eq!(
+        mtime_secs(&down.join("d07/s0/f007.txt")),
+        1_710_064_800,
+        "to the second"
     );
     let out = run("mirror up down");
     ok(&out, "download again");
@@ -214,6 +224,10 @@ fn mirror_round_trip(target: &str, remote: &Path, user: &str, password: &str) {
         fs::remove_file(up.join(format!("d{:02}/s{}/f{i:03}.txt", i % 20, (i / 20) % 3)))
             .expect("delete");
     }
+    // The old file rewritten at its size an hour later the same day: only MDTM tells.
+    let len = fs::metadata(&old).expect("meta").len() as usize;
+    fs::write(&old, pseudo_random(len, 6002)).expect("rewrite");
+    set_mtime(&old, long_ago + Duration::from_secs(3600));
     fs::write(down.join("extra.txt"), b"not on the server").expect("extra");
     File::options()
         .write(true)
@@ -225,6 +239,7 @@ fn mirror_round_trip(target: &str, remote: &Path, user: &str, password: &str) {
     ok(&dry, "dry run");
     has(&dry, "get d05/s0/f005.txt (changed, 999 bytes)", "dry run");
     has(&dry, "get d00/big.bin (partial", "dry run");
+    has(&dry, "get d07/s0/f007.txt (changed", "dry run");
     has(&dry, "rm extra.txt", "dry run");
     has(&dry, "rm d06/s0/f006.txt", "dry run");
     assert!(down.join("extra.txt").exists(), "a dry run changes nothing");
@@ -232,7 +247,7 @@ fn mirror_round_trip(target: &str, remote: &Path, user: &str, password: &str) {
     ok(&out, "download of the changes");
     has(
         &out,
-        "mirror: 2 of 2 files copied",
+        "mirror: 3 of 3 files copied",
         "download of the changes",
     );
     has(

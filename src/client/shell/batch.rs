@@ -73,6 +73,9 @@ pub(super) struct Job {
     pub size: Option<u64>,
     /// The source's modification time, given to the copy.
     pub modified: Option<Timestamp>,
+    /// Ask the server for the exact time (MDTM) after a download: `modified` is only a
+    /// listing's minute or day.
+    pub ask_time: bool,
     /// Go on from what the target already has.
     pub resume: bool,
     /// What progress and messages call it.
@@ -303,7 +306,16 @@ impl Worker<'_> {
             result.map_err(|e| (e.into(), wrote))?;
         }
         sink.finish().map_err(|e| (local_err(e).into(), true))?;
-        if let Some(modified) = job.modified {
+        let exact = if job.ask_time {
+            let client = self.client().map_err(|e| (e.into(), true))?;
+            match super::mirror::mdtm(client, &job.remote).map_err(|e| (e.into(), true))? {
+                Some(Some(at)) => Some(at.representative()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(modified) = exact.or(job.modified) {
             set_local_mtime(&job.local, modified).map_err(|e| (local_err(e).into(), true))?;
         }
         Ok(())

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
-use crate::client::entries::{EntryKind, Modified};
+use crate::client::entries::{self, EntryKind, Modified};
 use crate::client::ftp::{ClientError, FtpClient};
 use crate::client::render;
 
@@ -118,6 +118,8 @@ impl Shell {
             &abort,
         )?;
         let local = local_tree(&local_root, &request.excludes)?;
+        let mut remote = remote;
+        refine_times(self.client()?, &remote_root, &mut remote, &local)?;
         let (source, target) = if request.upload {
             (&local, &remote)
         } else {
@@ -211,6 +213,9 @@ impl Shell {
                         local: local_path(rel),
                         size: node.size,
                         modified: node.modified.map(Modified::representative),
+                        // A LIST time is to the minute at best: the copy gets MDTM's.
+                        ask_time: !request.upload
+                            && !matches!(node.modified, Some(Modified::At(_))),
                         resume: *resume,
                         label: rel.clone(),
                     });
@@ -464,6 +469,45 @@ fn remote_tree(
         }
     }
     Ok(tree)
+}
+
+/// MDTM (RFC 3659 §3) of the remote files whose listing gave only a day, or no time, and
+/// whose size matches the local file's: only a time tells whether they are the same. A server
+/// without MDTM is asked once.
+fn refine_times(
+    client: &mut FtpClient,
+    root: &str,
+    remote: &mut Tree,
+    local: &Tree,
+) -> Result<(), ShellError> {
+    for (rel, node) in &mut remote.files {
+        let vague = matches!(node.modified, None | Some(Modified::Day(_)));
+        let same_size = local.files.get(rel).is_some_and(|l| l.size == node.size);
+        if !(vague && same_size) {
+            continue;
+        }
+        match mdtm(client, &join_remote(root, rel))? {
+            Some(Some(at)) => node.modified = Some(at),
+            Some(None) => {}
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+/// MDTM of one file: `Some(time)`, `Some(None)` when it has none, `None` when the server
+/// does not know the command.
+pub(super) fn mdtm(
+    client: &mut FtpClient,
+    path: &str,
+) -> Result<Option<Option<Modified>>, ClientError> {
+    let reply = client.command(&format!("MDTM {path}"))?;
+    Ok(match reply.code {
+        213 => Some(entries::parse_timeval(reply.text().trim())),
+        421 => return Err(ClientError::Refused(reply)),
+        500 | 502 => None,
+        _ => Some(None),
+    })
 }
 
 /// The local tree below `root`. Links to files count as files; links to directories are not

@@ -245,6 +245,7 @@ impl Shell {
                     local: PathBuf::from(&entry.name),
                     size: entry.size,
                     modified: None,
+                    ask_time: false,
                     resume: false,
                     label: shown,
                 });
@@ -272,6 +273,7 @@ impl Shell {
                     label: path.display().to_string(),
                     local: path,
                     modified: None,
+                    ask_time: false,
                     resume: false,
                 });
             }
