@@ -3,7 +3,8 @@
 //! `-R` the source is remote (as lftp's `mirror`); with it, local.
 //!
 //! A file is up to date when the sizes match and the times agree within what the listing
-//! tells (MLSD to the second, LIST to the minute or the day). A target file shorter than its
+//! tells (MLSD to the second, LIST to the minute or the day; MDTM where a day is all it says
+//! and the sizes match). A target file shorter than its
 //! source and written after the source last changed is the rest of an interrupted copy: it is
 //! resumed. Copies get their source's time (the local file's on download; MFMT on upload where
 //! the server has it). An upload whose server cannot take the time leaves the copy newer than
