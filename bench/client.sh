@@ -39,8 +39,6 @@ if ! command -v lftp >/dev/null; then
     log "installing lftp"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q lftp >&2
 fi
-# ferry's mirror command is new: without it the mirror rows are left out, not failed.
-if "$FERRY" -c "help mirror" >/dev/null 2>&1; then HAVE_MIRROR=1; else HAVE_MIRROR=; fi
 
 WORK=$(mktemp -d /tmp/ferry-client-bench.XXXXXX)
 SERVER_PID=
@@ -132,7 +130,6 @@ for rep in $(seq "$RUNS"); do
         cmp -s "$HOME_DIR/big.bin" "$d/big.bin" || { log "$c: pget copy differs"; exit 1; }
         add pget "$c" "$t"
         log "  $c pget -n $SEGMENTS: $t s"
-        [[ -n $HAVE_MIRROR ]] || continue
         for p in $PARALLEL; do
             fresh "$d"
             n0=$(downloads)
@@ -174,4 +171,3 @@ for p in $PARALLEL; do
 done
 f=$(echo "${R["pget|ferry"]}" | median); l=$(echo "${R["pget|lftp"]}" | median)
 awk -v f="$f" -v l="$l" -v m="$SIZE_MB" 'BEGIN {printf "\npget throughput: ferry %.0f MiB/s, lftp %.0f MiB/s.\n", m / f, m / l}'
-[[ -n $HAVE_MIRROR ]] || echo "ferry has no mirror command in this build: the mirror rows were not run."

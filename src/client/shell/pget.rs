@@ -216,8 +216,12 @@ impl Shell {
             shown = now;
             if saved.elapsed() >= SAVE_EVERY {
                 record(&mut plan, &counters);
-                // A failed save costs only the resume point, not the download.
-                let _ = save(&state, &plan);
+                // What the state file says is in must be on disk first, so that a resume after
+                // a crash trusts only bytes that are there (syncing as it goes also leaves
+                // little for the end). A failed save costs only the resume point.
+                if file.sync_data().is_ok() {
+                    let _ = save(&state, &plan);
+                }
                 saved = Instant::now();
             }
         }
@@ -244,6 +248,7 @@ impl Shell {
             return Ok(());
         }
         progress.abandon();
+        file.sync_data().map_err(local_err)?;
         save(&state, &plan).map_err(local_err)?;
         let why = failures
             .first()
