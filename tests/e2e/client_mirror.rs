@@ -429,6 +429,17 @@ fn one_failed_transfer_does_not_stop_the_others() {
     }
 }
 
+/// `ferry FLAGS 127.0.0.1:PORT -c SCRIPT` against pyftpdlib.
+fn at_peer(cwd: &Path, server: &PyFtpd, flags: &[&str], script: &str) -> Run {
+    let target = format!("127.0.0.1:{}", server.port);
+    let args: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain([target.as_str(), "-c", script])
+        .collect();
+    ferry(cwd, pyftpd::PASS, &args)
+}
+
 #[test]
 fn a_dropped_data_connection_is_resumed_by_the_retry() {
     let server = PyFtpd::start_with(&["flaky"]);
@@ -437,14 +448,11 @@ fn a_dropped_data_connection_is_resumed_by_the_retry() {
     let data = pseudo_random(BIG, 81);
     fs::write(server.home.join("down.bin"), &data).expect("seed");
     fs::write(cwd.join("up.bin"), &data).expect("local");
-    let out = ferry(
+    let out = at_peer(
         cwd,
-        pyftpd::PASS,
-        &[
-            &format!("127.0.0.1:{}", server.port),
-            "-c",
-            "login peer; get down.bin; put up.bin; dir",
-        ],
+        &server,
+        &[],
+        "login peer; get down.bin; put up.bin; dir",
     );
     ok(&out, "transfers through a flaky server");
     assert_eq!(
@@ -465,16 +473,11 @@ fn a_dropped_data_connection_is_resumed_by_the_retry() {
     // With --retries 0 the same cut is the end of the transfer.
     let server = PyFtpd::start_with(&["flaky"]);
     fs::write(server.home.join("down.bin"), &data).expect("seed");
-    let out = ferry(
+    let out = at_peer(
         cwd,
-        pyftpd::PASS,
-        &[
-            "--retries",
-            "0",
-            &format!("127.0.0.1:{}", server.port),
-            "-c",
-            "login peer; get down.bin again.bin",
-        ],
+        &server,
+        &["--retries", "0"],
+        "login peer; get down.bin again.bin",
     );
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(!out.stderr.contains("trying again"), "{}", out.stderr);
@@ -489,15 +492,7 @@ fn a_lost_control_connection_is_opened_again_in_the_same_directory() {
     let data = pseudo_random(BIG, 82);
     fs::create_dir(server.home.join("sub")).expect("sub");
     fs::write(server.home.join("sub/down.bin"), &data).expect("seed");
-    let out = ferry(
-        cwd,
-        pyftpd::PASS,
-        &[
-            &format!("127.0.0.1:{}", server.port),
-            "-c",
-            "login peer; cd sub; get down.bin; pwd",
-        ],
-    );
+    let out = at_peer(cwd, &server, &[], "login peer; cd sub; get down.bin; pwd");
     ok(&out, "a download through a dropped session");
     assert!(
         out.stderr.contains("logged in again as peer in /sub"),

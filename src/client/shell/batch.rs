@@ -251,8 +251,8 @@ impl Worker<'_> {
         )?;
         let mut checked = String::new();
         if settings.verify {
-            let client = self.client()?;
-            match verify::compare(client, &job.remote, &job.local)? {
+            let (client, features) = self.with_features()?;
+            match verify::compare(client, features, &job.remote, &job.local)? {
                 verify::Checked::Digest { algo, .. } => checked = format!(", {algo} verified"),
                 weak => {
                     if let Some(note) = weak.weak_note(&job.remote) {
@@ -368,28 +368,24 @@ impl Worker<'_> {
     /// MFMT (draft-somers-ftp-mfxx) where the server has it; elsewhere the upload keeps the
     /// time it arrived.
     fn set_remote_mtime(&mut self, remote: &str, modified: Timestamp) -> Result<(), ClientError> {
-        if self.features.is_none() {
-            let reply = self.client()?.command("FEAT")?;
-            self.features = Some(if reply.is_success() {
-                reply
-                    .lines
-                    .iter()
-                    .skip(1)
-                    .map(|l| l.trim().to_owned())
-                    .collect()
-            } else {
-                Vec::new()
-            });
-        }
-        let has_mfmt = self
-            .features
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|l| l.eq_ignore_ascii_case("MFMT")));
-        if has_mfmt {
+        let (client, features) = self.with_features()?;
+        if features.iter().any(|l| l.eq_ignore_ascii_case("MFMT")) {
             let when = modified.strftime("%Y%m%d%H%M%S");
-            self.client()?.ok(&format!("MFMT {when} {remote}"))?;
+            client.ok(&format!("MFMT {when} {remote}"))?;
         }
         Ok(())
+    }
+
+    /// The connection and its FEAT lines, asked once per connection.
+    fn with_features(&mut self) -> Result<(&mut FtpClient, &[String]), ClientError> {
+        if self.features.is_none() {
+            let features = verify::features(self.client()?)?;
+            self.features = Some(features);
+        }
+        match (self.client.as_mut(), self.features.as_deref()) {
+            (Some(client), Some(features)) => Ok((client, features)),
+            _ => Err(ClientError::NotConnected),
+        }
     }
 }
 

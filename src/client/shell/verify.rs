@@ -99,24 +99,37 @@ impl Checked {
     }
 }
 
-/// Compares `local` with `remote` on the server, with the best digest the server offers.
+/// The server's FEAT lines, trimmed (none when it has no FEAT).
+///
+/// # Errors
+/// Only transport errors.
+pub(super) fn features(client: &mut FtpClient) -> Result<Vec<String>, ClientError> {
+    let reply = client.command("FEAT")?;
+    Ok(if reply.is_success() {
+        reply
+            .lines
+            .iter()
+            .skip(1)
+            .map(|l| l.trim().to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// Compares `local` with `remote` on the server, with the best digest its `features` offer.
 ///
 /// # Errors
 /// They differ, or the server or the local file cannot be read.
 pub(super) fn compare(
     client: &mut FtpClient,
+    features: &[String],
     remote: &str,
     local: &Path,
 ) -> Result<Checked, ShellError> {
-    let feat = client.command("FEAT")?;
-    let features: Vec<String> = if feat.is_success() {
-        feat.lines.iter().skip(1).cloned().collect()
-    } else {
-        Vec::new()
-    };
     let refused =
         |reply| ShellError::about(format!("cannot verify {remote}"))(ClientError::Refused(reply));
-    let (algo, theirs) = match method(&features) {
+    let (algo, theirs) = match method(features) {
         Method::Hash { algo, selected } => {
             if !selected {
                 let reply = client.command(&format!("OPTS HASH {}", algo.name()))?;
@@ -200,7 +213,9 @@ impl Shell {
     /// # Errors
     /// They differ, or the server or the local file cannot be read.
     pub(super) fn verify(&mut self, remote: &str, local: &Path) -> Result<(), ShellError> {
-        let checked = compare(self.client()?, remote, local)?;
+        let client = self.client()?;
+        let features = features(client)?;
+        let checked = compare(client, &features, remote, local)?;
         match &checked {
             Checked::Digest { algo, digest } => {
                 self.say(format_args!("{remote}: {algo} verified ({digest})."));
