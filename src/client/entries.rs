@@ -116,6 +116,13 @@ impl Modified {
     }
 }
 
+/// Whether a listed name is one name within its directory: not empty, no `/`, not `.` or
+/// `..`. A hostile server could list `../../.profile`; a download under such a name would be
+/// written outside the local directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name == "." || name == "..")
+}
+
 /// Parses one MLSD line: `fact=value;fact=value; name`. The listed directory itself and its
 /// parent (`type=cdir`, `type=pdir`) are skipped.
 pub fn parse_mlsx_line(line: &str) -> Option<RemoteEntry> {
@@ -289,6 +296,14 @@ mod tests {
     fn utc(text: &str) -> Timestamp {
         let t: DateTime = text.parse().expect("date time");
         t.to_zoned_datetime(TimeZone::UTC).expect("utc").timestamp()
+    }
+
+    #[test]
+    fn only_plain_names_are_taken() {
+        assert!(is_plain_name("report.pdf") && is_plain_name("..hidden"));
+        for name in ["", ".", "..", "../x", "a/b", "/etc/passwd"] {
+            assert!(!is_plain_name(name), "{name:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! against ferryd and pyftpdlib (with MLSD, and with LIST only); `mput`/`mget -P 8` while a
 //! second session lists; a failure in one transfer of a batch that does not stop the others;
 //! transfers cut by a server that drops the data connection, or the control connection too,
-//! resumed by the retry (and not with `--retries 0`); `mirror --verify` checking every copy.
+//! resumed by the retry (and not with `--retries 0`); `mirror --verify` checking every copy;
+//! listed names that would leave the directory (`../x`) are not downloaded.
 
 use crate::common;
 
@@ -507,5 +508,31 @@ fn a_lost_control_connection_is_opened_again_in_the_same_directory() {
     assert!(
         fs::read(cwd.join("down.bin")).expect("down") == data,
         "download differs"
+    );
+}
+
+#[test]
+fn names_that_leave_the_directory_are_not_downloaded() {
+    let server = PyFtpd::start_with(&["hostile"]);
+    let beside = server
+        .home
+        .parent()
+        .expect("home's parent")
+        .join("escape.txt");
+    fs::write(&beside, b"outside the home").expect("seed");
+    fs::write(server.home.join("ok.txt"), b"inside").expect("seed");
+    let work = tempfile::tempdir().expect("temp dir");
+    let cwd = work.path().join("deep");
+    fs::create_dir(&cwd).expect("cwd");
+    let out = at_peer(&cwd, &server, &[], "login peer; mget *; mirror / tree");
+    ok(&out, "mget and mirror of a listing with ../escape.txt");
+    assert_eq!(fs::read(cwd.join("ok.txt")).expect("mget"), b"inside");
+    assert_eq!(
+        fs::read(cwd.join("tree/ok.txt")).expect("mirror"),
+        b"inside"
+    );
+    assert!(
+        !work.path().join("escape.txt").exists(),
+        "written outside the directory"
     );
 }

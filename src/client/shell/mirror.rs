@@ -437,8 +437,7 @@ fn remote_tree(
         }
         tree.exists = true;
         for entry in entries {
-            // A name with a slash would reach outside the tree.
-            if entry.name.contains('/') || entry.name == "." || entry.name == ".." {
+            if !entries::is_plain_name(&entry.name) {
                 continue;
             }
             let rel = join_rel(&dir, &entry.name);

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::client::entries::EntryKind;
+use crate::client::entries::{self, EntryKind};
 use crate::client::ftp::{ClientError, Polled};
 use crate::client::render::{self, Progress};
 
@@ -230,10 +230,11 @@ impl Shell {
                 .map_err(|e| ShellError::Message(format!("{pattern}: {e}")))?;
             let abort = self.reset_abort();
             let entries = self.client()?.list(dir, &abort)?;
-            for entry in entries
-                .iter()
-                .filter(|e| e.kind == EntryKind::File && glob.matches(&e.name))
-            {
+            for entry in entries.iter().filter(|e| {
+                e.kind == EntryKind::File
+                    && entries::is_plain_name(&e.name)
+                    && glob.matches(&e.name)
+            }) {
                 let shown = match dir {
                     Some("/") => format!("/{}", entry.name),
                     Some(d) => format!("{d}/{}", entry.name),

@@ -62,6 +62,13 @@ if sys.argv[4:] in (["flaky"], ["drop"]):
         dtp_handler = Flaky
         use_sendfile = False
     handler = FlakyFTP
+if sys.argv[4:] == ["hostile"]:
+    # Listings also name `../escape.txt` (a file beside the home), as a hostile server may.
+    from pyftpdlib.filesystems import AbstractedFS
+    class Escaping(AbstractedFS):
+        def listdir(self, path):
+            return AbstractedFS.listdir(self, path) + ["../escape.txt"]
+    handler.abstracted_fs = Escaping
 handler.authorizer = authorizer
 server = FTPServer(("127.0.0.1", 0), handler)
 print(server.socket.getsockname()[1], flush=True)
